@@ -1,0 +1,36 @@
+"""The app factory: the only way to build the Carryover web app."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from middleware.config import Config
+from middleware.core import Carryover, build_carryover
+from middleware.hooks import MAX_BODY_BYTES
+from middleware.plugins import PluginRegistry
+
+
+def create_app(
+    config: Config | None = None,
+    registry: PluginRegistry | None = None,
+    core: Carryover | None = None,
+) -> Flask:
+    """Build the web app for one installation (the worker is started by the caller)."""
+    from middleware import context_api, health, hooks
+    from webui import views
+
+    core = core or build_carryover(config or Config(), registry)
+    app = Flask(__name__, template_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["SECRET_KEY"] = core.config.secret_key
+    app.extensions["carryover"] = core
+    for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp):
+        app.register_blueprint(blueprint)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        """Answer HTTP errors (404, 405, 413 …) as JSON with a reason."""
+        return jsonify(error=exc.description or exc.name), exc.code
+
+    return app

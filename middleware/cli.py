@@ -1,0 +1,165 @@
+"""The `carryover` command: serve, worker, db upgrade, deliveries list/replay."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from middleware.config import ConfigError, config_path, load_config
+from middleware.core import Carryover, build_carryover
+from middleware.mapping import MappingError
+from middleware.plugins import PluginRegistry
+from middleware.store import migrations_applied, upgrade
+
+
+def _core(args: argparse.Namespace) -> Carryover:
+    registry = PluginRegistry.from_entry_points()
+    config = load_config(config_path(args.config), registry.schemas())
+    return build_carryover(config, registry)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the web app and an embedded worker in one process."""
+    import waitress
+
+    from middleware.app import create_app
+    from middleware.worker import Worker
+
+    core = _core(args)
+    if core.engine.dialect.name == "sqlite":
+        upgrade(core.engine)
+    elif not migrations_applied(core.engine):
+        print("carryover: the database needs migrations: run `carryover db upgrade`", file=sys.stderr)
+        return 2
+    app = create_app(core=core)
+    worker = Worker(core) if core.config.worker["enabled"] else None
+    if worker:
+        worker.start()
+    integrations = ", ".join(sorted(core.registry.instances)) or "none"
+    print(f"carryover: serving on http://{args.host}:{args.port} (integrations: {integrations})")
+    try:
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="carryover")
+    finally:
+        if worker:
+            worker.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker only, next to web processes that share the database."""
+    from middleware.worker import Worker
+
+    core = _core(args)
+    if not migrations_applied(core.engine):
+        print("carryover: the database needs migrations: run `carryover db upgrade`", file=sys.stderr)
+        return 2
+    worker = Worker(core)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    print(f"carryover: worker {worker.owner} started")
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        worker.stop()
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply the database migrations."""
+    core = _core(args)
+    upgrade(core.engine)
+    print(f"carryover: database is up to date ({core.engine.url.render_as_string()})")
+    return 0
+
+
+def _parse_ref(ref: str) -> tuple[str, int]:
+    kind, _, number = ref.rpartition(":")
+    if kind not in ("", "in", "out") or not number.isdigit():
+        raise ValueError(f"{ref!r}: expected a delivery id (12, in:12) or a write id (out:7)")
+    return (kind or "in"), int(number)
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    """List recent inbound deliveries and outbound writes."""
+    core = _core(args)
+    print(f"{'id':<10} {'plugin':<11} {'status':<11} {'tries':>5}  detail")
+    for row in core.inbox.listing(args.status, args.limit):
+        detail = row.last_error or row.event_keys
+        print(f"in:{row.id:<7} {row.plugin:<11} {row.status:<11} {row.attempts:>5}  {detail}")
+    for row in core.outbox.listing(args.status, args.limit):
+        detail = row.last_error or f"note on {row.target_ref} ({row.purpose})"
+        print(f"out:{row.id:<6} {row.target:<11} {row.status:<11} {row.attempts:>5}  {detail}")
+    return 0
+
+
+def cmd_deliveries_replay(args: argparse.Namespace) -> int:
+    """Queue deliveries or writes again: the given ids, or every dead one."""
+    core = _core(args)
+    if args.dead:
+        count = core.inbox.replay() + core.outbox.replay()
+    else:
+        if not args.ids:
+            print("carryover: give ids to replay, or --dead", file=sys.stderr)
+            return 2
+        try:
+            refs = [_parse_ref(r) for r in args.ids]
+        except ValueError as exc:
+            print(f"carryover: {exc}", file=sys.stderr)
+            return 2
+        count = core.inbox.replay([n for k, n in refs if k == "in"]) + core.outbox.replay(
+            [n for k, n in refs if k == "out"]
+        )
+    print(f"carryover: {count} queued again")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Describe the command line."""
+    parser = argparse.ArgumentParser(prog="carryover", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $CARRYOVER_CONFIG, ./config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help=cmd_serve.__doc__)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=int, default=8, help="web server threads")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("worker", parents=[common], help=cmd_worker.__doc__).set_defaults(
+        func=cmd_worker
+    )
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", parents=[common], help=cmd_db_upgrade.__doc__).set_defaults(
+        func=cmd_db_upgrade
+    )
+
+    deliveries = sub.add_parser("deliveries", help="inspect and replay deliveries")
+    dsub = deliveries.add_subparsers(dest="deliveries", required=True)
+    listing = dsub.add_parser("list", parents=[common], help=cmd_deliveries_list.__doc__)
+    listing.add_argument("--status", choices=["pending", "attempting", "done", "dead"])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=cmd_deliveries_list)
+    replay = dsub.add_parser("replay", parents=[common], help=cmd_deliveries_replay.__doc__)
+    replay.add_argument("ids", nargs="*", help="delivery ids (12 or in:12) or write ids (out:7)")
+    replay.add_argument("--dead", action="store_true", help="replay every dead letter")
+    replay.set_defaults(func=cmd_deliveries_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the carryover command."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, MappingError) as exc:
+        print(f"carryover: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

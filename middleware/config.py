@@ -1,0 +1,193 @@
+"""Load and validate the YAML configuration, with ${ENV} interpolation."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+import yaml
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DEFAULT_DATABASE_URL = "sqlite:///var/carryover.db"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Declare one configuration key: its type, default and whether it is a secret."""
+
+    type: type
+    default: Any = None
+    required: bool = False
+    secret: bool = False
+    doc: str = ""
+
+
+def _check(path: str, value: Any, setting: Setting) -> Any:
+    if value is None:
+        if setting.required:
+            raise ConfigError(f"{path}: required")
+        return setting.default
+    if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if setting.type is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: expected a list of strings")
+        return [v for v in value if v]
+    if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
+        raise ConfigError(f"{path}: expected {setting.type.__name__}, got {value!r}")
+    if setting.type in (int, float) and value < 0:
+        raise ConfigError(f"{path}: must not be negative")
+    return value
+
+
+def validate_section(path: str, raw: Any, schema: Mapping[str, Setting]) -> dict[str, Any]:
+    """Check one mapping against its schema and return it with defaults filled in."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key (known: {', '.join(sorted(schema))})")
+    return {key: _check(f"{path}.{key}", raw.get(key), s) for key, s in schema.items()}
+
+
+TOP_LEVEL = {
+    "public_url": Setting(str, "http://127.0.0.1:8080"),
+    "database_url": Setting(str, DEFAULT_DATABASE_URL),
+    "secret_key": Setting(str, None, secret=True),
+    "agent_api_keys": Setting(list, [], secret=True),
+    "default_region": Setting(str, "US"),
+    "mappings_dir": Setting(str, None),
+    "templates_dir": Setting(str, None),
+}
+SUMMARY = {
+    "note_on_first_contact": Setting(bool, False),
+    "recent_limit": Setting(int, 10),
+}
+CALL_NOTES = {"open_days": Setting(int, 30)}
+WORKER = {
+    "enabled": Setting(bool, True),
+    "poll_interval_s": Setting(float, 1.0),
+    "lease_s": Setting(float, 60.0),
+    "max_attempts": Setting(int, 8),
+    "backoff_base_s": Setting(float, 2.0),
+    "backoff_max_s": Setting(float, 3600.0),
+}
+SECTIONS = {"summary": SUMMARY, "call_notes": CALL_NOTES, "worker": WORKER}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hold the validated configuration of one Carryover installation."""
+
+    public_url: str = "http://127.0.0.1:8080"
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: str | None = None
+    agent_api_keys: tuple[str, ...] = ()
+    default_region: str = "US"
+    mappings_dir: Path = Path(__file__).resolve().parent.parent / "mappings"
+    templates_dir: Path | None = None
+    summary: dict[str, Any] = field(default_factory=lambda: validate_section("summary", {}, SUMMARY))
+    call_notes: dict[str, Any] = field(
+        default_factory=lambda: validate_section("call_notes", {}, CALL_NOTES)
+    )
+    worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
+    integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def interpolate(value: Any, path: str = "") -> Any:
+    """Replace ${NAME} with the environment variable NAME, recursively."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{path or 'value'}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    return value
+
+
+def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
+    """Validate a raw configuration mapping; plugin_schemas gives each integration's keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("configuration: expected a mapping at the top level")
+    raw = interpolate(raw)
+    known = set(TOP_LEVEL) | set(SECTIONS) | {"integrations"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    top = {key: _check(key, raw.get(key), s) for key, s in TOP_LEVEL.items()}
+    region = top["default_region"].upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"default_region: {top['default_region']!r} is not a region code")
+    if not top["database_url"].startswith(("sqlite:", "postgresql")):
+        raise ConfigError("database_url: expected sqlite:///PATH or postgresql+psycopg://…")
+
+    integrations_raw = raw.get("integrations") or {}
+    if not isinstance(integrations_raw, dict):
+        raise ConfigError("integrations: expected a mapping")
+    integrations = {}
+    for key, section in integrations_raw.items():
+        if key not in plugin_schemas:
+            known_plugins = ", ".join(sorted(plugin_schemas)) or "none installed"
+            raise ConfigError(f"integrations.{key}: unknown integration (known: {known_plugins})")
+        integrations[key] = validate_section(f"integrations.{key}", section, plugin_schemas[key])
+
+    mappings_dir = top["mappings_dir"]
+    templates_dir = top["templates_dir"]
+    return Config(
+        public_url=top["public_url"].rstrip("/"),
+        database_url=top["database_url"],
+        secret_key=top["secret_key"],
+        agent_api_keys=tuple(top["agent_api_keys"]),
+        default_region=region,
+        mappings_dir=Path(mappings_dir) if mappings_dir else Config.mappings_dir,
+        templates_dir=Path(templates_dir) if templates_dir else None,
+        integrations=integrations,
+        **{name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()},
+    )
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """Pick the config file: --config, else $CARRYOVER_CONFIG, else ./config.yaml if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("CARRYOVER_CONFIG"):
+        return Path(os.environ["CARRYOVER_CONFIG"])
+    default = Path("config.yaml")
+    return default if default.exists() else None
+
+
+def load_config(
+    path: Path | None, plugin_schemas: Mapping[str, Mapping[str, Setting]]
+) -> Config:
+    """Read and validate the configuration file, or return the built-in defaults."""
+    if path is None:
+        return parse_config({}, plugin_schemas)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    return parse_config(raw, plugin_schemas)

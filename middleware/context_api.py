@@ -1,0 +1,118 @@
+"""Agent-facing reads: the merged context of one customer (PRODUCT.md section 5)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import Connection, select
+
+from middleware.identity import find_holders, normalise
+from middleware.interaction import Identity
+from middleware.store import customers
+from middleware.summary import build_context
+
+bp = Blueprint("context_api", __name__)
+LOOKUP_PARAMS = ("phone", "email", "zendesk_user", "salesforce_contact", "customer")
+
+
+def sign_link(secret: str, params: str, expires: int) -> str:
+    """Sign a query string (e.g. 'phone=+14155550100') until the unix time `expires`."""
+    message = f"{params}|{expires}".encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _signed_link_ok(secret: str | None) -> bool:
+    signature, expires = request.args.get("sig"), request.args.get("exp", "")
+    if not secret or not signature or not expires.isdigit() or int(expires) < time.time():
+        return False
+    params = "&".join(
+        f"{k}={v}" for k, v in sorted(request.args.items()) if k not in ("sig", "exp")
+    )
+    return hmac.compare_digest(sign_link(secret, params, int(expires)), signature)
+
+
+def agent_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Require a Bearer agent key or a signed, unexpired link."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        config = current_app.extensions["carryover"].config
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        # Compare against every key, so the time taken tells nothing about which one matched.
+        matches = [hmac.compare_digest(token.encode(), k.encode()) for k in config.agent_api_keys]
+        if (token and any(matches)) or _signed_link_ok(config.secret_key):
+            return view(*args, **kwargs)
+        response = jsonify(error="authorisation required: Bearer agent key or a signed link")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="carryover"'
+        return response, 401
+
+    return guarded
+
+
+class UnusableIdentifier(ValueError):
+    """The identifier given cannot be what it claims to be."""
+
+
+def _customer_from_query(conn: Connection, region: str) -> tuple[list[int], bool]:
+    given = [(p, request.args[p]) for p in LOOKUP_PARAMS if request.args.get(p)]
+    if len(given) != 1:
+        raise UnusableIdentifier(f"give exactly one of {', '.join(LOOKUP_PARAMS)}")
+    kind, raw = given[0]
+    if kind == "customer":
+        if not raw.isdigit():
+            raise UnusableIdentifier("customer: expected a number")
+        row = conn.execute(
+            select(customers.c.id, customers.c.merged_into).where(customers.c.id == int(raw))
+        ).first()
+        if row is None:
+            return [], False
+        return [row.merged_into or row.id], False
+    identity = normalise(Identity(kind, raw), region)
+    if identity is None:
+        raise UnusableIdentifier(f"{kind}: {raw!r} cannot be a valid {kind.replace('_', ' ')}")
+    holders = find_holders(conn, identity)
+    shared = len(holders) > 1 or any(s for _, s in holders)
+    return [cid for cid, _ in holders], shared
+
+
+@bp.get("/api/v1/context")
+@agent_only
+def context() -> Response | tuple[Response, int]:
+    """Return the merged context of the customer behind one identifier."""
+    core = current_app.extensions["carryover"]
+    with core.engine.connect() as conn:
+        try:
+            found, shared = _customer_from_query(conn, core.config.default_region)
+        except UnusableIdentifier as exc:
+            return jsonify(error=str(exc)), 400
+        if not found:
+            return jsonify(error="no customer known by that identifier"), 404
+        if shared:
+            names = dict(
+                conn.execute(select(customers.c.id, customers.c.name).where(
+                    customers.c.id.in_(found))).all()
+            )  # fmt: skip
+            return jsonify(
+                customer=None,
+                candidates=[{"id": cid, "name": names.get(cid)} for cid in found],
+                reason="a shared line: several customers use this number",
+            )
+        ctx = build_context(conn, found[0], core.config.summary["recent_limit"])
+        summary = core.renderer.render("summary", ctx)
+    payload = ctx.as_dict()
+    payload["customer"]["identities"] = [
+        {"type": i["type"], "value": i["value"], "shared": i["shared"]}
+        for i in payload["customer"]["identities"]
+    ]
+    payload.pop("candidates")
+    payload["summary"] = summary
+    return jsonify(payload)

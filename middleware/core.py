@@ -1,0 +1,54 @@
+"""One Carryover installation: configuration, store, plugins, mappings, queues, renderer."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from middleware.config import Config
+from middleware.delivery import Outbox
+from middleware.inbox import DeliveryInbox
+from middleware.mapping import PluginMapping, load_mapping
+from middleware.plugins import Capability, PluginRegistry
+from middleware.store import make_engine
+from middleware.summary import SummaryRenderer
+
+
+@dataclass
+class Carryover:
+    """Everything the web app and the worker share; built once per process."""
+
+    config: Config
+    engine: Engine
+    registry: PluginRegistry
+    mappings: dict[str, PluginMapping]
+    renderer: SummaryRenderer
+    inbox: DeliveryInbox
+    outbox: Outbox
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def dispose(self) -> None:
+        """Close the store's connections."""
+        self.engine.dispose()
+
+
+def build_carryover(config: Config, registry: PluginRegistry | None = None) -> Carryover:
+    """Connect the store, configure plugins and load their mappings."""
+    registry = registry or PluginRegistry.from_entry_points()
+    registry.configure(config)
+    mappings = {
+        plugin.key: load_mapping(plugin.key, config.mappings_dir / f"{plugin.key}.yaml")
+        for plugin in registry.with_capability(Capability.RECEIVE)
+    }
+    engine = make_engine(config.database_url)
+    return Carryover(
+        config=config,
+        engine=engine,
+        registry=registry,
+        mappings=mappings,
+        renderer=SummaryRenderer(config.templates_dir),
+        inbox=DeliveryInbox(engine),
+        outbox=Outbox(engine),
+    )

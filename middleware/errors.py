@@ -1,0 +1,45 @@
+"""The errors plugins raise; the hook endpoint turns each into its one HTTP answer."""
+
+
+class InboundError(Exception):
+    """Base of the errors an inbound delivery can meet before it is stored."""
+
+    status = 400
+
+
+class InvalidSignature(InboundError):
+    """The delivery is not authentic: bad, missing or stale signature (401)."""
+
+    status = 401
+
+
+class MalformedPayload(InboundError):
+    """The body cannot be parsed or lacks what it must carry (400)."""
+
+    status = 400
+
+
+class UnsupportedEvent(InboundError):
+    """An authentic event of a type Carryover does not use (200, ignored)."""
+
+    status = 200
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(event_type)
+        self.event_type = event_type
+
+
+class UpstreamError(Exception):
+    """An upstream API call failed; the work is retried with backoff."""
+
+
+class RateLimited(UpstreamError):
+    """The upstream asked us to slow down; retry after the given number of seconds."""
+
+    def __init__(self, retry_after: float, detail: str = "rate limited") -> None:
+        super().__init__(f"{detail}; retry after {retry_after:g}s")
+        self.retry_after = retry_after
+
+
+class PermanentUpstreamError(UpstreamError):
+    """An upstream refused the request for good (e.g. 404, 422); no retry helps."""

@@ -1,0 +1,33 @@
+"""Liveness and readiness, without authentication and without secrets."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from middleware.store import migrations_applied
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Say the process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Say whether the store is reachable and fully migrated."""
+    core = current_app.extensions["carryover"]
+    try:
+        with core.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        migrated = migrations_applied(core.engine)
+    except SQLAlchemyError:
+        return jsonify(status="unavailable", store="unreachable"), 503
+    if not migrated:
+        return jsonify(status="unavailable", store="ok", migrations="pending"), 503
+    return jsonify(status="ready", store="ok", migrations="applied",
+                   integrations=sorted(core.registry.instances)), 200  # fmt: skip

@@ -1,0 +1,59 @@
+"""Inbound webhooks: verify, store durably, reply; the work happens later in the worker."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from middleware.errors import InboundError, UnsupportedEvent
+from middleware.plugins import Capability, InboundRequest
+
+bp = Blueprint("hooks", __name__)
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+@bp.post("/hooks/<key>")
+@bp.post("/hooks/<key>/<token>")
+def receive(key: str, token: str | None = None) -> Response | tuple[Response, int]:
+    """Accept one delivery for the plugin `key`."""
+    core = current_app.extensions["carryover"]
+    plugin = core.registry.get(key)
+    if plugin is None or not plugin.has_capability(Capability.RECEIVE):
+        return _error(404, f"no integration {key!r} is configured")
+    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    query = request.query_string.decode("latin-1")
+    inbound = InboundRequest(
+        path=request.path,
+        url=core.config.public_url + request.path + (f"?{query}" if query else ""),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        path_token=token,
+    )
+    mapping = core.mappings[key]
+    try:
+        plugin.verify(inbound)
+        events = plugin.parse(inbound)
+        used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
+        if not used:
+            ignored = events[0] if events else None
+            own = ignored is not None and plugin.is_own_echo(ignored)
+            raise UnsupportedEvent("own note" if own else ignored.type if ignored else "empty")
+    except UnsupportedEvent as exc:
+        return jsonify(ignored=exc.event_type)
+    except InboundError as exc:
+        return _error(exc.status, str(exc))
+    try:
+        delivery_id = core.inbox.accept(key, inbound, [e.key for e in used])
+    except SQLAlchemyError:
+        current_app.logger.exception("could not store a %s delivery", key)
+        response = jsonify(error="the store is unavailable; retry later")
+        response.headers["Retry-After"] = "30"
+        return response, 503
+    if delivery_id is not None:
+        core.wake.set()
+    ack, content_type = plugin.acknowledgement()
+    return Response(ack, status=200, content_type=content_type)

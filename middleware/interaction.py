@@ -1,0 +1,57 @@
+"""The canonical interaction: what every plugin's payload becomes after mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+KINDS = ("ticket", "case", "call", "message", "note", "transfer")
+CHANNELS = (
+    "phone", "sms", "email", "chat", "web", "facebook", "twitter", "whatsapp",
+    "messaging", "api", "other",
+)  # fmt: skip
+DIRECTIONS = ("inbound", "outbound", "internal")
+OPEN_STATUSES = frozenset({"new", "open", "pending", "hold", "on-hold", "working", "escalated"})
+CLOSED_STATUSES = frozenset({"solved", "closed", "deleted", "resolved"})
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One identifier of a customer, e.g. ("email", "ann@example.com")."""
+
+    type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One contact in the timeline, in Carryover's own vocabulary (PRODUCT.md section 4)."""
+
+    source: str
+    external_id: str
+    kind: str
+    channel: str
+    occurred_at: datetime
+    updated_at: datetime
+    record_ref: str
+    direction: str | None = None
+    status: str | None = None
+    subject: str | None = None
+    text: str | None = None
+    identities: tuple[Identity, ...] = field(default_factory=tuple)
+    customer_name: str | None = None
+    agent: str | None = None
+    team: str | None = None
+    link: str | None = None
+    duration_s: int | None = None
+    creates: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        """Tell whether this ticket or case still waits for someone."""
+        return is_open_status(self.status)
+
+
+def is_open_status(status: str | None) -> bool:
+    """Tell whether a status means the item is still open (unknown statuses count as open)."""
+    return status is not None and status.lower() not in CLOSED_STATUSES

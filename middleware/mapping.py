@@ -1,0 +1,287 @@
+"""The mapping engine: admin-editable YAML that turns a payload into canonical interactions.
+
+A mapping file has two parts:
+
+    tables:                       # named lookup tables, "*" is the fallback
+      channels: {mail: email, web_form: web, "*": other}
+    events:                       # one entry per event type the plugin reports
+      ticket.created:
+        creates: true             # announces a new ticket or case (may get a summary note)
+        interaction:
+          kind: ticket            # a plain value is a literal
+          external_id: {path: detail.id, required: true}
+          channel: {path: detail.via.channel, table: channels}
+          status: {path: detail.status, lower: true}
+          subject: {format: "{detail.subject} ({detail.id})"}
+          identities:
+            zendesk_user: {path: detail.requester_id}
+
+A value spec is a literal, or a mapping with one of `path` (dotted, list items by number),
+`format` (a string with {dotted.path} placeholders) or `first` (a list of specs, the first
+that yields a value), and the options `table`, `lower`, `default`, `required`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from middleware.interaction import CHANNELS, DIRECTIONS, KINDS, Identity, Interaction
+
+FIELDS = {
+    "kind", "external_id", "channel", "direction", "occurred_at", "updated_at", "status",
+    "subject", "text", "customer_name", "agent", "team", "link", "duration_s", "identities",
+}  # fmt: skip
+REQUIRED_FIELDS = ("kind", "external_id")
+SPEC_KEYS = {"path", "format", "first", "table", "lower", "default", "required", "value"}
+PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
+FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+class MappingError(ValueError):
+    """A mapping file is invalid, or does not fit a payload; the message names the path."""
+
+
+@dataclass(frozen=True)
+class EventMapping:
+    """How one event type becomes an interaction."""
+
+    event_type: str
+    creates: bool
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PluginMapping:
+    """A validated mapping file of one plugin."""
+
+    source: str
+    tables: Mapping[str, Mapping[str, str]]
+    events: Mapping[str, EventMapping]
+
+    def handles(self, event_type: str) -> bool:
+        """Tell whether the mapping turns this event type into an interaction."""
+        return event_type in self.events
+
+    def apply(
+        self, event_type: str, payload: Mapping[str, Any], received_at: datetime
+    ) -> Interaction:
+        """Map one event's payload to a canonical interaction."""
+        mapping = self.events[event_type]
+        where = f"events.{event_type}.interaction"
+        values: dict[str, Any] = {}
+        for name, spec in mapping.fields.items():
+            if name == "identities":
+                continue
+            values[name] = self._evaluate(spec, payload, f"{where}.{name}")
+        identities = []
+        for id_type, spec in (mapping.fields.get("identities") or {}).items():
+            raw = self._evaluate(spec, payload, f"{where}.identities.{id_type}")
+            for item in raw if isinstance(raw, list) else [raw]:
+                if item not in (None, ""):
+                    identities.append(Identity(id_type, str(item)))
+        for name in REQUIRED_FIELDS:
+            if values.get(name) in (None, ""):
+                raise MappingError(f"{where}.{name}: no value in the payload")
+        kind = str(values["kind"])
+        if kind not in KINDS:
+            raise MappingError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+        channel = str(values.get("channel") or "other")
+        if channel not in CHANNELS:
+            raise MappingError(f"{where}.channel: {channel!r} is not one of {', '.join(CHANNELS)}")
+        direction = values.get("direction")
+        if direction is not None and direction not in DIRECTIONS:
+            raise MappingError(f"{where}.direction: {direction!r} is not one of {DIRECTIONS}")
+        occurred = _datetime(values.get("occurred_at"), f"{where}.occurred_at") or received_at
+        updated = _datetime(values.get("updated_at"), f"{where}.updated_at") or occurred
+        external_id = str(values["external_id"])
+        return Interaction(
+            source=self.source,
+            external_id=external_id,
+            kind=kind,
+            channel=channel,
+            direction=direction,
+            occurred_at=occurred,
+            updated_at=updated,
+            record_ref=f"{self.source}:{kind}:{external_id}",
+            status=_text(values.get("status")),
+            subject=_text(values.get("subject")),
+            text=_text(values.get("text")),
+            identities=tuple(dict.fromkeys(identities)),
+            customer_name=_text(values.get("customer_name")),
+            agent=_text(values.get("agent")),
+            team=_text(values.get("team")),
+            link=_text(values.get("link")),
+            duration_s=_integer(values.get("duration_s"), f"{where}.duration_s"),
+            creates=mapping.creates,
+        )
+
+    def _evaluate(self, spec: Any, payload: Mapping[str, Any], where: str) -> Any:
+        if not isinstance(spec, dict):
+            return spec
+        if "value" in spec:
+            value = spec["value"]
+        elif "path" in spec:
+            value = lookup(payload, spec["path"])
+        elif "format" in spec:
+            parts = {m: lookup(payload, m) for m in PLACEHOLDER.findall(spec["format"])}
+            if any(v in (None, "") for v in parts.values()):
+                value = None
+            else:
+                value = PLACEHOLDER.sub(lambda m: str(parts[m.group(1)]), spec["format"])
+        else:
+            value = None
+            for i, option in enumerate(spec["first"]):
+                value = self._evaluate(option, payload, f"{where}.first[{i}]")
+                if value not in (None, ""):
+                    break
+        if value in (None, ""):
+            if spec.get("required"):
+                shown = spec.get("path") or spec.get("format") or "first"
+                raise MappingError(f"{where}: required value missing at {shown}")
+            value = spec.get("default")
+        if value is None:
+            return None
+        if spec.get("lower") and isinstance(value, str):
+            value = value.lower()
+        if "table" in spec and not isinstance(value, (list, dict)):
+            table = self.tables[spec["table"]]
+            value = table.get(str(value).lower(), table.get("*", value))
+        return value
+
+
+def lookup(payload: Any, path: str) -> Any:
+    """Follow a dotted path through dicts and lists; None when any step is missing."""
+    current = payload
+    for step in path.split("."):
+        if isinstance(current, Mapping):
+            current = current.get(step)
+        elif isinstance(current, list) and step.isdigit() and int(step) < len(current):
+            current = current[int(step)]
+        else:
+            return None
+    return current
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _integer(value: Any, where: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise MappingError(f"{where}: {value!r} is not a number") from None
+
+
+def _datetime(value: Any, where: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+        parsed = datetime.fromtimestamp(float(value), UTC)
+    else:
+        text = FRACTION.sub(r"\1", str(value).strip())
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                raise MappingError(f"{where}: {value!r} is not a date and time") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _check_spec(spec: Any, where: str, tables: Mapping[str, Any]) -> None:
+    if not isinstance(spec, dict):
+        if isinstance(spec, (list, set)):
+            raise MappingError(f"{where}: expected a value or a mapping with path/format/first")
+        return
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise MappingError(f"{where}.{sorted(unknown)[0]}: unknown option")
+    sources = [k for k in ("path", "format", "first", "value") if k in spec]
+    if len(sources) != 1:
+        raise MappingError(f"{where}: give exactly one of path, format, first or value")
+    if "path" in spec and not isinstance(spec["path"], str):
+        raise MappingError(f"{where}.path: expected a dotted path")
+    if "format" in spec and not isinstance(spec["format"], str):
+        raise MappingError(f"{where}.format: expected a string")
+    if "first" in spec:
+        if not isinstance(spec["first"], list) or not spec["first"]:
+            raise MappingError(f"{where}.first: expected a non-empty list")
+        for i, option in enumerate(spec["first"]):
+            _check_spec(option, f"{where}.first[{i}]", tables)
+    if "table" in spec and spec["table"] not in tables:
+        raise MappingError(f"{where}.table: unknown table {spec['table']!r}")
+
+
+def parse_mapping(source: str, raw: Any, origin: str = "mapping") -> PluginMapping:
+    """Validate a mapping document; errors name the failing path."""
+    if not isinstance(raw, dict):
+        raise MappingError(f"{origin}: expected a mapping with 'events'")
+    unknown = set(raw) - {"tables", "events"}
+    if unknown:
+        raise MappingError(f"{origin}: {sorted(unknown)[0]}: unknown key (expected tables, events)")
+    tables = raw.get("tables") or {}
+    if not isinstance(tables, dict):
+        raise MappingError(f"{origin}: tables: expected a mapping")
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise MappingError(f"{origin}: tables.{name}: expected a mapping")
+    lowered = {
+        name: {str(k).lower(): str(v) for k, v in table.items()} for name, table in tables.items()
+    }
+    events_raw = raw.get("events")
+    if not isinstance(events_raw, dict) or not events_raw:
+        raise MappingError(f"{origin}: events: expected a mapping of event types")
+    events = {}
+    for event_type, entry in events_raw.items():
+        where = f"{origin}: events.{event_type}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("interaction"), dict):
+            raise MappingError(f"{where}: expected a mapping with 'interaction'")
+        extra = set(entry) - {"interaction", "creates"}
+        if extra:
+            raise MappingError(f"{where}.{sorted(extra)[0]}: unknown key")
+        fields = entry["interaction"]
+        for name in fields:
+            if name not in FIELDS:
+                raise MappingError(f"{where}.interaction.{name}: unknown field")
+        for name in REQUIRED_FIELDS:
+            if name not in fields:
+                raise MappingError(f"{where}.interaction.{name}: required")
+        for name, spec in fields.items():
+            if name == "identities":
+                if not isinstance(spec, dict):
+                    raise MappingError(f"{where}.interaction.identities: expected a mapping")
+                for id_type, id_spec in spec.items():
+                    _check_spec(id_spec, f"{where}.interaction.identities.{id_type}", lowered)
+            else:
+                _check_spec(spec, f"{where}.interaction.{name}", lowered)
+        events[str(event_type)] = EventMapping(str(event_type), bool(entry.get("creates")), fields)
+    return PluginMapping(source=source, tables=lowered, events=events)
+
+
+def load_mapping(source: str, path: Path) -> PluginMapping:
+    """Read and validate mappings/<source>.yaml."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MappingError(f"{path}: cannot read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{path}: not valid YAML ({exc})") from exc
+    return parse_mapping(source, raw, origin=str(path))

@@ -1,0 +1,111 @@
+"""After the reply: map → enrich → resolve identity → append to timeline → decide → render."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, select
+
+from middleware.core import Carryover
+from middleware.delivery import Outbox
+from middleware.identity import Resolution, normalise_all, resolve_customer
+from middleware.inbox import request_of
+from middleware.interaction import Interaction
+from middleware.plugins import Capability, InboundEvent, Plugin
+from middleware.redaction import redact
+from middleware.store import interactions
+from middleware.summary import build_context
+from middleware.timeline import ITEM_KINDS, Appended, append, history, thread_of
+
+SUMMARY = "summary"
+
+
+class NotConfigured(Exception):
+    """A stored delivery names an integration that is not configured any more."""
+
+
+def process_delivery(core: Carryover, row: Row) -> list[str]:
+    """Run every unseen event of a stored delivery through the pipeline; return the trail."""
+    plugin = core.registry.get(row.plugin)
+    if plugin is None:
+        raise NotConfigured(f"integration {row.plugin!r} is not configured")
+    keys = set(json.loads(row.event_keys))
+    events = [e for e in plugin.parse(request_of(row)) if e.key in keys]
+    return [handle_event(core, plugin, e, row.received_at) for e in events]
+
+
+def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received: datetime) -> str:
+    """Map, enrich, resolve and append one event, and queue the notes it calls for."""
+    mapping = core.mappings[plugin.key]
+    if plugin.is_own_echo(event):
+        return f"{event.key}: own note, ignored"
+    if not mapping.handles(event.type):
+        return f"{event.key}: {event.type} ignored"
+    interaction = redact_interaction(mapping.apply(event.type, event.payload, received))
+    if plugin.has_capability(Capability.ENRICH):
+        interaction = plugin.enrich(interaction)
+    found = normalise_all(interaction.identities, core.config.default_region)
+    interaction = replace(interaction, identities=found)
+    with core.engine.begin() as conn:
+        if found:
+            resolution = resolve_customer(
+                conn, found, interaction.record_ref, interaction.customer_name
+            )
+        else:
+            resolution = Resolution(_thread_customer(conn, interaction))
+        appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
+        queued = decide(core, conn, plugin, interaction, appended)
+    who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
+    return f"{event.key}: {interaction.record_ref} → {who}" + (", note queued" if queued else "")
+
+
+def redact_interaction(interaction: Interaction) -> Interaction:
+    """Redact card numbers and secrets from the customer's words before they are stored."""
+    return replace(
+        interaction, subject=redact(interaction.subject), text=redact(interaction.text)
+    )
+
+
+def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:
+    """Find the customer of the ticket or case a comment belongs to."""
+    thread = thread_of(interaction.external_id)
+    if thread == interaction.external_id:
+        return None
+    return conn.execute(
+        select(interactions.c.customer_id).where(
+            interactions.c.source == interaction.source,
+            interactions.c.external_id == thread,
+            interactions.c.kind.in_(ITEM_KINDS),
+        )
+    ).scalar()
+
+
+def decide(
+    core: Carryover,
+    conn: Connection,
+    plugin: Plugin,
+    interaction: Interaction,
+    appended: Appended,
+) -> bool:
+    """Queue a summary note on a new ticket or case whose customer has other history."""
+    customer_id = appended.customer_id
+    if not (
+        interaction.creates
+        and interaction.kind in ITEM_KINDS
+        and customer_id is not None
+        and plugin.has_capability(Capability.WRITE_NOTE)
+    ):
+        return False
+    thread = (interaction.source, thread_of(interaction.external_id))
+    has_history = bool(history(conn, customer_id, limit=1, exclude_thread=thread))
+    if not has_history and not core.config.summary["note_on_first_contact"]:
+        return False
+    context = build_context(
+        conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
+    )
+    body = core.renderer.render(plugin.key, context)
+    return Outbox.enqueue(
+        conn, plugin.key, interaction.external_id, appended.id, SUMMARY, body
+    )

@@ -1,0 +1,159 @@
+"""The plugin interface and the registry that finds plugins by entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from middleware.config import Setting
+
+if TYPE_CHECKING:
+    from middleware.config import Config
+    from middleware.interaction import Interaction
+
+ENTRY_POINT_GROUP = "carryover.plugins"
+
+
+class Capability(StrEnum):
+    """What a plugin can do; core code asks for a capability instead of probing methods."""
+
+    RECEIVE = "receive"  # accepts webhooks at /hooks/<key>
+    ENRICH = "enrich"  # looks up the customer behind a record through the upstream API
+    WRITE_NOTE = "write_note"  # writes a private note on a ticket or case
+    FIND_OPEN_ITEMS = "find_open_items"  # lists a customer's open tickets or cases upstream
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """One webhook delivery as received: what a plugin needs to verify and parse it."""
+
+    path: str
+    url: str  # the public URL the sender called (public_url + path + query)
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    path_token: str | None = None
+
+    @property
+    def content_type(self) -> str:
+        """Return the media type without parameters."""
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One event inside a delivery: a dedupe key, the event type and its parsed payload."""
+
+    key: str
+    type: str
+    payload: Mapping[str, Any]
+
+
+class Plugin:
+    """Base of every integration; subclasses live in plugins/<key>/ (an extension point).
+
+    A plugin verifies and parses what its tool sends, enriches records through the tool's
+    API and writes notes back. What fields mean lives in mappings/<key>.yaml; storage,
+    retries, identity and rendering live in the core.
+    """
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    settings: ClassVar[Mapping[str, Setting]] = {}
+    event_types: ClassVar[tuple[str, ...]] = ()
+    setup_doc: ClassVar[str] = ""
+
+    def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
+        self.options = dict(settings)
+        self.config = config
+
+    @classmethod
+    def folder(cls) -> Path:
+        """Return the plugin's folder (fixtures, templates)."""
+        import sys
+
+        return Path(sys.modules[cls.__module__].__file__ or ".").resolve().parent
+
+    def has_capability(self, capability: Capability) -> bool:
+        """Tell whether this plugin declares the capability."""
+        return capability in self.capabilities
+
+    # -- receiving -------------------------------------------------------------------
+    def verify(self, request: InboundRequest) -> None:
+        """Raise InvalidSignature unless the delivery is authentic."""
+        raise NotImplementedError
+
+    def parse(self, request: InboundRequest) -> list[InboundEvent]:
+        """Split a verified delivery into events; raise MalformedPayload or UnsupportedEvent."""
+        raise NotImplementedError
+
+    def acknowledgement(self) -> tuple[bytes, str]:
+        """Return the body and content type that tell the sender a delivery was accepted."""
+        return b"{}", "application/json"
+
+    def is_own_echo(self, event: InboundEvent) -> bool:
+        """Tell whether the event is Carryover's own write coming back."""
+        return False
+
+    # -- upstream API ------------------------------------------------------------------
+    def enrich(self, interaction: Interaction) -> Interaction:
+        """Return the interaction with identities and name looked up upstream."""
+        return interaction
+
+    def write_note(self, target_ref: str, body: str) -> None:
+        """Write a private note on a ticket or case; raise UpstreamError or RateLimited."""
+        raise NotImplementedError
+
+    def note_exists(self, target_ref: str, marker: str) -> bool:
+        """Tell whether a note carrying the marker is already on the ticket or case."""
+        raise NotImplementedError
+
+    def write_budget_per_minute(self) -> int | None:
+        """Return how many writes a minute this upstream allows us, or None for no limit."""
+        return None
+
+
+def discover_plugin_classes() -> dict[str, type[Plugin]]:
+    """Find installed plugins through the carryover.plugins entry points."""
+    found: dict[str, type[Plugin]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if ep.name != cls.key:
+            raise RuntimeError(f"entry point {ep.name} loads plugin with key {cls.key}")
+        found[ep.name] = cls
+    return found
+
+
+class PluginRegistry:
+    """The plugins known to one app, and the configured instances of them."""
+
+    def __init__(self, classes: Mapping[str, type[Plugin]]) -> None:
+        self.classes = dict(classes)
+        self.instances: dict[str, Plugin] = {}
+
+    @classmethod
+    def from_entry_points(cls) -> PluginRegistry:
+        """Build a registry of every installed plugin."""
+        return cls(discover_plugin_classes())
+
+    def schemas(self) -> dict[str, Mapping[str, Setting]]:
+        """Return each plugin's settings schema, for config validation."""
+        return {key: plugin.settings for key, plugin in self.classes.items()}
+
+    def configure(self, config: Config) -> None:
+        """Instantiate every plugin that has a section in the configuration."""
+        self.instances = {
+            key: self.classes[key](section, config) for key, section in config.integrations.items()
+        }
+
+    def get(self, key: str) -> Plugin | None:
+        """Return the configured plugin with that key, or None."""
+        return self.instances.get(key)
+
+    def with_capability(self, capability: Capability) -> Iterable[Plugin]:
+        """Yield configured plugins that declare the capability."""
+        return (p for p in self.instances.values() if p.has_capability(capability))

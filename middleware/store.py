@@ -1,0 +1,214 @@
+"""The relational store: tables, engine set-up for SQLite and PostgreSQL, and migrations."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import make_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# SQLite wants INTEGER PRIMARY KEY for rowid aliasing; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("plugin", String(32), nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("event_keys", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", DateTime),
+    Column("last_error", Text),
+    Column("trail", Text, nullable=False, default="[]"),
+    Column("finished_at", DateTime),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
+
+delivery_keys = Table(
+    "delivery_keys",
+    metadata,
+    Column("plugin", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255)),
+    Column("created_at", DateTime, nullable=False),
+    Column("merged_into", Id, ForeignKey("customers.id")),
+    Column("preferred_channels", Text),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("value", String(255), nullable=False),
+    Column("shared", Boolean, nullable=False, default=False),
+    Column("caused_by", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("type", "value", "customer_id", name="uq_identities_holder"),
+    Index("ix_identities_lookup", "type", "value"),
+    Index("ix_identities_customer", "customer_id"),
+)
+
+merges = Table(
+    "merges",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("from_customer", Id, ForeignKey("customers.id"), nullable=False),
+    Column("into_customer", Id, ForeignKey("customers.id"), nullable=False),
+    Column("caused_by", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime, nullable=False),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("direction", String(16)),
+    Column("occurred_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("status", String(32)),
+    Column("subject", Text),
+    Column("text", Text),
+    Column("customer_name", String(255)),
+    Column("agent", String(255)),
+    Column("team", String(255)),
+    Column("link", Text),
+    Column("duration_s", Integer),
+    Column("identities", Text, nullable=False, default="[]"),
+    Column("candidates", Text),
+    UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
+    Index("ix_interactions_customer", "customer_id", "occurred_at"),
+)
+
+writes = Table(
+    "writes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(32), nullable=False),
+    Column("target_ref", String(255), nullable=False),
+    Column("interaction_id", Id, ForeignKey("interactions.id"), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("marker", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", DateTime),
+    Column("last_error", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("done_at", DateTime),
+    UniqueConstraint("target", "target_ref", "marker", name="uq_writes_once"),
+    Index("ix_writes_due", "status", "next_attempt_at"),
+    Index("ix_writes_done", "target", "done_at"),
+)
+
+
+def utcnow() -> datetime:
+    """Return the current UTC time as a naive datetime (the store's convention)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def dumps(value: Any) -> str:
+    """Serialise a value for a JSON text column."""
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _prepare_sqlite(engine: Engine) -> None:
+    # WAL lets readers run beside the writer; synchronous=FULL makes a committed delivery
+    # survive a power loss (WAL's NORMAL only survives a process crash).
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    # BEGIN IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+    # instead of failing when a read transaction tries to upgrade.
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(database_url: str) -> Engine:
+    """Create an engine for SQLite (durable, WAL) or PostgreSQL."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        _prepare_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every pending migration."""
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def migrations_applied(engine: Engine) -> bool:
+    """Tell whether the store is at the newest migration."""
+    heads = set(ScriptDirectory.from_config(_alembic_config(engine)).get_heads())
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == heads

@@ -1,0 +1,179 @@
+"""Build a customer's merged context and render it with admin-editable Jinja2 templates."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import Connection, Row, select
+
+from middleware.store import customers, identities, utcnow
+from middleware.timeline import contacts_since, history, open_items
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
+EXCERPT_CHARS = 160
+SAID_LIMIT = 3
+MOOD_SAMPLE = 5
+
+
+@dataclass(frozen=True)
+class CustomerContext:
+    """Everything Carryover knows about one customer, ready for the API and templates."""
+
+    customer: dict[str, Any]
+    open_items: list[dict[str, Any]]
+    interactions: list[dict[str, Any]]
+    said: list[dict[str, Any]]
+    preferred_channels: list[str]
+    mood: str | None
+    repeat_contacts_7d: int
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def repeat_contact(self) -> bool:
+        """Tell whether the customer came back within 7 days."""
+        return self.repeat_contacts_7d >= 2
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Format a stored (naive UTC) time as ISO-8601 with Z."""
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
+def excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str | None:
+    """Shorten text to one line of at most `limit` characters, cut at a word."""
+    if not text:
+        return None
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _item(row: Row) -> dict[str, Any]:
+    return {
+        "source": row.source,
+        "external_id": row.external_id,
+        "kind": row.kind,
+        "channel": row.channel,
+        "direction": row.direction,
+        "status": row.status,
+        "subject": row.subject,
+        "excerpt": excerpt(row.text),
+        "occurred_at": iso(row.occurred_at),
+        "agent": row.agent,
+        "team": row.team,
+        "link": row.link,
+        "duration_s": row.duration_s,
+    }
+
+
+@cache
+def _analyzer() -> Any:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def mood_of(texts: list[str]) -> str | None:
+    """Rate the sentiment of recent customer text: positive, neutral or negative."""
+    if not texts:
+        return None
+    scores = [_analyzer().polarity_scores(t)["compound"] for t in texts]
+    average = sum(scores) / len(scores)
+    if average >= 0.05:
+        return "positive"
+    if average <= -0.05:
+        return "negative"
+    return "neutral"
+
+
+def _customer_texts(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.text and r.direction in (None, "inbound")]
+
+
+def build_context(
+    conn: Connection,
+    customer_id: int,
+    recent_limit: int = 10,
+    exclude_thread: tuple[str, str] | None = None,
+    now: datetime | None = None,
+) -> CustomerContext:
+    """Gather who the customer is, open items, recent contacts, words, channel and mood."""
+    now = now or utcnow()
+    person = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
+    ids = conn.execute(
+        select(identities).where(identities.c.customer_id == customer_id).order_by(identities.c.id)
+    ).all()
+    rows = history(conn, customer_id, exclude_thread=exclude_thread)
+    channels = Counter(r.channel for r in rows if r.channel != "other")
+    preferred = json.loads(person.preferred_channels) if person.preferred_channels else []
+    preferred = preferred or [c for c, _ in channels.most_common(2)]
+    texts = _customer_texts(rows)
+    return CustomerContext(
+        customer={
+            "id": person.id,
+            "name": person.name,
+            "identities": [
+                {"type": i.type, "value": i.value, "shared": i.shared, "linked_by": i.caused_by}
+                for i in ids
+            ],
+            "preferred_channels": preferred,
+        },
+        open_items=[_item(r) for r in open_items(rows)],
+        interactions=[_item(r) for r in rows[:recent_limit]],
+        said=[
+            {
+                "occurred_at": iso(r.occurred_at),
+                "channel": r.channel,
+                "source": r.source,
+                "text": excerpt(r.text, 280),
+            }
+            for r in texts[:SAID_LIMIT]
+        ],
+        preferred_channels=preferred,
+        mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]),
+        repeat_contacts_7d=contacts_since(rows, now - timedelta(days=7)),
+    )
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "?"
+    return value.replace("T", " ")[:16] + " UTC"
+
+
+class SummaryRenderer:
+    """Render contexts with one template per target; admins may override any of them."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if override_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+        loaders.append(jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)))
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=False,  # plain-text notes, never HTML
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.env.filters["when"] = _when
+        self.env.filters["excerpt"] = excerpt
+
+    def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
+        """Render the template `<target>.txt.j2` for a customer context."""
+        template = self.env.get_template(f"{target}.txt.j2")
+        values = {**context.as_dict(), "repeat_contact": context.repeat_contact, **extra}
+        return template.render(**values).strip()

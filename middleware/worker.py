@@ -1,0 +1,152 @@
+"""The worker: claims deliveries and writes with a lease and carries them through."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+
+from sqlalchemy import Row
+
+from middleware.core import Carryover
+from middleware.delivery import ATTEMPTING
+from middleware.errors import (
+    InboundError,
+    PermanentUpstreamError,
+    RateLimited,
+    UpstreamError,
+)
+from middleware.mapping import MappingError
+from middleware.pipeline import NotConfigured, process_delivery
+from middleware.queue import DEAD, DONE, PENDING, add_trail
+from middleware.store import utcnow
+
+log = logging.getLogger(__name__)
+BATCH = 20
+
+
+class Worker:
+    """Carry stored deliveries through the pipeline and queued notes to their upstream."""
+
+    def __init__(self, core: Carryover, name: str | None = None) -> None:
+        self.core = core
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.settings = core.config.worker
+        self.stopping = threading.Event()
+
+    # -- one pass --------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Process what is due now; return how many rows were handled."""
+        handled = 0
+        for row in self.core.inbox.claim(self.owner, self.settings["lease_s"], BATCH):
+            self._process(row)
+            handled += 1
+        for row in self.core.outbox.claim(self.owner, self.settings["lease_s"], BATCH):
+            self._write(row)
+            handled += 1
+        return handled
+
+    def drain(self, rounds: int = 50) -> int:
+        """Run passes until nothing is due (for tests and one-shot runs); return the total."""
+        total = 0
+        for _ in range(rounds):
+            handled = self.run_once()
+            total += handled
+            if not handled:
+                break
+        return total
+
+    def _retry_kwargs(self) -> dict[str, float]:
+        return {
+            "max_attempts": self.settings["max_attempts"],
+            "base_s": self.settings["backoff_base_s"],
+            "cap_s": self.settings["backoff_max_s"],
+        }
+
+    def _process(self, row: Row) -> None:
+        inbox = self.core.inbox
+        try:
+            steps = process_delivery(self.core, row)
+        except RateLimited as exc:
+            inbox.retry_later(row, self.owner, str(exc), after_s=exc.retry_after,
+                              count_attempt=False, **self._retry_kwargs())  # fmt: skip
+        except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
+            trail = add_trail(row.trail, "failed", str(exc))
+            inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail)
+        except UpstreamError as exc:
+            inbox.retry_later(row, self.owner, str(exc), **self._retry_kwargs())
+        except Exception as exc:  # never let one delivery stop the worker
+            log.exception("delivery %s failed", row.id)
+            inbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}",
+                              **self._retry_kwargs())  # fmt: skip
+        else:
+            trail = row.trail
+            for step in steps or ["no events"]:
+                trail = add_trail(trail, "processed", step)
+            inbox.settle(row.id, self.owner, status=DONE, finished_at=utcnow(), trail=trail,
+                         last_error=None)  # fmt: skip
+
+    def _write(self, row: Row) -> None:
+        outbox = self.core.outbox
+        plugin = self.core.registry.get(row.target)
+        if plugin is None:
+            outbox.retry_later(row, self.owner, f"integration {row.target!r} is not configured",
+                               **self._retry_kwargs())  # fmt: skip
+            return
+        try:
+            if row.status == ATTEMPTING and plugin.note_exists(row.target_ref, row.marker):
+                outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None)
+                return
+            budget = plugin.write_budget_per_minute()
+            if budget:
+                used, oldest = outbox.recent_count(row.target)
+                if used >= budget:
+                    wait = 1.0
+                    if oldest is not None:
+                        wait = max(1.0, (oldest + timedelta(seconds=60) - utcnow()).total_seconds())
+                    outbox.retry_later(row, self.owner, "write budget used up", after_s=wait,
+                                       count_attempt=False, **self._retry_kwargs())  # fmt: skip
+                    return
+            outbox.touch(row.id, self.owner, status=ATTEMPTING)
+            plugin.write_note(row.target_ref, row.body)
+        except RateLimited as exc:
+            # A 429 means the write did not happen: no upstream check needed next time.
+            outbox.retry_later(row, self.owner, str(exc), after_s=exc.retry_after,
+                               count_attempt=False, status=PENDING, **self._retry_kwargs())  # fmt: skip
+        except PermanentUpstreamError as exc:
+            outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc))
+        except UpstreamError as exc:
+            outbox.retry_later(row, self.owner, str(exc), **self._retry_kwargs())
+        except Exception as exc:  # never let one write stop the worker
+            log.exception("write %s failed", row.id)
+            outbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}",
+                               **self._retry_kwargs())  # fmt: skip
+        else:
+            outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        """Process until stop() is called, waking early when a delivery arrives."""
+        interval = self.settings["poll_interval_s"]
+        while not self.stopping.is_set():
+            try:
+                handled = self.run_once()
+            except Exception:  # the store may be briefly unreachable; keep going
+                log.exception("worker pass failed")
+                handled = 0
+            if not handled:
+                self.core.wake.wait(interval)
+                self.core.wake.clear()
+
+    def start(self) -> threading.Thread:
+        """Run the loop in a daemon thread."""
+        thread = threading.Thread(target=self.run_forever, name="carryover-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """Ask the loop to finish its pass and return."""
+        self.stopping.set()
+        self.core.wake.set()

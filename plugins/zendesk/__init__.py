@@ -1,0 +1,215 @@
+"""Zendesk: ticket webhooks in, private notes out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from cachetools import TTLCache
+
+from middleware.config import Setting
+from middleware.delivery import carries_marker
+from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
+from middleware.interaction import Identity, Interaction
+from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin
+from plugins.zendesk.client import ZendeskClient
+
+EVENT_PREFIX = "zen:event-type:"
+TRIGGER_EVENTS = ("ticket.created", "ticket.updated")
+# Zendesk identity types and the Carryover identity each one is.
+IDENTITY_TYPES = {
+    "email": "email",
+    "google": "email",
+    "phone_number": "phone",
+    "twitter": "twitter",
+    "facebook": "facebook",
+}
+
+SETUP = """\
+1. In Zendesk Admin Center → Apps and integrations → Webhooks, create a webhook that
+   subscribes to Zendesk events: Ticket created, Ticket comment added, Ticket status changed.
+   Endpoint URL: {public_url}/hooks/zendesk, request method POST, format JSON.
+2. Copy the webhook's signing secret into integrations.zendesk.webhook_secret.
+3. Create an API token (Admin Center → Apps and integrations → Zendesk API) and set
+   integrations.zendesk.email (an agent) and integrations.zendesk.api_token.
+"""
+
+
+class ZendeskPlugin(Plugin):
+    """Receive Zendesk ticket events and write summaries as private notes."""
+
+    key = "zendesk"
+    title = "Zendesk"
+    capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
+    settings = {
+        "url": Setting(str, required=True, doc="https://acme.zendesk.com or any base URL"),
+        "email": Setting(str, required=True, doc="the agent the API token belongs to"),
+        "api_token": Setting(str, required=True, secret=True),
+        "webhook_secret": Setting(str, required=True, secret=True),
+        "signature_tolerance_s": Setting(int, 3600, doc="0 turns the freshness check off"),
+        "ticket_updates_per_minute": Setting(int, 100),
+        "user_cache_ttl_s": Setting(int, 300),
+        "timeout_s": Setting(float, 10.0),
+    }
+    event_types = (
+        "ticket.created",
+        "ticket.comment_added",
+        "ticket.comment_added.by_agent",
+        "ticket.status_changed",
+        "trigger.ticket.created",
+        "trigger.ticket.updated",
+    )
+    setup_doc = SETUP
+
+    def __init__(self, settings: dict[str, Any], config: Any) -> None:
+        super().__init__(settings, config)
+        self.client = ZendeskClient(
+            self.options["url"], self.options["email"], self.options["api_token"],
+            self.options["timeout_s"],
+        )  # fmt: skip
+        self._users: TTLCache[int, tuple[dict[str, Any], list[dict[str, Any]]]] = TTLCache(
+            maxsize=10_000, ttl=self.options["user_cache_ttl_s"]
+        )
+        self._users_lock = threading.Lock()
+
+    # -- receiving -------------------------------------------------------------------------
+    def verify(self, request: InboundRequest) -> None:
+        """Check X-Zendesk-Webhook-Signature over timestamp + raw body, and its freshness."""
+        signature = request.headers.get("x-zendesk-webhook-signature")
+        timestamp = request.headers.get("x-zendesk-webhook-signature-timestamp")
+        if not signature or not timestamp:
+            raise InvalidSignature("missing X-Zendesk-Webhook-Signature(-Timestamp) header")
+        expected = sign(self.options["webhook_secret"], timestamp, request.body)
+        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            raise InvalidSignature("X-Zendesk-Webhook-Signature does not match")
+        tolerance = self.options["signature_tolerance_s"]
+        if tolerance:
+            try:
+                sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidSignature("X-Zendesk-Webhook-Signature-Timestamp is not ISO-8601") from None
+            if sent.tzinfo is None:
+                sent = sent.replace(tzinfo=UTC)
+            if abs((datetime.now(UTC) - sent).total_seconds()) > tolerance:
+                raise InvalidSignature(f"signature timestamp {timestamp} is more than {tolerance}s off")
+
+    def parse(self, request: InboundRequest) -> list[InboundEvent]:
+        """Read an event-subscription payload or a Carryover trigger body."""
+        try:
+            payload = json.loads(request.body)
+        except UnicodeDecodeError:
+            raise MalformedPayload("body is not UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise MalformedPayload(
+                f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from None
+        if not isinstance(payload, dict):
+            raise MalformedPayload("body: expected a JSON object")
+        if isinstance(payload.get("type"), str) and payload["type"].startswith(EVENT_PREFIX):
+            return [_subscription_event(payload)]
+        if "event" in payload:
+            return [_trigger_event(payload, request.body)]
+        raise MalformedPayload(
+            "body: neither an event-subscription payload (type zen:event-type:…) "
+            "nor a Carryover trigger body (event, ticket)"
+        )
+
+    def is_own_echo(self, event: InboundEvent) -> bool:
+        """Recognise Carryover's own notes coming back as comment events."""
+        if event.type.startswith("trigger."):
+            ticket = event.payload.get("ticket") or {}
+            return carries_marker(ticket.get("latest_comment"))
+        comment = (event.payload.get("event") or {}).get("comment") or {}
+        if not isinstance(comment, dict):
+            return False
+        return carries_marker(comment.get("body")) or carries_marker(comment.get("html_body"))
+
+    # -- upstream API ------------------------------------------------------------------------
+    def enrich(self, interaction: Interaction) -> Interaction:
+        """Add the requester's name, emails, phones and social ids from the Users API."""
+        user_ids = [i.value for i in interaction.identities if i.type == "zendesk_user"]
+        if not user_ids or not user_ids[0].isdigit():
+            return interaction
+        user, identities = self._user(int(user_ids[0]))
+        found = list(interaction.identities)
+        if user.get("email"):
+            found.append(Identity("email", str(user["email"])))
+        if user.get("phone"):
+            found.append(Identity("phone", str(user["phone"])))
+        for item in identities:
+            kind = IDENTITY_TYPES.get(str(item.get("type")))
+            if kind and item.get("value"):
+                found.append(Identity(kind, str(item["value"])))
+        return replace(
+            interaction,
+            identities=tuple(dict.fromkeys(found)),
+            customer_name=interaction.customer_name or user.get("name"),
+        )
+
+    def _user(self, user_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        with self._users_lock:
+            cached = self._users.get(user_id)
+        if cached is not None:
+            return cached
+        fetched = self.client.user_with_identities(user_id)
+        with self._users_lock:
+            self._users[user_id] = fetched
+        return fetched
+
+    def write_note(self, target_ref: str, body: str) -> None:
+        """Add a private comment (public: false) to the ticket."""
+        self.client.add_private_note(int(target_ref), body)
+
+    def note_exists(self, target_ref: str, marker: str) -> bool:
+        """Look for a comment carrying the marker on the ticket."""
+        return self.client.has_comment_containing(int(target_ref), marker)
+
+    def write_budget_per_minute(self) -> int | None:
+        """Keep ticket updates under the configured share of Zendesk's 100/min limit."""
+        return int(self.options["ticket_updates_per_minute"]) or None
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Return Zendesk's signature: base64(HMAC-SHA256(secret, timestamp + body))."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _subscription_event(payload: dict[str, Any]) -> InboundEvent:
+    event_type = payload["type"][len(EVENT_PREFIX) :]
+    event_id = payload.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise MalformedPayload("id: expected the event id as a string")
+    if not event_type.startswith("ticket."):
+        raise UnsupportedEvent(event_type)
+    detail = payload.get("detail")
+    if not isinstance(detail, dict) or not detail.get("id"):
+        raise MalformedPayload("detail.id: missing (the ticket id)")
+    change = payload.get("event")
+    if change is not None and not isinstance(change, dict):
+        raise MalformedPayload("event: expected an object")
+    if event_type == "ticket.comment_added":
+        comment = (change or {}).get("comment")
+        if not isinstance(comment, dict) or "id" not in comment:
+            raise MalformedPayload("event.comment: missing (the comment that was added)")
+        if (comment.get("author") or {}).get("is_staff"):
+            event_type = "ticket.comment_added.by_agent"
+    return InboundEvent(key=f"event:{event_id}", type=event_type, payload=payload)
+
+
+def _trigger_event(payload: dict[str, Any], body: bytes) -> InboundEvent:
+    event = payload.get("event")
+    if event not in TRIGGER_EVENTS:
+        raise UnsupportedEvent(str(event))
+    ticket = payload.get("ticket")
+    if not isinstance(ticket, dict) or not str(ticket.get("id", "")).strip():
+        raise MalformedPayload("ticket.id: missing (put \"id\": \"{{ticket.id}}\" in the body)")
+    # Trigger bodies carry no event id; a retry repeats the body byte for byte.
+    key = "trigger:" + hashlib.sha256(body).hexdigest()
+    return InboundEvent(key=key, type=f"trigger.{event}", payload=payload)

@@ -1,0 +1,100 @@
+"""The Zendesk API through zenpy, at any base URL, with 429 handed to our own retry logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from zenpy import Zenpy
+from zenpy.lib.api_objects import Comment, Ticket
+from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
+
+from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
+
+# zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
+# give it this placeholder and send each request to the configured base URL instead.
+PLACEHOLDER = "https://carryover.zendesk.com"
+DEFAULT_RETRY_AFTER = 60.0
+
+
+class RebasedSession(requests.Session):
+    """A session that sends zenpy's placeholder URLs to the configured Zendesk base URL."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Send the request to the real base URL; raise RateLimited on 429."""
+        placeholder_url = str(url)
+        real_url = placeholder_url.replace(PLACEHOLDER, self.base_url, 1)
+        try:
+            response = super().request(method, real_url, *args, **kwargs)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"Zendesk unreachable: {exc}") from exc
+        if response.status_code == 429:
+            # zenpy would sleep in this thread; we reschedule the work instead.
+            raise RateLimited(_retry_after(response.headers.get("Retry-After")), "Zendesk 429")
+        response.url = placeholder_url
+        if response.request is not None:
+            response.request.url = placeholder_url
+        return response
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(1.0, float(value)) if value else DEFAULT_RETRY_AFTER
+    except ValueError:
+        return DEFAULT_RETRY_AFTER
+
+
+class ZendeskClient:
+    """The few Zendesk calls Carryover makes: read users, write and find private notes."""
+
+    def __init__(self, url: str, email: str, api_token: str, timeout: float) -> None:
+        self.api = Zenpy(
+            subdomain="carryover",
+            email=email,
+            token=api_token,
+            session=RebasedSession(url),
+            timeout=timeout,
+            disable_cache=True,
+        )
+
+    def user_with_identities(self, user_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Return the user and their identities, or ({}, []) when the user is gone."""
+        try:
+            user = self.api.users(id=user_id)
+            found = list(self.api.users.identities(id=user_id))
+        except RecordNotFoundException:
+            return {}, []
+        except (APIException, ZenpyException, requests.HTTPError) as exc:
+            raise _upstream_error(exc) from exc
+        return user.to_dict(), [i.to_dict() for i in found]
+
+    def add_private_note(self, ticket_id: int, body: str) -> None:
+        """Add a private comment to a ticket (one PUT, no read first)."""
+        try:
+            self.api.tickets.update(Ticket(id=ticket_id, comment=Comment(body=body, public=False)))
+        except RecordNotFoundException as exc:
+            raise PermanentUpstreamError(f"Zendesk ticket {ticket_id} not found") from exc
+        except (APIException, ZenpyException, requests.HTTPError) as exc:
+            raise _upstream_error(exc) from exc
+
+    def has_comment_containing(self, ticket_id: int, needle: str) -> bool:
+        """Tell whether any comment on the ticket contains the text."""
+        try:
+            return any(needle in (c.body or "") for c in self.api.tickets.comments(ticket=ticket_id))
+        except RecordNotFoundException:
+            return False
+        except (APIException, ZenpyException, requests.HTTPError) as exc:
+            raise _upstream_error(exc) from exc
+
+
+def _upstream_error(exc: Exception) -> UpstreamError:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    message = f"Zendesk answered {status}: {str(exc)[:300]}" if status else f"Zendesk: {exc}"
+    if status in (400, 401, 403, 404, 422):
+        return PermanentUpstreamError(message)
+    return UpstreamError(message)

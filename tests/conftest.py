@@ -1,0 +1,181 @@
+"""Shared fixtures: every store-backed test runs on SQLite and, when configured, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from middleware.app import create_app
+from middleware.config import Config, parse_config
+from middleware.core import Carryover, build_carryover
+from middleware.plugins import PluginRegistry
+from middleware.store import make_engine, metadata, upgrade
+from middleware.worker import Worker
+from plugins.zendesk import sign
+from plugins.zendesk.simulator import FakeZendesk
+
+PG_URL = os.environ.get("CARRYOVER_TEST_DATABASE_URL")
+PG_SCHEMA = "carryover_test"
+FIXTURES = Path(__file__).resolve().parent.parent / "plugins" / "zendesk" / "fixtures"
+ZENDESK_SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="
+ZENDESK_EMAIL = "bot@example.com"
+ZENDESK_TOKEN = "test-token"
+AGENT_KEY = "agent-key-for-tests"
+ANN = 8447388090501
+
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(not PG_URL, reason="CARRYOVER_TEST_DATABASE_URL is not set"),
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate one SQLite file per session; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "carryover.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """Create a fresh schema in the test PostgreSQL and migrate it once per session."""
+    assert PG_URL
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={PG_SCHEMA}"})
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
+    admin.dispose()
+    rendered = url.render_as_string(hide_password=False)
+    engine = make_engine(rendered)
+    upgrade(engine)
+    engine.dispose()
+    return rendered
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """Return the URL of an empty, migrated store."""
+    if request.param == "sqlite":
+        target = tmp_path / "carryover.db"
+        shutil.copy(sqlite_template, target)
+        return f"sqlite:///{target}"
+    url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def fake_zendesk() -> Iterator[FakeZendesk]:
+    """Serve a fake Zendesk API with Ann Example as a known requester."""
+    with FakeZendesk(email=ZENDESK_EMAIL, api_token=ZENDESK_TOKEN) as fake:
+        fake.add_user(
+            ANN,
+            "Ann Example",
+            email="ann.example@example.com",
+            phone="+14155550142",
+            extra_identities=[{"type": "facebook", "value": "100001234567890"}],
+        )
+        for ticket_id in (5141, 5149, 5158, 5160):
+            fake.add_ticket(ticket_id, ANN, f"ticket {ticket_id}")
+        yield fake
+
+
+def make_config(database_url: str, zendesk_url: str | None = None, **extra: Any) -> Config:
+    """Build a validated configuration for tests."""
+    raw: dict[str, Any] = {
+        "database_url": database_url,
+        "agent_api_keys": [AGENT_KEY],
+        "secret_key": "test-secret-key",
+        "worker": {"backoff_base_s": 0.0, "lease_s": 30},
+        **extra,
+    }
+    if zendesk_url:
+        raw["integrations"] = {
+            "zendesk": {
+                "url": zendesk_url,
+                "email": ZENDESK_EMAIL,
+                "api_token": ZENDESK_TOKEN,
+                "webhook_secret": ZENDESK_SECRET,
+                "timeout_s": 5,
+            }
+        }
+    return parse_config(raw, PluginRegistry.from_entry_points().schemas())
+
+
+@pytest.fixture
+def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+    """Build a Carryover installation connected to the fake Zendesk."""
+    built = build_carryover(make_config(database_url, fake_zendesk.url))
+    yield built
+    built.dispose()
+
+
+@pytest.fixture
+def app(core: Carryover) -> Flask:
+    """Build the web app around the test installation."""
+    return create_app(core=core)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Return a test client of the web app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def worker(core: Carryover) -> Worker:
+    """Return a worker that tests drive by hand (run_once / drain)."""
+    return Worker(core, name="test-worker")
+
+
+def fixture_bytes(name: str) -> bytes:
+    """Return a Zendesk fixture file exactly as stored."""
+    return (FIXTURES / name).read_bytes()
+
+
+def zendesk_event(name: str, **detail: Any) -> bytes:
+    """Return a fixture with some ticket fields changed (and a fresh event id if given)."""
+    payload = json.loads(fixture_bytes(name))
+    event_id = detail.pop("event_id", None)
+    if event_id:
+        payload["id"] = event_id
+    payload["detail"].update(detail)
+    return json.dumps(payload).encode()
+
+
+def zendesk_headers(body: bytes, secret: str = ZENDESK_SECRET, timestamp: str | None = None) -> dict:
+    """Sign a body as Zendesk does."""
+    timestamp = timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "Content-Type": "application/json",
+        "X-Zendesk-Webhook-Signature": sign(secret, timestamp, body),
+        "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+        "X-Zendesk-Webhook-Id": "01GTXYZ0000000000000000000",
+    }
+
+
+def post_zendesk(client: FlaskClient, body: bytes, **kwargs: Any) -> Any:
+    """POST a signed delivery to /hooks/zendesk."""
+    return client.post("/hooks/zendesk", data=body, headers=zendesk_headers(body, **kwargs))

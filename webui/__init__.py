@@ -1,0 +1,1 @@
+"""Admin and agent pages."""
