@@ -26,7 +26,8 @@ from plugins.zendesk import sign
 from plugins.zendesk.simulator import FakeZendesk
 
 PG_URL = os.environ.get("CARRYOVER_TEST_DATABASE_URL")
-PG_SCHEMA = "carryover_test"
+# One schema per test process, so runs side by side never truncate each other's tables.
+PG_SCHEMA = f"carryover_test_{os.getpid()}"
 FIXTURES = Path(__file__).resolve().parent.parent / "plugins" / "zendesk" / "fixtures"
 ZENDESK_SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="
 ZENDESK_EMAIL = "bot@example.com"
@@ -54,7 +55,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
     """Create a fresh schema in the test PostgreSQL and migrate it once per session."""
     assert PG_URL
     url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={PG_SCHEMA}"})
@@ -67,7 +68,11 @@ def postgres_url() -> str:
     engine = make_engine(rendered)
     upgrade(engine)
     engine.dispose()
-    return rendered
+    yield rendered
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+    admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
