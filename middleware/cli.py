@@ -14,6 +14,9 @@ from middleware.mapping import MappingError
 from middleware.plugins import PluginRegistry
 from middleware.store import migrations_applied, upgrade
 
+NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def _core(args: argparse.Namespace) -> Carryover:
     registry = PluginRegistry.from_entry_points()
@@ -21,18 +24,17 @@ def _core(args: argparse.Namespace) -> Carryover:
     return build_carryover(config, registry)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, core: Carryover) -> int:
     """Serve the web app and an embedded worker in one process."""
     import waitress
 
     from middleware.app import create_app
     from middleware.worker import Worker
 
-    core = _core(args)
     if core.engine.dialect.name == "sqlite":
         upgrade(core.engine)
     elif not migrations_applied(core.engine):
-        print("carryover: the database needs migrations: run `carryover db upgrade`", file=sys.stderr)
+        print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
     app = create_app(core=core)
     worker = Worker(core) if core.config.worker["enabled"] else None
@@ -48,13 +50,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, core: Carryover) -> int:
     """Run a worker only, next to web processes that share the database."""
     from middleware.worker import Worker
 
-    core = _core(args)
     if not migrations_applied(core.engine):
-        print("carryover: the database needs migrations: run `carryover db upgrade`", file=sys.stderr)
+        print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
     worker = Worker(core)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
@@ -66,9 +67,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
+def cmd_db_upgrade(args: argparse.Namespace, core: Carryover) -> int:
     """Apply the database migrations."""
-    core = _core(args)
     upgrade(core.engine)
     print(f"carryover: database is up to date ({core.engine.url.render_as_string()})")
     return 0
@@ -81,9 +81,8 @@ def _parse_ref(ref: str) -> tuple[str, int]:
     return (kind or "in"), int(number)
 
 
-def cmd_deliveries_list(args: argparse.Namespace) -> int:
+def cmd_deliveries_list(args: argparse.Namespace, core: Carryover) -> int:
     """List recent inbound deliveries and outbound writes."""
-    core = _core(args)
     print(f"{'id':<10} {'plugin':<11} {'status':<11} {'tries':>5}  detail")
     for row in core.inbox.listing(args.status, args.limit):
         detail = row.last_error or row.event_keys
@@ -94,9 +93,8 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deliveries_replay(args: argparse.Namespace) -> int:
+def cmd_deliveries_replay(args: argparse.Namespace, core: Carryover) -> int:
     """Queue deliveries or writes again: the given ids, or every dead one."""
-    core = _core(args)
     if args.dead:
         count = core.inbox.replay() + core.outbox.replay()
     else:
@@ -152,13 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the carryover command."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        core = _core(args)
     except (ConfigError, MappingError) as exc:
         print(f"carryover: configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        return int(args.func(args, core))
+    finally:
+        core.dispose()
 
 
 if __name__ == "__main__":

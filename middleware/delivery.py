@@ -40,7 +40,8 @@ class Outbox(LeasedQueue):
     """Pending writes to upstream tools."""
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine, writes, ready=(PENDING, ATTEMPTING))
+        # A replayed write may have reached the upstream before: check for it first.
+        super().__init__(engine, writes, ready=(PENDING, ATTEMPTING), replay_as=ATTEMPTING)
 
     @staticmethod
     def enqueue(

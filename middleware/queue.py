@@ -30,10 +30,17 @@ def backoff_seconds(attempts: int, base: float, cap: float) -> float:
 class LeasedQueue:
     """A table used as a work queue with leases."""
 
-    def __init__(self, engine: Engine, table: Table, ready: Sequence[str] = (PENDING,)) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        ready: Sequence[str] = (PENDING,),
+        replay_as: str = PENDING,
+    ) -> None:
         self.engine = engine
         self.table = table
         self.ready = tuple(ready)
+        self.replay_as = replay_as
 
     def claim(self, owner: str, lease_s: float, limit: int = 10) -> list[Row]:
         """Lease up to `limit` due rows to `owner` and return them."""
@@ -115,7 +122,7 @@ class LeasedQueue:
         """Put rows (or every dead row when ids is None) back in the queue; return the count."""
         t = self.table
         query = update(t).values(
-            status=PENDING, attempts=0, next_attempt_at=utcnow(), lease_owner=None,
+            status=self.replay_as, attempts=0, next_attempt_at=utcnow(), lease_owner=None,
             lease_expires_at=None,
         )  # fmt: skip
         query = query.where(t.c.status == DEAD) if ids is None else query.where(t.c.id.in_(ids))

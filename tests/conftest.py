@@ -107,8 +107,13 @@ def fake_zendesk() -> Iterator[FakeZendesk]:
         yield fake
 
 
-def make_config(database_url: str, zendesk_url: str | None = None, **extra: Any) -> Config:
-    """Build a validated configuration for tests."""
+def make_config(
+    database_url: str,
+    zendesk_url: str | None = None,
+    zendesk_options: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Config:
+    """Build a validated configuration for tests (zendesk_options override plugin settings)."""
     raw: dict[str, Any] = {
         "database_url": database_url,
         "agent_api_keys": [AGENT_KEY],
@@ -124,6 +129,7 @@ def make_config(database_url: str, zendesk_url: str | None = None, **extra: Any)
                 "api_token": ZENDESK_TOKEN,
                 "webhook_secret": ZENDESK_SECRET,
                 "timeout_s": 5,
+                **(zendesk_options or {}),
             }
         }
     return parse_config(raw, PluginRegistry.from_entry_points().schemas())

@@ -1,0 +1,171 @@
+"""The worker: leases, upstream limits, retries, dead letters, replay, writes at most once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from conftest import fixture_bytes, make_config, post_zendesk
+from sqlalchemy import select, update
+
+from middleware.cli import main
+from middleware.core import Carryover, build_carryover
+from middleware.delivery import ATTEMPTING, Outbox
+from middleware.queue import DEAD, DONE, PENDING
+from middleware.store import deliveries, interactions, utcnow, writes
+from middleware.worker import Worker
+from plugins.zendesk.simulator import FakeZendesk
+
+
+def queue_second_ticket_note(client, worker) -> None:
+    """Post two tickets of one customer and process the deliveries, leaving the note queued."""
+    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    for row in worker.core.inbox.claim(worker.owner, 30, 10):
+        worker._process(row)
+
+
+def the_write(core: Carryover):
+    with core.engine.connect() as conn:
+        return conn.execute(select(writes)).one()
+
+
+def make_due(core: Carryover) -> None:
+    """Pretend the clock moved on: every queued row is due now."""
+    past = utcnow() - timedelta(seconds=1)
+    with core.engine.begin() as conn:
+        conn.execute(update(writes).values(next_attempt_at=past))
+        conn.execute(update(deliveries).values(next_attempt_at=past))
+
+
+def test_429_waits_for_retry_after_without_spending_an_attempt(
+    client, worker, fake_zendesk, core
+):
+    """A 429 on the note reschedules it after Retry-After; the note is written once later."""
+    queue_second_ticket_note(client, worker)
+    fake_zendesk.fail_next(429, headers={"Retry-After": "37"}, body={"error": "TooManyRequests"})
+    worker.drain()
+
+    row = the_write(core)
+    assert row.status == PENDING
+    assert row.attempts == 0
+    assert "429" in row.last_error or "rate" in row.last_error.lower()
+    wait = (row.next_attempt_at - utcnow()).total_seconds()
+    assert 30 < wait <= 37
+    assert fake_zendesk.notes(5149) == []
+    assert worker.drain() == 0  # not due yet
+
+    make_due(core)
+    worker.drain()
+    assert len(fake_zendesk.notes(5149)) == 1
+    assert the_write(core).status == DONE
+
+
+def test_server_errors_retry_with_backoff_then_dead_letter_then_replay(
+    client, worker, fake_zendesk, core, capsys, tmp_path, database_url
+):
+    """5xx answers are retried with backoff, then dead; `deliveries replay --dead` writes once."""
+    queue_second_ticket_note(client, worker)
+    attempts = core.config.worker["max_attempts"]
+    fake_zendesk.fail_next(503, count=attempts * 2, body={"error": "Unavailable"})
+    for _ in range(attempts):
+        make_due(core)
+        worker.drain()
+    row = the_write(core)
+    assert row.status == DEAD
+    assert row.attempts == attempts
+    assert "503" in row.last_error
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database_url: {database_url}\n")
+    assert main(["deliveries", "list", "--config", str(config), "--status", "dead"]) == 0
+    listed = capsys.readouterr().out
+    assert f"out:{row.id}" in listed and "dead" in listed
+
+    with fake_zendesk._lock:
+        fake_zendesk._failures.clear()
+    assert main(["deliveries", "replay", "--dead", "--config", str(config)]) == 0
+    assert "1 queued again" in capsys.readouterr().out
+    worker.drain()
+    assert len(fake_zendesk.notes(5149)) == 1
+    assert the_write(core).status == DONE
+
+
+def test_write_cut_off_after_reaching_zendesk_is_not_repeated(client, worker, fake_zendesk, core):
+    """A worker killed after the PUT but before recording it: the next one finds the marker."""
+    queue_second_ticket_note(client, worker)
+    row = core.outbox.claim("killed-worker", 30, 1)[0]
+    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
+    core.registry.get("zendesk").write_note(row.target_ref, row.body)  # reached Zendesk
+    with core.engine.begin() as conn:  # ...and then the process died; its lease runs out
+        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+    worker.drain()
+    assert len(fake_zendesk.notes(5149)) == 1
+    assert the_write(core).status == DONE
+
+
+def test_write_cut_off_before_reaching_zendesk_is_done_once(client, worker, fake_zendesk, core):
+    """A worker killed before the PUT: the next one checks, finds no marker, and writes."""
+    queue_second_ticket_note(client, worker)
+    row = core.outbox.claim("killed-worker", 30, 1)[0]
+    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
+    with core.engine.begin() as conn:
+        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+    worker.drain()
+    assert len(fake_zendesk.notes(5149)) == 1
+    searched = [p for m, p, *_ in fake_zendesk.requests_log if "/comments" in p and m == "GET"]
+    assert searched, "the marker was not checked upstream before retrying"
+
+
+def test_replaying_a_done_write_does_not_write_again(client, worker, fake_zendesk, core):
+    """Replay of a write that already happened finds its marker and writes nothing."""
+    queue_second_ticket_note(client, worker)
+    worker.drain()
+    row = the_write(core)
+    assert core.outbox.replay([row.id]) == 1
+    worker.drain()
+    assert len(fake_zendesk.notes(5149)) == 1
+
+
+def test_a_lease_held_by_a_dead_worker_is_taken_over(client, core):
+    """A delivery claimed by a worker that died is claimed again when the lease runs out."""
+    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    assert len(core.inbox.claim("dead-worker", 30, 10)) == 1
+    assert core.inbox.claim("other-worker", 30, 10) == []
+    with core.engine.begin() as conn:
+        conn.execute(update(deliveries).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert [r.id for r in core.inbox.claim("other-worker", 30, 10)] == [1]
+
+
+@pytest.fixture
+def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+    """An installation allowed two ticket updates a minute."""
+    config = make_config(database_url, fake_zendesk.url, {"ticket_updates_per_minute": 2})
+    built = build_carryover(config)
+    yield built
+    built.dispose()
+
+
+def test_ticket_updates_stay_under_the_per_minute_budget(budget_core, fake_zendesk):
+    """With a budget of 2 a minute, a third and fourth note wait for the next minute."""
+    with budget_core.engine.begin() as conn:
+        for ticket in (5141, 5149, 5158, 5160):
+            interaction = conn.execute(interactions.insert().values(
+                source="zendesk", external_id=str(ticket), kind="ticket", channel="email",
+                occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
+            )).inserted_primary_key[0]  # fmt: skip
+            Outbox.enqueue(conn, "zendesk", str(ticket), interaction, "summary", f"note {ticket}")
+
+    Worker(budget_core, name="w").drain()
+    written = [t for t in (5141, 5149, 5158, 5160) if fake_zendesk.notes(t)]
+    assert len(written) == 2
+    with budget_core.engine.connect() as conn:
+        waiting = conn.execute(select(writes).where(writes.c.status == PENDING)).all()
+    assert len(waiting) == 2
+    for row in waiting:
+        wait = (row.next_attempt_at - utcnow()).total_seconds()
+        assert 50 < wait <= 61
+        assert row.attempts == 0
