@@ -6,7 +6,9 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
 from middleware.config import ConfigError, config_path, load_config
 from middleware.core import Carryover, build_carryover
@@ -113,6 +115,26 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
+def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
+    """Print a signed, expiring link to an agent read (for tools that can only open a URL)."""
+    from middleware.context_api import sign_link
+
+    secret = core.config.secret_key
+    if not secret:
+        print("carryover: set secret_key in the configuration to sign links", file=sys.stderr)
+        return 2
+    pairs = [p.partition("=") for p in args.params]
+    if any(not sep or not key for key, sep, _ in pairs):
+        print("carryover: give parameters as NAME=VALUE, e.g. phone=+14155550142", file=sys.stderr)
+        return 2
+    expires = int(time.time()) + args.ttl
+    params = "&".join(f"{k}={v}" for k, _, v in sorted(pairs))
+    query = urlencode(sorted((k, v) for k, _, v in pairs))
+    signature = sign_link(secret, params, expires)
+    print(f"{core.config.public_url}{args.path}?{query}&exp={expires}&sig={signature}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the command line."""
     parser = argparse.ArgumentParser(prog="carryover", description=__doc__)
@@ -145,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", nargs="*", help="delivery ids (12 or in:12) or write ids (out:7)")
     replay.add_argument("--dead", action="store_true", help="replay every dead letter")
     replay.set_defaults(func=cmd_deliveries_replay)
+
+    link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)
+    link.add_argument("path", help="e.g. /api/v1/context")
+    link.add_argument("params", nargs="+", help="NAME=VALUE, e.g. phone=+14155550142")
+    link.add_argument("--ttl", type=int, default=3600, help="seconds the link stays valid")
+    link.set_defaults(func=cmd_link)
     return parser
 
 
