@@ -361,12 +361,18 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--email", default="bot@example.com")
     parser.add_argument("--token", default="test-token")
-    parser.add_argument("--seed", action="store_true", help="add demo user 1 and ticket 1")
+    parser.add_argument(
+        "--seed", action="store_true", help="add the requester and tickets of the fixtures"
+    )
     options = parser.parse_args()
     fake = FakeZendesk(options.email, options.token, options.host, options.port)
     if options.seed:
-        fake.add_user(1, "Ada Lovelace", email="ada@example.com", phone="+15550100")
-        fake.add_ticket(1, 1, "My order never arrived")
+        # The requester and tickets that plugins/zendesk/fixtures/ talk about.
+        fake.add_user(
+            8447388090501, "Ann Example", email="ann.example@example.com", phone="+14155550142"
+        )
+        for ticket_id in (5141, 5149, 5158, 5160):
+            fake.add_ticket(ticket_id, 8447388090501, f"ticket {ticket_id}")
     print(f"Fake Zendesk at {fake.url} (user {options.email}/token, token {options.token})")
     fake.start()
     try:
