@@ -169,3 +169,25 @@ def test_requester_lookups_are_cached(client, worker, fake_zendesk):
     worker.drain()
     lookups = [p for m, p, *_ in fake_zendesk.requests_log if p.startswith(f"/api/v2/users/{ANN}.")]
     assert len(lookups) == 1
+
+
+def test_the_test_webhook_button_body_is_acknowledged_and_ignored(client, core):
+    """Zendesk's test body (event and id, no ticket) gets 200 ignored and is not stored."""
+    response = post_zendesk(client, fixture_bytes("test_webhook.json"))
+    assert response.status_code == 200
+    assert "test delivery" in response.get_json()["ignored"]
+    with core.engine.connect() as conn:
+        assert conn.execute(select(deliveries)).first() is None
+
+
+def test_trigger_body_with_raw_line_breaks_in_the_description_is_accepted(client, worker, core):
+    """Trigger placeholders are raw text: a multi-line description still parses."""
+    body = fixture_bytes("trigger_ticket_created.json").replace(
+        b"about the double charge again.", b"about the double charge.\nSecond line."
+    )
+    assert b"\nSecond line" in body
+    assert post_zendesk(client, body).status_code == 200
+    worker.drain()
+    with core.engine.connect() as conn:
+        text = conn.execute(select(interactions.c.text)).scalar()
+    assert text == "Customer called about the double charge.\nSecond line."

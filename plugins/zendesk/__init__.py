@@ -102,7 +102,8 @@ class ZendeskPlugin(Plugin):
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Read an event-subscription payload or a Carryover trigger body."""
         try:
-            payload = json.loads(request.body)
+            # Trigger placeholders are raw text: a description brings its newlines unescaped.
+            payload = json.loads(request.body, strict=False)
         except UnicodeDecodeError:
             raise MalformedPayload("body is not UTF-8") from None
         except json.JSONDecodeError as exc:
@@ -207,6 +208,9 @@ def _trigger_event(payload: dict[str, Any], body: bytes) -> InboundEvent:
     event = payload.get("event")
     if event not in TRIGGER_EVENTS:
         raise UnsupportedEvent(str(event))
+    if "ticket" not in payload:
+        # The "Test webhook" button sends {"event": "ticket.updated", "id": 123}.
+        raise UnsupportedEvent(f"trigger.{event} without a ticket (a test delivery)")
     ticket = payload.get("ticket")
     if not isinstance(ticket, dict) or not str(ticket.get("id", "")).strip():
         raise MalformedPayload("ticket.id: missing (put \"id\": \"{{ticket.id}}\" in the body)")
