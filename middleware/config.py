@@ -44,7 +44,7 @@ def _check(path: str, value: Any, setting: Setting) -> Any:
         return [v for v in value if v]
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
         raise ConfigError(f"{path}: expected {setting.type.__name__}, got {value!r}")
-    if setting.type in (int, float) and value < 0:
+    if isinstance(value, int | float) and value < 0:
         raise ConfigError(f"{path}: must not be negative")
     return value
 
@@ -97,7 +97,9 @@ class Config:
     default_region: str = "US"
     mappings_dir: Path = Path(__file__).resolve().parent.parent / "mappings"
     templates_dir: Path | None = None
-    summary: dict[str, Any] = field(default_factory=lambda: validate_section("summary", {}, SUMMARY))
+    summary: dict[str, Any] = field(
+        default_factory=lambda: validate_section("summary", {}, SUMMARY)
+    )
     call_notes: dict[str, Any] = field(
         default_factory=lambda: validate_section("call_notes", {}, CALL_NOTES)
     )
@@ -176,9 +178,7 @@ def config_path(explicit: str | None) -> Path | None:
     return default if default.exists() else None
 
 
-def load_config(
-    path: Path | None, plugin_schemas: Mapping[str, Mapping[str, Setting]]
-) -> Config:
+def load_config(path: Path | None, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
     """Read and validate the configuration file, or return the built-in defaults."""
     if path is None:
         return parse_config({}, plugin_schemas)

@@ -8,7 +8,7 @@ checked upstream for its marker before it is tried again, so a ticket never gets
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, Row, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -66,7 +66,7 @@ class Outbox(LeasedQueue):
         )
         return conn.execute(statement).first() is not None
 
-    def recent_count(self, target: str, seconds: float = 60.0) -> tuple[int, object]:
+    def recent_count(self, target: str, seconds: float = 60.0) -> tuple[int, datetime | None]:
         """Count writes to a target done (or begun) in the last window; return the oldest too."""
         since = utcnow() - timedelta(seconds=seconds)
         with self.engine.begin() as conn:

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from middleware.plugins import InboundRequest
 from middleware.queue import PENDING, LeasedQueue
 from middleware.redaction import redact
-from middleware.store import deliveries, delivery_keys, dumps, utcnow
+from middleware.store import deliveries, delivery_keys, dumps, inserted_id, utcnow
 
 # Never keep credentials that a sender or proxy put in headers.
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -69,8 +69,9 @@ class DeliveryInbox(LeasedQueue):
                         trail="[]",
                     )
                 )
-                delivery_id = int(result.inserted_primary_key[0])
-                fresh = [k for k in dict.fromkeys(keys) if _insert_key(conn, plugin, k, delivery_id)]
+                delivery_id = inserted_id(result)
+                unique = dict.fromkeys(keys)
+                fresh = [k for k in unique if _insert_key(conn, plugin, k, delivery_id)]
                 if not fresh:
                     raise _AllSeen
                 conn.execute(

@@ -63,9 +63,7 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
 
 def redact_interaction(interaction: Interaction) -> Interaction:
     """Redact card numbers and secrets from the customer's words before they are stored."""
-    return replace(
-        interaction, subject=redact(interaction.subject), text=redact(interaction.text)
-    )
+    return replace(interaction, subject=redact(interaction.subject), text=redact(interaction.text))
 
 
 def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:
@@ -106,6 +104,4 @@ def decide(
         conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
     )
     body = core.renderer.render(plugin.key, context)
-    return Outbox.enqueue(
-        conn, plugin.key, interaction.external_id, appended.id, SUMMARY, body
-    )
+    return Outbox.enqueue(conn, plugin.key, interaction.external_id, appended.id, SUMMARY, body)

@@ -29,7 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -155,6 +155,13 @@ writes = Table(
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (the store's convention)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """Return the primary key of the row an INSERT just made."""
+    key = result.inserted_primary_key
+    assert key is not None and key[0] is not None, "the INSERT made no row"
+    return int(key[0])
 
 
 def dumps(value: Any) -> str:

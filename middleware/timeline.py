@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Row, and_, not_, or_, select, update
 
 from middleware.interaction import CLOSED_STATUSES, Interaction
-from middleware.store import dumps, interactions
+from middleware.store import dumps, inserted_id, interactions
 
 CONTACT_KINDS = ("ticket", "case", "call", "message")
 ITEM_KINDS = ("ticket", "case")
@@ -66,7 +66,7 @@ def append(
                 candidates=dumps(list(candidates)) if candidates else None,
             )
         )
-        return Appended(int(result.inserted_primary_key[0]), True, customer_id)
+        return Appended(inserted_id(result), True, customer_id)
 
     changes: dict[str, object] = {}
     newer = interaction.updated_at >= row.updated_at

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Row
 
@@ -58,7 +59,7 @@ class Worker:
                 break
         return total
 
-    def _retry_kwargs(self) -> dict[str, float]:
+    def _retry_kwargs(self) -> dict[str, Any]:
         return {
             "max_attempts": self.settings["max_attempts"],
             "base_s": self.settings["backoff_base_s"],
@@ -113,8 +114,10 @@ class Worker:
             plugin.write_note(row.target_ref, row.body)
         except RateLimited as exc:
             # A 429 means the write did not happen: no upstream check needed next time.
-            outbox.retry_later(row, self.owner, str(exc), after_s=exc.retry_after,
-                               count_attempt=False, status=PENDING, **self._retry_kwargs())  # fmt: skip
+            outbox.retry_later(
+                row, self.owner, str(exc), after_s=exc.retry_after, count_attempt=False,
+                status=PENDING, **self._retry_kwargs(),
+            )  # fmt: skip
         except PermanentUpstreamError as exc:
             outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc))
         except UpstreamError as exc:

@@ -1,1 +1,1 @@
-"""Integrations, one folder per plugin key; each is registered as a carryover.plugins entry point."""
+"""Integrations, one folder per plugin key, each registered as a carryover.plugins entry point."""

@@ -21,6 +21,7 @@ from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin
 from plugins.zendesk.client import ZendeskClient
 
 EVENT_PREFIX = "zen:event-type:"
+TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
 TRIGGER_EVENTS = ("ticket.created", "ticket.updated")
 # Zendesk identity types and the Carryover identity each one is.
 IDENTITY_TYPES = {
@@ -93,11 +94,11 @@ class ZendeskPlugin(Plugin):
             try:
                 sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
             except ValueError:
-                raise InvalidSignature("X-Zendesk-Webhook-Signature-Timestamp is not ISO-8601") from None
+                raise InvalidSignature(f"{TIMESTAMP_HEADER} is not ISO-8601") from None
             if sent.tzinfo is None:
                 sent = sent.replace(tzinfo=UTC)
             if abs((datetime.now(UTC) - sent).total_seconds()) > tolerance:
-                raise InvalidSignature(f"signature timestamp {timestamp} is more than {tolerance}s off")
+                raise InvalidSignature(f"{TIMESTAMP_HEADER} {timestamp} is over {tolerance}s off")
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Read an event-subscription payload or a Carryover trigger body."""
@@ -213,7 +214,7 @@ def _trigger_event(payload: dict[str, Any], body: bytes) -> InboundEvent:
         raise UnsupportedEvent(f"trigger.{event} without a ticket (a test delivery)")
     ticket = payload.get("ticket")
     if not isinstance(ticket, dict) or not str(ticket.get("id", "")).strip():
-        raise MalformedPayload("ticket.id: missing (put \"id\": \"{{ticket.id}}\" in the body)")
+        raise MalformedPayload('ticket.id: missing (put "id": "{{ticket.id}}" in the body)')
     # Trigger bodies carry no event id; a retry repeats the body byte for byte.
     key = "trigger:" + hashlib.sha256(body).hexdigest()
     return InboundEvent(key=key, type=f"trigger.{event}", payload=payload)

@@ -84,7 +84,8 @@ class ZendeskClient:
     def has_comment_containing(self, ticket_id: int, needle: str) -> bool:
         """Tell whether any comment on the ticket contains the text."""
         try:
-            return any(needle in (c.body or "") for c in self.api.tickets.comments(ticket=ticket_id))
+            comments = self.api.tickets.comments(ticket=ticket_id)
+            return any(needle in (c.body or "") for c in comments)
         except RecordNotFoundException:
             return False
         except (APIException, ZenpyException, requests.HTTPError) as exc:
