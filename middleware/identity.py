@@ -15,7 +15,7 @@ import phonenumbers
 from sqlalchemy import Connection, func, select, text, update
 
 from middleware.interaction import Identity
-from middleware.store import customers, identities, interactions, merges, utcnow
+from middleware.store import customers, identities, inserted_id, interactions, merges, utcnow
 
 PHONE = "phone"
 EMAIL = "email"
@@ -81,6 +81,13 @@ def normalise(identity: Identity, region: str) -> Identity | None:
         value = normalise_email(identity.value)
     elif identity.type == "salesforce_contact":
         value = salesforce_id18(identity.value.strip())
+        if value and not value[:15].strip("0"):
+            value = None  # 000000000000000AAA is Salesforce's empty key, not a contact
+    elif identity.type == "zendesk_user":
+        # Zendesk user ids are numbers; anything else (a placeholder, a redacted value) is junk.
+        value = identity.value.strip()
+        if not value.isdigit() or not value.strip("0"):
+            value = None
     else:
         value = identity.value.strip()
         if value.casefold() in JUNK_VALUES or not value.strip("0"):
@@ -116,9 +123,7 @@ def _holders(conn: Connection, identity: Identity) -> list[tuple[int, bool]]:
 def _identity_values(conn: Connection, customer_id: int) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     rows = conn.execute(
-        select(identities.c.type, identities.c.value).where(
-            identities.c.customer_id == customer_id
-        )
+        select(identities.c.type, identities.c.value).where(identities.c.customer_id == customer_id)
     )
     for row in rows:
         found.setdefault(row.type, set()).add(row.value)
@@ -138,7 +143,7 @@ def conflict(conn: Connection, a: int, b: int) -> str | None:
 def create_customer(conn: Connection, name: str | None) -> int:
     """Create an empty customer and return its id."""
     result = conn.execute(customers.insert().values(name=name, created_at=utcnow()))
-    return int(result.inserted_primary_key[0])
+    return inserted_id(result)
 
 
 def add_identity(
@@ -174,7 +179,9 @@ def mark_shared(conn: Connection, identity: Identity) -> None:
     )
 
 
-def merge_customers(conn: Connection, source: int, target: int, caused_by: str, reason: str) -> None:
+def merge_customers(
+    conn: Connection, source: int, target: int, caused_by: str, reason: str
+) -> None:
     """Fold customer `source` into `target`: identities, history and all."""
     if source == target:
         return
@@ -199,6 +206,14 @@ def merge_customers(conn: Connection, source: int, target: int, caused_by: str, 
             conn.execute(
                 update(identities).where(identities.c.id == row.id).values(customer_id=target)
             )
+    # A line shared only by these two is now one customer's number: calls from it are theirs.
+    for row in conn.execute(
+        select(identities.c.id, identities.c.type, identities.c.value).where(
+            identities.c.customer_id == target, identities.c.shared.is_(True)
+        )
+    ).all():
+        if len(_holders(conn, Identity(row.type, row.value))) == 1:
+            conn.execute(update(identities).where(identities.c.id == row.id).values(shared=False))
     conn.execute(
         update(interactions).where(interactions.c.customer_id == source).values(customer_id=target)
     )
