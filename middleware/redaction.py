@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# A run of 13-19 digits; one right after "+" is an international phone number, not a card.
+CARD_CANDIDATE = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])")
 SECRET_PHRASE = re.compile(
     r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
     re.IGNORECASE,
