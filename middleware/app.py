@@ -31,6 +31,8 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
         """Answer HTTP errors (404, 405, 413 …) as JSON with a reason."""
-        return jsonify(error=exc.description or exc.name), exc.code
+        # Keep the exception's own headers, e.g. the Allow that a 405 must carry.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return jsonify(error=exc.description or exc.name), exc.code, headers
 
     return app

@@ -13,6 +13,10 @@ import phonenumbers
 import yaml
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME} is not plain YAML inside flow collections ("[${KEY}]" parses "{" as a mapping), so
+# the file is read with each reference swapped for a token that is, then swapped back.
+ENV_TOKEN = "__carryover_env_{}_end__"
+ENV_TOKEN_PATTERN = re.compile(r"__carryover_env_([A-Za-z_][A-Za-z0-9_]*?)_end__")
 DEFAULT_DATABASE_URL = "sqlite:///var/carryover.db"
 
 
@@ -125,6 +129,16 @@ def interpolate(value: Any, path: str = "") -> Any:
     return value
 
 
+def _restore_references(value: Any) -> Any:
+    if isinstance(value, str):
+        return ENV_TOKEN_PATTERN.sub(lambda m: "${" + m.group(1) + "}", value)
+    if isinstance(value, list):
+        return [_restore_references(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _restore_references(v) for k, v in value.items()}
+    return value
+
+
 def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
     """Validate a raw configuration mapping; plugin_schemas gives each integration's keys."""
     if raw is None:
@@ -187,7 +201,7 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Mapping[str, Set
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.safe_load(ENV_PATTERN.sub(lambda m: ENV_TOKEN.format(m.group(1)), text))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    return parse_config(raw, plugin_schemas)
+    return parse_config(_restore_references(raw), plugin_schemas)

@@ -19,6 +19,7 @@ from middleware.store import customers
 from middleware.summary import build_context
 
 bp = Blueprint("context_api", __name__)
+MAX_ID_DIGITS = 18  # customer ids are 64-bit; a longer number cannot be one
 LOOKUP_PARAMS = ("phone", "email", "zendesk_user", "salesforce_contact", "customer")
 
 
@@ -31,12 +32,17 @@ def sign_link(secret: str, params: str, expires: int) -> str:
 
 def _signed_link_ok(secret: str | None) -> bool:
     signature, expires = request.args.get("sig"), request.args.get("exp", "")
-    if not secret or not signature or not expires.isdigit() or int(expires) < time.time():
+    # isdigit() alone admits "²" and other digits that int() refuses.
+    if not secret or not signature or not (expires.isascii() and expires.isdigit()):
+        return False
+    if int(expires) < time.time():
         return False
     params = "&".join(
         f"{k}={v}" for k, v in sorted(request.args.items()) if k not in ("sig", "exp")
     )
-    return hmac.compare_digest(sign_link(secret, params, int(expires)), signature)
+    # Bytes, because compare_digest refuses str with non-ASCII characters.
+    expected = sign_link(secret, params, int(expires)).encode()
+    return hmac.compare_digest(expected, signature.encode())
 
 
 def agent_only(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,8 +73,11 @@ def _customer_from_query(conn: Connection, region: str) -> tuple[list[int], bool
     if len(given) != 1:
         raise UnusableIdentifier(f"give exactly one of {', '.join(LOOKUP_PARAMS)}")
     kind, raw = given[0]
+    if not raw.isprintable():
+        # No identifier holds control characters, and PostgreSQL refuses NUL in a query.
+        raise UnusableIdentifier(f"{kind}: contains control characters")
     if kind == "customer":
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_ID_DIGITS:
             raise UnusableIdentifier("customer: expected a number")
         row = conn.execute(
             select(customers.c.id, customers.c.merged_into).where(customers.c.id == int(raw))

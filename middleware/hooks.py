@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.errors import InboundError, UnsupportedEvent
+from middleware.inbox import stored_body
 from middleware.plugins import Capability, InboundRequest
 
 bp = Blueprint("hooks", __name__)
@@ -36,6 +39,9 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     mapping = core.mappings[key]
     try:
         plugin.verify(inbound)
+        # Parse the body as it will be stored, so that event keys derived from it (e.g. a
+        # hash) are the same when the worker parses the stored copy again.
+        inbound = replace(inbound, body=stored_body(body))
         events = plugin.parse(inbound)
         used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
         if not used:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,8 +36,25 @@ def stored_body(body: bytes) -> bytes:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return body
-    cleaned = redact(text)
-    return body if cleaned == text else (cleaned or "").encode("utf-8")
+    try:
+        payload = json.loads(text, strict=False)
+    except (ValueError, RecursionError):
+        cleaned = redact(text)
+        return body if cleaned == text else (cleaned or "").encode("utf-8")
+    # Redact inside JSON strings only: on the raw text a secret phrase would swallow the
+    # closing quote, and an id passing the Luhn check would be taken for a card.
+    cleaned_payload = _redact_values(payload)
+    return body if cleaned_payload == payload else json.dumps(cleaned_payload).encode()
+
+
+def _redact_values(value: Any, key: str = "") -> Any:
+    if isinstance(value, str):
+        return value if key == "id" or key.endswith("_id") else redact(value)
+    if isinstance(value, list):
+        return [_redact_values(v, key) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_values(v, str(k)) for k, v in value.items()}
+    return value
 
 
 class _AllSeen(Exception):

@@ -41,6 +41,7 @@ FIELDS = {
 }  # fmt: skip
 REQUIRED_FIELDS = ("kind", "external_id")
 SPEC_KEYS = {"path", "format", "first", "table", "lower", "default", "required", "value"}
+VOCABULARIES = {"kind": KINDS, "channel": CHANNELS, "direction": DIRECTIONS}
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
 FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -230,6 +231,27 @@ def _check_spec(spec: Any, where: str, tables: Mapping[str, Any]) -> None:
         raise MappingError(f"{where}.table: unknown table {spec['table']!r}")
 
 
+def _check_vocabulary(
+    name: str, spec: Any, where: str, tables: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Refuse a kind, channel or direction that can never be canonical, before any payload."""
+    vocabulary = VOCABULARIES.get(name)
+    if vocabulary is None:
+        return
+    if not isinstance(spec, dict):
+        literals = [] if spec is None else [(where, spec)]
+    else:
+        literals = [(f"{where}.{k}", spec[k]) for k in ("value", "default") if spec.get(k)]
+        if spec.get("table") in tables:
+            table = tables[spec["table"]]
+            literals += [(f"{where}.table ({spec['table']}.{k})", v) for k, v in table.items()]
+        for i, option in enumerate(spec.get("first") or []):
+            _check_vocabulary(name, option, f"{where}.first[{i}]", tables)
+    for path, value in literals:
+        if value not in vocabulary:
+            raise MappingError(f"{path}: {value!r} is not one of {', '.join(vocabulary)}")
+
+
 def parse_mapping(source: str, raw: Any, origin: str = "mapping") -> PluginMapping:
     """Validate a mapping document; errors name the failing path."""
     if not isinstance(raw, dict):
@@ -272,6 +294,7 @@ def parse_mapping(source: str, raw: Any, origin: str = "mapping") -> PluginMappi
                     _check_spec(id_spec, f"{where}.interaction.identities.{id_type}", lowered)
             else:
                 _check_spec(spec, f"{where}.interaction.{name}", lowered)
+                _check_vocabulary(name, spec, f"{where}.interaction.{name}", lowered)
         events[str(event_type)] = EventMapping(str(event_type), bool(entry.get("creates")), fields)
     return PluginMapping(source=source, tables=lowered, events=events)
 

@@ -23,6 +23,7 @@ from plugins.zendesk.client import ZendeskClient
 EVENT_PREFIX = "zen:event-type:"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
 TRIGGER_EVENTS = ("ticket.created", "ticket.updated")
+MAX_EVENT_ID = 200
 # Zendesk identity types and the Carryover identity each one is.
 IDENTITY_TYPES = {
     "email": "email",
@@ -103,14 +104,19 @@ class ZendeskPlugin(Plugin):
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Read an event-subscription payload or a Carryover trigger body."""
         try:
+            # Decode first: json.loads would also take UTF-16 and UTF-32, which JSON forbids.
+            text = request.body.decode("utf-8-sig")
             # Trigger placeholders are raw text: a description brings its newlines unescaped.
-            payload = json.loads(request.body, strict=False)
+            payload = json.loads(text, strict=False)
         except UnicodeDecodeError:
             raise MalformedPayload("body is not UTF-8") from None
         except json.JSONDecodeError as exc:
             raise MalformedPayload(
                 f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from None
+        except (ValueError, RecursionError) as exc:
+            # Numbers of over 4,300 digits, or nesting deeper than Python's stack.
+            raise MalformedPayload(f"body: JSON beyond what Carryover reads ({exc})") from None
         if not isinstance(payload, dict):
             raise MalformedPayload("body: expected a JSON object")
         if isinstance(payload.get("type"), str) and payload["type"].startswith(EVENT_PREFIX):
@@ -188,6 +194,9 @@ def _subscription_event(payload: dict[str, Any]) -> InboundEvent:
     event_id = payload.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise MalformedPayload("id: expected the event id as a string")
+    # Zendesk's ids are UUIDs; anything else must not reach the 255-character key column.
+    if len(event_id) > MAX_EVENT_ID or not event_id.isprintable():
+        raise MalformedPayload(f"id: expected at most {MAX_EVENT_ID} printable characters")
     if not event_type.startswith("ticket."):
         raise UnsupportedEvent(event_type)
     detail = payload.get("detail")
@@ -200,7 +209,8 @@ def _subscription_event(payload: dict[str, Any]) -> InboundEvent:
         comment = (change or {}).get("comment")
         if not isinstance(comment, dict) or "id" not in comment:
             raise MalformedPayload("event.comment: missing (the comment that was added)")
-        if (comment.get("author") or {}).get("is_staff"):
+        author = comment.get("author")
+        if isinstance(author, dict) and author.get("is_staff"):
             event_type = "ticket.comment_added.by_agent"
     return InboundEvent(key=f"event:{event_id}", type=event_type, payload=payload)
 
