@@ -1,0 +1,1 @@
+"""Benchmarks for Carryover: ingest throughput, ack latency, webhook → note latency."""

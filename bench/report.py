@@ -1,0 +1,148 @@
+"""Summarise the measurements: percentiles, the printed table, var/bench.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.environment import ROOT
+
+JSON_PATH = ROOT / "var" / "bench.json"
+# Above this much CPU taken by other processes, the run is not trustworthy.
+QUIET_CPUS = 0.2
+SERVER_LABELS = {"bare": "bare Flask (200 only)", "carryover": "carryover /hooks/zendesk"}
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Return the nearest-rank p-th percentile (0 < p ≤ 100) of the values."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(len(ordered) * p / 100))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> float:
+    """Return seconds as milliseconds rounded to 0.1."""
+    return round(seconds * 1000, 1)
+
+
+def latency_figures(latencies: Sequence[float]) -> dict[str, float]:
+    """Return p50, p95, p99 and max of latencies given in seconds, in milliseconds."""
+    return {
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p95_ms": ms(percentile(latencies, 95)),
+        "p99_ms": ms(percentile(latencies, 99)),
+        "max_ms": ms(max(latencies)),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """Return the median, rounded to 0.01."""
+    return round(statistics.median(values), 2)
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
+
+
+def _quiet_warning(env: dict[str, Any]) -> str:
+    if env["other_processes_cpus"] <= QUIET_CPUS:
+        return " (quiet enough)"
+    return ": the figures are disturbed, rerun on a quiet machine"
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    env, settings = results["environment"], results["settings"]
+    changed = env["uncommitted_product_files"]
+    tree = f" + uncommitted changes in {', '.join(changed)}" if changed else ""
+    return [
+        "Carryover benchmark",
+        f"  {env['started_at']}  commit {env['commit']}{tree}",
+        f"  {env['cpus']} CPUs (server, load generator and fake Zendesk share them), "
+        f"load average {env['load_average_1m']} at start, {env['load_average_1m_end']} at end",
+        f"  other processes kept {env['other_processes_cpus']:.2f} CPUs busy on average "
+        f"during the run{_quiet_warning(env)}",
+        f"  Python {env['python']}, SQLite {env['sqlite']}; waitress with "
+        f"{settings['waitress_threads']} threads for both servers; store: SQLite in a temp dir",
+    ]
+
+
+def _throughput(results: dict[str, Any]) -> list[str]:
+    t, s = results["throughput"], results["settings"]
+    lines = [
+        "",
+        "1. Ingest throughput (signed ticket.created deliveries per second)",
+        f"   closed loop, {s['connections']} keep-alive connections, {s['warmup_s']:g} s warm-up, "
+        f"then {s['repeats']} × {s['repeat_s']:g} s per server, servers taking turns",
+        f"   {'server':<28} {'median/s':>9}  {'runs/s':<34} {'server CPU':>10} "
+        f"{'client CPU':>10} {'errors':>6}",
+    ]
+    for name, label in SERVER_LABELS.items():
+        row = t[name]
+        runs = " ".join(f"{r:.0f}" for r in row["runs_per_s"])
+        lines.append(
+            f"   {label:<28} {row['median_per_s']:>9.0f}  {runs:<34} "
+            f"{row['server_cpu_cores']:>8.2f} c {row['client_cpu_cores']:>8.2f} c "
+            f"{row['errors']:>6}"
+        )
+    stored = t["carryover"]
+    lines += [
+        f"   ratio carryover/bare: {t['ratio']:.2f}   goal ≥ {t['goal_ratio']}: "
+        f"{_verdict(t['met'])}",
+        f"   stored deliveries: {stored['stored']} of {stored['acknowledged']} acknowledged "
+        "(web-only process: worker.enabled false)",
+    ]
+    return lines
+
+
+def _ack_latency(results: dict[str, Any]) -> list[str]:
+    a, s = results["ack_latency"], results["settings"]
+    lines = [
+        "",
+        "2. Ack latency (time to the 200)",
+        f"   open loop at {s['open_loop_rate']}/s for {s['open_loop_s']:g} s per server, "
+        "measured from each request's scheduled send time",
+        f"   {'server':<28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'sent':>6} {'errors':>6}",
+    ]
+    for name, label in SERVER_LABELS.items():
+        row = a[name]
+        lines.append(
+            f"   {label:<28} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+            f"{row['max_ms']:>8.1f} {row['sent']:>6} {row['errors']:>6}"
+        )
+    lines.append(f"   goal carryover p99 ≤ {a['goal_p99_ms']} ms: {_verdict(a['met'])}")
+    return lines
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    n = results["webhook_to_note"]
+    return [
+        "",
+        "3. Webhook → note (a known requester's new ticket gets its private note)",
+        f"   `carryover serve` with its embedded worker, fake Zendesk upstream, "
+        f"{n['count']} new tickets one at a time",
+        f"   {'':<28} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"   {'webhook sent → note PUT':<28} {n['p50_ms']:>8.1f} {n['p95_ms']:>8.1f} "
+        f"{n['p99_ms']:>8.1f} {n['max_ms']:>8.1f}",
+        f"   {'webhook sent → 200':<28} {n['ack']['p50_ms']:>8.1f} {n['ack']['p95_ms']:>8.1f} "
+        f"{n['ack']['p99_ms']:>8.1f} {n['ack']['max_ms']:>8.1f}",
+        f"   goal p95 ≤ {n['goal_p95_ms']} ms: {_verdict(n['met'])}  "
+        f"(worker poll_interval_s {n['poll_interval_s']:g}; a delivery wakes it at once)",
+    ]
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """Return the printed report."""
+    lines = _header(results) + _throughput(results) + _ack_latency(results) + _notes(results)
+    lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: Path = JSON_PATH) -> None:
+    """Write the results as JSON (var/ is ignored by git)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
