@@ -176,7 +176,9 @@ def zendesk_event(name: str, **detail: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
-def zendesk_headers(body: bytes, secret: str = ZENDESK_SECRET, timestamp: str | None = None) -> dict:
+def zendesk_headers(
+    body: bytes, secret: str = ZENDESK_SECRET, timestamp: str | None = None
+) -> dict:
     """Sign a body as Zendesk does."""
     timestamp = timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {

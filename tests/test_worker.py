@@ -39,9 +39,7 @@ def make_due(core: Carryover) -> None:
         conn.execute(update(deliveries).values(next_attempt_at=past))
 
 
-def test_429_waits_for_retry_after_without_spending_an_attempt(
-    client, worker, fake_zendesk, core
-):
+def test_429_waits_for_retry_after_without_spending_an_attempt(client, worker, fake_zendesk, core):
     """A 429 on the note reschedules it after Retry-After; the note is written once later."""
     queue_second_ticket_note(client, worker)
     fake_zendesk.fail_next(429, headers={"Retry-After": "37"}, body={"error": "TooManyRequests"})

@@ -97,9 +97,7 @@ def test_status_change_keeps_open_items_true(client, worker, core):
     post_zendesk(client, fixture_bytes("ticket_status_changed.json"))
     worker.drain()
     with core.engine.connect() as conn:
-        row = conn.execute(
-            select(interactions).where(interactions.c.external_id == "5141")
-        ).one()
+        row = conn.execute(select(interactions).where(interactions.c.external_id == "5141")).one()
     assert row.status == "solved"
     assert row.channel == "email"
 
@@ -111,9 +109,7 @@ def test_status_change_before_creation_is_not_undone_by_the_late_create(client, 
     post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     with core.engine.connect() as conn:
-        row = conn.execute(
-            select(interactions).where(interactions.c.external_id == "5141")
-        ).one()
+        row = conn.execute(select(interactions).where(interactions.c.external_id == "5141")).one()
     assert row.status == "solved"
     assert row.channel == "email"
     assert row.subject == "Charged twice for my January invoice"
