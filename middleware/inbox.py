@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Engine, Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.plugins import InboundRequest
 from middleware.queue import PENDING, LeasedQueue
-from middleware.redaction import redact
-from middleware.store import deliveries, delivery_keys, dumps, inserted_id, utcnow
+from middleware.redaction import CARD_CANDIDATE, SECRET_PHRASE, is_card_number, redact
+from middleware.store import deliveries, delivery_keys, dumps, utcnow
 
 # Never keep credentials that a sender or proxy put in headers.
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-
-
-def _insert_key(conn: Connection, plugin: str, key: str, delivery_id: int) -> bool:
-    values = {"plugin": plugin, "key": key, "delivery_id": delivery_id}
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(delivery_keys)
-        .values(**values)
-        .on_conflict_do_nothing()
-        .returning(delivery_keys.c.key)  # rowcount is not reliable across drivers here
-    )
-    return conn.execute(statement).first() is not None
+# JSON id values ("id": "…", "requester_id": 123) are never card numbers.
+ID_VALUES = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\d+')
+# Built once: building SQLAlchemy statements per request costs more than running them.
+INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True)
+DELETE_DELIVERY = deliveries.delete().where(deliveries.c.id == bindparam("delivery_id"))
+SET_EVENT_KEYS = (
+    deliveries.update()
+    .where(deliveries.c.id == bindparam("delivery_id"))
+    .values(event_keys=bindparam("event_keys"))
+)
 
 
 def stored_body(body: bytes) -> bytes:
@@ -36,6 +38,8 @@ def stored_body(body: bytes) -> bytes:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return body
+    if not _may_hold_secrets(text):
+        return body  # the common case, decided without parsing the JSON
     try:
         payload = json.loads(text, strict=False)
     except (ValueError, RecursionError):
@@ -45,6 +49,13 @@ def stored_body(body: bytes) -> bytes:
     # closing quote, and an id passing the Luhn check would be taken for a card.
     cleaned_payload = _redact_values(payload)
     return body if cleaned_payload == payload else json.dumps(cleaned_payload).encode()
+
+
+def _may_hold_secrets(text: str) -> bool:
+    if "\\u" in text or SECRET_PHRASE.search(text):
+        return True  # escapes can hide digits; phrases need the JSON path
+    without_ids = ID_VALUES.sub("", text)
+    return any(is_card_number(m.group(0)) for m in CARD_CANDIDATE.finditer(without_ids))
 
 
 def _redact_values(value: Any, key: str = "") -> Any:
@@ -57,49 +68,103 @@ def _redact_values(value: Any, key: str = "") -> Any:
     return value
 
 
-class _AllSeen(Exception):
-    """Every event key of a delivery was seen before."""
+@dataclass
+class _Pending:
+    """One delivery waiting for the next group commit."""
+
+    values: dict[str, Any]
+    keys: list[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    delivery_id: int | None = None
+    error: Exception | None = None
 
 
 class DeliveryInbox(LeasedQueue):
-    """Raw deliveries, deduplicated by event key, waiting for the worker."""
+    """Raw deliveries, deduplicated by event key, waiting for the worker.
+
+    Deliveries that arrive together are committed together (group commit): the first web
+    thread to find the inbox free commits every delivery waiting at that moment in one
+    transaction, and each thread answers its sender only once its own delivery is committed.
+    One commit (one fsync on SQLite) then serves many deliveries, and web threads do not
+    queue on the store's write lock one by one.
+    """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, deliveries, ready=(PENDING,))
+        self._waiting: list[_Pending] = []
+        self._waiting_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     def accept(self, plugin: str, request: InboundRequest, keys: Sequence[str]) -> int | None:
-        """Commit a delivery with its unseen event keys; None when every key was seen before."""
+        """Commit a delivery (its body already redacted by stored_body) with its unseen keys.
+
+        Return the delivery id, or None when every key was seen before (nothing is kept).
+        """
         now = utcnow()
         headers = {k: v for k, v in request.headers.items() if k not in DROPPED_HEADERS}
         headers["x-carryover-url"] = request.url
+        values = {
+            "plugin": plugin, "received_at": now, "headers": dumps(headers),
+            "body": request.body, "status": PENDING, "attempts": 0, "next_attempt_at": now,
+            "trail": "[]",
+        }  # fmt: skip
+        item = _Pending(values, list(dict.fromkeys(keys)))
+        with self._waiting_lock:
+            self._waiting.append(item)
+        while not item.done.is_set():
+            with self._commit_lock:
+                if item.done.is_set():
+                    break  # another thread committed it while this one waited
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                self._commit_group(batch)
+        if item.error is not None:
+            raise item.error
+        return item.delivery_id
+
+    def _commit_group(self, batch: list[_Pending]) -> None:
         try:
-            with self.engine.begin() as conn:
-                result = conn.execute(
-                    deliveries.insert().values(
-                        plugin=plugin,
-                        received_at=now,
-                        headers=dumps(headers),
-                        body=stored_body(request.body),
-                        event_keys="[]",
-                        status=PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        trail="[]",
+            self._commit(batch)
+        except SQLAlchemyError as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # find the delivery that failed: commit each on its own
+                for item in batch:
+                    self._commit_group([item])
+        finally:
+            for item in batch:
+                item.done.set()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        with self.engine.begin() as conn:
+            for item in batch:
+                item.values["event_keys"] = dumps(item.keys)
+            inserted = conn.execute(INSERT_DELIVERIES, [item.values for item in batch])
+            ids = [int(row.id) for row in inserted]
+            rows = [
+                {"plugin": item.values["plugin"], "key": key, "delivery_id": delivery_id}
+                for item, delivery_id in zip(batch, ids, strict=True)
+                for key in item.keys
+            ]
+            insert_keys = (
+                dialect.insert(delivery_keys)
+                .on_conflict_do_nothing()
+                .returning(delivery_keys.c.delivery_id, delivery_keys.c.key)
+            )
+            fresh: dict[int, set[str]] = {}
+            for row in conn.execute(insert_keys, rows) if rows else []:
+                fresh.setdefault(row.delivery_id, set()).add(row.key)
+            for item, delivery_id in zip(batch, ids, strict=True):
+                kept = [k for k in item.keys if k in fresh.get(delivery_id, ())]
+                if not kept:  # every key seen before: keep nothing of this delivery
+                    conn.execute(DELETE_DELIVERY, {"delivery_id": delivery_id})
+                    continue
+                if len(kept) < len(item.keys):
+                    conn.execute(
+                        SET_EVENT_KEYS, {"delivery_id": delivery_id, "event_keys": dumps(kept)}
                     )
-                )
-                delivery_id = inserted_id(result)
-                unique = dict.fromkeys(keys)
-                fresh = [k for k in unique if _insert_key(conn, plugin, k, delivery_id)]
-                if not fresh:
-                    raise _AllSeen
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id == delivery_id)
-                    .values(event_keys=dumps(fresh))
-                )
-        except _AllSeen:
-            return None  # the transaction rolled back: nothing of this delivery is kept
-        return delivery_id
+                item.delivery_id = delivery_id
 
     def get(self, delivery_id: int) -> Row | None:
         """Return one delivery row."""

@@ -12,22 +12,26 @@ SECRET_PHRASE = re.compile(
 )
 
 
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # each digit doubled, digits of the result summed
+
+
 def luhn_valid(digits: str) -> bool:
     """Tell whether a digit string passes the Luhn check."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2 == 1:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
+    total = sum(map(int, digits[-1::-2])) + sum(_DOUBLED[int(d)] for d in digits[-2::-2])
     return total % 10 == 0
 
 
+def is_card_number(candidate: str) -> bool:
+    """Tell whether a run of digits (with spaces or dashes) is a card number."""
+    digits = candidate.replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
 def _card(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    if 13 <= len(digits) <= 19 and luhn_valid(digits):
-        return f"[card ending {digits[-4:]}]"
-    return match.group(0)
+    candidate = match.group(0)
+    if is_card_number(candidate):
+        return f"[card ending {candidate[-4:]}]"
+    return candidate
 
 
 def redact(text: str | None) -> str | None:
