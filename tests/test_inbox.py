@@ -1,0 +1,91 @@
+"""The inbox: group commits keep every delivery, once, and answer each sender correctly."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from middleware.inbox import DeliveryInbox, _Pending
+from middleware.plugins import InboundRequest
+from middleware.store import deliveries, delivery_keys, make_engine, utcnow
+
+
+@pytest.fixture
+def inbox(database_url):
+    """An inbox on an empty store."""
+    engine = make_engine(database_url)
+    yield DeliveryInbox(engine)
+    engine.dispose()
+
+
+def request(n: int) -> InboundRequest:
+    return InboundRequest(path="/hooks/zendesk", url="u", headers={}, body=b'{"n": %d}' % n)
+
+
+def count(inbox: DeliveryInbox, table) -> int:
+    with inbox.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_concurrent_deliveries_are_each_kept_once(inbox):
+    """40 threads at once, each key sent twice: 20 deliveries kept, every duplicate told so."""
+    results: dict[int, int | None] = {}
+    start = threading.Barrier(40)
+
+    def send(n: int) -> None:
+        start.wait()
+        results[n] = inbox.accept("zendesk", request(n), [f"event:{n % 20}"])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    kept = [d for d in results.values() if d is not None]
+    assert len(kept) == 20 and len(set(kept)) == 20
+    assert count(inbox, deliveries) == 20
+    assert count(inbox, delivery_keys) == 20
+    with inbox.engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.event_keys)).all()
+    assert {row.id for row in rows} == set(kept)
+
+
+def test_a_delivery_with_some_keys_seen_keeps_only_the_new_ones(inbox):
+    """A delivery carrying a seen key and a new one is kept with the new key only."""
+    assert inbox.accept("zendesk", request(1), ["a"]) is not None
+    second = inbox.accept("zendesk", request(2), ["a", "b"])
+    assert second is not None
+    assert inbox.get(second).event_keys == '["b"]'
+    assert inbox.accept("zendesk", request(3), ["a", "b"]) is None
+    assert count(inbox, deliveries) == 2
+
+
+def pending(key: str) -> _Pending:
+    now = utcnow()
+    values = {
+        "plugin": "zendesk", "received_at": now, "headers": "{}", "body": b"{}",
+        "status": "pending", "attempts": 0, "next_attempt_at": now, "trail": "[]",
+    }  # fmt: skip
+    return _Pending(values, [key])
+
+
+def test_one_failing_delivery_does_not_fail_the_others_in_its_group(inbox, monkeypatch):
+    """When a group commit fails, each delivery is retried alone; only the bad one fails."""
+    real_commit = DeliveryInbox._commit
+
+    def commit(self, batch):
+        if any(item.keys == ["bad"] for item in batch):
+            raise OperationalError("INSERT", {}, Exception("simulated"))
+        real_commit(self, batch)
+
+    monkeypatch.setattr(DeliveryInbox, "_commit", commit)
+    good, bad = pending("good"), pending("bad")
+    inbox._commit_group([good, bad])
+    assert good.delivery_id is not None and good.error is None
+    assert bad.delivery_id is None and isinstance(bad.error, OperationalError)
+    assert good.done.is_set() and bad.done.is_set()
+    assert count(inbox, deliveries) == 1
