@@ -100,9 +100,13 @@ class FakeZendesk:
     def start(self) -> FakeZendesk:
         """Serve requests in a daemon thread and return self."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+            self._thread = threading.Thread(target=self._serve, daemon=True)
             self._thread.start()
         return self
+
+    def _serve(self) -> None:
+        # A short poll interval makes stop() quick: shutdown waits for the next poll.
+        self._server.serve_forever(poll_interval=0.02)
 
     def stop(self) -> None:
         """Stop serving and release the port."""
