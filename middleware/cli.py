@@ -130,7 +130,7 @@ def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
     expires = int(time.time()) + args.ttl
     params = "&".join(f"{k}={v}" for k, _, v in sorted(pairs))
     query = urlencode(sorted((k, v) for k, _, v in pairs))
-    signature = sign_link(secret, params, expires)
+    signature = sign_link(secret, args.path, params, expires)
     print(f"{core.config.public_url}{args.path}?{query}&exp={expires}&sig={signature}")
     return 0
 

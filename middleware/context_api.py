@@ -23,9 +23,9 @@ MAX_ID_DIGITS = 18  # customer ids are 64-bit; a longer number cannot be one
 LOOKUP_PARAMS = ("phone", "email", "zendesk_user", "salesforce_contact", "customer")
 
 
-def sign_link(secret: str, params: str, expires: int) -> str:
-    """Sign a query string (e.g. 'phone=+14155550100') until the unix time `expires`."""
-    message = f"{params}|{expires}".encode()
+def sign_link(secret: str, path: str, params: str, expires: int) -> str:
+    """Sign a path and query (e.g. '/api/v1/context', 'phone=+14155550100') until `expires`."""
+    message = f"{path}?{params}|{expires}".encode()
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
@@ -41,7 +41,7 @@ def _signed_link_ok(secret: str | None) -> bool:
         f"{k}={v}" for k, v in sorted(request.args.items()) if k not in ("sig", "exp")
     )
     # Bytes, because compare_digest refuses str with non-ASCII characters.
-    expected = sign_link(secret, params, int(expires)).encode()
+    expected = sign_link(secret, request.path, params, int(expires)).encode()
     return hmac.compare_digest(expected, signature.encode())
 
 

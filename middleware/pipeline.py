@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
@@ -12,7 +12,7 @@ from middleware.core import Carryover
 from middleware.delivery import Outbox
 from middleware.identity import Resolution, normalise_all, resolve_customer
 from middleware.inbox import request_of
-from middleware.interaction import Interaction
+from middleware.interaction import Identity, Interaction
 from middleware.plugins import Capability, InboundEvent, Plugin
 from middleware.redaction import redact
 from middleware.store import interactions
@@ -62,8 +62,20 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
 
 
 def redact_interaction(interaction: Interaction) -> Interaction:
-    """Redact card numbers and secrets from the customer's words before they are stored."""
-    return replace(interaction, subject=redact(interaction.subject), text=redact(interaction.text))
+    """Redact card numbers and secrets from the customer's words before they are stored.
+
+    NUL characters go too: PostgreSQL text cannot hold them, and no tool means them.
+    """
+    text_fields = {
+        f.name: getattr(interaction, f.name).replace("\x00", "")
+        for f in fields(interaction)
+        if isinstance(getattr(interaction, f.name), str)
+    }
+    identities = tuple(
+        Identity(i.type, i.value.replace("\x00", "")) for i in interaction.identities
+    )
+    cleaned = replace(interaction, **text_fields, identities=identities)
+    return replace(cleaned, subject=redact(cleaned.subject), text=redact(cleaned.text))
 
 
 def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:

@@ -52,9 +52,11 @@ def context(client, headers=None, **params):
     return client.get("/api/v1/context", query_string=params, headers=headers)
 
 
-def signed_query(params: str, expires: int, secret: str = LINK_SECRET) -> str:
+def signed_query(
+    params: str, expires: int, secret: str = LINK_SECRET, path: str = "/api/v1/context"
+) -> str:
     """Return the query string of a signed link to the context API."""
-    return f"{params}&exp={expires}&sig={sign_link(secret, params, expires)}"
+    return f"{params}&exp={expires}&sig={sign_link(secret, path, params, expires)}"
 
 
 # -- health ---------------------------------------------------------------------------------
@@ -377,6 +379,12 @@ def test_expired_or_tampered_link_is_401(client, ann, mangle, request):
     response = client.get(f"/api/v1/context?{query}")
     assert response.status_code == 401
     assert set(response.get_json()) == {"error"}
+
+
+def test_link_signed_for_another_path_is_401(client, ann):
+    """A signature covers its path: a link signed for another page does not open this one."""
+    query = signed_query(f"email={ANN_EMAIL}", int(time.time()) + 300, path="/pop")
+    assert client.get(f"/api/v1/context?{query}").status_code == 401
 
 
 def test_link_signed_with_another_secret_is_401(client, ann):

@@ -187,3 +187,13 @@ def test_trigger_body_with_raw_line_breaks_in_the_description_is_accepted(client
     with core.engine.connect() as conn:
         text = conn.execute(select(interactions.c.text)).scalar()
     assert text == "Customer called about the double charge.\nSecond line."
+
+
+def test_nul_characters_in_customer_text_are_dropped_not_retried(client, worker, core):
+    """A NUL in a ticket's subject (PostgreSQL refuses it) is dropped and the ticket stored."""
+    body = zendesk_event("ticket_created__mail.json", subject="Charged\u0000 twice")
+    assert post_zendesk(client, body).status_code == 200
+    worker.drain()
+    with core.engine.connect() as conn:
+        assert conn.execute(select(interactions.c.subject)).scalar() == "Charged twice"
+        assert conn.execute(select(deliveries.c.status)).scalar() == "done"
