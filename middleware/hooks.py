@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.errors import InboundError, UnsupportedEvent
 from middleware.inbox import stored_body
@@ -54,7 +53,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         return _error(exc.status, str(exc))
     try:
         delivery_id = core.inbox.accept(key, inbound, [e.key for e in used])
-    except SQLAlchemyError:
+    except Exception:  # nothing was stored: the sender must retry
         current_app.logger.exception("could not store a %s delivery", key)
         response = jsonify(error="the store is unavailable; retry later")
         response.headers["Retry-After"] = "30"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from middleware.plugins import InboundRequest
 from middleware.queue import PENDING, LeasedQueue
@@ -47,7 +47,11 @@ def stored_body(body: bytes) -> bytes:
         return body if cleaned == text else (cleaned or "").encode("utf-8")
     # Redact inside JSON strings only: on the raw text a secret phrase would swallow the
     # closing quote, and an id passing the Luhn check would be taken for a card.
-    cleaned_payload = _redact_values(payload)
+    try:
+        cleaned_payload = _redact_values(payload)
+    except RecursionError:  # nested deeper than the walk can go: redact the raw text
+        cleaned = redact(text)
+        return body if cleaned == text else (cleaned or "").encode("utf-8")
     return body if cleaned_payload == payload else json.dumps(cleaned_payload).encode()
 
 
@@ -75,7 +79,8 @@ class _Pending:
     values: dict[str, Any]
     keys: list[str]
     done: threading.Event = field(default_factory=threading.Event)
-    delivery_id: int | None = None
+    delivery_id: int | None = None  # None once committed: every key was seen before
+    committed: bool = False
     error: Exception | None = None
 
 
@@ -125,14 +130,20 @@ class DeliveryInbox(LeasedQueue):
     def _commit_group(self, batch: list[_Pending]) -> None:
         try:
             self._commit(batch)
-        except SQLAlchemyError as exc:
+        except (IntegrityError, DataError) as exc:
+            # One delivery's data was refused: commit each on its own to find it.
             if len(batch) == 1:
                 batch[0].error = exc
-            else:  # find the delivery that failed: commit each on its own
+            else:
                 for item in batch:
                     self._commit_group([item])
+        except Exception as exc:  # the store is unreachable or locked: every sender retries
+            for item in batch:
+                item.error = exc
         finally:
             for item in batch:
+                if not item.committed and item.error is None:
+                    item.error = RuntimeError("the delivery was not committed")
                 item.done.set()
 
     def _commit(self, batch: list[_Pending]) -> None:
@@ -165,6 +176,8 @@ class DeliveryInbox(LeasedQueue):
                         SET_EVENT_KEYS, {"delivery_id": delivery_id, "event_keys": dumps(kept)}
                     )
                 item.delivery_id = delivery_id
+        for item in batch:  # only now, after the COMMIT succeeded
+            item.committed = True
 
     def get(self, delivery_id: int) -> Row | None:
         """Return one delivery row."""

@@ -21,7 +21,7 @@ from middleware.errors import (
 )
 from middleware.mapping import MappingError
 from middleware.pipeline import NotConfigured, process_delivery
-from middleware.queue import DEAD, DONE, PENDING, add_trail
+from middleware.queue import DEAD, DONE, PENDING, LeasedQueue, add_trail
 from middleware.store import utcnow
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,18 @@ class Worker:
             "cap_s": self.settings["backoff_max_s"],
         }
 
+    def _renew(self, queue: LeasedQueue, row: Row, **values: Any) -> bool:
+        """Extend this worker's lease on a row; False when another worker has taken it over."""
+        until = utcnow() + timedelta(seconds=self.settings["lease_s"])
+        if queue.touch(row.id, self.owner, lease_expires_at=until, **values):
+            return True
+        log.warning("%s %s: lease ran out and was taken over; leaving it", queue.table.name, row.id)
+        return False
+
     def _process(self, row: Row) -> None:
         inbox = self.core.inbox
+        if not self._renew(inbox, row):  # claimed in a batch: its lease may have run out
+            return
         try:
             steps = process_delivery(self.core, row)
         except RateLimited as exc:
@@ -96,6 +106,7 @@ class Worker:
             outbox.retry_later(row, self.owner, f"integration {row.target!r} is not configured",
                                **self._retry_kwargs())  # fmt: skip
             return
+        attempted = False
         try:
             if row.status == ATTEMPTING and plugin.note_exists(row.target_ref, row.marker):
                 outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None)
@@ -110,13 +121,17 @@ class Worker:
                     outbox.retry_later(row, self.owner, "write budget used up", after_s=wait,
                                        count_attempt=False, **self._retry_kwargs())  # fmt: skip
                     return
-            outbox.touch(row.id, self.owner, status=ATTEMPTING)
+            # Never write on a lease another worker took over: it may be writing the same note.
+            if not self._renew(outbox, row, status=ATTEMPTING):
+                return
+            attempted = True
             plugin.write_note(row.target_ref, row.body)
         except RateLimited as exc:
-            # A 429 means the write did not happen: no upstream check needed next time.
+            # A 429 on the write means it did not happen: no upstream check needed next time.
+            # A 429 on the marker check leaves the row as it was: the check is still owed.
             outbox.retry_later(
                 row, self.owner, str(exc), after_s=exc.retry_after, count_attempt=False,
-                status=PENDING, **self._retry_kwargs(),
+                status=PENDING if attempted else row.status, **self._retry_kwargs(),
             )  # fmt: skip
         except PermanentUpstreamError as exc:
             outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc))

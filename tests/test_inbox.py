@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import fixture_bytes, post_zendesk
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from middleware.inbox import DeliveryInbox, _Pending
 from middleware.plugins import InboundRequest
@@ -73,19 +74,51 @@ def pending(key: str) -> _Pending:
     return _Pending(values, [key])
 
 
-def test_one_failing_delivery_does_not_fail_the_others_in_its_group(inbox, monkeypatch):
-    """When a group commit fails, each delivery is retried alone; only the bad one fails."""
+def failing_commit(monkeypatch, error: Exception) -> None:
+    """Make any group commit holding the delivery keyed "bad" raise `error`."""
     real_commit = DeliveryInbox._commit
 
     def commit(self, batch):
         if any(item.keys == ["bad"] for item in batch):
-            raise OperationalError("INSERT", {}, Exception("simulated"))
+            raise error
         real_commit(self, batch)
 
     monkeypatch.setattr(DeliveryInbox, "_commit", commit)
+
+
+def test_one_refused_delivery_does_not_fail_the_others_in_its_group(inbox, monkeypatch):
+    """When the store refuses one delivery's data, the others of its group are committed."""
+    failing_commit(monkeypatch, DataError("INSERT", {}, Exception("value too long")))
     good, bad = pending("good"), pending("bad")
     inbox._commit_group([good, bad])
-    assert good.delivery_id is not None and good.error is None
-    assert bad.delivery_id is None and isinstance(bad.error, OperationalError)
+    assert good.committed and good.delivery_id is not None and good.error is None
+    assert not bad.committed and isinstance(bad.error, DataError)
     assert good.done.is_set() and bad.done.is_set()
     assert count(inbox, deliveries) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError("BEGIN", {}, Exception("database is locked")), ValueError("unexpected")],
+)
+def test_a_failed_group_commit_fails_every_sender(inbox, monkeypatch, error):
+    """A store or program error fails every delivery of the group: none is told it was kept."""
+    failing_commit(monkeypatch, error)
+    good, bad = pending("good"), pending("bad")
+    inbox._commit_group([good, bad])
+    for item in (good, bad):
+        assert item.done.is_set() and not item.committed
+        assert item.error is not None
+    assert count(inbox, deliveries) == 0
+
+
+def test_a_sender_whose_group_failed_gets_503_not_200(client, monkeypatch):
+    """The hook answers 503 when its delivery could not be committed, whatever the error."""
+
+    def commit(self, batch):
+        raise ValueError("unexpected")
+
+    monkeypatch.setattr(DeliveryInbox, "_commit", commit)
+    response = post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]

@@ -167,3 +167,47 @@ def test_ticket_updates_stay_under_the_per_minute_budget(budget_core, fake_zende
         wait = (row.next_attempt_at - utcnow()).total_seconds()
         assert 50 < wait <= 61
         assert row.attempts == 0
+
+
+def test_429_on_the_marker_check_keeps_the_check_owed(client, worker, fake_zendesk, core):
+    """A 429 while looking for the marker does not turn an uncertain write into a fresh one."""
+    queue_second_ticket_note(client, worker)
+    row = core.outbox.claim("killed-worker", 30, 1)[0]
+    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
+    core.registry.get("zendesk").write_note(row.target_ref, row.body)
+    with core.engine.begin() as conn:
+        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+    fake_zendesk.fail_next(429, headers={"Retry-After": "5"}, body={"error": "TooManyRequests"})
+    worker.drain()
+    assert the_write(core).status == ATTEMPTING
+    make_due(core)
+    worker.drain()
+    assert len(fake_zendesk.notes(5149)) == 1
+    assert the_write(core).status == DONE
+
+
+def test_a_write_whose_lease_was_taken_over_is_left_to_the_new_holder(
+    client, worker, fake_zendesk, core
+):
+    """A worker that lost its lease while busy does not write the note the new holder wrote."""
+    queue_second_ticket_note(client, worker)
+    stale = core.outbox.claim("slow-worker", 30, 1)[0]
+    with core.engine.begin() as conn:
+        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    worker.drain()  # the lease ran out: this worker takes the write over and does it
+    assert len(fake_zendesk.notes(5149)) == 1
+
+    Worker(core, name="slow-worker")._write(stale)  # the slow worker reaches its stale copy
+    assert len(fake_zendesk.notes(5149)) == 1
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e12", "nan", "soon"])
+def test_an_absurd_retry_after_is_bounded(client, worker, fake_zendesk, core, retry_after):
+    """Retry-After values that are infinite, huge or not numbers wait at most an hour."""
+    queue_second_ticket_note(client, worker)
+    fake_zendesk.fail_next(429, headers={"Retry-After": retry_after}, body={"error": "x"})
+    worker.drain()
+    row = the_write(core)
+    assert row.status == PENDING
+    assert 0 < (row.next_attempt_at - utcnow()).total_seconds() <= 3600

@@ -672,3 +672,15 @@ def test_redelivery_of_the_same_event_gets_200_and_adds_nothing(client, core):
     later = stamp(timedelta(seconds=1))
     assert post_zendesk(client, body, timestamp=later).status_code == 200
     assert stored(core) == (1, 1)
+
+
+def test_a_deeply_nested_body_that_needs_redaction_gets_400_not_500(client, core):
+    """A trigger body nested past the redaction walk's depth is refused with 400."""
+    description = "[" * 600 + '"\\u0041 4111 1111 1111 1111"' + "]" * 600
+    body = (
+        b'{"event": "ticket.created", "ticket": {"id": "1", "description": '
+        + description.encode()
+        + b"}}"
+    )
+    response = post_zendesk(client, body)
+    assert response.status_code < 500

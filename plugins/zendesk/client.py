@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import requests
@@ -15,6 +16,7 @@ from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
 # give it this placeholder and send each request to the configured base URL instead.
 PLACEHOLDER = "https://carryover.zendesk.com"
 DEFAULT_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER = 3600.0
 
 
 class RebasedSession(requests.Session):
@@ -42,10 +44,14 @@ class RebasedSession(requests.Session):
 
 
 def _retry_after(value: str | None) -> float:
+    """Read Retry-After seconds, kept between 1 s and an hour (a bad value gets the default)."""
     try:
-        return max(1.0, float(value)) if value else DEFAULT_RETRY_AFTER
+        seconds = float(value) if value else DEFAULT_RETRY_AFTER
     except ValueError:
         return DEFAULT_RETRY_AFTER
+    if not math.isfinite(seconds):
+        return DEFAULT_RETRY_AFTER
+    return min(max(1.0, seconds), MAX_RETRY_AFTER)
 
 
 class ZendeskClient:
