@@ -39,6 +39,16 @@ def make_due(core: Carryover) -> None:
         conn.execute(update(deliveries).values(next_attempt_at=past))
 
 
+def kill_worker_mid_write(core: Carryover, reached_zendesk: bool) -> None:
+    """Leave the queued note as a killed worker would: attempting, its lease run out."""
+    row = core.outbox.claim("killed-worker", 30, 1)[0]
+    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
+    if reached_zendesk:
+        core.registry.get("zendesk").write_note(row.target_ref, row.body)
+    with core.engine.begin() as conn:
+        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
 def test_429_waits_for_retry_after_without_spending_an_attempt(client, worker, fake_zendesk, core):
     """A 429 on the note reschedules it after Retry-After; the note is written once later."""
     queue_second_ticket_note(client, worker)
@@ -93,11 +103,7 @@ def test_server_errors_retry_with_backoff_then_dead_letter_then_replay(
 def test_write_cut_off_after_reaching_zendesk_is_not_repeated(client, worker, fake_zendesk, core):
     """A worker killed after the PUT but before recording it: the next one finds the marker."""
     queue_second_ticket_note(client, worker)
-    row = core.outbox.claim("killed-worker", 30, 1)[0]
-    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
-    core.registry.get("zendesk").write_note(row.target_ref, row.body)  # reached Zendesk
-    with core.engine.begin() as conn:  # ...and then the process died; its lease runs out
-        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    kill_worker_mid_write(core, reached_zendesk=True)
 
     worker.drain()
     assert len(fake_zendesk.notes(5149)) == 1
@@ -107,10 +113,7 @@ def test_write_cut_off_after_reaching_zendesk_is_not_repeated(client, worker, fa
 def test_write_cut_off_before_reaching_zendesk_is_done_once(client, worker, fake_zendesk, core):
     """A worker killed before the PUT: the next one checks, finds no marker, and writes."""
     queue_second_ticket_note(client, worker)
-    row = core.outbox.claim("killed-worker", 30, 1)[0]
-    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
-    with core.engine.begin() as conn:
-        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    kill_worker_mid_write(core, reached_zendesk=False)
 
     worker.drain()
     assert len(fake_zendesk.notes(5149)) == 1
@@ -172,11 +175,7 @@ def test_ticket_updates_stay_under_the_per_minute_budget(budget_core, fake_zende
 def test_429_on_the_marker_check_keeps_the_check_owed(client, worker, fake_zendesk, core):
     """A 429 while looking for the marker does not turn an uncertain write into a fresh one."""
     queue_second_ticket_note(client, worker)
-    row = core.outbox.claim("killed-worker", 30, 1)[0]
-    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
-    core.registry.get("zendesk").write_note(row.target_ref, row.body)
-    with core.engine.begin() as conn:
-        conn.execute(update(writes).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    kill_worker_mid_write(core, reached_zendesk=True)
 
     fake_zendesk.fail_next(429, headers={"Retry-After": "5"}, body={"error": "TooManyRequests"})
     worker.drain()
