@@ -7,8 +7,8 @@ from dataclasses import replace
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from middleware.errors import InboundError, UnsupportedEvent
-from middleware.inbox import stored_body
 from middleware.plugins import Capability, InboundRequest
+from middleware.redaction import redact_body
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -40,7 +40,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         plugin.verify(inbound)
         # Parse the body as it will be stored, so that event keys derived from it (e.g. a
         # hash) are the same when the worker parses the stored copy again.
-        inbound = replace(inbound, body=stored_body(body))
+        inbound = replace(inbound, body=redact_body(body))
         events = plugin.parse(inbound)
         used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
         if not used:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,13 +14,10 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from middleware.plugins import InboundRequest
 from middleware.queue import PENDING, LeasedQueue
-from middleware.redaction import CARD_CANDIDATE, SECRET_PHRASE, is_card_number, redact
 from middleware.store import deliveries, delivery_keys, dumps, utcnow
 
 # Never keep credentials that a sender or proxy put in headers.
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-# JSON id values ("id": "…", "requester_id": 123) are never card numbers.
-ID_VALUES = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\d+')
 # Built once: building SQLAlchemy statements per request costs more than running them.
 INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True)
 DELETE_DELIVERY = deliveries.delete().where(deliveries.c.id == bindparam("delivery_id"))
@@ -30,46 +26,6 @@ SET_EVENT_KEYS = (
     .where(deliveries.c.id == bindparam("delivery_id"))
     .values(event_keys=bindparam("event_keys"))
 )
-
-
-def stored_body(body: bytes) -> bytes:
-    """Return the body as it may be kept: card numbers and secrets redacted."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body
-    if not _may_hold_secrets(text):
-        return body  # the common case, decided without parsing the JSON
-    try:
-        payload = json.loads(text, strict=False)
-    except (ValueError, RecursionError):
-        cleaned = redact(text)
-        return body if cleaned == text else (cleaned or "").encode("utf-8")
-    # Redact inside JSON strings only: on the raw text a secret phrase would swallow the
-    # closing quote, and an id passing the Luhn check would be taken for a card.
-    try:
-        cleaned_payload = _redact_values(payload)
-    except RecursionError:  # nested deeper than the walk can go: redact the raw text
-        cleaned = redact(text)
-        return body if cleaned == text else (cleaned or "").encode("utf-8")
-    return body if cleaned_payload == payload else json.dumps(cleaned_payload).encode()
-
-
-def _may_hold_secrets(text: str) -> bool:
-    if "\\u" in text or SECRET_PHRASE.search(text):
-        return True  # escapes can hide digits; phrases need the JSON path
-    without_ids = ID_VALUES.sub("", text)
-    return any(is_card_number(m.group(0)) for m in CARD_CANDIDATE.finditer(without_ids))
-
-
-def _redact_values(value: Any, key: str = "") -> Any:
-    if isinstance(value, str):
-        return value if key == "id" or key.endswith("_id") else redact(value)
-    if isinstance(value, list):
-        return [_redact_values(v, key) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_values(v, str(k)) for k, v in value.items()}
-    return value
 
 
 @dataclass
@@ -101,7 +57,7 @@ class DeliveryInbox(LeasedQueue):
         self._commit_lock = threading.Lock()
 
     def accept(self, plugin: str, request: InboundRequest, keys: Sequence[str]) -> int | None:
-        """Commit a delivery (its body already redacted by stored_body) with its unseen keys.
+        """Commit a delivery (its body already redacted by redact_body) with its unseen keys.
 
         Return the delivery id, or None when every key was seen before (nothing is kept).
         """

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 # A run of 13-19 digits; one right after "+" is an international phone number, not a card.
 CARD_CANDIDATE = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# JSON id values ("id": "…", "requester_id": 123) are never card numbers.
+ID_VALUES = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\d+')
 SECRET_PHRASE = re.compile(
     r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
     re.IGNORECASE,
@@ -40,3 +44,43 @@ def redact(text: str | None) -> str | None:
         return text
     text = CARD_CANDIDATE.sub(_card, text)
     return SECRET_PHRASE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+
+
+def redact_body(body: bytes) -> bytes:
+    """Return a raw webhook body as it may be stored: card numbers and secrets redacted."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+    if not _may_hold_secrets(text):
+        return body  # the common case, decided without parsing the JSON
+    try:
+        # Inside JSON strings only: on the raw text a secret phrase would swallow the closing
+        # quote, and an id passing the Luhn check would be taken for a card.
+        payload = json.loads(text, strict=False)
+        cleaned = _redact_values(payload)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the walk goes
+        return _redact_text(body, text)
+    return body if cleaned == payload else json.dumps(cleaned).encode()
+
+
+def _redact_text(body: bytes, text: str) -> bytes:
+    cleaned = redact(text)
+    return body if cleaned == text else (cleaned or "").encode("utf-8")
+
+
+def _may_hold_secrets(text: str) -> bool:
+    if "\\u" in text or SECRET_PHRASE.search(text):
+        return True  # escapes can hide digits; phrases need the JSON path
+    without_ids = ID_VALUES.sub("", text)
+    return any(is_card_number(m.group(0)) for m in CARD_CANDIDATE.finditer(without_ids))
+
+
+def _redact_values(value: Any, key: str = "") -> Any:
+    if isinstance(value, str):
+        return value if key == "id" or key.endswith("_id") else redact(value)
+    if isinstance(value, list):
+        return [_redact_values(v, key) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_values(v, str(k)) for k, v in value.items()}
+    return value
