@@ -79,6 +79,7 @@ SUMMARY = {
     "recent_limit": Setting(int, 10),
 }
 CALL_NOTES = {"open_days": Setting(int, 30)}
+POP = {"poll_s": Setting(float, 2.0), "stream_s": Setting(float, 300.0)}
 WORKER = {
     "enabled": Setting(bool, True),
     "poll_interval_s": Setting(float, 1.0),
@@ -87,7 +88,7 @@ WORKER = {
     "backoff_base_s": Setting(float, 2.0),
     "backoff_max_s": Setting(float, 3600.0),
 }
-SECTIONS = {"summary": SUMMARY, "call_notes": CALL_NOTES, "worker": WORKER}
+SECTIONS = {"summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER}
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Config:
     call_notes: dict[str, Any] = field(
         default_factory=lambda: validate_section("call_notes", {}, CALL_NOTES)
     )
+    pop: dict[str, Any] = field(default_factory=lambda: validate_section("pop", {}, POP))
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 

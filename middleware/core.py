@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from middleware.config import Config
 from middleware.delivery import Outbox
 from middleware.inbox import DeliveryInbox
+from middleware.live import LiveUpdates
 from middleware.mapping import PluginMapping, load_mapping
 from middleware.plugins import Capability, PluginRegistry
 from middleware.store import make_engine
@@ -28,6 +29,7 @@ class Carryover:
     inbox: DeliveryInbox
     outbox: Outbox
     wake: threading.Event = field(default_factory=threading.Event)
+    live: LiveUpdates = field(default_factory=LiveUpdates)
 
     def dispose(self) -> None:
         """Close the store's connections."""

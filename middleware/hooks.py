@@ -19,7 +19,7 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 
 @bp.post("/hooks/<key>")
-@bp.post("/hooks/<key>/<token>")
+@bp.post("/hooks/<key>/<path:token>")
 def receive(key: str, token: str | None = None) -> Response | tuple[Response, int]:
     """Accept one delivery for the plugin `key`."""
     core = current_app.extensions["carryover"]
@@ -40,7 +40,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         plugin.verify(inbound)
         # Parse the body as it will be stored, so that event keys derived from it (e.g. a
         # hash) are the same when the worker parses the stored copy again.
-        inbound = replace(inbound, body=redact_body(body))
+        inbound = replace(inbound, body=redact_body(body, inbound.content_type))
         events = plugin.parse(inbound)
         used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
         if not used:

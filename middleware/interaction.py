@@ -13,6 +13,11 @@ CHANNELS = (
 DIRECTIONS = ("inbound", "outbound", "internal")
 OPEN_STATUSES = frozenset({"new", "open", "pending", "hold", "on-hold", "working", "escalated"})
 CLOSED_STATUSES = frozenset({"solved", "closed", "deleted", "resolved"})
+# Final statuses of a call (Twilio's CallStatus, and the hang-up causes of generic CTI).
+CALL_ENDED_STATUSES = frozenset(
+    {"completed", "busy", "no-answer", "failed", "canceled", "forwarded"}
+)
+CALL_ANSWERED_STATUS = "in-progress"
 
 
 @dataclass(frozen=True)

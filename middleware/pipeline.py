@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
 
+from middleware.calls import after_call_event, stored_call
 from middleware.core import Carryover
 from middleware.delivery import Outbox
 from middleware.identity import Resolution, normalise_all, resolve_customer
@@ -55,10 +56,27 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
             )
         else:
             resolution = Resolution(_thread_customer(conn, interaction))
+        before = None
+        if interaction.kind == "call":
+            before = stored_call(conn, interaction.source, interaction.external_id)
         appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
-        queued = decide(core, conn, plugin, interaction, appended)
+        if interaction.kind == "call":
+            queued = after_call_event(core, conn, interaction, before)
+        else:
+            queued = int(decide(core, conn, plugin, interaction, appended))
+    core.live.publish(_topics(interaction, appended.customer_id, resolution.candidates))
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
-    return f"{event.key}: {interaction.record_ref} → {who}" + (", note queued" if queued else "")
+    notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
+    return f"{event.key}: {interaction.record_ref} → {who}{notes}"
+
+
+def _topics(
+    interaction: Interaction, customer_id: int | None, candidates: tuple[int, ...]
+) -> set[str]:
+    """Name what changed, for the screen-pops that show it."""
+    topics = {f"phone:{i.value}" for i in interaction.identities if i.type == "phone"}
+    topics |= {f"customer:{cid}" for cid in (customer_id, *candidates) if cid is not None}
+    return topics
 
 
 def redact_interaction(interaction: Interaction) -> Interaction:

@@ -8,8 +8,10 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl
 
 from middleware.config import Setting
+from middleware.errors import MalformedPayload
 
 if TYPE_CHECKING:
     from middleware.config import Config
@@ -115,6 +117,18 @@ class Plugin:
     def write_budget_per_minute(self) -> int | None:
         """Return how many writes a minute this upstream allows us, or None for no limit."""
         return None
+
+
+def decode_form(body: bytes) -> list[tuple[str, str]]:
+    """Read an application/x-www-form-urlencoded body as (name, value) pairs, in order."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPayload("body is not UTF-8") from None
+    try:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPayload(f"body is not a form (name=value&…): {exc}") from None
 
 
 def discover_plugin_classes() -> dict[str, type[Plugin]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 # A run of 13-19 digits; one right after "+" is an international phone number, not a card.
 CARD_CANDIDATE = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])")
@@ -46,12 +47,14 @@ def redact(text: str | None) -> str | None:
     return SECRET_PHRASE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
 
 
-def redact_body(body: bytes) -> bytes:
+def redact_body(body: bytes, content_type: str = "") -> bytes:
     """Return a raw webhook body as it may be stored: card numbers and secrets redacted."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return body
+    if content_type == "application/x-www-form-urlencoded":
+        return _redact_form(body, text)
     if not _may_hold_secrets(text):
         return body  # the common case, decided without parsing the JSON
     try:
@@ -62,6 +65,22 @@ def redact_body(body: bytes) -> bytes:
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the walk goes
         return _redact_text(body, text)
     return body if cleaned == payload else json.dumps(cleaned).encode()
+
+
+def _redact_form(body: bytes, text: str) -> bytes:
+    """Redact the values of a form body (Twilio's SMS Body); SIDs and ids stay as sent."""
+    if not _may_hold_secrets(unquote_plus(text)):
+        return body
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:  # not a form after all: the verifier refuses it anyway
+        return _redact_text(body, text)
+    cleaned = [(name, value if _is_id_name(name) else redact(value) or "") for name, value in pairs]
+    return body if cleaned == pairs else urlencode(cleaned).encode()
+
+
+def _is_id_name(name: str) -> bool:
+    return name == "id" or name.endswith(("_id", "Sid", "Id"))
 
 
 def _redact_text(body: bytes, text: str) -> bytes:
@@ -78,7 +97,7 @@ def _may_hold_secrets(text: str) -> bool:
 
 def _redact_values(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
-        return value if key == "id" or key.endswith("_id") else redact(value)
+        return value if _is_id_name(key) else redact(value)
     if isinstance(value, list):
         return [_redact_values(v, key) for v in value]
     if isinstance(value, dict):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -14,12 +13,21 @@ import jinja2
 from sqlalchemy import Connection, Row, select
 
 from middleware.store import customers, identities, utcnow
-from middleware.timeline import contacts_since, history, open_items
+from middleware.timeline import (
+    channel_counts,
+    contacts_since,
+    customer_words,
+    history,
+    open_items,
+    scope,
+)
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 EXCERPT_CHARS = 160
 SAID_LIMIT = 3
 MOOD_SAMPLE = 5
+# Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
+LISTED_KINDS = ("ticket", "case", "call", "message")
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,6 @@ def mood_of(texts: list[str]) -> str | None:
     return "neutral"
 
 
-def _customer_texts(rows: list[Row]) -> list[Row]:
-    return [r for r in rows if r.text and r.direction in (None, "inbound")]
-
-
 def build_context(
     conn: Connection,
     customer_id: int,
@@ -115,11 +119,11 @@ def build_context(
     ids = conn.execute(
         select(identities).where(identities.c.customer_id == customer_id).order_by(identities.c.id)
     ).all()
-    rows = history(conn, customer_id, exclude_thread=exclude_thread)
-    channels = Counter(r.channel for r in rows if r.channel != "other")
+    where = scope(customer_id, exclude_thread)
+    recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
     preferred = json.loads(person.preferred_channels) if person.preferred_channels else []
-    preferred = preferred or [c for c, _ in channels.most_common(2)]
-    texts = _customer_texts(rows)
+    preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
+    texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
     return CustomerContext(
         customer={
             "id": person.id,
@@ -130,8 +134,8 @@ def build_context(
             ],
             "preferred_channels": preferred,
         },
-        open_items=[_item(r) for r in open_items(rows)],
-        interactions=[_item(r) for r in rows[:recent_limit]],
+        open_items=[_item(r) for r in open_items(conn, where)],
+        interactions=[_item(r) for r in recent],
         said=[
             {
                 "occurred_at": iso(r.occurred_at),
@@ -143,7 +147,7 @@ def build_context(
         ],
         preferred_channels=preferred,
         mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]),
-        repeat_contacts_7d=contacts_since(rows, now - timedelta(days=7)),
+        repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
     )
 
 
@@ -151,6 +155,13 @@ def _when(value: str | None) -> str:
     if not value:
         return "?"
     return value.replace("T", " ")[:16] + " UTC"
+
+
+def _duration(seconds: int | None) -> str:
+    if not seconds:
+        return "0 s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 class SummaryRenderer:
@@ -171,9 +182,15 @@ class SummaryRenderer:
         )
         self.env.filters["when"] = _when
         self.env.filters["excerpt"] = excerpt
+        self.env.filters["duration"] = _duration
 
     def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
         """Render the template `<target>.txt.j2` for a customer context."""
         template = self.env.get_template(f"{target}.txt.j2")
         values = {**context.as_dict(), "repeat_contact": context.repeat_contact, **extra}
         return template.render(**values).strip()
+
+    def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
+        """Render the note about one ended call (call_note.txt.j2)."""
+        template = self.env.get_template("call_note.txt.j2")
+        return template.render(call=call, customer_name=customer_name).strip()

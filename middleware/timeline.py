@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Row, and_, not_, or_, select, update
+from sqlalchemy import Connection, Row, and_, func, not_, or_, select, update
 
 from middleware.interaction import CLOSED_STATUSES, Interaction
 from middleware.store import dumps, inserted_id, interactions
@@ -99,17 +100,12 @@ def thread_of(external_id: str) -> str:
     return external_id.split("#", 1)[0]
 
 
-def history(
-    conn: Connection,
-    customer_id: int,
-    limit: int | None = None,
-    exclude_thread: tuple[str, str] | None = None,
-) -> list[Row]:
-    """Return the customer's interactions, newest first, optionally leaving one thread out."""
-    query = select(interactions).where(interactions.c.customer_id == customer_id)
+def scope(customer_id: int, exclude_thread: tuple[str, str] | None = None) -> list[Any]:
+    """Return the WHERE clauses selecting a customer's interactions, optionally minus a thread."""
+    clauses: list[Any] = [interactions.c.customer_id == customer_id]
     if exclude_thread is not None:
         source, thread = exclude_thread
-        query = query.where(
+        clauses.append(
             not_(
                 and_(
                     interactions.c.source == source,
@@ -120,21 +116,65 @@ def history(
                 )
             )
         )
-    query = query.order_by(interactions.c.occurred_at.desc(), interactions.c.id.desc())
+    return clauses
+
+
+NEWEST_FIRST = (interactions.c.occurred_at.desc(), interactions.c.id.desc())
+IS_OPEN = or_(
+    interactions.c.status.is_(None),
+    func.lower(interactions.c.status).not_in(sorted(CLOSED_STATUSES)),
+)
+
+
+def history(
+    conn: Connection,
+    customer_id: int,
+    limit: int | None = None,
+    exclude_thread: tuple[str, str] | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> list[Row]:
+    """Return the customer's interactions, newest first, optionally leaving one thread out."""
+    query = select(interactions).where(*scope(customer_id, exclude_thread))
+    if kinds is not None:
+        query = query.where(interactions.c.kind.in_(kinds))
+    query = query.order_by(*NEWEST_FIRST)
     if limit is not None:
         query = query.limit(limit)
     return list(conn.execute(query))
 
 
-def open_items(rows: list[Row]) -> list[Row]:
-    """Pick the tickets and cases that are not solved or closed."""
-    return [
-        r
-        for r in rows
-        if r.kind in ITEM_KINDS and (r.status or "open").lower() not in CLOSED_STATUSES
-    ]
+def open_items(conn: Connection, where: list[Any], limit: int = 50) -> list[Row]:
+    """Return the tickets and cases that are not solved or closed, newest first."""
+    query = select(interactions).where(*where, interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)
+    return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
 
 
-def contacts_since(rows: list[Row], since: datetime) -> int:
+def channel_counts(conn: Connection, where: list[Any]) -> list[tuple[str, int]]:
+    """Count the customer's contacts per channel, most used first ('other' left out)."""
+    count = func.count()
+    query = (
+        select(interactions.c.channel, count)
+        .where(*where, interactions.c.kind.in_(CONTACT_KINDS), interactions.c.channel != "other")
+        .group_by(interactions.c.channel)
+        .order_by(count.desc(), func.max(interactions.c.occurred_at).desc())
+    )
+    return [(row[0], int(row[1])) for row in conn.execute(query)]
+
+
+def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
+    """Return the newest texts the customer wrote or said (inbound, or of no direction)."""
+    query = select(interactions).where(
+        *where,
+        interactions.c.text.is_not(None),
+        interactions.c.text != "",
+        or_(interactions.c.direction.is_(None), interactions.c.direction == "inbound"),
+    )
+    return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
+
+
+def contacts_since(conn: Connection, where: list[Any], since: datetime) -> int:
     """Count the customer's contacts (tickets, cases, calls, messages) since a moment."""
-    return sum(1 for r in rows if r.kind in CONTACT_KINDS and r.occurred_at >= since)
+    query = select(func.count()).where(
+        *where, interactions.c.kind.in_(CONTACT_KINDS), interactions.c.occurred_at >= since
+    )
+    return int(conn.execute(query).scalar() or 0)

@@ -39,6 +39,8 @@ EXAMPLE_ENV = {
     "CARRYOVER_SECRET_KEY": "example-secret",
     "CARRYOVER_AGENT_KEY": "example-agent-key",
     "ZENDESK_API_TOKEN": "example-token",
+    "TWILIO_AUTH_TOKEN": "example-twilio-token",
+    "CTI_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "ZENDESK_WEBHOOK_SECRET": "example-webhook-secret",
 }
 

@@ -1,0 +1,148 @@
+"""Any PBX: Zammad's generic-CTI events, signed as Standard Webhooks or sent to a secret path."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from middleware.config import Setting
+from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
+from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin, decode_form
+
+EVENTS = ("newCall", "answer", "hangup")
+SECRET_PREFIX = "whsec_"
+MAX_CALL_ID = 200
+
+SETUP = """\
+1. Choose a secret. A PBX that signs Standard Webhooks: a whsec_… secret (whsec_ followed
+   by base64 of 24 to 64 random bytes). A PBX that cannot sign: a long random token.
+   Put it in integrations.cti.secret.
+2. In the PBX (or its CTI connector), send call events in Zammad's generic-CTI schema
+   (event = newCall, answer, hangup; from, to, direction, callId, user, answeringNumber,
+   cause) as JSON or form to:
+   - {public_url}/hooks/cti, with webhook-id, webhook-timestamp and webhook-signature
+     headers signed with the whsec_ secret; or
+   - {public_url}/hooks/cti/<secret> (the secret percent-encoded), when it cannot sign.
+3. Numbers without a country code are read in default_region.
+"""
+
+
+class CtiPlugin(Plugin):
+    """Receive call events from any PBX in Zammad's generic-CTI schema."""
+
+    key = "cti"
+    title = "Generic CTI (any PBX)"
+    capabilities = frozenset({Capability.RECEIVE})
+    settings = {
+        "secret": Setting(str, required=True, secret=True, doc="whsec_… or a path token"),
+        "tolerance_s": Setting(int, 300, doc="how far webhook-timestamp may be off"),
+    }
+    event_types = EVENTS
+    setup_doc = SETUP
+
+    # -- receiving -------------------------------------------------------------------------
+    def verify(self, request: InboundRequest) -> None:
+        """Accept the secret path segment, or a Standard Webhooks signature that is fresh."""
+        secret = self.options["secret"]
+        if request.path_token is not None:
+            if not hmac.compare_digest(request.path_token.encode(), secret.encode()):
+                raise InvalidSignature("the secret in the path does not match")
+            return
+        webhook_id = request.headers.get("webhook-id", "")
+        timestamp = request.headers.get("webhook-timestamp", "")
+        signatures = request.headers.get("webhook-signature", "")
+        if not (webhook_id and timestamp and signatures):
+            raise InvalidSignature(
+                "missing webhook-id, webhook-timestamp or webhook-signature "
+                "(or POST to /hooks/cti/<secret>)"
+            )
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            raise InvalidSignature("webhook-timestamp: expected unix seconds")
+        tolerance = self.options["tolerance_s"]
+        if abs(time.time() - int(timestamp)) > tolerance:
+            raise InvalidSignature(f"webhook-timestamp {timestamp} is over {tolerance}s off")
+        expected = sign(secret, webhook_id, timestamp, request.body).encode()
+        given = [s.partition(",")[2].encode() for s in signatures.split() if s.startswith("v1,")]
+        # Several signatures let a sender rotate its secret; any one of them may match.
+        if not any([hmac.compare_digest(expected, g) for g in given]):
+            raise InvalidSignature("webhook-signature does not match")
+
+    def parse(self, request: InboundRequest) -> list[InboundEvent]:
+        """Read one call event (JSON or form) and name the outside party and the agent."""
+        fields = _fields(request)
+        event = fields.get("event")
+        if not isinstance(event, str) or not event:
+            raise MalformedPayload("event: missing (newCall, answer or hangup)")
+        if event not in EVENTS:
+            raise UnsupportedEvent(event)
+        call_id = fields.get("callId")
+        if not isinstance(call_id, str | int) or not str(call_id).strip():
+            raise MalformedPayload("callId: missing (the id that ties a call's events together)")
+        call_id = str(call_id).strip()
+        if len(call_id) > MAX_CALL_ID or not call_id.isprintable():
+            raise MalformedPayload(f"callId: expected at most {MAX_CALL_ID} printable characters")
+        direction = fields.get("direction")
+        if direction not in ("in", "out"):
+            raise MalformedPayload("direction: expected 'in' or 'out'")
+        payload = dict(fields)
+        payload["callId"] = call_id
+        payload["customer"] = fields.get("from" if direction == "in" else "to")
+        payload["agent"] = _agent(fields)
+        key = f"cti:{call_id}:{event}"
+        if event == "answer":
+            # A transfer is a second answer within one call: keep it apart from a retry.
+            key += f":{payload['agent'] or ''}"
+        return [InboundEvent(key=key[:255], type=event, payload=payload)]
+
+
+def sign(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """Return the Standard Webhooks v1 signature of a message (without the 'v1,' prefix)."""
+    digest = hmac.new(signing_key(secret), f"{webhook_id}.{timestamp}.".encode() + body,
+                      hashlib.sha256).digest()  # fmt: skip
+    return base64.b64encode(digest).decode()
+
+
+def signing_key(secret: str) -> bytes:
+    """Return the HMAC key: the base64 part of a whsec_ secret, else the secret's bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except binascii.Error:
+            pass
+    return secret.encode()
+
+
+def _fields(request: InboundRequest) -> dict[str, Any]:
+    if request.content_type == "application/json" or request.body.lstrip().startswith(b"{"):
+        try:
+            payload = json.loads(request.body.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise MalformedPayload("body is not UTF-8") from None
+        except (ValueError, RecursionError) as exc:
+            raise MalformedPayload(f"body is not valid JSON ({exc})") from None
+        if not isinstance(payload, dict):
+            raise MalformedPayload("body: expected a JSON object")
+        return {str(k): v for k, v in payload.items()}
+    fields: dict[str, Any] = {}
+    for name, value in decode_form(request.body):
+        if name.endswith("[]"):  # user[]=Emma&user[]=Bob
+            fields.setdefault(name[:-2], []).append(value)
+        else:
+            fields.setdefault(name, value)
+    return fields
+
+
+def _agent(fields: dict[str, Any]) -> str | None:
+    """Name who answered: the user (or users), else the answering number."""
+    user = fields.get("user")
+    if isinstance(user, list):
+        user = ", ".join(str(u) for u in user if isinstance(u, str | int) and str(u).strip())
+    if isinstance(user, str | int) and str(user).strip():
+        return str(user).strip()
+    number = fields.get("answeringNumber")
+    return str(number).strip() if isinstance(number, str | int) and str(number).strip() else None

@@ -1,0 +1,192 @@
+"""Twilio: voice status callbacks and incoming SMS in; the reply is empty TwiML."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from middleware.config import Setting
+from middleware.errors import InvalidSignature, MalformedPayload
+from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin, decode_form
+
+EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+DEFAULT_PORTS = {"https": 443, "http": 80}
+MAX_SID = 64
+# CallStatus values, grouped into the three moments of a call Carryover cares about.
+STARTED = frozenset({"queued", "initiated", "ringing"})
+ANSWERED = frozenset({"in-progress", "answered"})
+ENDED = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+# The SmsStatus / MessageStatus of a message someone sent to one of the account's numbers.
+RECEIVED = frozenset({"received", "receiving"})
+
+SETUP = """\
+1. Use Carryover as the status callback, never as the Voice URL that routes calls: in the
+   Console (Phone Numbers → your number → Voice configuration), or in the TwiML of your
+   routing (<Number statusCallback=…> / <Client statusCallback=…> for agent legs), set
+   Call status changes to {public_url}/hooks/twilio (HTTP POST) with the events initiated,
+   ringing, answered and completed.
+2. For text messages, set "A message comes in" to {public_url}/hooks/twilio, or add it as a
+   webhook of your Messaging Service; Carryover answers with empty TwiML (no reply is sent).
+3. Copy the account's Auth Token into integrations.twilio.auth_token, and set public_url to
+   the exact base URL Twilio calls (Twilio signs the URL it called).
+"""
+
+
+class TwilioPlugin(Plugin):
+    """Receive Twilio voice status callbacks and incoming SMS."""
+
+    key = "twilio"
+    title = "Twilio"
+    capabilities = frozenset({Capability.RECEIVE})
+    settings = {
+        "auth_token": Setting(str, required=True, secret=True, doc="the account's Auth Token"),
+    }
+    event_types = (
+        "call.started",
+        "call.answered",
+        "call.ended",
+        "call.leg.started",
+        "call.leg.answered",
+        "call.leg.ended",
+        "message.received",
+        "message.status",
+    )
+    setup_doc = SETUP
+
+    # -- receiving -------------------------------------------------------------------------
+    def verify(self, request: InboundRequest) -> None:
+        """Check X-Twilio-Signature as Twilio's own validator does (port variants included)."""
+        signature = request.headers.get("x-twilio-signature", "").strip()
+        if not signature:
+            raise InvalidSignature("missing X-Twilio-Signature header")
+        token = self.options["auth_token"]
+        query = parse_qs(urlsplit(request.url).query)
+        if "bodySHA256" in query:  # a JSON body: the URL carries the body's hash instead
+            digest = hashlib.sha256(request.body).hexdigest()
+            if not hmac.compare_digest(digest.encode(), query["bodySHA256"][0].encode()):
+                raise InvalidSignature("bodySHA256 does not match the body")
+            params: list[tuple[str, str]] = []
+        else:
+            params = decode_form(request.body) if request.body else []
+        matches = [
+            hmac.compare_digest(sign(token, url, params).encode(), signature.encode())
+            for url in url_variants(request.url)
+        ]
+        if not any(matches):
+            raise InvalidSignature(
+                "X-Twilio-Signature does not match (is public_url the URL Twilio calls?)"
+            )
+
+    def parse(self, request: InboundRequest) -> list[InboundEvent]:
+        """Turn a voice status callback or an incoming message into one event."""
+        fields = _fields(request)
+        if fields.get("CallSid"):
+            return [_call_event(fields)]
+        if fields.get("MessageSid") or fields.get("SmsSid"):
+            return [_message_event(fields)]
+        raise MalformedPayload(
+            "body: neither a voice status callback (CallSid) nor a message (MessageSid)"
+        )
+
+    def acknowledgement(self) -> tuple[bytes, str]:
+        """Answer with empty TwiML: Carryover never routes a call or replies to a text."""
+        return EMPTY_TWIML, "text/xml"
+
+
+def sign(token: str, url: str, params: list[tuple[str, str]]) -> str:
+    """Return Twilio's signature: base64(HMAC-SHA1(token, url + sorted names and values))."""
+    names = sorted({name for name, _ in params})
+    text = url + "".join(
+        name + value for name in names for value in sorted({v for n, v in params if n == name})
+    )
+    digest = hmac.new(token.encode(), text.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def url_variants(url: str) -> list[str]:
+    """Return the URL as called, without its port, and with the scheme's default port."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    host = f"[{host}]" if ":" in host else host
+    variants = [url, urlunsplit(parts._replace(netloc=prefix + host))]
+    if parts.port is None and parts.scheme in DEFAULT_PORTS:
+        port = DEFAULT_PORTS[parts.scheme]
+        variants.append(urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}")))
+    return list(dict.fromkeys(variants))
+
+
+def _fields(request: InboundRequest) -> dict[str, Any]:
+    if request.content_type == "application/json" or request.body.lstrip().startswith(b"{"):
+        try:
+            payload = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise MalformedPayload(f"body is not valid JSON ({exc})") from None
+        if not isinstance(payload, dict):
+            raise MalformedPayload("body: expected a JSON object")
+        return {str(k): v for k, v in payload.items()}
+    fields: dict[str, Any] = {}
+    for name, value in decode_form(request.body):
+        fields.setdefault(name, value)  # Twilio sends each parameter once; keep the first
+    return fields
+
+
+def _sid(fields: dict[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str) or not value.isalnum() or len(value) > MAX_SID:
+        raise MalformedPayload(f"{name}: expected a Twilio SID (letters and digits)")
+    return value
+
+
+def _call_event(fields: dict[str, Any]) -> InboundEvent:
+    call_sid = _sid(fields, "CallSid")
+    status = fields.get("CallStatus")
+    if not isinstance(status, str) or not status:
+        raise MalformedPayload("CallStatus: missing (Carryover takes call status callbacks)")
+    status = status.lower()
+    if status in STARTED:
+        moment = "started"
+    elif status in ANSWERED:
+        moment = "answered"
+    elif status in ENDED:
+        moment = "ended"
+    else:
+        raise MalformedPayload(f"CallStatus: {status!r} is not a Twilio call status")
+    payload = dict(fields)
+    parent = fields.get("ParentCallSid")
+    direction = str(fields.get("Direction") or "inbound")
+    if parent:
+        # A child leg: the <Dial> toward an agent, a queue or a transfer target.
+        payload["call_id"] = _sid(fields, "ParentCallSid")
+        payload["agent"] = _party(fields.get("To"))
+        event_type = f"call.leg.{moment}"
+    else:
+        payload["call_id"] = call_sid
+        # The outside party: the caller on inbound calls, the callee on outbound ones.
+        payload["customer"] = fields.get("From" if direction == "inbound" else "To")
+        event_type = f"call.{moment}"
+    return InboundEvent(key=f"call:{call_sid}:{status}", type=event_type, payload=payload)
+
+
+def _message_event(fields: dict[str, Any]) -> InboundEvent:
+    sid = _sid(fields, "MessageSid" if fields.get("MessageSid") else "SmsSid")
+    status = str(fields.get("SmsStatus") or fields.get("MessageStatus") or "received").lower()
+    if status in RECEIVED:
+        return InboundEvent(key=f"message:{sid}", type="message.received", payload=fields)
+    # Delivery reports of messages the account sent: not a customer contact.
+    return InboundEvent(key=f"message:{sid}:{status}", type="message.status", payload=fields)
+
+
+def _party(value: Any) -> str | None:
+    """Name the party of an agent leg: client:alice → alice, sip:bob@pbx → bob@pbx."""
+    if not isinstance(value, str) or not value:
+        return None
+    for scheme in ("client:", "sip:"):
+        if value.startswith(scheme):
+            return value[len(scheme) :]
+    return value
