@@ -18,14 +18,14 @@ def create_app(
 ) -> Flask:
     """Build the web app for one installation (the worker is started by the caller)."""
     from middleware import context_api, health, hooks
-    from webui import views
+    from webui import pop, views
 
     core = core or build_carryover(config or Config(), registry)
     app = Flask(__name__, template_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["SECRET_KEY"] = core.config.secret_key
     app.extensions["carryover"] = core
-    for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp):
+    for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp, pop.bp):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(HTTPException)

@@ -74,18 +74,23 @@ def after_call_event(
         and previous
         and interaction.agent != previous
     ):
-        _record_transfer(conn, interaction, call, previous, before)
+        _record_transfer(conn, interaction, interaction.agent, call, previous, before)
     if (call.status or "") in CALL_ENDED_STATUSES and call.customer_id is not None:
         return queue_call_notes(core, conn, call)
     return 0
 
 
 def _record_transfer(
-    conn: Connection, interaction: Interaction, call: Row, previous: str, before: Row | None
+    conn: Connection,
+    interaction: Interaction,
+    agent: str,
+    call: Row,
+    previous: str,
+    before: Row | None,
 ) -> None:
     handed_over = previous + (f" ({before.team})" if before is not None and before.team else "")
-    taken = interaction.agent + (f" ({interaction.team})" if interaction.team else "")
-    external_id = f"{call.external_id}#to:{interaction.agent[:MAX_AGENT]}"
+    taken = agent + (f" ({interaction.team})" if interaction.team else "")
+    external_id = f"{call.external_id}#to:{agent[:MAX_AGENT]}"
     transfer = Interaction(
         source=interaction.source,
         external_id=external_id,
@@ -97,7 +102,7 @@ def _record_transfer(
         record_ref=f"{interaction.source}:transfer:{external_id}",
         subject=previous,
         text=f"Transferred from {handed_over} to {taken}",
-        agent=interaction.agent,
+        agent=agent,
         team=interaction.team,
     )
     append(conn, transfer, call.customer_id)

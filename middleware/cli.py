@@ -6,9 +6,7 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from urllib.parse import urlencode
 
 from middleware.config import ConfigError, config_path, load_config
 from middleware.core import Carryover, build_carryover
@@ -17,6 +15,7 @@ from middleware.plugins import PluginRegistry
 from middleware.store import migrations_applied, upgrade
 
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
+WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -39,6 +38,8 @@ def cmd_serve(args: argparse.Namespace, core: Carryover) -> int:
         print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
     app = create_app(core=core)
+    # Each open screen-pop holds a thread; keep some for webhooks, which must never wait.
+    core.live.limit_streams(args.threads - WEBHOOK_THREADS)
     worker = Worker(core) if core.config.worker["enabled"] else None
     if worker:
         worker.start()
@@ -117,7 +118,7 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Carryover) -> int:
 
 def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
     """Print a signed, expiring link to an agent read (for tools that can only open a URL)."""
-    from middleware.context_api import sign_link
+    from middleware.context_api import signed_path
 
     secret = core.config.secret_key
     if not secret:
@@ -127,11 +128,8 @@ def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
     if any(not sep or not key for key, sep, _ in pairs):
         print("carryover: give parameters as NAME=VALUE, e.g. phone=+14155550142", file=sys.stderr)
         return 2
-    expires = int(time.time()) + args.ttl
-    params = "&".join(f"{k}={v}" for k, _, v in sorted(pairs))
-    query = urlencode(sorted((k, v) for k, _, v in pairs))
-    signature = sign_link(secret, args.path, params, expires)
-    print(f"{core.config.public_url}{args.path}?{query}&exp={expires}&sig={signature}")
+    path = signed_path(secret, args.path, {k: v for k, _, v in pairs}, args.ttl)
+    print(f"{core.config.public_url}{path}")
     return 0
 
 
@@ -145,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help=cmd_serve.__doc__)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--threads", type=int, default=8, help="web server threads")
+    serve.add_argument(
+        "--threads", type=int, default=40,
+        help="web server threads; each open screen-pop holds one, 8 stay for webhooks",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("worker", parents=[common], help=cmd_worker.__doc__).set_defaults(

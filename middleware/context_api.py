@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import Connection, select
@@ -28,6 +29,14 @@ def sign_link(secret: str, path: str, params: str, expires: int) -> str:
     message = f"{path}?{params}|{expires}".encode()
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def signed_path(secret: str, path: str, params: dict[str, str], ttl_s: int) -> str:
+    """Return path?params&exp=…&sig=…, a link that works without a key until it expires."""
+    expires = int(time.time()) + ttl_s
+    pairs = sorted(params.items())
+    signature = sign_link(secret, path, "&".join(f"{k}={v}" for k, v in pairs), expires)
+    return f"{path}?{urlencode(pairs)}&exp={expires}&sig={signature}"
 
 
 def _signed_link_ok(secret: str | None) -> bool:
@@ -50,12 +59,13 @@ def agent_only(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        config = current_app.extensions["carryover"].config
+        core = current_app.extensions["carryover"]
+        config = core.config
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         # Compare against every key, so the time taken tells nothing about which one matched.
         matches = [hmac.compare_digest(token.encode(), k.encode()) for k in config.agent_api_keys]
-        if (token and any(matches)) or _signed_link_ok(config.secret_key):
+        if (token and any(matches)) or _signed_link_ok(core.link_secret):
             return view(*args, **kwargs)
         response = jsonify(error="authorisation required: Bearer agent key or a signed link")
         response.headers["WWW-Authenticate"] = 'Bearer realm="carryover"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ class Carryover:
     outbox: Outbox
     wake: threading.Event = field(default_factory=threading.Event)
     live: LiveUpdates = field(default_factory=LiveUpdates)
+    # Signs agent links: secret_key, else a key of this process only (links made by a page
+    # of this process for itself, such as a pop's live stream, still work).
+    link_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def dispose(self) -> None:
         """Close the store's connections."""
@@ -45,7 +49,7 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
         for plugin in registry.with_capability(Capability.RECEIVE)
     }
     engine = make_engine(config.database_url)
-    return Carryover(
+    core = Carryover(
         config=config,
         engine=engine,
         registry=registry,
@@ -54,3 +58,6 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
         inbox=DeliveryInbox(engine),
         outbox=Outbox(engine),
     )
+    if config.secret_key:
+        core.link_secret = config.secret_key
+    return core

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 
 KEEP = 1024  # publications remembered, so a stream that was busy rendering misses none
+DEFAULT_STREAMS = 64
 
 
 class LiveUpdates:
@@ -21,6 +22,19 @@ class LiveUpdates:
         self._changed = threading.Condition()
         self._seq = 0
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=KEEP)
+        self._streams = threading.BoundedSemaphore(DEFAULT_STREAMS)
+
+    def limit_streams(self, count: int) -> None:
+        """Allow at most `count` open streams (each holds a web server thread)."""
+        self._streams = threading.BoundedSemaphore(max(1, count))
+
+    def open_stream(self) -> bool:
+        """Take a stream slot; False when every slot is taken."""
+        return self._streams.acquire(blocking=False)
+
+    def close_stream(self) -> None:
+        """Give a stream slot back."""
+        self._streams.release()
 
     @property
     def seq(self) -> int:

@@ -1,0 +1,186 @@
+"""The screen-pop: who is calling and their whole context, live while the call goes on.
+
+GET /pop?phone=… renders the page; the page opens GET /pop/events (server-sent events,
+through a signed link the page carries) and swaps in each new rendering of its body.
+A stream re-renders when the worker publishes a change to the caller's number or customer,
+and also checks the store every pop.poll_s, so workers in other processes reach it too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
+from sqlalchemy import Connection, func, select
+
+from middleware.calls import call_facts
+from middleware.context_api import agent_only, signed_path
+from middleware.identity import JUNK_VALUES, find_holders, normalise_phone
+from middleware.interaction import Identity
+from middleware.store import customers, interactions, utcnow
+from middleware.summary import CustomerContext, build_context
+
+bp = Blueprint("pop", __name__, template_folder="templates")
+LIVE_CALL_WINDOW = timedelta(hours=2)  # a call older than this is history, not "this call"
+EVENTS_LINK_TTL_S = 12 * 3600  # one shift: the page's stream reconnects with the same link
+
+
+class NotAPhoneNumber(ValueError):
+    """The phone parameter cannot be a phone number."""
+
+
+@dataclass
+class PopView:
+    """What one pop shows; `state` is known, unknown, shared or withheld."""
+
+    state: str
+    phone: str
+    context: CustomerContext | None = None
+    call: dict[str, Any] | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+
+
+def caller_number(raw: str, region: str) -> str | None:
+    """Return the caller's number in E.164; None when the caller withheld it."""
+    value = raw.strip()
+    if len(value) > 64 or not value.isprintable():
+        raise NotAPhoneNumber("phone: expected a phone number")
+    if value.lower() in JUNK_VALUES or (value and not value.strip("+0")):
+        return None
+    number = normalise_phone(value, region)
+    if number is None:
+        raise NotAPhoneNumber(f"phone: {value!r} cannot be a valid phone number")
+    return number
+
+
+def pop_view(conn: Connection, phone: str | None, raw: str, recent_limit: int) -> PopView:
+    """Gather what the pop shows for one caller number."""
+    if phone is None:
+        return PopView("withheld", raw)
+    holders = find_holders(conn, Identity("phone", phone))
+    if not holders:
+        return PopView("unknown", phone)
+    if len(holders) > 1 or holders[0][1]:
+        ids = [cid for cid, _ in holders]
+        names = dict(conn.execute(select(customers.c.id, customers.c.name).where(
+            customers.c.id.in_(ids))).all())  # fmt: skip
+        return PopView("shared", phone, candidates=[{"id": c, "name": names.get(c)} for c in ids])
+    customer_id = holders[0][0]
+    context = build_context(conn, customer_id, recent_limit + 1)
+    call_row = conn.execute(
+        select(interactions)
+        .where(
+            interactions.c.customer_id == customer_id,
+            interactions.c.kind == "call",
+            interactions.c.updated_at >= utcnow() - LIVE_CALL_WINDOW,
+        )
+        .order_by(interactions.c.occurred_at.desc(), interactions.c.id.desc())
+        .limit(1)
+    ).first()
+    call = call_facts(conn, call_row) if call_row is not None else None
+    this_call = (call["source"], call["external_id"]) if call else None
+    earlier = [i for i in context.interactions if (i["source"], i["external_id"]) != this_call]
+    return PopView("known", phone, context, call, earlier=earlier[:recent_limit])
+
+
+def fingerprint(conn: Connection, phone: str | None) -> tuple[Any, ...]:
+    """Return a cheap mark that changes whenever what the pop shows may have changed."""
+    if phone is None:
+        return (), (), ()
+    holders = tuple(find_holders(conn, Identity("phone", phone)))
+    if not holders:
+        return holders, (), ()
+    ids = [cid for cid, _ in holders]
+    marks = conn.execute(
+        select(
+            interactions.c.customer_id,
+            func.count(),
+            func.max(interactions.c.updated_at),
+            func.max(interactions.c.id),
+        )
+        .where(interactions.c.customer_id.in_(ids))
+        .group_by(interactions.c.customer_id)
+        .order_by(interactions.c.customer_id)
+    ).all()
+    names = conn.execute(
+        select(customers.c.id, customers.c.name, customers.c.preferred_channels)
+        .where(customers.c.id.in_(ids))
+        .order_by(customers.c.id)
+    ).all()
+    return holders, tuple(map(tuple, marks)), tuple(map(tuple, names))
+
+
+def _read_phone() -> tuple[str, str | None]:
+    raw = request.args.get("phone", "")
+    if not raw:
+        raise NotAPhoneNumber("phone: missing (GET /pop?phone=+14155550142)")
+    return raw, caller_number(raw, current_app.extensions["carryover"].config.default_region)
+
+
+@bp.get("/pop")
+@agent_only
+def pop() -> str | tuple[str, int]:
+    """Render the screen-pop for the caller's number."""
+    core = current_app.extensions["carryover"]
+    try:
+        raw, phone = _read_phone()
+    except NotAPhoneNumber as exc:
+        return render_template("pop_error.html", error=str(exc)), 400
+    with core.engine.connect() as conn:
+        view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
+    events = signed_path(core.link_secret, "/pop/events", {"phone": raw}, EVENTS_LINK_TTL_S)
+    return render_template("pop.html", view=view, events_url=events)
+
+
+@bp.get("/pop/events")
+@agent_only
+def events() -> Response | tuple[Response, int]:
+    """Stream the pop's body as server-sent events whenever it changes."""
+    core = current_app.extensions["carryover"]
+    try:
+        raw, phone = _read_phone()
+    except NotAPhoneNumber as exc:
+        return Response(str(exc), status=400, mimetype="text/plain")
+    if not core.live.open_stream():
+        response = Response("too many open pops; retry shortly", status=429, mimetype="text/plain")
+        response.headers["Retry-After"] = "30"
+        return response
+    settings = core.config.pop
+
+    def stream() -> Iterator[str]:
+        try:
+            yield "retry: 3000\n\n"
+            deadline = time.monotonic() + settings["stream_s"]
+            shown: tuple[Any, ...] | None = None
+            while True:
+                seq = core.live.seq  # before reading, so no change slips in between
+                with core.engine.connect() as conn:
+                    mark = fingerprint(conn, phone)
+                    if mark != shown:
+                        view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
+                        html = render_template("pop_body.html", view=view)
+                        yield server_event("pop", html)
+                        shown = mark
+                    else:
+                        yield ": still here\n\n"  # finds a closed connection
+                if time.monotonic() >= deadline:
+                    return
+                holders = mark[0]
+                topics = {f"phone:{phone}"} | {f"customer:{cid}" for cid, _ in holders}
+                core.live.wait(seq, topics, settings["poll_s"])
+        finally:
+            core.live.close_stream()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
+
+
+def server_event(name: str, data: str) -> str:
+    """Format one server-sent event; every line of data gets its own data: field."""
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"event: {name}\n{lines}\n"
