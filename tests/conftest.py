@@ -33,6 +33,9 @@ ZENDESK_SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="
 ZENDESK_EMAIL = "bot@example.com"
 ZENDESK_TOKEN = "test-token"
 AGENT_KEY = "agent-key-for-tests"
+TWILIO_TOKEN = "twilio-auth-token-for-tests"
+CTI_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PUBLIC_URL = "http://127.0.0.1:8080"  # the default public_url, which Twilio signs
 ANN = 8447388090501
 
 BACKENDS = [
@@ -111,9 +114,13 @@ def make_config(
     database_url: str,
     zendesk_url: str | None = None,
     zendesk_options: dict[str, Any] | None = None,
+    phone: bool = False,
     **extra: Any,
 ) -> Config:
-    """Build a validated configuration for tests (zendesk_options override plugin settings)."""
+    """Build a validated configuration for tests (zendesk_options override plugin settings).
+
+    phone=True also connects Twilio and the generic CTI.
+    """
     raw: dict[str, Any] = {
         "database_url": database_url,
         "agent_api_keys": [AGENT_KEY],
@@ -132,13 +139,17 @@ def make_config(
                 **(zendesk_options or {}),
             }
         }
+    if phone:
+        raw.setdefault("integrations", {})
+        raw["integrations"]["twilio"] = {"auth_token": TWILIO_TOKEN}
+        raw["integrations"]["cti"] = {"secret": CTI_SECRET}
     return parse_config(raw, PluginRegistry.from_entry_points().schemas())
 
 
 @pytest.fixture
 def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
-    """Build a Carryover installation connected to the fake Zendesk."""
-    built = build_carryover(make_config(database_url, fake_zendesk.url))
+    """Build a Carryover installation connected to the fake Zendesk, Twilio and a PBX."""
+    built = build_carryover(make_config(database_url, fake_zendesk.url, phone=True))
     yield built
     built.dispose()
 
@@ -192,3 +203,63 @@ def zendesk_headers(
 def post_zendesk(client: FlaskClient, body: bytes, **kwargs: Any) -> Any:
     """POST a signed delivery to /hooks/zendesk."""
     return client.post("/hooks/zendesk", data=body, headers=zendesk_headers(body, **kwargs))
+
+
+# -- the phone: Twilio and generic-CTI deliveries, signed as their senders sign -------------
+PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def twilio_fields(name: str, **changes: str) -> list[tuple[str, str]]:
+    """Return a Twilio fixture's parameters, with some changed (Timestamp=now by default)."""
+    from middleware.plugins import decode_form
+
+    fields = dict(decode_form((PLUGINS_DIR / "twilio" / "fixtures" / name).read_bytes()))
+    if "Timestamp" in fields:
+        fields["Timestamp"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    fields.update(changes)
+    return list(fields.items())
+
+
+def post_twilio(
+    client: FlaskClient, fields: list[tuple[str, str]], token: str = TWILIO_TOKEN, **kw: Any
+) -> Any:
+    """POST form parameters to /hooks/twilio, signed over public_url + path as Twilio signs."""
+    from urllib.parse import urlencode
+
+    from plugins.twilio import sign as twilio_sign
+
+    signature = twilio_sign(token, PUBLIC_URL + "/hooks/twilio", fields)
+    headers = {"X-Twilio-Signature": signature, **kw.pop("headers", {})}
+    return client.post(
+        "/hooks/twilio", data=urlencode(fields), headers=headers,
+        content_type="application/x-www-form-urlencoded",
+    )  # fmt: skip
+
+
+def cti_body(name: str, **changes: Any) -> bytes:
+    """Return a CTI fixture as JSON bytes, with some fields changed."""
+    payload = json.loads((PLUGINS_DIR / "cti" / "fixtures" / name).read_bytes())
+    payload.update(changes)
+    return json.dumps(payload).encode()
+
+
+def cti_headers(body: bytes, secret: str = CTI_SECRET, timestamp: int | None = None,
+                webhook_id: str | None = None) -> dict[str, str]:  # fmt: skip
+    """Sign a body as a Standard Webhooks sender does."""
+    import uuid
+
+    from plugins.cti import sign as cti_sign
+
+    stamp = str(int(datetime.now(UTC).timestamp()) if timestamp is None else timestamp)
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": "v1," + cti_sign(secret, webhook_id, stamp, body),
+    }
+
+
+def post_cti(client: FlaskClient, body: bytes, **kwargs: Any) -> Any:
+    """POST a signed generic-CTI event to /hooks/cti."""
+    return client.post("/hooks/cti", data=body, headers=cti_headers(body, **kwargs))

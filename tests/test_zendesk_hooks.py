@@ -467,7 +467,7 @@ def test_chunked_body_over_one_mebibyte_gets_413_from_the_real_server(app, core)
     assert stored(core) == (0, 0)
 
 
-@pytest.mark.parametrize("path", ["/hooks/salesforce", "/hooks/nope", "/hooks/twilio/abc"])
+@pytest.mark.parametrize("path", ["/hooks/salesforce", "/hooks/nope", "/hooks/nope/abc"])
 def test_unconfigured_plugin_gets_404(client, core, path):
     """A hook of an integration that is not configured (or does not exist) gets 404."""
     body = fixture_bytes("ticket_created__mail.json")
