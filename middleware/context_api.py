@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 
 from middleware.identity import find_holders, normalise
 from middleware.interaction import Identity
-from middleware.store import customers
+from middleware.store import customers, reading
 from middleware.summary import build_context
 
 bp = Blueprint("context_api", __name__)
@@ -108,7 +108,7 @@ def _customer_from_query(conn: Connection, region: str) -> tuple[list[int], bool
 def context() -> Response | tuple[Response, int]:
     """Return the merged context of the customer behind one identifier."""
     core = current_app.extensions["carryover"]
-    with core.engine.connect() as conn:
+    with reading(core.engine) as conn:
         try:
             found, shared = _customer_from_query(conn, core.config.default_region)
         except UnusableIdentifier as exc:

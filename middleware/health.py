@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from middleware.store import migrations_applied
+from middleware.store import migrations_applied, reading
 
 bp = Blueprint("health", __name__)
 
@@ -22,7 +22,7 @@ def readyz() -> tuple[Response, int]:
     """Say whether the store is reachable and fully migrated."""
     core = current_app.extensions["carryover"]
     try:
-        with core.engine.connect() as conn:
+        with reading(core.engine) as conn:
             conn.execute(text("SELECT 1"))
         migrated = migrations_applied(core.engine)
     except SQLAlchemyError:

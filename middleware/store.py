@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     ForeignKey,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+READ_ONLY = "carryover_read_only"
 
 # SQLite wants INTEGER PRIMARY KEY for rowid aliasing; PostgreSQL gets 64-bit ids.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -183,10 +185,17 @@ def _prepare_sqlite(engine: Engine) -> None:
         cursor.close()
 
     # BEGIN IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
-    # instead of failing when a read transaction tries to upgrade.
+    # instead of failing when a read transaction tries to upgrade. Reads (see reading())
+    # begin deferred: under WAL they never wait for, nor hold up, a writer.
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def reading(engine: Engine) -> Connection:
+    """Open a connection for reads only (use it as a context manager)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def make_engine(database_url: str) -> Engine:

@@ -2,8 +2,9 @@
 
 GET /pop?phone=… renders the page; the page opens GET /pop/events (server-sent events,
 through a signed link the page carries) and swaps in each new rendering of its body.
-A stream re-renders when the worker publishes a change to the caller's number or customer,
-and also checks the store every pop.poll_s, so workers in other processes reach it too.
+A stream renders again when the worker publishes a change to the caller's number or
+customer, and also every pop.poll_s, so workers in other processes reach it too; it sends
+the body only when the rendering changed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from middleware.calls import call_facts
 from middleware.context_api import agent_only, signed_path
 from middleware.identity import JUNK_VALUES, find_holders, normalise_phone
 from middleware.interaction import Identity
-from middleware.store import customers, interactions, utcnow
+from middleware.store import customers, interactions, reading, utcnow
 from middleware.summary import CustomerContext, build_context
 
 bp = Blueprint("pop", __name__, template_folder="templates")
@@ -43,6 +44,13 @@ class PopView:
     call: dict[str, Any] | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
     earlier: list[dict[str, Any]] = field(default_factory=list)
+
+    def topics(self) -> set[str]:
+        """Name the changes that may alter this pop: its number and its customers."""
+        found = {f"phone:{self.phone}"}
+        if self.context is not None:
+            found.add(f"customer:{self.context.customer['id']}")
+        return found | {f"customer:{c['id']}" for c in self.candidates}
 
 
 def caller_number(raw: str, region: str) -> str | None:
@@ -88,33 +96,6 @@ def pop_view(conn: Connection, phone: str | None, raw: str, recent_limit: int) -
     return PopView("known", phone, context, call, earlier=earlier[:recent_limit])
 
 
-def fingerprint(conn: Connection, phone: str | None) -> tuple[Any, ...]:
-    """Return a cheap mark that changes whenever what the pop shows may have changed."""
-    if phone is None:
-        return (), (), ()
-    holders = tuple(find_holders(conn, Identity("phone", phone)))
-    if not holders:
-        return holders, (), ()
-    ids = [cid for cid, _ in holders]
-    marks = conn.execute(
-        select(
-            interactions.c.customer_id,
-            func.count(),
-            func.max(interactions.c.updated_at),
-            func.max(interactions.c.id),
-        )
-        .where(interactions.c.customer_id.in_(ids))
-        .group_by(interactions.c.customer_id)
-        .order_by(interactions.c.customer_id)
-    ).all()
-    names = conn.execute(
-        select(customers.c.id, customers.c.name, customers.c.preferred_channels)
-        .where(customers.c.id.in_(ids))
-        .order_by(customers.c.id)
-    ).all()
-    return holders, tuple(map(tuple, marks)), tuple(map(tuple, names))
-
-
 def _read_phone() -> tuple[str, str | None]:
     raw = request.args.get("phone", "")
     if not raw:
@@ -131,7 +112,7 @@ def pop() -> str | tuple[str, int]:
         raw, phone = _read_phone()
     except NotAPhoneNumber as exc:
         return render_template("pop_error.html", error=str(exc)), 400
-    with core.engine.connect() as conn:
+    with reading(core.engine) as conn:
         view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
     events = signed_path(core.link_secret, "/pop/events", {"phone": raw}, EVENTS_LINK_TTL_S)
     return render_template("pop.html", view=view, events_url=events)
@@ -156,23 +137,21 @@ def events() -> Response | tuple[Response, int]:
         try:
             yield "retry: 3000\n\n"
             deadline = time.monotonic() + settings["stream_s"]
-            shown: tuple[Any, ...] | None = None
+            shown = None
             while True:
                 seq = core.live.seq  # before reading, so no change slips in between
-                with core.engine.connect() as conn:
-                    mark = fingerprint(conn, phone)
-                    if mark != shown:
-                        view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
-                        html = render_template("pop_body.html", view=view)
-                        yield server_event("pop", html)
-                        shown = mark
-                    else:
-                        yield ": still here\n\n"  # finds a closed connection
+                # Never yield inside the block: the client may be slow to read.
+                with reading(core.engine) as conn:
+                    view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
+                html = render_template("pop_body.html", view=view)
+                if html == shown:
+                    yield ": still here\n\n"  # finds a closed connection
+                else:
+                    yield server_event("pop", html)
+                    shown = html
                 if time.monotonic() >= deadline:
                     return
-                holders = mark[0]
-                topics = {f"phone:{phone}"} | {f"customer:{cid}" for cid, _ in holders}
-                core.live.wait(seq, topics, settings["poll_s"])
+                core.live.wait(seq, view.topics(), settings["poll_s"])
         finally:
             core.live.close_stream()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 from sqlalchemy import Select, Table, func, select
 
-from middleware.store import deliveries, writes
+from middleware.store import deliveries, reading, writes
 
 bp = Blueprint("webui", __name__, template_folder="templates")
 
@@ -14,7 +14,7 @@ bp = Blueprint("webui", __name__, template_folder="templates")
 def index() -> str:
     """Show integrations, their webhook URLs and delivery counts."""
     core = current_app.extensions["carryover"]
-    with core.engine.connect() as conn:
+    with reading(core.engine) as conn:
         inbound = dict(conn.execute(_count_by_status(deliveries)).all())
         outbound = dict(conn.execute(_count_by_status(writes)).all())
     plugins = [
