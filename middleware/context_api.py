@@ -21,6 +21,9 @@ from middleware.summary import build_context
 
 bp = Blueprint("context_api", __name__)
 MAX_ID_DIGITS = 18  # customer ids are 64-bit; a longer number cannot be one
+# A link signed with scope=any-phone opens the pop of any number appended to it (for
+# softphones and PBXs that open a URL with the caller's number but cannot sign per call).
+ANY_PHONE = "any-phone"
 LOOKUP_PARAMS = ("phone", "email", "zendesk_user", "salesforce_contact", "customer")
 
 
@@ -46,9 +49,10 @@ def _signed_link_ok(secret: str | None) -> bool:
         return False
     if int(expires) < time.time():
         return False
-    params = "&".join(
-        f"{k}={v}" for k, v in sorted(request.args.items()) if k not in ("sig", "exp")
-    )
+    unsigned = {"sig", "exp"}
+    if request.args.get("scope") == ANY_PHONE:
+        unsigned.add("phone")  # a shift link: the softphone appends the caller's number
+    params = "&".join(f"{k}={v}" for k, v in sorted(request.args.items()) if k not in unsigned)
     # Bytes, because compare_digest refuses str with non-ASCII characters.
     expected = sign_link(secret, request.path, params, int(expires)).encode()
     return hmac.compare_digest(expected, signature.encode())

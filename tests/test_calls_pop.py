@@ -332,3 +332,16 @@ def test_context_api_lists_the_call_and_repeat_contacts(client, worker, ann):
     assert (first["source"], first["kind"], first["channel"]) == ("twilio", "call", "phone")
     assert payload["repeat_contacts_7d"] == 3
     assert payload["customer"]["id"] == ANN or payload["customer"]["name"] == "Ann Example"
+
+
+def test_shift_link_with_scope_any_phone_opens_any_number_until_it_expires(client, core, ann):
+    """A link signed with scope=any-phone takes the caller's number appended by the softphone."""
+    link = signed_path(core.link_secret, "/pop", {"scope": "any-phone"}, 60)
+    assert "Ann Example" in client.get(f"{link}&phone={quote(ANN_PHONE)}").get_data(as_text=True)
+    assert "No history" in client.get(f"{link}&phone=%2B14155550177").get_data(as_text=True)
+    expired = signed_path(core.link_secret, "/pop", {"scope": "any-phone"}, -1)
+    assert client.get(f"{expired}&phone={quote(ANN_PHONE)}").status_code == 401
+    # A phone-bound link cannot be turned into a shift link by adding scope.
+    bound = signed_path(core.link_secret, "/pop", {"phone": "+14155550177"}, 60)
+    widened = bound.replace("phone=%2B14155550177", "scope=any-phone&phone=%2B14155550142")
+    assert client.get(widened).status_code == 401
