@@ -1,7 +1,13 @@
-"""Run every benchmark once, print the report and write var/bench.json (`make bench`)."""
+"""Run the benchmarks once, print the report and write var/bench.json (`make bench`).
+
+python -m bench            # all: the Zendesk ingest benchmarks, then the phone ones
+python -m bench zendesk    # 1 to 3 only
+python -m bench phone      # 4 and 5 only (bench/phone.py)
+"""
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
 import sqlite3
@@ -16,7 +22,8 @@ from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
 from bench.load import closed_loop, open_loop
 from bench.note_latency import NoteProbe, seed_requester
-from bench.report import latency_figures, median, render_report, write_json
+from bench.phone import phone_benchmark
+from bench.report import latency_figures, median, progress, render_report, write_json
 from bench.serve_bare import SERVE_DEFAULTS
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port, write_config
 from middleware.config import WORKER
@@ -54,11 +61,6 @@ def settings() -> dict[str, Any]:
         "open_loop_connections": OPEN_LOOP_CONNECTIONS,
         "note_repeats": NOTE_REPEATS,
     }
-
-
-def progress(message: str) -> None:
-    """Tell the person waiting what is running (on stderr, apart from the report)."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def check_stores(server: Server) -> None:
@@ -179,18 +181,38 @@ def note_benchmark(workdir: Path, fake: FakeZendesk) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    """Run the benchmarks, print the report, write var/bench.json."""
-    results: dict[str, Any] = {"environment": describe_environment(), "settings": settings()}
-    other_load = OtherLoad()
-    progress(f"about 70 s; keep the machine otherwise idle ({os.cpu_count()} CPUs)")
+# How long each part takes; the phone part generates its store on the first run (30 s more).
+PARTS = {"all": "about 2 min", "zendesk": "about 70 s", "phone": "about 40 s"}
+
+
+def zendesk_benchmarks() -> dict[str, Any]:
+    """Benchmarks 1 to 3, against one fake Zendesk."""
     with (
         tempfile.TemporaryDirectory(prefix="carryover-bench-") as tmp,
         FakeZendesk(ZENDESK_EMAIL, ZENDESK_TOKEN) as fake,
     ):
         workdir = Path(tmp)
-        results |= ingest_benchmarks(workdir, fake)
+        results = ingest_benchmarks(workdir, fake)
         results["webhook_to_note"] = note_benchmark(workdir, fake)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks asked for, print the report, write var/bench.json."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("part", nargs="?", choices=sorted(PARTS), default="all")
+    part = parser.parse_args(argv).part
+    results: dict[str, Any] = {"environment": describe_environment(), "settings": settings()}
+    other_load = OtherLoad()
+    progress(f"{PARTS[part]}; keep the machine otherwise idle ({os.cpu_count()} CPUs)")
+    if part in ("all", "zendesk"):
+        results |= zendesk_benchmarks()
+    if part in ("all", "phone"):
+        results["phone"] = phone_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     results["environment"]["other_processes_cpus"] = other_load.cores()
     write_json(results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ JSON_PATH = ROOT / "var" / "bench.json"
 # Above this much CPU taken by other processes, the run is not trustworthy.
 QUIET_CPUS = 0.2
 SERVER_LABELS = {"bare": "bare Flask (200 only)", "carryover": "carryover /hooks/zendesk"}
+
+
+def progress(message: str) -> None:
+    """Tell the person waiting what is running (on stderr, apart from the report)."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -58,15 +64,18 @@ def _header(results: dict[str, Any]) -> list[str]:
     env, settings = results["environment"], results["settings"]
     changed = env["uncommitted_product_files"]
     tree = f" + uncommitted changes in {', '.join(changed)}" if changed else ""
+    zendesk = "throughput" in results
+    sharing = "server, load generator and fake Zendesk" if zendesk else "server and client"
+    servers = "for both servers" if zendesk else "(`carryover serve`'s default)"
     return [
         "Carryover benchmark",
         f"  {env['started_at']}  commit {env['commit']}{tree}",
-        f"  {env['cpus']} CPUs (server, load generator and fake Zendesk share them), "
+        f"  {env['cpus']} CPUs ({sharing} share them), "
         f"load average {env['load_average_1m']} at start, {env['load_average_1m_end']} at end",
         f"  other processes kept {env['other_processes_cpus']:.2f} CPUs busy on average "
         f"during the run{_quiet_warning(env)}",
         f"  Python {env['python']}, SQLite {env['sqlite']}; waitress with "
-        f"{settings['waitress_threads']} threads for both servers; store: SQLite in a temp dir",
+        f"{settings['waitress_threads']} threads {servers}; store: SQLite in a temp dir",
     ]
 
 
@@ -135,9 +144,92 @@ def _notes(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _store(phone: dict[str, Any]) -> str:
+    store = phone["store"]
+    made = (f"generated in {store['generation_s']:g} s by this run" if store["generated_now"]
+            else "cached in var/, reused")  # fmt: skip
+    return (
+        f"   store: {store['customers']:,} customers, {store['interactions']:,} interactions "
+        f"(customer {store['heavy_customer']}: {store['heavy_interactions']:,}), "
+        f"{store['size_mb']} MB; {made}"
+    )
+
+
+def _reads(results: dict[str, Any]) -> list[str]:
+    phone = results["phone"]
+    r, s = phone["reads"], phone["settings"]
+    lines = [
+        "",
+        "4. Context and pop latency (GET with the agent key, time to the whole answer)",
+        "   `carryover serve` with its embedded worker on a copy of the generated store; one",
+        f"   keep-alive client, {s['warmup_reads']} warm-up reads per endpoint, then one "
+        "shuffled sequence of:",
+        f"   {s['read_customers']:,} random customers per endpoint (each once), "
+        f"{s['heavy_reads']} reads of the heavy customer, {s['healthz_reads']:,} of /healthz",
+        _store(phone),
+        f"   {'':<36} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'count':>6}",
+    ]
+    rows = [("GET /healthz (baseline)", r["healthz"])]
+    for endpoint, path in (("context", "/api/v1/context?phone="), ("pop", "/pop?phone=")):
+        rows += [
+            (f"GET {path} random", r[endpoint]["random"]),
+            (f"GET {path} heavy", r[endpoint]["heavy"]),
+            (f"GET {path} all", r[endpoint]["all"]),
+        ]
+    for label, row in rows:
+        lines.append(
+            f"   {label:<36} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+            f"{row['max_ms']:>8.1f} {row['count']:>6}"
+        )
+    for endpoint in ("context", "pop"):
+        lines.append(
+            f"   {endpoint} ÷ healthz: p50 × {r[endpoint]['ratio_p50']:g}, "
+            f"p99 × {r[endpoint]['ratio_p99']:g}"
+        )
+    lines.append(f"   errors (not 200, or not the customer asked for): {r['errors']}")
+    lines += [f"     {sample}" for sample in r["error_samples"]]
+    c = r["context"]
+    lines.append(
+        f"   goal context p99 ≤ {c['goal_p99_ms']} ms (random, heavy and all; no errors): "
+        f"{_verdict(c['met'])}"
+    )
+    return lines
+
+
+def _ring(results: dict[str, Any]) -> list[str]:
+    g = results["phone"]["ring_to_pop"]
+    lines = [
+        "",
+        "5. Ring → pop (a CTI newCall reaches a connected screen-pop)",
+        f"   one open /pop/events stream per call, {g['count']} known callers one at a time; "
+        "from sending the webhook",
+        "   to the `pop` event that shows the call ringing",
+        f"   {'':<36} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+    ]
+    if "p50_ms" in g:
+        lines.append(
+            f"   {'newCall sent → ringing pop event':<36} {g['p50_ms']:>8.1f} {g['p95_ms']:>8.1f} "
+            f"{g['p99_ms']:>8.1f} {g['max_ms']:>8.1f}"
+        )
+    a = g["ack"]
+    lines += [
+        f"   {'newCall sent → 200':<36} {a['p50_ms']:>8.1f} {a['p95_ms']:>8.1f} "
+        f"{a['p99_ms']:>8.1f} {a['max_ms']:>8.1f}",
+        f"   missed (no ringing event within {g['timeout_s']:g} s): {g['missed']}",
+        f"   goal p95 ≤ {g['goal_p95_ms']} ms: {_verdict(g['met'])}  "
+        f"(pop.poll_s {g['pop_poll_s']:g}, worker poll_interval_s "
+        f"{g['worker_poll_interval_s']:g}; the webhook wakes the worker, which wakes the pop)",
+    ]
+    return lines
+
+
 def render_report(results: dict[str, Any]) -> str:
-    """Return the printed report."""
-    lines = _header(results) + _throughput(results) + _ack_latency(results) + _notes(results)
+    """Return the printed report: the header, then the benchmarks that were run."""
+    lines = _header(results)
+    if "throughput" in results:
+        lines += _throughput(results) + _ack_latency(results) + _notes(results)
+    if "phone" in results:
+        lines += _reads(results) + _ring(results)
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

@@ -17,6 +17,9 @@ from bench.environment import CLOCK_TICKS, ROOT
 HOST = "127.0.0.1"
 ZENDESK_EMAIL = "bot@example.com"
 ZENDESK_TOKEN = "bench-token"
+AGENT_KEY = "bench-agent-key-0123456789abcdef"
+LINK_SECRET = "bench-link-secret-0123456789abcdef"
+CTI_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CARRYOVER = Path(sys.executable).with_name("carryover")  # the console script of this venv
 
 
@@ -41,6 +44,21 @@ def write_config(directory: Path, name: str, port: int, zendesk_url: str, worker
                 "webhook_secret": WEBHOOK_SECRET,
             }
         },
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def write_phone_config(directory: Path, name: str, port: int, database: Path) -> Path:
+    """Write a Carryover config.yaml for the phone features: a given store, CTI, agent key."""
+    config: dict[str, Any] = {
+        "public_url": f"http://{HOST}:{port}",
+        "database_url": f"sqlite:///{database}",
+        "secret_key": LINK_SECRET,
+        "agent_api_keys": [AGENT_KEY],
+        "worker": {"enabled": True},
+        "integrations": {"cti": {"secret": CTI_SECRET}},
     }
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
