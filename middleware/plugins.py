@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -129,6 +130,24 @@ def decode_form(body: bytes) -> list[tuple[str, str]]:
         return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayload(f"body is not a form (name=value&…): {exc}") from None
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Read a body that must be one JSON object (UTF-8, a BOM allowed)."""
+    try:
+        payload = json.loads(body.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise MalformedPayload("body is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise MalformedPayload(f"body is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise MalformedPayload("body: expected a JSON object")
+    return {str(k): v for k, v in payload.items()}
+
+
+def looks_like_json(request: InboundRequest) -> bool:
+    """Tell whether a body that may be JSON or a form is JSON."""
+    return request.content_type == "application/json" or request.body.lstrip().startswith(b"{")
 
 
 def discover_plugin_classes() -> dict[str, type[Plugin]]:

@@ -6,13 +6,20 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
 from middleware.config import Setting
 from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
-from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin, decode_form
+from middleware.plugins import (
+    Capability,
+    InboundEvent,
+    InboundRequest,
+    Plugin,
+    decode_form,
+    decode_json_object,
+    looks_like_json,
+)
 
 EVENTS = ("newCall", "answer", "hangup")
 SECRET_PREFIX = "whsec_"
@@ -118,16 +125,8 @@ def signing_key(secret: str) -> bytes:
 
 
 def _fields(request: InboundRequest) -> dict[str, Any]:
-    if request.content_type == "application/json" or request.body.lstrip().startswith(b"{"):
-        try:
-            payload = json.loads(request.body.decode("utf-8-sig"))
-        except UnicodeDecodeError:
-            raise MalformedPayload("body is not UTF-8") from None
-        except (ValueError, RecursionError) as exc:
-            raise MalformedPayload(f"body is not valid JSON ({exc})") from None
-        if not isinstance(payload, dict):
-            raise MalformedPayload("body: expected a JSON object")
-        return {str(k): v for k, v in payload.items()}
+    if looks_like_json(request):
+        return decode_json_object(request.body)
     fields: dict[str, Any] = {}
     for name, value in decode_form(request.body):
         if name.endswith("[]"):  # user[]=Emma&user[]=Bob

@@ -5,13 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from middleware.config import Setting
 from middleware.errors import InvalidSignature, MalformedPayload
-from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin, decode_form
+from middleware.plugins import (
+    Capability,
+    InboundEvent,
+    InboundRequest,
+    Plugin,
+    decode_form,
+    decode_json_object,
+    looks_like_json,
+)
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -122,14 +129,8 @@ def url_variants(url: str) -> list[str]:
 
 
 def _fields(request: InboundRequest) -> dict[str, Any]:
-    if request.content_type == "application/json" or request.body.lstrip().startswith(b"{"):
-        try:
-            payload = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise MalformedPayload(f"body is not valid JSON ({exc})") from None
-        if not isinstance(payload, dict):
-            raise MalformedPayload("body: expected a JSON object")
-        return {str(k): v for k, v in payload.items()}
+    if looks_like_json(request):
+        return decode_json_object(request.body)
     fields: dict[str, Any] = {}
     for name, value in decode_form(request.body):
         fields.setdefault(name, value)  # Twilio sends each parameter once; keep the first
