@@ -13,19 +13,18 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, func, or_, select
+from sqlalchemy import Connection, Row, select
 
 from middleware.delivery import Outbox
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
     CALL_ENDED_STATUSES,
-    CLOSED_STATUSES,
     Interaction,
 )
 from middleware.plugins import Capability
 from middleware.store import customers, interactions, utcnow
 from middleware.summary import iso
-from middleware.timeline import ITEM_KINDS, append, thread_of
+from middleware.timeline import append, open_items, scope, thread_of
 
 if TYPE_CHECKING:
     from middleware.core import Carryover
@@ -111,22 +110,9 @@ def _record_transfer(
 def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
     """Return the customer's open tickets or cases in one tool, updated within open_days."""
     since = utcnow() - timedelta(days=open_days)
-    return list(
-        conn.execute(
-            select(interactions)
-            .where(
-                interactions.c.customer_id == customer_id,
-                interactions.c.source == source,
-                interactions.c.kind.in_(ITEM_KINDS),
-                or_(
-                    interactions.c.status.is_(None),
-                    func.lower(interactions.c.status).not_in(sorted(CLOSED_STATUSES)),
-                ),
-                interactions.c.updated_at >= since,
-            )
-            .order_by(interactions.c.updated_at.desc())
-        )
-    )
+    where = [*scope(customer_id), interactions.c.source == source,
+             interactions.c.updated_at >= since]  # fmt: skip
+    return open_items(conn, where, limit=None)
 
 
 def queue_call_notes(core: Carryover, conn: Connection, call: Row) -> int:

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import Connection, select
 
-from middleware.identity import find_holders, normalise
+from middleware.identity import candidates_of, find_holders, normalise
 from middleware.interaction import Identity
 from middleware.store import customers, reading
 from middleware.summary import build_context
@@ -120,13 +120,9 @@ def context() -> Response | tuple[Response, int]:
         if not found:
             return jsonify(error="no customer known by that identifier"), 404
         if shared:
-            names = dict(
-                conn.execute(select(customers.c.id, customers.c.name).where(
-                    customers.c.id.in_(found))).all()
-            )  # fmt: skip
             return jsonify(
                 customer=None,
-                candidates=[{"id": cid, "name": names.get(cid)} for cid in found],
+                candidates=candidates_of(conn, found),
                 reason="a shared line: several customers use this number",
             )
         ctx = build_context(conn, found[0], core.config.summary["recent_limit"])

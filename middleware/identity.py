@@ -296,3 +296,13 @@ def resolve_customer(
 def find_holders(conn: Connection, identity: Identity) -> list[tuple[int, bool]]:
     """Return (customer id, shared) for each customer holding the identity."""
     return _holders(conn, identity)
+
+
+def candidates_of(conn: Connection, customer_ids: Sequence[int]) -> list[dict[str, object]]:
+    """Name the customers a shared line could be, for an agent to choose from."""
+    names = dict(
+        conn.execute(
+            select(customers.c.id, customers.c.name).where(customers.c.id.in_(customer_ids))
+        ).all()
+    )
+    return [{"id": cid, "name": names.get(cid)} for cid in customer_ids]

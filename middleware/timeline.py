@@ -143,7 +143,7 @@ def history(
     return list(conn.execute(query))
 
 
-def open_items(conn: Connection, where: list[Any], limit: int = 50) -> list[Row]:
+def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> list[Row]:
     """Return the tickets and cases that are not solved or closed, newest first."""
     query = select(interactions).where(*where, interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))

@@ -20,9 +20,9 @@ from sqlalchemy import Connection, select
 
 from middleware.calls import call_facts
 from middleware.context_api import agent_only, signed_path
-from middleware.identity import JUNK_VALUES, find_holders, normalise_phone
+from middleware.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
 from middleware.interaction import Identity
-from middleware.store import customers, interactions, reading, utcnow
+from middleware.store import interactions, reading, utcnow
 from middleware.summary import CustomerContext, build_context
 
 bp = Blueprint("pop", __name__, template_folder="templates")
@@ -74,10 +74,8 @@ def pop_view(conn: Connection, phone: str | None, raw: str, recent_limit: int) -
     if not holders:
         return PopView("unknown", phone)
     if len(holders) > 1 or holders[0][1]:
-        ids = [cid for cid, _ in holders]
-        names = dict(conn.execute(select(customers.c.id, customers.c.name).where(
-            customers.c.id.in_(ids))).all())  # fmt: skip
-        return PopView("shared", phone, candidates=[{"id": c, "name": names.get(c)} for c in ids])
+        candidates = candidates_of(conn, [cid for cid, _ in holders])
+        return PopView("shared", phone, candidates=candidates)
     customer_id = holders[0][0]
     context = build_context(conn, customer_id, recent_limit + 1)
     call_row = conn.execute(
