@@ -18,6 +18,7 @@ from middleware.store import utcnow, writes
 
 ATTEMPTING = "attempting"
 MARKER_LINE = "[Carryover ref {marker}]"
+SHORTENED = "\n[… shortened to fit the upstream's size limit]"
 MARKER_PATTERN = re.compile(r"\[Carryover ref (co-\d+-[a-z_]+)\]")
 
 
@@ -29,6 +30,34 @@ def marker_for(interaction_id: int, purpose: str) -> str:
 def with_marker(body: str, marker: str) -> str:
     """Append the marker line that recognises the note when it comes back."""
     return f"{body.rstrip()}\n\n{MARKER_LINE.format(marker=marker)}"
+
+
+def fit_note(body: str, marker: str, max_bytes: int | None = None) -> str:
+    """Return the body with its marker, cut at a line or word to fit max_bytes of UTF-8.
+
+    The marker always survives the cut: it is how a note that comes back is recognised.
+    """
+    full = with_marker(body, marker)
+    if max_bytes is None or len(full.encode("utf-8")) <= max_bytes:
+        return full
+    tail = f"{SHORTENED}\n\n{MARKER_LINE.format(marker=marker)}"
+    room = max_bytes - len(tail.encode("utf-8"))
+    if room <= 0:
+        raise ValueError(f"a note cannot fit in {max_bytes} bytes with its marker")
+    return clean_cut(body.rstrip(), room) + tail
+
+
+def clean_cut(text: str, max_bytes: int) -> str:
+    """Cut text to at most max_bytes of UTF-8 at a line break or space, never in a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    cut = encoded[:max_bytes].decode("utf-8", errors="ignore")
+    for boundary in ("\n", " "):
+        at = cut.rfind(boundary)
+        if at >= len(cut) // 2:  # a boundary that keeps at least half of what fits
+            return cut[:at].rstrip()
+    return cut
 
 
 def carries_marker(text: object) -> bool:
@@ -51,13 +80,14 @@ class Outbox(LeasedQueue):
         interaction_id: int,
         purpose: str,
         body: str,
+        max_bytes: int | None = None,
     ) -> bool:
         """Queue a note inside the caller's transaction; False if it was queued before."""
         marker = marker_for(interaction_id, purpose)
         now = utcnow()
         values = {
             "target": target, "target_ref": target_ref, "interaction_id": interaction_id,
-            "purpose": purpose, "marker": marker, "body": with_marker(body, marker),
+            "purpose": purpose, "marker": marker, "body": fit_note(body, marker, max_bytes),
             "status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now,
         }  # fmt: skip
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.store import migrations_applied, reading
+from middleware.usage import usage_report
 
 bp = Blueprint("health", __name__)
 
@@ -25,9 +26,12 @@ def readyz() -> tuple[Response, int]:
         with reading(core.engine) as conn:
             conn.execute(text("SELECT 1"))
         migrated = migrations_applied(core.engine)
+        if migrated:
+            with reading(core.engine) as conn:
+                upstreams = usage_report(conn)
     except SQLAlchemyError:
         return jsonify(status="unavailable", store="unreachable"), 503
     if not migrated:
         return jsonify(status="unavailable", store="ok", migrations="pending"), 503
-    return jsonify(status="ready", store="ok", migrations="applied",
-                   integrations=sorted(core.registry.instances)), 200  # fmt: skip
+    ready = {"status": "ready", "store": "ok", "migrations": "applied"}
+    return jsonify(**ready, integrations=sorted(core.registry.instances), upstreams=upstreams), 200

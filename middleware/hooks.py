@@ -40,7 +40,8 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         plugin.verify(inbound)
         # Parse the body as it will be stored, so that event keys derived from it (e.g. a
         # hash) are the same when the worker parses the stored copy again.
-        inbound = replace(inbound, body=redact_body(body, inbound.content_type))
+        stored = plugin.storable_body(redact_body(body, inbound.content_type))
+        inbound = replace(inbound, body=stored)
         events = plugin.parse(inbound)
         used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
         if not used:
@@ -48,8 +49,13 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
             own = ignored is not None and plugin.is_own_echo(ignored)
             raise UnsupportedEvent("own note" if own else ignored.type if ignored else "empty")
     except UnsupportedEvent as exc:
-        return jsonify(ignored=exc.event_type)
+        reply, content_type = plugin.ignored_reply(exc.event_type)
+        headers = {"X-Carryover-Ignored": exc.event_type.encode("ascii", "replace").decode()}
+        return Response(reply, status=200, content_type=content_type, headers=headers)
     except InboundError as exc:
+        refusal = plugin.refusal(exc)
+        if refusal is not None:
+            return Response(refusal[0], status=exc.status, content_type=refusal[1])
         return _error(exc.status, str(exc))
     try:
         delivery_id = core.inbox.accept(key, inbound, [e.key for e in used])

@@ -57,6 +57,17 @@ class Interaction:
         return is_open_status(self.status)
 
 
+@dataclass(frozen=True)
+class CustomerRecord:
+    """A trusted record of who a customer is (e.g. a Salesforce contact), not a contact."""
+
+    source: str
+    external_id: str
+    record_ref: str
+    customer_name: str | None = None
+    identities: tuple[Identity, ...] = field(default_factory=tuple)
+
+
 def is_open_status(status: str | None) -> bool:
     """Tell whether a status means the item is still open (unknown statuses count as open)."""
     return status is not None and status.lower() not in CLOSED_STATUSES

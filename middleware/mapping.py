@@ -18,7 +18,14 @@ A mapping file has two parts:
 
 A value spec is a literal, or a mapping with one of `path` (dotted, list items by number),
 `format` (a string with {dotted.path} placeholders) or `first` (a list of specs, the first
-that yields a value), and the options `table`, `lower`, `default`, `required`.
+that yields a value), and the options `table`, `lower`, `default`, `required`. A table entry
+that maps to "" means "no value", so `first` goes on to its next spec. An identity may take a
+list of specs (e.g. a contact's Phone and MobilePhone), each adding one identifier.
+
+An event that describes who a customer is rather than a contact with them (a Salesforce
+Contact) has `customer:` instead of `interaction:`, with `external_id`, `customer_name` and
+`identities`: its identifiers are linked as one trusted record, and nothing enters the
+timeline.
 """
 
 from __future__ import annotations
@@ -33,13 +40,22 @@ from typing import Any
 
 import yaml
 
-from middleware.interaction import CHANNELS, DIRECTIONS, KINDS, Identity, Interaction
+from middleware.interaction import (
+    CHANNELS,
+    DIRECTIONS,
+    KINDS,
+    CustomerRecord,
+    Identity,
+    Interaction,
+)
 
 FIELDS = {
     "kind", "external_id", "channel", "direction", "occurred_at", "updated_at", "status",
     "subject", "text", "customer_name", "agent", "team", "link", "duration_s", "identities",
 }  # fmt: skip
 REQUIRED_FIELDS = ("kind", "external_id")
+CUSTOMER_FIELDS = {"external_id", "customer_name", "identities"}
+RECORD_KINDS = ("interaction", "customer")
 SPEC_KEYS = {"path", "format", "first", "table", "lower", "default", "required", "value"}
 VOCABULARIES = {"kind": KINDS, "channel": CHANNELS, "direction": DIRECTIONS}
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
@@ -57,6 +73,7 @@ class EventMapping:
     event_type: str
     creates: bool
     fields: Mapping[str, Any]
+    record: str = "interaction"  # or "customer": a record of who someone is (RECORD_KINDS)
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,28 @@ class PluginMapping:
         """Tell whether the mapping turns this event type into an interaction."""
         return event_type in self.events
 
+    def describes_customer(self, event_type: str) -> bool:
+        """Tell whether the event is a customer record rather than an interaction."""
+        return self.events[event_type].record == "customer"
+
+    def apply_customer(self, event_type: str, payload: Mapping[str, Any]) -> CustomerRecord:
+        """Map one event's payload to a customer record (identifiers that belong together)."""
+        mapping = self.events[event_type]
+        where = f"events.{event_type}.customer"
+        external_id = self._evaluate(mapping.fields["external_id"], payload, f"{where}.external_id")
+        if external_id in (None, ""):
+            raise MappingError(f"{where}.external_id: no value in the payload")
+        name = self._evaluate(mapping.fields.get("customer_name"), payload,
+                              f"{where}.customer_name")  # fmt: skip
+        kind = event_type.split(".")[0]
+        return CustomerRecord(
+            source=self.source,
+            external_id=str(external_id),
+            record_ref=f"{self.source}:{kind}:{external_id}",
+            customer_name=_text(name),
+            identities=self._identities(mapping, payload, where),
+        )
+
     def apply(
         self, event_type: str, payload: Mapping[str, Any], received_at: datetime
     ) -> Interaction:
@@ -82,12 +121,7 @@ class PluginMapping:
             if name == "identities":
                 continue
             values[name] = self._evaluate(spec, payload, f"{where}.{name}")
-        identities = []
-        for id_type, spec in (mapping.fields.get("identities") or {}).items():
-            raw = self._evaluate(spec, payload, f"{where}.identities.{id_type}")
-            for item in raw if isinstance(raw, list) else [raw]:
-                if item not in (None, ""):
-                    identities.append(Identity(id_type, str(item)))
+        identities = self._identities(mapping, payload, where)
         for name in REQUIRED_FIELDS:
             if values.get(name) in (None, ""):
                 raise MappingError(f"{where}.{name}: no value in the payload")
@@ -115,7 +149,7 @@ class PluginMapping:
             status=_text(values.get("status")),
             subject=_text(values.get("subject")),
             text=_text(values.get("text")),
-            identities=tuple(dict.fromkeys(identities)),
+            identities=identities,
             customer_name=_text(values.get("customer_name")),
             agent=_text(values.get("agent")),
             team=_text(values.get("team")),
@@ -123,6 +157,19 @@ class PluginMapping:
             duration_s=_integer(values.get("duration_s"), f"{where}.duration_s"),
             creates=mapping.creates,
         )
+
+    def _identities(
+        self, mapping: EventMapping, payload: Mapping[str, Any], where: str
+    ) -> tuple[Identity, ...]:
+        found = []
+        for id_type, specs in (mapping.fields.get("identities") or {}).items():
+            for i, spec in enumerate(specs if isinstance(specs, list) else [specs]):
+                at = f"{where}.identities.{id_type}" + (f"[{i}]" if isinstance(specs, list) else "")
+                raw = self._evaluate(spec, payload, at)
+                for item in raw if isinstance(raw, list) else [raw]:
+                    if item not in (None, ""):
+                        found.append(Identity(id_type, str(item)))
+        return tuple(dict.fromkeys(found))
 
     def _evaluate(self, spec: Any, payload: Mapping[str, Any], where: str) -> Any:
         if not isinstance(spec, dict):
@@ -155,7 +202,7 @@ class PluginMapping:
         if "table" in spec and not isinstance(value, (list, dict)):
             table = self.tables[spec["table"]]
             value = table.get(str(value).lower(), table.get("*", value))
-        return value
+        return None if value == "" else value
 
 
 def lookup(payload: Any, path: str) -> Any:
@@ -252,6 +299,19 @@ def _check_vocabulary(
             raise MappingError(f"{path}: {value!r} is not one of {', '.join(vocabulary)}")
 
 
+def _check_identities(spec: Any, where: str, tables: Mapping[str, Any]) -> None:
+    if not isinstance(spec, dict):
+        raise MappingError(f"{where}: expected a mapping")
+    for id_type, id_spec in spec.items():
+        if isinstance(id_spec, list):
+            if not id_spec:
+                raise MappingError(f"{where}.{id_type}: expected a non-empty list")
+            for i, option in enumerate(id_spec):
+                _check_spec(option, f"{where}.{id_type}[{i}]", tables)
+        else:
+            _check_spec(id_spec, f"{where}.{id_type}", tables)
+
+
 def parse_mapping(source: str, raw: Any, origin: str = "mapping") -> PluginMapping:
     """Validate a mapping document; errors name the failing path."""
     if not isinstance(raw, dict):
@@ -274,28 +334,34 @@ def parse_mapping(source: str, raw: Any, origin: str = "mapping") -> PluginMappi
     events = {}
     for event_type, entry in events_raw.items():
         where = f"{origin}: events.{event_type}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("interaction"), dict):
-            raise MappingError(f"{where}: expected a mapping with 'interaction'")
-        extra = set(entry) - {"interaction", "creates"}
+        records = [k for k in RECORD_KINDS if isinstance(entry, dict) and k in entry]
+        if len(records) != 1 or not isinstance(entry[records[0]], dict):
+            raise MappingError(f"{where}: expected a mapping with 'interaction' (or 'customer')")
+        record = records[0]
+        extra = set(entry) - {record, "creates"}
         if extra:
             raise MappingError(f"{where}.{sorted(extra)[0]}: unknown key")
-        fields = entry["interaction"]
+        fields = entry[record]
+        known, required = (
+            (FIELDS, REQUIRED_FIELDS)
+            if record == "interaction"
+            else (CUSTOMER_FIELDS, ("external_id",))
+        )
         for name in fields:
-            if name not in FIELDS:
-                raise MappingError(f"{where}.interaction.{name}: unknown field")
-        for name in REQUIRED_FIELDS:
+            if name not in known:
+                raise MappingError(f"{where}.{record}.{name}: unknown field")
+        for name in required:
             if name not in fields:
-                raise MappingError(f"{where}.interaction.{name}: required")
+                raise MappingError(f"{where}.{record}.{name}: required")
         for name, spec in fields.items():
             if name == "identities":
-                if not isinstance(spec, dict):
-                    raise MappingError(f"{where}.interaction.identities: expected a mapping")
-                for id_type, id_spec in spec.items():
-                    _check_spec(id_spec, f"{where}.interaction.identities.{id_type}", lowered)
+                _check_identities(spec, f"{where}.{record}.identities", lowered)
             else:
-                _check_spec(spec, f"{where}.interaction.{name}", lowered)
-                _check_vocabulary(name, spec, f"{where}.interaction.{name}", lowered)
-        events[str(event_type)] = EventMapping(str(event_type), bool(entry.get("creates")), fields)
+                _check_spec(spec, f"{where}.{record}.{name}", lowered)
+                _check_vocabulary(name, spec, f"{where}.{record}.{name}", lowered)
+        events[str(event_type)] = EventMapping(
+            str(event_type), bool(entry.get("creates")), fields, record
+        )
     return PluginMapping(source=source, tables=lowered, events=events)
 
 

@@ -13,7 +13,7 @@ from middleware.core import Carryover
 from middleware.delivery import Outbox
 from middleware.identity import Resolution, normalise_all, resolve_customer
 from middleware.inbox import request_of
-from middleware.interaction import Identity, Interaction
+from middleware.interaction import CustomerRecord, Identity, Interaction
 from middleware.plugins import Capability, InboundEvent, Plugin
 from middleware.redaction import redact
 from middleware.store import interactions
@@ -44,6 +44,9 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
         return f"{event.key}: own note, ignored"
     if not mapping.handles(event.type):
         return f"{event.key}: {event.type} ignored"
+    if mapping.describes_customer(event.type):
+        return link_customer_record(core, mapping.apply_customer(event.type, event.payload),
+                                    event.key)  # fmt: skip
     interaction = redact_interaction(mapping.apply(event.type, event.payload, received))
     if plugin.has_capability(Capability.ENRICH):
         interaction = plugin.enrich(interaction)
@@ -64,17 +67,30 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
             queued = after_call_event(core, conn, interaction, before)
         else:
             queued = int(decide(core, conn, plugin, interaction, appended))
-    core.live.publish(_topics(interaction, appended.customer_id, resolution.candidates))
+    core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
     return f"{event.key}: {interaction.record_ref} → {who}{notes}"
 
 
+def link_customer_record(core: Carryover, record: CustomerRecord, key: str) -> str:
+    """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
+    cleaned = [Identity(i.type, i.value.replace("\x00", "")) for i in record.identities]
+    found = normalise_all(cleaned, core.config.default_region)
+    if not found:
+        return f"{key}: {record.record_ref} carries no usable identifier"
+    name = (record.customer_name or "").replace("\x00", "") or None
+    with core.engine.begin() as conn:
+        resolution = resolve_customer(conn, found, record.record_ref, name)
+    core.live.publish(_topics(found, resolution.customer_id, resolution.candidates))
+    return f"{key}: {record.record_ref} → customer {resolution.customer_id}"
+
+
 def _topics(
-    interaction: Interaction, customer_id: int | None, candidates: tuple[int, ...]
+    found: tuple[Identity, ...], customer_id: int | None, candidates: tuple[int, ...]
 ) -> set[str]:
     """Name what changed, for the screen-pops that show it."""
-    topics = {f"phone:{i.value}" for i in interaction.identities if i.type == "phone"}
+    topics = {f"phone:{i.value}" for i in found if i.type == "phone"}
     topics |= {f"customer:{cid}" for cid in (customer_id, *candidates) if cid is not None}
     return topics
 
@@ -134,4 +150,5 @@ def decide(
         conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
     )
     body = core.renderer.render(plugin.key, context)
-    return Outbox.enqueue(conn, plugin.key, interaction.external_id, appended.id, SUMMARY, body)
+    return Outbox.enqueue(conn, plugin.key, interaction.external_id, appended.id, SUMMARY, body,
+                          max_bytes=plugin.note_max_bytes)  # fmt: skip

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 from middleware.config import Setting
-from middleware.errors import MalformedPayload
+from middleware.errors import InboundError, MalformedPayload
 
 if TYPE_CHECKING:
     from middleware.config import Config
     from middleware.interaction import Interaction
+    from middleware.usage import ApiUsage
 
 ENTRY_POINT_GROUP = "carryover.plugins"
 
@@ -69,6 +70,7 @@ class Plugin:
     settings: ClassVar[Mapping[str, Setting]] = {}
     event_types: ClassVar[tuple[str, ...]] = ()
     setup_doc: ClassVar[str] = ""
+    note_max_bytes: ClassVar[int | None] = None  # the upstream's size limit of one note
 
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         self.options = dict(settings)
@@ -98,6 +100,18 @@ class Plugin:
         """Return the body and content type that tell the sender a delivery was accepted."""
         return b"{}", "application/json"
 
+    def ignored_reply(self, event_type: str) -> tuple[bytes, str]:
+        """Return the reply to an authentic delivery that Carryover does not use."""
+        return json.dumps({"ignored": event_type}).encode(), "application/json"
+
+    def refusal(self, error: InboundError) -> tuple[bytes, str] | None:
+        """Return a refusal in the sender's own format, or None for the JSON error."""
+        return None
+
+    def storable_body(self, body: bytes) -> bytes:
+        """Return the body as it may be stored: credentials the sender put in it removed."""
+        return body
+
     def is_own_echo(self, event: InboundEvent) -> bool:
         """Tell whether the event is Carryover's own write coming back."""
         return False
@@ -117,6 +131,10 @@ class Plugin:
 
     def write_budget_per_minute(self) -> int | None:
         """Return how many writes a minute this upstream allows us, or None for no limit."""
+        return None
+
+    def api_usage(self) -> ApiUsage | None:
+        """Return the API usage the upstream last reported, if it reports any."""
         return None
 
 

@@ -11,6 +11,9 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode
 CARD_CANDIDATE = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # JSON id values ("id": "…", "requester_id": 123) are never card numbers.
 ID_VALUES = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\d+')
+# The text of an XML document: CDATA sections and the runs between tags.
+XML_TEXT = re.compile(r"(<!\[CDATA\[)(.*?)(\]\]>)|(>)([^<]+)(?=<)", re.DOTALL)
+XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
 SECRET_PHRASE = re.compile(
     r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
     re.IGNORECASE,
@@ -55,6 +58,8 @@ def redact_body(body: bytes, content_type: str = "") -> bytes:
         return body
     if content_type == "application/x-www-form-urlencoded":
         return _redact_form(body, text)
+    if content_type in XML_TYPES or text.lstrip().startswith("<"):
+        return _redact_xml(body, text)
     if not _may_hold_secrets(text):
         return body  # the common case, decided without parsing the JSON
     try:
@@ -77,6 +82,20 @@ def _redact_form(body: bytes, text: str) -> bytes:
         return _redact_text(body, text)
     cleaned = [(name, value if _is_id_name(name) else redact(value) or "") for name, value in pairs]
     return body if cleaned == pairs else urlencode(cleaned).encode()
+
+
+def _redact_xml(body: bytes, text: str) -> bytes:
+    """Redact the text of an XML body (a case's Description) and leave its markup intact."""
+    if not _may_hold_secrets(text):
+        return body
+
+    def text_run(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(1) + (redact(match.group(2)) or "") + match.group(3)
+        return match.group(4) + (redact(match.group(5)) or "")
+
+    cleaned = XML_TEXT.sub(text_run, text)
+    return body if cleaned == text else cleaned.encode("utf-8")
 
 
 def _is_id_name(name: str) -> bool:

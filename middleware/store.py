@@ -153,6 +153,16 @@ writes = Table(
     Index("ix_writes_done", "target", "done_at"),
 )
 
+# The last API usage each upstream reported, for /readyz (written by whichever process called).
+upstream_usage = Table(
+    "upstream_usage",
+    metadata,
+    Column("target", String(32), primary_key=True),
+    Column("used", Integer, nullable=False),
+    Column("allowed", Integer, nullable=False),
+    Column("seen_at", DateTime, nullable=False),
+)
+
 
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (the store's convention)."""

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.core import Carryover
 from middleware.delivery import ATTEMPTING
@@ -23,6 +24,7 @@ from middleware.mapping import MappingError
 from middleware.pipeline import NotConfigured, process_delivery
 from middleware.queue import DEAD, DONE, PENDING, LeasedQueue, add_trail
 from middleware.store import utcnow
+from middleware.usage import ApiUsage, record_usage
 
 log = logging.getLogger(__name__)
 BATCH = 20
@@ -36,6 +38,7 @@ class Worker:
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.settings = core.config.worker
         self.stopping = threading.Event()
+        self._recorded: dict[str, ApiUsage] = {}
 
     # -- one pass --------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -47,7 +50,22 @@ class Worker:
         for row in self.core.outbox.claim(self.owner, self.settings["lease_s"], BATCH):
             self._write(row)
             handled += 1
+        if handled:
+            self._record_usage()
         return handled
+
+    def _record_usage(self) -> None:
+        """Keep the API usage upstreams reported during this pass, for /readyz."""
+        for plugin in self.core.registry.instances.values():
+            usage = plugin.api_usage()
+            if usage is None or self._recorded.get(plugin.key) == usage:
+                continue
+            try:
+                record_usage(self.core.engine, plugin.key, usage)
+            except SQLAlchemyError:
+                log.warning("could not record %s API usage", plugin.key, exc_info=True)
+                continue
+            self._recorded[plugin.key] = usage
 
     def drain(self, rounds: int = 50) -> int:
         """Run passes until nothing is due (for tests and one-shot runs); return the total."""

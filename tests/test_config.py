@@ -42,6 +42,10 @@ EXAMPLE_ENV = {
     "TWILIO_AUTH_TOKEN": "example-twilio-token",
     "CTI_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "ZENDESK_WEBHOOK_SECRET": "example-webhook-secret",
+    "SF_SESSION": "00D000000000001!example-session",
+    "SF_PASSWORD": "example-password",
+    "SF_SECURITY_TOKEN": "example-security-token",
+    "SF_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----",
 }
 
 

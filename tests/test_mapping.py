@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,21 @@ RECEIVED = datetime(2025, 2, 1, 12, 0, 0)
 CLASSES = PluginRegistry.from_entry_points().classes
 PLUGINS = sorted(CLASSES)
 DUMMY = {str: "http://127.0.0.1:9", int: 1, float: 1.0, bool: False, list: []}
+# Settings that a placeholder cannot stand for (the org id is checked when the plugin starts).
+VALID_SETTINGS = {
+    "salesforce": {
+        "organization_id": "00D70000000IVNp",
+        "instance_url": "http://127.0.0.1:9",
+        "session_id": "placeholder",
+    }
+}
 
 
 def plugin_instance(key: str) -> Plugin:
     """Build a plugin with placeholder values for its required settings (no network used)."""
     cls = CLASSES[key]
     raw = {name: DUMMY[s.type] for name, s in cls.settings.items() if s.required}
+    raw.update(VALID_SETTINGS.get(key, {}))
     return cls(validate_section(f"integrations.{key}", raw, cls.settings), Config())
 
 
@@ -112,6 +122,12 @@ def test_every_fixture_parses_and_maps_cleanly_to_canonical_values(key):
         for event in events:
             assert event.type.replace(".", "_").startswith(path.stem.split("__")[0]), path.name
             if not mapping.handles(event.type):
+                continue
+            if mapping.describes_customer(event.type):
+                record = mapping.apply_customer(event.type, event.payload)
+                mapped += 1
+                assert record.identities, path.name
+                assert record.record_ref == f"{key}:{event.type.split('.')[0]}:{record.external_id}"
                 continue
             interaction = mapping.apply(event.type, event.payload, RECEIVED)
             mapped += 1
@@ -398,3 +414,61 @@ def test_cli_refuses_to_start_with_an_invalid_mapping(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(mappings / "zendesk.yaml") in err
     assert "events.ticket.created.interaction.kind" in err
+
+
+# -- customer records, identity lists and "no value" table entries ---------------------------
+
+
+def test_a_customer_record_maps_identities_from_a_list_of_specs():
+    """An event with `customer:` yields a record; an identity may list several specs."""
+    mapping = parse_mapping("crm", {"events": {"contact.changed": {"customer": {
+        "external_id": {"path": "Id", "required": True},
+        "customer_name": {"path": "Name"},
+        "identities": {"email": {"path": "Email"},
+                       "phone": [{"path": "Phone"}, {"path": "MobilePhone"}]},
+    }}}})  # fmt: skip
+    assert mapping.describes_customer("contact.changed")
+    record = mapping.apply_customer(
+        "contact.changed", {"Id": "003", "Name": "Ann", "Email": "a@example.com",
+                            "Phone": "+14155550142", "MobilePhone": None},
+    )  # fmt: skip
+    assert record.record_ref == "crm:contact:003"
+    assert record.customer_name == "Ann"
+    assert record.identities == (Identity("email", "a@example.com"),
+                                 Identity("phone", "+14155550142"))  # fmt: skip
+    with pytest.raises(MappingError, match=r"events.contact.changed.customer.external_id"):
+        mapping.apply_customer("contact.changed", {"Name": "Ann"})
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"customer": {"identities": {}}}, "customer.external_id: required"),
+        ({"customer": {"external_id": "x", "kind": "case"}}, "customer.kind: unknown field"),
+        ({"customer": {"external_id": "x"}, "interaction": {}}, "expected a mapping with"),
+        ({"customer": {"external_id": "x", "identities": {"phone": []}}}, "non-empty list"),
+    ],
+)
+def test_a_customer_record_takes_only_its_own_fields(entry, message):
+    """A customer record needs external_id, knows no interaction fields, and is one or other."""
+    with pytest.raises(MappingError, match=re.escape(message)):
+        parse_mapping("crm", {"events": {"contact.changed": entry}})
+
+
+def test_a_table_entry_of_empty_string_means_no_value_so_first_goes_on():
+    """{"true": closed, "*": ""}: a closed flag wins, otherwise the next spec gives the status."""
+    mapping = parse_mapping("crm", {
+        "tables": {"closed": {"true": "closed", "*": ""}},
+        "events": {"case.updated": {"interaction": {
+            "kind": "case", "external_id": {"path": "Id"},
+            "status": {"first": [{"path": "IsClosed", "table": "closed"}, {"path": "Status"}],
+                       "lower": True},
+        }}},
+    })  # fmt: skip
+    status = {
+        flag: mapping.apply(
+            "case.updated", {"Id": "1", "IsClosed": flag, "Status": "Working"}, RECEIVED
+        ).status  # fmt: skip
+        for flag in ("true", "false")
+    }
+    assert status == {"true": "closed", "false": "working"}

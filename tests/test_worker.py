@@ -210,3 +210,39 @@ def test_an_absurd_retry_after_is_bounded(client, worker, fake_zendesk, core, re
     row = the_write(core)
     assert row.status == PENDING
     assert 0 < (row.next_attempt_at - utcnow()).total_seconds() <= 3600
+
+
+# -- fitting a note into an upstream's size limit -------------------------------------------
+
+
+def test_a_note_within_the_limit_is_kept_whole_with_its_marker():
+    """A short note is only given its marker line."""
+    from middleware.delivery import fit_note, with_marker
+
+    assert fit_note("Hello\nworld", "co-1-summary", 4000) == with_marker(
+        "Hello\nworld", "co-1-summary"
+    )
+
+
+@pytest.mark.parametrize("limit", [120, 121, 122, 123, 200, 4000])
+def test_a_long_note_is_cut_at_a_line_within_the_byte_limit_and_keeps_its_marker(limit):
+    """A note over the limit is cut between lines, counted in UTF-8 bytes, marker kept."""
+    from middleware.delivery import MARKER_PATTERN, fit_note
+
+    lines = [f"line {i}: Überweisung — ✓ {'é' * (i % 7 + 1)}" for i in range(400)]
+    fitted = fit_note("\n".join(lines), "co-77-summary", limit)
+    assert len(fitted.encode("utf-8")) <= limit
+    assert MARKER_PATTERN.search(fitted.splitlines()[-1]).group(1) == "co-77-summary"
+    kept = fitted.split("\n[… shortened")[0].splitlines()
+    assert kept and kept == lines[: len(kept)]  # whole lines only, in order
+
+
+def test_a_single_long_line_is_cut_at_a_space_and_never_inside_a_character():
+    """Without a line break to cut at, the cut falls at a space; multi-byte text stays valid."""
+    from middleware.delivery import clean_cut
+
+    text = " ".join(["wörd"] * 2000)
+    cut = clean_cut(text, 1001)
+    assert len(cut.encode("utf-8")) <= 1001
+    assert cut.endswith("wörd") and set(cut.split(" ")) == {"wörd"}
+    assert clean_cut("€" * 10, 7) == "€€"  # 3 bytes each: two fit, the third is not split
