@@ -37,6 +37,9 @@ TWILIO_TOKEN = "twilio-auth-token-for-tests"
 CTI_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PUBLIC_URL = "http://127.0.0.1:8080"  # the default public_url, which Twilio signs
 ANN = 8447388090501
+SF_ORG = "00D70000000IVNp"  # the org of the Salesforce fixtures, in its 15-character form
+SF_INSTANCE = "https://acme.my.salesforce.com"
+SF_SESSION = "00D70000000IVNp!AQ4AQ.session-for-tests"
 
 BACKENDS = [
     "sqlite",
@@ -115,11 +118,13 @@ def make_config(
     zendesk_url: str | None = None,
     zendesk_options: dict[str, Any] | None = None,
     phone: bool = False,
+    salesforce: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Config:
     """Build a validated configuration for tests (zendesk_options override plugin settings).
 
-    phone=True also connects Twilio and the generic CTI.
+    phone=True also connects Twilio and the generic CTI; salesforce (settings over the test
+    org's defaults) connects Salesforce.
     """
     raw: dict[str, Any] = {
         "database_url": database_url,
@@ -143,6 +148,15 @@ def make_config(
         raw.setdefault("integrations", {})
         raw["integrations"]["twilio"] = {"auth_token": TWILIO_TOKEN}
         raw["integrations"]["cti"] = {"secret": CTI_SECRET}
+    if salesforce is not None:
+        raw.setdefault("integrations", {})
+        raw["integrations"]["salesforce"] = {
+            "organization_id": SF_ORG,
+            "instance_url": SF_INSTANCE,
+            "session_id": SF_SESSION,
+            "timeout_s": 5,
+            **salesforce,
+        }
     return parse_config(raw, PluginRegistry.from_entry_points().schemas())
 
 
@@ -263,3 +277,46 @@ def cti_headers(body: bytes, secret: str = CTI_SECRET, timestamp: int | None = N
 def post_cti(client: FlaskClient, body: bytes, **kwargs: Any) -> Any:
     """POST a signed generic-CTI event to /hooks/cti."""
     return client.post("/hooks/cti", data=body, headers=cti_headers(body, **kwargs))
+
+
+# -- Salesforce: Outbound Messages as Salesforce sends them ---------------------------------
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+
+
+def salesforce_fixture(name: str) -> bytes:
+    """Return a Salesforce fixture (an Outbound Message) exactly as stored."""
+    return (PLUGINS_DIR / "salesforce" / "fixtures" / name).read_bytes()
+
+
+def post_salesforce(client: FlaskClient, body: bytes) -> Any:
+    """POST an Outbound Message to /hooks/salesforce as Salesforce does."""
+    return client.post("/hooks/salesforce", data=body, headers=SOAP_HEADERS)
+
+
+def outbound_message(name: str, notifications: int = 1, **fields: str) -> bytes:
+    """Return a fixture with its one notification repeated, each copy with fresh ids.
+
+    Fields given replace (or add) sObject values in every copy, e.g. Subject="…"; copy i
+    gets notification id 04l…{i} and, after the first, record id …{i}.
+    """
+    import re
+
+    text = salesforce_fixture(name).decode()
+    start, end = text.index("   <Notification>"), text.index("</Notification>") + 16
+    block = text[start:end]
+    for field, value in fields.items():
+        element = f"<sf:{field}>{value}</sf:{field}>"
+        block, found = re.subn(rf"<sf:{field}>[^<]*</sf:{field}>", element, block)
+        if not found:
+            block = block.replace("</sObject>", f" {element}\n    </sObject>")
+    notification_id = re.search(r"<Id>(\w+)</Id>", block)[1]  # type: ignore[index]
+    record_id = re.search(r"<sf:Id>(\w+)</sf:Id>", block)[1]  # type: ignore[index]
+    copies = []
+    for i in range(notifications):
+        copy = block.replace(f"<Id>{notification_id}</Id>",
+                             f"<Id>{notification_id[:-8]}{i:08d}</Id>")  # fmt: skip
+        if i:
+            copy = copy.replace(f"<sf:Id>{record_id}</sf:Id>",
+                                f"<sf:Id>{record_id[:-8]}{i:08d}</sf:Id>")  # fmt: skip
+        copies.append(copy)
+    return (text[:start] + "".join(copies) + text[end:]).encode()

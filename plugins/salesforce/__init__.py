@@ -1,0 +1,241 @@
+"""Salesforce Service Cloud: outbound messages in, case comments out."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import threading
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cachetools import TTLCache
+
+from middleware.config import ConfigError, Setting
+from middleware.delivery import carries_marker
+from middleware.errors import InboundError, InvalidSignature, MalformedPayload
+from middleware.interaction import Identity, Interaction
+from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin
+from middleware.usage import ApiUsage
+from plugins.salesforce.client import SalesforceClient
+from plugins.salesforce.outbound import (
+    ACK,
+    Notification,
+    OutboundMessage,
+    fault,
+    read_message,
+    without_session_id,
+)
+
+ORG_ID = re.compile(r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$")
+# A notification sent within this long of the case's creation announces a new case; later
+# ones are edits (a workflow rule or Flow that fires on every edit sends both).
+CREATED_WITHIN_S = 60
+SOAP_TYPES = ("text/xml", "application/soap+xml", "application/xml")
+LOGIN_KEYS = {
+    "session id": ("session_id", "instance_url"),
+    "username/password": ("username", "password"),
+    "JWT bearer": ("username", "consumer_key"),
+}
+
+SETUP = """\
+1. In Setup → Outbound Messages, create one for the Case object with the endpoint URL
+   {public_url}/hooks/salesforce; choose the fields Id, ContactId, Subject, Description,
+   Origin, Status, IsClosed, CreatedDate, LastModifiedDate (and SuppliedEmail, SuppliedPhone,
+   SuppliedName for web-to-case). Optionally one for Contact (Id, Name, Email, Phone,
+   MobilePhone) and one for CaseComment (Id, ParentId, CommentBody).
+2. Send it from a Flow (record-triggered, when a record is created or updated) or a workflow
+   rule ("created, and every time it's edited").
+3. Set integrations.salesforce.organization_id (Setup → Company Information) and one login:
+   session_id + instance_url, username + password + security_token, or username +
+   consumer_key + private_key (JWT bearer, a connected app).
+"""
+
+
+class SalesforcePlugin(Plugin):
+    """Receive Salesforce Outbound Messages and write summaries as private case comments."""
+
+    key = "salesforce"
+    title = "Salesforce Service Cloud"
+    capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
+    settings = {
+        "organization_id": Setting(str, required=True, doc="00D…, 15 or 18 characters"),
+        "instance_url": Setting(str, doc="https://acme.my.salesforce.com or any base URL"),
+        "session_id": Setting(str, secret=True, doc="with instance_url; cannot be renewed"),
+        "username": Setting(str, doc="for username/password or JWT bearer login"),
+        "password": Setting(str, secret=True),
+        "security_token": Setting(str, secret=True),
+        "consumer_key": Setting(str, doc="the connected app's key, for JWT bearer login"),
+        "private_key": Setting(str, secret=True, doc="PEM, for JWT bearer login"),
+        "private_key_file": Setting(str, doc="or the path of the PEM file"),
+        "login_url": Setting(str, "https://login.salesforce.com", doc="test.salesforce.com…"),
+        "api_version": Setting(str, "59.0"),
+        "contact_cache_ttl_s": Setting(int, 300),
+        "limit_backoff_s": Setting(float, 900.0, doc="wait after REQUEST_LIMIT_EXCEEDED"),
+        "timeout_s": Setting(float, 10.0),
+    }
+    event_types = (
+        "case.created",
+        "case.updated",
+        "contact.changed",
+        "casecomment.created",
+    )
+    setup_doc = SETUP
+    note_max_bytes = 4000  # CaseComment.CommentBody
+
+    def __init__(self, settings: dict[str, Any], config: Any) -> None:
+        super().__init__(settings, config)
+        org = self.options["organization_id"].strip()
+        if not ORG_ID.match(org):
+            raise ConfigError(
+                "integrations.salesforce.organization_id: expected a 15- or 18-character "
+                f"org id starting 00D, got {org!r}"
+            )
+        self.org15 = org[:15]
+        _check_login(self.options)
+        self.client = SalesforceClient(self.options)
+        self._contacts: TTLCache[str, dict[str, Any]] = TTLCache(
+            maxsize=10_000, ttl=self.options["contact_cache_ttl_s"]
+        )
+        self._contacts_lock = threading.Lock()
+
+    # -- receiving -------------------------------------------------------------------------
+    def verify(self, request: InboundRequest) -> None:
+        """Accept the message only from the configured org (Outbound Messages are unsigned)."""
+        sender = read_message(request.body).organization_id
+        if not hmac.compare_digest(sender[:15].encode(), self.org15.encode()):
+            raise InvalidSignature(f"OrganizationId {sender} is not the configured org")
+
+    def parse(self, request: InboundRequest) -> list[InboundEvent]:
+        """Split an Outbound Message into one event per notification."""
+        if request.content_type and request.content_type not in SOAP_TYPES:
+            raise MalformedPayload(f"Content-Type {request.content_type}: expected text/xml")
+        message = read_message(request.body)
+        return [_event(message, n) for n in message.notifications]
+
+    def acknowledgement(self) -> tuple[bytes, str]:
+        """Return the SOAP Ack, the only reply Salesforce takes as delivered."""
+        return ACK, "text/xml; charset=utf-8"
+
+    def ignored_reply(self, event_type: str) -> tuple[bytes, str]:
+        """Acknowledge unused notifications too: anything but the Ack is retried for a day."""
+        return self.acknowledgement()
+
+    def refusal(self, error: InboundError) -> tuple[bytes, str] | None:
+        """Refuse another org's message with a SOAP Fault (faultcode soapenv:Client)."""
+        if not isinstance(error, InvalidSignature):
+            return None
+        return fault("soapenv:Client", str(error)), "text/xml; charset=utf-8"
+
+    def storable_body(self, body: bytes) -> bytes:
+        """Drop the SessionId Salesforce may send: it is a live credential of the org."""
+        return without_session_id(body)
+
+    def is_own_echo(self, event: InboundEvent) -> bool:
+        """Recognise Carryover's own case comments coming back."""
+        return event.type.startswith("casecomment.") and carries_marker(
+            event.payload["sObject"].get("CommentBody")
+        )
+
+    # -- upstream API ----------------------------------------------------------------------
+    def enrich(self, interaction: Interaction) -> Interaction:
+        """Add the case contact's name, email, phone and mobile from the REST API."""
+        contact_ids = [i.value for i in interaction.identities if i.type == "salesforce_contact"]
+        if not contact_ids:
+            return interaction
+        contact = self._contact(contact_ids[0])
+        found = list(interaction.identities)
+        for field, kind in (("Email", "email"), ("Phone", "phone"), ("MobilePhone", "phone")):
+            if contact.get(field):
+                found.append(Identity(kind, str(contact[field])))
+        return replace(
+            interaction,
+            identities=tuple(dict.fromkeys(found)),
+            customer_name=contact.get("Name") or interaction.customer_name,
+        )
+
+    def _contact(self, contact_id: str) -> dict[str, Any]:
+        key = contact_id[:15]  # the 15- and 18-character forms name the same contact
+        with self._contacts_lock:
+            cached = self._contacts.get(key)
+        if cached is not None:
+            return cached
+        fetched = self.client.contact(contact_id)
+        with self._contacts_lock:
+            self._contacts[key] = fetched
+        return fetched
+
+    def write_note(self, target_ref: str, body: str) -> None:
+        """Add a private CaseComment (IsPublished false) to the case."""
+        self.client.add_case_comment(target_ref, body)
+
+    def note_exists(self, target_ref: str, marker: str) -> bool:
+        """Look for a comment carrying the marker on the case."""
+        return any(marker in body for body in self.client.case_comment_bodies(target_ref))
+
+    def api_usage(self) -> ApiUsage | None:
+        """Return the org's API usage from the last Sforce-Limit-Info header."""
+        return self.client.session.usage
+
+
+def _check_login(options: dict[str, Any]) -> None:
+    """Refuse a configuration that names no complete login, naming what is missing."""
+    complete = [name for name, keys in LOGIN_KEYS.items() if all(options.get(k) for k in keys)]
+    if not complete:
+        raise ConfigError(
+            "integrations.salesforce: configure a login: session_id + instance_url, or "
+            "username + password (+ security_token), or username + consumer_key + private_key"
+        )
+    has_key = options.get("private_key") or options.get("private_key_file")
+    if "JWT bearer" in complete and not has_key:
+        raise ConfigError("integrations.salesforce.private_key: required with consumer_key")
+
+
+def _event(message: OutboundMessage, notification: Notification) -> InboundEvent:
+    sobject = {"type": notification.sobject_type, **notification.fields}
+    payload = {
+        "OrganizationId": message.organization_id,
+        "ActionId": message.action_id,
+        "NotificationId": notification.id,
+        "Link": _record_link(message.partner_url, notification.fields.get("Id")),
+        "sObject": sobject,
+    }
+    kind = notification.sobject_type.lower()
+    if kind == "case":
+        event_type = "case.created" if _announces_creation(notification.fields) else "case.updated"
+    elif kind == "casecomment":
+        event_type = "casecomment.created"
+    else:
+        event_type = f"{kind}.changed"
+    return InboundEvent(key=f"notification:{notification.id}", type=event_type, payload=payload)
+
+
+def _announces_creation(fields: dict[str, str | None]) -> bool:
+    """Tell whether a case notification was sent for the case's creation."""
+    created, modified = _moment(fields.get("CreatedDate")), _moment(fields.get("LastModifiedDate"))
+    if created is None or modified is None:
+        return True  # without both dates, each notification may announce the case
+    return abs((modified - created).total_seconds()) <= CREATED_WITHIN_S
+
+
+def _moment(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def _record_link(partner_url: str | None, record_id: str | None) -> str | None:
+    """Link the record in the sending org: https://<instance>/<record id>."""
+    if not partner_url or not record_id:
+        return None
+    parts = urlsplit(partner_url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return None
+    # The SOAP API host of older instances is na5-api.salesforce.com; people use na5.
+    host = parts.netloc.replace("-api.salesforce.com", ".salesforce.com")
+    return f"{parts.scheme}://{host}/{record_id}"

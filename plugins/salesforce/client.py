@@ -1,0 +1,213 @@
+"""The Salesforce REST API through simple-salesforce, at any instance or login URL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import requests
+from simple_salesforce import Salesforce, SFType, format_soql
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceError,
+    SalesforceResourceNotFound,
+)
+
+from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
+from middleware.store import utcnow
+from middleware.usage import ApiUsage
+
+T = TypeVar("T")
+# simple-salesforce logs in at https://{domain}.salesforce.com; a login URL elsewhere (a proxy,
+# a local simulator) is reached through this placeholder, which the session sends there.
+LOGIN_PLACEHOLDER = "carryover-login"
+SALESFORCE_HOST = ".salesforce.com"
+
+
+class SessionExpired(UpstreamError):
+    """Salesforce refused the session (401 INVALID_SESSION_ID)."""
+
+
+class LimitExceeded(RateLimited):
+    """The org's rolling 24-hour API allocation is used up (403 REQUEST_LIMIT_EXCEEDED)."""
+
+
+def login_domain(login_url: str) -> tuple[str, str | None]:
+    """Return simple-salesforce's domain for a login URL, and the URL to rebase it to."""
+    parts = urlsplit(login_url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and parts.port in (None, 443) and host.endswith(SALESFORCE_HOST):
+        return host[: -len(SALESFORCE_HOST)], None  # login, test, acme.my: used as given
+    return LOGIN_PLACEHOLDER, login_url.rstrip("/")
+
+
+class SalesforceSession(requests.Session):
+    """A session that sends simple-salesforce's https:// URLs to the configured bases.
+
+    simple-salesforce always builds https://host:port URLs. A base configured with http://
+    (a local simulator) is reached over http, and the login placeholder goes to the login
+    URL. Every reply's Sforce-Limit-Info is kept, and the two answers that simple-salesforce
+    would otherwise handle itself become our own errors: 401 INVALID_SESSION_ID (it would
+    log in again without limit) and 403 REQUEST_LIMIT_EXCEEDED (which has no Retry-After).
+    """
+
+    def __init__(self, bases: Mapping[str, str], timeout: float, limit_backoff_s: float) -> None:
+        super().__init__()
+        self.bases = dict(bases)
+        self.timeout = timeout
+        self.limit_backoff_s = limit_backoff_s
+        self.usage: ApiUsage | None = None
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Send the request to the configured base; raise our errors for limits and sessions."""
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = super().request(method, self.rebased(str(url)), *args, **kwargs)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"Salesforce unreachable: {exc}") from exc
+        self._keep_usage(response.headers.get("Sforce-Limit-Info"))
+        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
+            raise LimitExceeded(self.limit_backoff_s, "Salesforce REQUEST_LIMIT_EXCEEDED")
+        if response.status_code == 401 and "INVALID_SESSION_ID" in response.text:
+            raise SessionExpired("Salesforce refused the session (INVALID_SESSION_ID)")
+        return response
+
+    def rebased(self, url: str) -> str:
+        """Return the URL with its https://host:port replaced by the configured base."""
+        for origin, base in self.bases.items():
+            if url == origin or url.startswith(origin + "/"):
+                return base + url[len(origin) :]
+        return url
+
+    def _keep_usage(self, header: str | None) -> None:
+        # "api-usage=25/15000", possibly followed by per-app usage after a comma.
+        if not header:
+            return
+        for part in header.split(","):
+            name, _, value = part.strip().partition("=")
+            used, _, allowed = value.partition("/")
+            if name == "api-usage" and used.isdigit() and allowed.isdigit():
+                self.usage = ApiUsage(int(used), int(allowed), utcnow())
+
+
+def session_bases(options: Mapping[str, Any]) -> dict[str, str]:
+    """Map the https:// origins simple-salesforce will call to the configured URLs."""
+    bases = {}
+    for key in ("instance_url", "login_url"):
+        url = (options.get(key) or "").rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme == "http" and parts.netloc:
+            bases[f"https://{parts.netloc}"] = f"http://{parts.netloc}"
+    domain, rebase_to = login_domain(options["login_url"])
+    if rebase_to:
+        bases[f"https://{domain}{SALESFORCE_HOST}"] = rebase_to
+    return bases
+
+
+class SalesforceClient:
+    """The few Salesforce calls Carryover makes: read contacts, write and find case comments."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+        self.session = SalesforceSession(
+            session_bases(self.options), self.options["timeout_s"], self.options["limit_backoff_s"]
+        )
+        self._api: Salesforce | None = None
+        self._lock = threading.Lock()
+        self._blocked_until = 0.0  # monotonic time until which the API allocation is used up
+        self.logins = 0
+
+    @property
+    def can_log_in(self) -> bool:
+        """Tell whether the client logs in itself (and can renew an expired session)."""
+        return not self.options.get("session_id")
+
+    # -- the calls -------------------------------------------------------------------------
+    def contact(self, contact_id: str) -> dict[str, Any]:
+        """Return a contact's fields, or {} when the contact is gone."""
+
+        def call(api: Salesforce) -> dict[str, Any]:
+            try:
+                return dict(_sobject(api, "Contact").get(contact_id))
+            except SalesforceResourceNotFound:
+                return {}
+
+        return self._call(call)
+
+    def add_case_comment(self, case_id: str, body: str) -> None:
+        """Add a private comment (IsPublished false) to a case."""
+        comment = {"ParentId": case_id, "CommentBody": body, "IsPublished": False}
+        self._call(lambda api: _sobject(api, "CaseComment").create(comment))
+
+    def case_comment_bodies(self, case_id: str) -> list[str]:
+        """Return the bodies of every comment on a case."""
+        soql = format_soql("SELECT Id, CommentBody FROM CaseComment WHERE ParentId = {}", case_id)
+        result = self._call(lambda api: api.query_all(soql))
+        return [str(r.get("CommentBody") or "") for r in result.get("records", [])]
+
+    # -- sessions, limits and errors -------------------------------------------------------
+    def _call(self, call: Callable[[Salesforce], T]) -> T:
+        wait = self._blocked_until - time.monotonic()
+        if wait > 0:  # no call while the allocation is used up: each would be refused too
+            raise LimitExceeded(wait, "Salesforce API allocation used up")
+        try:
+            try:
+                return call(self._session_api())
+            except SessionExpired:
+                if not self.can_log_in:
+                    raise UpstreamError(
+                        "Salesforce refused session_id (expired?): set a fresh one, or configure "
+                        "username/password/security_token or JWT login so Carryover renews it"
+                    ) from None
+                with self._lock:
+                    self._api = None  # log in again, once
+                return call(self._session_api())
+        except LimitExceeded as exc:
+            self._blocked_until = time.monotonic() + exc.retry_after
+            raise
+        except SalesforceAuthenticationFailed as exc:
+            raise UpstreamError(f"Salesforce login failed: {exc}") from exc
+        except SalesforceError as exc:
+            raise _upstream_error(exc) from exc
+
+    def _session_api(self) -> Salesforce:
+        with self._lock:
+            if self._api is None:
+                self._api = self._connect()
+            return self._api
+
+    def _connect(self) -> Salesforce:
+        o = self.options
+        common: dict[str, Any] = {"session": self.session, "version": o["api_version"]}
+        if o.get("session_id"):
+            return Salesforce(instance_url=o["instance_url"], session_id=o["session_id"], **common)
+        domain, _ = login_domain(o["login_url"])
+        self.logins += 1
+        if o.get("consumer_key"):
+            key_file = o.get("private_key_file")
+            return Salesforce(
+                username=o["username"], consumer_key=o["consumer_key"], domain=domain,
+                privatekey=None if key_file else o["private_key"], privatekey_file=key_file,
+                **common,
+            )  # fmt: skip
+        return Salesforce(
+            username=o["username"], password=o["password"],
+            security_token=o.get("security_token") or "", domain=domain, **common,
+        )  # fmt: skip
+
+
+def _sobject(api: Salesforce, name: str) -> SFType:
+    """Return the REST handle of one sObject type (e.g. api.Contact), typed as such."""
+    return cast(SFType, getattr(api, name))
+
+
+def _upstream_error(exc: SalesforceError) -> UpstreamError:
+    status = getattr(exc, "status", None)
+    content = getattr(exc, "content", None)
+    message = f"Salesforce answered {status}: {str(content)[:300]}"
+    if status in (400, 403, 404):  # malformed, refused (e.g. no access), gone: no retry helps
+        return PermanentUpstreamError(message)
+    return UpstreamError(message)
