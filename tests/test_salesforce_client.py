@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from middleware.config import validate_section
 from middleware.errors import UpstreamError
@@ -124,3 +130,53 @@ def test_the_session_sends_https_urls_to_configured_http_bases_only():
     )
     assert session.rebased("https://127.0.0.1:83020/x") == "https://127.0.0.1:83020/x"
     assert session.rebased("https://acme.my.salesforce.com/x") == "https://acme.my.salesforce.com/x"
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for 127.0.0.1 and its key; return their paths."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "carryover test org")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False
+        )  # fmt: skip
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "org.pem", directory / "org.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )  # fmt: skip
+    )
+    return cert_path, key_path
+
+
+def test_https_instance_urls_trust_the_ca_bundle_given_in_requests_ca_bundle(tmp_path, monkeypatch):
+    """An org behind a private CA is reached when REQUESTS_CA_BUNDLE names it, refused if not."""
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeSalesforce(ssl_context=context) as fake:
+        assert fake.url.startswith("https://127.0.0.1:")
+        contact = fake.add_contact("Ann", "Lee", email="ann.lee@example.com")
+        login = {"session_id": fake.new_session(), "instance_url": fake.url}
+
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        with pytest.raises(UpstreamError, match="unreachable.*CERTIFICATE_VERIFY_FAILED"):
+            client_for(fake, **login).contact(contact)
+
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        assert client_for(fake, **login).contact(contact)["Email"] == "ann.lee@example.com"

@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import secrets
+import ssl
 import string
 import threading
 import time
@@ -458,6 +459,7 @@ class FakeSalesforce:
         daily_limit: int = DAILY_API_LIMIT,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.username = username
         self.password = password
@@ -486,8 +488,10 @@ class FakeSalesforce:
         self.action_id = self._new_id("04k")
         self._thread: threading.Thread | None = None
         # Bind now so that `url` (and the URLs in logins and messages) is known before start().
-        self._server = make_server(host, port, self._wsgi, True, request_handler=_QuietHandler)
-        self.url = f"http://{host}:{self._server.server_port}"
+        self._server = make_server(host, port, self._wsgi, True, request_handler=_QuietHandler,
+                                   ssl_context=ssl_context)  # fmt: skip
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://{host}:{self._server.server_port}"
 
     def start(self) -> FakeSalesforce:
         """Serve requests in a daemon thread and return self."""
