@@ -7,10 +7,12 @@ import re
 import threading
 from dataclasses import replace
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 from urllib.parse import urlsplit
 
-from cachetools import TTLCache
+from cachetools import TTLCache, cachedmethod
+from cachetools.keys import hashkey
 
 from middleware.config import ConfigError, Setting
 from middleware.delivery import carries_marker
@@ -155,16 +157,11 @@ class SalesforcePlugin(Plugin):
             customer_name=contact.get("Name") or interaction.customer_name,
         )
 
+    # The 15- and 18-character forms of an id name the same contact: one cache entry.
+    @cachedmethod(attrgetter("_contacts"), key=lambda _self, contact_id: hashkey(contact_id[:15]),
+                  lock=attrgetter("_contacts_lock"))  # fmt: skip
     def _contact(self, contact_id: str) -> dict[str, Any]:
-        key = contact_id[:15]  # the 15- and 18-character forms name the same contact
-        with self._contacts_lock:
-            cached = self._contacts.get(key)
-        if cached is not None:
-            return cached
-        fetched = self.client.contact(contact_id)
-        with self._contacts_lock:
-            self._contacts[key] = fetched
-        return fetched
+        return self.client.contact(contact_id)
 
     def write_note(self, target_ref: str, body: str) -> None:
         """Add a private CaseComment (IsPublished false) to the case."""

@@ -28,10 +28,10 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter, Map, Rule
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from middleware.identity import salesforce_id18
+from plugins.fake_server import FakeServer
 
 API_VERSION = "59.0"
 DEFAULT_ORG_ID = "00D000000000001EAA"
@@ -210,11 +210,6 @@ def is_ack(body: bytes) -> bool:
         f"{{{SOAPENV_NS}}}Body/{{{OUTBOUND_NS}}}notificationsResponse/{{{OUTBOUND_NS}}}Ack"
     )
     return ack is not None and (ack.text or "").strip() == "true"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """Keep werkzeug's per-request access log out of test and demo output."""
 
 
 class _SoqlError(Exception):
@@ -444,7 +439,7 @@ class _SoqlParser:
         raise _SoqlError("MALFORMED_QUERY", f"unexpected token: {text}")
 
 
-class FakeSalesforce:
+class FakeSalesforce(FakeServer):
     """Serve a fake Salesforce org (REST API, logins, outbound messages) on 127.0.0.1."""
 
     def __init__(
@@ -486,37 +481,7 @@ class FakeSalesforce:
         self._signing_key = secrets.token_bytes(32)
         self.user_id = self._new_id("005")
         self.action_id = self._new_id("04k")
-        self._thread: threading.Thread | None = None
-        # Bind now so that `url` (and the URLs in logins and messages) is known before start().
-        self._server = make_server(host, port, self._wsgi, True, request_handler=_QuietHandler,
-                                   ssl_context=ssl_context)  # fmt: skip
-        scheme = "https" if ssl_context else "http"
-        self.url = f"{scheme}://{host}:{self._server.server_port}"
-
-    def start(self) -> FakeSalesforce:
-        """Serve requests in a daemon thread and return self."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, daemon=True)
-            self._thread.start()
-        return self
-
-    def _serve(self) -> None:
-        # A short poll interval makes stop() quick: shutdown waits for the next poll.
-        self._server.serve_forever(poll_interval=0.02)
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FakeSalesforce:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__(host, port, ssl_context)
 
     @property
     def api_usage(self) -> tuple[int, int]:

@@ -9,9 +9,10 @@ import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import TTLCache, cachedmethod
 
 from middleware.config import Setting
 from middleware.delivery import carries_marker
@@ -160,15 +161,9 @@ class ZendeskPlugin(Plugin):
             customer_name=interaction.customer_name or user.get("name"),
         )
 
+    @cachedmethod(attrgetter("_users"), lock=attrgetter("_users_lock"))
     def _user(self, user_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        with self._users_lock:
-            cached = self._users.get(user_id)
-        if cached is not None:
-            return cached
-        fetched = self.client.user_with_identities(user_id)
-        with self._users_lock:
-            self._users[user_id] = fetched
-        return fetched
+        return self.client.user_with_identities(user_id)
 
     def write_note(self, target_ref: str, body: str) -> None:
         """Add a private comment (public: false) to the ticket."""

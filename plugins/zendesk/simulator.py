@@ -15,8 +15,9 @@ from typing import Any
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from plugins.fake_server import FakeServer
 
 BOT_USER_ID = 900000000001
 RATE_LIMIT = 700
@@ -64,12 +65,7 @@ def _json(payload: dict, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, content_type=JSON_TYPE)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """Keep werkzeug's per-request access log out of test and benchmark output."""
-
-
-class FakeZendesk:
+class FakeZendesk(FakeServer):
     """Serve a fake Zendesk REST API on 127.0.0.1 for tests, benchmarks and demos."""
 
     def __init__(
@@ -91,36 +87,8 @@ class FakeZendesk:
         self._ids = itertools.count(10000000001)
         self._failures: deque[tuple[int, dict, dict | None]] = deque()
         self._recent: deque[float] = deque()
-        self._thread: threading.Thread | None = None
-        # Bind now so that `url` (and the "url" fields of seeded records) is known before start().
-        self._server = make_server(host, port, self._wsgi, True, request_handler=_QuietHandler)
-        self.url = f"http://{host}:{self._server.server_port}"
+        super().__init__(host, port)
         self.add_user(BOT_USER_ID, "Carryover Bot", email=email)["role"] = "agent"
-
-    def start(self) -> FakeZendesk:
-        """Serve requests in a daemon thread and return self."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, daemon=True)
-            self._thread.start()
-        return self
-
-    def _serve(self) -> None:
-        # A short poll interval makes stop() quick: shutdown waits for the next poll.
-        self._server.serve_forever(poll_interval=0.02)
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FakeZendesk:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def add_user(
         self,
