@@ -18,14 +18,20 @@ def create_app(
 ) -> Flask:
     """Build the web app for one installation (the worker is started by the caller)."""
     from middleware import context_api, health, hooks
-    from webui import pop, views
+    from webui import admin, pop, views
 
     core = core or build_carryover(config or Config(), registry)
     app = Flask(__name__, template_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["SECRET_KEY"] = core.config.secret_key
+    # Admin sessions are signed with secret_key; without one, with a key of this process
+    # (sessions then end when it restarts).
+    app.config["SECRET_KEY"] = core.link_secret
+    app.config["SESSION_COOKIE_NAME"] = "carryover_admin"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = core.config.public_url.startswith("https://")
     app.extensions["carryover"] = core
-    for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp, pop.bp):
+    for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp, pop.bp, admin.bp):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(HTTPException)

@@ -1,4 +1,4 @@
-"""The `carryover` command: serve, worker, db upgrade, deliveries list/replay."""
+"""The `carryover` command: serve, worker, db upgrade, deliveries list/replay, admin create."""
 
 from __future__ import annotations
 
@@ -133,6 +133,32 @@ def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
+def cmd_admin_create(args: argparse.Namespace, core: Carryover) -> int:
+    """Create an admin of the web UI (the password is asked for, or read from stdin)."""
+    import getpass
+
+    from middleware.admins import MIN_PASSWORD_CHARS, AdminError, create_admin
+
+    if not migrations_applied(core.engine):
+        print(NEEDS_MIGRATIONS, file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"Password for {args.username} (at least {MIN_PASSWORD_CHARS} "
+                                   "characters): ")  # fmt: skip
+        if getpass.getpass("Again: ") != password:
+            print("carryover: the passwords differ", file=sys.stderr)
+            return 2
+    try:
+        create_admin(core.engine, args.username, password)
+    except AdminError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    print(f"carryover: admin {args.username} created; log in at {core.config.public_url}/admin/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the command line."""
     parser = argparse.ArgumentParser(prog="carryover", description=__doc__)
@@ -168,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", nargs="*", help="delivery ids (12 or in:12) or write ids (out:7)")
     replay.add_argument("--dead", action="store_true", help="replay every dead letter")
     replay.set_defaults(func=cmd_deliveries_replay)
+
+    admin = sub.add_parser("admin", help="admins of the web UI")
+    asub = admin.add_subparsers(dest="admin", required=True)
+    create = asub.add_parser("create", parents=[common], help=cmd_admin_create.__doc__)
+    create.add_argument("--username", required=True)
+    create.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of stdin")  # fmt: skip
+    create.set_defaults(func=cmd_admin_create)
 
     link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)
     link.add_argument("path", help="e.g. /api/v1/context")

@@ -88,7 +88,15 @@ WORKER = {
     "backoff_base_s": Setting(float, 2.0),
     "backoff_max_s": Setting(float, 3600.0),
 }
-SECTIONS = {"summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER}
+ADMIN = {
+    "idle_timeout_s": Setting(int, 1800),
+    "failed_logins_per_username": Setting(int, 5),
+    "failed_logins_per_address": Setting(int, 20),
+    "failed_login_window_s": Setting(int, 900),
+}
+SECTIONS = {
+    "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ class Config:
     )
     pop: dict[str, Any] = field(default_factory=lambda: validate_section("pop", {}, POP))
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
+    admin: dict[str, Any] = field(default_factory=lambda: validate_section("admin", {}, ADMIN))
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

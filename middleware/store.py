@@ -163,6 +163,26 @@ upstream_usage = Table(
     Column("seen_at", DateTime, nullable=False),
 )
 
+admins = Table(
+    "admins",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(255), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_login_at", DateTime),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(255), nullable=False),
+    Column("remote_addr", String(64), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Index("ix_login_failures_at", "at"),
+)
+
 
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (the store's convention)."""

@@ -1,0 +1,169 @@
+"""The admin web UI: login, sessions with an idle timeout, CSRF checks, the overview.
+
+Every admin page is in this blueprint or one nested in it, so the guard below covers them
+all: a page needs a logged-in admin who was active within `admin.idle_timeout_s`, and a
+state-changing request needs the session's CSRF token (form field or X-CSRF-Token header).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Select, Table, func, select
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from middleware.admins import Admin, LoginRefused, Throttle, find_admin, log_in
+from middleware.store import deliveries, reading, writes
+
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
+               static_folder="static", static_url_path="/static")  # fmt: skip
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
+
+
+def _core() -> Any:
+    return current_app.extensions["carryover"]
+
+
+# -- the guard ---------------------------------------------------------------------------------
+@bp.before_request
+def guard() -> ResponseReturnValue | None:
+    """Check the CSRF token of state-changing requests, and that an admin is logged in."""
+    if request.method in UNSAFE_METHODS:
+        check_csrf()
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    admin = current_admin()
+    if admin is None:
+        return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+    g.admin = admin
+    return None
+
+
+def current_admin() -> Admin | None:
+    """Return the logged-in admin, ending the session after idle_timeout_s without a request."""
+    admin_id, seen = session.get("admin_id"), session.get("seen")
+    if admin_id is None:
+        return None
+    if not isinstance(seen, (int, float)) or time.time() - seen > _idle_timeout_s():
+        session.clear()
+        return None
+    admin = find_admin(_core().engine, int(admin_id))
+    if admin is None:  # the account was removed
+        session.clear()
+        return None
+    session["seen"] = time.time()
+    return admin
+
+
+def csrf_token() -> str:
+    """Return this session's CSRF token, making one if needed (templates call it)."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def check_csrf() -> None:
+    """Refuse a state-changing request that lacks this session's CSRF token."""
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    expected = session.get("csrf")
+    if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise BadRequest("The form's security token is missing or out of date: reload the page.")
+
+
+def _idle_timeout_s() -> int:
+    return int(_core().config.admin["idle_timeout_s"])
+
+
+@bp.app_context_processor
+def template_helpers() -> dict[str, Any]:
+    """Give templates the CSRF token and the logged-in admin."""
+    return {"csrf_token": csrf_token, "admin": g.get("admin")}
+
+
+@bp.errorhandler(HTTPException)
+def error_page(exc: HTTPException) -> tuple[str, int]:
+    """Show errors of admin pages as a page, not JSON."""
+    return render_template("admin/error.html", error=exc), exc.code or 500
+
+
+# -- login and logout --------------------------------------------------------------------------
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Show the login form, or log in."""
+    target = _local_target(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("admin/login.html", next=target)
+    options = _core().config.admin
+    throttle = Throttle(
+        per_username=options["failed_logins_per_username"],
+        per_address=options["failed_logins_per_address"],
+        window_s=options["failed_login_window_s"],
+    )
+    username, password = request.form.get("username", ""), request.form.get("password", "")
+    try:
+        admin = log_in(_core().engine, username, password, request.remote_addr or "", throttle)
+    except LoginRefused as exc:
+        status = 429 if exc.retry_after_s else 401
+        page = render_template("admin/login.html", next=target, error=str(exc), username=username)
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else {}
+        return page, status, headers
+    session.clear()  # a new session on login: nothing set before it carries over
+    session.update(admin_id=admin.id, seen=time.time(), csrf=secrets.token_urlsafe(32))
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the admin's session."""
+    session.clear()
+    return redirect(url_for("admin.login"))
+
+
+def _local_target(value: str | None) -> str:
+    """Return where to go after login: a path of the admin UI, never another site."""
+    fallback = url_for("admin.overview")
+    if not value:
+        return fallback
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/admin") or "\\" in value:
+        return fallback
+    return value
+
+
+# -- the overview ------------------------------------------------------------------------------
+@bp.get("/")
+def overview() -> str:
+    """Show integrations, their webhook URLs and the queues."""
+    core = _core()
+    with reading(core.engine) as conn:
+        inbound = dict(conn.execute(_count_by_status(deliveries)).all())
+        outbound = dict(conn.execute(_count_by_status(writes)).all())
+    plugins = [
+        {"key": key, "title": cls.title, "configured": key in core.registry.instances,
+         "webhook_url": f"{core.config.public_url}/hooks/{key}"}
+        for key, cls in sorted(core.registry.classes.items())
+    ]  # fmt: skip
+    return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
+                           outbound=outbound)  # fmt: skip
+
+
+def _count_by_status(table: Table) -> Select:
+    return select(table.c.status, func.count()).group_by(table.c.status)
