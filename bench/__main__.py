@@ -1,8 +1,9 @@
 """Run the benchmarks once, print the report and write var/bench.json (`make bench`).
 
-python -m bench            # all: the Zendesk ingest benchmarks, then the phone ones
-python -m bench zendesk    # 1 to 3 only
-python -m bench phone      # 4 and 5 only (bench/phone.py)
+python -m bench             # all: the Zendesk ingest benchmarks, the phone ones, Salesforce
+python -m bench zendesk     # 1 to 3 only
+python -m bench phone       # 4 and 5 only (bench/phone.py)
+python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.load import closed_loop, open_loop
 from bench.note_latency import NoteProbe, seed_requester
 from bench.phone import phone_benchmark
 from bench.report import latency_figures, median, progress, render_report, write_json
+from bench.salesforce import salesforce_benchmark
 from bench.serve_bare import SERVE_DEFAULTS
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port, write_config
 from middleware.config import WORKER
@@ -182,7 +184,12 @@ def note_benchmark(workdir: Path, fake: FakeZendesk) -> dict[str, Any]:
 
 
 # How long each part takes; the phone part generates its store on the first run (30 s more).
-PARTS = {"all": "about 2 min", "zendesk": "about 70 s", "phone": "about 40 s"}
+PARTS = {
+    "all": "about 3 min",
+    "zendesk": "about 70 s",
+    "phone": "about 40 s",
+    "salesforce": "about 70 s",
+}
 
 
 def zendesk_benchmarks() -> dict[str, Any]:
@@ -213,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         results |= zendesk_benchmarks()
     if part in ("all", "phone"):
         results["phone"] = phone_benchmark()
+    if part in ("all", "salesforce"):
+        results["salesforce"] = salesforce_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     results["environment"]["other_processes_cpus"] = other_load.cores()
     write_json(results)

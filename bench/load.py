@@ -1,7 +1,8 @@
 """Load generators: a closed loop for throughput and an open loop for latency.
 
 Both speak HTTP/1.1 with keep-alive through http.client, one connection per client thread,
-and send a fresh signed delivery (new event id, new signature) with every request.
+and send a fresh signed delivery (new event id, new signature) with every request, unless
+the open loop is given other requests to send (bench/salesforce.py: prepared messages).
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import http.client
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.deliveries import HOOK_PATH, TicketCreated
+
+Request = tuple[str, bytes, dict[str, str]]  # path, body, headers of one POST
+RequestSource = Callable[[], Request]
 
 
 @dataclass(frozen=True)
@@ -40,20 +45,31 @@ class OpenLoopResult:
     seconds: float
 
 
-class Client:
-    """One keep-alive connection that posts signed deliveries to the hook."""
+def zendesk_deliveries() -> RequestSource:
+    """Return a source of new signed ticket.created deliveries to the Zendesk hook."""
+    deliveries = TicketCreated()
 
-    def __init__(self, host: str, port: int) -> None:
+    def next_request() -> Request:
+        body, headers = deliveries.delivery()
+        return HOOK_PATH, body, headers
+
+    return next_request
+
+
+class Client:
+    """One keep-alive connection that posts deliveries (by default signed ticket.created)."""
+
+    def __init__(self, host: str, port: int, requests: RequestSource | None = None) -> None:
         self.host = host
         self.port = port
-        self.deliveries = TicketCreated()
+        self.requests = requests or zendesk_deliveries()
         self.connection = http.client.HTTPConnection(host, port, timeout=30)
 
     def post_delivery(self) -> int:
         """Send one new delivery and return the HTTP status (0 when the connection failed)."""
-        body, headers = self.deliveries.delivery()
+        path, body, headers = self.requests()
         try:
-            self.connection.request("POST", HOOK_PATH, body=body, headers=headers)
+            self.connection.request("POST", path, body=body, headers=headers)
             response = self.connection.getresponse()
             response.read()
             return response.status
@@ -125,16 +141,23 @@ class Schedule:
 
 
 def open_loop(
-    host: str, port: int, rate: float, seconds: float, connections: int
+    host: str,
+    port: int,
+    rate: float,
+    seconds: float,
+    connections: int,
+    requests: RequestSource | None = None,
 ) -> OpenLoopResult:
     """Send at a fixed rate from a schedule; measure each latency from its scheduled time.
 
     Measuring from the schedule, not from the moment a thread got round to sending, keeps a
     slow answer from hiding the requests that should have gone out meanwhile (coordinated
     omission): if the server stalls, every request scheduled during the stall counts the wait.
+    `requests`, shared by every connection (so it must be thread-safe), says what to send;
+    by default each connection makes its own signed ticket.created deliveries.
     """
     total = int(rate * seconds)
-    clients = [Client(host, port) for _ in range(connections)]
+    clients = [Client(host, port, requests) for _ in range(connections)]
     # Start a little later, so that every thread is waiting for its first send time.
     schedule = Schedule(time.perf_counter() + 0.1, rate, total)
     outcomes: list[tuple[int, float]] = []  # (status, latency); list.append is thread-safe

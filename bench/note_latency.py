@@ -11,6 +11,7 @@ from plugins.zendesk.simulator import FakeZendesk
 
 # The requester of the `ticket_created__mail.json` fixture and the ticket it creates.
 REQUESTER = 8447388090501
+REQUESTER_EMAIL = "ann.example@example.com"
 FIRST_TICKET = 5141
 NEW_TICKETS_FROM = 700001
 NOTE_TIMEOUT_S = 10.0
@@ -28,7 +29,7 @@ class NoteTiming:
 
 def seed_requester(fake: FakeZendesk) -> None:
     """Add the known requester and the ticket they already have."""
-    fake.add_user(REQUESTER, "Ann Example", email="ann.example@example.com",
+    fake.add_user(REQUESTER, "Ann Example", email=REQUESTER_EMAIL,
                   phone="+14155550142")  # fmt: skip
     fake.add_ticket(
         FIRST_TICKET, REQUESTER, "Charged twice for my January invoice", channel="email"

@@ -16,6 +16,7 @@ JSON_PATH = ROOT / "var" / "bench.json"
 # Above this much CPU taken by other processes, the run is not trustworthy.
 QUIET_CPUS = 0.2
 SERVER_LABELS = {"bare": "bare Flask (200 only)", "carryover": "carryover /hooks/zendesk"}
+SALESFORCE_LABELS = {"bare": "bare Flask (Ack only)", "carryover": "carryover /hooks/salesforce"}
 
 
 def progress(message: str) -> None:
@@ -64,9 +65,11 @@ def _header(results: dict[str, Any]) -> list[str]:
     env, settings = results["environment"], results["settings"]
     changed = env["uncommitted_product_files"]
     tree = f" + uncommitted changes in {', '.join(changed)}" if changed else ""
-    zendesk = "throughput" in results
-    sharing = "server, load generator and fake Zendesk" if zendesk else "server and client"
-    servers = "for both servers" if zendesk else "(`carryover serve`'s default)"
+    ingest = "throughput" in results or "salesforce" in results
+    sharing = "server, load generator and fake Zendesk" if ingest else "server and client"
+    if "salesforce" in results:
+        sharing = "server, load generator and the fakes"
+    servers = "for both servers" if ingest else "(`carryover serve`'s default)"
     return [
         "Carryover benchmark",
         f"  {env['started_at']}  commit {env['commit']}{tree}",
@@ -223,6 +226,78 @@ def _ring(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _salesforce_ack(results: dict[str, Any]) -> list[str]:
+    a, s = results["salesforce"]["ack_latency"], results["salesforce"]["settings"]
+    lines = [
+        "",
+        "6. Salesforce ack latency (an Outbound Message of new cases → the SOAP Ack)",
+        f"   open loop, {s['ack_connections']} keep-alive connections, measured from each "
+        "request's scheduled send time;",
+        f"   {s['ack_warmup_s']:g} s warm-up, then {s['ack_repeats']} × {s['ack_run_s']:g} s per "
+        "size and server, servers taking turns, both sent",
+        "   the same bodies; p50 to p99 and server CPU are medians of the runs, max is of all",
+        f"   {'':<30} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'CPU ms/msg':>10} {'sent':>5} {'errors':>6}",
+    ]
+    for size in s["sizes"]:
+        row = a[str(size)]
+        plural = "s" if size > 1 else ""
+        lines.append(
+            f"   {size} notification{plural} per message, {row['rate_per_s']:g}/s, "
+            f"{row['body_bytes'] / 1000:.1f} kB each"
+        )
+        for name, label in SALESFORCE_LABELS.items():
+            r = row[name]
+            lines.append(
+                f"     {label:<28} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                f"{r['max_ms']:>8.1f} {r['server_cpu_ms_per_message']:>10.1f} {r['sent']:>5} "
+                f"{r['errors']:>6}"
+            )
+        lines.append(
+            f"     carryover ÷ bare: p50 × {row['ratio_p50']:.1f}, p99 × {row['ratio_p99']:.1f}"
+        )
+    stored = a["stored"]
+    lines += [
+        f"   stored: {stored['messages']} of {stored['acknowledged_messages']} acknowledged "
+        f"messages, {stored['notifications']} of {stored['acknowledged_notifications']} "
+        "notifications",
+        "   (web-only process: worker.enabled false)",
+    ]
+    return lines
+
+
+def _salesforce_comment(results: dict[str, Any]) -> list[str]:
+    c = results["salesforce"]["message_to_comment"]
+    s = results["salesforce"]["settings"]
+    deliveries = ", ".join(f"{count} {status}" for status, count in sorted(c["deliveries"].items()))
+    rows = [
+        ("message sent → CaseComment POST", c),
+        ("message sent → Ack (carryover)", c["ack"]),
+        ("message sent → Ack (bare Flask)", c["bare_ack"]),
+    ]
+    lines = [
+        "",
+        "7. Salesforce message → CaseComment (a known customer's new case gets its comment)",
+        "   `carryover serve` with its embedded worker, fake Salesforce and Zendesk upstream;",
+        "   the contact's email is that of a Zendesk requester with one ticket; "
+        f"{c['count']} new cases",
+        f"   one at a time, {s['comment_gap_s']:g} s apart; each message is also posted to the "
+        "bare baseline",
+        f"   {'':<36} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+    ]
+    for label, row in rows:
+        lines.append(
+            f"   {label:<36} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+            f"{row['max_ms']:>8.1f}"
+        )
+    lines += [
+        f"   CaseComment ÷ bare Ack: p50 × {c['ratio_p50']:.1f}, p95 × {c['ratio_p95']:.1f}",
+        f"   deliveries: {deliveries}; comments written: {c['comments_written']} "
+        f"(worker poll_interval_s {c['poll_interval_s']:g}; a message wakes it at once)",
+    ]
+    return lines
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -230,6 +305,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _throughput(results) + _ack_latency(results) + _notes(results)
     if "phone" in results:
         lines += _reads(results) + _ring(results)
+    if "salesforce" in results:
+        lines += _salesforce_ack(results) + _salesforce_comment(results)
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

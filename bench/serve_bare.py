@@ -1,7 +1,8 @@
 """Serve a bare Flask app under the same waitress settings as `carryover serve`.
 
-It is the baseline of the ingest benchmarks: one endpoint at the same path that reads the
-body and answers 200, so the only difference from Carryover is what Carryover does.
+It is the baseline of the ingest benchmarks: endpoints at the same paths that read the
+body and answer 200 with the same reply, so the only difference from Carryover is what
+Carryover does.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import waitress
 from flask import Flask, Response, request
 
 from middleware.cli import build_parser
+from plugins.salesforce.outbound import ACK
 
 # Carryover's own default, read from its command line so the two servers cannot drift apart.
 SERVE_DEFAULTS = build_parser().parse_args(["serve"])
 
 
 def create_bare_app() -> Flask:
-    """Build a Flask app with one endpoint, POST /hooks/zendesk, that answers 200."""
+    """Build a Flask app with POST /hooks/zendesk and /hooks/salesforce, each answering 200."""
     app = Flask(__name__)
 
     @app.post("/hooks/zendesk")
@@ -26,6 +28,12 @@ def create_bare_app() -> Flask:
         """Read the body and acknowledge it, as Carryover does, without storing anything."""
         request.get_data(cache=False)
         return Response(b"{}", status=200, content_type="application/json")
+
+    @app.post("/hooks/salesforce")
+    def receive_salesforce() -> Response:
+        """Read the Outbound Message and answer Carryover's own SOAP Ack, storing nothing."""
+        request.get_data(cache=False)
+        return Response(ACK, status=200, content_type="text/xml; charset=utf-8")
 
     return app
 

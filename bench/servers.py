@@ -30,8 +30,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, name: str, port: int, zendesk_url: str, worker: bool) -> Path:
-    """Write a Carryover config.yaml: a fresh SQLite store, Zendesk at zendesk_url."""
+def write_config(
+    directory: Path,
+    name: str,
+    port: int,
+    zendesk_url: str,
+    worker: bool,
+    salesforce: dict[str, str] | None = None,
+) -> Path:
+    """Write a Carryover config.yaml: a fresh SQLite store, Zendesk, optionally Salesforce."""
     config: dict[str, Any] = {
         "public_url": f"http://{HOST}:{port}",
         "database_url": f"sqlite:///{directory / name}.db",
@@ -45,6 +52,8 @@ def write_config(directory: Path, name: str, port: int, zendesk_url: str, worker
             }
         },
     }
+    if salesforce is not None:
+        config["integrations"]["salesforce"] = dict(salesforce)
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
