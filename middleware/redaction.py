@@ -14,6 +14,10 @@ ID_VALUES = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\d+')
 # The text of an XML document: CDATA sections and the runs between tags.
 XML_TEXT = re.compile(r"(<!\[CDATA\[)(.*?)(\]\]>)|(>)([^<]+)(?=<)", re.DOTALL)
 XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
+# What a card number needs at least (13 digits, single spaces or dashes between), and the
+# words a secret phrase starts with: cheap tests that clear most bodies.
+DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){12}")
+SECRET_WORDS = ("pass", "pwd", "pin", "cvv", "cvc", "security code")
 SECRET_PHRASE = re.compile(
     r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
     re.IGNORECASE,
@@ -108,8 +112,14 @@ def _redact_text(body: bytes, text: str) -> bytes:
 
 
 def _may_hold_secrets(text: str) -> bool:
-    if "\\u" in text or SECRET_PHRASE.search(text):
-        return True  # escapes can hide digits; phrases need the JSON path
+    """Tell cheaply whether a body may hold a card number or secret (most hold neither)."""
+    if "\\u" in text:
+        return True  # JSON escapes can hide digits: the full path decodes them
+    lowered = text.lower()
+    if any(word in lowered for word in SECRET_WORDS) and SECRET_PHRASE.search(text):
+        return True
+    if not DIGIT_RUN.search(text):
+        return False  # no 13 digits in a row: no card
     without_ids = ID_VALUES.sub("", text)
     return any(is_card_number(m.group(0)) for m in CARD_CANDIDATE.finditer(without_ids))
 

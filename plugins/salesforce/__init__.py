@@ -101,11 +101,12 @@ class SalesforcePlugin(Plugin):
             maxsize=10_000, ttl=self.options["contact_cache_ttl_s"]
         )
         self._contacts_lock = threading.Lock()
+        self._last_parsed = threading.local()
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> None:
         """Accept the message only from the configured org (Outbound Messages are unsigned)."""
-        sender = read_message(request.body).organization_id
+        sender = self._message(request.body).organization_id
         if not hmac.compare_digest(sender[:15].encode(), self.org15.encode()):
             raise InvalidSignature(f"OrganizationId {sender} is not the configured org")
 
@@ -113,8 +114,16 @@ class SalesforcePlugin(Plugin):
         """Split an Outbound Message into one event per notification."""
         if request.content_type and request.content_type not in SOAP_TYPES:
             raise MalformedPayload(f"Content-Type {request.content_type}: expected text/xml")
-        message = read_message(request.body)
+        message = self._message(request.body)
         return [_event(message, n) for n in message.notifications]
+
+    def _message(self, body: bytes) -> OutboundMessage:
+        """Parse a message once: verify() and then parse() read the same body in one thread."""
+        last = self._last_parsed
+        if getattr(last, "body", None) != body:
+            last.message = read_message(body)
+            last.body = body
+        return last.message  # type: ignore[no-any-return]
 
     def acknowledgement(self) -> tuple[bytes, str]:
         """Return the SOAP Ack, the only reply Salesforce takes as delivered."""
