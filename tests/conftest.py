@@ -320,3 +320,34 @@ def outbound_message(name: str, notifications: int = 1, **fields: str) -> bytes:
                                 f"<sf:Id>{record_id[:-8]}{i:08d}</sf:Id>")  # fmt: skip
         copies.append(copy)
     return (text[:start] + "".join(copies) + text[end:]).encode()
+
+
+# -- the admin UI: an admin logged in through the form, as a browser does -------------------
+ADMIN_PASSWORD = "correct horse battery"
+
+
+def csrf_of(page: bytes) -> str:
+    """Return the CSRF token a page's form carries."""
+    import re
+
+    match = re.search(rb'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the page has no CSRF token"
+    return match.group(1).decode()
+
+
+def admin_log_in(client: FlaskClient, username: str = "ada", password: str = ADMIN_PASSWORD,
+                 **extra: str) -> Any:  # fmt: skip
+    """Log in through the admin login form."""
+    token = csrf_of(client.get("/admin/login").data)
+    form = {"username": username, "password": password, "csrf_token": token, **extra}
+    return client.post("/admin/login", data=form)
+
+
+@pytest.fixture
+def admin_client(core: Carryover, client: FlaskClient) -> FlaskClient:
+    """Return a test client with the admin Ada logged in."""
+    from middleware.admins import create_admin
+
+    create_admin(core.engine, "ada", ADMIN_PASSWORD)
+    assert admin_log_in(client).status_code == 302
+    return client

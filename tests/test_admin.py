@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
-from conftest import make_config
+from conftest import ADMIN_PASSWORD, admin_log_in, csrf_of, make_config
 from sqlalchemy import select
 
 from middleware.admins import AdminError, create_admin
@@ -15,21 +14,12 @@ from middleware.cli import main
 from middleware.core import build_carryover
 from middleware.store import admins
 
-PASSWORD = "correct horse battery"
-
-
-def csrf_of(page: bytes) -> str:
-    """Return the CSRF token a page's form carries."""
-    match = re.search(rb'name="csrf_token" value="([^"]+)"', page)
-    assert match, "the page has no CSRF token"
-    return match.group(1).decode()
+PASSWORD = ADMIN_PASSWORD
 
 
 def log_in(client, username: str = "ada", password: str = PASSWORD, **extra: str):
     """Log in through the form, as a browser does."""
-    token = csrf_of(client.get("/admin/login").data)
-    form = {"username": username, "password": password, "csrf_token": token, **extra}
-    return client.post("/admin/login", data=form)
+    return admin_log_in(client, username, password, **extra)
 
 
 @pytest.fixture

@@ -1,0 +1,106 @@
+"""Deliveries in the admin UI: inbound webhooks and outbound notes, their trail, replay."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from defusedxml.minidom import parseString
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Table, func, select
+
+from middleware.plugins import decode_form
+from middleware.queue import DEAD
+from middleware.store import deliveries, reading, writes
+
+bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
+PAGE = 100
+STATUSES = ("pending", "attempting", "done", "dead")
+DIRECTIONS = {"in": deliveries, "out": writes}
+
+
+def _core() -> Any:
+    return current_app.extensions["carryover"]
+
+
+@bp.get("/")
+def listing() -> str:
+    """List the newest deliveries, filtered by direction, plugin and status."""
+    direction = request.args.get("direction", "in")
+    table = DIRECTIONS.get(direction, deliveries)
+    plugin_column = table.c.plugin if table is deliveries else table.c.target
+    query = select(table).order_by(table.c.id.desc()).limit(PAGE)
+    plugin, status = request.args.get("plugin", ""), request.args.get("status", "")
+    if plugin:
+        query = query.where(plugin_column == plugin)
+    if status in STATUSES:
+        query = query.where(table.c.status == status)
+    with reading(_core().engine) as conn:
+        rows = conn.execute(query).all()
+        dead = {name: _count_dead(conn, t) for name, t in DIRECTIONS.items()}
+    return render_template(
+        "admin/deliveries.html", rows=rows, direction="out" if table is writes else "in",
+        plugin=plugin, status=status, statuses=STATUSES, dead=dead,
+        plugins=sorted(_core().registry.classes), page=PAGE,
+    )  # fmt: skip
+
+
+def _count_dead(conn: Any, table: Table) -> int:
+    query = select(func.count()).select_from(table).where(table.c.status == DEAD)
+    return int(conn.execute(query).scalar() or 0)
+
+
+@bp.get("/<any(in, out):direction>/<int:row_id>")
+def detail(direction: str, row_id: int) -> str:
+    """Show one delivery: its payload as stored (redacted), its trail and its last error."""
+    table = DIRECTIONS[direction]
+    with reading(_core().engine) as conn:
+        row = conn.execute(select(table).where(table.c.id == row_id)).first()
+    if row is None:
+        abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
+    if direction == "out":
+        return render_template("admin/delivery_out.html", row=row)
+    headers = json.loads(row.headers)
+    return render_template(
+        "admin/delivery_in.html", row=row, headers=headers,
+        body=readable_body(bytes(row.body), headers.get("content-type", "")),
+        trail=json.loads(row.trail or "[]"), keys=json.loads(row.event_keys),
+    )  # fmt: skip
+
+
+def readable_body(body: bytes, content_type: str) -> str:
+    """Return a stored body for reading: JSON and XML indented, forms one field a line."""
+    text = body.decode("utf-8", errors="replace")
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/json" or text.lstrip().startswith("{"):
+            return json.dumps(json.loads(text, strict=False), indent=2, ensure_ascii=False)
+        if media == "application/x-www-form-urlencoded":
+            return "\n".join(f"{name} = {value}" for name, value in decode_form(body))
+        if text.lstrip().startswith("<"):
+            pretty = parseString(body).toprettyxml(indent="  ")
+            return "\n".join(line for line in pretty.splitlines() if line.strip())
+    except Exception:  # shown as stored, whatever it is
+        return text
+    return text
+
+
+@bp.post("/<any(in, out):direction>/<int:row_id>/replay")
+def replay(direction: str, row_id: int) -> ResponseReturnValue:
+    """Queue one delivery or note again."""
+    queue = _core().inbox if direction == "in" else _core().outbox
+    if not queue.replay([row_id]):
+        abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
+    _core().wake.set()
+    flash(f"{'Delivery' if direction == 'in' else 'Note'} {row_id} is queued again.")
+    return redirect(url_for("admin.deliveries.detail", direction=direction, row_id=row_id))
+
+
+@bp.post("/replay-dead")
+def replay_dead() -> ResponseReturnValue:
+    """Queue every dead delivery and note again."""
+    count = _core().inbox.replay() + _core().outbox.replay()
+    _core().wake.set()
+    flash(f"{count} dead letter{'s' if count != 1 else ''} queued again.")
+    return redirect(url_for("admin.deliveries.listing", status="dead"))
