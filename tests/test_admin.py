@@ -109,10 +109,10 @@ def test_a_session_idle_for_longer_than_the_timeout_ends(client, ada, core):
     log_in(client)
     assert client.get("/admin/").status_code == 200
     timeout = core.config.admin["idle_timeout_s"]
-    with client.session_transaction() as session:
+    with client.session_transaction("/admin/") as session:
         session["seen"] -= timeout + 1
     assert client.get("/admin/").status_code == 302
-    with client.session_transaction() as session:
+    with client.session_transaction("/admin/") as session:
         assert "admin_id" not in session
 
 
@@ -120,10 +120,10 @@ def test_an_active_session_stays_open(client, ada, core):
     """Each request resets the idle clock."""
     log_in(client)
     timeout = core.config.admin["idle_timeout_s"]
-    with client.session_transaction() as session:
+    with client.session_transaction("/admin/") as session:
         session["seen"] -= timeout - 5
     assert client.get("/admin/").status_code == 200
-    with client.session_transaction() as session:
+    with client.session_transaction("/admin/") as session:
         session["seen"] -= 10
     assert client.get("/admin/").status_code == 200
 
