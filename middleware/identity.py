@@ -15,7 +15,15 @@ import phonenumbers
 from sqlalchemy import Connection, func, select, text, update
 
 from middleware.interaction import Identity
-from middleware.store import customers, identities, inserted_id, interactions, merges, utcnow
+from middleware.store import (
+    customers,
+    identities,
+    inserted_id,
+    interactions,
+    merges,
+    separations,
+    utcnow,
+)
 
 PHONE = "phone"
 EMAIL = "email"
@@ -130,8 +138,19 @@ def _identity_values(conn: Connection, customer_id: int) -> dict[str, set[str]]:
     return found
 
 
+def separated(conn: Connection, a: int, b: int) -> bool:
+    """Tell whether an admin split these two customers apart."""
+    low, high = min(a, b), max(a, b)
+    query = select(separations.c.customer_a).where(
+        separations.c.customer_a == low, separations.c.customer_b == high
+    )
+    return conn.execute(query).first() is not None
+
+
 def conflict(conn: Connection, a: int, b: int) -> str | None:
     """Say why two customers must stay apart, or None when nothing conflicts."""
+    if separated(conn, a, b):
+        return "an admin split them apart"
     ids_a, ids_b = _identity_values(conn, a), _identity_values(conn, b)
     for id_type in (EMAIL, *sorted(SYSTEM_ID_TYPES)):
         mine, theirs = ids_a.get(id_type), ids_b.get(id_type)
@@ -252,10 +271,14 @@ def resolve_customer(
     if strong_holders:
         customer = strong_holders[0]
         for other in strong_holders[1:]:
-            merge_customers(conn, other, customer, caused_by, "share a strong identifier")
+            if not separated(conn, customer, other):
+                merge_customers(conn, other, customer, caused_by, "share a strong identifier")
     elif strong:
         customer = create_customer(conn, name)
     for identity in strong:
+        holding = {cid for cid, _ in _holders(conn, identity)}
+        if holding and customer not in holding:
+            continue  # held by a customer an admin split from this one: it stays theirs
         add_identity(conn, customer, identity, caused_by)  # type: ignore[arg-type]
 
     candidates: tuple[int, ...] = ()

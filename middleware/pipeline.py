@@ -7,6 +7,7 @@ from dataclasses import fields, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from middleware.calls import after_call_event, stored_call
 from middleware.core import Carryover
@@ -16,7 +17,7 @@ from middleware.inbox import request_of
 from middleware.interaction import CustomerRecord, Identity, Interaction
 from middleware.plugins import Capability, InboundEvent, Plugin
 from middleware.redaction import redact
-from middleware.store import interactions
+from middleware.store import delivery_customers, interactions
 from middleware.summary import build_context
 from middleware.timeline import ITEM_KINDS, Appended, append, history, thread_of
 
@@ -34,10 +35,16 @@ def process_delivery(core: Carryover, row: Row) -> list[str]:
         raise NotConfigured(f"integration {row.plugin!r} is not configured")
     keys = set(json.loads(row.event_keys))
     events = [e for e in plugin.parse(request_of(row)) if e.key in keys]
-    return [handle_event(core, plugin, e, row.received_at) for e in events]
+    return [handle_event(core, plugin, e, row.received_at, row.id) for e in events]
 
 
-def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received: datetime) -> str:
+def handle_event(
+    core: Carryover,
+    plugin: Plugin,
+    event: InboundEvent,
+    received: datetime,
+    delivery_id: int | None = None,
+) -> str:
     """Map, enrich, resolve and append one event, and queue the notes it calls for."""
     mapping = core.mappings[plugin.key]
     if plugin.is_own_echo(event):
@@ -45,8 +52,8 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
     if not mapping.handles(event.type):
         return f"{event.key}: {event.type} ignored"
     if mapping.describes_customer(event.type):
-        return link_customer_record(core, mapping.apply_customer(event.type, event.payload),
-                                    event.key)  # fmt: skip
+        record = mapping.apply_customer(event.type, event.payload)
+        return link_customer_record(core, record, event.key, delivery_id)
     interaction = redact_interaction(mapping.apply(event.type, event.payload, received))
     if plugin.has_capability(Capability.ENRICH):
         interaction = plugin.enrich(interaction)
@@ -63,6 +70,7 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
         if interaction.kind == "call":
             before = stored_call(conn, interaction.source, interaction.external_id)
         appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
+        remember_delivery(conn, delivery_id, appended.customer_id)
         if interaction.kind == "call":
             queued = after_call_event(core, conn, interaction, before)
         else:
@@ -73,7 +81,9 @@ def handle_event(core: Carryover, plugin: Plugin, event: InboundEvent, received:
     return f"{event.key}: {interaction.record_ref} → {who}{notes}"
 
 
-def link_customer_record(core: Carryover, record: CustomerRecord, key: str) -> str:
+def link_customer_record(
+    core: Carryover, record: CustomerRecord, key: str, delivery_id: int | None = None
+) -> str:
     """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
     cleaned = [Identity(i.type, i.value.replace("\x00", "")) for i in record.identities]
     found = normalise_all(cleaned, core.config.default_region)
@@ -82,8 +92,20 @@ def link_customer_record(core: Carryover, record: CustomerRecord, key: str) -> s
     name = (record.customer_name or "").replace("\x00", "") or None
     with core.engine.begin() as conn:
         resolution = resolve_customer(conn, found, record.record_ref, name)
+        remember_delivery(conn, delivery_id, resolution.customer_id)
     core.live.publish(_topics(found, resolution.customer_id, resolution.candidates))
     return f"{key}: {record.record_ref} → customer {resolution.customer_id}"
+
+
+def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: int | None) -> None:
+    """Note that a delivery spoke of a customer, so that erasing the customer erases it too."""
+    if delivery_id is None or customer_id is None:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(delivery_customers).values(
+        delivery_id=delivery_id, customer_id=customer_id
+    )
+    conn.execute(statement.on_conflict_do_nothing())
 
 
 def _topics(

@@ -153,6 +153,25 @@ writes = Table(
     Index("ix_writes_done", "target", "done_at"),
 )
 
+# Which deliveries spoke of which customer: erasing a customer erases these raw deliveries too.
+delivery_customers = Table(
+    "delivery_customers",
+    metadata,
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
+    Column("customer_id", Id, primary_key=True),
+    Index("ix_delivery_customers_customer", "customer_id"),
+)
+
+# Customers an admin split apart (customer_a < customer_b): no record joins them again.
+separations = Table(
+    "separations",
+    metadata,
+    Column("customer_a", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("customer_b", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("caused_by", String(255), nullable=False),
+    Column("at", DateTime, nullable=False),
+)
+
 # The last API usage each upstream reported, for /readyz (written by whichever process called).
 upstream_usage = Table(
     "upstream_usage",
