@@ -12,7 +12,7 @@ from middleware.config import Config
 from middleware.delivery import Outbox
 from middleware.inbox import DeliveryInbox
 from middleware.live import LiveUpdates
-from middleware.mapping import PluginMapping, load_mapping
+from middleware.mapping_versions import MappingVersions
 from middleware.plugins import Capability, PluginRegistry
 from middleware.store import make_engine
 from middleware.summary import SummaryRenderer
@@ -25,7 +25,7 @@ class Carryover:
     config: Config
     engine: Engine
     registry: PluginRegistry
-    mappings: dict[str, PluginMapping]
+    mappings: MappingVersions
     renderer: SummaryRenderer
     inbox: DeliveryInbox
     outbox: Outbox
@@ -44,11 +44,9 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
     """Connect the store, configure plugins and load their mappings."""
     registry = registry or PluginRegistry.from_entry_points()
     registry.configure(config)
-    mappings = {
-        plugin.key: load_mapping(plugin.key, config.mappings_dir / f"{plugin.key}.yaml")
-        for plugin in registry.with_capability(Capability.RECEIVE)
-    }
     engine = make_engine(config.database_url)
+    receiving = [plugin.key for plugin in registry.with_capability(Capability.RECEIVE)]
+    mappings = MappingVersions(engine, config.mappings_dir, receiving)
     core = Carryover(
         config=config,
         engine=engine,

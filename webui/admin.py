@@ -31,12 +31,14 @@ from middleware.admins import Admin, LoginRefused, Throttle, find_admin, log_in
 from middleware.store import deliveries, reading, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
+from webui import mappings as mapping_pages
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
                static_folder="static", static_url_path="/static")  # fmt: skip
 # The pages of other modules, nested under /admin and so behind the guard below.
 bp.register_blueprint(deliveries_pages.bp)
 bp.register_blueprint(customer_pages.bp)
+bp.register_blueprint(mapping_pages.bp)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 

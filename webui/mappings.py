@@ -1,0 +1,177 @@
+"""Mappings in the admin UI: edit a plugin's YAML, preview it live, save versions, roll back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from middleware.errors import InboundError
+from middleware.inbox import request_of
+from middleware.mapping import MappingError, PluginMapping
+from middleware.mapping_versions import parse_document
+from middleware.plugins import InboundRequest, Plugin
+from middleware.store import deliveries, reading, utcnow
+from middleware.summary import iso
+
+bp = Blueprint("mappings", __name__, url_prefix="/mappings")
+RECENT_DELIVERIES = 5
+CONTENT_TYPES = {".json": "application/json", ".form": "application/x-www-form-urlencoded",
+                 ".xml": "text/xml; charset=utf-8"}  # fmt: skip
+SHOWN_FIELDS = ("kind", "external_id", "channel", "direction", "status", "subject",
+                "customer_name", "agent", "team", "occurred_at", "duration_s")  # fmt: skip
+
+
+@dataclass
+class Preview:
+    """What one sample payload becomes under a mapping."""
+
+    sample: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def _core() -> Any:
+    return current_app.extensions["carryover"]
+
+
+def _plugin(key: str) -> Plugin:
+    plugin = _core().registry.get(key)
+    if plugin is None or key not in _core().mappings:
+        abort(404, f"No integration {key!r} that receives webhooks is configured.")
+    return plugin  # type: ignore[no-any-return]
+
+
+@bp.get("/")
+def listing() -> str:
+    """List the mappings of the configured integrations."""
+    core = _core()
+    rows = []
+    for key in sorted(core.registry.instances):
+        if key in core.mappings:
+            _, version = core.mappings.document(key)
+            rows.append({"key": key, "title": core.registry.classes[key].title,
+                         "version": version, "file": core.mappings.file_of(key)})  # fmt: skip
+    return render_template("admin/mappings.html", rows=rows)
+
+
+@bp.get("/<key>")
+def editor(key: str) -> str:
+    """Show the mapping in use, its live preview and its versions."""
+    plugin = _plugin(key)
+    document, version = _core().mappings.document(key)
+    return _editor_page(plugin, document, version)
+
+
+def _editor_page(plugin: Plugin, document: str, version: int | None, error: str | None = None,
+                 note: str = "") -> str:  # fmt: skip
+    previews, preview_error = _preview_of(plugin, document)
+    return render_template(
+        "admin/mapping.html", key=plugin.key, title=plugin.title, document=document,
+        version=version, history=_core().mappings.history(plugin.key), error=error,
+        previews=previews, preview_error=preview_error, note=note,
+        file=_core().mappings.file_of(plugin.key), fields=SHOWN_FIELDS,
+    )  # fmt: skip
+
+
+@bp.post("/<key>/preview")
+def preview(key: str) -> str:
+    """Render the preview of a document being edited (the page's script asks as you type)."""
+    plugin = _plugin(key)
+    previews, error = _preview_of(plugin, request.form.get("document", ""))
+    return render_template("admin/mapping_preview.html", previews=previews, preview_error=error,
+                           fields=SHOWN_FIELDS)  # fmt: skip
+
+
+@bp.post("/<key>")
+def save(key: str) -> ResponseReturnValue:
+    """Validate and save a new version of the mapping."""
+    plugin = _plugin(key)
+    document, note = request.form.get("document", ""), request.form.get("note", "")
+    try:
+        _core().mappings.save(key, document, g.admin.username, note)
+    except MappingError as exc:
+        _, version = _core().mappings.document(key)
+        return _editor_page(plugin, document, version, error=str(exc), note=note), 400
+    flash(f"The {plugin.title} mapping is saved and in use.")
+    return redirect(url_for("admin.mappings.editor", key=key))
+
+
+@bp.post("/<key>/versions/<int:version_id>/rollback")
+def rollback(key: str, version_id: int) -> ResponseReturnValue:
+    """Put an earlier version back in use (as a new version)."""
+    _plugin(key)
+    try:
+        _core().mappings.roll_back(key, version_id, g.admin.username)
+    except MappingError as exc:
+        abort(409, str(exc))
+    flash(f"Version {version_id} is in use again.")
+    return redirect(url_for("admin.mappings.editor", key=key))
+
+
+# -- the preview -------------------------------------------------------------------------------
+def _preview_of(plugin: Plugin, document: str) -> tuple[list[Preview], str | None]:
+    """Map the plugin's fixtures and its last real deliveries with a document."""
+    try:
+        mapping = parse_document(plugin.key, document, "mapping")
+    except MappingError as exc:
+        return [], str(exc)
+    return [_preview_sample(plugin, mapping, name, req) for name, req in _samples(plugin)], None
+
+
+def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
+    """Return the plugin's fixtures and its newest stored deliveries, as inbound requests."""
+    samples = []
+    for path in sorted((plugin.folder() / "fixtures").glob("*.*")):
+        headers = {"content-type": CONTENT_TYPES.get(path.suffix, "application/octet-stream")}
+        fixture = InboundRequest(path=f"/hooks/{plugin.key}", url="", headers=headers,
+                                 body=path.read_bytes())  # fmt: skip
+        samples.append((f"fixture {path.name}", fixture))
+    with reading(_core().engine) as conn:
+        rows = conn.execute(
+            select(deliveries).where(deliveries.c.plugin == plugin.key)
+            .order_by(deliveries.c.id.desc()).limit(RECENT_DELIVERIES)
+        ).all()  # fmt: skip
+    samples += [(f"delivery in:{row.id} ({iso(row.received_at)})", request_of(row)) for row in rows]
+    return samples
+
+
+def _preview_sample(plugin: Plugin, mapping: PluginMapping, name: str,
+                    req: InboundRequest) -> Preview:  # fmt: skip
+    result = Preview(name)
+    try:
+        events = plugin.parse(req)
+    except InboundError as exc:
+        result.error = f"not parsed: {exc}"
+        return result
+    for event in events[:10]:  # a batch of 100 notifications: the first ten show the mapping
+        entry: dict[str, Any] = {"event": event.type}
+        try:
+            if not mapping.handles(event.type):
+                entry["ignored"] = True
+            elif mapping.describes_customer(event.type):
+                record = mapping.apply_customer(event.type, event.payload)
+                entry["customer"] = {"external_id": record.external_id,
+                                     "customer_name": record.customer_name}  # fmt: skip
+                entry["identities"] = record.identities
+            else:
+                interaction = mapping.apply(event.type, event.payload, utcnow())
+                entry["interaction"] = {f: getattr(interaction, f) for f in SHOWN_FIELDS}
+                entry["identities"] = interaction.identities
+        except MappingError as exc:
+            entry["error"] = str(exc)
+        result.results.append(entry)
+    return result
