@@ -172,17 +172,18 @@ separations = Table(
     Column("at", DateTime, nullable=False),
 )
 
-# Mappings saved in the admin UI; the newest row of a plugin is the one in use.
-mapping_versions = Table(
-    "mapping_versions",
+# Documents admins edit (kind "mapping" or "template"); the newest row of a name is in use.
+document_versions = Table(
+    "document_versions",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("plugin", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(64), nullable=False),
     Column("document", Text, nullable=False),
     Column("note", String(255), nullable=False),
     Column("created_by", String(255), nullable=False),
     Column("created_at", DateTime, nullable=False),
-    Index("ix_mapping_versions_plugin", "plugin", "id"),
+    Index("ix_document_versions_name", "kind", "name", "id"),
 )
 
 # The last API usage each upstream reported, for /readyz (written by whichever process called).

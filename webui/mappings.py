@@ -116,7 +116,7 @@ def rollback(key: str, version_id: int) -> ResponseReturnValue:
     _plugin(key)
     try:
         _core().mappings.roll_back(key, version_id, g.admin.username)
-    except MappingError as exc:
+    except ValueError as exc:  # no such version, or it no longer validates
         abort(409, str(exc))
     flash(f"Version {version_id} is in use again.")
     return redirect(url_for("admin.mappings.editor", key=key))
