@@ -52,7 +52,7 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
         engine=engine,
         registry=registry,
         mappings=mappings,
-        renderer=SummaryRenderer(config.templates_dir),
+        renderer=SummaryRenderer(config.templates_dir, engine),
         inbox=DeliveryInbox(engine),
         outbox=Outbox(engine),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Engine, Row, select
 
 from middleware.store import customers, identities, utcnow
 from middleware.timeline import (
@@ -21,6 +22,7 @@ from middleware.timeline import (
     open_items,
     scope,
 )
+from middleware.versions import DocumentError, DocumentVersions
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 EXCERPT_CHARS = 160
@@ -165,15 +167,20 @@ def _duration(seconds: int | None) -> str:
 
 
 class SummaryRenderer:
-    """Render contexts with one template per target; admins may override any of them."""
+    """Render contexts with one template per target; admins may override any of them.
 
-    def __init__(self, override_dir: Path | None = None) -> None:
+    A template is looked up in the versions saved in the admin UI, then in templates_dir,
+    then among the shipped ones.
+    """
+
+    def __init__(self, override_dir: Path | None = None, engine: Engine | None = None) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(override_dir)))
         loaders.append(jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)))
+        self.files = jinja2.ChoiceLoader(loaders)
         self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders),
+            loader=self.files,
             autoescape=False,  # plain-text notes, never HTML
             trim_blocks=True,
             lstrip_blocks=True,
@@ -183,14 +190,68 @@ class SummaryRenderer:
         self.env.filters["when"] = _when
         self.env.filters["excerpt"] = excerpt
         self.env.filters["duration"] = _duration
+        self.saved: DocumentVersions[str] | None = None
+        if engine is not None:
+            names = [n for n in self.files.list_templates() if n.endswith(".txt.j2")]
+            self.saved = DocumentVersions(engine, "template", names, self.file_source,
+                                          self.check_source)  # fmt: skip
+            self.env.loader = jinja2.ChoiceLoader([_SavedLoader(self.saved), self.files])
+
+    def file_source(self, name: str) -> str:
+        """Return a template's text as the files give it (templates_dir, else shipped)."""
+        return self.files.get_source(self.env, name)[0]
+
+    def check_source(self, name: str, source: str, origin: str) -> str:
+        """Return a template's text if Jinja can compile it; raise DocumentError otherwise."""
+        try:
+            self.env.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise DocumentError(f"{origin}: line {exc.lineno}: {exc.message}") from None
+        return source
 
     def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
         """Render the template `<target>.txt.j2` for a customer context."""
-        template = self.env.get_template(f"{target}.txt.j2")
-        values = {**context.as_dict(), "repeat_contact": context.repeat_contact, **extra}
-        return template.render(**values).strip()
+        template = self._template(f"{target}.txt.j2")
+        return template.render(**self.variables(context), **extra).strip()
 
     def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
         """Render the note about one ended call (call_note.txt.j2)."""
-        template = self.env.get_template("call_note.txt.j2")
+        template = self._template("call_note.txt.j2")
         return template.render(call=call, customer_name=customer_name).strip()
+
+    def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
+        """Render a template text being edited with the given variables; DocumentError if bad."""
+        try:
+            return self.env.from_string(self.check_source(name, source, name)).render(
+                **values).strip()  # fmt: skip
+        except jinja2.TemplateError as exc:
+            raise DocumentError(f"{name}: {exc}") from None
+
+    def variables(self, context: CustomerContext) -> dict[str, Any]:
+        """Return the variables a summary template sees for a customer context."""
+        return {**context.as_dict(), "repeat_contact": context.repeat_contact}
+
+    def _template(self, name: str) -> jinja2.Template:
+        if self.saved is not None:
+            self.saved.refresh_if_due()
+        return self.env.get_template(name)
+
+
+class _SavedLoader(jinja2.BaseLoader):
+    """Load the templates saved in the admin UI; Jinja recompiles when the version changes."""
+
+    def __init__(self, saved: DocumentVersions[str]) -> None:
+        self.saved = saved
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool]]:
+        """Return the saved text of a template; TemplateNotFound when none is saved."""
+        version = self.saved.version_of(template)
+        if version is None:
+            raise jinja2.TemplateNotFound(template)
+        return (
+            self.saved.current(template),
+            None,
+            lambda: self.saved.version_of(template) == version,
+        )

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Engine, Row, Select, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from middleware.store import document_versions, utcnow
+from middleware.store import document_versions, reading, utcnow
 
 T = TypeVar("T")
 CHECK_EVERY_S = 5.0
@@ -66,9 +66,17 @@ class DocumentVersions(Generic[T]):
 
     def __getitem__(self, name: str) -> T:
         """Return what is in use for a name (refreshed at most every CHECK_EVERY_S)."""
+        self.refresh_if_due()
+        return self._current[name]
+
+    def current(self, name: str) -> T:
+        """Return what is in use for a name, as of the last refresh."""
+        return self._current[name]
+
+    def refresh_if_due(self) -> None:
+        """Refresh when the last look is older than CHECK_EVERY_S."""
         if time.monotonic() - self._checked_at > CHECK_EVERY_S:
             self.refresh()
-        return self._current[name]
 
     def version_of(self, name: str) -> int | None:
         """Return the version in use for a name, or None when the shipped file is."""
@@ -80,7 +88,8 @@ class DocumentVersions(Generic[T]):
             self._checked_at = time.monotonic()
             mine = document_versions.c.kind == self.kind
             try:
-                with self.engine.connect() as conn:
+                # Read-only: a note is rendered inside the pipeline's write transaction.
+                with reading(self.engine) as conn:
                     newest = conn.execute(select(func.max(document_versions.c.id)).where(mine))
                     newest_id = newest.scalar()
                     if newest_id == self._seen:
@@ -123,7 +132,7 @@ class DocumentVersions(Generic[T]):
             .order_by(document_versions.c.id.desc())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return list(conn.execute(query))
 
     def save(self, name: str, text: str, admin: str, note: str = "") -> T:

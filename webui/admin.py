@@ -32,6 +32,7 @@ from middleware.store import deliveries, reading, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import mappings as mapping_pages
+from webui import summary_templates as template_pages
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
                static_folder="static", static_url_path="/static")  # fmt: skip
@@ -39,6 +40,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="template
 bp.register_blueprint(deliveries_pages.bp)
 bp.register_blueprint(customer_pages.bp)
 bp.register_blueprint(mapping_pages.bp)
+bp.register_blueprint(template_pages.bp)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 

@@ -1,0 +1,150 @@
+"""Summary templates in the admin UI: edit each target's template, previewed on a real customer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from middleware.calls import call_facts
+from middleware.customers import live_customer
+from middleware.store import customers, interactions, reading
+from middleware.summary import build_context
+from middleware.versions import DocumentError, DocumentVersions
+
+bp = Blueprint("templates", __name__, url_prefix="/templates")
+CALL_NOTE = "call_note.txt.j2"
+# When no customer has called yet, the call note is previewed with this call.
+SAMPLE_CALL = {
+    "source": "twilio", "external_id": "CA00000000000000sample", "direction": "inbound",
+    "status": "completed", "ended": True, "started_at": "2025-02-03T09:30:00Z",
+    "updated_at": "2025-02-03T09:36:40Z", "duration_s": 400, "phone": "+14155550142",
+    "agents": ["emma", "bob"], "team": "billing",
+    "transfers": [{"at": "2025-02-03T09:33:00Z", "from": "emma", "to": "bob", "team": "billing",
+                   "text": "Transferred from emma to bob"}],
+}  # fmt: skip
+
+
+def _core() -> Any:
+    return current_app.extensions["carryover"]
+
+
+def _saved() -> DocumentVersions[str]:
+    saved = _core().renderer.saved
+    assert saved is not None, "the renderer of an installation always has its saved templates"
+    return saved  # type: ignore[no-any-return]
+
+
+def _name(name: str) -> str:
+    if name not in _saved():
+        abort(404, f"There is no template {name!r}.")
+    return name
+
+
+@bp.get("/")
+def listing() -> str:
+    """List the templates, and which version of each is in use."""
+    saved = _saved()
+    rows = [{"name": n, "version": saved.version_of(n)} for n in saved.names()]
+    return render_template("admin/templates.html", rows=rows)
+
+
+@bp.get("/<name>")
+def editor(name: str) -> str:
+    """Show a template, its preview on a real customer and its versions."""
+    text, version = _saved().document(_name(name))
+    return _editor_page(name, text, version, _customer_arg())
+
+
+def _customer_arg() -> int | None:
+    value = request.values.get("customer", "")
+    return int(value) if value.isdigit() else None
+
+
+def _editor_page(name: str, text: str, version: int | None, customer_id: int | None,
+                 error: str | None = None, note: str = "") -> str:  # fmt: skip
+    customer_id, preview, preview_error = _preview(name, text, customer_id)
+    return render_template(
+        "admin/template.html", name=name, text=text, version=version, error=error, note=note,
+        history=_saved().history(name), customer_id=customer_id, preview=preview,
+        preview_error=preview_error,
+    )  # fmt: skip
+
+
+@bp.post("/<name>/preview")
+def preview(name: str) -> str:
+    """Render the text being edited (the page's script asks as you type)."""
+    _, rendered, error = _preview(_name(name), request.form.get("document", ""), _customer_arg())
+    return render_template("admin/template_preview.html", preview=rendered, preview_error=error)
+
+
+@bp.post("/<name>")
+def save(name: str) -> ResponseReturnValue:
+    """Check and save a new version of the template."""
+    text, note = request.form.get("document", ""), request.form.get("note", "")
+    try:
+        _saved().save(_name(name), text, g.admin.username, note)
+    except DocumentError as exc:
+        _, version = _saved().document(name)
+        return _editor_page(name, text, version, _customer_arg(), error=str(exc), note=note), 400
+    flash(f"{name} is saved and in use.")
+    return redirect(url_for("admin.templates.editor", name=name, customer=_customer_arg()))
+
+
+@bp.post("/<name>/versions/<int:version_id>/rollback")
+def rollback(name: str, version_id: int) -> ResponseReturnValue:
+    """Put an earlier version back in use (as a new version)."""
+    try:
+        _saved().roll_back(_name(name), version_id, g.admin.username)
+    except DocumentError as exc:
+        abort(409, str(exc))
+    flash(f"Version {version_id} of {name} is in use again.")
+    return redirect(url_for("admin.templates.editor", name=name))
+
+
+def _preview(name: str, text: str, customer_id: int | None
+             ) -> tuple[int | None, str | None, str | None]:  # fmt: skip
+    """Render a text for a real customer (the one asked for, else the last one in touch)."""
+    renderer = _core().renderer
+    with reading(_core().engine) as conn:
+        customer_id = _pick_customer(conn, customer_id)
+        if customer_id is None:
+            return None, None, "No customer yet: the preview needs one customer in the timeline."
+        if name == CALL_NOTE:
+            call = conn.execute(
+                select(interactions).where(interactions.c.customer_id == customer_id,
+                                           interactions.c.kind == "call")
+                .order_by(interactions.c.occurred_at.desc()).limit(1)
+            ).first()  # fmt: skip
+            person = conn.execute(select(customers.c.name).where(
+                customers.c.id == customer_id)).scalar()  # fmt: skip
+            values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
+                      "customer_name": person}  # fmt: skip
+        else:
+            context = build_context(conn, customer_id, _core().config.summary["recent_limit"])
+            values = renderer.variables(context)
+    try:
+        return customer_id, renderer.preview(name, text, values), None
+    except DocumentError as exc:
+        return customer_id, None, str(exc)
+
+
+def _pick_customer(conn: Any, customer_id: int | None) -> int | None:
+    if customer_id is not None:
+        return live_customer(conn, customer_id)
+    return conn.execute(
+        select(interactions.c.customer_id).where(interactions.c.customer_id.is_not(None))
+        .order_by(interactions.c.occurred_at.desc()).limit(1)
+    ).scalar()  # fmt: skip
