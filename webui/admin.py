@@ -28,11 +28,13 @@ from sqlalchemy import Select, Table, func, select
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from middleware.admins import Admin, LoginRefused, Throttle, find_admin, log_in
+from middleware.figures import overview_figures
 from middleware.store import deliveries, reading, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import mappings as mapping_pages
 from webui import summary_templates as template_pages
+from webui.charts import line_chart, stacked_bars
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
                static_folder="static", static_url_path="/static")  # fmt: skip
@@ -160,9 +162,10 @@ def _local_target(value: str | None) -> str:
 # -- the overview ------------------------------------------------------------------------------
 @bp.get("/")
 def overview() -> str:
-    """Show integrations, their webhook URLs and the queues."""
+    """Show traffic, lag, failures, the cross-channel figures, and the integrations."""
     core = _core()
     with reading(core.engine) as conn:
+        figures = overview_figures(conn)
         inbound = dict(conn.execute(_count_by_status(deliveries)).all())
         outbound = dict(conn.execute(_count_by_status(writes)).all())
     plugins = [
@@ -170,8 +173,14 @@ def overview() -> str:
          "webhook_url": f"{core.config.public_url}/hooks/{key}"}
         for key, cls in sorted(core.registry.classes.items())
     ]  # fmt: skip
+    traffic = line_chart(figures.minutes, figures.traffic or {"none": [0] * len(figures.minutes)},
+                         "Webhooks a minute, last hour, by integration")  # fmt: skip
+    context = stacked_bars([d[5:] for d in figures.days], figures.new_items,
+                           ("with context", "without (first contact)"),
+                           "New tickets and cases a day, last 14 days")  # fmt: skip
     return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
-                           outbound=outbound)  # fmt: skip
+                           outbound=outbound, figures=figures, traffic_chart=traffic,
+                           context_chart=context)  # fmt: skip
 
 
 def _count_by_status(table: Table) -> Select:
