@@ -133,6 +133,13 @@ class Plugin:
         """Return how many writes a minute this upstream allows us, or None for no limit."""
         return None
 
+    def check_connection(self) -> str | None:
+        """Call the upstream API once and say who answered; None when it has no API to call.
+
+        Raise UpstreamError when the call fails.
+        """
+        return None
+
     def api_usage(self) -> ApiUsage | None:
         """Return the API usage the upstream last reported, if it reports any."""
         return None

@@ -180,3 +180,9 @@ def test_https_instance_urls_trust_the_ca_bundle_given_in_requests_ca_bundle(tmp
 
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
         assert client_for(fake, **login).contact(contact)["Email"] == "ann.lee@example.com"
+
+
+def test_the_connection_test_logs_in_and_names_the_instance(fake):
+    """whoami() logs in, makes one REST call and names where it answered."""
+    client = client_for(fake, **logins(fake)["password"])
+    assert client.whoami() == f"{fake.url.split('//')[1]}, API v59.0"

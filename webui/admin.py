@@ -32,6 +32,7 @@ from middleware.figures import overview_figures
 from middleware.store import deliveries, reading, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
+from webui import integrations as integration_pages
 from webui import mappings as mapping_pages
 from webui import summary_templates as template_pages
 from webui.charts import line_chart, stacked_bars
@@ -40,6 +41,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="template
                static_folder="static", static_url_path="/static")  # fmt: skip
 # The pages of other modules, nested under /admin and so behind the guard below.
 bp.register_blueprint(deliveries_pages.bp)
+bp.register_blueprint(integration_pages.bp)
 bp.register_blueprint(customer_pages.bp)
 bp.register_blueprint(mapping_pages.bp)
 bp.register_blueprint(template_pages.bp)

@@ -180,6 +180,10 @@ class SalesforcePlugin(Plugin):
         """Look for a comment carrying the marker on the case."""
         return any(marker in body for body in self.client.case_comment_bodies(target_ref))
 
+    def check_connection(self) -> str | None:
+        """Log in and make one REST call."""
+        return f"Salesforce answered at {self.client.whoami()}"
+
     def api_usage(self) -> ApiUsage | None:
         """Return the org's API usage from the last Sforce-Limit-Info header."""
         return self.client.session.usage

@@ -148,6 +148,11 @@ class SalesforceClient:
         result = self._call(lambda api: api.query_all(soql))
         return [str(r.get("CommentBody") or "") for r in result.get("records", [])]
 
+    def whoami(self) -> str:
+        """Log in if needed and read one contact id: proof that the API answers."""
+        self._call(lambda api: api.query("SELECT Id FROM Contact LIMIT 1"))
+        return f"{self._session_api().sf_instance}, API v{self.options['api_version']}"
+
     # -- sessions, limits and errors -------------------------------------------------------
     def _call(self, call: Callable[[Salesforce], T]) -> T:
         wait = self._blocked_until - time.monotonic()

@@ -173,6 +173,10 @@ class ZendeskPlugin(Plugin):
         """Look for a comment carrying the marker on the ticket."""
         return self.client.has_comment_containing(int(target_ref), marker)
 
+    def check_connection(self) -> str | None:
+        """Ask Zendesk who the API token belongs to."""
+        return f"Zendesk answered as {self.client.whoami()}"
+
     def write_budget_per_minute(self) -> int | None:
         """Keep ticket updates under the configured share of Zendesk's 100/min limit."""
         return int(self.options["ticket_updates_per_minute"]) or None

@@ -78,6 +78,14 @@ class ZendeskClient:
             raise _upstream_error(exc) from exc
         return user.to_dict(), [i.to_dict() for i in found]
 
+    def whoami(self) -> str:
+        """Return the name and role of the agent the API token belongs to."""
+        try:
+            me = self.api.users.me()
+        except (APIException, ZenpyException, requests.HTTPError) as exc:
+            raise _upstream_error(exc) from exc
+        return f"{me.name} <{me.email}>, role {me.role}"
+
     def add_private_note(self, ticket_id: int, body: str) -> None:
         """Add a private comment to a ticket (one PUT, no read first)."""
         try:

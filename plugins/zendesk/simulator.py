@@ -35,6 +35,7 @@ TICKET_FIELDS = ("subject", "status", "priority", "type", "assignee_id", "group_
 ROUTES = Map(
     [
         Rule("/api/v2/users/show_many.json", endpoint="show_many", methods=["GET"]),
+        Rule("/api/v2/users/me.json", endpoint="me", methods=["GET"]),
         Rule("/api/v2/users/<int:user_id>.json", endpoint="user", methods=["GET"]),
         Rule("/api/v2/users/<int:user_id>/identities.json", endpoint="identities", methods=["GET"]),
         Rule("/api/v2/tickets/<int:ticket_id>.json", endpoint="ticket", methods=["GET"]),
@@ -245,6 +246,9 @@ class FakeZendesk(FakeServer):
         with self._lock:
             response: Response = getattr(self, f"_api_{endpoint}")(request, **args)
             return response
+
+    def _api_me(self, request: Request) -> Response:
+        return _json({"user": self.users[BOT_USER_ID]})
 
     def _api_user(self, request: Request, user_id: int) -> Response:
         user = self.users.get(user_id)
