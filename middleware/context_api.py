@@ -11,9 +11,10 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Connection, select
 
+from middleware.core import current_core
 from middleware.identity import candidates_of, find_holders, normalise
 from middleware.interaction import Identity
 from middleware.store import customers, reading
@@ -63,7 +64,7 @@ def agent_only(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        core = current_app.extensions["carryover"]
+        core = current_core()
         config = core.config
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
@@ -111,7 +112,7 @@ def _customer_from_query(conn: Connection, region: str) -> tuple[list[int], bool
 @agent_only
 def context() -> Response | tuple[Response, int]:
     """Return the merged context of the customer behind one identifier."""
-    core = current_app.extensions["carryover"]
+    core = current_core()
     with reading(core.engine) as conn:
         try:
             found, shared = _customer_from_query(conn, core.config.default_region)

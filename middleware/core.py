@@ -6,6 +6,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 
+from flask import current_app
 from sqlalchemy import Engine
 
 from middleware.config import Config
@@ -38,6 +39,12 @@ class Carryover:
     def dispose(self) -> None:
         """Close the store's connections."""
         self.engine.dispose()
+
+
+def current_core() -> Carryover:
+    """Return the installation the current request's web app was built around."""
+    core: Carryover = current_app.extensions["carryover"]
+    return core
 
 
 def build_carryover(config: Config, registry: PluginRegistry | None = None) -> Carryover:

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from middleware.identity import (
     create_customer,
@@ -22,6 +21,7 @@ from middleware.store import (
     customers,
     deliveries,
     delivery_customers,
+    dialect_insert,
     identities,
     interactions,
     merges,
@@ -172,8 +172,7 @@ def split_identity(conn: Connection, customer_id: int, identity_id: int, admin: 
 
 
 def _separate(conn: Connection, a: int, b: int, caused_by: str) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(separations).values(
+    statement = dialect_insert(conn, separations).values(
         customer_a=min(a, b), customer_b=max(a, b), caused_by=caused_by, at=utcnow()
     )
     conn.execute(statement.on_conflict_do_nothing())

@@ -11,10 +11,9 @@ import re
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, Row, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from middleware.queue import PENDING, LeasedQueue
-from middleware.store import utcnow, writes
+from middleware.store import dialect_insert, utcnow, writes
 
 ATTEMPTING = "attempting"
 MARKER_LINE = "[Carryover ref {marker}]"
@@ -90,9 +89,11 @@ class Outbox(LeasedQueue):
             "purpose": purpose, "marker": marker, "body": fit_note(body, marker, max_bytes),
             "status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now,
         }  # fmt: skip
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         statement = (
-            dialect.insert(writes).values(**values).on_conflict_do_nothing().returning(writes.c.id)
+            dialect_insert(conn, writes)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(writes.c.id)
         )
         return conn.execute(statement).first() is not None
 

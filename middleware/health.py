@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from middleware.core import current_core
 from middleware.store import migrations_applied, reading
 from middleware.usage import usage_report
 
@@ -21,7 +22,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Say whether the store is reachable and fully migrated."""
-    core = current_app.extensions["carryover"]
+    core = current_core()
     try:
         with reading(core.engine) as conn:
             conn.execute(text("SELECT 1"))

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from middleware.core import current_core
 from middleware.errors import InboundError, UnsupportedEvent
 from middleware.plugins import Capability, InboundRequest
 from middleware.redaction import redact_body
@@ -22,7 +23,7 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 @bp.post("/hooks/<key>/<path:token>")
 def receive(key: str, token: str | None = None) -> Response | tuple[Response, int]:
     """Accept one delivery for the plugin `key`."""
-    core = current_app.extensions["carryover"]
+    core = current_core()
     plugin = core.registry.get(key)
     if plugin is None or not plugin.has_capability(Capability.RECEIVE):
         return _error(404, f"no integration {key!r} is configured")

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, Row, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 
 from middleware.plugins import InboundRequest
 from middleware.queue import PENDING, LeasedQueue
-from middleware.store import deliveries, delivery_keys, dumps, utcnow
+from middleware.store import deliveries, delivery_keys, dialect_insert, dumps, utcnow
 
 # Never keep credentials that a sender or proxy put in headers.
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -103,7 +102,6 @@ class DeliveryInbox(LeasedQueue):
                 item.done.set()
 
     def _commit(self, batch: list[_Pending]) -> None:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         with self.engine.begin() as conn:
             for item in batch:
                 item.values["event_keys"] = dumps(item.keys)
@@ -115,7 +113,7 @@ class DeliveryInbox(LeasedQueue):
                 for key in item.keys
             ]
             insert_keys = (
-                dialect.insert(delivery_keys)
+                dialect_insert(conn, delivery_keys)
                 .on_conflict_do_nothing()
                 .returning(delivery_keys.c.delivery_id, delivery_keys.c.key)
             )

@@ -7,7 +7,6 @@ from dataclasses import fields, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from middleware.calls import after_call_event, stored_call
 from middleware.core import Carryover
@@ -17,7 +16,7 @@ from middleware.inbox import request_of
 from middleware.interaction import CustomerRecord, Identity, Interaction
 from middleware.plugins import Capability, InboundEvent, Plugin
 from middleware.redaction import redact
-from middleware.store import delivery_customers, interactions
+from middleware.store import delivery_customers, dialect_insert, interactions
 from middleware.summary import build_context
 from middleware.timeline import ITEM_KINDS, Appended, append, history, thread_of
 
@@ -101,8 +100,7 @@ def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: in
     """Note that a delivery spoke of a customer, so that erasing the customer erases it too."""
     if delivery_id is None or customer_id is None:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(delivery_customers).values(
+    statement = dialect_insert(conn, delivery_customers).values(
         delivery_id=delivery_id, customer_id=customer_id
     )
     conn.execute(statement.on_conflict_do_nothing())

@@ -30,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -227,6 +228,12 @@ def inserted_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None and key[0] is not None, "the INSERT made no row"
     return int(key[0])
+
+
+def dialect_insert(conn: Connection | Engine, table: Table) -> Any:
+    """Return an INSERT of the store's dialect, which has on_conflict_do_nothing/do_update."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def dumps(value: Any) -> str:

@@ -7,9 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from middleware.store import upstream_usage
+from middleware.store import dialect_insert, upstream_usage
 
 
 @dataclass(frozen=True)
@@ -23,9 +22,8 @@ class ApiUsage:
 
 def record_usage(engine: Engine, target: str, usage: ApiUsage) -> None:
     """Keep the newest usage an upstream reported."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     values = {"used": usage.used, "allowed": usage.allowed, "seen_at": usage.seen_at}
-    statement = dialect.insert(upstream_usage).values(target=target, **values)
+    statement = dialect_insert(engine, upstream_usage).values(target=target, **values)
     statement = statement.on_conflict_do_update(
         index_elements=[upstream_usage.c.target],
         set_=values,

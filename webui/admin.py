@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
-    current_app,
     g,
     redirect,
     render_template,
@@ -28,6 +27,7 @@ from sqlalchemy import Select, Table, func, select
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from middleware.admins import Admin, LoginRefused, Throttle, find_admin, log_in
+from middleware.core import current_core
 from middleware.figures import overview_figures
 from middleware.store import deliveries, reading, writes
 from webui import customers as customer_pages
@@ -47,10 +47,6 @@ bp.register_blueprint(mapping_pages.bp)
 bp.register_blueprint(template_pages.bp)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
-
-
-def _core() -> Any:
-    return current_app.extensions["carryover"]
 
 
 # -- the guard ---------------------------------------------------------------------------------
@@ -76,7 +72,7 @@ def current_admin() -> Admin | None:
     if not isinstance(seen, (int, float)) or time.time() - seen > _idle_timeout_s():
         session.clear()
         return None
-    admin = find_admin(_core().engine, int(admin_id))
+    admin = find_admin(current_core().engine, int(admin_id))
     if admin is None:  # the account was removed
         session.clear()
         return None
@@ -102,7 +98,7 @@ def check_csrf() -> None:
 
 
 def _idle_timeout_s() -> int:
-    return int(_core().config.admin["idle_timeout_s"])
+    return int(current_core().config.admin["idle_timeout_s"])
 
 
 @bp.app_context_processor
@@ -124,7 +120,7 @@ def login() -> Any:
     target = _local_target(request.values.get("next"))
     if request.method == "GET":
         return render_template("admin/login.html", next=target)
-    options = _core().config.admin
+    options = current_core().config.admin
     throttle = Throttle(
         per_username=options["failed_logins_per_username"],
         per_address=options["failed_logins_per_address"],
@@ -132,7 +128,9 @@ def login() -> Any:
     )
     username, password = request.form.get("username", ""), request.form.get("password", "")
     try:
-        admin = log_in(_core().engine, username, password, request.remote_addr or "", throttle)
+        admin = log_in(
+            current_core().engine, username, password, request.remote_addr or "", throttle
+        )
     except LoginRefused as exc:
         status = 429 if exc.retry_after_s else 401
         page = render_template("admin/login.html", next=target, error=str(exc), username=username)
@@ -165,7 +163,7 @@ def _local_target(value: str | None) -> str:
 @bp.get("/")
 def overview() -> str:
     """Show traffic, lag, failures, the cross-channel figures, and the integrations."""
-    core = _core()
+    core = current_core()
     with reading(core.engine) as conn:
         figures = overview_figures(conn)
         inbound = dict(conn.execute(_count_by_status(deliveries)).all())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import (
     Blueprint,
     abort,
@@ -17,6 +15,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from middleware.core import current_core
 from middleware.customers import (
     CustomerError,
     customer_profile,
@@ -34,23 +33,19 @@ from middleware.summary import build_context
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
 
-def _core() -> Any:
-    return current_app.extensions["carryover"]
-
-
 @bp.get("/")
 def search() -> str:
     """Find customers by name, email or phone."""
     text = request.args.get("q", "")
-    with reading(_core().engine) as conn:
-        found = search_customers(conn, text, _core().config.default_region)
+    with reading(current_core().engine) as conn:
+        found = search_customers(conn, text, current_core().config.default_region)
     return render_template("admin/customers.html", q=text, found=found)
 
 
 @bp.get("/<int:customer_id>")
 def profile(customer_id: int) -> ResponseReturnValue:
     """Show the merged profile: each identity and the record that linked it, the timeline."""
-    with reading(_core().engine) as conn:
+    with reading(current_core().engine) as conn:
         live = live_customer(conn, customer_id)
         if live is None:
             abort(404, f"There is no customer {customer_id}.")
@@ -58,7 +53,7 @@ def profile(customer_id: int) -> ResponseReturnValue:
             flash(f"Customer {customer_id} was merged into customer {live}.")
             return redirect(url_for("admin.customers.profile", customer_id=live))
         person = customer_profile(conn, customer_id)
-        context = build_context(conn, customer_id, _core().config.summary["recent_limit"])
+        context = build_context(conn, customer_id, current_core().config.summary["recent_limit"])
     return render_template("admin/customer.html", person=person, context=context,
                            channels=CHANNELS)  # fmt: skip
 
@@ -66,7 +61,7 @@ def profile(customer_id: int) -> ResponseReturnValue:
 @bp.post("/<int:customer_id>/identities/<int:identity_id>/split")
 def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
     """Move one identity, and the records only it linked, to a new customer."""
-    with _core().engine.begin() as conn:
+    with current_core().engine.begin() as conn:
         try:
             new_customer = split_identity(conn, customer_id, identity_id, g.admin.username)
         except CustomerError as exc:
@@ -81,7 +76,7 @@ def merge(customer_id: int) -> ResponseReturnValue:
     other = request.form.get("other", "").strip()
     if not other.isdigit():
         abort(400, "Give the number of the customer to merge into this one.")
-    with _core().engine.begin() as conn:
+    with current_core().engine.begin() as conn:
         try:
             merge_by_admin(conn, int(other), customer_id, g.admin.username)
         except CustomerError as exc:
@@ -93,7 +88,7 @@ def merge(customer_id: int) -> ResponseReturnValue:
 @bp.post("/<int:customer_id>/preferred-channels")
 def preferred_channels(customer_id: int) -> ResponseReturnValue:
     """Record the channels the customer said they prefer."""
-    with _core().engine.begin() as conn:
+    with current_core().engine.begin() as conn:
         if live_customer(conn, customer_id) != customer_id:
             abort(404, f"There is no customer {customer_id}.")
         try:
@@ -109,7 +104,7 @@ def erase(customer_id: int) -> ResponseReturnValue:
     """Erase every row about the customer, raw deliveries included (typed confirmation)."""
     if request.form.get("confirm", "").strip() != str(customer_id):
         abort(400, f"Type the customer's number ({customer_id}) to confirm the erasure.")
-    with _core().engine.begin() as conn:
+    with current_core().engine.begin() as conn:
         if live_customer(conn, customer_id) != customer_id:
             abort(404, f"There is no customer {customer_id}.")
         counts = erase_customer(conn, customer_id)

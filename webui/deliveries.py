@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 from defusedxml.minidom import parseString
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Table, func, select
 
+from middleware.core import current_core
 from middleware.plugins import decode_form
 from middleware.queue import DEAD
 from middleware.store import deliveries, reading, writes
@@ -18,10 +19,6 @@ bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
 PAGE = 100
 STATUSES = ("pending", "attempting", "done", "dead")
 DIRECTIONS = {"in": deliveries, "out": writes}
-
-
-def _core() -> Any:
-    return current_app.extensions["carryover"]
 
 
 @bp.get("/")
@@ -36,13 +33,13 @@ def listing() -> str:
         query = query.where(plugin_column == plugin)
     if status in STATUSES:
         query = query.where(table.c.status == status)
-    with reading(_core().engine) as conn:
+    with reading(current_core().engine) as conn:
         rows = conn.execute(query).all()
         dead = {name: _count_dead(conn, t) for name, t in DIRECTIONS.items()}
     return render_template(
         "admin/deliveries.html", rows=rows, direction="out" if table is writes else "in",
         plugin=plugin, status=status, statuses=STATUSES, dead=dead,
-        plugins=sorted(_core().registry.classes), page=PAGE,
+        plugins=sorted(current_core().registry.classes), page=PAGE,
     )  # fmt: skip
 
 
@@ -55,7 +52,7 @@ def _count_dead(conn: Any, table: Table) -> int:
 def detail(direction: str, row_id: int) -> str:
     """Show one delivery: its payload as stored (redacted), its trail and its last error."""
     table = DIRECTIONS[direction]
-    with reading(_core().engine) as conn:
+    with reading(current_core().engine) as conn:
         row = conn.execute(select(table).where(table.c.id == row_id)).first()
     if row is None:
         abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
@@ -89,10 +86,10 @@ def readable_body(body: bytes, content_type: str) -> str:
 @bp.post("/<any(in, out):direction>/<int:row_id>/replay")
 def replay(direction: str, row_id: int) -> ResponseReturnValue:
     """Queue one delivery or note again."""
-    queue = _core().inbox if direction == "in" else _core().outbox
+    queue = current_core().inbox if direction == "in" else current_core().outbox
     if not queue.replay([row_id]):
         abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
-    _core().wake.set()
+    current_core().wake.set()
     flash(f"{'Delivery' if direction == 'in' else 'Note'} {row_id} is queued again.")
     return redirect(url_for("admin.deliveries.detail", direction=direction, row_id=row_id))
 
@@ -100,7 +97,7 @@ def replay(direction: str, row_id: int) -> ResponseReturnValue:
 @bp.post("/replay-dead")
 def replay_dead() -> ResponseReturnValue:
     """Queue every dead delivery and note again."""
-    count = _core().inbox.replay() + _core().outbox.replay()
-    _core().wake.set()
+    count = current_core().inbox.replay() + current_core().outbox.replay()
+    current_core().wake.set()
     flash(f"{count} dead letter{'s' if count != 1 else ''} queued again.")
     return redirect(url_for("admin.deliveries.listing", status="dead"))

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
+from middleware.core import current_core
 from middleware.errors import UpstreamError
 from middleware.plugins import Plugin
 from middleware.store import deliveries, reading, writes
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
-
-
-def _core() -> Any:
-    return current_app.extensions["carryover"]
 
 
 def masked(value: Any) -> str:
@@ -31,7 +28,7 @@ def masked(value: Any) -> str:
 @bp.get("/")
 def listing() -> str:
     """List every installed integration with its state and last activity."""
-    core = _core()
+    core = current_core()
     with reading(core.engine) as conn:
         rows = [_state(conn, key, cls) for key, cls in sorted(core.registry.classes.items())]
     return render_template("admin/integrations.html", rows=rows)
@@ -40,7 +37,7 @@ def listing() -> str:
 @bp.get("/<key>")
 def detail(key: str) -> str:
     """Show one integration: settings (secrets masked), webhook URL, setup steps, activity."""
-    core = _core()
+    core = current_core()
     cls = core.registry.classes.get(key)
     if cls is None:
         abort(404, f"There is no integration {key!r}.")
@@ -60,7 +57,7 @@ def detail(key: str) -> str:
 @bp.post("/<key>/test")
 def test_connection(key: str) -> ResponseReturnValue:
     """Call the upstream API once with the configured credentials and say how it went."""
-    plugin: Plugin | None = _core().registry.get(key)
+    plugin: Plugin | None = current_core().registry.get(key)
     if plugin is None:
         abort(404, f"The integration {key!r} is not configured.")
     try:
@@ -73,7 +70,7 @@ def test_connection(key: str) -> ResponseReturnValue:
 
 
 def _state(conn: Any, key: str, cls: type[Plugin]) -> dict[str, Any]:
-    core = _core()
+    core = current_core()
     last_in = conn.execute(select(func.max(deliveries.c.received_at))
                            .where(deliveries.c.plugin == key)).scalar()  # fmt: skip
     error_in = conn.execute(

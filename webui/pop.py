@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
+from flask import Blueprint, Response, render_template, request, stream_with_context
 from sqlalchemy import Connection, select
 
 from middleware.calls import call_facts
 from middleware.context_api import agent_only, signed_path
+from middleware.core import current_core
 from middleware.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
 from middleware.interaction import Identity
 from middleware.store import interactions, reading, utcnow
@@ -98,14 +99,14 @@ def _read_phone() -> tuple[str, str | None]:
     raw = request.args.get("phone", "")
     if not raw:
         raise NotAPhoneNumber("phone: missing (GET /pop?phone=+14155550142)")
-    return raw, caller_number(raw, current_app.extensions["carryover"].config.default_region)
+    return raw, caller_number(raw, current_core().config.default_region)
 
 
 @bp.get("/pop")
 @agent_only
 def pop() -> str | tuple[str, int]:
     """Render the screen-pop for the caller's number."""
-    core = current_app.extensions["carryover"]
+    core = current_core()
     try:
         raw, phone = _read_phone()
     except NotAPhoneNumber as exc:
@@ -120,7 +121,7 @@ def pop() -> str | tuple[str, int]:
 @agent_only
 def events() -> Response | tuple[Response, int]:
     """Stream the pop's body as server-sent events whenever it changes."""
-    core = current_app.extensions["carryover"]
+    core = current_core()
     try:
         raw, phone = _read_phone()
     except NotAPhoneNumber as exc:

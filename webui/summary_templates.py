@@ -7,7 +7,6 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -19,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from middleware.calls import call_facts
+from middleware.core import current_core
 from middleware.customers import live_customer
 from middleware.store import customers, interactions, reading
 from middleware.summary import build_context
@@ -37,12 +37,8 @@ SAMPLE_CALL = {
 }  # fmt: skip
 
 
-def _core() -> Any:
-    return current_app.extensions["carryover"]
-
-
 def _saved() -> DocumentVersions[str]:
-    saved = _core().renderer.saved
+    saved = current_core().renderer.saved
     assert saved is not None, "the renderer of an installation always has its saved templates"
     return saved  # type: ignore[no-any-return]
 
@@ -117,8 +113,8 @@ def rollback(name: str, version_id: int) -> ResponseReturnValue:
 def _preview(name: str, text: str, customer_id: int | None
              ) -> tuple[int | None, str | None, str | None]:  # fmt: skip
     """Render a text for a real customer (the one asked for, else the last one in touch)."""
-    renderer = _core().renderer
-    with reading(_core().engine) as conn:
+    renderer = current_core().renderer
+    with reading(current_core().engine) as conn:
         customer_id = _pick_customer(conn, customer_id)
         if customer_id is None:
             return None, None, "No customer yet: the preview needs one customer in the timeline."
@@ -133,7 +129,9 @@ def _preview(name: str, text: str, customer_id: int | None
             values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
                       "customer_name": person}  # fmt: skip
         else:
-            context = build_context(conn, customer_id, _core().config.summary["recent_limit"])
+            context = build_context(
+                conn, customer_id, current_core().config.summary["recent_limit"]
+            )
             values = renderer.variables(context)
     try:
         return customer_id, renderer.preview(name, text, values), None
