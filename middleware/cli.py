@@ -120,10 +120,10 @@ def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
     """Print a signed, expiring link to an agent read (for tools that can only open a URL)."""
     from middleware.context_api import signed_path
 
-    secret = core.config.secret_key
-    if not secret:
+    if core.secret_box is None:  # no secret_key, and no key of its own (PostgreSQL)
         print("carryover: set secret_key in the configuration to sign links", file=sys.stderr)
         return 2
+    secret = core.link_secret
     pairs = [p.partition("=") for p in args.params]
     if any(not sep or not key for key, sep, _ in pairs):
         print("carryover: give parameters as NAME=VALUE, e.g. phone=+14155550142", file=sys.stderr)

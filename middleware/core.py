@@ -12,9 +12,11 @@ from sqlalchemy import Engine
 from middleware.config import Config
 from middleware.delivery import Outbox
 from middleware.inbox import DeliveryInbox
+from middleware.integration_versions import IntegrationVersions
 from middleware.live import LiveUpdates
 from middleware.mapping_versions import MappingVersions
 from middleware.plugins import Capability, PluginRegistry
+from middleware.sealed import SecretBox, installation_key
 from middleware.store import make_engine
 from middleware.summary import SummaryRenderer
 
@@ -30,10 +32,13 @@ class Carryover:
     renderer: SummaryRenderer
     inbox: DeliveryInbox
     outbox: Outbox
+    integrations: IntegrationVersions
+    secret_box: SecretBox | None
     wake: threading.Event = field(default_factory=threading.Event)
     live: LiveUpdates = field(default_factory=LiveUpdates)
-    # Signs agent links: secret_key, else a key of this process only (links made by a page
-    # of this process for itself, such as a pop's live stream, still work).
+    # Signs agent links and admin sessions: the installation's secret key (see sealed.py),
+    # else, on PostgreSQL without secret_key, a key of this process only (links made by a
+    # page of this process for itself, such as a pop's live stream, still work).
     link_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def dispose(self) -> None:
@@ -50,9 +55,19 @@ def current_core() -> Carryover:
 def build_carryover(config: Config, registry: PluginRegistry | None = None) -> Carryover:
     """Connect the store, configure plugins and load their mappings."""
     registry = registry or PluginRegistry.from_entry_points()
-    registry.configure(config)
     engine = make_engine(config.database_url)
-    receiving = [plugin.key for plugin in registry.with_capability(Capability.RECEIVE)]
+    key = installation_key(config)
+    box = SecretBox(key) if key else None
+    integrations = IntegrationVersions(engine, registry.classes, config, box)
+    registry.configure(config, integrations)
+    # Every plugin that receives webhooks has its mapping loaded, so that one connected
+    # later from the admin UI has it; a plugin without a mapping file must be configured.
+    receiving = [
+        key
+        for key, cls in registry.classes.items()
+        if Capability.RECEIVE in cls.capabilities
+        and (key in registry.instances or (config.mappings_dir / f"{key}.yaml").exists())
+    ]
     mappings = MappingVersions(engine, config.mappings_dir, receiving)
     core = Carryover(
         config=config,
@@ -62,7 +77,9 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
         renderer=SummaryRenderer(config.templates_dir, engine),
         inbox=DeliveryInbox(engine),
         outbox=Outbox(engine),
+        integrations=integrations,
+        secret_box=box,
     )
-    if config.secret_key:
-        core.link_secret = config.secret_key
+    if key:
+        core.link_secret = key
     return core

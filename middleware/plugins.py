@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
-from middleware.config import Setting
+from middleware.config import ConfigError, Setting
 from middleware.errors import InboundError, MalformedPayload
 
 if TYPE_CHECKING:
     from middleware.config import Config
+    from middleware.integration_versions import IntegrationVersions
     from middleware.interaction import Interaction
     from middleware.usage import ApiUsage
 
@@ -71,10 +72,18 @@ class Plugin:
     event_types: ClassVar[tuple[str, ...]] = ()
     setup_doc: ClassVar[str] = ""
     note_max_bytes: ClassVar[int | None] = None  # the upstream's size limit of one note
+    # The setting holding a webhook secret that Carryover makes (see generate_secret), for
+    # senders that take one instead of giving one.
+    generated_secret: ClassVar[str | None] = None
 
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         self.options = dict(settings)
         self.config = config
+
+    @classmethod
+    def generate_secret(cls) -> str:
+        """Return a new random webhook secret for the `generated_secret` setting."""
+        raise NotImplementedError
 
     @classmethod
     def folder(cls) -> Path:
@@ -187,11 +196,20 @@ def discover_plugin_classes() -> dict[str, type[Plugin]]:
 
 
 class PluginRegistry:
-    """The plugins known to one app, and the configured instances of them."""
+    """The plugins known to one app, and the configured instances of them.
+
+    An integration is configured by its section in the configuration file or, failing
+    that, by the settings saved in the admin UI (`saved`); instances follow changes to the
+    saved settings within a few seconds, in every process.
+    """
 
     def __init__(self, classes: Mapping[str, type[Plugin]]) -> None:
         self.classes = dict(classes)
-        self.instances: dict[str, Plugin] = {}
+        self._instances: dict[str, Plugin] = {}
+        self._config: Config | None = None
+        self._saved: IntegrationVersions | None = None
+        self._generation: int | None = None
+        self.problems: dict[str, str] = {}  # why a saved integration is not running
 
     @classmethod
     def from_entry_points(cls) -> PluginRegistry:
@@ -202,11 +220,30 @@ class PluginRegistry:
         """Return each plugin's settings schema, for config validation."""
         return {key: plugin.settings for key, plugin in self.classes.items()}
 
-    def configure(self, config: Config) -> None:
-        """Instantiate every plugin that has a section in the configuration."""
-        self.instances = {
+    def configure(self, config: Config, saved: IntegrationVersions | None = None) -> None:
+        """Instantiate every plugin that has a section in the file or saved settings.
+
+        A bad section in the file raises ConfigError; bad saved settings only keep that
+        integration off, with the reason in `problems`.
+        """
+        self._config, self._saved = config, saved
+        self._instances = {
             key: self.classes[key](section, config) for key, section in config.integrations.items()
         }
+        self._follow_saved()
+
+    @property
+    def instances(self) -> dict[str, Plugin]:
+        """Return the configured plugins by key, current with the saved settings."""
+        if self._saved is not None and self._saved.generation != self._generation:
+            self._follow_saved()
+        return self._instances
+
+    def source_of(self, key: str) -> str | None:
+        """Say where an integration is configured: "file", "admin UI", or None (off)."""
+        if self._config is not None and key in self._config.integrations:
+            return "file"
+        return "admin UI" if key in self.instances else None
 
     def get(self, key: str) -> Plugin | None:
         """Return the configured plugin with that key, or None."""
@@ -215,3 +252,26 @@ class PluginRegistry:
     def with_capability(self, capability: Capability) -> Iterable[Plugin]:
         """Yield configured plugins that declare the capability."""
         return (p for p in self.instances.values() if p.has_capability(capability))
+
+    def _follow_saved(self) -> None:
+        if self._saved is None or self._config is None:
+            return
+        generation = self._saved.generation
+        from_file = self._config.integrations
+        instances = {key: p for key, p in self._instances.items() if key in from_file}
+        problems = {}
+        for key in self.classes.keys() - from_file.keys():
+            saved = self._saved.current(key)
+            if saved.problem:
+                problems[key] = saved.problem
+            if saved.settings is None:
+                continue
+            running = self._instances.get(key)
+            if running is not None and running.options == saved.settings:
+                instances[key] = running  # unchanged: keep its caches and budgets
+                continue
+            try:
+                instances[key] = self.classes[key](saved.settings, self._config)
+            except (ConfigError, ValueError) as exc:
+                problems[key] = str(exc)
+        self._instances, self.problems, self._generation = instances, problems, generation

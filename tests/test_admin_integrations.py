@@ -20,7 +20,7 @@ def test_every_installed_integration_is_listed_with_its_state(admin_client):
     page = admin_client.get("/admin/integrations/").data.decode()
     for title in ("Zendesk", "Salesforce Service Cloud", "Twilio"):
         assert title in page
-    assert "not configured" in page  # Salesforce is off in this installation
+    assert "not connected" in page  # Salesforce is off in this installation
     assert page.count("Z</td>") >= 1  # Zendesk's last webhook time
 
 

@@ -1,13 +1,26 @@
-"""Integrations in the admin UI: state, webhook URL, setup steps, a connection test."""
+"""Integrations in the admin UI: connect one, see its state and setup steps, test it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
+from middleware.config import ConfigError, Setting
 from middleware.core import current_core
 from middleware.errors import UpstreamError
 from middleware.plugins import Plugin
@@ -36,22 +49,53 @@ def listing() -> str:
 
 @bp.get("/<key>")
 def detail(key: str) -> str:
-    """Show one integration: settings (secrets masked), webhook URL, setup steps, activity."""
+    """Show one integration: its settings (secrets masked), webhook URL, setup, activity."""
+    return _page(_class(key))
+
+
+@bp.post("/<key>")
+def connect(key: str) -> ResponseReturnValue:
+    """Save settings entered in the browser: checked, secrets sealed, in use within seconds."""
+    cls = _class(key)
     core = current_core()
-    cls = core.registry.classes.get(key)
-    if cls is None:
-        abort(404, f"There is no integration {key!r}.")
-    with reading(core.engine) as conn:
-        state = _state(conn, key, cls)
-    plugin = core.registry.get(key)
-    settings = []
-    for name, setting in cls.settings.items():
-        value = plugin.options.get(name) if plugin else None
-        shown = masked(value) if setting.secret else ("—" if value is None else value)
-        settings.append({"name": name, "value": shown, "secret": setting.secret,
-                         "doc": setting.doc})  # fmt: skip
-    setup = cls.setup_doc.replace("{public_url}", core.config.public_url)
-    return render_template("admin/integration.html", state=state, settings=settings, setup=setup)
+    try:
+        settings = settings_from_form(key, cls.settings, request.form, _saved_settings(key))
+        core.integrations.connect(key, settings, g.admin.username)
+    except ConfigError as exc:
+        return _page(cls, error=str(exc), entered=request.form), 400
+    current_app.logger.info("admin %s connected %s", g.admin.username, key)
+    flash(f"Saved: {cls.title} is connected. Test the connection to check the credentials.")
+    return redirect(url_for("admin.integrations.detail", key=key))
+
+
+@bp.post("/<key>/disconnect")
+def disconnect(key: str) -> ResponseReturnValue:
+    """Turn off an integration connected in the browser and forget its settings."""
+    cls = _class(key)
+    core = current_core()
+    if core.registry.source_of(key) == "file":
+        abort(409, f"{cls.title} is configured in the configuration file; change it there.")
+    core.integrations.disconnect(key, g.admin.username)
+    current_app.logger.info("admin %s disconnected %s", g.admin.username, key)
+    flash(f"{cls.title} is disconnected; its webhooks now get 404.")
+    return redirect(url_for("admin.integrations.detail", key=key))
+
+
+@bp.post("/<key>/generate-secret")
+def generate_secret(key: str) -> ResponseReturnValue:
+    """Make a new webhook secret, save it, and show it this once to paste into the sender."""
+    cls = _class(key)
+    if cls.generated_secret is None:
+        abort(404, f"{cls.title} takes its secret from the tool that sends the webhooks.")
+    core = current_core()
+    value = cls.generate_secret()
+    settings = {**(_saved_settings(key) or {}), cls.generated_secret: value}
+    try:
+        core.integrations.connect(key, settings, g.admin.username)
+    except ConfigError as exc:
+        return _page(cls, error=str(exc)), 400
+    current_app.logger.info("admin %s made a new %s secret", g.admin.username, key)
+    return _page(cls, revealed=value)
 
 
 @bp.post("/<key>/test")
@@ -67,6 +111,90 @@ def test_connection(key: str) -> ResponseReturnValue:
     else:
         flash(answer or f"{plugin.title} only sends webhooks: there is no API to test.")
     return redirect(url_for("admin.integrations.detail", key=key))
+
+
+def settings_from_form(
+    key: str,
+    schema: Mapping[str, Setting],
+    form: Mapping[str, str],
+    saved: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Read settings from the form: blank is the default, and a blank secret keeps the saved one.
+
+    Raise ConfigError naming the key whose value is not of its type.
+    """
+    settings: dict[str, Any] = {}
+    for name, setting in schema.items():
+        raw = (form.get(name) or "").strip()
+        if setting.secret and not raw and not form.get(f"clear-{name}"):
+            settings[name] = (saved or {}).get(name)
+        elif setting.type is bool:
+            settings[name] = bool(form.get(name))
+        elif not raw:
+            settings[name] = None
+        elif setting.type is list:
+            settings[name] = [v.strip() for v in raw.replace("\n", ",").split(",") if v.strip()]
+        elif setting.type in (int, float):
+            try:
+                settings[name] = setting.type(raw)
+            except ValueError:
+                kind = "a whole number" if setting.type is int else "a number"
+                path = f"integrations.{key}.{name}"
+                raise ConfigError(f"{path}: expected {kind}, got {raw!r}") from None
+        else:
+            settings[name] = raw
+    return settings
+
+
+def _class(key: str) -> type[Plugin]:
+    cls = current_core().registry.classes.get(key)
+    if cls is None:
+        abort(404, f"There is no integration {key!r}.")
+    return cls
+
+
+def _saved_settings(key: str) -> dict[str, Any] | None:
+    return current_core().integrations.current(key).settings
+
+
+def _page(
+    cls: type[Plugin],
+    error: str | None = None,
+    entered: Mapping[str, str] | None = None,
+    revealed: str | None = None,
+) -> str:
+    core = current_core()
+    key = cls.key
+    with reading(core.engine) as conn:
+        state = _state(conn, key, cls)
+    plugin = core.registry.get(key)
+    source = core.registry.source_of(key)
+    settings = []
+    for name, setting in cls.settings.items():
+        value = plugin.options.get(name) if plugin else _saved_default(key, name)
+        if entered is not None and not setting.secret:
+            value = entered.get(name, "")
+        shown = masked(value) if setting.secret else ("" if value is None else value)
+        if isinstance(shown, list):
+            shown = ", ".join(shown)
+        settings.append({"name": name, "value": shown, "secret": setting.secret,
+                         "set": bool(value), "required": setting.required,
+                         "type": setting.type.__name__, "doc": setting.doc,
+                         "default": setting.default})  # fmt: skip
+    setup = cls.setup_doc.replace("{public_url}", core.config.public_url)
+    saved = core.integrations.history(key, limit=1) if source != "file" else []
+    return render_template(
+        "admin/integration.html", state=state, settings=settings, setup=setup, source=source,
+        editable=source != "file", error=error, revealed=revealed,
+        revealed_path=quote(revealed, safe="") if revealed else None,
+        saved=saved[0] if saved and source else None, generated=cls.generated_secret,
+        can_seal=core.secret_box is not None,
+    )  # fmt: skip
+
+
+def _saved_default(key: str, name: str) -> Any:
+    settings = _saved_settings(key)
+    return settings.get(name) if settings else None
 
 
 def _state(conn: Any, key: str, cls: type[Plugin]) -> dict[str, Any]:
@@ -87,6 +215,8 @@ def _state(conn: Any, key: str, cls: type[Plugin]) -> dict[str, Any]:
         "key": key,
         "title": cls.title,
         "configured": key in core.registry.instances,
+        "source": core.registry.source_of(key),
+        "problem": core.registry.problems.get(key),
         "capabilities": sorted(str(c) for c in cls.capabilities),
         "webhook_url": f"{core.config.public_url}/hooks/{key}",
         "last_delivery": last_in,

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
 from typing import Any
 
@@ -26,9 +27,10 @@ SECRET_PREFIX = "whsec_"
 MAX_CALL_ID = 200
 
 SETUP = """\
-1. Choose a secret. A PBX that signs Standard Webhooks: a whsec_… secret (whsec_ followed
-   by base64 of 24 to 64 random bytes). A PBX that cannot sign: a long random token.
-   Put it in integrations.cti.secret.
+1. Choose a secret: press "Generate a secret" on this page, which makes a whsec_… secret
+   (whsec_ followed by base64 of 32 random bytes) and shows it once. Or set your own in
+   integrations.cti.secret: a whsec_… secret for a PBX that signs Standard Webhooks (base64
+   of 24 to 64 random bytes), a long random token for one that cannot sign.
 2. In the PBX (or its CTI connector), send call events in Zammad's generic-CTI schema
    (event = newCall, answer, hangup; from, to, direction, callId, user, answeringNumber,
    cause) as JSON or form to:
@@ -51,6 +53,12 @@ class CtiPlugin(Plugin):
     }
     event_types = EVENTS
     setup_doc = SETUP
+    generated_secret = "secret"
+
+    @classmethod
+    def generate_secret(cls) -> str:
+        """Return a Standard Webhooks secret: whsec_ and base64 of 32 random bytes."""
+        return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> None:

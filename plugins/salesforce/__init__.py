@@ -49,7 +49,7 @@ SETUP = """\
    MobilePhone) and one for CaseComment (Id, ParentId, CommentBody).
 2. Send it from a Flow (record-triggered, when a record is created or updated) or a workflow
    rule ("created, and every time it's edited").
-3. Set integrations.salesforce.organization_id (Setup → Company Information) and one login:
+3. Enter the organization_id below (Setup → Company Information) and one login:
    session_id + instance_url, username + password + security_token, or username +
    consumer_key + private_key (JWT bearer, a connected app).
 """

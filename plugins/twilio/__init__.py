@@ -38,8 +38,9 @@ SETUP = """\
    ringing, answered and completed.
 2. For text messages, set "A message comes in" to {public_url}/hooks/twilio, or add it as a
    webhook of your Messaging Service; Carryover answers with empty TwiML (no reply is sent).
-3. Copy the account's Auth Token into integrations.twilio.auth_token, and set public_url to
-   the exact base URL Twilio calls (Twilio signs the URL it called).
+3. Copy the account's Auth Token into auth_token below (or integrations.twilio.auth_token
+   in the configuration file), and set public_url in the configuration file to the exact
+   base URL Twilio calls (Twilio signs the URL it called).
 """
 
 

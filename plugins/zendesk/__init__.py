@@ -38,9 +38,10 @@ SETUP = """\
 1. In Zendesk Admin Center → Apps and integrations → Webhooks, create a webhook that
    subscribes to Zendesk events: Ticket created, Ticket comment added, Ticket status changed.
    Endpoint URL: {public_url}/hooks/zendesk, request method POST, format JSON.
-2. Copy the webhook's signing secret into integrations.zendesk.webhook_secret.
-3. Create an API token (Admin Center → Apps and integrations → Zendesk API) and set
-   integrations.zendesk.email (an agent) and integrations.zendesk.api_token.
+2. Copy the webhook's signing secret into webhook_secret below (or
+   integrations.zendesk.webhook_secret in the configuration file).
+3. Create an API token (Admin Center → Apps and integrations → Zendesk API) and enter it as
+   api_token, with your Zendesk url and the email of the agent it belongs to.
 """
 
 
