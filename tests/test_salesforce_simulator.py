@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import re
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
 import requests
 import responses
+from conftest import make_config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from defusedxml import ElementTree
+from flask import Flask
 from simple_salesforce import Salesforce, format_soql
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
@@ -23,8 +28,14 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 from simple_salesforce.util import Usage
+from sqlalchemy import select
+from werkzeug.serving import make_server
 
-from plugins.salesforce.simulator import FakeSalesforce, is_ack
+from middleware.core import Carryover, build_carryover
+from middleware.store import interactions
+from middleware.worker import Worker
+from plugins.fake_server import QuietHandler
+from plugins.salesforce.simulator import FakeSalesforce, OutboundFailed, is_ack
 
 SESSION = "00D000000000001!AQ.fixed.session.for.tests"
 USERNAME = "carryover@example.com"
@@ -41,6 +52,7 @@ ACK = (
     b'<soapenv:Body><notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">'
     b"<Ack>true</Ack></notificationsResponse></soapenv:Body></soapenv:Envelope>"
 )
+MONDAY = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 
 class LocalSession(requests.Session):
@@ -422,3 +434,109 @@ def test_send_outbound_posts_soap_like_salesforce(fake: FakeSalesforce) -> None:
 def test_is_ack_accepts_only_the_outbound_ack(body: bytes, acknowledged: bool) -> None:
     """is_ack is True only for a SOAP envelope holding notificationsResponse/Ack true."""
     assert is_ack(body) is acknowledged
+
+
+# -- open_case: a new case announced to a real Carryover ----------------------------------
+
+
+@pytest.fixture
+def core(database_url: str, fake: FakeSalesforce) -> Iterator[Carryover]:
+    """Build a Carryover connected to the fake org on its fixed session."""
+    options = {"organization_id": fake.org_id, "instance_url": fake.url, "session_id": SESSION}
+    built = build_carryover(make_config(database_url, salesforce=options))
+    yield built
+    built.dispose()
+
+
+@pytest.fixture
+def carryover_url(app: Flask) -> Iterator[str]:
+    """Serve the Carryover app on a local port, so the fake can POST to it over HTTP."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+    server.server_close()
+
+
+def _stored_case(core: Carryover, case_id: str) -> Any:
+    query = select(interactions).where(
+        interactions.c.kind == "case", interactions.c.external_id == case_id
+    )
+    with core.engine.connect() as conn:
+        return conn.execute(query).one()
+
+
+def test_open_case_sends_an_outbound_message_carryover_acknowledges(
+    fake: FakeSalesforce, carryover_url: str, worker: Worker, core: Carryover
+) -> None:
+    """open_case POSTs the case's outbound message; Carryover acks it and stores the case."""
+    contact_id = fake.add_contact("Ann", "Example", email="ann.example@example.com")
+    fake.subscribe(f"{carryover_url}/hooks/salesforce")
+    case_id = fake.open_case(contact_id, "Refund not received", "Charged twice.", at=MONDAY)
+    assert fake.case(case_id)["CreatedDate"] == "2025-01-06T09:00:00.000+0000"
+    worker.drain()
+    row = _stored_case(core, case_id)
+    assert (row.channel, row.status, row.subject) == ("phone", "new", "Refund not received")
+    assert row.customer_name == "Ann Example"  # read back from the fake's REST API
+    assert row.occurred_at == MONDAY.replace(tzinfo=None)
+
+
+def test_second_case_gets_a_private_comment_the_agent_view_shows(
+    fake: FakeSalesforce, carryover_url: str, worker: Worker, core: Carryover
+) -> None:
+    """Carryover's summary on a contact's second case shows in GET / as a private comment."""
+    contact_id = fake.add_contact("Ann", "Example", email="ann.example@example.com")
+    fake.subscribe(f"{carryover_url}/hooks/salesforce")
+    fake.open_case(contact_id, "Refund not received", "Charged twice.", origin="Email")
+    worker.drain()
+    second = fake.open_case(contact_id, "Still no refund", "Called again.", origin="Phone")
+    worker.drain()
+    [comment] = fake.comments(second)
+    assert comment["IsPublished"] is False and "Refund not received" in comment["CommentBody"]
+    page = requests.get(fake.url + "/", timeout=5).text
+    shown = page[page.index("Still no refund") : page.index("Refund not received</h2>")]
+    assert "private comment (internal)" in shown
+    assert f"<pre>{html.escape(comment['CommentBody'])}</pre>" in shown
+
+
+@responses.activate
+def test_open_case_raises_unless_the_endpoint_acks(fake: FakeSalesforce) -> None:
+    """Without an endpoint nothing is created; a reply but the Ack raises, the case stays."""
+    with pytest.raises(OutboundFailed, match="subscribe"):
+        fake.open_case(None, "Refund", supplied_email="ann.example@example.com")
+    responses.add_passthru(fake.url)
+    responses.add(responses.POST, "https://carryover.example.com/hooks/salesforce", status=500)
+    fake.subscribe("https://carryover.example.com/hooks/salesforce")
+    with pytest.raises(OutboundFailed, match="answered 500 without the Ack"):
+        fake.open_case(None, "Refund", supplied_email="ann.example@example.com")
+    assert requests.get(fake.url + "/agent", timeout=5).text.count("<h2>Case ") == 1
+
+
+def test_agent_view_lists_cases_newest_first_and_escapes_markup(
+    fake: FakeSalesforce, sf: Salesforce
+) -> None:
+    """GET / shows each case with its contact, origin, status and comments, all escaped."""
+    contact_id, refund = _case_with_contact(fake)
+    fake.add_case("Opened <b>Monday</b> & co", contact_id, origin="Web", at=MONDAY)
+    fake.update_case(refund, Description="Line 1\n<i>Line 2</i>")
+    sf.CaseComment.create(
+        {"ParentId": refund, "CommentBody": "Public <reply>", "IsPublished": True}
+    )
+    sf.CaseComment.create({"ParentId": refund, "CommentBody": "Seen before:\n<ok>"})
+    logged = len(fake.requests_log)
+    page = requests.get(fake.url + "/", timeout=5)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    text = page.text
+    assert "<b>" not in text and "<i>" not in text and "<ok>" not in text
+    assert "Opened &lt;b&gt;Monday&lt;/b&gt; &amp; co" in text
+    assert text.index("Refund not received") < text.index("Opened &lt;b&gt;Monday")
+    assert "Ann Example · Phone · New · " in text
+    assert "<pre>Line 1\n&lt;i&gt;Line 2&lt;/i&gt;</pre>" in text
+    public, private = text.index("Public &lt;reply&gt;"), text.index("Seen before:")
+    assert public < private
+    assert text.rindex("private comment (internal)", 0, private) > public
+    assert "<pre>Seen before:\n&lt;ok&gt;</pre>" in text
+    assert len(fake.requests_log) == logged

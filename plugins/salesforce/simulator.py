@@ -6,6 +6,7 @@ import argparse
 import base64
 import hashlib
 import hmac
+import html
 import itertools
 import json
 import re
@@ -113,6 +114,21 @@ OUTBOUND_CASE_FIELDS = (
 OUTBOUND_CONTACT_FIELDS = ("Id", "FirstName", "LastName", "Name", "Email", "Phone", "MobilePhone")
 
 OutboundRecord = tuple[str, Mapping[str, object]]
+OUTBOUND_TIMEOUT = 60.0  # how long Salesforce waits for the Ack
+AGENT_PATHS = frozenset({"/", "/agent"})
+AGENT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>{title}</title><style>
+body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:52rem;color:#222}}
+section{{border:1px solid #ccc;border-radius:6px;padding:.4rem 1rem;margin:1rem 0}}
+h2{{font-size:17px;margin:.4rem 0}} .meta{{color:#666;font-size:13px;margin:.2rem 0}}
+article{{border-left:3px solid #9bc;padding:.1rem .8rem;margin:.6rem 0}}
+.internal{{background:#fff6d5;border-color:#e0b000}}
+pre{{white-space:pre-wrap;font:inherit;margin:.3rem 0}}
+</style></head><body><h1>{title}</h1>
+{body}
+</body></html>
+"""
 
 
 class _RestVersion(BaseConverter):
@@ -191,6 +207,11 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _utc(at: datetime) -> datetime:
+    """Return `at` in UTC, taking a naive value as UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _require_id18(value: str) -> str:
     full = _id18(value)
     if full is None:
@@ -210,6 +231,10 @@ def is_ack(body: bytes) -> bool:
         f"{{{SOAPENV_NS}}}Body/{{{OUTBOUND_NS}}}notificationsResponse/{{{OUTBOUND_NS}}}Ack"
     )
     return ack is not None and (ack.text or "").strip() == "true"
+
+
+class OutboundFailed(Exception):
+    """An outbound message got no Ack (Salesforce would retry), or had nowhere to go."""
 
 
 class _SoqlError(Exception):
@@ -479,6 +504,8 @@ class FakeSalesforce(FakeServer):
         self._api_window_start = time.monotonic()
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
         self._signing_key = secrets.token_bytes(32)
+        self._outbound_url: str | None = None
+        self._outbound_timeout = OUTBOUND_TIMEOUT
         self.user_id = self._new_id("005")
         self.action_id = self._new_id("04k")
         super().__init__(host, port, ssl_context)
@@ -553,14 +580,18 @@ class FakeSalesforce(FakeServer):
         supplied_phone: str | None = None,
         *,
         record_id: str | None = None,
+        at: datetime | None = None,
     ) -> str:
-        """Create a case, optionally of a stored contact, and return its 18-character id."""
+        """Create a case, optionally of a stored contact, and return its 18-character id.
+
+        `at` backdates the case's CreatedDate and LastModifiedDate.
+        """
         with self._lock:
             contact = None if contact_id is None else _require_id18(contact_id)
             if contact is not None and contact not in self._records["Contact"]:
                 raise ValueError(f"no contact {contact_id}")
             case_id = self._given_or_new_id("Case", "500", record_id)
-            stamp = self._stamp()
+            stamp = self._stamp() if at is None else _salesforce_time(_utc(at))
             self._records["Case"][case_id] = {
                 "Id": case_id,
                 "CaseNumber": f"{next(self._case_numbers):08d}",
@@ -682,6 +713,44 @@ class FakeSalesforce(FakeServer):
 
     is_ack = staticmethod(is_ack)
 
+    def subscribe(self, url: str, timeout: float = OUTBOUND_TIMEOUT) -> None:
+        """Send the Case outbound message of open_case() to `url` (its endpoint URL)."""
+        self._outbound_url = url
+        self._outbound_timeout = timeout
+
+    def open_case(
+        self,
+        contact_id: str | None,
+        subject: str,
+        description: str | None = None,
+        origin: str = "Phone",
+        status: str = "New",
+        *,
+        supplied_email: str | None = None,
+        supplied_phone: str | None = None,
+        at: datetime | None = None,
+    ) -> str:
+        """Create a case, send its outbound message as a Flow would, and return its id.
+
+        Raises OutboundFailed unless the endpoint answers 200 with the Ack; the case
+        stays created, as it would in Salesforce.
+        """
+        url = self._outbound_url
+        if url is None:
+            raise OutboundFailed("no endpoint: call subscribe(url) first")
+        case_id = self.add_case(subject, contact_id, origin, status, description, supplied_email,
+                                supplied_phone, at=at)  # fmt: skip
+        where = f"outbound message of case {case_id} to {url}"
+        try:
+            reply = self.send_outbound(url, [("Case", self.case_fields(case_id))],
+                                       timeout=self._outbound_timeout)  # fmt: skip
+        except requests.RequestException as exc:
+            raise OutboundFailed(f"{where}: not delivered ({exc})") from exc
+        if reply.status_code != 200 or not is_ack(reply.content):
+            answer = reply.text[:300]
+            raise OutboundFailed(f"{where}: answered {reply.status_code} without the Ack: {answer}")
+        return case_id
+
     def _new_id(self, prefix: str) -> str:
         number = next(self._serials)
         digits = ""
@@ -728,8 +797,38 @@ class FakeSalesforce(FakeServer):
             self._api_used = 0
             self._api_window_start = time.monotonic()
 
+    def _agent_view(self) -> Response:
+        """Render the cases, newest first, as an agent would read them (read-only)."""
+        with self._lock:
+            cases = sorted(self._records["Case"].values(),
+                           key=lambda c: (c["CreatedDate"], c["Id"]), reverse=True)  # fmt: skip
+            sections = "\n".join(self._case_html(case) for case in cases)
+        page = AGENT_PAGE.format(title="Salesforce (fake): cases",
+                                 body=sections or "<p>No cases yet.</p>")  # fmt: skip
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    def _case_html(self, case: dict[str, Any]) -> str:
+        contact = self._records["Contact"].get(case["ContactId"] or "", {})
+        who = contact.get("Name") or case["SuppliedEmail"] or case["SuppliedPhone"] or "no contact"
+        facts = (who, case["Origin"] or "no origin", case["Status"], case["CreatedDate"])
+        comments = sorted(
+            (c for c in self._records["CaseComment"].values() if c["ParentId"] == case["Id"]),
+            key=lambda c: (c["CreatedDate"], c["Id"]),
+        )
+        description = case["Description"]
+        return (
+            f"<section><h2>Case {case['CaseNumber']} {html.escape(case['Subject'] or '')}</h2>"
+            f'<p class="meta">{html.escape(" · ".join(str(f) for f in facts))}</p>'
+            + (f"<pre>{html.escape(description)}</pre>" if description else "")
+            + "".join(_case_comment_html(comment) for comment in comments)
+            + "</section>"
+        )
+
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)
+        if request.method == "GET" and request.path in AGENT_PATHS:
+            # A person's page, not the API: no log entry and no API usage.
+            return self._agent_view()(environ, start_response)
         received = time.monotonic()
         query = request.query_string.decode("latin-1")
         path = f"{request.path}?{query}" if query else request.path
@@ -1067,6 +1166,16 @@ class FakeSalesforce(FakeServer):
         return bool(SALESFORCE_AUDIENCE.fullmatch(audience)) or audience.rstrip("/") == self.url
 
 
+def _case_comment_html(comment: Mapping[str, Any]) -> str:
+    published = comment["IsPublished"]
+    kind = "public comment" if published else "private comment (internal)"
+    return (
+        f'<article class="{"public" if published else "internal"}">'
+        f'<p class="meta">{html.escape(kind)} · {html.escape(comment["CreatedDate"])}</p>'
+        f"<pre>{html.escape(comment['CommentBody'])}</pre></article>"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve a fake Salesforce org until Ctrl-C, printing its URL and credentials."""
     parser = argparse.ArgumentParser(
@@ -1103,7 +1212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=options.port,
     )
     lines = [
-        f"Fake Salesforce at {fake.url} (org {fake.org_id})",
+        f"Fake Salesforce at {fake.url} (org {fake.org_id}), agent view {fake.url}/",
         f"  username {fake.username}, password {fake.password}, token {fake.security_token}",
         f"  consumer key {fake.consumer_key}",
         f"  session id {options.session_id or fake.new_session()}",

@@ -6,18 +6,27 @@ import argparse
 import html
 import itertools
 import json
+import logging
 import re
+import secrets
 import threading
 import time
+import uuid
 from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from plugins.fake_server import FakeServer
+from plugins.zendesk import sign
+
+log = logging.getLogger(__name__)
 
 BOT_USER_ID = 900000000001
 RATE_LIMIT = 700
@@ -31,6 +40,45 @@ NO_ENDPOINT = {"error": "InvalidEndpoint", "description": "Not found"}
 UNPARSABLE = {"error": "Unprocessable", "description": "Server could not parse JSON"}
 BLANK_COMMENT = {"error": "RecordInvalid", "description": "Record validation errors"}
 TICKET_FIELDS = ("subject", "status", "priority", "type", "assignee_id", "group_id", "tags")
+STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
+# What event-subscription payloads carry besides the ticket: the account, brand, form and
+# custom status of the fixtures (plugins/zendesk/fixtures/), so fake and fixtures agree.
+ACCOUNT_ID = 22129848
+BRAND_ID = "8447346621310"
+FORM_ID = "8646151517822"
+CUSTOM_STATUS_ID = "8447320465790"
+EVENT_VERSION = "2022-11-06"
+WEBHOOK_TIMEOUT = 12.0  # Zendesk's own delivery timeout
+# A ticket's REST channel and the via type its webhook events name instead.
+VIA_TYPES = {
+    "web": "web_form",
+    "email": "mail",
+    "api": "web_service",
+    "chat": "chat",
+    "twitter": "twitter",
+    "facebook": "facebook_message",
+    "voice": "phone_call_inbound",
+    "native_messaging": "native_messaging",
+    "sms": "sms",
+    "any_channel": "any_channel",
+    "mobile_sdk": "mobile_sdk",
+    "rule": "rule",
+}
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+AGENT_PATHS = frozenset({"/", "/agent"})
+AGENT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>{title}</title><style>
+body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:52rem;color:#222}}
+section{{border:1px solid #ccc;border-radius:6px;padding:.4rem 1rem;margin:1rem 0}}
+h2{{font-size:17px;margin:.4rem 0}} .meta{{color:#666;font-size:13px;margin:.2rem 0}}
+article{{border-left:3px solid #9bc;padding:.1rem .8rem;margin:.6rem 0}}
+.internal{{background:#fff6d5;border-color:#e0b000}}
+pre{{white-space:pre-wrap;font:inherit;margin:.3rem 0}}
+</style></head><body><h1>{title}</h1>
+{body}
+</body></html>
+"""
 
 ROUTES = Map(
     [
@@ -46,8 +94,43 @@ ROUTES = Map(
 )
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _utc(at: datetime | None = None) -> datetime:
+    """Return `at` in UTC (a naive value is taken as UTC), or now."""
+    if at is None:
+        return datetime.now(UTC)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _rest_time(at: datetime | None = None) -> str:
+    """Return a time as the REST API and event details write it: seconds, Z."""
+    return _utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event_time(at: datetime | None = None) -> str:
+    """Return a time as an event's `time` carries it: nanoseconds, Z."""
+    moment = _utc(at)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+
+
+def _id_text(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _upper(value: str | None) -> str | None:
+    # Event details write status, priority and type in UPPER CASE where REST has lower case.
+    return None if value is None else value.upper()
+
+
+def _status(status: str) -> str:
+    if status.lower() not in STATUSES:
+        raise ValueError(f"not a ticket status: {status!r} (one of {', '.join(STATUSES)})")
+    return status.lower()
+
+
+def _ulid() -> str:
+    """Return a new ULID (26 characters, time-ordered), the form of Zendesk's webhook ids."""
+    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def _via(channel: str) -> dict:
@@ -64,6 +147,30 @@ def _page(key: str, items: list[dict], request: Request | None = None) -> dict[s
 
 def _json(payload: dict, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, content_type=JSON_TYPE)
+
+
+class WebhookFailed(Exception):
+    """The webhook target refused an event (not 2xx) or could not be reached."""
+
+
+@dataclass(frozen=True)
+class _Webhook:
+    """Where the fake sends ticket events, and the secret it signs them with."""
+
+    url: str
+    signing_secret: str
+    webhook_id: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One signed event POST and the answer (None when the target could not be reached)."""
+
+    event_type: str
+    body: bytes
+    headers: dict[str, str]
+    response: requests.Response | None
 
 
 class FakeZendesk(FakeServer):
@@ -84,12 +191,94 @@ class FakeZendesk(FakeServer):
         self.tickets: dict[int, dict] = {}
         self.comments: dict[int, list[dict]] = {}
         self.requests_log: list[tuple[str, str, bytes, float]] = []
+        self.deliveries: list[WebhookDelivery] = []
         self._lock = threading.RLock()
         self._ids = itertools.count(10000000001)
         self._failures: deque[tuple[int, dict, dict | None]] = deque()
         self._recent: deque[float] = deque()
+        self._webhook: _Webhook | None = None
+        self._echoes = threading.Condition()
+        self._pending_echoes = 0
         super().__init__(host, port)
         self.add_user(BOT_USER_ID, "Carryover Bot", email=email)["role"] = "agent"
+
+    def subscribe(self, url: str, signing_secret: str, timeout: float = WEBHOOK_TIMEOUT) -> None:
+        """Send ticket events to `url`, signed with `signing_secret`, as a Zendesk webhook does."""
+        self._webhook = _Webhook(url, signing_secret, _ulid(), timeout)
+
+    def open_ticket(
+        self,
+        requester_id: int,
+        subject: str,
+        body: str,
+        channel: str = "email",
+        *,
+        group_id: int | None = None,
+        status: str = "new",
+        at: datetime | None = None,
+    ) -> int:
+        """Open a ticket as the requester, send ticket.created and return the ticket id.
+
+        `channel` is a REST channel name (a key of VIA_TYPES); the event names its via type.
+        `at` backdates the ticket and the event (not the signature, which Carryover checks).
+        """
+        self._subscribed()
+        if channel not in VIA_TYPES:
+            raise ValueError(f"not a channel: {channel!r} (one of {', '.join(VIA_TYPES)})")
+        with self._lock:
+            self._user(requester_id)  # KeyError for a requester the fake does not know
+            ticket_id = max(self.tickets, default=0) + 1
+            self.add_ticket(ticket_id, requester_id, subject, _status(status), channel,
+                            description=body, group_id=group_id, at=at)  # fmt: skip
+            payload = self._event("ticket.created", ticket_id, {}, requester_id, at)
+        self._send(payload)
+        return ticket_id
+
+    def add_comment(
+        self,
+        ticket_id: int,
+        body: str,
+        public: bool = True,
+        author_id: int | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> int:
+        """Add a comment (the requester's by default), send ticket.comment_added, return its id."""
+        self._subscribed()
+        with self._lock:
+            ticket = self._ticket(ticket_id)
+            author = self._user(author_id or ticket["requester_id"])
+            stamp = _rest_time(at)
+            given = {"body": body, "public": public}
+            comment = self._comment(author["id"], given, ticket["via"]["channel"], stamp)
+            self.comments[ticket_id].append(comment)
+            ticket["updated_at"] = stamp
+            payload = self._comment_event(ticket_id, comment, at)
+        self._send(payload)
+        return int(comment["id"])
+
+    def set_status(self, ticket_id: int, status: str, *, at: datetime | None = None) -> None:
+        """Change a ticket's status and send ticket.status_changed (nothing when unchanged)."""
+        self._subscribed()
+        current = _status(status)
+        with self._lock:
+            ticket = self._ticket(ticket_id)
+            previous = ticket["status"]
+            if current == previous:
+                return
+            ticket["status"] = current
+            ticket["updated_at"] = _rest_time(at)
+            change = {"current": current.upper(), "previous": previous.upper()}
+            # The fake's one agent is the API user: it stands for whoever changed the status.
+            actor_id = ticket["assignee_id"] or BOT_USER_ID
+            payload = self._event("ticket.status_changed", ticket_id, change, actor_id, at)
+        self._send(payload)
+
+    def wait_for_echoes(self, timeout: float = 5.0) -> None:
+        """Wait until the comment events of comments added through the API have been sent."""
+        with self._echoes:
+            if not self._echoes.wait_for(lambda: self._pending_echoes == 0, timeout):
+                raise TimeoutError(f"{self._pending_echoes} echo(es) unsent after {timeout}s")
 
     def add_user(
         self,
@@ -100,7 +289,7 @@ class FakeZendesk(FakeServer):
         extra_identities: list[dict] | None = None,
     ) -> dict:
         """Create an end user with email, phone and extra identities and return its JSON."""
-        stamp = _now()
+        stamp = _rest_time()
         user = {
             "id": user_id,
             "url": f"{self.url}/api/v2/users/{user_id}.json",
@@ -146,9 +335,16 @@ class FakeZendesk(FakeServer):
         subject: str,
         status: str = "open",
         channel: str = "web",
+        *,
+        description: str | None = None,
+        group_id: int | None = None,
+        at: datetime | None = None,
     ) -> dict:
-        """Create a ticket whose opening public comment is its subject and return its JSON."""
-        stamp = _now()
+        """Create a ticket opened by a public comment (its description) and return its JSON.
+
+        The description defaults to the subject; `at` backdates the ticket.
+        """
+        stamp = _rest_time(at)
         ticket = {
             "id": ticket_id,
             "url": f"{self.url}/api/v2/tickets/{ticket_id}.json",
@@ -157,16 +353,16 @@ class FakeZendesk(FakeServer):
             "updated_at": stamp,
             "type": None,
             "subject": subject,
-            "description": subject,
+            "description": description or subject,
             "priority": None,
             "status": status.lower(),
             "requester_id": requester_id,
             "submitter_id": requester_id,
             "assignee_id": None,
-            "group_id": None,
+            "group_id": group_id,
             "tags": [],
         }
-        opening = self._comment(requester_id, {"body": subject}, channel, stamp)
+        opening = self._comment(requester_id, {"body": description or subject}, channel, stamp)
         with self._lock:
             self.tickets[ticket_id] = ticket
             self.comments[ticket_id] = [opening]
@@ -183,6 +379,161 @@ class FakeZendesk(FakeServer):
         """Return the private comments written to a ticket."""
         with self._lock:
             return [c for c in self.comments.get(ticket_id, []) if not c["public"]]
+
+    def _subscribed(self) -> _Webhook:
+        if self._webhook is None:
+            raise WebhookFailed("no webhook target: call subscribe(url, signing_secret) first")
+        return self._webhook
+
+    def _ticket(self, ticket_id: int) -> dict:
+        if ticket_id not in self.tickets:
+            raise KeyError(f"no ticket {ticket_id}")
+        return self.tickets[ticket_id]
+
+    def _user(self, user_id: int) -> dict:
+        if user_id not in self.users:
+            raise KeyError(f"no user {user_id}: add_user() first")
+        return self.users[user_id]
+
+    def _event(
+        self, event_type: str, ticket_id: int, change: dict, actor_id: int, at: datetime | None
+    ) -> dict[str, Any]:
+        """Return an event-subscription payload about a ticket, as the fixtures show one."""
+        return {
+            "account_id": ACCOUNT_ID,
+            "detail": self._detail(self.tickets[ticket_id], actor_id),
+            "event": change,
+            "id": str(uuid.uuid4()),
+            "subject": f"zen:ticket:{ticket_id}",
+            "time": _event_time(at),
+            "type": f"zen:event-type:{event_type}",
+            "zendesk_event_version": EVENT_VERSION,
+        }
+
+    def _detail(self, ticket: dict, actor_id: int) -> dict[str, Any]:
+        """Return a ticket as an event's detail: string ids, UPPER-CASE values, a via type."""
+        requester = self.users.get(ticket["requester_id"], {})
+        channel = ticket["via"]["channel"]
+        return {
+            "actor_id": str(actor_id),
+            "assignee_id": _id_text(ticket["assignee_id"]),
+            "brand_id": BRAND_ID,
+            "created_at": ticket["created_at"],
+            "custom_status": CUSTOM_STATUS_ID,
+            "description": ticket["description"],
+            "external_id": None,
+            "form_id": FORM_ID,
+            "group_id": _id_text(ticket["group_id"]),
+            "id": str(ticket["id"]),
+            "is_public": True,
+            "organization_id": _id_text(requester.get("organization_id")),
+            "priority": _upper(ticket["priority"]),
+            "requester_id": str(ticket["requester_id"]),
+            "status": ticket["status"].upper(),
+            "subject": ticket["subject"],
+            "submitter_id": str(ticket["submitter_id"]),
+            "tags": list(ticket["tags"]),
+            "type": _upper(ticket["type"]),
+            "updated_at": ticket["updated_at"],
+            "via": {"channel": VIA_TYPES.get(channel, channel)},
+        }
+
+    def _comment_event(self, ticket_id: int, comment: dict, at: datetime | None) -> dict:
+        author = self.users.get(comment["author_id"], {})
+        change = {
+            "comment": {
+                "author": {
+                    "id": str(comment["author_id"]),
+                    "is_staff": author.get("role", "end-user") != "end-user",
+                    "name": author.get("name"),
+                },
+                "body": comment["body"],
+                "html_body": comment["html_body"],
+                "id": str(comment["id"]),
+                "is_public": comment["public"],
+            }
+        }
+        return self._event("ticket.comment_added", ticket_id, change, comment["author_id"], at)
+
+    def _send(self, payload: dict[str, Any]) -> requests.Response:
+        """POST an event to the webhook target, signed; raise WebhookFailed unless 2xx."""
+        webhook = self._subscribed()
+        event_type = payload["type"].removeprefix("zen:event-type:")
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        raw = body.encode("utf-8")
+        # Zendesk signs at delivery time, whatever time the event itself tells.
+        timestamp = _rest_time()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Zendesk-Account-Id": str(ACCOUNT_ID),
+            "X-Zendesk-Webhook-Id": webhook.webhook_id,
+            "X-Zendesk-Webhook-Invocation-Id": _ulid(),
+            "X-Zendesk-Webhook-Signature": sign(webhook.signing_secret, timestamp, raw),
+            "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+        }
+        where = f"{event_type} for ticket {payload['detail']['id']} to {webhook.url}"
+        try:
+            response = requests.post(webhook.url, data=raw, headers=headers,
+                                     timeout=webhook.timeout, allow_redirects=False)  # fmt: skip
+        except requests.RequestException as exc:
+            self._record(WebhookDelivery(event_type, raw, headers, None))
+            raise WebhookFailed(f"{where}: not delivered ({exc})") from exc
+        self._record(WebhookDelivery(event_type, raw, headers, response))
+        if not 200 <= response.status_code < 300:
+            answer = response.text[:300]
+            raise WebhookFailed(f"{where}: answered {response.status_code} {answer}")
+        return response
+
+    def _record(self, delivery: WebhookDelivery) -> None:
+        with self._lock:
+            self.deliveries.append(delivery)
+
+    def _echo_after(self, response: Response, payload: dict[str, Any]) -> None:
+        """Send a comment event once the API reply that added the comment has gone out."""
+        with self._echoes:
+            self._pending_echoes += 1
+        echo = threading.Thread(target=self._send_echo, args=(payload,), daemon=True)
+        response.call_on_close(echo.start)
+
+    def _send_echo(self, payload: dict[str, Any]) -> None:
+        try:
+            self._send(payload)
+        except WebhookFailed as failure:
+            log.warning("echo of a comment: %s", failure)  # kept in self.deliveries too
+        finally:
+            with self._echoes:
+                self._pending_echoes -= 1
+                self._echoes.notify_all()
+
+    def _agent_view(self) -> Response:
+        """Render the tickets, newest first, as an agent would read them (read-only)."""
+        with self._lock:
+            tickets = sorted(self.tickets.values(), key=lambda t: (t["created_at"], t["id"]),
+                             reverse=True)  # fmt: skip
+            sections = "\n".join(self._ticket_html(ticket) for ticket in tickets)
+        page = AGENT_PAGE.format(title="Zendesk (fake): tickets",
+                                 body=sections or "<p>No tickets yet.</p>")  # fmt: skip
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    def _ticket_html(self, ticket: dict) -> str:
+        requester = self.users.get(ticket["requester_id"], {}).get("name")
+        facts = (requester or f"user {ticket['requester_id']}", ticket["via"]["channel"],
+                 ticket["status"], ticket["created_at"])  # fmt: skip
+        comments = "".join(self._comment_html(c) for c in self.comments.get(ticket["id"], []))
+        return (
+            f"<section><h2>#{ticket['id']} {html.escape(ticket['subject'] or '')}</h2>"
+            f'<p class="meta">{html.escape(" · ".join(facts))}</p>{comments}</section>'
+        )
+
+    def _comment_html(self, comment: dict) -> str:
+        author = self.users.get(comment["author_id"], {}).get("name")
+        kind = "public reply" if comment["public"] else "internal note"
+        facts = (author or f"user {comment['author_id']}", kind, comment["created_at"])
+        return (
+            f'<article class="{"public" if comment["public"] else "internal"}">'
+            f'<p class="meta">{html.escape(" · ".join(facts))}</p>'
+            f"<pre>{html.escape(comment['body'] or '')}</pre></article>"
+        )
 
     def _comment(self, author_id: int, given: dict, channel: str, stamp: str) -> dict:
         body, html_body = given.get("body"), given.get("html_body")
@@ -209,6 +560,9 @@ class FakeZendesk(FakeServer):
 
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)
+        if request.method == "GET" and request.path in AGENT_PATHS:
+            # A person's page, not the API: no log entry, no rate limit, no injected failure.
+            return self._agent_view()(environ, start_response)
         received = time.monotonic()
         query = request.query_string.decode("latin-1")
         path = f"{request.path}?{query}" if query else request.path
@@ -290,9 +644,10 @@ class FakeZendesk(FakeServer):
             return _json(UNPARSABLE, 400)
         if given and not (given.get("body") or given.get("html_body")):
             return _json(BLANK_COMMENT | {"details": {"base": ["Comment: cannot be blank"]}}, 422)
-        stamp = _now()
+        stamp = _rest_time()
         audit_id = next(self._ids)
         events: list[dict] = []
+        comment: dict | None = None
         if given:
             comment = self._comment(given.get("author_id", BOT_USER_ID), given, "api", stamp)
             comment["audit_id"] = audit_id
@@ -316,7 +671,11 @@ class FakeZendesk(FakeServer):
             "via": _via("api"),
             "events": events,
         }
-        return _json({"ticket": ticket, "audit": audit})
+        response = _json({"ticket": ticket, "audit": audit})
+        if comment is not None and self._webhook is not None:
+            # Zendesk announces every added comment, Carryover's own notes included.
+            self._echo_after(response, self._comment_event(ticket_id, comment, None))
+        return response
 
     def _api_search(self, request: Request) -> Response:
         query = request.args.get("query", "").split()
@@ -350,6 +709,7 @@ if __name__ == "__main__":
         for ticket_id in (5141, 5149, 5158, 5160):
             fake.add_ticket(ticket_id, 8447388090501, f"ticket {ticket_id}")
     print(f"Fake Zendesk at {fake.url} (user {options.email}/token, token {options.token})")
+    print(f"  agent view {fake.url}/")
     fake.start()
     try:
         threading.Event().wait()

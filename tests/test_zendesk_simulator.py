@@ -1,0 +1,250 @@
+"""The Zendesk simulator's webhooks, checked against a real Carryover, and its agent view."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+from conftest import ANN, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN, fixture_bytes
+from flask import Flask
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from middleware.core import Carryover
+from middleware.store import interactions, writes
+from middleware.worker import Worker
+from plugins.fake_server import QuietHandler
+from plugins.zendesk import sign
+from plugins.zendesk.client import ZendeskClient
+from plugins.zendesk.simulator import BOT_USER_ID, FakeZendesk, WebhookFailed
+
+EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+MONDAY = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def carryover_url(app: Flask) -> Iterator[str]:
+    """Serve the Carryover app on a local port, so the fake can POST to it over HTTP."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+    server.server_close()
+
+
+@pytest.fixture
+def zendesk(fake_zendesk: FakeZendesk, carryover_url: str) -> FakeZendesk:
+    """Return the fake Zendesk with its webhook pointed at the served Carryover."""
+    fake_zendesk.subscribe(f"{carryover_url}/hooks/zendesk", ZENDESK_SECRET)
+    return fake_zendesk
+
+
+def sent(fake: FakeZendesk, index: int = -1) -> dict[str, Any]:
+    """Return the payload of one event the fake sent."""
+    return json.loads(fake.deliveries[index].body)  # type: ignore[no-any-return]
+
+
+def ticket_row(core: Carryover, ticket_id: int) -> Any:
+    """Return the interaction Carryover stored for a ticket."""
+    query = select(interactions).where(
+        interactions.c.kind == "ticket", interactions.c.external_id == str(ticket_id)
+    )
+    with core.engine.connect() as conn:
+        return conn.execute(query).one()
+
+
+# -- events as Zendesk sends them ------------------------------------------------------------
+
+
+def test_open_ticket_sends_ticket_created_shaped_like_the_fixture(
+    zendesk: FakeZendesk, worker: Worker, core: Carryover
+) -> None:
+    """open_ticket sends a signed ticket.created with the fixture's fields that Carryover stores."""
+    text = "Hi,\ncharged twice for my café order ☕."
+    ticket_id = zendesk.open_ticket(ANN, "Charged twice", text, channel="email")
+    fixture = json.loads(fixture_bytes("ticket_created__mail.json"))
+    payload = sent(zendesk)
+    assert payload.keys() == fixture.keys()
+    assert payload["detail"].keys() == fixture["detail"].keys()
+    assert payload["type"] == "zen:event-type:ticket.created"
+    assert payload["subject"] == f"zen:ticket:{ticket_id}"
+    assert payload["event"] == {}
+    assert EVENT_TIME.match(payload["time"])
+    detail = payload["detail"]
+    assert (detail["id"], detail["requester_id"]) == (str(ticket_id), str(ANN))
+    assert (detail["status"], detail["via"]) == ("NEW", {"channel": "mail"})
+    assert all(detail[key] is None or isinstance(detail[key], str) for key in detail if "id" in key)
+    assert detail["description"] == text and "café".encode() in zendesk.deliveries[-1].body
+    delivery = zendesk.deliveries[-1]
+    timestamp = delivery.headers["X-Zendesk-Webhook-Signature-Timestamp"]
+    assert delivery.headers["X-Zendesk-Webhook-Signature"] == sign(
+        ZENDESK_SECRET, timestamp, delivery.body
+    )
+    assert delivery.response is not None and delivery.response.status_code == 200
+    assert "X-Carryover-Ignored" not in delivery.response.headers
+    worker.drain()
+    row = ticket_row(core, ticket_id)
+    assert (row.channel, row.status, row.subject) == ("email", "new", "Charged twice")
+    assert row.text == text
+
+
+@pytest.mark.parametrize(
+    ("channel", "via_type", "stored"),
+    [
+        ("web", "web_form", "web"),
+        ("facebook", "facebook_message", "facebook"),
+        ("chat", "chat", "chat"),
+        ("voice", "phone_call_inbound", "phone"),
+    ],
+)
+def test_channel_is_sent_as_its_via_type(
+    zendesk: FakeZendesk, worker: Worker, core: Carryover, channel: str, via_type: str, stored: str
+) -> None:
+    """A REST channel name goes out as the via type real events use and maps back in Carryover."""
+    ticket_id = zendesk.open_ticket(ANN, "Hello", "Hello there", channel=channel)
+    assert sent(zendesk)["detail"]["via"] == {"channel": via_type}
+    assert zendesk.tickets[ticket_id]["via"]["channel"] == channel
+    worker.drain()
+    assert ticket_row(core, ticket_id).channel == stored
+
+
+def test_unknown_channel_or_status_is_refused_before_anything_changes(
+    fake_zendesk: FakeZendesk,
+) -> None:
+    """A channel or status Zendesk does not have raises ValueError and creates nothing."""
+    fake_zendesk.subscribe("http://127.0.0.1:9/hooks/zendesk", ZENDESK_SECRET)
+    before = dict(fake_zendesk.tickets)
+    with pytest.raises(ValueError, match="not a channel"):
+        fake_zendesk.open_ticket(ANN, "Hello", "Hello there", channel="carrier pigeon")
+    with pytest.raises(ValueError, match="not a ticket status"):
+        fake_zendesk.open_ticket(ANN, "Hello", "Hello there", status="urgent")
+    assert fake_zendesk.tickets == before and fake_zendesk.deliveries == []
+
+
+def test_at_backdates_the_event_but_not_its_signature(
+    zendesk: FakeZendesk, worker: Worker, core: Carryover
+) -> None:
+    """A ticket opened "on Monday" carries Monday's times and still passes the freshness check."""
+    ticket_id = zendesk.open_ticket(ANN, "Router drops", "Every evening.", at=MONDAY)
+    payload = sent(zendesk)
+    assert payload["time"] == "2025-01-06T09:00:00.000000000Z"
+    assert payload["detail"]["created_at"] == "2025-01-06T09:00:00Z"
+    delivery = zendesk.deliveries[-1]
+    assert delivery.headers["X-Zendesk-Webhook-Signature-Timestamp"] != "2025-01-06T09:00:00Z"
+    assert delivery.response is not None and delivery.response.status_code == 200
+    worker.drain()
+    assert ticket_row(core, ticket_id).occurred_at == MONDAY.replace(tzinfo=None)
+
+
+def test_comments_and_status_changes_reach_carryover(
+    zendesk: FakeZendesk, worker: Worker, core: Carryover
+) -> None:
+    """A customer comment is stored, an agent comment ignored, and a new status applied."""
+    agent = zendesk.add_user(8447388090494, "Sam Agent", email="sam@example.com")
+    agent["role"] = "agent"
+    ticket_id = zendesk.open_ticket(ANN, "Refund", "Where is my refund?")
+    customer_comment = zendesk.add_comment(ticket_id, "Any news?")
+    payload = sent(zendesk)
+    assert payload["type"] == "zen:event-type:ticket.comment_added"
+    assert payload["event"]["comment"] == {
+        "author": {"id": str(ANN), "is_staff": False, "name": "Ann Example"},
+        "body": "Any news?",
+        "html_body": '<div class="zd-comment" dir="auto">Any news?</div>',
+        "id": str(customer_comment),
+        "is_public": True,
+    }
+    zendesk.add_comment(ticket_id, "Looking into it.", author_id=agent["id"])
+    agent_reply = zendesk.deliveries[-1].response
+    assert agent_reply is not None
+    assert agent_reply.headers["X-Carryover-Ignored"] == "ticket.comment_added.by_agent"
+    zendesk.set_status(ticket_id, "solved")
+    assert sent(zendesk)["event"] == {"current": "SOLVED", "previous": "NEW"}
+    assert sent(zendesk)["detail"]["status"] == "SOLVED"
+    zendesk.set_status(ticket_id, "SOLVED")  # unchanged: Zendesk sends nothing
+    assert len(zendesk.deliveries) == 4
+    assert len({sent(zendesk, i)["id"] for i in range(4)}) == 4
+    worker.drain()
+    assert ticket_row(core, ticket_id).status == "solved"
+    with core.engine.connect() as conn:
+        query = select(interactions.c.text).where(interactions.c.kind == "message")
+        assert conn.execute(query).scalars().all() == ["Any news?"]
+
+
+def test_refused_event_raises_and_keeps_the_ticket(
+    fake_zendesk: FakeZendesk, carryover_url: str
+) -> None:
+    """An event Carryover refuses (wrong secret: 401) raises WebhookFailed; the ticket stays."""
+    fake_zendesk.subscribe(f"{carryover_url}/hooks/zendesk", "not-the-secret")
+    with pytest.raises(WebhookFailed, match="answered 401"):
+        fake_zendesk.open_ticket(ANN, "Hello", "Hello there")
+    assert max(fake_zendesk.tickets) == 5161
+
+
+def test_events_need_a_webhook_target() -> None:
+    """Without subscribe(), the event methods raise WebhookFailed naming the fix."""
+    with FakeZendesk() as fake, pytest.raises(WebhookFailed, match="subscribe"):
+        fake.open_ticket(BOT_USER_ID, "Hello", "Hello there")
+
+
+# -- Carryover's own notes coming back -------------------------------------------------------
+
+
+def test_written_note_is_echoed_after_the_put_and_carryover_ignores_it(
+    zendesk: FakeZendesk, worker: Worker, core: Carryover
+) -> None:
+    """Carryover's private note comes back as ticket.comment_added and is answered 200, ignored."""
+    zendesk.open_ticket(ANN, "Charged twice", "Charged twice for January.", channel="email")
+    worker.drain()
+    second = zendesk.open_ticket(ANN, "Still no refund", "Nothing yet.", channel="facebook")
+    worker.drain()
+    [note] = zendesk.notes(second)
+    zendesk.wait_for_echoes(timeout=5)
+    echo = zendesk.deliveries[-1]
+    comment = json.loads(echo.body)["event"]["comment"]
+    assert echo.event_type == "ticket.comment_added"
+    assert (comment["body"], comment["is_public"]) == (note["body"], False)
+    assert comment["author"] == {"id": str(BOT_USER_ID), "is_staff": True, "name": "Carryover Bot"}
+    assert echo.response is not None and echo.response.status_code == 200
+    assert echo.response.headers["X-Carryover-Ignored"] == "own note"
+    assert worker.drain() == 0
+    with core.engine.connect() as conn:
+        assert len(conn.execute(select(writes)).all()) == 1
+
+
+# -- the agent view --------------------------------------------------------------------------
+
+
+def test_agent_view_shows_a_written_private_note_and_escapes_markup(
+    fake_zendesk: FakeZendesk,
+) -> None:
+    """GET / lists tickets newest first with the private note marked internal, all escaped."""
+    fake_zendesk.add_ticket(7001, ANN, "<script>alert('x')</script> & more", channel="email")
+    fake_zendesk.add_ticket(9000, ANN, "Opened on Monday", at=MONDAY)
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=5)
+    client.add_private_note(7001, "Seen before:\n<b>ticket 5141</b> by email")
+    logged = len(fake_zendesk.requests_log)
+    for path in ("/", "/agent"):
+        page = requests.get(fake_zendesk.url + path, timeout=5)
+        assert page.status_code == 200
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert '<meta http-equiv="refresh" content="2">' in page.text
+        assert "<script>" not in page.text and "<b>" not in page.text
+        assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page.text
+        newest = page.text.index("#7001")
+        assert newest < page.text.index("#5160") < page.text.index("#5141")
+        assert page.text.index("#5141") < page.text.index("#9000")
+        assert (
+            '<article class="internal"><p class="meta">Carryover Bot · internal note'
+            in page.text[newest:]
+        )
+        assert "<pre>Seen before:\n&lt;b&gt;ticket 5141&lt;/b&gt; by email</pre>" in page.text
+        assert "Ann Example · email · open" in page.text
+    assert len(fake_zendesk.requests_log) == logged
