@@ -1,10 +1,11 @@
-# Carryover: `make run` serves with the embedded SQLite store, `make test` runs the suite.
+# Carryover: `make run` serves with the embedded SQLite store, `make test` runs the suite,
+# `make demo` shows it at work beside simulated tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ config.yaml:
 run: $(STAMP) config.yaml
 	$(BIN)/carryover db upgrade --config config.yaml
 	$(BIN)/carryover serve --config config.yaml
+
+# Carryover beside simulated Zendesk, Salesforce and Twilio, playing the journeys (no account).
+demo: $(STAMP)
+	$(BIN)/carryover demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,4 +1,4 @@
-"""The `carryover` command: serve, worker, db upgrade, deliveries list/replay, admin create."""
+"""The `carryover` command: serve, worker, db upgrade, deliveries, admin create, link, demo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from middleware.config import ConfigError, config_path, load_config
 from middleware.core import Carryover, build_carryover
@@ -159,6 +161,26 @@ def cmd_admin_create(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Play the journeys with simulated Zendesk, Salesforce and Twilio (needs no account)."""
+    from middleware.demo import explore, play, running_demo
+
+    try:
+        with running_demo(Path(args.folder), args.port, args.pace) as demo:
+            print(f"carryover demo: Carryover at {demo.url}, the tools simulated beside it")
+            play(demo)
+            print(explore(demo))
+            if args.exit:
+                return 0
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"carryover demo: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the command line."""
     parser = argparse.ArgumentParser(prog="carryover", description=__doc__)
@@ -203,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the password from the first line of stdin")  # fmt: skip
     create.set_defaults(func=cmd_admin_create)
 
+    demo = sub.add_parser("demo", help=cmd_demo.__doc__)
+    demo.add_argument("--port", type=int, default=8080, help="Carryover's port (default 8080)")
+    demo.add_argument(
+        "--pace",
+        type=float,
+        default=1.5,
+        help="seconds between the moments of a journey (0: as fast as it goes)",
+    )
+    demo.add_argument("--folder", default="var/demo", help="the demo's store (made afresh)")
+    demo.add_argument("--exit", action="store_true", help="stop after the journeys")
+    demo.set_defaults(func=cmd_demo, standalone=True)
+
     link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)
     link.add_argument("path", help="e.g. /api/v1/context")
     link.add_argument("params", nargs="+", help="NAME=VALUE, e.g. phone=+14155550142")
@@ -216,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    if getattr(args, "standalone", False):  # builds its own installations
+        return int(args.func(args))
     try:
         core = _core(args)
     except (ConfigError, MappingError) as exc:
