@@ -7,6 +7,23 @@ import threading
 from typing import Any, Self
 
 from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Response
+
+# The read-only page where a simulated tool shows what its agents would see.
+AGENT_PATHS = frozenset({"/", "/agent"})
+AGENT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>{title}</title><style>
+body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:52rem;color:#222}}
+section{{border:1px solid #ccc;border-radius:6px;padding:.4rem 1rem;margin:1rem 0}}
+h2{{font-size:17px;margin:.4rem 0}} .meta{{color:#666;font-size:13px;margin:.2rem 0}}
+article{{border-left:3px solid #9bc;padding:.1rem .8rem;margin:.6rem 0}}
+.internal{{background:#fff6d5;border-color:#e0b000}}
+pre{{white-space:pre-wrap;font:inherit;margin:.3rem 0}}
+</style></head><body><h1>{title}</h1>
+{body}
+</body></html>
+"""
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -56,3 +73,20 @@ class FakeServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class AppServer(FakeServer):
+    """Serve a given WSGI app (e.g. Carryover's own) on a local port, for tests."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        super().__init__()
+
+    def _wsgi(self, environ: dict, start_response: Any) -> Any:
+        return self.app(environ, start_response)
+
+
+def agent_page(title: str, sections: str, empty: str) -> Response:
+    """Return a simulated tool's agent view: its records' sections, or `empty` when none."""
+    page = AGENT_PAGE.format(title=title, body=sections or f"<p>{empty}</p>")
+    return Response(page, content_type="text/html; charset=utf-8")

@@ -181,6 +181,15 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
+def carryover_url(app: Flask) -> Iterator[str]:
+    """Serve the web app on a local port, for senders that POST over HTTP (simulators)."""
+    from plugins.fake_server import AppServer
+
+    with AppServer(app) as server:
+        yield server.url
+
+
+@pytest.fixture
 def worker(core: Carryover) -> Worker:
     """Return a worker that tests drive by hand (run_once / drain)."""
     return Worker(core, name="test-worker")

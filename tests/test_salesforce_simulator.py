@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ from conftest import make_config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from defusedxml import ElementTree
-from flask import Flask
 from simple_salesforce import Salesforce, format_soql
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
@@ -29,12 +27,10 @@ from simple_salesforce.exceptions import (
 )
 from simple_salesforce.util import Usage
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from middleware.core import Carryover, build_carryover
 from middleware.store import interactions
 from middleware.worker import Worker
-from plugins.fake_server import QuietHandler
 from plugins.salesforce.simulator import FakeSalesforce, OutboundFailed, is_ack
 
 SESSION = "00D000000000001!AQ.fixed.session.for.tests"
@@ -446,18 +442,6 @@ def core(database_url: str, fake: FakeSalesforce) -> Iterator[Carryover]:
     built = build_carryover(make_config(database_url, salesforce=options))
     yield built
     built.dispose()
-
-
-@pytest.fixture
-def carryover_url(app: Flask) -> Iterator[str]:
-    """Serve the Carryover app on a local port, so the fake can POST to it over HTTP."""
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
-    server.server_close()
 
 
 def _stored_case(core: Carryover, case_id: str) -> Any:

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from conftest import AGENT_KEY, PLUGINS_DIR, PUBLIC_URL, TWILIO_TOKEN
-from flask import Flask
 from sqlalchemy import func, select
 
 from middleware.core import Carryover
 from middleware.plugins import decode_form
 from middleware.store import deliveries, interactions
-from plugins.fake_server import FakeServer
 from plugins.twilio import EMPTY_TWIML
 from plugins.twilio import simulator as twilio_simulator
 from plugins.twilio.simulator import (
@@ -35,28 +32,10 @@ CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 TWILIO_TIME = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000")
 
 
-class CarryoverServer(FakeServer):
-    """Serve the Carryover web app on a local port, as a deployment behind a proxy is."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        super().__init__()
-
-    def _wsgi(self, environ: dict, start_response: Any) -> Any:
-        return self.app(environ, start_response)
-
-
 @pytest.fixture
-def server(app: Flask) -> Iterator[CarryoverServer]:
-    """Serve the test installation over HTTP on 127.0.0.1."""
-    with CarryoverServer(app) as running:
-        yield running
-
-
-@pytest.fixture
-def phone(server: CarryoverServer) -> TwilioPhone:
+def phone(carryover_url: str) -> TwilioPhone:
     """Return a phone network posting to the local server, signing over the public_url."""
-    return TwilioPhone(server.url, TWILIO_TOKEN, public_url=PUBLIC_URL)
+    return TwilioPhone(carryover_url, TWILIO_TOKEN, public_url=PUBLIC_URL)
 
 
 def rows(core: Carryover, kind: str) -> list[Any]:
@@ -324,14 +303,14 @@ def test_replayed_callbacks_are_deduplicated(phone, worker, core):
     assert len(rows(core, "call")) == 1 and len(rows(core, "message")) == 1
 
 
-def test_wrong_auth_token_or_public_url_is_refused_with_401(server, core):
+def test_wrong_auth_token_or_public_url_is_refused_with_401(carryover_url, core):
     """Signed with another token, or over another URL than public_url: 401, nothing stored."""
-    wrong_token = TwilioPhone(server.url, "not-the-token", public_url=PUBLIC_URL)
+    wrong_token = TwilioPhone(carryover_url, "not-the-token", public_url=PUBLIC_URL)
     with pytest.raises(RejectedCallback) as refused:
         wrong_token.ring(ANN, SUPPORT_LINE)
     assert refused.value.status_code == 401
     assert "X-Twilio-Signature" in refused.value.reply
-    unsigned_public_url = TwilioPhone(server.url, TWILIO_TOKEN)  # signs over server.url
+    unsigned_public_url = TwilioPhone(carryover_url, TWILIO_TOKEN)  # signs over the URL it posts to
     with pytest.raises(RejectedCallback) as refused:
         unsigned_public_url.sms(ANN, SUPPORT_LINE, "hi")
     assert refused.value.status_code == 401
@@ -342,9 +321,9 @@ def test_wrong_auth_token_or_public_url_is_refused_with_401(server, core):
 # -- the command line ------------------------------------------------------------------------
 
 
-def test_cli_plays_a_call_and_prints_each_callback(server, worker, core, capsys):
+def test_cli_plays_a_call_and_prints_each_callback(carryover_url, worker, core, capsys):
     """`call --from --to --agent` plays the call; each accepted webhook is one printed line."""
-    main(["--carryover", server.url, "--public-url", PUBLIC_URL, "--auth-token", TWILIO_TOKEN,
+    main(["--carryover", carryover_url, "--public-url", PUBLIC_URL, "--auth-token", TWILIO_TOKEN,
           "call", "--from", ANN, "--to", SUPPORT_LINE, "--agent", "emma",
           "--duration", "90"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
@@ -356,9 +335,9 @@ def test_cli_plays_a_call_and_prints_each_callback(server, worker, core, capsys)
     assert (stored.status, stored.duration_s, stored.agent) == ("completed", 90, "emma")
 
 
-def test_cli_sms_and_a_refusal_exit_code(server, worker, core, capsys):
+def test_cli_sms_and_a_refusal_exit_code(carryover_url, worker, core, capsys):
     """`sms` delivers a text; a wrong token exits 1 with Carryover's answer on stderr."""
-    common = ["--carryover", server.url, "--public-url", PUBLIC_URL]
+    common = ["--carryover", carryover_url, "--public-url", PUBLIC_URL]
     main([*common, "--auth-token", TWILIO_TOKEN, "sms", "--from", ANN, "--to", SUPPORT_LINE,
           "--body", "Call me back please"])  # fmt: skip
     assert capsys.readouterr().out.startswith("sms SM")

@@ -4,40 +4,23 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import requests
 from conftest import ANN, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN, fixture_bytes
-from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from middleware.core import Carryover
 from middleware.store import interactions, writes
 from middleware.worker import Worker
-from plugins.fake_server import QuietHandler
 from plugins.zendesk import sign
 from plugins.zendesk.client import ZendeskClient
 from plugins.zendesk.simulator import BOT_USER_ID, FakeZendesk, WebhookFailed
 
 EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 MONDAY = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def carryover_url(app: Flask) -> Iterator[str]:
-    """Serve the Carryover app on a local port, so the fake can POST to it over HTTP."""
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
-    server.server_close()
 
 
 @pytest.fixture

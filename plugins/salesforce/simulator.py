@@ -32,7 +32,7 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from middleware.identity import salesforce_id18
-from plugins.fake_server import FakeServer
+from plugins.fake_server import AGENT_PATHS, FakeServer, agent_page
 
 API_VERSION = "59.0"
 DEFAULT_ORG_ID = "00D000000000001EAA"
@@ -115,20 +115,6 @@ OUTBOUND_CONTACT_FIELDS = ("Id", "FirstName", "LastName", "Name", "Email", "Phon
 
 OutboundRecord = tuple[str, Mapping[str, object]]
 OUTBOUND_TIMEOUT = 60.0  # how long Salesforce waits for the Ack
-AGENT_PATHS = frozenset({"/", "/agent"})
-AGENT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>{title}</title><style>
-body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:52rem;color:#222}}
-section{{border:1px solid #ccc;border-radius:6px;padding:.4rem 1rem;margin:1rem 0}}
-h2{{font-size:17px;margin:.4rem 0}} .meta{{color:#666;font-size:13px;margin:.2rem 0}}
-article{{border-left:3px solid #9bc;padding:.1rem .8rem;margin:.6rem 0}}
-.internal{{background:#fff6d5;border-color:#e0b000}}
-pre{{white-space:pre-wrap;font:inherit;margin:.3rem 0}}
-</style></head><body><h1>{title}</h1>
-{body}
-</body></html>
-"""
 
 
 class _RestVersion(BaseConverter):
@@ -803,9 +789,7 @@ class FakeSalesforce(FakeServer):
             cases = sorted(self._records["Case"].values(),
                            key=lambda c: (c["CreatedDate"], c["Id"]), reverse=True)  # fmt: skip
             sections = "\n".join(self._case_html(case) for case in cases)
-        page = AGENT_PAGE.format(title="Salesforce (fake): cases",
-                                 body=sections or "<p>No cases yet.</p>")  # fmt: skip
-        return Response(page, content_type="text/html; charset=utf-8")
+        return agent_page("Salesforce (fake): cases", sections, "No cases yet.")
 
     def _case_html(self, case: dict[str, Any]) -> str:
         contact = self._records["Contact"].get(case["ContactId"] or "", {})

@@ -23,7 +23,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from plugins.fake_server import FakeServer
+from plugins.fake_server import AGENT_PATHS, FakeServer, agent_page
 from plugins.zendesk import sign
 
 log = logging.getLogger(__name__)
@@ -65,20 +65,6 @@ VIA_TYPES = {
     "rule": "rule",
 }
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-AGENT_PATHS = frozenset({"/", "/agent"})
-AGENT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>{title}</title><style>
-body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:52rem;color:#222}}
-section{{border:1px solid #ccc;border-radius:6px;padding:.4rem 1rem;margin:1rem 0}}
-h2{{font-size:17px;margin:.4rem 0}} .meta{{color:#666;font-size:13px;margin:.2rem 0}}
-article{{border-left:3px solid #9bc;padding:.1rem .8rem;margin:.6rem 0}}
-.internal{{background:#fff6d5;border-color:#e0b000}}
-pre{{white-space:pre-wrap;font:inherit;margin:.3rem 0}}
-</style></head><body><h1>{title}</h1>
-{body}
-</body></html>
-"""
 
 ROUTES = Map(
     [
@@ -511,9 +497,7 @@ class FakeZendesk(FakeServer):
             tickets = sorted(self.tickets.values(), key=lambda t: (t["created_at"], t["id"]),
                              reverse=True)  # fmt: skip
             sections = "\n".join(self._ticket_html(ticket) for ticket in tickets)
-        page = AGENT_PAGE.format(title="Zendesk (fake): tickets",
-                                 body=sections or "<p>No tickets yet.</p>")  # fmt: skip
-        return Response(page, content_type="text/html; charset=utf-8")
+        return agent_page("Zendesk (fake): tickets", sections, "No tickets yet.")
 
     def _ticket_html(self, ticket: dict) -> str:
         requester = self.users.get(ticket["requester_id"], {}).get("name")
