@@ -103,7 +103,8 @@ class Worker:
                               count_attempt=False, **self._retry_kwargs())  # fmt: skip
         except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
             trail = add_trail(row.trail, "failed", str(exc))
-            inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail)
+            inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail,
+                         attempts=row.attempts + 1)  # fmt: skip
         except UpstreamError as exc:
             inbox.retry_later(row, self.owner, str(exc), **self._retry_kwargs())
         except Exception as exc:  # never let one delivery stop the worker
@@ -152,7 +153,8 @@ class Worker:
                 status=PENDING if attempted else row.status, **self._retry_kwargs(),
             )  # fmt: skip
         except PermanentUpstreamError as exc:
-            outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc))
+            outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc),
+                          attempts=row.attempts + 1)  # fmt: skip
         except UpstreamError as exc:
             outbox.retry_later(row, self.owner, str(exc), **self._retry_kwargs())
         except Exception as exc:  # never let one write stop the worker

@@ -246,3 +246,14 @@ def test_a_single_long_line_is_cut_at_a_space_and_never_inside_a_character():
     assert len(cut.encode("utf-8")) <= 1001
     assert cut.endswith("wörd") and set(cut.split(" ")) == {"wörd"}
     assert clean_cut("€" * 10, 7) == "€€"  # 3 bytes each: two fit, the third is not split
+
+
+def test_a_permanent_refusal_is_a_dead_letter_after_its_one_try(client, core, worker,
+                                                                 fake_zendesk):  # fmt: skip
+    """A 403 is not retried; the dead letter counts the try that met it."""
+    fake_zendesk.fail_next(403, body={"error": "Forbidden"})
+    assert post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 200
+    worker.drain()
+    (row,) = core.inbox.listing()
+    assert row.status == DEAD and row.attempts == 1
+    assert "403" in row.last_error
