@@ -128,6 +128,17 @@ def test_an_active_session_stays_open(client, ada, core):
     assert client.get("/admin/").status_code == 200
 
 
+def test_requests_within_a_minute_leave_the_session_cookie_alone(client, ada):
+    """Only a request a minute after the last rewrites the cookie, so a slow background
+    request cannot put back an older session (a flash message already shown)."""
+    log_in(client)
+    client.get("/admin/")
+    assert "Set-Cookie" not in client.get("/admin/").headers
+    with client.session_transaction("/admin/") as session:
+        session["seen"] -= 61
+    assert "carryover_admin=" in client.get("/admin/").headers["Set-Cookie"]
+
+
 def test_repeated_failures_lock_the_name_out_even_with_the_right_password(client, ada):
     """After 5 failures within the window, even the right password gets 429 and Retry-After."""
     for _ in range(5):

@@ -47,6 +47,7 @@ bp.register_blueprint(mapping_pages.bp)
 bp.register_blueprint(template_pages.bp)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
+SEEN_RESOLUTION_S = 60  # how precisely the idle timeout is kept
 
 
 # -- the guard ---------------------------------------------------------------------------------
@@ -76,7 +77,10 @@ def current_admin() -> Admin | None:
     if admin is None:  # the account was removed
         session.clear()
         return None
-    session["seen"] = time.time()
+    # Rewritten at most once a minute: a cookie rewritten on every request lets a slow
+    # background request (a mapping preview) put back a flash message already shown.
+    if time.time() - seen > SEEN_RESOLUTION_S:
+        session["seen"] = time.time()
     return admin
 
 
