@@ -1,0 +1,192 @@
+"""Fixtures of the browser tests: the real app on a local port, and Debian's headless Chromium.
+
+One Playwright and one browser serve the whole session; each test gets a fresh context (its
+own cookies), whose requests to any host but 127.0.0.1 are refused. Webhooks are posted with
+the Flask test client of the same installation (Twilio signs the default public_url, which
+the test client matches), while the browser talks to the live server: both share the store.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ADMIN_PASSWORD, fixture_bytes, make_config, post_zendesk
+from flask import Flask
+from flask.testing import FlaskClient
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    Route,
+    expect,
+    sync_playwright,
+)
+from werkzeug.serving import ThreadedWSGIServer
+
+from middleware.admins import Admin, create_admin
+from middleware.core import Carryover, build_carryover
+from middleware.worker import Worker
+from plugins.fake_server import QuietHandler
+from plugins.zendesk.simulator import FakeZendesk
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking"]  # fmt: skip
+# Every URL that is not on 127.0.0.1: the context aborts them (no CDN, no telemetry).
+NOT_LOCAL = re.compile(r"^(?!https?://127\.0\.0\.1[:/])")
+CONNECTIONS_END_S = 10.0
+
+
+class OneRequestPerConnection(QuietHandler):
+    """Answer one request per connection, as HTTP/1.0 does.
+
+    After each response werkzeug's development server reads what the client sent since, until
+    the client closes the connection. With keep-alive, a browser following a redirect sends
+    its next request on the same connection: the server then hangs in that read until the
+    browser gives up, and never closes the first response.
+    """
+
+    protocol_version = "HTTP/1.0"
+
+
+class LiveServer(ThreadedWSGIServer):
+    """Serve the real web app on a free local port; stop() waits for its open connections."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__("127.0.0.1", 0, app, handler=OneRequestPerConnection)
+        self.url = f"http://127.0.0.1:{self.server_port}"
+        self._open = 0
+        self._idle = threading.Condition()
+        # A short poll interval makes stop() quick: shutdown waits for the next poll.
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)  # fmt: skip
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count the connection, then serve it in a thread of its own."""
+        with self._idle:
+            self._open += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection and count it as finished, however it ended."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._idle:
+                self._open -= 1
+                self._idle.notify_all()
+
+    def start(self) -> LiveServer:
+        """Serve in a daemon thread and return self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Wait for the open connections (a pop's stream ends within a poll), then stop."""
+        with self._idle:
+            idle = self._idle.wait_for(lambda: self._open == 0, CONNECTIONS_END_S)
+        self.shutdown()
+        self._thread.join(timeout=5)
+        self.server_close()
+        # A request still running would use the store after the test disposed of it.
+        assert idle, f"{self._open} connection(s) still open {CONNECTIONS_END_S} s after the test"
+
+
+@pytest.fixture
+def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+    """Build the installation of tests/conftest.py, with pops that look at the store often.
+
+    A short poll lets an open pop stream notice within a moment that its browser is gone.
+    """
+    config = make_config(database_url, fake_zendesk.url, phone=True, pop={"poll_s": 0.2})
+    built = build_carryover(config)
+    yield built
+    built.dispose()
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[LiveServer]:
+    """Serve the web app of the test installation on 127.0.0.1 in a background thread."""
+    server = LiveServer(app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """Start Playwright once per session (only when Debian's Chromium is there to drive)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    expect.set_options(timeout=10_000)  # a loaded CI machine can be slow to render
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Launch Debian's Chromium headless, once per session."""
+    launched = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def blocked_requests() -> list[str]:
+    """Collect the URLs the browser asked for outside 127.0.0.1 (each one refused)."""
+    return []
+
+
+@pytest.fixture
+def browser_context(
+    browser: Browser, live_server: LiveServer, blocked_requests: list[str]
+) -> Iterator[BrowserContext]:
+    """Open a fresh context on the live server that can reach no other host."""
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(10_000)
+
+    def refuse(route: Route) -> None:
+        blocked_requests.append(route.request.url)
+        route.abort("blockedbyclient")
+
+    context.route(NOT_LOCAL, refuse)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(browser_context: BrowserContext) -> Page:
+    """Open a tab in the test's context."""
+    return browser_context.new_page()
+
+
+@pytest.fixture
+def ada(core: Carryover) -> Admin:
+    """Create the admin Ada (her password is ADMIN_PASSWORD)."""
+    return create_admin(core.engine, "ada", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def admin_page(ada: Admin, page: Page) -> Page:
+    """Return a tab in which Ada logged in through the login form."""
+    page.goto("/admin/login")
+    page.get_by_label("Username").fill(ada.username)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    return page
+
+
+@pytest.fixture
+def ann(client: FlaskClient, worker: Worker) -> None:
+    """Ann Example wrote an email (ticket 5141) and a Facebook message (ticket 5149)."""
+    for name in ("ticket_created__mail.json", "ticket_created__facebook_message.json"):
+        assert post_zendesk(client, fixture_bytes(name)).status_code == 200
+    worker.drain()

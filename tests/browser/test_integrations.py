@@ -1,0 +1,52 @@
+"""Connecting an integration from a browser: type the credentials, save, test the connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from plugins.salesforce.simulator import FakeSalesforce
+
+SF_USER = "carryover@example.com"
+SF_PASSWORD = "fake-org-password"
+SF_TOKEN = "fake-org-security-token"
+
+
+@pytest.fixture
+def fake_salesforce() -> Iterator[FakeSalesforce]:
+    """A fake org that accepts a username/password login."""
+    with FakeSalesforce(username=SF_USER, password=SF_PASSWORD, security_token=SF_TOKEN) as fake:
+        yield fake
+
+
+def test_salesforce_is_connected_and_tested_from_the_browser_alone(
+    admin_page: Page, fake_salesforce: FakeSalesforce
+) -> None:
+    """A bad org id is refused inline; the right settings connect; the test logs in."""
+    page = admin_page
+    page.get_by_role("link", name="Integrations").click()
+    page.get_by_role("link", name="Salesforce Service Cloud").click()
+    expect(page.get_by_role("heading", name="Salesforce Service Cloud")).to_contain_text(
+        "not connected"
+    )
+    page.get_by_label("organization_id").fill("not-an-org")
+    page.get_by_role("button", name="Save and connect").click()
+    expect(page.get_by_role("alert")).to_contain_text("organization_id")
+
+    for name, value in {
+        "organization_id": fake_salesforce.org_id, "instance_url": fake_salesforce.url,
+        "login_url": fake_salesforce.url, "username": SF_USER, "password": SF_PASSWORD,
+        "security_token": SF_TOKEN,
+    }.items():  # fmt: skip
+        page.get_by_label(name, exact=True).fill(value)
+    page.get_by_role("button", name="Save and connect").click()
+    expect(page.get_by_role("status")).to_contain_text("Salesforce Service Cloud is connected")
+    expect(page.locator("#setting-password")).to_have_value("")  # never sent back
+    assert SF_PASSWORD not in page.content() and SF_TOKEN not in page.content()
+
+    page.get_by_role("button", name="Test the connection").click()
+    answered = f"Salesforce answered at {fake_salesforce.url.removeprefix('http://')}"
+    expect(page.get_by_role("status")).to_contain_text(answered)
+    assert fake_salesforce.logins == 1

@@ -1,0 +1,46 @@
+"""Replaying a dead webhook from the deliveries pages of a browser."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import fixture_bytes, post_zendesk
+from flask.testing import FlaskClient
+from playwright.sync_api import Page, expect
+
+from middleware.worker import Worker
+from plugins.zendesk.simulator import FakeZendesk
+
+
+def test_a_webhook_dead_after_an_upstream_refusal_is_replayed_and_then_done(
+    admin_page: Page, client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk
+) -> None:
+    """Zendesk refuses the requester lookup: dead; Replay queues it; the next pass is done."""
+    assert post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 200
+    fake_zendesk.fail_next(403, body={"error": "Forbidden"})
+    worker.drain()
+
+    page = admin_page
+    page.goto("/admin/deliveries/")
+    page.get_by_label("Status").select_option("dead")
+    page.get_by_role("button", name="Show").click()
+    expect(page).to_have_url(re.compile(r"status=dead"))
+    expect(page.get_by_text("1 dead webhook and 0 dead notes.")).to_be_visible()
+    row = page.get_by_role("row", name=re.compile(r"^in:1 "))
+    expect(row).to_contain_text("dead")
+    expect(row).to_contain_text("Zendesk answered 403")
+
+    row.get_by_role("link", name="in:1").click()
+    status = page.get_by_role("row", name=re.compile(r"^Status "))
+    expect(status).to_contain_text("dead after")
+    page.get_by_role("button", name="Replay").click()
+    expect(page.get_by_role("status")).to_have_text("Delivery 1 is queued again.")
+    expect(status).to_contain_text("pending after 0 tries")
+
+    worker.drain()  # the embedded worker's next pass; Zendesk answers this time
+    page.reload()
+    expect(status).to_contain_text("done after")
+    expect(page.get_by_role("row", name=re.compile(r"processed"))).not_to_have_count(0)
+    page.goto("/admin/deliveries/?status=dead")
+    expect(page.get_by_text("No webhooks match.")).to_be_visible()
+    expect(page.get_by_role("button", name="Replay every dead letter")).to_have_count(0)
