@@ -459,7 +459,9 @@ def test_chunked_body_over_one_mebibyte_gets_413_from_the_real_server(app, core)
             )
     finally:
         server.task_dispatcher.shutdown()
-        wasyncore.close_all(server._map)  # closes the listener and every open channel
+        # Close the listener and every channel from the server's own loop: closed from here,
+        # a socket can vanish while that loop is in select() (EBADF in its thread).
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         thread.join(timeout=5)
     assert not thread.is_alive()
     assert response.request.headers.get("Transfer-Encoding") == "chunked"
