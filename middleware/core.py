@@ -43,6 +43,7 @@ class Carryover:
 
     def dispose(self) -> None:
         """Close the store's connections."""
+        self.inbox.close()
         self.engine.dispose()
 
 
