@@ -125,14 +125,21 @@ def measure_ack_latency(server: Server) -> dict[str, Any]:
 
 
 def ingest_benchmarks(workdir: Path, fake: FakeZendesk) -> dict[str, Any]:
-    """Benchmarks 1 and 2: a web-only `carryover serve` against the bare baseline."""
-    port = free_port()
-    # worker.enabled false: the figures are the web path alone, as in a web-only process.
+    """Benchmarks 1 and 2: a web-only `carryover serve` against the bare baseline.
+
+    The goals are measured on the web path alone (worker.enabled false, as in a web-only
+    process). The same load on `carryover serve` with its embedded worker, as `make run`
+    serves, is measured beside them and reported for information: there the worker
+    processes the deliveries as they come and takes CPU from the web threads.
+    """
+    port, embedded_port = free_port(), free_port()
     config = write_config(workdir, "ingest", port, fake.url, worker=False)
+    embedded_config = write_config(workdir, "embedded", embedded_port, fake.url, worker=True)
     database = workdir / "ingest.db"
     bare = Server.bare(free_port(), workdir)
     carryover = Server.carryover(config, port, workdir, "carryover")
-    servers = [bare, carryover]
+    embedded = Server.carryover(embedded_config, embedded_port, workdir, "embedded")
+    servers = [bare, carryover, embedded]
     try:
         for server in servers:
             server.wait_ready()
@@ -147,8 +154,11 @@ def ingest_benchmarks(workdir: Path, fake: FakeZendesk) -> dict[str, Any]:
     finally:
         for server in servers:
             server.stop()
-    ratio = round(throughput["carryover"]["median_per_s"] / throughput["bare"]["median_per_s"], 2)
-    throughput |= {"ratio": ratio, "goal_ratio": GOAL_RATIO, "met": ratio >= GOAL_RATIO}
+    bare_per_s = throughput["bare"]["median_per_s"]
+    ratio = round(throughput["carryover"]["median_per_s"] / bare_per_s, 2)
+    embedded_ratio = round(throughput["embedded"]["median_per_s"] / bare_per_s, 2)
+    throughput |= {"ratio": ratio, "goal_ratio": GOAL_RATIO, "met": ratio >= GOAL_RATIO,
+                   "embedded_ratio": embedded_ratio}  # fmt: skip
     p99 = latency["carryover"]["p99_ms"]
     latency |= {"goal_p99_ms": GOAL_ACK_P99_MS, "met": p99 <= GOAL_ACK_P99_MS}
     return {"throughput": throughput, "ack_latency": latency}

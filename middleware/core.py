@@ -35,6 +35,9 @@ class Carryover:
     integrations: IntegrationVersions
     secret_box: SecretBox | None
     wake: threading.Event = field(default_factory=threading.Event)
+    # When this process last received a webhook (time.monotonic()); its embedded worker
+    # gives way to the web threads while webhooks arrive (see Worker.give_way).
+    webhook_seen_at: float = float("-inf")
     live: LiveUpdates = field(default_factory=LiveUpdates)
     # Signs agent links and admin sessions: the installation's secret key (see sealed.py),
     # else, on PostgreSQL without secret_key, a key of this process only (links made by a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -24,6 +25,7 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 def receive(key: str, token: str | None = None) -> Response | tuple[Response, int]:
     """Accept one delivery for the plugin `key`."""
     core = current_core()
+    core.webhook_seen_at = time.monotonic()
     plugin = core.registry.get(key)
     if plugin is None or not plugin.has_capability(Capability.RECEIVE):
         return _error(404, f"no integration {key!r} is configured")

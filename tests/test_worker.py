@@ -257,3 +257,32 @@ def test_a_permanent_refusal_is_a_dead_letter_after_its_one_try(client, core, wo
     (row,) = core.inbox.listing()
     assert row.status == DEAD and row.attempts == 1
     assert "403" in row.last_error
+
+
+class RecordedPauses:
+    """Stands in for Worker.stopping: records the pauses instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    def wait(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        return False
+
+    def is_set(self) -> bool:
+        return False
+
+
+def test_the_embedded_worker_gives_way_while_webhooks_arrive(client, core, worker):
+    """After each item it pauses as long as the item took, only while senders are waiting."""
+    worker.stopping = RecordedPauses()
+    worker.give_way(0.004)
+    assert worker.stopping.pauses == []  # no webhook yet: a worker process never pauses
+    body = fixture_bytes("ticket_created__mail.json")
+    assert post_zendesk(client, body).status_code == 200
+    worker.drain()
+    assert len(worker.stopping.pauses) >= 1 and all(p > 0 for p in worker.stopping.pauses)
+    core.webhook_seen_at -= 1.0  # the last webhook is a second old: senders are not waiting
+    worker.stopping.pauses.clear()
+    worker.give_way(0.004)
+    assert worker.stopping.pauses == []
