@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from typing import Any, Self
 
 from werkzeug.serving import WSGIRequestHandler, make_server
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 # The read-only page where a simulated tool shows what its agents would see.
 AGENT_PATHS = frozenset({"/", "/agent"})
@@ -73,6 +74,38 @@ class FakeServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class FakeUpstream(FakeServer):
+    """A fake vendor API with an agent's view: logs every API request, can answer slowly.
+
+    Subclasses set `requests_log`, `delay_seconds` and an `_lock` (an RLock) before calling
+    this constructor, and implement `_agent_view()` and `_api(request, received)`.
+    """
+
+    requests_log: list[tuple[str, str, bytes, float]]  # (method, path?query, body, monotonic)
+    delay_seconds: float  # how long each API request waits before it is answered
+    _lock: threading.RLock
+
+    def _wsgi(self, environ: dict, start_response: Any) -> Any:
+        request = Request(environ)
+        if request.method == "GET" and request.path in AGENT_PATHS:
+            # A person's page, not the API: no log entry, no usage, no injected failure.
+            return self._agent_view()(environ, start_response)
+        received = time.monotonic()
+        query = request.query_string.decode("latin-1")
+        path = f"{request.path}?{query}" if query else request.path
+        with self._lock:
+            self.requests_log.append((request.method, path, request.get_data(), received))
+        if self.delay_seconds > 0:
+            time.sleep(self.delay_seconds)
+        return self._api(request, received)(environ, start_response)
+
+    def _agent_view(self) -> Response:
+        raise NotImplementedError
+
+    def _api(self, request: Request, received: float) -> Response:
+        raise NotImplementedError
 
 
 class AppServer(FakeServer):

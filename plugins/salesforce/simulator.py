@@ -32,7 +32,7 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from middleware.identity import salesforce_id18
-from plugins.fake_server import AGENT_PATHS, FakeServer, agent_page
+from plugins.fake_server import FakeUpstream, agent_page
 
 API_VERSION = "59.0"
 DEFAULT_ORG_ID = "00D000000000001EAA"
@@ -450,7 +450,7 @@ class _SoqlParser:
         raise _SoqlError("MALFORMED_QUERY", f"unexpected token: {text}")
 
 
-class FakeSalesforce(FakeServer):
+class FakeSalesforce(FakeUpstream):
     """Serve a fake Salesforce org (REST API, logins, outbound messages) on 127.0.0.1."""
 
     def __init__(
@@ -808,26 +808,14 @@ class FakeSalesforce(FakeServer):
             + "</section>"
         )
 
-    def _wsgi(self, environ: dict, start_response: Any) -> Any:
-        request = Request(environ)
-        if request.method == "GET" and request.path in AGENT_PATHS:
-            # A person's page, not the API: no log entry and no API usage.
-            return self._agent_view()(environ, start_response)
-        received = time.monotonic()
-        query = request.query_string.decode("latin-1")
-        path = f"{request.path}?{query}" if query else request.path
+    def _api(self, request: Request, received: float) -> Response:
+        if not request.path.startswith("/services/data/"):
+            return self._login(request)
+        response = self._rest(request)
         with self._lock:
-            self.requests_log.append((request.method, path, request.get_data(), received))
-        if self.delay_seconds > 0:
-            time.sleep(self.delay_seconds)
-        if request.path.startswith("/services/data/"):
-            response = self._rest(request)
-            with self._lock:
-                usage = f"api-usage={self._api_used}/{self._api_limit}"
-            response.headers.setdefault("Sforce-Limit-Info", usage)
-        else:
-            response = self._login(request)
-        return response(environ, start_response)
+            usage = f"api-usage={self._api_used}/{self._api_limit}"
+        response.headers.setdefault("Sforce-Limit-Info", usage)
+        return response
 
     def _rest(self, request: Request) -> Response:
         with self._lock:

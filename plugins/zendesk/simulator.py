@@ -23,7 +23,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from plugins.fake_server import AGENT_PATHS, FakeServer, agent_page
+from plugins.fake_server import FakeUpstream, agent_page
 from plugins.zendesk import sign
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class WebhookDelivery:
     response: requests.Response | None
 
 
-class FakeZendesk(FakeServer):
+class FakeZendesk(FakeUpstream):
     """Serve a fake Zendesk REST API on 127.0.0.1 for tests, benchmarks and demos."""
 
     def __init__(
@@ -542,27 +542,17 @@ class FakeZendesk(FakeServer):
             "created_at": stamp,
         }
 
-    def _wsgi(self, environ: dict, start_response: Any) -> Any:
-        request = Request(environ)
-        if request.method == "GET" and request.path in AGENT_PATHS:
-            # A person's page, not the API: no log entry, no rate limit, no injected failure.
-            return self._agent_view()(environ, start_response)
-        received = time.monotonic()
-        query = request.query_string.decode("latin-1")
-        path = f"{request.path}?{query}" if query else request.path
+    def _api(self, request: Request, received: float) -> Response:
         with self._lock:
-            self.requests_log.append((request.method, path, request.get_data(), received))
             self._recent.append(received)
             while self._recent[0] < received - 60:
                 self._recent.popleft()
             remaining = max(RATE_LIMIT - len(self._recent), 0)
             failure = self._failures.popleft() if self._failures else None
-        if self.delay_seconds > 0:
-            time.sleep(self.delay_seconds)
         response = self._failure(*failure) if failure else self._dispatch(request)
         response.headers.setdefault("X-Rate-Limit", str(RATE_LIMIT))
         response.headers.setdefault("X-Rate-Limit-Remaining", str(remaining))
-        return response(environ, start_response)
+        return response
 
     def _failure(self, status: int, headers: dict, body: dict | None) -> Response:
         if body is None and status == 429:
