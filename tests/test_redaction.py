@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from middleware.redaction import redact
+from middleware.redaction import luhn_valid, redact
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,69 @@ def test_xml_text_is_redacted_and_the_markup_stays_well_formed():
     assert root.findtext("{urn:x}Description") == "card [card ending 1111], my pin is [redacted]"
     assert root.findtext("c") == "password: [redacted] [card ending 1111]"
     assert redact_body(b"<a>nothing to hide</a>", "text/xml") == b"<a>nothing to hide</a>"
+
+
+def _random_digits(rng, count: int) -> str:
+    """Digits with the odd space or dash between them, now and then a valid card number."""
+    if rng.random() < 0.3:
+        digits = [rng.choice("3456") + "".join(rng.choice("0123456789") for _ in range(14))]
+        check = next(d for d in "0123456789" if luhn_valid(digits[0] + d))
+        return digits[0] + check
+    text = ""
+    for _ in range(count):
+        text += rng.choice("0123456789") + (rng.choice(" -") if rng.random() < 0.1 else "")
+    return text.strip(" -")
+
+
+def _random_value(rng):
+    kind = rng.random()
+    if kind < 0.4:
+        prefix = rng.choice(["", "+", "card ", "call ", "-", "x", "ref:"])
+        return prefix + _random_digits(rng, rng.randint(8, 22)) + rng.choice(["", " ok", "-", "."])
+    if kind < 0.6:
+        return int(_random_digits(rng, rng.randint(10, 19)).replace(" ", "").replace("-", ""))
+    if kind < 0.7:
+        return [_random_value(rng) for _ in range(rng.randint(0, 3))]
+    if kind < 0.8:
+        return {rng.choice(KEYS): _random_value(rng) for _ in range(rng.randint(0, 3))}
+    return rng.choice(["ticket", "shipping", "pin 1234", "", "2025-01-08T10:12:07Z"])
+
+
+KEYS = ["id", "requester_id", "custom_status", "body", "phone", "CallSid", "ContactId", "n"]
+
+
+def test_the_quick_check_never_skips_what_the_full_redaction_would_change(monkeypatch):
+    """Bodies cleared by the cheap test come out exactly as the full redaction makes them."""
+    import json
+    import random
+
+    from middleware import redaction
+
+    rng = random.Random(20261123)
+    bodies = [
+        json.dumps({rng.choice(KEYS): _random_value(rng) for _ in range(rng.randint(1, 8))})
+        .encode()
+        for _ in range(3000)
+    ]
+    quick = [redaction.redact_body(body, "application/json") for body in bodies]
+    monkeypatch.setattr(redaction, "_may_hold_secrets", lambda text: True)
+    full = [redaction.redact_body(body, "application/json") for body in bodies]
+    assert quick == full
+    assert sum(q != b for q, b in zip(quick, bodies)) > 300  # cards were there to find
+
+
+@pytest.mark.parametrize(
+    "digits", ["4111111111111111", "378282246310005", "6011000990139424", "79927398713"]
+)
+def test_the_luhn_check_agrees_with_the_textbook_one(digits):
+    """The translate-and-sum Luhn check gives the textbook verdict, Unicode digits too."""
+    def textbook(number: str) -> bool:
+        total = 0
+        for position, digit in enumerate(reversed([int(d) for d in number])):
+            doubled = digit * 2 if position % 2 else digit
+            total += doubled - 9 if doubled > 9 else doubled
+        return total % 10 == 0
+
+    for variant in (digits, digits[:-1] + str((int(digits[-1]) + 1) % 10)):
+        unicode = variant.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+        assert luhn_valid(variant) == luhn_valid(unicode) == textbook(variant)
