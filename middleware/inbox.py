@@ -26,31 +26,59 @@ SET_EVENT_KEYS = (
     .where(deliveries.c.id == bindparam("delivery_id"))
     .values(event_keys=bindparam("event_keys"))
 )
-# On SQLite the inbox runs these on its own sqlite3 connection: SQLAlchemy's execution
-# (pool checkout, begin event, compiled cache, result set-up) costs more than the inserts.
-SQLITE_INSERT_DELIVERY = (
+# On SQLite a group is committed by one INSERT on the inbox's own sqlite3 connection. Each
+# statement lets other threads take the interpreter, and under load the committer then
+# waits milliseconds to get it back, while every sender of the group waits for it: one
+# statement is the shortest commit. A trigger that exists on that connection only (TEMP)
+# records each delivery's keys within the same statement, and refuses the whole statement
+# when a key was seen before; such a group (a sender's retry) takes the general path.
+SQLITE_KEYS_TRIGGER = """
+CREATE TEMP TRIGGER IF NOT EXISTS inbox_delivery_keys AFTER INSERT ON main.deliveries
+BEGIN
+    SELECT RAISE(ABORT, 'inbox: a key was seen before') WHERE EXISTS (
+        SELECT 1 FROM main.delivery_keys WHERE plugin = NEW.plugin
+        AND key IN (SELECT value FROM json_each(NEW.event_keys)));
+    INSERT INTO delivery_keys (plugin, key, delivery_id)
+        SELECT NEW.plugin, value, NEW.id FROM json_each(NEW.event_keys);
+END
+"""
+SQLITE_SEEN_BEFORE = "inbox: a key was seen before"
+SQLITE_INSERT_DELIVERIES = (
     "INSERT INTO deliveries (plugin, received_at, headers, body, event_keys, status, attempts,"
-    " next_attempt_at, trail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " next_attempt_at, trail) VALUES "
 )
-SQLITE_INSERT_KEY = (
-    "INSERT INTO delivery_keys (plugin, key, delivery_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-)
-SQLITE_DELETE_DELIVERY = "DELETE FROM deliveries WHERE id = ?"
-SQLITE_SET_EVENT_KEYS = "UPDATE deliveries SET event_keys = ? WHERE id = ?"
+SQLITE_DELIVERY_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SQLITE_MAX_GROUP = 100  # 9 parameters a row: far below SQLite's limit of 32,766
 
 
-@dataclass
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+@dataclass(eq=False)
 class _Pending:
     """One delivery waiting for the next group commit."""
 
     values: dict[str, Any]
     keys: list[str]
-    done: threading.Event = field(default_factory=threading.Event)  # its group is finished
-    # Set with done, or before it to make the delivery's thread commit the next group.
-    wake: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # its group is finished
     delivery_id: int | None = None  # None once committed: every key was seen before
     committed: bool = False
     error: Exception | None = None
+    # Released once, by another thread: when the group is finished (done is then true), or
+    # to make this delivery's thread commit the next group. A lock, not an Event: waking
+    # costs one C call instead of a Condition's Python code.
+    _bell: threading.Lock = field(default_factory=_held_lock)
+
+    def sleep(self) -> None:
+        """Wait to be woken."""
+        self._bell.acquire()
+
+    def wake(self) -> None:
+        """Wake the delivery's thread."""
+        self._bell.release()
 
 
 class DeliveryInbox(LeasedQueue):
@@ -71,8 +99,11 @@ class DeliveryInbox(LeasedQueue):
         self._waiting: list[_Pending] = []
         self._waiting_lock = threading.Lock()
         self._committing = False  # a thread commits, or has been woken to commit next
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._own: Any = None  # the SQLite path's pooled connection, kept while it works
+        # SQLite's JSON functions, which the trigger uses, are built in from 3.38.
+        self._one_statement = engine.dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (
+            3, 38,
+        )  # fmt: skip
+        self._own: Any = None  # the SQLite path's connection, kept while it works
         # Datetimes stored exactly as SQLAlchemy stores them, so queries compare like with like.
         self._to_db = DateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
 
@@ -94,16 +125,20 @@ class DeliveryInbox(LeasedQueue):
             self._waiting.append(item)
             lead, self._committing = not self._committing, True
         if not lead:
-            item.wake.wait()  # finished by another thread, or this one commits next
-        if not item.done.is_set():
+            item.sleep()  # finished by another thread, or this one commits next
+        if not item.done:
+            batch: list[_Pending] = []
             try:
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
                 self._commit_group(batch)  # this thread's own delivery is in it
             finally:
+                for other in batch:
+                    if other is not item:
+                        other.wake()
                 with self._waiting_lock:
                     if self._waiting:
-                        self._waiting[0].wake.set()  # the next committer
+                        self._waiting[0].wake()  # the next committer
                     else:
                         self._committing = False
         if item.error is not None:
@@ -127,65 +162,58 @@ class DeliveryInbox(LeasedQueue):
             for item in batch:
                 if not item.committed and item.error is None:
                     item.error = RuntimeError("the delivery was not committed")
-                item.done.set()
-                item.wake.set()
+                item.done = True
 
     def _commit(self, batch: list[_Pending]) -> None:
-        if self._sqlite:
-            self._commit_sqlite(batch)
-        else:
+        if not (self._one_statement and self._commit_sqlite(batch)):
             self._commit_core(batch)
         for item in batch:  # only now, after the COMMIT succeeded
             item.committed = True
 
     def close(self) -> None:
-        """Give back the connection the SQLite path keeps."""
+        """Drop the connection the SQLite path keeps (with its trigger: not back to the pool)."""
         if self._own is not None:
-            self._own.close()
+            self._own.invalidate()
             self._own = None
 
-    def _commit_sqlite(self, batch: list[_Pending]) -> None:
-        """Commit a group on the inbox's own sqlite3 connection: the same SQL as below.
+    def _commit_sqlite(self, batch: list[_Pending]) -> bool:
+        """Commit a group with one INSERT; False when it must take the general path instead.
 
-        Only the committing thread uses it. It comes from the engine's pool, so the connect
-        event has set WAL, synchronous=FULL, busy_timeout and foreign keys on it.
+        The connection comes from the engine's pool, so the connect event has set WAL,
+        synchronous=FULL, busy_timeout and foreign keys on it. Only the committing thread
+        uses it, in autocommit mode: the statement is its own transaction.
         """
+        if len(batch) > SQLITE_MAX_GROUP:
+            return False
         if self._own is None:
-            self._own = self.engine.raw_connection()
+            own = self.engine.raw_connection()
+            own.driver_connection.execute(SQLITE_KEYS_TRIGGER)
+            self._own = own
         db = self._own.driver_connection
         assert isinstance(db, sqlite3.Connection) and db.isolation_level is None
         to_db = self._to_db or (lambda value: value)
+        parameters = []
+        for item in batch:
+            v = item.values
+            parameters += [
+                v["plugin"], to_db(v["received_at"]), v["headers"], v["body"], dumps(item.keys),
+                v["status"], v["attempts"], to_db(v["next_attempt_at"]), v["trail"],
+            ]  # fmt: skip
+        rows = ", ".join([SQLITE_DELIVERY_ROW] * len(batch))
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for item in batch:
-                    item.delivery_id = None
-                    v = item.values
-                    delivery_id = db.execute(SQLITE_INSERT_DELIVERY, (
-                        v["plugin"], to_db(v["received_at"]), v["headers"], v["body"],
-                        dumps(item.keys), v["status"], v["attempts"], to_db(v["next_attempt_at"]),
-                        v["trail"],
-                    )).lastrowid  # fmt: skip
-                    kept = [
-                        key
-                        for key in item.keys
-                        if db.execute(SQLITE_INSERT_KEY, (v["plugin"], key, delivery_id)).rowcount
-                    ]
-                    if not kept:  # every key seen before: keep nothing of this delivery
-                        db.execute(SQLITE_DELETE_DELIVERY, (delivery_id,))
-                        continue
-                    if len(kept) < len(item.keys):
-                        db.execute(SQLITE_SET_EVENT_KEYS, (dumps(kept), delivery_id))
-                    item.delivery_id = delivery_id
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.rollback()
-                raise
-        except sqlite3.OperationalError:  # e.g. a disk I/O error: a new connection next time
-            self._own.invalidate()
-            self._own = None
+            cursor = db.execute(SQLITE_INSERT_DELIVERIES + rows, parameters)
+        except sqlite3.IntegrityError as exc:
+            if str(exc) == SQLITE_SEEN_BEFORE:
+                return False  # nothing was written
             raise
+        except sqlite3.OperationalError:  # e.g. a disk I/O error: a new connection next time
+            self.close()
+            raise
+        # One statement gives its rows consecutive ids, each the largest so far plus one.
+        first_id = cursor.lastrowid - len(batch) + 1
+        for offset, item in enumerate(batch):
+            item.delivery_id = first_id + offset
+        return True
 
     def _commit_core(self, batch: list[_Pending]) -> None:
         with self.engine.begin() as conn:

@@ -74,6 +74,53 @@ def pending(key: str) -> _Pending:
     return _Pending(values, [key])
 
 
+def test_a_group_keeps_its_new_deliveries_and_drops_its_duplicates(inbox):
+    """Seen keys, and a key twice in one group, drop those deliveries; the others are kept."""
+    inbox._commit_group([pending("old")])
+    group = [pending("new-1"), pending("old"), pending("new-2"), pending("new-1")]
+    inbox._commit_group(group)
+    kept, seen, other, twice = group
+    assert all(item.committed and item.done and item.error is None for item in group)
+    assert seen.delivery_id is None and twice.delivery_id is None
+    assert kept.delivery_id is not None and other.delivery_id is not None
+    with inbox.engine.connect() as conn:
+        keys = dict(conn.execute(select(delivery_keys.c.key, delivery_keys.c.delivery_id)).all())
+    assert keys["new-1"] == kept.delivery_id and keys["new-2"] == other.delivery_id
+    assert count(inbox, deliveries) == 3
+
+
+def test_on_sqlite_a_group_of_new_deliveries_is_one_statement(tmp_path, sqlite_template):
+    """One INSERT commits the group and its keys; its trigger stays on the inbox's connection."""
+    target = tmp_path / "carryover.db"
+    target.write_bytes(sqlite_template.read_bytes())
+    engine = make_engine(f"sqlite:///{target}")
+    inbox = DeliveryInbox(engine)
+    inbox._commit_group([pending("first")])  # opens the inbox's own connection
+    statements: list[str] = []
+    inbox._own.driver_connection.set_trace_callback(statements.append)
+    group = [pending(f"key-{n}") for n in range(3)]
+    inbox._commit_group(group)
+    # (SQLite traces the statement again for each run of its trigger: one distinct text.)
+    assert len(set(statements)) == 1 and statements[0].startswith("INSERT INTO deliveries")
+    ids = [item.delivery_id for item in group]
+    with engine.connect() as conn:
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.event_keys)).all()
+        keys = dict(conn.execute(select(delivery_keys.c.key, delivery_keys.c.delivery_id)).all())
+    assert {row.id: row.event_keys for row in rows if row.id in ids} == {
+        item.delivery_id: f'["{item.keys[0]}"]' for item in group
+    }
+    assert {keys[item.keys[0]] for item in group} == set(ids)
+    inbox.close()
+    held = [engine.connect() for _ in range(3)]  # every pooled connection, and a new one
+    for conn in held:
+        with conn.begin():
+            conn.execute(deliveries.insert().values(**pending("x").values, event_keys='["x"]'))
+    assert count(inbox, delivery_keys) == 4  # no trigger recorded keys for those
+    for conn in held:
+        conn.close()
+    engine.dispose()
+
+
 def failing_commit(monkeypatch, error: Exception) -> None:
     """Make any group commit holding the delivery keyed "bad" raise `error`."""
     real_commit = DeliveryInbox._commit
@@ -93,7 +140,7 @@ def test_one_refused_delivery_does_not_fail_the_others_in_its_group(inbox, monke
     inbox._commit_group([good, bad])
     assert good.committed and good.delivery_id is not None and good.error is None
     assert not bad.committed and isinstance(bad.error, DataError)
-    assert good.done.is_set() and bad.done.is_set()
+    assert good.done and bad.done
     assert count(inbox, deliveries) == 1
 
 
@@ -107,7 +154,7 @@ def test_a_failed_group_commit_fails_every_sender(inbox, monkeypatch, error):
     good, bad = pending("good"), pending("bad")
     inbox._commit_group([good, bad])
     for item in (good, bad):
-        assert item.done.is_set() and not item.committed
+        assert item.done and not item.committed
         assert item.error is not None
     assert count(inbox, deliveries) == 0
 
