@@ -13,8 +13,9 @@ CARD_CANDIDATE = re.compile(r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])")
 # Where a card number can be: 13 or more digits, spaces and dashes, from digit to digit.
 CARD_RUN = re.compile(r"\d[\d -]{11,}\d")
 ASCII_CARD_RUN = re.compile(CARD_RUN.pattern, re.ASCII)  # the same on ASCII text, sooner
-# JSON id values ("id": "…", "requester_id": 123) are never card numbers.
-ID_VALUES = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\d+')
+# JSON id values ("id": "…", "requester_id": 123) are never card numbers: what comes
+# right before one (searched for in the 64 characters before a run of digits).
+ID_KEY_BEFORE = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\Z')
 # The text of an XML document: CDATA sections and the runs between tags.
 XML_TEXT = re.compile(r"(<!\[CDATA\[)(.*?)(\]\]>)|(>)([^<]+)(?=<)", re.DOTALL)
 XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
@@ -128,21 +129,27 @@ def _may_hold_secrets(text: str) -> bool:
     lowered = text.lower()
     if any(word in lowered for word in SECRET_WORDS) and SECRET_PHRASE.search(text):
         return True
-    # Zendesk's ids have 13 digits, and one in ten passes the Luhn check: look again
-    # without the id values only when the whole body has a candidate.
-    return _may_hold_card(text) and _may_hold_card(ID_VALUES.sub("", text))
+    return _may_hold_card(text)
 
 
 def _may_hold_card(text: str) -> bool:
     """Tell whether a card number may be in the text: a run of 13 or more digits, spaces
-    and dashes, unless it is a plain number of at most 19 digits that fails the Luhn check.
+    and dashes, unless it is a plain number of at most 19 digits that fails the Luhn check
+    or is an id value (Zendesk's ids have 13 digits, and one in ten passes the check).
 
-    Such a run holds no other candidate: a candidate has no digit on either side, so in
+    A plain run holds no other candidate: a candidate has no digit on either side, so in
     a plain run it is the whole run.
     """
+    cleared: set[str] = set()  # plain runs that failed the check (ids come back often)
     for run in (ASCII_CARD_RUN if text.isascii() else CARD_RUN).finditer(text):
         chars = run.group(0)
-        if not (chars.isdigit() and len(chars) <= 19) or luhn_valid(chars):
+        if chars in cleared:
+            continue
+        if not (chars.isdigit() and len(chars) <= 19):
+            return True  # spaces, dashes or a long run: the full path decides
+        if not luhn_valid(chars):
+            cleared.add(chars)
+        elif not ID_KEY_BEFORE.search(text, max(0, run.start() - 64), run.start()):
             return True
     return False
 
