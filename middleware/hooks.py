@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -14,6 +15,22 @@ from middleware.redaction import redact_body
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
+CONTENT_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """Return the request's headers with lower-case names, read from the WSGI environ.
+
+    The same as werkzeug's request.headers, without its per-request object.
+    """
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                headers[key[5:].replace("_", "-").lower()] = value
+        elif key in CONTENT_HEADERS and value:
+            headers[CONTENT_HEADERS[key]] = value
+    return headers
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -34,7 +51,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     inbound = InboundRequest(
         path=request.path,
         url=core.config.public_url + request.path + (f"?{query}" if query else ""),
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers=_headers(request.environ),
         body=body,
         path_token=token,
     )
@@ -44,7 +61,8 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         # Parse the body as it will be stored, so that event keys derived from it (e.g. a
         # hash) are the same when the worker parses the stored copy again.
         stored = plugin.storable_body(redact_body(body, inbound.content_type))
-        inbound = replace(inbound, body=stored)
+        if stored is not body:
+            inbound = replace(inbound, body=stored)
         events = plugin.parse(inbound)
         used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
         if not used:
@@ -67,7 +85,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         response = jsonify(error="the store is unavailable; retry later")
         response.headers["Retry-After"] = "30"
         return response, 503
-    if delivery_id is not None:
+    if delivery_id is not None and not core.wake.is_set():
         core.wake.set()
     ack, content_type = plugin.acknowledgement()
     return Response(ack, status=200, content_type=content_type)

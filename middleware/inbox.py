@@ -195,9 +195,11 @@ class DeliveryInbox(LeasedQueue):
         parameters = []
         for item in batch:
             v = item.values
+            received_at = to_db(v["received_at"])  # converted once when both are "now"
+            due = received_at if v["next_attempt_at"] is v["received_at"] else None
             parameters += [
-                v["plugin"], to_db(v["received_at"]), v["headers"], v["body"], dumps(item.keys),
-                v["status"], v["attempts"], to_db(v["next_attempt_at"]), v["trail"],
+                v["plugin"], received_at, v["headers"], v["body"], dumps(item.keys),
+                v["status"], v["attempts"], due or to_db(v["next_attempt_at"]), v["trail"],
             ]  # fmt: skip
         rows = ", ".join([SQLITE_DELIVERY_ROW] * len(batch))
         try:

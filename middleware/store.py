@@ -236,9 +236,12 @@ def dialect_insert(conn: Connection | Engine, table: Table) -> Any:
     return dialect.insert(table)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps builds one a call
+
+
 def dumps(value: Any) -> str:
     """Serialise a value for a JSON text column."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def _prepare_sqlite(engine: Engine) -> None:
