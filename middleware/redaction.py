@@ -14,13 +14,16 @@ CARD_CANDIDATE = re.compile(r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])")
 CARD_RUN = re.compile(r"\d[\d -]{11,}\d")
 ASCII_CARD_RUN = re.compile(CARD_RUN.pattern, re.ASCII)  # the same on ASCII text, sooner
 # JSON id values ("id": "…", "requester_id": 123) are never card numbers: what comes
-# right before one (searched for in the 64 characters before a run of digits).
-ID_KEY_BEFORE = re.compile(r'"(?:id|[A-Za-z0-9]*_id)"\s*:\s*"?\Z')
+# right before one (searched for in the 64 characters before a run of digits). A key's
+# quote follows "{", "," or JSON whitespace, never a backslash.
+ID_KEY_BEFORE = re.compile(r'(?<=[{,\s])"(?:id|[A-Za-z0-9]*_id)"[ \t\r\n]*:[ \t\r\n]*"?\Z')
 # The text of an XML document: CDATA sections and the runs between tags.
 XML_TEXT = re.compile(r"(<!\[CDATA\[)(.*?)(\]\]>)|(>)([^<]+)(?=<)", re.DOTALL)
 XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
-# The words a secret phrase starts with: a cheap test that clears most bodies.
+# The words a secret phrase starts with: a cheap test that clears most bodies. The phrase's
+# IGNORECASE also takes these letters for s, i and k, which lower() leaves as they are.
 SECRET_WORDS = ("pass", "pwd", "pin", "cvv", "cvc", "security code")
+IGNORECASE_LOOKALIKES = ("\u017f", "\u0131", "\u0130", "\u212a")  # ſ ı İ K
 SECRET_PHRASE = re.compile(
     r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
     re.IGNORECASE,
@@ -72,7 +75,7 @@ def redact_body(body: bytes, content_type: str = "") -> bytes:
         return _redact_form(body, text)
     if content_type in XML_TYPES or text.lstrip().startswith("<"):
         return _redact_xml(body, text)
-    if not _may_hold_secrets(text):
+    if not _may_hold_secrets(text, json_ids=True):
         return body  # the common case, decided without parsing the JSON
     try:
         # Inside JSON strings only: on the raw text a secret phrase would swallow the closing
@@ -119,23 +122,28 @@ def _redact_text(body: bytes, text: str) -> bytes:
     return body if cleaned == text else (cleaned or "").encode("utf-8")
 
 
-def _may_hold_secrets(text: str) -> bool:
+def _may_hold_secrets(text: str, json_ids: bool = False) -> bool:
     """Tell cheaply whether a body may hold a card number or secret (most hold neither).
 
-    It may say yes wrongly (the full path then finds nothing), never no wrongly.
+    It may say yes wrongly (the full path then finds nothing), never no wrongly. With
+    json_ids, a JSON id value is no card, as the JSON path judges it.
     """
     if "\\u" in text:
         return True  # JSON escapes can hide digits: the full path decodes them
     lowered = text.lower()
-    if any(word in lowered for word in SECRET_WORDS) and SECRET_PHRASE.search(text):
+    may_have_phrase = any(word in lowered for word in SECRET_WORDS) or (
+        not text.isascii() and any(letter in text for letter in IGNORECASE_LOOKALIKES)
+    )
+    # An escape (\n, \t) reads differently raw and decoded: then the full path decides.
+    if may_have_phrase and ("\\" in text or SECRET_PHRASE.search(text)):
         return True
-    return _may_hold_card(text)
+    return _may_hold_card(text, json_ids)
 
 
-def _may_hold_card(text: str) -> bool:
+def _may_hold_card(text: str, json_ids: bool) -> bool:
     """Tell whether a card number may be in the text: a run of 13 or more digits, spaces
     and dashes, unless it is a plain number of at most 19 digits that fails the Luhn check
-    or is an id value (Zendesk's ids have 13 digits, and one in ten passes the check).
+    or (json_ids) is a JSON id value: Zendesk's ids have 13 digits, one in ten passes.
 
     A plain run holds no other candidate: a candidate has no digit on either side, so in
     a plain run it is the whole run.
@@ -149,7 +157,7 @@ def _may_hold_card(text: str) -> bool:
             return True  # spaces, dashes or a long run: the full path decides
         if not luhn_valid(chars):
             cleared.add(chars)
-        elif not ID_KEY_BEFORE.search(text, max(0, run.start() - 64), run.start()):
+        elif not (json_ids and ID_KEY_BEFORE.search(text, max(0, run.start() - 64), run.start())):
             return True
     return False
 
