@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from middleware.core import current_core
-from middleware.errors import InboundError, UnsupportedEvent
+from middleware.errors import InboundError, MalformedPayload, UnsupportedEvent
 from middleware.plugins import Capability, InboundRequest
 from middleware.redaction import redact_body
 
@@ -31,6 +31,16 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
         elif key in CONTENT_HEADERS and value:
             headers[CONTENT_HEADERS[key]] = value
     return headers
+
+
+def _check_key(key: str) -> None:
+    """Refuse an event key that the store's text columns cannot hold exactly."""
+    try:
+        key.encode("utf-8")  # an unpaired surrogate, from a JSON escape, cannot be stored
+    except UnicodeEncodeError:
+        raise MalformedPayload(f"event key {key!r}: holds an unpaired surrogate") from None
+    if "\x00" in key:
+        raise MalformedPayload(f"event key {key!r}: holds a NUL character")
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -65,6 +75,8 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
             inbound = replace(inbound, body=stored)
         events = plugin.parse(inbound)
         used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
+        for event in used:
+            _check_key(event.key)
         if not used:
             ignored = events[0] if events else None
             own = ignored is not None and plugin.is_own_echo(ignored)

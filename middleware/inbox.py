@@ -99,10 +99,7 @@ class DeliveryInbox(LeasedQueue):
         self._waiting: list[_Pending] = []
         self._waiting_lock = threading.Lock()
         self._committing = False  # a thread commits, or has been woken to commit next
-        # SQLite's JSON functions, which the trigger uses, are built in from 3.38.
-        self._one_statement = engine.dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (
-            3, 38,
-        )  # fmt: skip
+        self._one_statement = engine.dialect.name == "sqlite"  # until JSON is found missing
         self._own: Any = None  # the SQLite path's connection, kept while it works
         # Datetimes stored exactly as SQLAlchemy stores them, so queries compare like with like.
         self._to_db = DateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
@@ -183,12 +180,10 @@ class DeliveryInbox(LeasedQueue):
         synchronous=FULL, busy_timeout and foreign keys on it. Only the committing thread
         uses it, in autocommit mode: the statement is its own transaction.
         """
-        if len(batch) > SQLITE_MAX_GROUP:
+        if len(batch) > SQLITE_MAX_GROUP or not all(item.keys for item in batch):
             return False
-        if self._own is None:
-            own = self.engine.raw_connection()
-            own.driver_connection.execute(SQLITE_KEYS_TRIGGER)
-            self._own = own
+        if self._own is None and not self._open_sqlite():
+            return False
         db = self._own.driver_connection
         assert isinstance(db, sqlite3.Connection) and db.isolation_level is None
         to_db = self._to_db or (lambda value: value)
@@ -197,8 +192,11 @@ class DeliveryInbox(LeasedQueue):
             v = item.values
             received_at = to_db(v["received_at"])  # converted once when both are "now"
             due = received_at if v["next_attempt_at"] is v["received_at"] else None
+            event_keys = dumps(item.keys)
+            if "\\u0000" in event_keys:
+                return False  # json_each would cut such a key short
             parameters += [
-                v["plugin"], received_at, v["headers"], v["body"], dumps(item.keys),
+                v["plugin"], received_at, v["headers"], v["body"], event_keys,
                 v["status"], v["attempts"], due or to_db(v["next_attempt_at"]), v["trail"],
             ]  # fmt: skip
         rows = ", ".join([SQLITE_DELIVERY_ROW] * len(batch))
@@ -212,14 +210,36 @@ class DeliveryInbox(LeasedQueue):
             self.close()
             raise
         # One statement gives its rows consecutive ids, each the largest so far plus one.
+        assert cursor.lastrowid is not None
         first_id = cursor.lastrowid - len(batch) + 1
         for offset, item in enumerate(batch):
             item.delivery_id = first_id + offset
         return True
 
+    def _open_sqlite(self) -> bool:
+        """Open the inbox's own connection with its trigger; False without JSON functions."""
+        own = self.engine.raw_connection()
+        db = own.driver_connection
+        assert isinstance(db, sqlite3.Connection)
+        try:
+            db.execute("SELECT json_array_length('[]')")
+            db.execute(SQLITE_KEYS_TRIGGER)
+        except sqlite3.OperationalError as exc:
+            own.invalidate()
+            if "no such function" not in str(exc):
+                raise
+            self._one_statement = False  # SQLite built without JSON: the general path
+            return False
+        except BaseException:
+            own.invalidate()
+            raise
+        self._own = own
+        return True
+
     def _commit_core(self, batch: list[_Pending]) -> None:
         with self.engine.begin() as conn:
             for item in batch:
+                item.delivery_id = None
                 item.values["event_keys"] = dumps(item.keys)
             inserted = conn.execute(INSERT_DELIVERIES, [item.values for item in batch])
             ids = [int(row.id) for row in inserted]

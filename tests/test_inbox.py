@@ -89,6 +89,17 @@ def test_a_group_keeps_its_new_deliveries_and_drops_its_duplicates(inbox):
     assert count(inbox, deliveries) == 3
 
 
+def test_a_key_with_a_nul_is_kept_whole(inbox):
+    """A NUL inside a key is no end of it: "a\\x00b" and "a" are two keys."""
+    first, second = pending("a\x00b"), pending("a")
+    inbox._commit_group([first])
+    inbox._commit_group([second])
+    assert first.delivery_id is not None and second.delivery_id is not None
+    with inbox.engine.connect() as conn:
+        keys = set(conn.execute(select(delivery_keys.c.key)).scalars())
+    assert keys == {"a\x00b", "a"}
+
+
 def test_on_sqlite_a_group_of_new_deliveries_is_one_statement(tmp_path, sqlite_template):
     """One INSERT commits the group and its keys; its trigger stays on the inbox's connection."""
     target = tmp_path / "carryover.db"

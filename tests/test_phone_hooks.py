@@ -367,6 +367,17 @@ def test_cti_malformed_event_gets_400_with_the_reason(client, core, changes, rea
     assert count(core, deliveries) == 0
 
 
+@pytest.mark.parametrize(
+    ("user", "reason"), [("Emma\x00", "NUL"), ("Emma\ud800", "unpaired surrogate")]
+)
+def test_cti_answer_whose_key_cannot_be_stored_gets_400(client, core, user, reason):
+    """The agent's name is part of an answer's key: a NUL or a lone surrogate gets 400."""
+    response = post_cti(client, cti_body("answer.json", user=user))
+    assert response.status_code == 400
+    assert reason in response.get_json()["error"]
+    assert count(core, deliveries) == 0
+
+
 def test_cti_unused_event_is_ignored(client, core):
     """An event outside newCall/answer/hangup is 200 ignored."""
     response = post_cti(client, cti_body("ping.json"))
