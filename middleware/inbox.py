@@ -190,14 +190,12 @@ class DeliveryInbox(LeasedQueue):
         parameters = []
         for item in batch:
             v = item.values
-            received_at = to_db(v["received_at"])  # converted once when both are "now"
-            due = received_at if v["next_attempt_at"] is v["received_at"] else None
             event_keys = dumps(item.keys)
             if "\\u0000" in event_keys:
                 return False  # json_each would cut such a key short
             parameters += [
-                v["plugin"], received_at, v["headers"], v["body"], event_keys,
-                v["status"], v["attempts"], due or to_db(v["next_attempt_at"]), v["trail"],
+                v["plugin"], to_db(v["received_at"]), v["headers"], v["body"], event_keys,
+                v["status"], v["attempts"], to_db(v["next_attempt_at"]), v["trail"],
             ]  # fmt: skip
         rows = ", ".join([SQLITE_DELIVERY_ROW] * len(batch))
         try:
