@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -15,22 +14,6 @@ from middleware.redaction import redact_body
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
-CONTENT_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
-
-
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    """Return the request's headers with lower-case names, read from the WSGI environ.
-
-    The same as werkzeug's request.headers, without its per-request object.
-    """
-    headers = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-                headers[key[5:].replace("_", "-").lower()] = value
-        elif key in CONTENT_HEADERS and value:
-            headers[CONTENT_HEADERS[key]] = value
-    return headers
 
 
 def _check_key(key: str) -> None:
@@ -61,7 +44,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     inbound = InboundRequest(
         path=request.path,
         url=core.config.public_url + request.path + (f"?{query}" if query else ""),
-        headers=_headers(request.environ),
+        headers={k.lower(): v for k, v in request.headers.items()},
         body=body,
         path_token=token,
     )
