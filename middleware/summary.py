@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Connection, Engine, Row, select
 
 from middleware.store import customers, identities, utcnow
@@ -30,6 +32,12 @@ SAID_LIMIT = 3
 MOOD_SAMPLE = 5
 # Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
 LISTED_KINDS = ("ticket", "case", "call", "message")
+# What one operator of an admin-edited template may build: a note is a few KB of text, and a
+# template must not be able to stall the worker with "x" * 10**9 or 9 ** 9 ** 9.
+MAX_REPEAT = 10_000
+MAX_EXPONENT = 64
+MAX_POWER_BITS = 4096
+MAX_OUTPUT_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -166,11 +174,68 @@ def _duration(seconds: int | None) -> str:
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
+class NoteTemplates(ImmutableSandboxedEnvironment):
+    """The sandbox that admin-edited templates render in: only the variables given to them.
+
+    Jinja's sandbox refuses attributes that reach Python's internals (`__globals__`,
+    `mro`, …) and calls of unsafe methods; on top of it, templates see no globals at all
+    (no `range`, `cycler`, `lipsum`, `namespace`), and `*` and `**` cannot build huge values.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, loader: jinja2.BaseLoader) -> None:
+        super().__init__(
+            loader=loader,
+            autoescape=False,  # plain-text notes, never HTML
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.globals.clear()
+        self.filters["when"] = _when
+        self.filters["excerpt"] = excerpt
+        self.filters["duration"] = _duration
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """Repeat a string or list at most MAX_REPEAT times; compute only small powers."""
+        if operator == "**" and _huge_power(left, right):
+            raise SecurityError("a template may not compute such a large power")
+        if operator == "*" and (_huge_repeat(left, right) or _huge_repeat(right, left)):
+            raise SecurityError(f"a template may not repeat a value over {MAX_REPEAT} times")
+        return super().call_binop(context, operator, left, right)
+
+
+def _huge_power(base: Any, exponent: Any) -> bool:
+    if not isinstance(exponent, int | float):
+        return False
+    if abs(exponent) > MAX_EXPONENT:
+        return True
+    return isinstance(base, int) and base.bit_length() * abs(exponent) > MAX_POWER_BITS
+
+
+def _huge_repeat(value: Any, count: Any) -> bool:
+    return isinstance(value, str | list | tuple) and isinstance(count, int) and count > MAX_REPEAT
+
+
+def render_bounded(template: jinja2.Template, values: dict[str, Any]) -> str:
+    """Render a template, refusing one whose output grows past MAX_OUTPUT_CHARS."""
+    chunks, size = [], 0
+    for chunk in template.generate(**values):
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"the template wrote over {MAX_OUTPUT_CHARS} characters")
+        chunks.append(chunk)
+    return "".join(chunks).strip()
+
+
 class SummaryRenderer:
     """Render contexts with one template per target; admins may override any of them.
 
     A template is looked up in the versions saved in the admin UI, then in templates_dir,
-    then among the shipped ones.
+    then among the shipped ones. Every template renders in the sandbox (NoteTemplates): a
+    saved one is written by an admin in the browser, a file one by whoever can write there.
     """
 
     def __init__(self, override_dir: Path | None = None, engine: Engine | None = None) -> None:
@@ -179,23 +244,13 @@ class SummaryRenderer:
             loaders.append(jinja2.FileSystemLoader(str(override_dir)))
         loaders.append(jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)))
         self.files = jinja2.ChoiceLoader(loaders)
-        self.env = jinja2.Environment(
-            loader=self.files,
-            autoescape=False,  # plain-text notes, never HTML
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-            undefined=jinja2.StrictUndefined,
-        )
-        self.env.filters["when"] = _when
-        self.env.filters["excerpt"] = excerpt
-        self.env.filters["duration"] = _duration
+        self.env = NoteTemplates(self.files)
         self.saved: DocumentVersions[str] | None = None
         if engine is not None:
             names = [n for n in self.files.list_templates() if n.endswith(".txt.j2")]
             self.saved = DocumentVersions(engine, "template", names, self.file_source,
                                           self.check_source)  # fmt: skip
-            self.env.loader = jinja2.ChoiceLoader([_SavedLoader(self.saved), self.files])
+            self.env.loader = _VersionedLoader(self.saved, self.files)
 
     def file_source(self, name: str) -> str:
         """Return a template's text as the files give it (templates_dir, else shipped)."""
@@ -212,18 +267,18 @@ class SummaryRenderer:
     def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
         """Render the template `<target>.txt.j2` for a customer context."""
         template = self._template(f"{target}.txt.j2")
-        return template.render(**self.variables(context), **extra).strip()
+        return render_bounded(template, {**self.variables(context), **extra})
 
     def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
         """Render the note about one ended call (call_note.txt.j2)."""
         template = self._template("call_note.txt.j2")
-        return template.render(call=call, customer_name=customer_name).strip()
+        return render_bounded(template, {"call": call, "customer_name": customer_name})
 
     def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
         """Render a template text being edited with the given variables; DocumentError if bad."""
         try:
-            return self.env.from_string(self.check_source(name, source, name)).render(
-                **values).strip()  # fmt: skip
+            return render_bounded(self.env.from_string(self.check_source(name, source, name)),
+                                  values)  # fmt: skip
         except jinja2.TemplateError as exc:
             raise DocumentError(f"{name}: {exc}") from None
 
@@ -237,21 +292,35 @@ class SummaryRenderer:
         return self.env.get_template(name)
 
 
-class _SavedLoader(jinja2.BaseLoader):
-    """Load the templates saved in the admin UI; Jinja recompiles when the version changes."""
+class _VersionedLoader(jinja2.BaseLoader):
+    """Load a template saved in the admin UI, else its file; recompile when either changes.
 
-    def __init__(self, saved: DocumentVersions[str]) -> None:
+    Jinja keeps a compiled template while its `uptodate` says so. A file's own check looks
+    at the file's time only, so a version saved later (in this process or another) must
+    also make the file's template out of date, and a rollback to the file likewise.
+    """
+
+    def __init__(self, saved: DocumentVersions[str], files: jinja2.BaseLoader) -> None:
         self.saved = saved
+        self.files = files
 
     def get_source(
         self, environment: jinja2.Environment, template: str
     ) -> tuple[str, str | None, Callable[[], bool]]:
-        """Return the saved text of a template; TemplateNotFound when none is saved."""
+        """Return the text in use for a template, and how to tell it is still in use."""
         version = self.saved.version_of(template)
-        if version is None:
-            raise jinja2.TemplateNotFound(template)
+        if version is not None:
+            return (
+                self.saved.current(template),
+                None,
+                lambda: self.saved.version_of(template) == version,
+            )
+        source, filename, file_uptodate = self.files.get_source(environment, template)
         return (
-            self.saved.current(template),
-            None,
-            lambda: self.saved.version_of(template) == version,
+            source,
+            filename,
+            lambda: (
+                self.saved.version_of(template) is None
+                and (file_uptodate is None or file_uptodate())
+            ),
         )
