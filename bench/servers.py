@@ -43,6 +43,7 @@ def write_config(
         "public_url": f"http://{HOST}:{port}",
         "database_url": f"sqlite:///{directory / name}.db",
         "worker": {"enabled": worker},
+        "allow_private_upstreams": True,  # the fake upstreams listen on 127.0.0.1
         "integrations": {
             "zendesk": {
                 "url": zendesk_url,

@@ -12,6 +12,8 @@ from typing import Any
 import phonenumbers
 import yaml
 
+from middleware.network import IPNetwork, parse_networks
+
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # ${NAME} is not plain YAML inside flow collections ("[${KEY}]" parses "{" as a mapping), so
 # the file is read with each reference swapped for a token that is, then swapped back.
@@ -33,6 +35,9 @@ class Setting:
     required: bool = False
     secret: bool = False
     doc: str = ""
+    # Settable in the configuration file only, never from the admin UI (e.g. a file path:
+    # an admin in the browser must not make the server read a file of its choosing).
+    file_only: bool = False
 
 
 def _check(path: str, value: Any, setting: Setting) -> Any:
@@ -73,6 +78,8 @@ TOP_LEVEL = {
     "default_region": Setting(str, "US"),
     "mappings_dir": Setting(str, None),
     "templates_dir": Setting(str, None),
+    "trusted_proxies": Setting(list, []),
+    "allow_private_upstreams": Setting(bool, False),
 }
 SUMMARY = {
     "note_on_first_contact": Setting(bool, False),
@@ -110,6 +117,10 @@ class Config:
     default_region: str = "US"
     mappings_dir: Path = Path(__file__).resolve().parent.parent / "mappings"
     templates_dir: Path | None = None
+    # Proxies whose X-Forwarded-For is believed (see middleware/network.py).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Integrations may call loopback and private addresses (a simulator, a proxy nearby).
+    allow_private_upstreams: bool = False
     summary: dict[str, Any] = field(
         default_factory=lambda: validate_section("summary", {}, SUMMARY)
     )
@@ -178,6 +189,10 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
             raise ConfigError(f"integrations.{key}: unknown integration (known: {known_plugins})")
         integrations[key] = validate_section(f"integrations.{key}", section, plugin_schemas[key])
 
+    try:
+        trusted_proxies = parse_networks(top["trusted_proxies"], "trusted_proxies")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     mappings_dir = top["mappings_dir"]
     templates_dir = top["templates_dir"]
     return Config(
@@ -186,6 +201,8 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         secret_key=top["secret_key"],
         agent_api_keys=tuple(top["agent_api_keys"]),
         default_region=region,
+        trusted_proxies=trusted_proxies,
+        allow_private_upstreams=top["allow_private_upstreams"],
         mappings_dir=Path(mappings_dir) if mappings_dir else Config.mappings_dir,
         templates_dir=Path(templates_dir) if templates_dir else None,
         integrations=integrations,

@@ -154,6 +154,7 @@ def _write_config(folder: Path, url: str) -> Path:
         "public_url": url,
         "database_url": f"sqlite:///{folder.resolve() / 'carryover.db'}",
         "worker": {"poll_interval_s": 0.2},
+        "allow_private_upstreams": True,  # the simulated tools listen on 127.0.0.1
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

@@ -19,6 +19,16 @@ class MalformedPayload(InboundError):
     status = 400
 
 
+class TryLater(InboundError):
+    """The delivery cannot be checked now (an upstream it is checked against is down) (503)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UnsupportedEvent(InboundError):
     """An authentic event of a type Carryover does not use (200, ignored)."""
 

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from middleware.core import current_core
-from middleware.errors import InboundError, MalformedPayload, UnsupportedEvent
+from middleware.core import Carryover, current_core
+from middleware.errors import InboundError, MalformedPayload, TryLater, UnsupportedEvent
+from middleware.network import client_address, within
 from middleware.plugins import Capability, InboundRequest
 from middleware.redaction import redact_body
 
@@ -30,6 +31,24 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error=message), status
 
 
+def _inbound(core: Carryover, key: str, token: str | None) -> InboundRequest:
+    """Describe the request for the plugin; a path token never goes into what is stored."""
+    query = request.query_string.decode("latin-1")
+    # The stored URL names the path token's place, never the token: it is a secret.
+    path = f"/hooks/{key}" + ("/[path token]" if token is not None else "")
+    peer = request.remote_addr or ""
+    trusted = core.config.trusted_proxies
+    return InboundRequest(
+        path=path,
+        url=core.config.public_url + path + (f"?{query}" if query else ""),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=request.get_data(cache=False),  # raises 413 past MAX_CONTENT_LENGTH
+        path_token=token,
+        remote_addr=client_address(peer, request.headers.get("X-Forwarded-For"), trusted),
+        via_trusted_proxy=within(peer, trusted),
+    )
+
+
 @bp.post("/hooks/<key>")
 @bp.post("/hooks/<key>/<path:token>")
 def receive(key: str, token: str | None = None) -> Response | tuple[Response, int]:
@@ -39,18 +58,11 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     plugin = core.registry.get(key)
     if plugin is None or not plugin.has_capability(Capability.RECEIVE):
         return _error(404, f"no integration {key!r} is configured")
-    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
-    query = request.query_string.decode("latin-1")
-    inbound = InboundRequest(
-        path=request.path,
-        url=core.config.public_url + request.path + (f"?{query}" if query else ""),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=body,
-        path_token=token,
-    )
+    inbound = _inbound(core, key, token)
+    body = inbound.body
     mapping = core.mappings[key]
     try:
-        plugin.verify(inbound)
+        inbound = replace(inbound, proof=plugin.verify(inbound))
         # Parse the body as it will be stored, so that event keys derived from it (e.g. a
         # hash) are the same when the worker parses the stored copy again.
         stored = plugin.storable_body(redact_body(body, inbound.content_type))
@@ -71,8 +83,16 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     except InboundError as exc:
         refusal = plugin.refusal(exc)
         if refusal is not None:
-            return Response(refusal[0], status=exc.status, content_type=refusal[1])
-        return _error(exc.status, str(exc))
+            response = Response(refusal[0], status=exc.status, content_type=refusal[1])
+        else:
+            response = jsonify(error=str(exc))
+            response.status_code = exc.status
+        if isinstance(exc, TryLater):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except Exception:  # a body no check foresaw: refused, and logged so it gets one
+        current_app.logger.exception("unexpected failure reading a %s delivery", key)
+        return _error(400, "the delivery could not be read")
     try:
         delivery_id = core.inbox.accept(key, inbound, [e.key for e in used])
     except Exception:  # nothing was stored: the sender must retry

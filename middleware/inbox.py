@@ -16,8 +16,29 @@ from middleware.plugins import InboundRequest
 from middleware.queue import PENDING, LeasedQueue
 from middleware.store import deliveries, delivery_keys, dialect_insert, dumps, utcnow
 
-# Never keep credentials that a sender or proxy put in headers.
-DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Never keep credentials that a sender or proxy put in headers: these names, and any name
+# with one of these words in it (X-Api-Key, X-Auth-Token, X-Session-Id …).
+DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "set-cookie"})
+DROPPED_WORDS = ("auth", "token", "secret", "password", "key", "session", "cookie")
+# Headers Carryover adds to a stored delivery; a sender's own of these names are dropped.
+OWN_HEADER_PREFIX = "x-carryover-"
+
+
+def storable_headers(request: InboundRequest) -> dict[str, str]:
+    """Return the headers kept with a delivery: no credential, and Carryover's own facts."""
+    kept = {
+        name: value
+        for name, value in request.headers.items()
+        if name not in DROPPED_HEADERS
+        and not name.startswith(OWN_HEADER_PREFIX)
+        and not any(word in name for word in DROPPED_WORDS)
+    }
+    kept["x-carryover-url"] = request.url
+    kept["x-carryover-proof"] = request.proof
+    kept["x-carryover-remote-addr"] = request.remote_addr
+    return kept
+
+
 # Built once: building SQLAlchemy statements per request costs more than running them.
 INSERT_DELIVERIES = deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True)
 DELETE_DELIVERY = deliveries.delete().where(deliveries.c.id == bindparam("delivery_id"))
@@ -110,10 +131,8 @@ class DeliveryInbox(LeasedQueue):
         Return the delivery id, or None when every key was seen before (nothing is kept).
         """
         now = utcnow()
-        headers = {k: v for k, v in request.headers.items() if k not in DROPPED_HEADERS}
-        headers["x-carryover-url"] = request.url
         values = {
-            "plugin": plugin, "received_at": now, "headers": dumps(headers),
+            "plugin": plugin, "received_at": now, "headers": dumps(storable_headers(request)),
             "body": request.body, "status": PENDING, "attempts": 0, "next_attempt_at": now,
             "trail": "[]",
         }  # fmt: skip
@@ -290,4 +309,6 @@ def request_of(row: Row) -> InboundRequest:
         url=headers.get("x-carryover-url", ""),
         headers=headers,
         body=bytes(row.body),
+        remote_addr=headers.get("x-carryover-remote-addr", ""),
+        proof=headers.get("x-carryover-proof", ""),
     )

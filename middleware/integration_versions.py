@@ -99,6 +99,11 @@ class IntegrationVersions(DocumentVersions[Saved]):
                 f"integrations.{key}: configured in the configuration file; change it there"
             )
         checked = validate_section(f"integrations.{key}", dict(settings), self.schema(key))
+        for name, setting in self.schema(key).items():
+            if setting.file_only and checked.get(name) not in (None, setting.default):
+                raise ConfigError(
+                    f"integrations.{key}.{name}: can be set in the configuration file only"
+                )
         self.classes[key](checked, self.config)  # raises ConfigError for bad combinations
         return checked
 

@@ -14,7 +14,7 @@ from middleware.delivery import Outbox
 from middleware.identity import Resolution, normalise_all, resolve_customer
 from middleware.inbox import request_of
 from middleware.interaction import CustomerRecord, Identity, Interaction
-from middleware.plugins import Capability, InboundEvent, Plugin
+from middleware.plugins import UNVERIFIED, Capability, InboundEvent, Plugin
 from middleware.redaction import redact
 from middleware.store import delivery_customers, dialect_insert, interactions
 from middleware.summary import build_context
@@ -33,8 +33,19 @@ def process_delivery(core: Carryover, row: Row) -> list[str]:
     if plugin is None:
         raise NotConfigured(f"integration {row.plugin!r} is not configured")
     keys = set(json.loads(row.event_keys))
-    events = [e for e in plugin.parse(request_of(row)) if e.key in keys]
-    return [handle_event(core, plugin, e, row.received_at, row.id) for e in events]
+    request = request_of(row)
+    events = [e for e in plugin.parse(request) if e.key in keys]
+    if request.proof != UNVERIFIED:
+        return [handle_event(core, plugin, e, row.received_at, row.id) for e in events]
+    # Nothing in an unverified delivery is believed: each record is read back upstream.
+    steps = []
+    for event in events:
+        confirmed = plugin.read_back(event)
+        if confirmed is None:
+            steps.append(f"{event.key}: not found upstream (unverified delivery), ignored")
+        else:
+            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id))
+    return steps
 
 
 def handle_event(

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from middleware.config import ConfigError, Setting
 from middleware.errors import InboundError, MalformedPayload
+from middleware.network import UpstreamGuard, UpstreamRefused, check_url
 
 if TYPE_CHECKING:
     from middleware.config import Config
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from middleware.usage import ApiUsage
 
 ENTRY_POINT_GROUP = "carryover.plugins"
+# The proof of a delivery that came from its sender's address space but carries nothing
+# that proves its content (a Salesforce Outbound Message with only the org id): its records
+# are read back from the upstream's API before anything in it is believed.
+UNVERIFIED = "unverified"
 
 
 class Capability(StrEnum):
@@ -41,6 +46,9 @@ class InboundRequest:
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     path_token: str | None = None
+    remote_addr: str = ""  # the client's address (behind trusted proxies, what they said)
+    via_trusted_proxy: bool = False  # the peer is a trusted proxy: its headers are believed
+    proof: str = ""  # how the delivery was proven authentic (what verify() returned)
 
     @property
     def content_type(self) -> str:
@@ -79,6 +87,17 @@ class Plugin:
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         self.options = dict(settings)
         self.config = config
+        # Checks every upstream call's host (see middleware/network.py); the clients use it.
+        self.upstream_guard = UpstreamGuard(config.allow_private_upstreams)
+
+    def upstream_url(self, name: str) -> str:
+        """Return a URL setting, refused with ConfigError unless Carryover may call it."""
+        url = str(self.options[name]).strip()
+        try:
+            check_url(url, self.config.allow_private_upstreams, f"integrations.{self.key}.{name}")
+        except UpstreamRefused as exc:
+            raise ConfigError(str(exc)) from None
+        return url
 
     @classmethod
     def generate_secret(cls) -> str:
@@ -97,8 +116,12 @@ class Plugin:
         return capability in self.capabilities
 
     # -- receiving -------------------------------------------------------------------
-    def verify(self, request: InboundRequest) -> None:
-        """Raise InvalidSignature unless the delivery is authentic."""
+    def verify(self, request: InboundRequest) -> str:
+        """Return how the delivery is proven authentic; raise InvalidSignature if it is not.
+
+        The proof ("signature", "path token", …) is kept with the delivery. UNVERIFIED means
+        the delivery may be processed only through read_back().
+        """
         raise NotImplementedError
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
@@ -120,6 +143,14 @@ class Plugin:
     def storable_body(self, body: bytes) -> bytes:
         """Return the body as it may be stored: credentials the sender put in it removed."""
         return body
+
+    def read_back(self, event: InboundEvent) -> InboundEvent | None:
+        """Return the event with its record as the upstream API has it, None if it has none.
+
+        Called for the events of UNVERIFIED deliveries, so that nothing a forger wrote
+        reaches the timeline or the identities.
+        """
+        return None
 
     def is_own_echo(self, event: InboundEvent) -> bool:
         """Tell whether the event is Carryover's own write coming back."""

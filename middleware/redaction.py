@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
@@ -17,8 +18,7 @@ ASCII_CARD_RUN = re.compile(CARD_RUN.pattern, re.ASCII)  # the same on ASCII tex
 # right before one (searched for in the 64 characters before a run of digits). A key's
 # quote follows "{", "," or JSON whitespace, never a backslash.
 ID_KEY_BEFORE = re.compile(r'(?<=[{,\s])"(?:id|[A-Za-z0-9]*_id)"[ \t\r\n]*:[ \t\r\n]*"?\Z')
-# The text of an XML document: CDATA sections and the runs between tags.
-XML_TEXT = re.compile(r"(<!\[CDATA\[)(.*?)(\]\]>)|(>)([^<]+)(?=<)", re.DOTALL)
+CDATA_OPEN, CDATA_CLOSE = "<![CDATA[", "]]>"
 XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
 # The words a secret phrase starts with: a cheap test that clears most bodies. The phrase's
 # IGNORECASE also takes these letters for s, i and k, which lower() leaves as they are.
@@ -103,14 +103,50 @@ def _redact_xml(body: bytes, text: str) -> bytes:
     """Redact the text of an XML body (a case's Description) and leave its markup intact."""
     if not _may_hold_secrets(text):
         return body
-
-    def text_run(match: re.Match[str]) -> str:
-        if match.group(1):
-            return match.group(1) + (redact(match.group(2)) or "") + match.group(3)
-        return match.group(4) + (redact(match.group(5)) or "")
-
-    cleaned = XML_TEXT.sub(text_run, text)
+    parts, done = [], 0
+    for start, end, element in xml_text_runs(text):
+        if _is_id_name(element.rpartition(":")[2]):
+            continue  # <sf:Id>500700000000000002</sf:Id> is a record id, not a card
+        parts += [text[done:start], redact(text[start:end]) or ""]
+        done = end
+    cleaned = "".join(parts) + text[done:]
     return body if cleaned == text else cleaned.encode("utf-8")
+
+
+def xml_text_runs(text: str) -> Iterator[tuple[int, int, str]]:
+    """Yield (start, end, element name) of each run of text and CDATA in an XML document.
+
+    One pass with str.find, each search starting where the last ended: linear in the
+    length of the text, whatever it holds (a regular expression that looks for the end
+    of each unclosed CDATA section again is quadratic). A run is named after the tag
+    before it; markup that is not well-formed ends the scan (the parser refuses it anyway).
+    """
+    position, element = 0, ""
+    while True:
+        opening = text.find("<", position)
+        if opening < 0:
+            return
+        if opening > position:
+            yield position, opening, element
+        if text.startswith(CDATA_OPEN, opening):
+            closing = text.find(CDATA_CLOSE, opening + len(CDATA_OPEN))
+            if closing < 0:
+                return
+            yield opening + len(CDATA_OPEN), closing, element
+            position = closing + len(CDATA_CLOSE)
+            continue
+        closing = text.find(">", opening)
+        if closing < 0:
+            return
+        element = _start_tag_name(text[opening + 1 : closing])
+        position = closing + 1
+
+
+def _start_tag_name(tag: str) -> str:
+    """Return the element name of a start tag's inside ("sf:Id" of "sf:Id a='b'"), else ""."""
+    if tag.startswith(("/", "!", "?")) or not tag.strip():
+        return ""
+    return tag.split(None, 1)[0].rstrip("/")
 
 
 def _is_id_name(name: str) -> bool:

@@ -131,6 +131,8 @@ def make_config(
         "agent_api_keys": [AGENT_KEY],
         "secret_key": "test-secret-key",
         "worker": {"backoff_base_s": 0.0, "lease_s": 30},
+        # The fake upstreams listen on 127.0.0.1.
+        "allow_private_upstreams": True,
         **extra,
     }
     if zendesk_url:
@@ -155,6 +157,10 @@ def make_config(
             "instance_url": SF_INSTANCE,
             "session_id": SF_SESSION,
             "timeout_s": 5,
+            # The test client's address: messages are proven by their source network, as
+            # behind an allow-list of Salesforce's ranges (tests of the other proofs and of
+            # unproven messages set this to []).
+            "allowed_networks": ["127.0.0.1/32"],
             **salesforce,
         }
     return parse_config(raw, PluginRegistry.from_entry_points().schemas())

@@ -44,6 +44,7 @@ def serve(tmp_path: Path, database_url: str, fake_zendesk: FakeZendesk) -> Itera
     config.write_text(
         f"database_url: '{database_url}'\n"
         "worker: {lease_s: 2, poll_interval_s: 0.2, backoff_base_s: 0.1}\n"
+        "allow_private_upstreams: true\n"
         "integrations:\n"
         "  zendesk:\n"
         f"    url: {fake_zendesk.url}\n"

@@ -24,12 +24,12 @@ MAPPINGS = Config().mappings_dir
 RECEIVED = datetime(2025, 2, 1, 12, 0, 0)
 CLASSES = PluginRegistry.from_entry_points().classes
 PLUGINS = sorted(CLASSES)
-DUMMY = {str: "http://127.0.0.1:9", int: 1, float: 1.0, bool: False, list: []}
+DUMMY = {str: "https://example.com", int: 1, float: 1.0, bool: False, list: []}
 # Settings that a placeholder cannot stand for (the org id is checked when the plugin starts).
 VALID_SETTINGS = {
     "salesforce": {
         "organization_id": "00D70000000IVNp",
-        "instance_url": "http://127.0.0.1:9",
+        "instance_url": "https://acme.my.salesforce.com",
         "session_id": "placeholder",
     }
 }
@@ -406,7 +406,7 @@ def test_cli_refuses_to_start_with_an_invalid_mapping(tmp_path, capsys):
     config.write_text(
         f"database_url: sqlite:///{tmp_path / 'co.db'}\n"
         f"mappings_dir: {mappings}\n"
-        "integrations:\n  zendesk: {url: 'http://127.0.0.1:9', email: bot@example.com,\n"
+        "integrations:\n  zendesk: {url: 'https://acme.zendesk.com', email: bot@example.com,\n"
         "    api_token: t, webhook_secret: s}\n",
         encoding="utf-8",
     )

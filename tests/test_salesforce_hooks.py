@@ -50,6 +50,22 @@ LIMIT_EXCEEDED = [
     {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
 ]
 EXPIRED = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+# The session the web-to-case fixture carries, taken by the org's API as one of its own.
+FIXTURE_SESSION = "00D70000000IVNp!AQ4AQFakeSessionForFixtureOnly0123456789"
+ORGANIZATION = {"totalSize": 1, "done": True, "records": [
+    {"attributes": {"type": "Organization"}, "Id": "00D70000000IVNpEAO"}]}  # fmt: skip
+
+
+def organization_query(rsps, session: str, **reply) -> None:
+    """Answer the query a SessionId is checked with, for that session only."""
+    rsps.get(
+        f"{REST}/query/",
+        match=[
+            responses.matchers.query_param_matcher({"q": "SELECT Id FROM Organization"}),
+            responses.matchers.header_matcher({"Authorization": f"Bearer {session}"}),
+        ],
+        **(reply or {"json": ORGANIZATION}),
+    )
 
 
 @pytest.fixture
@@ -59,6 +75,7 @@ def sf_api() -> Iterator[responses.RequestsMock]:
         rsps.add_passthru("http://127.0.0.1")
         rsps.get(f"{REST}/sobjects/Contact/{CONTACT_ID}", json=CONTACT, headers=LIMIT_INFO)
         rsps.post(f"{REST}/sobjects/CaseComment/", json=CREATED, status=201, headers=LIMIT_INFO)
+        organization_query(rsps, FIXTURE_SESSION)
         yield rsps
 
 
@@ -111,7 +128,7 @@ def test_one_notification_gets_the_exact_ack_and_becomes_a_case(client, worker, 
         "salesforce", CASE, "phone", "new")  # fmt: skip
     assert case.subject == "Refund not received"
     assert case.customer_name == "Ann Example"
-    assert case.link == f"https://na5.salesforce.com/{CASE}"
+    assert case.link == f"{SF_INSTANCE}/{CASE}"  # the configured instance, not the message's
     with core.engine.connect() as conn:
         found = {(r.type, r.value) for r in conn.execute(select(identities))}
     assert {("salesforce_contact", CONTACT_ID), ("email", "ann.example@example.com"),

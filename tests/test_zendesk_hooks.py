@@ -64,7 +64,7 @@ def stamp(offset: timedelta = timedelta(0)) -> str:
 def zendesk_plugin(**options: Any) -> ZendeskPlugin:
     """Build a Zendesk plugin instance with the vectors' secret and the given options."""
     raw = {
-        "url": "http://127.0.0.1:9",
+        "url": "https://acme.zendesk.com",
         "email": "bot@example.com",
         "api_token": "unused",
         "webhook_secret": VECTOR_SECRET,

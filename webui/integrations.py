@@ -126,7 +126,9 @@ def settings_from_form(
     settings: dict[str, Any] = {}
     for name, setting in schema.items():
         raw = (form.get(name) or "").strip()
-        if setting.secret and not raw and not form.get(f"clear-{name}"):
+        if setting.file_only:
+            settings[name] = (saved or {}).get(name)
+        elif setting.secret and not raw and not form.get(f"clear-{name}"):
             settings[name] = (saved or {}).get(name)
         elif setting.type is bool:
             settings[name] = bool(form.get(name))
@@ -180,7 +182,8 @@ def _page(
         settings.append({"name": name, "value": shown, "secret": setting.secret,
                          "set": bool(value), "required": setting.required,
                          "type": setting.type.__name__, "doc": setting.doc,
-                         "default": setting.default})  # fmt: skip
+                         "default": setting.default,
+                         "file_only": setting.file_only})  # fmt: skip
     setup = cls.setup_doc.replace("{public_url}", core.config.public_url)
     saved = core.integrations.history(key, limit=1) if source != "file" else []
     return render_template(

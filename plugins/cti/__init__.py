@@ -25,6 +25,7 @@ from middleware.plugins import (
 EVENTS = ("newCall", "answer", "hangup")
 SECRET_PREFIX = "whsec_"
 MAX_CALL_ID = 200
+MAX_TIMESTAMP = 12  # digits of unix seconds, far beyond any real time
 
 SETUP = """\
 1. Choose a secret: press "Generate a secret" on this page, which makes a whsec_… secret
@@ -61,13 +62,13 @@ class CtiPlugin(Plugin):
         return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
     # -- receiving -------------------------------------------------------------------------
-    def verify(self, request: InboundRequest) -> None:
+    def verify(self, request: InboundRequest) -> str:
         """Accept the secret path segment, or a Standard Webhooks signature that is fresh."""
         secret = self.options["secret"]
         if request.path_token is not None:
             if not hmac.compare_digest(request.path_token.encode(), secret.encode()):
                 raise InvalidSignature("the secret in the path does not match")
-            return
+            return "path token"
         webhook_id = request.headers.get("webhook-id", "")
         timestamp = request.headers.get("webhook-timestamp", "")
         signatures = request.headers.get("webhook-signature", "")
@@ -76,7 +77,8 @@ class CtiPlugin(Plugin):
                 "missing webhook-id, webhook-timestamp or webhook-signature "
                 "(or POST to /hooks/cti/<secret>)"
             )
-        if not (timestamp.isascii() and timestamp.isdigit()):
+        # Unix seconds have 10 digits; int() of thousands of digits would raise (or crawl).
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP:
             raise InvalidSignature("webhook-timestamp: expected unix seconds")
         tolerance = self.options["tolerance_s"]
         if abs(time.time() - int(timestamp)) > tolerance:
@@ -86,6 +88,7 @@ class CtiPlugin(Plugin):
         # Several signatures let a sender rotate its secret; any one of them may match.
         if not any([hmac.compare_digest(expected, g) for g in given]):
             raise InvalidSignature("webhook-signature does not match")
+        return "signature"
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Read one call event (JSON or form) and name the outside party and the agent."""

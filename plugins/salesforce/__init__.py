@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import threading
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,9 +17,17 @@ from cachetools.keys import hashkey
 
 from middleware.config import ConfigError, Setting
 from middleware.delivery import carries_marker
-from middleware.errors import InboundError, InvalidSignature, MalformedPayload
+from middleware.errors import (
+    InboundError,
+    InvalidSignature,
+    MalformedPayload,
+    TryLater,
+    UpstreamError,
+)
+from middleware.identity import SALESFORCE_ID
 from middleware.interaction import Identity, Interaction
-from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin
+from middleware.network import parse_networks, within
+from middleware.plugins import UNVERIFIED, Capability, InboundEvent, InboundRequest, Plugin
 from middleware.usage import ApiUsage
 from plugins.salesforce.client import SalesforceClient
 from plugins.salesforce.outbound import (
@@ -34,6 +43,12 @@ ORG_ID = re.compile(r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$")
 # A notification sent within this long of the case's creation announces a new case; later
 # ones are edits (a workflow rule or Flow that fires on every edit sends both).
 CREATED_WITHIN_S = 60
+# A record read back is taken as new when it was created this recently: Salesforce retries
+# an Outbound Message for up to 24 hours.
+READ_BACK_NEW_WITHIN = timedelta(hours=24)
+SESSION_CHECKS_KEPT_S = 600  # a session proven to be the org's is believed this long
+# Fields holding record ids: each must be a Salesforce id before it goes anywhere near a URL.
+ID_FIELDS = ("Id", "ContactId", "ParentId", "AccountId", "OwnerId")
 SOAP_TYPES = ("text/xml", "application/soap+xml", "application/xml")
 LOGIN_KEYS = {
     "session id": ("session_id", "instance_url"),
@@ -52,6 +67,12 @@ SETUP = """\
 3. Enter the organization_id below (Setup → Company Information) and one login:
    session_id + instance_url, username + password + security_token, or username +
    consumer_key + private_key (JWT bearer, a connected app).
+4. Prove the sender: Outbound Messages carry no signature, and the org id is no secret.
+   Turn "Send Session ID" on in the Outbound Message (Carryover checks the session with
+   your org's API, then drops it), and/or list Salesforce's networks in allowed_networks,
+   and/or have a TLS proxy check Salesforce's client certificate (client_cert_header).
+   A message proven by none of these is still taken, but only as a ping: each record is
+   read back from the API before anything in it is believed.
 """
 
 
@@ -70,12 +91,25 @@ class SalesforcePlugin(Plugin):
         "security_token": Setting(str, secret=True),
         "consumer_key": Setting(str, doc="the connected app's key, for JWT bearer login"),
         "private_key": Setting(str, secret=True, doc="PEM, for JWT bearer login"),
-        "private_key_file": Setting(str, doc="or the path of the PEM file"),
+        "private_key_file": Setting(str, doc="or the path of the PEM file", file_only=True),
         "login_url": Setting(str, "https://login.salesforce.com", doc="test.salesforce.com…"),
         "api_version": Setting(str, "59.0"),
         "contact_cache_ttl_s": Setting(int, 300),
         "limit_backoff_s": Setting(float, 900.0, doc="wait after REQUEST_LIMIT_EXCEEDED"),
         "timeout_s": Setting(float, 10.0),
+        "verify_session_id": Setting(
+            bool, True, doc="check a message's SessionId with the org's API (Send Session ID on)"
+        ),
+        "allowed_networks": Setting(
+            list, [], doc="only these source networks (CIDR) may send; others get 401"
+        ),
+        "client_cert_header": Setting(
+            str, doc="a header a trusted proxy sets once Salesforce's client certificate checks"
+        ),
+        "client_cert_value": Setting(str, "SUCCESS", doc="the header's value when it checked"),
+        "require_verified": Setting(
+            bool, False, doc="refuse messages nothing proves, instead of reading them back"
+        ),
     }
     event_types = (
         "case.created",
@@ -96,26 +130,104 @@ class SalesforcePlugin(Plugin):
             )
         self.org15 = org[:15]
         _check_login(self.options)
-        self.client = SalesforceClient(self.options)
+        for name in ("instance_url", "login_url"):
+            if self.options.get(name):
+                self.upstream_url(name)
+        try:
+            self.networks = parse_networks(
+                self.options["allowed_networks"], "integrations.salesforce.allowed_networks"
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.options.get("client_cert_header") and not config.trusted_proxies:
+            raise ConfigError(
+                "integrations.salesforce.client_cert_header: set trusted_proxies to the proxy "
+                "that checks the certificate (only its headers are believed)"
+            )
+        self.client = SalesforceClient(self.options, self.upstream_guard)
         self._contacts: TTLCache[str, dict[str, Any]] = TTLCache(
             maxsize=10_000, ttl=self.options["contact_cache_ttl_s"]
         )
         self._contacts_lock = threading.Lock()
+        self._sessions: TTLCache[str, bool] = TTLCache(maxsize=1000, ttl=SESSION_CHECKS_KEPT_S)
         self._last_parsed = threading.local()
 
     # -- receiving -------------------------------------------------------------------------
-    def verify(self, request: InboundRequest) -> None:
-        """Accept the message only from the configured org (Outbound Messages are unsigned)."""
-        sender = self._message(request.body).organization_id
+    def verify(self, request: InboundRequest) -> str:
+        """Accept the org's messages; say what proves one (Outbound Messages are unsigned).
+
+        The org id is no secret, so it only picks the messages to look at. What proves a
+        sender: its network (allowed_networks), a client certificate a trusted proxy
+        checked (client_cert_header), or a SessionId that the org's API accepts. A message
+        with none of these is UNVERIFIED: its records are read back before use.
+        """
+        message = self._message(request.body)
+        sender = message.organization_id
         if not hmac.compare_digest(sender[:15].encode(), self.org15.encode()):
             raise InvalidSignature(f"OrganizationId {sender} is not the configured org")
+        proofs = []
+        if self.networks:
+            if not within(request.remote_addr, self.networks):
+                raise InvalidSignature(
+                    f"source address {request.remote_addr or '?'} is not in allowed_networks"
+                )
+            proofs.append("source network")
+        header = self.options.get("client_cert_header")
+        if header:
+            value = request.headers.get(header.lower(), "") if request.via_trusted_proxy else ""
+            if not hmac.compare_digest(value.encode(), self.options["client_cert_value"].encode()):
+                raise InvalidSignature(f"no verified client certificate ({header})")
+            proofs.append("client certificate")
+        if message.session_id and self.options["verify_session_id"]:
+            self._check_session(message.session_id)
+            proofs.append("session id")
+        if proofs:
+            return ", ".join(proofs)
+        if self.options["require_verified"]:
+            raise InvalidSignature(
+                "nothing proves the sender: turn on Send Session ID in the Outbound Message"
+            )
+        return UNVERIFIED
+
+    def _check_session(self, session_id: str) -> None:
+        """Refuse a SessionId that the org's API does not take as one of the org's."""
+        digest = hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
+        verdict = self._sessions.get(digest)
+        if verdict is None:
+            try:
+                org = self.client.session_org(session_id)
+            except UpstreamError as exc:
+                # Salesforce retries the message, so nothing is lost by waiting.
+                raise TryLater(f"the SessionId cannot be checked now ({exc})") from None
+            verdict = org is not None and org[:15] == self.org15
+            self._sessions[digest] = verdict
+        if not verdict:
+            raise InvalidSignature("the SessionId is not a working session of the configured org")
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Split an Outbound Message into one event per notification."""
         if request.content_type and request.content_type not in SOAP_TYPES:
             raise MalformedPayload(f"Content-Type {request.content_type}: expected text/xml")
         message = self._message(request.body)
-        return [_event(message, n) for n in message.notifications]
+        base = self.options.get("instance_url") or message.partner_url
+        return [_event(message, n, base) for n in message.notifications]
+
+    def read_back(self, event: InboundEvent) -> InboundEvent | None:
+        """Replace a notification's fields with the record as the org's API has it now."""
+        sobject = dict(event.payload["sObject"])
+        kind = str(sobject.get("type") or "")
+        record = self.client.record(kind, str(sobject.get("Id") or ""))
+        if record is None:
+            return None
+        fields = {k: _as_message_text(v) for k, v in record.items() if k != "attributes"}
+        _check_ids(fields, f"the {kind} record read back")
+        event_type = event.type
+        if event_type == "case.created" and not _created_lately(fields.get("CreatedDate")):
+            event_type = "case.updated"
+        base = self.options.get("instance_url") or self.client.instance_base()
+        payload = {**event.payload, "sObject": {"type": kind, **fields},
+                   "Link": _record_link(base, fields.get("Id"))}  # fmt: skip
+        return replace(event, type=event_type, payload=payload)
 
     def _message(self, body: bytes) -> OutboundMessage:
         """Parse a message once: verify() and then parse() read the same body in one thread."""
@@ -141,6 +253,8 @@ class SalesforcePlugin(Plugin):
 
     def storable_body(self, body: bytes) -> bytes:
         """Drop the SessionId Salesforce may send: it is a live credential of the org."""
+        if not self._message(body).holds_session_id:
+            return body
         return without_session_id(body)
 
     def is_own_echo(self, event: InboundEvent) -> bool:
@@ -202,13 +316,14 @@ def _check_login(options: dict[str, Any]) -> None:
         raise ConfigError("integrations.salesforce.private_key: required with consumer_key")
 
 
-def _event(message: OutboundMessage, notification: Notification) -> InboundEvent:
+def _event(message: OutboundMessage, notification: Notification, base: str | None) -> InboundEvent:
+    _check_ids(notification.fields, f"Notification {notification.id}/sObject")
     sobject = {"type": notification.sobject_type, **notification.fields}
     payload = {
         "OrganizationId": message.organization_id,
         "ActionId": message.action_id,
         "NotificationId": notification.id,
-        "Link": _record_link(message.partner_url, notification.fields.get("Id")),
+        "Link": _record_link(base, notification.fields.get("Id")),
         "sObject": sobject,
     }
     kind = notification.sobject_type.lower()
@@ -219,6 +334,28 @@ def _event(message: OutboundMessage, notification: Notification) -> InboundEvent
     else:
         event_type = f"{kind}.changed"
     return InboundEvent(key=f"notification:{notification.id}", type=event_type, payload=payload)
+
+
+def _check_ids(fields: dict[str, str | None], where: str) -> None:
+    """Refuse a record whose id fields are not Salesforce ids (15 or 18 letters and digits)."""
+    for name in ID_FIELDS:
+        value = fields.get(name)
+        if value and not SALESFORCE_ID.fullmatch(value):
+            raise MalformedPayload(f"{where}/{name}: expected a Salesforce id, got {value[:40]!r}")
+
+
+def _as_message_text(value: Any) -> str | None:
+    """Write an API value as an Outbound Message carries it (true, 2025-01-06T08:30:00Z)."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _created_lately(created: str | None) -> bool:
+    moment = _moment(created)
+    return moment is not None and datetime.now(UTC) - moment <= READ_BACK_NEW_WITHIN
 
 
 def _announces_creation(fields: dict[str, str | None]) -> bool:
@@ -236,14 +373,14 @@ def _moment(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else None
+    return parsed if parsed.tzinfo else None  # the API writes +0000, messages Z
 
 
-def _record_link(partner_url: str | None, record_id: str | None) -> str | None:
-    """Link the record in the sending org: https://<instance>/<record id>."""
-    if not partner_url or not record_id:
+def _record_link(base_url: str | None, record_id: str | None) -> str | None:
+    """Link the record in the org: https://<instance>/<record id>."""
+    if not base_url or not record_id or not SALESFORCE_ID.fullmatch(record_id):
         return None
-    parts = urlsplit(partner_url)
+    parts = urlsplit(base_url)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         return None
     # The SOAP API host of older instances is na5-api.salesforce.com; people use na5.

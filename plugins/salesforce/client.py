@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,8 @@ from simple_salesforce.exceptions import (
 )
 
 from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
+from middleware.identity import SALESFORCE_ID
+from middleware.network import UpstreamGuard, UpstreamRefused
 from middleware.store import utcnow
 from middleware.usage import ApiUsage
 
@@ -25,6 +28,23 @@ T = TypeVar("T")
 # a local simulator) is reached through this placeholder, which the session sends there.
 LOGIN_PLACEHOLDER = "carryover-login"
 SALESFORCE_HOST = ".salesforce.com"
+# The records Carryover reads back by id (see SalesforcePlugin.read_back).
+READABLE = frozenset({"Case", "Contact", "CaseComment"})
+# Salesforce's error codes ("INVALID_FIELD"): the only part of an error body a message
+# repeats, so a base URL pointed elsewhere cannot echo what it serves.
+ERROR_CODE = re.compile(r"[A-Z_]{1,64}")
+MAX_SESSION_ID = 512
+
+
+def require_id(value: str, what: str) -> str:
+    """Return a Salesforce record id (15 or 18 letters and digits) as given.
+
+    Ids go into REST URLs (/sobjects/Contact/<id>): anything else, such as
+    "http://host/x" or "../../User/005…", never gets there.
+    """
+    if not isinstance(value, str) or not SALESFORCE_ID.fullmatch(value):
+        raise PermanentUpstreamError(f"{what} {value!r} is not a Salesforce id")
+    return value
 
 
 class SessionExpired(UpstreamError):
@@ -54,18 +74,29 @@ class SalesforceSession(requests.Session):
     log in again without limit) and 403 REQUEST_LIMIT_EXCEEDED (which has no Retry-After).
     """
 
-    def __init__(self, bases: Mapping[str, str], timeout: float, limit_backoff_s: float) -> None:
+    def __init__(
+        self, bases: Mapping[str, str], timeout: float, limit_backoff_s: float,
+        guard: UpstreamGuard | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.bases = dict(bases)
         self.timeout = timeout
         self.limit_backoff_s = limit_backoff_s
+        self.guard = guard or UpstreamGuard(allow_private=True)
         self.usage: ApiUsage | None = None
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Send the request to the configured base; raise our errors for limits and sessions."""
         kwargs.setdefault("timeout", self.timeout)
+        # The API does not redirect; a redirect would leave the host that was checked.
+        kwargs["allow_redirects"] = False
+        target = self.rebased(str(url))
         try:
-            response = super().request(method, self.rebased(str(url)), *args, **kwargs)
+            self.guard.check(target)
+        except UpstreamRefused as exc:
+            raise PermanentUpstreamError(str(exc)) from None
+        try:
+            response = super().request(method, target, *args, **kwargs)
         except requests.RequestException as exc:
             raise UpstreamError(f"Salesforce unreachable: {exc}") from exc
         self._keep_usage(response.headers.get("Sforce-Limit-Info"))
@@ -110,10 +141,13 @@ def session_bases(options: Mapping[str, Any]) -> dict[str, str]:
 class SalesforceClient:
     """The few Salesforce calls Carryover makes: read contacts, write and find case comments."""
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: Mapping[str, Any], guard: UpstreamGuard | None = None) -> None:
         self.options = dict(options)
         self.session = SalesforceSession(
-            session_bases(self.options), self.options["timeout_s"], self.options["limit_backoff_s"]
+            session_bases(self.options),
+            self.options["timeout_s"],
+            self.options["limit_backoff_s"],
+            guard,
         )
         self._api: Salesforce | None = None
         self._lock = threading.Lock()
@@ -128,22 +162,66 @@ class SalesforceClient:
     # -- the calls -------------------------------------------------------------------------
     def contact(self, contact_id: str) -> dict[str, Any]:
         """Return a contact's fields, or {} when the contact is gone."""
+        return self.record("Contact", contact_id) or {}
 
-        def call(api: Salesforce) -> dict[str, Any]:
+    def record(self, sobject: str, record_id: str) -> dict[str, Any] | None:
+        """Return a Case's, Contact's or CaseComment's fields, or None when it is not there."""
+        if sobject not in READABLE:
+            raise PermanentUpstreamError(f"Carryover does not read {sobject!r} records")
+        require_id(record_id, f"{sobject} id")
+
+        def call(api: Salesforce) -> dict[str, Any] | None:
             try:
-                return dict(_sobject(api, "Contact").get(contact_id))
+                return dict(_sobject(api, sobject).get(record_id))
             except SalesforceResourceNotFound:
-                return {}
+                return None
 
         return self._call(call)
 
     def add_case_comment(self, case_id: str, body: str) -> None:
         """Add a private comment (IsPublished false) to a case."""
+        require_id(case_id, "Case id")
         comment = {"ParentId": case_id, "CommentBody": body, "IsPublished": False}
         self._call(lambda api: _sobject(api, "CaseComment").create(comment))
 
+    def session_org(self, session_id: str) -> str | None:
+        """Return the org id of a session (e.g. an Outbound Message's), None if refused.
+
+        It asks the configured instance (never a URL the message names) for the session's
+        Organization: a working session of the org proves its holder.
+        """
+        if not (0 < len(session_id) <= MAX_SESSION_ID and session_id.isascii()
+                and session_id.isprintable() and " " not in session_id):  # fmt: skip
+            return None
+        url = self.instance_base() + f"/services/data/v{self.options['api_version']}/query/"
+        headers = {"Authorization": f"Bearer {session_id}", "Accept": "application/json"}
+        try:
+            response = self.session.get(
+                url, params={"q": "SELECT Id FROM Organization"}, headers=headers
+            )
+        except SessionExpired:
+            return None
+        if response.status_code in (401, 403):
+            return None
+        if response.status_code != 200:
+            raise UpstreamError(f"Salesforce answered {response.status_code}")
+        try:
+            records = response.json()["records"]
+            org = str(records[0]["Id"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UpstreamError("Salesforce answered with no Organization") from None
+        return org
+
+    def instance_base(self) -> str:
+        """Return the org's instance URL: the configured one, else the one logged in to."""
+        configured = (self.options.get("instance_url") or "").rstrip("/")
+        if configured:
+            return configured
+        return self._call(lambda api: f"https://{api.sf_instance}")
+
     def case_comment_bodies(self, case_id: str) -> list[str]:
         """Return the bodies of every comment on a case."""
+        require_id(case_id, "Case id")
         soql = format_soql("SELECT Id, CommentBody FROM CaseComment WHERE ParentId = {}", case_id)
         result = self._call(lambda api: api.query_all(soql))
         return [str(r.get("CommentBody") or "") for r in result.get("records", [])]
@@ -210,9 +288,20 @@ def _sobject(api: Salesforce, name: str) -> SFType:
 
 
 def _upstream_error(exc: SalesforceError) -> UpstreamError:
+    """Say what Salesforce answered: its status and error code, never the body it sent."""
     status = getattr(exc, "status", None)
     content = getattr(exc, "content", None)
-    message = f"Salesforce answered {status}: {str(content)[:300]}"
+    message = f"Salesforce answered {status}"
+    items = content if isinstance(content, list) else [content]
+    codes: list[str] = [
+        code
+        for item in items
+        if isinstance(item, dict)
+        and isinstance(code := item.get("errorCode"), str)
+        and ERROR_CODE.fullmatch(code)
+    ]
+    if codes:
+        message += f" ({', '.join(dict.fromkeys(codes))})"
     if status in (400, 403, 404):  # malformed, refused (e.g. no access), gone: no retry helps
         return PermanentUpstreamError(message)
     return UpstreamError(message)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
+import io
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+from defusedxml.ElementTree import fromstring, iterparse
 
 from middleware.errors import MalformedPayload
 
@@ -35,10 +35,7 @@ ACK = (
     " </soapenv:Body>\n"
     "</soapenv:Envelope>\n"
 ).encode()
-# The session id Salesforce may send is a live credential of the org: it is never stored.
-SESSION_ID = re.compile(
-    rb"(<(?:[A-Za-z_][\w.-]*:)?SessionId(?:\s[^>]*)?>)[^<]*(</(?:[A-Za-z_][\w.-]*:)?SessionId\s*>)"
-)
+MAX_DEPTH = 64  # a SOAP notification is 6 deep; a body far deeper is not one
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,9 @@ class OutboundMessage:
     action_id: str | None = None
     partner_url: str | None = None
     notifications: list[Notification] = field(default_factory=list)
+    session_id: str | None = None  # sent when the message's "Send Session ID" is on
+    # Any element named SessionId holds something: the body must not be stored as it is.
+    holds_session_id: bool = False
 
 
 def read_message(body: bytes) -> OutboundMessage:
@@ -82,6 +82,8 @@ def read_message(body: bytes) -> OutboundMessage:
         action_id=_child_text(notifications, "ActionId"),
         partner_url=_child_text(notifications, "PartnerUrl"),
         notifications=[_notification(item, i) for i, item in enumerate(items)],
+        session_id=_child_text(notifications, "SessionId"),
+        holds_session_id=any(_is_session_holder(e) for e in root.iter()),
     )
 
 
@@ -101,8 +103,74 @@ def fault(code: str, message: str) -> bytes:
 
 
 def without_session_id(body: bytes) -> bytes:
-    """Return the body with the content of its SessionId element removed."""
-    return SESSION_ID.sub(rb"\1\2", body)
+    """Return the body with every SessionId element emptied, found by parsing it.
+
+    A body that holds none is returned as it is. Otherwise the document is written anew
+    from its parsed tree (with the sender's namespace prefixes), so no spelling of the
+    element (CDATA, character references, another prefix) can carry the session through.
+    """
+    root = _parse(body)
+    holders = [element for element in root.iter() if _is_session_holder(element)]
+    if not holders:
+        return body
+    for element in holders:
+        tail = element.tail
+        element.clear()  # its text, children and attributes
+        element.tail = tail
+    prefixes = _prefixes(body)
+    declarations = "".join(
+        f" xmlns:{prefix}={quoteattr(uri)}" if prefix else f" xmlns={quoteattr(uri)}"
+        for uri, prefix in prefixes.items()
+    )
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            + _written(root, prefixes, declarations, 0)).encode("utf-8")  # fmt: skip
+
+
+def _is_session_holder(element: Element) -> bool:
+    """Tell whether an element is a SessionId with anything in it but xsi:nil."""
+    if _local(element.tag) != "SessionId":
+        return False
+    extra = [name for name in element.attrib if name != f"{{{XSI_NS}}}nil"]
+    return bool((element.text or "").strip() or len(element) or extra)
+
+
+def _prefixes(body: bytes) -> dict[str, str]:
+    """Return the namespace prefix the sender used for each namespace URI (first one wins)."""
+    found: dict[str, str] = {}
+    used: set[str] = set()
+    for _event, (prefix, uri) in iterparse(io.BytesIO(body), events=("start-ns",),
+                                           forbid_dtd=True, forbid_entities=True,
+                                           forbid_external=True):  # fmt: skip
+        if uri in found:
+            continue
+        while prefix in used:  # one prefix rebound to another URI deeper down
+            prefix = f"{prefix or 'ns'}_"
+        found[uri] = prefix
+        used.add(prefix)
+    return found
+
+
+def _qualified(name: str, prefixes: dict[str, str]) -> str:
+    if not name.startswith("{"):
+        return name
+    uri, _, local = name[1:].partition("}")
+    prefix = prefixes.get(uri, "")
+    return f"{prefix}:{local}" if prefix else local
+
+
+def _written(element: Element, prefixes: dict[str, str], declarations: str, depth: int) -> str:
+    """Write one element and its content as XML (the namespaces declared on the root)."""
+    if depth > MAX_DEPTH:
+        raise MalformedPayload(f"body: nested deeper than {MAX_DEPTH} elements")
+    tag = _qualified(element.tag, prefixes)
+    attributes = "".join(
+        f" {_qualified(name, prefixes)}={quoteattr(value)}"
+        for name, value in element.attrib.items()
+    )
+    inner = escape(element.text or "") + "".join(
+        _written(child, prefixes, "", depth + 1) + escape(child.tail or "") for child in element
+    )
+    return f"<{tag}{declarations}{attributes}>{inner}</{tag}>"
 
 
 def _parse(body: bytes) -> Element:
@@ -112,7 +180,8 @@ def _parse(body: bytes) -> Element:
         raise MalformedPayload(f"body: XML with a DTD or entities is refused ({exc})") from None
     except ParseError as exc:
         raise MalformedPayload(f"body: not well-formed XML ({exc})") from None
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, LookupError, RecursionError) as exc:
+        # LookupError: an encoding Python does not know (<?xml encoding="x-bogus"?>).
         raise MalformedPayload(f"body: XML beyond what Carryover reads ({exc})") from None
 
 

@@ -66,7 +66,7 @@ class TwilioPlugin(Plugin):
     setup_doc = SETUP
 
     # -- receiving -------------------------------------------------------------------------
-    def verify(self, request: InboundRequest) -> None:
+    def verify(self, request: InboundRequest) -> str:
         """Check X-Twilio-Signature as Twilio's own validator does (port variants included)."""
         signature = request.headers.get("x-twilio-signature", "").strip()
         if not signature:
@@ -88,6 +88,7 @@ class TwilioPlugin(Plugin):
             raise InvalidSignature(
                 "X-Twilio-Signature does not match (is public_url the URL Twilio calls?)"
             )
+        return "signature"
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Turn a voice status callback or an incoming message into one event."""

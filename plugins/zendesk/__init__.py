@@ -16,7 +16,12 @@ from cachetools import TTLCache, cachedmethod
 
 from middleware.config import Setting
 from middleware.delivery import carries_marker
-from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
+from middleware.errors import (
+    InvalidSignature,
+    MalformedPayload,
+    PermanentUpstreamError,
+    UnsupportedEvent,
+)
 from middleware.interaction import Identity, Interaction
 from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin
 from plugins.zendesk.client import ZendeskClient
@@ -25,6 +30,7 @@ EVENT_PREFIX = "zen:event-type:"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
 TRIGGER_EVENTS = ("ticket.created", "ticket.updated")
 MAX_EVENT_ID = 200
+MAX_ID_DIGITS = 20  # Zendesk ids are 64-bit integers
 # Zendesk identity types and the Carryover identity each one is.
 IDENTITY_TYPES = {
     "email": "email",
@@ -74,8 +80,8 @@ class ZendeskPlugin(Plugin):
     def __init__(self, settings: dict[str, Any], config: Any) -> None:
         super().__init__(settings, config)
         self.client = ZendeskClient(
-            self.options["url"], self.options["email"], self.options["api_token"],
-            self.options["timeout_s"],
+            self.upstream_url("url"), self.options["email"], self.options["api_token"],
+            self.options["timeout_s"], self.upstream_guard,
         )  # fmt: skip
         self._users: TTLCache[int, tuple[dict[str, Any], list[dict[str, Any]]]] = TTLCache(
             maxsize=10_000, ttl=self.options["user_cache_ttl_s"]
@@ -83,7 +89,7 @@ class ZendeskPlugin(Plugin):
         self._users_lock = threading.Lock()
 
     # -- receiving -------------------------------------------------------------------------
-    def verify(self, request: InboundRequest) -> None:
+    def verify(self, request: InboundRequest) -> str:
         """Check X-Zendesk-Webhook-Signature over timestamp + raw body, and its freshness."""
         signature = request.headers.get("x-zendesk-webhook-signature")
         timestamp = request.headers.get("x-zendesk-webhook-signature-timestamp")
@@ -102,6 +108,7 @@ class ZendeskPlugin(Plugin):
                 sent = sent.replace(tzinfo=UTC)
             if abs((datetime.now(UTC) - sent).total_seconds()) > tolerance:
                 raise InvalidSignature(f"{TIMESTAMP_HEADER} {timestamp} is over {tolerance}s off")
+        return "signature"
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Read an event-subscription payload or a Carryover trigger body."""
@@ -144,9 +151,10 @@ class ZendeskPlugin(Plugin):
     def enrich(self, interaction: Interaction) -> Interaction:
         """Add the requester's name, emails, phones and social ids from the Users API."""
         user_ids = [i.value for i in interaction.identities if i.type == "zendesk_user"]
-        if not user_ids or not user_ids[0].isdigit():
+        user_id = zendesk_id(user_ids[0]) if user_ids else None
+        if user_id is None:
             return interaction
-        user, identities = self._user(int(user_ids[0]))
+        user, identities = self._user(int(user_id))
         found = list(interaction.identities)
         if user.get("email"):
             found.append(Identity("email", str(user["email"])))
@@ -168,11 +176,11 @@ class ZendeskPlugin(Plugin):
 
     def write_note(self, target_ref: str, body: str) -> None:
         """Add a private comment (public: false) to the ticket."""
-        self.client.add_private_note(int(target_ref), body)
+        self.client.add_private_note(_ticket_id(target_ref), body)
 
     def note_exists(self, target_ref: str, marker: str) -> bool:
         """Look for a comment carrying the marker on the ticket."""
-        return self.client.has_comment_containing(int(target_ref), marker)
+        return self.client.has_comment_containing(_ticket_id(target_ref), marker)
 
     def check_connection(self) -> str | None:
         """Ask Zendesk who the API token belongs to."""
@@ -181,6 +189,34 @@ class ZendeskPlugin(Plugin):
     def write_budget_per_minute(self) -> int | None:
         """Keep ticket updates under the configured share of Zendesk's 100/min limit."""
         return int(self.options["ticket_updates_per_minute"]) or None
+
+
+def zendesk_id(value: Any) -> str | None:
+    """Return a Zendesk id (a positive integer, sent as a number or a string) as a string.
+
+    None for anything else: ids go into API URLs, so "5141/../../users/me" or "١٢" never do.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_ID_DIGITS:
+        return None
+    return text if text.strip("0") else None
+
+
+def _ticket_id(target_ref: str) -> int:
+    ticket = zendesk_id(target_ref)
+    if ticket is None:
+        raise PermanentUpstreamError(f"{target_ref!r} is not a Zendesk ticket id")
+    return int(ticket)
+
+
+def _require_id(value: Any, where: str, optional: bool = False) -> None:
+    """Refuse a payload whose id is not a Zendesk id (400 names where)."""
+    if optional and value in (None, ""):
+        return
+    if zendesk_id(value) is None:
+        raise MalformedPayload(f"{where}: expected a Zendesk id (a positive integer)")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -202,6 +238,8 @@ def _subscription_event(payload: dict[str, Any]) -> InboundEvent:
     detail = payload.get("detail")
     if not isinstance(detail, dict) or not detail.get("id"):
         raise MalformedPayload("detail.id: missing (the ticket id)")
+    _require_id(detail["id"], "detail.id")
+    _require_id(detail.get("requester_id"), "detail.requester_id", optional=True)
     change = payload.get("event")
     if change is not None and not isinstance(change, dict):
         raise MalformedPayload("event: expected an object")
@@ -209,6 +247,7 @@ def _subscription_event(payload: dict[str, Any]) -> InboundEvent:
         comment = (change or {}).get("comment")
         if not isinstance(comment, dict) or "id" not in comment:
             raise MalformedPayload("event.comment: missing (the comment that was added)")
+        _require_id(comment["id"], "event.comment.id")
         author = comment.get("author")
         if isinstance(author, dict) and author.get("is_staff"):
             event_type = "ticket.comment_added.by_agent"
@@ -225,6 +264,11 @@ def _trigger_event(payload: dict[str, Any], body: bytes) -> InboundEvent:
     ticket = payload.get("ticket")
     if not isinstance(ticket, dict) or not str(ticket.get("id", "")).strip():
         raise MalformedPayload('ticket.id: missing (put "id": "{{ticket.id}}" in the body)')
+    _require_id(ticket["id"], "ticket.id")
+    requester = ticket.get("requester")
+    if requester is not None and not isinstance(requester, dict):
+        raise MalformedPayload("ticket.requester: expected an object")
+    _require_id((requester or {}).get("id"), "ticket.requester.id", optional=True)
     # Trigger bodies carry no event id; a retry repeats the body byte for byte.
     key = "trigger:" + hashlib.sha256(body).hexdigest()
     return InboundEvent(key=key, type=f"trigger.{event}", payload=payload)

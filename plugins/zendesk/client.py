@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import requests
@@ -11,25 +12,36 @@ from zenpy.lib.api_objects import Comment, Ticket
 from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
 
 from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
+from middleware.network import UpstreamGuard, UpstreamRefused
 
 # zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
 # give it this placeholder and send each request to the configured base URL instead.
 PLACEHOLDER = "https://carryover.zendesk.com"
 DEFAULT_RETRY_AFTER = 60.0
 MAX_RETRY_AFTER = 3600.0
+# Zendesk's own error names ("RecordNotFound", "InvalidEndpoint"): the only part of an error
+# body an error message repeats, so a base URL pointed elsewhere cannot echo what it serves.
+ERROR_NAME = re.compile(r"[A-Za-z_]{1,64}")
 
 
 class RebasedSession(requests.Session):
     """A session that sends zenpy's placeholder URLs to the configured Zendesk base URL."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, guard: UpstreamGuard | None = None) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
+        self.guard = guard or UpstreamGuard(allow_private=True)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Send the request to the real base URL; raise RateLimited on 429."""
         placeholder_url = str(url)
         real_url = placeholder_url.replace(PLACEHOLDER, self.base_url, 1)
+        # The API never redirects; a redirect would leave the host that was checked.
+        kwargs["allow_redirects"] = False
+        try:
+            self.guard.check(real_url)
+        except UpstreamRefused as exc:
+            raise PermanentUpstreamError(str(exc)) from None
         try:
             response = super().request(method, real_url, *args, **kwargs)
         except requests.RequestException as exc:
@@ -57,12 +69,15 @@ def _retry_after(value: str | None) -> float:
 class ZendeskClient:
     """The few Zendesk calls Carryover makes: read users, write and find private notes."""
 
-    def __init__(self, url: str, email: str, api_token: str, timeout: float) -> None:
+    def __init__(
+        self, url: str, email: str, api_token: str, timeout: float,
+        guard: UpstreamGuard | None = None,
+    ) -> None:  # fmt: skip
         self.api = Zenpy(
             subdomain="carryover",
             email=email,
             token=api_token,
-            session=RebasedSession(url),
+            session=RebasedSession(url, guard),
             timeout=timeout,
             disable_cache=True,
         )
@@ -107,9 +122,25 @@ class ZendeskClient:
 
 
 def _upstream_error(exc: Exception) -> UpstreamError:
+    """Say what Zendesk answered: its status and error name, never the body it sent."""
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
-    message = f"Zendesk answered {status}: {str(exc)[:300]}" if status else f"Zendesk: {exc}"
+    if status is None:
+        return UpstreamError(f"Zendesk: {type(exc).__name__}")
+    message = f"Zendesk answered {status}"
+    name = _error_name(response)
+    if name:
+        message += f" ({name})"
     if status in (400, 401, 403, 404, 422):
         return PermanentUpstreamError(message)
     return UpstreamError(message)
+
+
+def _error_name(response: Any) -> str | None:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(error, dict):
+        error = error.get("title") or error.get("message")
+    return error if isinstance(error, str) and ERROR_NAME.fullmatch(error) else None
