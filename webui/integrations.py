@@ -126,9 +126,8 @@ def settings_from_form(
     settings: dict[str, Any] = {}
     for name, setting in schema.items():
         raw = (form.get(name) or "").strip()
-        if setting.file_only:
-            settings[name] = (saved or {}).get(name)
-        elif setting.secret and not raw and not form.get(f"clear-{name}"):
+        keep_saved = setting.secret and not raw and not form.get(f"clear-{name}")
+        if setting.file_only or keep_saved:  # a file-only setting is never taken from a form
             settings[name] = (saved or {}).get(name)
         elif setting.type is bool:
             settings[name] = bool(form.get(name))
