@@ -22,6 +22,7 @@ from middleware.summary import build_context
 
 bp = Blueprint("context_api", __name__)
 MAX_ID_DIGITS = 18  # customer ids are 64-bit; a longer number cannot be one
+MAX_EXPIRY_DIGITS = 12
 # A link signed with scope=any-phone opens the pop of any number appended to it (for
 # softphones and PBXs that open a URL with the caller's number but cannot sign per call).
 ANY_PHONE = "any-phone"
@@ -45,8 +46,11 @@ def signed_path(secret: str, path: str, params: dict[str, str], ttl_s: int) -> s
 
 def _signed_link_ok(secret: str | None) -> bool:
     signature, expires = request.args.get("sig"), request.args.get("exp", "")
-    # isdigit() alone admits "²" and other digits that int() refuses.
+    # isdigit() alone admits "²" and other digits that int() refuses, and int() refuses (or
+    # crawls through) thousands of digits: unix seconds have 10.
     if not secret or not signature or not (expires.isascii() and expires.isdigit()):
+        return False
+    if len(expires) > MAX_EXPIRY_DIGITS:
         return False
     if int(expires) < time.time():
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 KINDS = ("ticket", "case", "call", "message", "note", "transfer")
 CHANNELS = (
@@ -18,6 +19,26 @@ CALL_ENDED_STATUSES = frozenset(
     {"completed", "busy", "no-answer", "failed", "canceled", "forwarded"}
 )
 CALL_ANSWERED_STATUS = "in-progress"
+MAX_LINK = 2048
+
+
+def http_link(value: object) -> str | None:
+    """Return the value if it is an absolute http(s) URL to show as a link, else None.
+
+    Links come from payloads (a trigger's {{ticket.link}}, a message's PartnerUrl):
+    javascript:, data: and every other scheme never become an href.
+    """
+    if not isinstance(value, str) or len(value) > MAX_LINK or not value.isprintable():
+        return None
+    if any(ch.isspace() for ch in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return value
 
 
 @dataclass(frozen=True)

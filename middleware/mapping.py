@@ -31,6 +31,7 @@ timeline.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from middleware.interaction import (
     CustomerRecord,
     Identity,
     Interaction,
+    http_link,
 )
 
 FIELDS = {
@@ -60,6 +62,12 @@ SPEC_KEYS = {"path", "format", "first", "table", "lower", "default", "required",
 VOCABULARIES = {"kind": KINDS, "channel": CHANNELS, "direction": DIRECTIONS}
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
 FRACTION = re.compile(r"(\.\d{6})\d+")
+# What the store's columns hold (middleware/store.py): an id longer than this is refused,
+# a name or status is cut. An id must leave room in record_ref ("source:kind:id", 255).
+MAX_EXTERNAL_ID = 200
+SHORT_TEXT = {"status": 32, "customer_name": 255, "agent": 255, "team": 255}
+MAX_SECONDS = 2**31 - 1  # an INTEGER column
+EPOCH_RANGE = (0, 253402300799)  # 1970 to 9999: what a datetime holds
 
 
 class MappingError(ValueError):
@@ -102,11 +110,12 @@ class PluginMapping:
         name = self._evaluate(mapping.fields.get("customer_name"), payload,
                               f"{where}.customer_name")  # fmt: skip
         kind = event_type.split(".")[0]
+        external_id = _external_id(external_id, f"{where}.external_id")
         return CustomerRecord(
             source=self.source,
-            external_id=str(external_id),
+            external_id=external_id,
             record_ref=f"{self.source}:{kind}:{external_id}",
-            customer_name=_text(name),
+            customer_name=_text(name, SHORT_TEXT["customer_name"]),
             identities=self._identities(mapping, payload, where),
         )
 
@@ -136,7 +145,8 @@ class PluginMapping:
             raise MappingError(f"{where}.direction: {direction!r} is not one of {DIRECTIONS}")
         occurred = _datetime(values.get("occurred_at"), f"{where}.occurred_at") or received_at
         updated = _datetime(values.get("updated_at"), f"{where}.updated_at") or occurred
-        external_id = str(values["external_id"])
+        external_id = _external_id(values["external_id"], f"{where}.external_id")
+        short = {name: _text(values.get(name), limit) for name, limit in SHORT_TEXT.items()}
         return Interaction(
             source=self.source,
             external_id=external_id,
@@ -146,14 +156,14 @@ class PluginMapping:
             occurred_at=occurred,
             updated_at=updated,
             record_ref=f"{self.source}:{kind}:{external_id}",
-            status=_text(values.get("status")),
+            status=short["status"],
             subject=_text(values.get("subject")),
             text=_text(values.get("text")),
             identities=identities,
-            customer_name=_text(values.get("customer_name")),
-            agent=_text(values.get("agent")),
-            team=_text(values.get("team")),
-            link=_text(values.get("link")),
+            customer_name=short["customer_name"],
+            agent=short["agent"],
+            team=short["team"],
+            link=http_link(_text(values.get("link"))),
             duration_s=_integer(values.get("duration_s"), f"{where}.duration_s"),
             creates=mapping.creates,
         )
@@ -167,8 +177,9 @@ class PluginMapping:
                 at = f"{where}.identities.{id_type}" + (f"[{i}]" if isinstance(specs, list) else "")
                 raw = self._evaluate(spec, payload, at)
                 for item in raw if isinstance(raw, list) else [raw]:
-                    if item not in (None, ""):
-                        found.append(Identity(id_type, str(item)))
+                    value = _text(item)
+                    if value:
+                        found.append(Identity(id_type, value))
         return tuple(dict.fromkeys(found))
 
     def _evaluate(self, spec: Any, payload: Mapping[str, Any], where: str) -> Any:
@@ -218,28 +229,55 @@ def lookup(payload: Any, path: str) -> Any:
     return current
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
+def _text(value: Any, limit: int | None = None) -> str | None:
+    """Return a value as text the store can hold: no NUL, no lone surrogate, cut at limit."""
+    if value is None or isinstance(value, dict | list):
         return None
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    if not text.isascii():
+        # A JSON escape can make a lone surrogate ("\ud800"), which no store can encode.
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    text = text.replace("\x00", "")
+    return text[:limit] if limit else text
+
+
+def _external_id(value: Any, where: str) -> str:
+    """Return a record's id as text; refuse one no upstream would give."""
+    text = _text(value)
+    if not text or len(text) > MAX_EXTERNAL_ID or not text.isprintable():
+        shown = repr(text)[:60] if text else "nothing"
+        raise MappingError(f"{where}: {shown} is not an id (1 to {MAX_EXTERNAL_ID} printable "
+                           "characters)")  # fmt: skip
+    return text
 
 
 def _integer(value: Any, where: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        raise MappingError(f"{where}: {value!r} is not a number") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise MappingError(f"{where}: {str(value)[:60]!r} is not a number") from None
+    if not math.isfinite(number) or not 0 <= number <= MAX_SECONDS:
+        raise MappingError(f"{where}: {str(value)[:60]!r} is out of range")
+    return int(number)
 
 
 def _datetime(value: Any, where: str) -> datetime | None:
     if value in (None, ""):
         return None
+    shown = repr(str(value)[:60])
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-        parsed = datetime.fromtimestamp(float(value), UTC)
+    elif isinstance(value, bool):
+        raise MappingError(f"{where}: {shown} is not a date and time")
+    elif isinstance(value, int | float) or (
+        isinstance(value, str) and value.isascii() and value.isdigit()
+    ):
+        seconds = float(value) if len(str(value)) < 20 else math.inf
+        if not (math.isfinite(seconds) and EPOCH_RANGE[0] <= seconds <= EPOCH_RANGE[1]):
+            raise MappingError(f"{where}: {shown} is not a time (seconds since 1970)")
+        parsed = datetime.fromtimestamp(seconds, UTC)
     else:
         text = FRACTION.sub(r"\1", str(value).strip())
         try:
@@ -247,10 +285,13 @@ def _datetime(value: Any, where: str) -> datetime | None:
         except ValueError:
             try:
                 parsed = email.utils.parsedate_to_datetime(text)
-            except (TypeError, ValueError):
-                raise MappingError(f"{where}: {value!r} is not a date and time") from None
+            except (TypeError, ValueError, IndexError, OverflowError):
+                raise MappingError(f"{where}: {shown} is not a date and time") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 9999-12-31T23:00:00-05:00 is past what a datetime holds
+            raise MappingError(f"{where}: {shown} is out of range") from None
     return parsed
 
 

@@ -15,6 +15,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Connection, Engine, Row, select
 
+from middleware.interaction import http_link
 from middleware.store import customers, identities, utcnow
 from middleware.timeline import (
     channel_counts,
@@ -91,7 +92,7 @@ def _item(row: Row) -> dict[str, Any]:
         "occurred_at": iso(row.occurred_at),
         "agent": row.agent,
         "team": row.team,
-        "link": row.link,
+        "link": http_link(row.link),  # also for links stored before they were checked
         "duration_s": row.duration_s,
     }
 
