@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import ADMIN_PASSWORD, admin_log_in, csrf_of, make_config
@@ -147,6 +150,55 @@ def test_repeated_failures_lock_the_name_out_even_with_the_right_password(client
     assert locked.status_code == 429
     assert int(locked.headers["Retry-After"]) == 900
     assert b"Too many failed logins" in locked.data
+
+
+@pytest.fixture
+def password_checks(monkeypatch) -> list[str]:
+    """Record every password hash that a login checks."""
+    from middleware import admins as admins_module
+
+    checks: list[str] = []
+    real = admins_module.check_password_hash
+
+    def counted(password_hash: str, password: str) -> bool:
+        checks.append(password_hash)
+        return real(password_hash, password)
+
+    monkeypatch.setattr(admins_module, "check_password_hash", counted)
+    return checks
+
+
+def post_logins_in_parallel(app, usernames: list[str]) -> Counter:
+    """Post one wrong password for each name, all at once, each from a client of its own."""
+    clients = [app.test_client() for _ in usernames]
+    tokens = [csrf_of(c.get("/admin/login").data) for c in clients]
+    start = threading.Barrier(len(clients))
+
+    def attempt(i: int) -> int:
+        form = {"username": usernames[i], "password": "not the password", "csrf_token": tokens[i]}
+        start.wait()
+        return clients[i].post("/admin/login", data=form).status_code
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return Counter(pool.map(attempt, range(len(clients))))
+
+
+def test_parallel_wrong_passwords_for_one_name_are_checked_only_up_to_the_limit(
+    app, ada, password_checks
+):
+    """40 wrong passwords for one name at once: 5 are checked (401), the other 35 get 429."""
+    statuses = post_logins_in_parallel(app, ["ada"] * 40)
+    assert statuses == Counter({401: 5, 429: 35})
+    assert len(password_checks) == 5
+
+
+def test_parallel_logins_from_one_address_are_checked_only_up_to_its_limit(
+    app, ada, password_checks
+):
+    """40 names tried at once from one address: 20 are checked (401), the other 20 get 429."""
+    statuses = post_logins_in_parallel(app, [f"name{i}" for i in range(40)])
+    assert statuses == Counter({401: 20, 429: 20})
+    assert len(password_checks) == 20
 
 
 def test_a_successful_login_clears_earlier_failures(client, ada):
