@@ -1,13 +1,17 @@
 """Admins of the web UI: accounts with scrypt-hashed passwords, throttled logins, sessions.
 
 Sessions live in the store, not only in the signed cookie: a cookie copied before a logout,
-a password change or the removal of the account opens nothing afterwards.
+a password change or the removal of the account opens nothing afterwards. Passwords are
+judged by zxcvbn, which knows common passwords, words, names, keyboard patterns, repeats and
+sequences, so an admin account is not opened with `password1234` or its own name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +23,15 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from middleware.store import admin_sessions, admins, inserted_id, login_failures, reading, utcnow
 
 MIN_PASSWORD_CHARS = 12
+# zxcvbn's score 3 is "safely unguessable": about 10^8 guesses or more, beyond an online
+# attack even without the lockout, and what its authors advise for protecting accounts.
+MIN_PASSWORD_SCORE = 3
+# zxcvbn refuses longer input, since its cost grows faster than the length (72 characters
+# take up to about 60 ms); the first 72 characters of a passphrase are judged.
+JUDGED_PASSWORD_CHARS = 72
+# zxcvbn keeps the user inputs of a call in a module-level dictionary: two calls at once
+# could judge a password against the other call's username.
+_ZXCVBN_LOCK = threading.Lock()
 # A session's last request is written at most this often: a write on every page view would
 # queue every admin request behind SQLite's single writer. It is how precisely the idle
 # timeout is kept.
@@ -83,7 +96,7 @@ def create_admin(engine: Engine, username: str, password: str) -> Admin:
     username = username.strip()
     if not username or len(username) > 255 or not username.isprintable():
         raise AdminError("username: expected 1 to 255 printable characters")
-    check_password(password)
+    check_password(password, username)
     values = {"username": username, "password_hash": generate_password_hash(password),
               "created_at": utcnow()}  # fmt: skip
     try:
@@ -94,15 +107,37 @@ def create_admin(engine: Engine, username: str, password: str) -> Admin:
     return Admin(admin_id, username)
 
 
-def check_password(password: str) -> None:
-    """Refuse a password too weak to protect an admin account."""
+def check_password(password: str, username: str) -> None:
+    """Refuse a password that is short, common, repetitive or built from the username."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise AdminError(f"password: use at least {MIN_PASSWORD_CHARS} characters")
+    # Imported here: its frequency lists take about 13 MiB, and only setting a password (the
+    # command line, a few milliseconds a call) needs them, not the web or worker processes.
+    from zxcvbn import zxcvbn
+
+    names = [username.strip(), *(p for p in re.split(r"[\W_]+", username) if len(p) >= 3)]
+    with _ZXCVBN_LOCK:
+        judged = zxcvbn(password[:JUDGED_PASSWORD_CHARS], user_inputs=names)
+    if judged["score"] >= MIN_PASSWORD_SCORE:
+        return
+    from_name = any(match.get("dictionary_name") == "user_inputs" for match in judged["sequence"])
+    feedback = judged["feedback"]
+    why = _why_weak(feedback["warning"], feedback["suggestions"], from_name)
+    raise AdminError(f"password: too easy to guess. {why}")
+
+
+def _why_weak(warning: str, suggestions: list[str], from_name: bool) -> str:
+    """Say in plain words why zxcvbn found a password weak, and what would help."""
+    if from_name:
+        reason = "It is made from the username."
+    else:  # zxcvbn gives no warning for, say, a short phrase of common words
+        reason = warning or "Password-guessing tools would try it early."
+    return " ".join([reason, *suggestions])
 
 
 def set_password(engine: Engine, username: str, password: str) -> int:
     """Change an admin's password and end their sessions; return how many were open."""
-    check_password(password)
+    check_password(password, username.strip())
     password_hash = generate_password_hash(password)
     with engine.begin() as conn:
         admin_id = _lock_admin(conn, username)

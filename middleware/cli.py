@@ -231,7 +231,7 @@ def _new_password(args: argparse.Namespace) -> str | None:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     password = getpass.getpass(f"Password for {args.username} (at least {MIN_PASSWORD_CHARS} "
-                               "characters): ")  # fmt: skip
+                               "characters, hard to guess): ")  # fmt: skip
     if getpass.getpass("Again: ") != password:
         print("carryover: the passwords differ", file=sys.stderr)
         return None

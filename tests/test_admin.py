@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 import pytest
 from conftest import ADMIN_PASSWORD, admin_log_in, csrf_of, make_config
 from sqlalchemy import select, update
+from werkzeug.security import check_password_hash
 
-from middleware.admins import AdminError, create_admin, remove_admin, set_password
+from middleware.admins import AdminError, check_password, create_admin, remove_admin, set_password
 from middleware.app import create_app
 from middleware.cli import main
 from middleware.core import build_carryover
@@ -58,13 +59,71 @@ def test_admin_create_stores_a_scrypt_hash_never_the_password(monkeypatch, datab
         core.dispose()
 
 
-def test_admin_create_refuses_short_passwords_and_taken_names(tmp_path, monkeypatch, core, capsys):
+def test_admin_create_refuses_short_passwords_and_taken_names(core):
     """A password under 12 characters, or a name in use, is refused with the reason."""
     with pytest.raises(AdminError, match="at least 12"):
         create_admin(core.engine, "ada", "short")
     create_admin(core.engine, "ada", PASSWORD)
     with pytest.raises(AdminError, match="exists already"):
         create_admin(core.engine, "ada", PASSWORD)
+
+
+# What zxcvbn says first about each: the reason opens the message, its advice follows.
+WEAK_PASSWORDS = {
+    "            ": 'Repeats like "aaa" are easy to guess.',
+    "password1234": "This is a very common password.",
+    "aaaaaaaaaaaa": 'Repeats like "aaa" are easy to guess.',
+    "abcdefghijkl": 'Sequences like "abc" or "6543" are easy to guess.',
+    "123456789012": "This is similar to a commonly used password.",
+    "adaadaadaada": 'Repeats like "abcabcabc" are only slightly harder to guess than "abc".',
+}
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"), WEAK_PASSWORDS.items(), ids=list(map(repr, WEAK_PASSWORDS))
+)
+def test_common_repetitive_and_sequential_passwords_are_refused_saying_why(password, reason):
+    """Spaces, a common password, repeats, a sequence and the name repeated are refused."""
+    with pytest.raises(AdminError) as refused:
+        check_password(password, "ada")
+    assert str(refused.value).startswith(f"password: too easy to guess. {reason} ")
+
+
+def test_a_password_made_from_the_username_is_refused():
+    """zxcvbn is given the username, so the name itself as a password is refused."""
+    with pytest.raises(AdminError) as refused:
+        check_password("margaret.hamilton", "margaret.hamilton")
+    assert str(refused.value) == (
+        "password: too easy to guess. It is made from the username. "
+        "Add another word or two. Uncommon words are better."
+    )
+
+
+def test_strong_passphrases_are_accepted_even_past_what_zxcvbn_judges():
+    """A passphrase of uncommon words is accepted, also one longer than 72 characters."""
+    check_password("quartz lantern orbit meadow", "ada")
+    check_password(PASSWORD, "ada")
+    check_password("quartz lantern orbit meadow " * 4, "ada")
+
+
+def test_a_weak_password_is_refused_wherever_a_password_is_set(
+    config_file, ada, core, monkeypatch, capsys
+):
+    """Creating an admin and changing a password, by function or command, refuse a weak one."""
+    common = "password: too easy to guess. This is a very common password."
+    with pytest.raises(AdminError, match=common):
+        create_admin(core.engine, "grace", "password1234")
+    with pytest.raises(AdminError, match=common):
+        set_password(core.engine, "ada", "password1234")
+    for command, name in (("create", "grace"), ("password", "ada")):
+        monkeypatch.setattr("sys.stdin", io.StringIO("password1234\n"))
+        argv = ["admin", command, "--config", config_file, "--username", name, "--password-stdin"]
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith(f"carryover: {common} ")
+    with core.engine.connect() as conn:
+        assert conn.execute(select(admins.c.username)).scalars().all() == ["ada"]
+        stored = conn.execute(select(admins.c.password_hash)).scalar_one()
+    assert check_password_hash(stored, PASSWORD)
 
 
 def test_admin_list_shows_each_admin_with_last_login_and_open_sessions(
