@@ -23,8 +23,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from middleware.store import admin_sessions, admins, inserted_id, login_failures, reading, utcnow
 
 MIN_PASSWORD_CHARS = 12
-# zxcvbn's score 3 is "safely unguessable": about 10^8 guesses or more, beyond an online
-# attack even without the lockout, and what its authors advise for protecting accounts.
+# zxcvbn's score 3 is "safely unguessable": 10^8 guesses or more, far beyond an online attack
+# even without the lockout, and some protection should the scrypt hashes ever leak.
 MIN_PASSWORD_SCORE = 3
 # zxcvbn refuses longer input, since its cost grows faster than the length (72 characters
 # take up to about 60 ms); the first 72 characters of a passphrase are judged.
