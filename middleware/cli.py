@@ -1,4 +1,4 @@
-"""The `carryover` command: serve, worker, db upgrade, deliveries, admin create, link, demo."""
+"""The `carryover` command: serve, worker, db upgrade, deliveries, admin, link, demo."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from middleware.config import ConfigError, config_path, load_config
@@ -137,21 +138,13 @@ def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
 
 def cmd_admin_create(args: argparse.Namespace, core: Carryover) -> int:
     """Create an admin of the web UI (the password is asked for, or read from stdin)."""
-    import getpass
+    from middleware.admins import AdminError, create_admin
 
-    from middleware.admins import MIN_PASSWORD_CHARS, AdminError, create_admin
-
-    if not migrations_applied(core.engine):
-        print(NEEDS_MIGRATIONS, file=sys.stderr)
+    if not _migrated(core):
         return 2
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"Password for {args.username} (at least {MIN_PASSWORD_CHARS} "
-                                   "characters): ")  # fmt: skip
-        if getpass.getpass("Again: ") != password:
-            print("carryover: the passwords differ", file=sys.stderr)
-            return 2
+    password = _new_password(args)
+    if password is None:
+        return 2
     try:
         create_admin(core.engine, args.username, password)
     except AdminError as exc:
@@ -159,6 +152,94 @@ def cmd_admin_create(args: argparse.Namespace, core: Carryover) -> int:
         return 2
     print(f"carryover: admin {args.username} created; log in at {core.config.public_url}/admin/")
     return 0
+
+
+def cmd_admin_list(args: argparse.Namespace, core: Carryover) -> int:
+    """List the admins of the web UI, with their last login and open sessions."""
+    from middleware.admins import list_admins
+
+    if not _migrated(core):
+        return 2
+    accounts = list_admins(core.engine, core.config.admin["idle_timeout_s"])
+    if not accounts:
+        print("carryover: no admins yet; create one with `carryover admin create --username NAME`")
+        return 0
+    print(f"{'username':<24} {'created (UTC)':<16}  {'last login (UTC)':<16}  open sessions")
+    for account in accounts:
+        created, last_login = _minute(account.created_at), _minute(account.last_login_at)
+        print(f"{account.username:<24} {created:<16}  {last_login:<16}  {account.open_sessions}")
+    return 0
+
+
+def cmd_admin_password(args: argparse.Namespace, core: Carryover) -> int:
+    """Change an admin's password (asked for, or read from stdin); their sessions end."""
+    from middleware.admins import AdminError, set_password
+
+    if not _migrated(core) or not _admin_exists(core, args.username):
+        return 2
+    password = _new_password(args)
+    if password is None:
+        return 2
+    try:
+        ended = set_password(core.engine, args.username, password)
+    except AdminError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    print(f"carryover: password of {args.username} changed; {ended} open session(s) ended")
+    return 0
+
+
+def cmd_admin_remove(args: argparse.Namespace, core: Carryover) -> int:
+    """Remove an admin of the web UI; their sessions end."""
+    from middleware.admins import AdminError, remove_admin
+
+    if not _migrated(core):
+        return 2
+    try:
+        ended = remove_admin(core.engine, args.username)
+    except AdminError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    print(f"carryover: admin {args.username} removed; {ended} open session(s) ended")
+    return 0
+
+
+def _migrated(core: Carryover) -> bool:
+    if migrations_applied(core.engine):
+        return True
+    print(NEEDS_MIGRATIONS, file=sys.stderr)
+    return False
+
+
+def _admin_exists(core: Carryover, username: str) -> bool:
+    """Tell whether the admin exists, before asking for a password in vain."""
+    from middleware.admins import list_admins
+
+    names = {a.username for a in list_admins(core.engine, core.config.admin["idle_timeout_s"])}
+    if username.strip() in names:
+        return True
+    print(f"carryover: username: no admin {username.strip()!r}", file=sys.stderr)
+    return False
+
+
+def _new_password(args: argparse.Namespace) -> str | None:
+    """Read a new password from stdin, or ask for it twice; None when the two differ."""
+    import getpass
+
+    from middleware.admins import MIN_PASSWORD_CHARS
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"Password for {args.username} (at least {MIN_PASSWORD_CHARS} "
+                               "characters, hard to guess): ")  # fmt: skip
+    if getpass.getpass("Again: ") != password:
+        print("carryover: the passwords differ", file=sys.stderr)
+        return None
+    return password
+
+
+def _minute(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -219,11 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = sub.add_parser("admin", help="admins of the web UI")
     asub = admin.add_subparsers(dest="admin", required=True)
-    create = asub.add_parser("create", parents=[common], help=cmd_admin_create.__doc__)
-    create.add_argument("--username", required=True)
-    create.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of stdin")  # fmt: skip
-    create.set_defaults(func=cmd_admin_create)
+    asub.add_parser("list", parents=[common], help=cmd_admin_list.__doc__).set_defaults(
+        func=cmd_admin_list
+    )
+    for name, command in (("create", cmd_admin_create), ("password", cmd_admin_password)):
+        setting = asub.add_parser(name, parents=[common], help=command.__doc__)
+        setting.add_argument("--username", required=True)
+        setting.add_argument("--password-stdin", action="store_true",
+                             help="read the password from the first line of stdin")  # fmt: skip
+        setting.set_defaults(func=command)
+    remove = asub.add_parser("remove", parents=[common], help=cmd_admin_remove.__doc__)
+    remove.add_argument("--username", required=True)
+    remove.set_defaults(func=cmd_admin_remove)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--port", type=int, default=8080, help="Carryover's port (default 8080)")

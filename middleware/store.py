@@ -207,6 +207,19 @@ admins = Table(
     Column("last_login_at", DateTime),
 )
 
+# Admin sessions, so that logout and a password change end them on the server. The cookie
+# carries a random token and the store only its SHA-256: a copy of the database opens no session.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("admin_id", Id, ForeignKey("admins.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("seen_at", DateTime, nullable=False),
+    Index("ix_admin_sessions_admin", "admin_id"),
+)
+
 login_failures = Table(
     "login_failures",
     metadata,

@@ -1,15 +1,16 @@
 """The admin web UI: login, sessions with an idle timeout, CSRF checks, the overview.
 
 Every admin page is in this blueprint or one nested in it, so the guard below covers them
-all: a page needs a logged-in admin who was active within `admin.idle_timeout_s`, and a
-state-changing request needs the session's CSRF token (form field or X-CSRF-Token header).
+all: a page needs a session that the store still holds (not logged out, not ended by a
+password change, active within `admin.idle_timeout_s`), and a state-changing request needs
+the session's CSRF token (form field or X-CSRF-Token header). The signed cookie carries only
+the session's token and the CSRF token.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Select, Table, func, select
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from middleware.admins import Admin, LoginRefused, Throttle, find_admin, log_in
+from middleware.admins import Admin, LoginRefused, Throttle, end_session, log_in, session_admin
 from middleware.core import current_core
 from middleware.figures import overview_figures
 from middleware.store import deliveries, reading, writes
@@ -47,7 +48,6 @@ bp.register_blueprint(mapping_pages.bp)
 bp.register_blueprint(template_pages.bp)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
-SEEN_RESOLUTION_S = 60  # how precisely the idle timeout is kept
 
 
 # -- the guard ---------------------------------------------------------------------------------
@@ -66,21 +66,15 @@ def guard() -> ResponseReturnValue | None:
 
 
 def current_admin() -> Admin | None:
-    """Return the logged-in admin, ending the session after idle_timeout_s without a request."""
-    admin_id, seen = session.get("admin_id"), session.get("seen")
-    if admin_id is None:
+    """Return the logged-in admin, or None when the store no longer holds the session."""
+    token = session.get("admin_session")
+    if not isinstance(token, str):
         return None
-    if not isinstance(seen, (int, float)) or time.time() - seen > _idle_timeout_s():
+    admin = session_admin(current_core().engine, token, _idle_timeout_s())
+    if admin is None:  # logged out, idle too long, or ended by a password change or removal
         session.clear()
-        return None
-    admin = find_admin(current_core().engine, int(admin_id))
-    if admin is None:  # the account was removed
-        session.clear()
-        return None
-    # Rewritten at most once a minute: a cookie rewritten on every request lets a slow
-    # background request (a mapping preview) put back a flash message already shown.
-    if time.time() - seen > SEEN_RESOLUTION_S:
-        session["seen"] = time.time()
+    # The cookie itself is left alone: one rewritten on every request lets a slow background
+    # request (a mapping preview) put back a flash message already shown.
     return admin
 
 
@@ -132,24 +126,30 @@ def login() -> Any:
     )
     username, password = request.form.get("username", ""), request.form.get("password", "")
     try:
-        admin = log_in(
-            current_core().engine, username, password, request.remote_addr or "", throttle
-        )
+        opened = log_in(current_core().engine, username, password, request.remote_addr or "",
+                        throttle, _idle_timeout_s())  # fmt: skip
     except LoginRefused as exc:
         status = 429 if exc.retry_after_s else 401
         page = render_template("admin/login.html", next=target, error=str(exc), username=username)
         headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else {}
         return page, status, headers
-    session.clear()  # a new session on login: nothing set before it carries over
-    session.update(admin_id=admin.id, seen=time.time(), csrf=secrets.token_urlsafe(32))
+    _end_this_session()  # a new session on login: nothing set before it carries over
+    session.update(admin_session=opened.token, csrf=secrets.token_urlsafe(32))
     return redirect(target)
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the admin's session."""
-    session.clear()
+    """End the admin's session, on the server as well as in this browser."""
+    _end_this_session()
     return redirect(url_for("admin.login"))
+
+
+def _end_this_session() -> None:
+    token = session.get("admin_session")
+    if isinstance(token, str):
+        end_session(current_core().engine, token)
+    session.clear()
 
 
 def _local_target(value: str | None) -> str:
