@@ -5,17 +5,18 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from flask import current_app
 from sqlalchemy import Engine
 
 from middleware.config import Config
-from middleware.delivery import Outbox
+from middleware.delivery import NoteMarkers, Outbox
 from middleware.inbox import DeliveryInbox
 from middleware.integration_versions import IntegrationVersions
 from middleware.live import LiveUpdates
 from middleware.mapping_versions import MappingVersions
-from middleware.plugins import Capability, PluginRegistry
+from middleware.plugins import Capability, InboundEvent, Plugin, PluginRegistry
 from middleware.sealed import SecretBox, installation_key
 from middleware.store import make_engine
 from middleware.summary import SummaryRenderer
@@ -43,6 +44,20 @@ class Carryover:
     # else, on PostgreSQL without secret_key, a key of this process only (links made by a
     # page of this process for itself, such as a pop's live stream, still work).
     link_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    @cached_property
+    def markers(self) -> NoteMarkers:
+        """Return the markers that sign Carryover's notes (keyed with link_secret)."""
+        return NoteMarkers(self.link_secret, self.engine)
+
+    def is_own_note(self, plugin: Plugin, event: InboundEvent) -> bool:
+        """Tell whether an event is one of Carryover's own notes coming back."""
+        comment = plugin.comment_of(event)
+        if comment is None:
+            return False
+        return any(
+            self.markers.is_own_note(plugin.key, comment.thread_ref, t) for t in comment.texts
+        )
 
     def dispose(self) -> None:
         """Close the store's connections."""

@@ -3,10 +3,18 @@
 A write is committed as a row before it is attempted, and carries a marker in its body.
 A write that may have reached the upstream (the process died or the call timed out) is
 checked upstream for its marker before it is tried again, so a ticket never gets it twice.
+
+The marker also recognises Carryover's own notes when they come back as webhooks. A
+customer can write "[Carryover ref co-1-summary]" too, so a marker carries a MAC keyed with
+the installation's secret, and a comment counts as Carryover's own only when its MAC checks
+or when the outbox holds that very marker for that very ticket (the markers written before
+they were keyed, and those of processes that had no shared secret).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import datetime, timedelta
 
@@ -18,12 +26,48 @@ from middleware.store import dialect_insert, utcnow, writes
 ATTEMPTING = "attempting"
 MARKER_LINE = "[Carryover ref {marker}]"
 SHORTENED = "\n[… shortened to fit the upstream's size limit]"
-MARKER_PATTERN = re.compile(r"\[Carryover ref (co-\d+-[a-z_]+)\]")
+MARKER_PATTERN = re.compile(r"\[Carryover ref (co-\d{1,19}-[a-z_]{1,32}(?:-[0-9a-f]{12})?)\]")
+MAC_CHARS = 12  # 48 bits: each guess costs a forger a comment on a ticket
 
 
-def marker_for(interaction_id: int, purpose: str) -> str:
-    """Return the marker of one interaction's write of one purpose."""
-    return f"co-{interaction_id}-{purpose}"
+class NoteMarkers:
+    """Make keyed markers, and recognise Carryover's own notes by them."""
+
+    def __init__(self, secret: str, engine: Engine) -> None:
+        self.key = hmac.new(secret.encode(), b"carryover note markers", hashlib.sha256).digest()
+        self.engine = engine
+
+    def marker_for(self, interaction_id: int, purpose: str) -> str:
+        """Return the marker of one interaction's write of one purpose, with its MAC."""
+        plain = f"co-{interaction_id}-{purpose}"
+        return f"{plain}-{self._mac(plain)}"
+
+    def _mac(self, plain: str) -> str:
+        return hmac.new(self.key, plain.encode(), hashlib.sha256).hexdigest()[:MAC_CHARS]
+
+    def is_own_note(self, target: str, thread_ref: str | None, text: object) -> bool:
+        """Tell whether a comment's text is one of Carryover's notes on that ticket or case."""
+        if not isinstance(text, str) or "[Carryover ref " not in text:
+            return False
+        for match in MARKER_PATTERN.finditer(text):
+            marker = match.group(1)
+            plain, _, mac = marker.rpartition("-")
+            if len(mac) == MAC_CHARS and hmac.compare_digest(mac, self._mac(plain)):
+                return True
+            if thread_ref and self._written(target, thread_ref, marker):
+                return True
+        return False
+
+    def _written(self, target: str, thread_ref: str, marker: str) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(writes.c.id).where(
+                    writes.c.target == target,
+                    writes.c.target_ref == thread_ref,
+                    writes.c.marker == marker,
+                )
+            )
+            return found.first() is not None
 
 
 def with_marker(body: str, marker: str) -> str:
@@ -59,11 +103,6 @@ def clean_cut(text: str, max_bytes: int) -> str:
     return cut
 
 
-def carries_marker(text: object) -> bool:
-    """Tell whether a text is one of Carryover's own notes."""
-    return isinstance(text, str) and MARKER_PATTERN.search(text) is not None
-
-
 class Outbox(LeasedQueue):
     """Pending writes to upstream tools."""
 
@@ -76,13 +115,13 @@ class Outbox(LeasedQueue):
         conn: Connection,
         target: str,
         target_ref: str,
+        marker: str,
         interaction_id: int,
         purpose: str,
         body: str,
         max_bytes: int | None = None,
     ) -> bool:
         """Queue a note inside the caller's transaction; False if it was queued before."""
-        marker = marker_for(interaction_id, purpose)
         now = utcnow()
         values = {
             "target": target, "target_ref": target_ref, "interaction_id": interaction_id,

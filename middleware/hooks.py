@@ -69,12 +69,12 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         if stored is not body:
             inbound = replace(inbound, body=stored)
         events = plugin.parse(inbound)
-        used = [e for e in events if mapping.handles(e.type) and not plugin.is_own_echo(e)]
+        used = [e for e in events if mapping.handles(e.type) and not core.is_own_note(plugin, e)]
         for event in used:
             _check_key(event.key)
         if not used:
             ignored = events[0] if events else None
-            own = ignored is not None and plugin.is_own_echo(ignored)
+            own = ignored is not None and core.is_own_note(plugin, ignored)
             raise UnsupportedEvent("own note" if own else ignored.type if ignored else "empty")
     except UnsupportedEvent as exc:
         reply, content_type = plugin.ignored_reply(exc.event_type)

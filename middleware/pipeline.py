@@ -57,7 +57,7 @@ def handle_event(
 ) -> str:
     """Map, enrich, resolve and append one event, and queue the notes it calls for."""
     mapping = core.mappings[plugin.key]
-    if plugin.is_own_echo(event):
+    if core.is_own_note(plugin, event):
         return f"{event.key}: own note, ignored"
     if not mapping.handles(event.type):
         return f"{event.key}: {event.type} ignored"
@@ -181,5 +181,7 @@ def decide(
         conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
     )
     body = core.renderer.render(plugin.key, context)
-    return Outbox.enqueue(conn, plugin.key, interaction.external_id, appended.id, SUMMARY, body,
+    marker = core.markers.marker_for(appended.id, SUMMARY)
+    return Outbox.enqueue(conn, plugin.key, interaction.external_id, marker, appended.id, SUMMARY,
+                          body,
                           max_bytes=plugin.note_max_bytes)  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
+from middleware import json_input
 from middleware.config import ConfigError, Setting
 from middleware.errors import InboundError, MalformedPayload
 from middleware.network import UpstreamGuard, UpstreamRefused, check_url
@@ -63,6 +64,14 @@ class InboundEvent:
     key: str
     type: str
     payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Comment:
+    """The text of a comment an event carries, which may be Carryover's own note coming back."""
+
+    thread_ref: str | None  # the ticket or case it was written on
+    texts: tuple[str, ...]
 
 
 class Plugin:
@@ -152,9 +161,9 @@ class Plugin:
         """
         return None
 
-    def is_own_echo(self, event: InboundEvent) -> bool:
-        """Tell whether the event is Carryover's own write coming back."""
-        return False
+    def comment_of(self, event: InboundEvent) -> Comment | None:
+        """Return the comment an event carries (to recognise Carryover's own notes), or None."""
+        return None
 
     # -- upstream API ------------------------------------------------------------------
     def enrich(self, interaction: Interaction) -> Interaction:
@@ -200,7 +209,7 @@ def decode_form(body: bytes) -> list[tuple[str, str]]:
 def decode_json_object(body: bytes) -> dict[str, Any]:
     """Read a body that must be one JSON object (UTF-8, a BOM allowed)."""
     try:
-        payload = json.loads(body.decode("utf-8-sig"))
+        payload = json_input.loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise MalformedPayload("body is not UTF-8") from None
     except (ValueError, RecursionError) as exc:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
+from middleware import json_input
+
 # A run of 13-19 digits; one right after "+" is an international phone number, not a card.
 # (The lookbehind follows the first digit so that the engine only tries at digits.)
 CARD_CANDIDATE = re.compile(r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])")
@@ -80,7 +82,7 @@ def redact_body(body: bytes, content_type: str = "") -> bytes:
     try:
         # Inside JSON strings only: on the raw text a secret phrase would swallow the closing
         # quote, and an id passing the Luhn check would be taken for a card.
-        payload = json.loads(text, strict=False)
+        payload = json_input.loads(text, strict=False)  # a repeated key: the text path
         cleaned = _redact_values(payload)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the walk goes
         return _redact_text(body, text)

@@ -150,6 +150,7 @@ writes = Table(
     Column("created_at", DateTime, nullable=False),
     Column("done_at", DateTime),
     UniqueConstraint("target", "target_ref", "marker", name="uq_writes_once"),
+    Index("uq_writes_purpose", "target", "target_ref", "interaction_id", "purpose", unique=True),
     Index("ix_writes_due", "status", "next_attempt_at"),
     Index("ix_writes_done", "target", "done_at"),
 )

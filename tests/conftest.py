@@ -366,3 +366,19 @@ def admin_client(core: Carryover, client: FlaskClient) -> FlaskClient:
     create_admin(core.engine, "ada", ADMIN_PASSWORD)
     assert admin_log_in(client).status_code == 302
     return client
+
+
+def written_before(core: Carryover, target: str, target_ref: str, marker: str) -> None:
+    """Record a note Carryover wrote earlier (done), as the outbox keeps it."""
+    from middleware.store import interactions, utcnow, writes
+
+    with core.engine.begin() as conn:
+        interaction = conn.execute(interactions.insert().values(
+            source=target, external_id=target_ref, kind="ticket", channel="email",
+            occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
+        )).inserted_primary_key[0]  # fmt: skip
+        conn.execute(writes.insert().values(
+            target=target, target_ref=target_ref, interaction_id=interaction, purpose="summary",
+            marker=marker, body=f"note\n\n[Carryover ref {marker}]", status="done", attempts=1,
+            next_attempt_at=utcnow(), created_at=utcnow(), done_at=utcnow(),
+        ))  # fmt: skip

@@ -21,6 +21,7 @@ from conftest import (
     post_zendesk,
     salesforce_fixture,
     twilio_fields,
+    written_before,
 )
 from defusedxml.ElementTree import fromstring
 from sqlalchemy import func, select, update
@@ -377,7 +378,8 @@ def test_a_customer_comment_joins_the_case_thread(client, worker, core):
 
 
 def test_own_case_comment_coming_back_causes_nothing(client, core):
-    """A CaseComment carrying Carryover's marker is acknowledged and ignored."""
+    """A CaseComment carrying a marker Carryover wrote on that case is acknowledged, ignored."""
+    written_before(core, "salesforce", "5007000000OFL6GAAX", "co-12-summary")
     response = post_salesforce(client, salesforce_fixture("casecomment_created__own_comment.xml"))
     assert is_ack(response)
     assert response.headers["X-Carryover-Ignored"] == "own note"

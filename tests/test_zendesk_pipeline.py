@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ANN, fixture_bytes, post_zendesk, zendesk_event
+from conftest import ANN, fixture_bytes, post_zendesk, written_before, zendesk_event
 from sqlalchemy import select
 
 from middleware.store import deliveries, interactions, writes
@@ -63,13 +63,39 @@ def test_same_ticket_created_twice_with_new_event_ids_writes_once(client, worker
 
 
 def test_own_note_coming_back_causes_nothing(client, worker, core):
-    """Carryover's note returning as ticket.comment_added is ignored and not stored."""
+    """A note written before markers were keyed, returning as a comment, is ignored."""
+    written_before(core, "zendesk", "5158", "co-7-summary")
     response = post_zendesk(client, fixture_bytes("ticket_comment_added__own_note.json"))
     assert response.status_code == 200
     assert response.get_json() == {"ignored": "own note"}
     assert worker.drain() == 0
     with core.engine.connect() as conn:
         assert conn.execute(select(deliveries)).first() is None
+
+
+def test_a_marker_typed_by_someone_else_is_no_own_note(client, worker, core):
+    """The marker text on a ticket Carryover never wrote it to is an ordinary comment."""
+    import json
+
+    written_before(core, "zendesk", "5158", "co-7-summary")  # another ticket's note
+    payload = json.loads(fixture_bytes("ticket_comment_added.json"))
+    payload["event"]["comment"]["body"] = "Any news? [Carryover ref co-7-summary]"
+    response = post_zendesk(client, json.dumps(payload).encode())
+    assert response.status_code == 200 and "ignored" not in (response.get_json() or {})
+    worker.drain()
+    with core.engine.connect() as conn:
+        notes = conn.execute(select(interactions).where(interactions.c.kind == "message")).all()
+    assert [n.text for n in notes] == ["Any news? [Carryover ref co-7-summary]"]
+
+
+def test_a_forged_keyed_marker_is_no_own_note(client, core):
+    """A marker with a MAC made without the installation's secret is not Carryover's."""
+    import json
+
+    payload = json.loads(fixture_bytes("ticket_comment_added.json"))
+    payload["event"]["comment"]["body"] = "Hi [Carryover ref co-7-summary-0123456789ab]"
+    response = post_zendesk(client, json.dumps(payload).encode())
+    assert "ignored" not in (response.get_json() or {})
 
 
 def test_real_note_echo_after_a_write_causes_no_second_note(client, worker, fake_zendesk, core):

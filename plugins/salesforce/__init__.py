@@ -16,7 +16,6 @@ from cachetools import TTLCache, cachedmethod
 from cachetools.keys import hashkey
 
 from middleware.config import ConfigError, Setting
-from middleware.delivery import carries_marker
 from middleware.errors import (
     InboundError,
     InvalidSignature,
@@ -27,7 +26,14 @@ from middleware.errors import (
 from middleware.identity import SALESFORCE_ID
 from middleware.interaction import Identity, Interaction
 from middleware.network import parse_networks, within
-from middleware.plugins import UNVERIFIED, Capability, InboundEvent, InboundRequest, Plugin
+from middleware.plugins import (
+    UNVERIFIED,
+    Capability,
+    Comment,
+    InboundEvent,
+    InboundRequest,
+    Plugin,
+)
 from middleware.usage import ApiUsage
 from plugins.salesforce.client import SalesforceClient
 from plugins.salesforce.outbound import (
@@ -257,11 +263,13 @@ class SalesforcePlugin(Plugin):
             return body
         return without_session_id(body)
 
-    def is_own_echo(self, event: InboundEvent) -> bool:
-        """Recognise Carryover's own case comments coming back."""
-        return event.type.startswith("casecomment.") and carries_marker(
-            event.payload["sObject"].get("CommentBody")
-        )
+    def comment_of(self, event: InboundEvent) -> Comment | None:
+        """Return a CaseComment's body, with its case."""
+        if not event.type.startswith("casecomment."):
+            return None
+        sobject = event.payload["sObject"]
+        body = sobject.get("CommentBody")
+        return Comment(sobject.get("ParentId"), (body,) if isinstance(body, str) else ())
 
     # -- upstream API ----------------------------------------------------------------------
     def enrich(self, interaction: Interaction) -> Interaction:

@@ -14,8 +14,8 @@ from typing import Any
 
 from cachetools import TTLCache, cachedmethod
 
+from middleware import json_input
 from middleware.config import Setting
-from middleware.delivery import carries_marker
 from middleware.errors import (
     InvalidSignature,
     MalformedPayload,
@@ -23,7 +23,7 @@ from middleware.errors import (
     UnsupportedEvent,
 )
 from middleware.interaction import Identity, Interaction
-from middleware.plugins import Capability, InboundEvent, InboundRequest, Plugin
+from middleware.plugins import Capability, Comment, InboundEvent, InboundRequest, Plugin
 from plugins.zendesk.client import ZendeskClient
 
 EVENT_PREFIX = "zen:event-type:"
@@ -116,13 +116,17 @@ class ZendeskPlugin(Plugin):
             # Decode first: json.loads would also take UTF-16 and UTF-32, which JSON forbids.
             text = request.body.decode("utf-8-sig")
             # Trigger placeholders are raw text: a description brings its newlines unescaped.
-            payload = json.loads(text, strict=False)
+            payload = json_input.loads(text, strict=False)
         except UnicodeDecodeError:
             raise MalformedPayload("body is not UTF-8") from None
         except json.JSONDecodeError as exc:
             raise MalformedPayload(
                 f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from None
+        except json_input.DuplicateKey as exc:
+            # A trigger placeholder's text (a description with "…", "link": "…") can repeat
+            # a key of the body: such a body is refused, never read with the forged value.
+            raise MalformedPayload(f"body: {exc}") from None
         except (ValueError, RecursionError) as exc:
             # Numbers of over 4,300 digits, or nesting deeper than Python's stack.
             raise MalformedPayload(f"body: JSON beyond what Carryover reads ({exc})") from None
@@ -137,15 +141,16 @@ class ZendeskPlugin(Plugin):
             "nor a Carryover trigger body (event, ticket)"
         )
 
-    def is_own_echo(self, event: InboundEvent) -> bool:
-        """Recognise Carryover's own notes coming back as comment events."""
+    def comment_of(self, event: InboundEvent) -> Comment | None:
+        """Return the comment of a comment event or trigger body, with its ticket."""
         if event.type.startswith("trigger."):
             ticket = event.payload.get("ticket") or {}
-            return carries_marker(ticket.get("latest_comment"))
-        comment = (event.payload.get("event") or {}).get("comment") or {}
+            return Comment(str(ticket.get("id")), _texts(ticket.get("latest_comment")))
+        comment = (event.payload.get("event") or {}).get("comment")
         if not isinstance(comment, dict):
-            return False
-        return carries_marker(comment.get("body")) or carries_marker(comment.get("html_body"))
+            return None
+        ticket_id = str((event.payload.get("detail") or {}).get("id"))
+        return Comment(ticket_id, _texts(comment.get("body"), comment.get("html_body")))
 
     # -- upstream API ------------------------------------------------------------------------
     def enrich(self, interaction: Interaction) -> Interaction:
@@ -189,6 +194,10 @@ class ZendeskPlugin(Plugin):
     def write_budget_per_minute(self) -> int | None:
         """Keep ticket updates under the configured share of Zendesk's 100/min limit."""
         return int(self.options["ticket_updates_per_minute"]) or None
+
+
+def _texts(*values: Any) -> tuple[str, ...]:
+    return tuple(v for v in values if isinstance(v, str))
 
 
 def zendesk_id(value: Any) -> str | None:
