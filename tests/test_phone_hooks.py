@@ -30,6 +30,7 @@ from plugins.twilio import EMPTY_TWIML, TwilioPlugin, url_variants
 from plugins.twilio import sign as twilio_sign
 
 VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
+CALL_SID = "CA5d8e2b7f4a9c41e08f3b6d2a7c9e1f40"
 VECTOR_PARAMS = [
     ("CallSid", "CA1234567890ABCDE"), ("Digits", "1234"), ("From", "+14158675309"),
     ("To", "+18005551212"), ("Caller", "+14158675309"),
@@ -194,8 +195,10 @@ def test_twilio_delivery_report_of_an_outgoing_message_is_ignored(client, core):
     ("fields", "reason"),
     [
         ([("AccountSid", "AC1"), ("From", "+14155550142")], "CallSid"),
-        ([("CallSid", "CA1"), ("From", "+14155550142")], "CallStatus"),
-        ([("CallSid", "CA1"), ("CallStatus", "exploded")], "CallStatus"),
+        ([("CallSid", CALL_SID), ("From", "+14155550142")], "CallStatus"),
+        ([("CallSid", CALL_SID), ("CallStatus", "exploded")], "CallStatus"),
+        ([("CallSid", "CA1"), ("CallStatus", "ringing")], "CallSid"),
+        ([("CallSid", "CA١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠١٢"), ("CallStatus", "ringing")], "CallSid"),
         ([("CallSid", "CA 1; drop"), ("CallStatus", "ringing")], "CallSid"),
     ],
 )

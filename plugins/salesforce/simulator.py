@@ -102,6 +102,8 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
         "IsPublished": "boolean",
         "CreatedDate": "datetime",
     },
+    # One row: the org itself (SELECT Id FROM Organization answers which org a session is of).
+    "Organization": {"Id": "id", "Name": "string"},
 }
 CASE_WRITABLE = frozenset(
     {"Subject", "Description", "Status", "Origin", "ContactId", "SuppliedEmail", "SuppliedPhone"}
@@ -131,6 +133,7 @@ REST_ROUTES = Map(
     [
         Rule(f"{DATA}/sobjects/Contact/<record_id>", endpoint="contact", methods=["GET"]),
         Rule(f"{DATA}/sobjects/Case/<record_id>", endpoint="case", methods=["GET"]),
+        Rule(f"{DATA}/sobjects/CaseComment/<record_id>", endpoint="comment", methods=["GET"]),
         Rule(f"{DATA}/sobjects/Case/<record_id>", endpoint="update_case", methods=["PATCH"]),
         Rule(f"{DATA}/sobjects/CaseComment/", endpoint="create_comment", methods=["POST"]),
         Rule(f"{DATA}/query/", endpoint="query", methods=["GET"]),
@@ -494,6 +497,7 @@ class FakeSalesforce(FakeUpstream):
         self._outbound_timeout = OUTBOUND_TIMEOUT
         self.user_id = self._new_id("005")
         self.action_id = self._new_id("04k")
+        self._records["Organization"][self.org_id] = {"Id": self.org_id, "Name": "Example Org"}
         super().__init__(host, port, ssl_context)
 
     @property
@@ -856,6 +860,9 @@ class FakeSalesforce(FakeUpstream):
 
     def _rest_case(self, request: Request, version: str, record_id: str) -> Response:
         return self._get_record("Case", version, record_id)
+
+    def _rest_comment(self, request: Request, version: str, record_id: str) -> Response:
+        return self._get_record("CaseComment", version, record_id)
 
     def _get_record(self, sobject: str, version: str, record_id: str) -> Response:
         record = self._records[sobject].get(_id18(record_id) or "")

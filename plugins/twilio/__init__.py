@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -22,7 +23,8 @@ from middleware.plugins import (
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DEFAULT_PORTS = {"https": 443, "http": 80}
-MAX_SID = 64
+# A Twilio SID: two letters naming the resource (CA a call, SM/MM a message), 32 hex digits.
+SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 # CallStatus values, grouped into the three moments of a call Carryover cares about.
 STARTED = frozenset({"queued", "initiated", "ringing"})
 ANSWERED = frozenset({"in-progress", "answered"})
@@ -141,8 +143,8 @@ def _fields(request: InboundRequest) -> dict[str, Any]:
 
 def _sid(fields: dict[str, Any], name: str) -> str:
     value = fields.get(name)
-    if not isinstance(value, str) or not value.isalnum() or len(value) > MAX_SID:
-        raise MalformedPayload(f"{name}: expected a Twilio SID (letters and digits)")
+    if not isinstance(value, str) or not SID.fullmatch(value):
+        raise MalformedPayload(f"{name}: expected a Twilio SID (2 letters and 32 hex digits)")
     return value
 
 
