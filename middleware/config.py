@@ -94,9 +94,19 @@ ADMIN = {
     "failed_logins_per_address": Setting(int, 20),
     "failed_login_window_s": Setting(int, 900),
 }
+SERVER = {
+    "threads": Setting(int, 40),
+    "connection_limit": Setting(int, 1000),
+    "channel_timeout_s": Setting(int, 75),
+    "request_timeout_s": Setting(float, 10.0),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
+    "server": SERVER,
 }  # fmt: skip
+# Keys that a zero would break (no thread, no connection, every connection closed at once).
+POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
+            "server.request_timeout_s")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class Config:
     pop: dict[str, Any] = field(default_factory=lambda: validate_section("pop", {}, POP))
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
     admin: dict[str, Any] = field(default_factory=lambda: validate_section("admin", {}, ADMIN))
+    server: dict[str, Any] = field(default_factory=lambda: validate_section("server", {}, SERVER))
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -178,6 +189,11 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
             raise ConfigError(f"integrations.{key}: unknown integration (known: {known_plugins})")
         integrations[key] = validate_section(f"integrations.{key}", section, plugin_schemas[key])
 
+    sections = {name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()}
+    for path in POSITIVE:
+        name, _, key = path.partition(".")
+        if not sections[name][key] > 0:
+            raise ConfigError(f"{path}: must be greater than 0")
     mappings_dir = top["mappings_dir"]
     templates_dir = top["templates_dir"]
     return Config(
@@ -189,7 +205,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         mappings_dir=Path(mappings_dir) if mappings_dir else Config.mappings_dir,
         templates_dir=Path(templates_dir) if templates_dir else None,
         integrations=integrations,
-        **{name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()},
+        **sections,
     )
 
 
