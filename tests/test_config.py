@@ -371,3 +371,12 @@ def test_cli_with_a_missing_env_variable_exits_non_zero_naming_it(tmp_path, caps
     path = write(tmp_path, "secret_key: ${CO_TEST_UNSET}\n")
     assert main(["worker", "--config", str(path)]) == 2
     assert "CO_TEST_UNSET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "key", ["threads", "connection_limit", "channel_timeout_s", "request_timeout_s"]
+)
+def test_server_settings_of_zero_are_refused(schemas, key):
+    """A server setting of 0 (no thread, no connection, every request late) stops the start."""
+    with pytest.raises(ConfigError, match=rf"^server\.{key}: must be greater than 0$"):
+        parse_config({"server": {key: 0}}, schemas)
