@@ -79,7 +79,15 @@ SUMMARY = {
     "recent_limit": Setting(int, 10),
 }
 CALL_NOTES = {"open_days": Setting(int, 30)}
-POP = {"poll_s": Setting(float, 2.0), "stream_s": Setting(float, 300.0)}
+POP = {
+    "poll_s": Setting(float, 2.0),
+    "stream_s": Setting(float, 300.0),
+    "frame_ancestors": Setting(list, ["'self'"]),
+}
+# A source of CSP's frame-ancestors: scheme://host[:port], the host's first label may be "*".
+FRAME_ANCESTOR_PATTERN = re.compile(
+    r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:([0-9]{1,5}|\*))?"
+)
 WORKER = {
     "enabled": Setting(bool, True),
     "poll_interval_s": Setting(float, 1.0),
@@ -161,6 +169,19 @@ def _restore_references(value: Any) -> Any:
     return value
 
 
+def frame_ancestor(path: str, value: str) -> str:
+    """Check one source of pop.frame_ancestors: 'self' or scheme://host[:port]."""
+    if value in ("self", "'self'"):  # YAML reads ['self'] as the bare word self
+        return "'self'"
+    source = value.removesuffix("/")
+    if not FRAME_ANCESTOR_PATTERN.fullmatch(source):
+        raise ConfigError(
+            f"{path}: {value!r} is not self or scheme://host (e.g. https://flex.twilio.com, "
+            "https://*.lightning.force.com)"
+        )
+    return source
+
+
 def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
     """Validate a raw configuration mapping; plugin_schemas gives each integration's keys."""
     if raw is None:
@@ -194,6 +215,12 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:
             raise ConfigError(f"{path}: must be greater than 0")
+    ancestors = sections["pop"]["frame_ancestors"]
+    if not ancestors:
+        raise ConfigError("pop.frame_ancestors: list at least one source (self: only Carryover)")
+    sections["pop"]["frame_ancestors"] = [
+        frame_ancestor(f"pop.frame_ancestors[{i}]", v) for i, v in enumerate(ancestors)
+    ]
     mappings_dir = top["mappings_dir"]
     templates_dir = top["templates_dir"]
     return Config(
