@@ -213,3 +213,36 @@ def test_a_keep_alive_connection_gets_a_new_deadline_for_each_request(served):
             response.read()
             assert response.status == 200
             assert not response.will_close
+
+
+FIT_OPEN_FILES = """
+import resource, sys
+from middleware.serving import fit_open_files
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+fitted = fit_open_files(1000, 40)
+print(fitted, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no open-files limit to raise")
+@pytest.mark.parametrize(
+    ("soft", "hard", "fitted", "raised_to"),
+    [
+        (256, 4096, 1000, 1144),  # the soft limit is raised to what 1000 connections need
+        (256, 512, 368, 512),  # the hard limit is too low: as many as fit under it
+        (4096, 4096, 1000, 4096),  # enough already: left alone
+    ],
+)
+def test_the_open_files_limit_is_raised_for_the_connection_limit(soft, hard, fitted, raised_to):
+    """1000 connections and 40 threads need 1144 files: the soft limit rises, or fewer fit."""
+    import resource
+
+    ceiling = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if ceiling != resource.RLIM_INFINITY and hard > ceiling:
+        pytest.skip(f"this machine's hard open-files limit is {ceiling}")
+    # In a process of its own: the limits of the test process stay as they are.
+    result = subprocess.run(
+        [sys.executable, "-c", FIT_OPEN_FILES, str(soft), str(hard)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert result.stdout.split() == [str(fitted), str(raised_to)]
