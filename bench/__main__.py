@@ -26,7 +26,7 @@ from bench.note_latency import NoteProbe, seed_requester
 from bench.phone import phone_benchmark
 from bench.report import latency_figures, median, progress, render_report, write_json
 from bench.salesforce import salesforce_benchmark
-from bench.serve_bare import SERVE_DEFAULTS
+from bench.serve_bare import SERVER_DEFAULTS
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port, write_config
 from middleware.config import WORKER
 from plugins.zendesk.simulator import FakeZendesk
@@ -53,7 +53,7 @@ assert NOTE_WARMUP + NOTE_REPEATS < 100
 def settings() -> dict[str, Any]:
     """Return the benchmark's parameters, for the report and the JSON."""
     return {
-        "waitress_threads": SERVE_DEFAULTS.threads,
+        "waitress_threads": SERVER_DEFAULTS["threads"],
         "connections": CONNECTIONS,
         "warmup_s": WARMUP_S,
         "repeats": REPEATS,

@@ -1,4 +1,4 @@
-"""Serve a bare Flask app under the same waitress settings as `carryover serve`.
+"""Serve a bare Flask app under the same waitress server and settings as `carryover serve`.
 
 It is the baseline of the ingest benchmarks: endpoints at the same paths that read the
 body and answer 200 with the same reply, so the only difference from Carryover is what
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 
-import waitress
 from flask import Flask, Response, request
 
 from middleware.cli import build_parser
+from middleware.config import SERVER, validate_section
+from middleware.serving import serve
 from plugins.salesforce.outbound import ACK
 
-# Carryover's own default, read from its command line so the two servers cannot drift apart.
+# Carryover's own defaults, read from its command line and configuration schema so the two
+# servers cannot drift apart.
 SERVE_DEFAULTS = build_parser().parse_args(["serve"])
+SERVER_DEFAULTS = validate_section("server", {}, SERVER)
 
 
 def create_bare_app() -> Flask:
@@ -43,12 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=SERVE_DEFAULTS.host)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=SERVE_DEFAULTS.threads)
+    parser.add_argument("--threads", type=int, default=SERVER_DEFAULTS["threads"])
     args = parser.parse_args()
     print(f"bare: serving on http://{args.host}:{args.port}", flush=True)
-    # The same call as middleware/cli.py cmd_serve: same threads, same waitress defaults.
-    waitress.serve(create_bare_app(), host=args.host, port=args.port, threads=args.threads,
-                   ident="carryover")  # fmt: skip
+    # The same call as middleware/cli.py cmd_serve: same server, same default settings.
+    serve(create_bare_app(), {**SERVER_DEFAULTS, "threads": args.threads}, args.host, args.port)
 
 
 if __name__ == "__main__":

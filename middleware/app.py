@@ -32,7 +32,7 @@ def create_app(
     core: Carryover | None = None,
 ) -> Flask:
     """Build the web app for one installation (the worker is started by the caller)."""
-    from middleware import context_api, health, hooks
+    from middleware import context_api, health, hooks, security_headers
     from webui import admin, pop, views
 
     core = core or build_carryover(config or Config(), registry)
@@ -49,6 +49,7 @@ def create_app(
     app.extensions["carryover"] = core
     for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp, pop.bp, admin.bp):
         app.register_blueprint(blueprint)
+    security_headers.init_app(app)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

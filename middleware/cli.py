@@ -30,9 +30,8 @@ def _core(args: argparse.Namespace) -> Carryover:
 
 def cmd_serve(args: argparse.Namespace, core: Carryover) -> int:
     """Serve the web app and an embedded worker in one process."""
-    import waitress
-
     from middleware.app import create_app
+    from middleware.serving import serve
     from middleware.worker import Worker
 
     if core.engine.dialect.name == "sqlite":
@@ -40,16 +39,22 @@ def cmd_serve(args: argparse.Namespace, core: Carryover) -> int:
     elif not migrations_applied(core.engine):
         print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
+    settings = dict(core.config.server)
+    if args.threads is not None:
+        if args.threads < 1:
+            print("carryover: --threads: must be at least 1", file=sys.stderr)
+            return 2
+        settings["threads"] = args.threads
     app = create_app(core=core)
     # Each open screen-pop holds a thread; keep some for webhooks, which must never wait.
-    core.live.limit_streams(args.threads - WEBHOOK_THREADS)
+    core.live.limit_streams(settings["threads"] - WEBHOOK_THREADS)
     worker = Worker(core) if core.config.worker["enabled"] else None
     if worker:
         worker.start()
     integrations = ", ".join(sorted(core.registry.instances)) or "none"
     print(f"carryover: serving on http://{args.host}:{args.port} (integrations: {integrations})")
     try:
-        waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="carryover")
+        serve(app, settings, args.host, args.port)
     finally:
         if worker:
             worker.stop()
@@ -273,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
-        "--threads", type=int, default=40,
-        help="web server threads; each open screen-pop holds one, 8 stay for webhooks",
+        "--threads", type=int,
+        help="web server threads (default: server.threads, 40); each open screen-pop holds one, "
+        "8 stay for webhooks",
     )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 

@@ -86,7 +86,15 @@ SUMMARY = {
     "recent_limit": Setting(int, 10),
 }
 CALL_NOTES = {"open_days": Setting(int, 30)}
-POP = {"poll_s": Setting(float, 2.0), "stream_s": Setting(float, 300.0)}
+POP = {
+    "poll_s": Setting(float, 2.0),
+    "stream_s": Setting(float, 300.0),
+    "frame_ancestors": Setting(list, ["'self'"]),
+}
+# A source of CSP's frame-ancestors: scheme://host[:port], the host's first label may be "*".
+FRAME_ANCESTOR_PATTERN = re.compile(
+    r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:([0-9]{1,5}|\*))?"
+)
 WORKER = {
     "enabled": Setting(bool, True),
     "poll_interval_s": Setting(float, 1.0),
@@ -101,9 +109,19 @@ ADMIN = {
     "failed_logins_per_address": Setting(int, 20),
     "failed_login_window_s": Setting(int, 900),
 }
+SERVER = {
+    "threads": Setting(int, 40),
+    "connection_limit": Setting(int, 1000),
+    "channel_timeout_s": Setting(int, 75),
+    "request_timeout_s": Setting(float, 10.0),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
+    "server": SERVER,
 }  # fmt: skip
+# Keys that a zero would break (no thread, no connection, every connection closed at once).
+POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
+            "server.request_timeout_s")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,6 +148,7 @@ class Config:
     pop: dict[str, Any] = field(default_factory=lambda: validate_section("pop", {}, POP))
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
     admin: dict[str, Any] = field(default_factory=lambda: validate_section("admin", {}, ADMIN))
+    server: dict[str, Any] = field(default_factory=lambda: validate_section("server", {}, SERVER))
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -159,6 +178,19 @@ def _restore_references(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _restore_references(v) for k, v in value.items()}
     return value
+
+
+def frame_ancestor(path: str, value: str) -> str:
+    """Check one source of pop.frame_ancestors: 'self' or scheme://host[:port]."""
+    if value in ("self", "'self'"):  # YAML reads ['self'] as the bare word self
+        return "'self'"
+    source = value.removesuffix("/")
+    if not FRAME_ANCESTOR_PATTERN.fullmatch(source):
+        raise ConfigError(
+            f"{path}: {value!r} is not self or scheme://host (e.g. https://flex.twilio.com, "
+            "https://*.lightning.force.com)"
+        )
+    return source
 
 
 def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
@@ -193,6 +225,17 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         trusted_proxies = parse_networks(top["trusted_proxies"], "trusted_proxies")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    sections = {name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()}
+    for path in POSITIVE:
+        name, _, key = path.partition(".")
+        if not sections[name][key] > 0:
+            raise ConfigError(f"{path}: must be greater than 0")
+    ancestors = sections["pop"]["frame_ancestors"]
+    if not ancestors:
+        raise ConfigError("pop.frame_ancestors: list at least one source (self: only Carryover)")
+    sections["pop"]["frame_ancestors"] = [
+        frame_ancestor(f"pop.frame_ancestors[{i}]", v) for i, v in enumerate(ancestors)
+    ]
     mappings_dir = top["mappings_dir"]
     templates_dir = top["templates_dir"]
     return Config(
@@ -206,7 +249,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         mappings_dir=Path(mappings_dir) if mappings_dir else Config.mappings_dir,
         templates_dir=Path(templates_dir) if templates_dir else None,
         integrations=integrations,
-        **{name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()},
+        **sections,
     )
 
 

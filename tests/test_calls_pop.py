@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from urllib.parse import quote
 
 import pytest
@@ -146,9 +148,10 @@ def test_shared_line_pop_shows_candidates_not_anyones_history(client, worker, fa
 
 
 def events_url(client) -> str:
-    html = pop_html(client)
-    start = html.index("new EventSource(") + len("new EventSource(")
-    return json.loads(html[start : html.index(")", start)])
+    """Return the signed stream link the pop page carries for its script."""
+    match = re.search(r'data-events="([^"]+)"', pop_html(client))
+    assert match, "the pop carries no events link"
+    return unescape(match.group(1))
 
 
 def next_event(stream) -> str:

@@ -371,3 +371,52 @@ def test_cli_with_a_missing_env_variable_exits_non_zero_naming_it(tmp_path, caps
     path = write(tmp_path, "secret_key: ${CO_TEST_UNSET}\n")
     assert main(["worker", "--config", str(path)]) == 2
     assert "CO_TEST_UNSET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "key", ["threads", "connection_limit", "channel_timeout_s", "request_timeout_s"]
+)
+def test_server_settings_of_zero_are_refused(schemas, key):
+    """A server setting of 0 (no thread, no connection, every request late) stops the start."""
+    with pytest.raises(ConfigError, match=rf"^server\.{key}: must be greater than 0$"):
+        parse_config({"server": {key: 0}}, schemas)
+
+
+def test_pop_frame_ancestors_are_normalised(schemas):
+    """self (as YAML reads ['self']) becomes 'self', and a trailing slash is dropped."""
+    config = parse_config(
+        {"pop": {"frame_ancestors": ["self", "https://flex.twilio.com/",
+                                     "https://*.lightning.force.com", "http://pbx.local:8080"]}},
+        schemas,
+    )  # fmt: skip
+    assert config.pop["frame_ancestors"] == [
+        "'self'", "https://flex.twilio.com", "https://*.lightning.force.com",
+        "http://pbx.local:8080",
+    ]  # fmt: skip
+    assert Config().pop["frame_ancestors"] == ["'self'"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "https://flex.twilio.com; script-src *",  # would add a directive
+        "https://flex.twilio.com https://evil.example.com",  # would add a source
+        "'unsafe-inline'",
+        "'none'",
+        "*",
+        "https:",  # any site at all
+        "flex.twilio.com",  # no scheme
+        "https://flex.twilio.com/agent",  # a path
+        "javascript:alert(1)",
+    ],
+)
+def test_pop_frame_ancestors_refuse_anything_but_self_or_scheme_and_host(schemas, source):
+    """A frame-ancestors source that is not self or scheme://host stops the start."""
+    with pytest.raises(ConfigError, match=r"^pop\.frame_ancestors\[1\]: .* is not self or"):
+        parse_config({"pop": {"frame_ancestors": ["self", source]}}, schemas)
+
+
+def test_pop_frame_ancestors_must_not_be_empty(schemas):
+    """An empty list (which would read as frame-ancestors 'none') is refused with a hint."""
+    with pytest.raises(ConfigError, match=r"^pop\.frame_ancestors: list at least one source"):
+        parse_config({"pop": {"frame_ancestors": []}}, schemas)

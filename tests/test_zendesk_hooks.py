@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import requests
-import waitress
 from conftest import (
     FIXTURES,
     fixture_bytes,
@@ -24,10 +23,11 @@ from sqlalchemy import func, select
 from waitress import wasyncore
 
 from middleware.app import create_app
-from middleware.config import Config, validate_section
+from middleware.config import SERVER, Config, validate_section
 from middleware.core import Carryover, build_carryover
 from middleware.errors import InvalidSignature
 from middleware.plugins import InboundRequest
+from middleware.serving import build_server
 from middleware.store import deliveries, delivery_keys, interactions, make_engine
 from plugins.zendesk import ZendeskPlugin, sign
 from plugins.zendesk.simulator import FakeZendesk
@@ -445,7 +445,8 @@ def test_body_of_exactly_one_mebibyte_is_accepted(client, core):
 def test_chunked_body_over_one_mebibyte_gets_413_from_the_real_server(app, core):
     """Served by waitress as `carryover serve` does, a chunked body of 2 MiB gets 413 too."""
     body = big_ticket(2 * 1024 * 1024)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=1)
+    settings = {**validate_section("server", {}, SERVER), "threads": 1}
+    server = build_server(app, settings, "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

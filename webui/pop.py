@@ -26,7 +26,9 @@ from middleware.interaction import Identity
 from middleware.store import interactions, reading, utcnow
 from middleware.summary import CustomerContext, build_context
 
-bp = Blueprint("pop", __name__, template_folder="templates")
+# Its own static path: a proxy may keep /admin/ from the agents' network, never /pop.
+bp = Blueprint("pop", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/pop/static")  # fmt: skip
 LIVE_CALL_WINDOW = timedelta(hours=2)  # a call older than this is history, not "this call"
 EVENTS_LINK_TTL_S = 12 * 3600  # one shift: the page's stream reconnects with the same link
 

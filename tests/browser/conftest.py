@@ -1,9 +1,10 @@
 """Fixtures of the browser tests: the real app on a local port, and Debian's headless Chromium.
 
 One Playwright and one browser serve the whole session; each test gets a fresh context (its
-own cookies), whose requests to any host but 127.0.0.1 are refused. Webhooks are posted with
-the Flask test client of the same installation (Twilio signs the default public_url, which
-the test client matches), while the browser talks to the live server: both share the store.
+own cookies), whose requests to any host but 127.0.0.1 are refused, and which fails the test
+when a page breaks its Content-Security-Policy. Webhooks are posted with the Flask test client
+of the same installation (Twilio signs the default public_url, which the test client matches),
+while the browser talks to the live server: both share the store.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flask.testing import FlaskClient
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    ConsoleMessage,
     Page,
     Playwright,
     Route,
@@ -41,6 +43,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 # Every URL that is not on 127.0.0.1: the context aborts them (no CDN, no telemetry).
 NOT_LOCAL = re.compile(r"^(?!https?://127\.0\.0\.1[:/])")
 CONNECTIONS_END_S = 10.0
+# Runs in every frame before the page's own scripts: a violation of the page's content policy
+# is logged, as Chromium logs those it reports itself ("… violates the following Content
+# Security Policy directive …").
+REPORT_POLICY_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`Content Security Policy violation: ${event.violatedDirective} refused `
+                + (event.blockedURI || "inline code"));
+});
+"""
 
 
 class OneRequestPerConnection(QuietHandler):
@@ -145,8 +156,18 @@ def blocked_requests() -> list[str]:
 
 
 @pytest.fixture
+def policy_violations() -> list[str]:
+    """Collect the console messages about content policy violations (a test expecting one
+    clears the list once it has checked it)."""
+    return []
+
+
+@pytest.fixture
 def browser_context(
-    browser: Browser, live_server: LiveServer, blocked_requests: list[str]
+    browser: Browser,
+    live_server: LiveServer,
+    blocked_requests: list[str],
+    policy_violations: list[str],
 ) -> Iterator[BrowserContext]:
     """Open a fresh context on the live server that can reach no other host."""
     context = browser.new_context(base_url=live_server.url)
@@ -156,9 +177,16 @@ def browser_context(
         blocked_requests.append(route.request.url)
         route.abort("blockedbyclient")
 
+    def note_violation(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            policy_violations.append(message.text)
+
     context.route(NOT_LOCAL, refuse)
+    context.add_init_script(REPORT_POLICY_VIOLATIONS)
+    context.on("console", note_violation)
     yield context
     context.close()
+    assert policy_violations == [], "a page broke its content policy"
 
 
 @pytest.fixture
