@@ -69,7 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "server": {"request_timeout_s": REQUEST_TIMEOUT_S},
         "integrations": {
             "zendesk": {
-                "url": "http://127.0.0.1:9",  # never called: no worker
+                "url": "https://acme.zendesk.com",  # never called: no worker
                 "email": "bot@example.com",
                 "api_token": "unused",
                 "webhook_secret": ZENDESK_SECRET,
