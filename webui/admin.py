@@ -30,6 +30,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from middleware.admins import Admin, LoginRefused, Throttle, end_session, log_in, session_admin
 from middleware.core import current_core
 from middleware.figures import overview_figures
+from middleware.network import client_address
 from middleware.store import deliveries, reading, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
@@ -126,7 +127,7 @@ def login() -> Any:
     )
     username, password = request.form.get("username", ""), request.form.get("password", "")
     try:
-        opened = log_in(current_core().engine, username, password, request.remote_addr or "",
+        opened = log_in(current_core().engine, username, password, _client_address(),
                         throttle, _idle_timeout_s())  # fmt: skip
     except LoginRefused as exc:
         status = 429 if exc.retry_after_s else 401
@@ -150,6 +151,12 @@ def _end_this_session() -> None:
     if isinstance(token, str):
         end_session(current_core().engine, token)
     session.clear()
+
+
+def _client_address() -> str:
+    """Return the client's address: behind trusted_proxies, the one they report."""
+    proxies = current_core().config.trusted_proxies
+    return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), proxies)
 
 
 def _local_target(value: str | None) -> str:
