@@ -146,7 +146,7 @@ def test_a_private_key_file_cannot_be_set_from_the_browser(browser):
     token = csrf_of(browser.get("/admin/integrations/salesforce").data)
     form = {"csrf_token": token, "organization_id": "00D70000000IVNp",
             "username": "carryover@example.com", "consumer_key": "3MVG9",
-            "private_key_file": "/etc/shadow", "login_url": "https://login.salesforce.com"}  # fmt: skip
+            "private_key_file": "/etc/shadow"}  # fmt: skip
     response = browser.post("/admin/integrations/salesforce", data=form)
     assert response.status_code == 400
     assert "private_key" in response.data.decode()
