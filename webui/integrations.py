@@ -173,6 +173,8 @@ def _page(
     settings = []
     for name, setting in cls.settings.items():
         value = plugin.options.get(name) if plugin else _saved_default(key, name)
+        if value is None and setting.type is bool:
+            value = setting.default  # an unsaved checkbox shows its default
         if entered is not None and not setting.secret:
             value = entered.get(name, "")
         shown = masked(value) if setting.secret else ("" if value is None else value)
@@ -181,7 +183,7 @@ def _page(
         settings.append({"name": name, "value": shown, "secret": setting.secret,
                          "set": bool(value), "required": setting.required,
                          "type": setting.type.__name__, "doc": setting.doc,
-                         "default": setting.default,
+                         "default": setting.default if setting.default != [] else None,
                          "file_only": setting.file_only})  # fmt: skip
     setup = cls.setup_doc.replace("{public_url}", core.config.public_url)
     saved = core.integrations.history(key, limit=1) if source != "file" else []
