@@ -71,12 +71,17 @@ def settings() -> dict[str, Any]:
     }
 
 
-def integration(fake: FakeSalesforce) -> dict[str, str]:
-    """Return Carryover's integrations.salesforce settings for the fake org."""
+def integration(fake: FakeSalesforce) -> dict[str, Any]:
+    """Return Carryover's integrations.salesforce settings for the fake org.
+
+    The messages are proven by their source network (the bench sends from 127.0.0.1), as
+    behind an allow-list of Salesforce's ranges: the path a proven message takes.
+    """
     return {
         "organization_id": fake.org_id,
         "instance_url": fake.url,
         "session_id": fake.new_session(),
+        "allowed_networks": ["127.0.0.1/32"],
     }
 
 

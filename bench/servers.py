@@ -36,7 +36,7 @@ def write_config(
     port: int,
     zendesk_url: str,
     worker: bool,
-    salesforce: dict[str, str] | None = None,
+    salesforce: dict[str, Any] | None = None,
 ) -> Path:
     """Write a Carryover config.yaml: a fresh SQLite store, Zendesk, optionally Salesforce."""
     config: dict[str, Any] = {
