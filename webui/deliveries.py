@@ -67,7 +67,15 @@ def detail(direction: str, row_id: int) -> str:
 
 
 def readable_body(body: bytes, content_type: str) -> str:
-    """Return a stored body for reading: JSON and XML indented, forms one field a line."""
+    """Return a stored body for reading: JSON and XML indented, forms one field a line.
+
+    A lone surrogate (JSON allows the escape \\ud800 without its pair) is shown as that
+    escape: the page could not be encoded with the character itself.
+    """
+    return _indented(body, content_type).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _indented(body: bytes, content_type: str) -> str:
     text = body.decode("utf-8", errors="replace")
     media = content_type.split(";")[0].strip().lower()
     try:
