@@ -202,6 +202,17 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(client,
     assert client.get("/admin/").status_code == 302
 
 
+def test_a_nul_in_a_query_or_form_value_gets_400_not_a_store_error(client, ada):
+    """A NUL in the login form, a search or a filter is refused with 400 (PostgreSQL holds none)."""
+    assert log_in(client, username="ada\x00").status_code == 400
+    assert log_in(client).status_code == 302
+    for path in ("/admin/customers/?q=a%00b", "/admin/deliveries/?plugin=%00",
+                 "/admin/deliveries/?direction=out&plugin=zendesk%00"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 400, path
+        assert b"NUL character" in response.data
+
+
 def test_state_changing_requests_without_the_csrf_token_are_refused(client, ada):
     """A POST without the session's token (a forged form) gets 400 and changes nothing."""
     missing = client.post("/admin/login", data={"username": "ada", "password": PASSWORD})
