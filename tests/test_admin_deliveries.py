@@ -151,6 +151,14 @@ def test_an_unknown_delivery_is_a_404_page(admin_client):
     assert b"There is no delivery 999." in response.data
 
 
+def test_an_id_beyond_what_the_store_holds_is_a_404_page(admin_client):
+    """An id past 2**63 - 1 in an admin URL matches no page, instead of failing in the store."""
+    too_big = 2**63
+    for path in (f"/admin/deliveries/in/{too_big}", f"/admin/deliveries/out/{too_big}",
+                 f"/admin/customers/{too_big}", f"/admin/customers/{2**63 - 1}"):  # fmt: skip
+        assert admin_client.get(path).status_code == 404, path
+
+
 def test_the_deliveries_pages_need_a_login(client):
     """Without a session, the list redirects to the login form."""
     assert client.get("/admin/deliveries/").status_code == 302

@@ -42,7 +42,7 @@ def search() -> str:
     return render_template("admin/customers.html", q=text, found=found)
 
 
-@bp.get("/<int:customer_id>")
+@bp.get("/<id:customer_id>")
 def profile(customer_id: int) -> ResponseReturnValue:
     """Show the merged profile: each identity and the record that linked it, the timeline."""
     with reading(current_core().engine) as conn:
@@ -58,7 +58,7 @@ def profile(customer_id: int) -> ResponseReturnValue:
                            channels=CHANNELS)  # fmt: skip
 
 
-@bp.post("/<int:customer_id>/identities/<int:identity_id>/split")
+@bp.post("/<id:customer_id>/identities/<id:identity_id>/split")
 def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
     """Move one identity, and the records only it linked, to a new customer."""
     with current_core().engine.begin() as conn:
@@ -70,7 +70,7 @@ def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
 
-@bp.post("/<int:customer_id>/merge")
+@bp.post("/<id:customer_id>/merge")
 def merge(customer_id: int) -> ResponseReturnValue:
     """Fold another customer into this one."""
     other = request.form.get("other", "").strip()
@@ -85,7 +85,7 @@ def merge(customer_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
 
-@bp.post("/<int:customer_id>/preferred-channels")
+@bp.post("/<id:customer_id>/preferred-channels")
 def preferred_channels(customer_id: int) -> ResponseReturnValue:
     """Record the channels the customer said they prefer."""
     with current_core().engine.begin() as conn:
@@ -99,7 +99,7 @@ def preferred_channels(customer_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
 
-@bp.post("/<int:customer_id>/erase")
+@bp.post("/<id:customer_id>/erase")
 def erase(customer_id: int) -> ResponseReturnValue:
     """Erase every row about the customer, raw deliveries included (typed confirmation)."""
     if request.form.get("confirm", "").strip() != str(customer_id):

@@ -48,7 +48,7 @@ def _count_dead(conn: Any, table: Table) -> int:
     return int(conn.execute(query).scalar() or 0)
 
 
-@bp.get("/<any(in, out):direction>/<int:row_id>")
+@bp.get("/<any(in, out):direction>/<id:row_id>")
 def detail(direction: str, row_id: int) -> str:
     """Show one delivery: its payload as stored (redacted), its trail and its last error."""
     table = DIRECTIONS[direction]
@@ -91,7 +91,7 @@ def _indented(body: bytes, content_type: str) -> str:
     return text
 
 
-@bp.post("/<any(in, out):direction>/<int:row_id>/replay")
+@bp.post("/<any(in, out):direction>/<id:row_id>/replay")
 def replay(direction: str, row_id: int) -> ResponseReturnValue:
     """Queue one delivery or note again."""
     queue = current_core().inbox if direction == "in" else current_core().outbox
