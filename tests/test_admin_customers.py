@@ -135,6 +135,16 @@ def test_merging_folds_one_customer_into_another(admin_client, worker, core):
     assert again.status_code == 409
 
 
+def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(admin_client, worker):
+    """A typed number in another script (²) or past 64 bits is refused, not a 500."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    for other in ("²", "٣", str(2**63), "9" * 5000, "0", "-1", ""):
+        response = post_form(admin_client, f"/admin/customers/{ann}/merge",
+                             f"/admin/customers/{ann}", other=other)  # fmt: skip
+        assert response.status_code == 400, other
+        assert b"Give the number of the customer" in response.data
+
+
 def test_preferred_channels_are_what_the_customer_said(admin_client, worker):
     """Ticked channels replace the most-used ones in the context; unknown channels are refused."""
     ann = ann_with_two_tickets(admin_client, worker)

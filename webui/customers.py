@@ -27,7 +27,7 @@ from middleware.customers import (
     split_identity,
 )
 from middleware.interaction import CHANNELS
-from middleware.store import reading
+from middleware.store import MAX_ID, reading
 from middleware.summary import build_context
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -73,16 +73,26 @@ def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
 @bp.post("/<id:customer_id>/merge")
 def merge(customer_id: int) -> ResponseReturnValue:
     """Fold another customer into this one."""
-    other = request.form.get("other", "").strip()
-    if not other.isdigit():
+    other = customer_number(request.form.get("other", ""))
+    if other is None:
         abort(400, "Give the number of the customer to merge into this one.")
     with current_core().engine.begin() as conn:
         try:
-            merge_by_admin(conn, int(other), customer_id, g.admin.username)
+            merge_by_admin(conn, other, customer_id, g.admin.username)
         except CustomerError as exc:
             abort(409, str(exc))
     flash(f"Customer {other} is merged into this one.")
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
+
+
+def customer_number(text: str) -> int | None:
+    """Return the customer number an admin typed; None unless the store can hold it."""
+    text = text.strip()
+    # isdigit() alone takes "²", which int() refuses; a 64-bit id has at most 19 digits.
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_ID)):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_ID else None
 
 
 @bp.post("/<id:customer_id>/preferred-channels")
