@@ -35,6 +35,7 @@ from conftest import (
     SF_SESSION,
     TWILIO_TOKEN,
     admin_log_in,
+    csrf_of,
     cti_headers,
     make_config,
     post_twilio,
@@ -1098,6 +1099,25 @@ def test_admin_pages_with_odd_path_segments(admin, seeded, page, segment):
     response = admin.get(f"/admin/{page}/{percent(segment) or '%20'}")
     event(f"{page}: {response.status_code}")
     assert response.status_code in (200, 302, 308, 404), (segment, response.data[:300])
+
+
+@FUZZ
+@given(
+    form=st.sampled_from(["merge", "preferred-channels"]),
+    values=st.lists(mostly(st.sampled_from(["1", "2", "3", "email", "phone", "sms"]), odd_text),
+                    max_size=3),
+)  # fmt: skip
+@example(form="merge", values=["²"])
+@example(form="merge", values=[str(2**63)])
+def test_admin_customer_forms_with_odd_values(admin, seeded, form, values):
+    """The merge and preferred-channel forms take any value: done, refused or 404, no 5xx."""
+    token = csrf_of(admin.get("/admin/customers/1").data)
+    field = "other" if form == "merge" else "channel"
+    body = form_body([("csrf_token", token), *[(field, value) for value in values]])
+    response = admin.post(f"/admin/customers/1/{form}", data=body,
+                          content_type="application/x-www-form-urlencoded")  # fmt: skip
+    event(f"{form}: {response.status_code}")
+    assert response.status_code in (302, 400, 404, 409), (values, response.data[:300])
 
 
 def test_health_endpoints_answer(client, core):
