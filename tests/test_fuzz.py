@@ -71,7 +71,7 @@ from plugins.zendesk import sign as zendesk_sign
 from plugins.zendesk.simulator import FakeZendesk
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
-EXAMPLES = int(os.environ.get("CARRYOVER_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("CARRYOVER_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
