@@ -67,6 +67,7 @@ from plugins.cti import sign as cti_sign
 from plugins.salesforce.outbound import SOAP_NS
 from plugins.salesforce.simulator import FakeSalesforce
 from plugins.twilio import sign as twilio_sign
+from plugins.zendesk import EVENT_PREFIX
 from plugins.zendesk import sign as zendesk_sign
 from plugins.zendesk.simulator import FakeZendesk
 
@@ -222,6 +223,15 @@ JSON_FIXTURES = {
 }
 
 
+# The fields that name an event's type, for each plugin's JSON.
+TYPE_FIELDS = {
+    "zendesk": ("type", "event"),
+    "cti": ("event",),
+    "twilio": ("CallStatus", "SmsStatus", "MessageStatus", "Direction"),
+}
+ODD_TYPES = ["a\nb", "ticket.created\n", "\r\n", "\x1b[31m", "ticket.", "ticket.created ", "ping"]
+
+
 def paths_of(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     """Yield the path of every value inside a JSON value (the root excluded)."""
     if not isinstance(node, dict | list):
@@ -253,7 +263,13 @@ def mutated_json(draw: st.DrawFn, key: str, refresh: Callable[[dict, str], None]
     raws: dict[str, str] = {}
     for _ in range(draw(st.integers(0, 3))):
         paths = list(paths_of(payload))
-        operation = draw(st.sampled_from(["drop", "replace", "replace", "nest", "add", "raw"]))
+        operation = draw(st.sampled_from(["drop", "replace", "replace", "nest", "add", "raw",
+                                          "retype"]))  # fmt: skip
+        if operation == "retype":  # the field that names the event: where a type is read
+            field = draw(st.sampled_from(TYPE_FIELDS[key]))
+            value = draw(odd_text | st.sampled_from(ODD_TYPES))
+            payload[field] = EVENT_PREFIX + value if field == "type" else value
+            continue
         if operation == "add" or not paths:
             objects = [p for p in paths if isinstance(_at(payload, p), dict)]
             node = _at(payload, draw(st.sampled_from([(), *objects])))
@@ -837,6 +853,8 @@ XML_DECLARATIONS = [
 ]  # fmt: skip
 
 
+SOBJECT_TYPES = ["sf:Contact", "sf:CaseComment", "sf:Case", "", "sf:", "Case", "sf:../../User",
+                 "sf:User", "a:b:c"]  # fmt: skip
 OPERATIONS = ["text", "text", "cdata", "charref", "drop", "nil", "nest", "repeat", "type", "raw"]
 
 
@@ -876,23 +894,12 @@ def outbound_messages(draw: st.DrawFn, damage: bool = True) -> bytes:
         elif operation == "repeat":
             new = found[0] * draw(st.integers(2, 3))
         elif operation == "type":
-            kind = draw(
-                st.sampled_from(
-                    [
-                        "sf:Contact",
-                        "sf:CaseComment",
-                        "sf:Case",
-                        "",
-                        "sf:",
-                        "Case",
-                        "sf:../../User",
-                        "sf:User",
-                        "a:b:c",
-                    ]
-                )
-                | odd_text
+            kind = xml_escape(draw(st.sampled_from(SOBJECT_TYPES) | odd_text)).replace(
+                '"', "&quot;"
             )
-            declared = 'xsi:type="' + xml_escape(kind).replace('"', "&quot;") + '"'
+            if draw(st.integers(0, 3)) == 0:  # a character reference keeps a line break
+                kind += draw(st.sampled_from(["&#10;x", "&#13;", "&#9;"]))
+            declared = f'xsi:type="{kind}"'
             text = re.sub(r'xsi:type="[^"]*"', declared.replace("\\", "\\\\"), text, count=1)
             continue
         else:
