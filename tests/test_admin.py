@@ -450,6 +450,15 @@ def test_after_login_only_admin_paths_are_followed(client, ada):
         assert log_in(client, next=target).headers["Location"] == "/admin/"
 
 
+def test_a_next_target_with_a_line_break_or_non_ascii_leads_to_the_overview(client, ada):
+    """next= holding a line break (no Location header can) or non-ASCII text is not followed."""
+    for target in ("/admin/\nx", "/admin/\r\nSet-Cookie: a=b", "/admin/💥", "/admin/\tx"):
+        response = log_in(client, next=target)
+        assert response.status_code == 302, repr(target)
+        assert response.headers["Location"] == "/admin/"
+        client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").data)})
+
+
 def test_the_session_cookie_is_http_only_same_site_and_new_at_login(client, ada):
     """The admin cookie is HttpOnly and SameSite=Lax, and logging in starts a new session."""
     client.get("/admin/login")

@@ -169,7 +169,9 @@ def _end_this_session() -> None:
 def _local_target(value: str | None) -> str:
     """Return where to go after login: a path of the admin UI, never another site."""
     fallback = url_for("admin.overview")
-    if not value:
+    # A line break cannot go into the Location header (werkzeug refuses it: a 500), and a
+    # path the admin UI links to is printable ASCII, percent-encoded where need be.
+    if not value or not (value.isascii() and value.isprintable()):
         return fallback
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not parts.path.startswith("/admin") or "\\" in value:
