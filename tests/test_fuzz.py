@@ -397,9 +397,11 @@ def core(
         proof = request.getfixturevalue("salesforce_proof")
     networks = ["127.0.0.1/32"] if proof == "network" else []
     salesforce = {"instance_url": fake_salesforce.url, "allowed_networks": networks}
-    # The test client's address is a trusted proxy: X-Forwarded-For is believed.
+    # The test client's address is a trusted proxy: X-Forwarded-For is believed. Failed
+    # logins lock nobody out, so that fuzzed logins keep reaching the form's checks.
+    unthrottled = {"failed_logins_per_username": 10**6, "failed_logins_per_address": 10**6}
     config = make_config(database_url, fake_zendesk.url, phone=True, salesforce=salesforce,
-                         trusted_proxies=["127.0.0.1/32"])  # fmt: skip
+                         trusted_proxies=["127.0.0.1/32"], admin=unthrottled)  # fmt: skip
     built = build_carryover(config)
     yield built
     built.dispose()
@@ -1131,6 +1133,30 @@ def test_admin_customer_forms_with_odd_values(admin, seeded, form, values):
                           content_type="application/x-www-form-urlencoded")  # fmt: skip
     event(f"{form}: {response.status_code}")
     assert response.status_code in (302, 400, 404, 409), (values, response.data[:300])
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))  # each login checks a scrypt hash
+@given(
+    username=mostly(st.just("ada"), odd_text),
+    password=mostly(st.just(ADMIN_PASSWORD), odd_text),
+    target=mostly(st.sampled_from(["/admin/", "/admin/customers/?q=a"]),
+                  odd_text.map("/admin/".__add__)),
+)  # fmt: skip
+@example(username="ada", password=ADMIN_PASSWORD, target="/admin/\nx")
+def test_admin_login_with_odd_values(app, admin, username, password, target):
+    """The login form takes any name, password and next=: a session, a refusal, never a 5xx."""
+    browser = app.test_client()
+    form = browser.get(f"/admin/login?next={percent(target)}")
+    assert form.status_code == (400 if "\x00" in target else 200), form.data[:300]
+    form = browser.get("/admin/login")
+    body = form_body([("csrf_token", csrf_of(form.data)), ("username", username),
+                      ("password", password), ("next", target)])  # fmt: skip
+    response = browser.post("/admin/login", data=body,
+                            content_type="application/x-www-form-urlencoded")  # fmt: skip
+    event(f"login: {response.status_code}")
+    assert response.status_code in (302, 400, 401, 429), (username, target, response.data[:300])
+    if response.status_code == 302:
+        assert response.headers["Location"].startswith("/admin")
 
 
 def test_health_endpoints_answer(client, core):
