@@ -5,11 +5,23 @@ from __future__ import annotations
 from flask import Flask, Request, jsonify
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 
 from middleware.config import Config
 from middleware.core import Carryover, build_carryover
 from middleware.hooks import MAX_BODY_BYTES
 from middleware.plugins import PluginRegistry
+from middleware.store import MAX_ID
+
+
+class StoreIdConverter(IntegerConverter):
+    """Match a row id in a URL (<id:…>): a positive integer the store's ids can hold.
+
+    A larger number matches no page (404): handed to the store, it would be an error there.
+    """
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 class AdminSessionInterface(SecureCookieSessionInterface):
@@ -47,6 +59,7 @@ def create_app(
     app.config["SESSION_COOKIE_SECURE"] = core.config.public_url.startswith("https://")
     app.session_interface = AdminSessionInterface()
     app.extensions["carryover"] = core
+    app.url_map.converters["id"] = StoreIdConverter
     for blueprint in (hooks.bp, context_api.bp, health.bp, views.bp, pop.bp, admin.bp):
         app.register_blueprint(blueprint)
     security_headers.init_app(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -53,6 +54,10 @@ def _check(path: str, value: Any, setting: Setting) -> Any:
         return [v for v in value if v]
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
         raise ConfigError(f"{path}: expected {setting.type.__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # YAML's .nan and .inf, or "nan" typed into the admin UI: every timeout or wait
+        # taken from such a value fails at its first use.
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
     if isinstance(value, int | float) and value < 0:
         raise ConfigError(f"{path}: must not be negative")
     return value

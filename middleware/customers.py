@@ -31,6 +31,9 @@ from middleware.store import (
 )
 
 SEARCH_LIMIT = 50
+# The longest name or identity value the store holds (both are String(255) columns): a
+# longer search text matches nothing.
+LONGEST_SEARCHED = 255
 
 
 class CustomerError(ValueError):
@@ -66,6 +69,9 @@ def live_customer(conn: Connection, customer_id: int) -> int | None:
 def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
     """Find customers by email, phone (any format) or part of a name or identifier."""
     text = text.strip()
+    if len(text) > LONGEST_SEARCHED:
+        # Nothing stored is longer, and SQLite refuses LIKE patterns over 50,000 bytes.
+        return []
     query = select(customers.c.id).where(customers.c.merged_into.is_(None))
     email, phone = normalise_email(text), normalise_phone(text, region) if text else None
     if email:

@@ -15,6 +15,7 @@ from middleware.redaction import redact_body
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
+MAX_HEADER_CHARS = 200
 
 
 def _check_key(key: str) -> None:
@@ -25,6 +26,16 @@ def _check_key(key: str) -> None:
         raise MalformedPayload(f"event key {key!r}: holds an unpaired surrogate") from None
     if "\x00" in key:
         raise MalformedPayload(f"event key {key!r}: holds a NUL character")
+
+
+def _header_value(text: str) -> str:
+    """Return sender-chosen text as a header can carry it: printable ASCII, kept short.
+
+    A line break would make the response unbuildable (a 500), and a long value can exceed
+    what a proxy in front accepts.
+    """
+    printable = "".join(c if c.isprintable() and c.isascii() else "?" for c in text)
+    return printable[:MAX_HEADER_CHARS]
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -78,7 +89,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
             raise UnsupportedEvent("own note" if own else ignored.type if ignored else "empty")
     except UnsupportedEvent as exc:
         reply, content_type = plugin.ignored_reply(exc.event_type)
-        headers = {"X-Carryover-Ignored": exc.event_type.encode("ascii", "replace").decode()}
+        headers = {"X-Carryover-Ignored": _header_value(exc.event_type)}
         return Response(reply, status=200, content_type=content_type, headers=headers)
     except InboundError as exc:
         refusal = plugin.refusal(exc)

@@ -38,6 +38,7 @@ READ_ONLY = "carryover_read_only"
 
 # SQLite wants INTEGER PRIMARY KEY for rowid aliasing; PostgreSQL gets 64-bit ids.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # the largest id either store holds; a larger one is an error, not "none"
 
 metadata = MetaData()
 

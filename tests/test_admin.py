@@ -202,6 +202,17 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(client,
     assert client.get("/admin/").status_code == 302
 
 
+def test_a_nul_in_a_query_or_form_value_gets_400_not_a_store_error(client, ada):
+    """A NUL in the login form, a search or a filter is refused with 400 (PostgreSQL holds none)."""
+    assert log_in(client, username="ada\x00").status_code == 400
+    assert log_in(client).status_code == 302
+    for path in ("/admin/customers/?q=a%00b", "/admin/deliveries/?plugin=%00",
+                 "/admin/deliveries/?direction=out&plugin=zendesk%00"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 400, path
+        assert b"NUL character" in response.data
+
+
 def test_state_changing_requests_without_the_csrf_token_are_refused(client, ada):
     """A POST without the session's token (a forged form) gets 400 and changes nothing."""
     missing = client.post("/admin/login", data={"username": "ada", "password": PASSWORD})
@@ -437,6 +448,15 @@ def test_after_login_only_admin_paths_are_followed(client, ada):
     for target in ("https://evil.example/", "//evil.example/admin", "/pop?phone=1", "/admin\\x"):
         client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").data)})
         assert log_in(client, next=target).headers["Location"] == "/admin/"
+
+
+def test_a_next_target_with_a_line_break_or_non_ascii_leads_to_the_overview(client, ada):
+    """next= holding a line break (no Location header can) or non-ASCII text is not followed."""
+    for target in ("/admin/\nx", "/admin/\r\nSet-Cookie: a=b", "/admin/💥", "/admin/\tx"):
+        response = log_in(client, next=target)
+        assert response.status_code == 302, repr(target)
+        assert response.headers["Location"] == "/admin/"
+        client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").data)})
 
 
 def test_the_session_cookie_is_http_only_same_site_and_new_at_login(client, ada):

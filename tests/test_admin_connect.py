@@ -116,6 +116,8 @@ def test_a_blank_secret_keeps_the_saved_one_and_clear_removes_it(bare, browser, 
         ({"url": ""}, "integrations.zendesk.url: required"),
         ({"timeout_s": "ten"}, "zendesk.timeout_s: expected a number, got &#39;ten&#39;"),
         ({"user_cache_ttl_s": "-5"}, "zendesk.user_cache_ttl_s: must not be negative"),
+        ({"timeout_s": "nan"}, "zendesk.timeout_s: expected a finite number, got nan"),
+        ({"timeout_s": "1e400"}, "zendesk.timeout_s: expected a finite number, got inf"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key_and_nothing_is_saved(

@@ -59,6 +59,14 @@ def test_customers_are_found_by_email_phone_and_name(admin_client, worker):
     assert "No customer matches." in none
 
 
+def test_a_search_longer_than_anything_stored_finds_nothing(admin_client, worker):
+    """A search text of 70,000 characters is answered "no match", not a 500 (SQLite LIKE)."""
+    ann_with_two_tickets(admin_client, worker)
+    page = admin_client.get("/admin/customers/", query_string={"q": "x" * 70_000})
+    assert page.status_code == 200
+    assert "No customer matches." in page.data.decode()
+
+
 def test_the_profile_shows_each_identity_with_the_record_that_linked_it(admin_client, worker):
     """Identities are listed with what linked them; the timeline shows both tickets."""
     ann = ann_with_two_tickets(admin_client, worker)
@@ -125,6 +133,16 @@ def test_merging_folds_one_customer_into_another(admin_client, worker, core):
     again = post_form(admin_client, f"/admin/customers/{ann}/merge", f"/admin/customers/{ann}",
                       other=str(caller))  # fmt: skip
     assert again.status_code == 409
+
+
+def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(admin_client, worker):
+    """A typed number in another script (²) or past 64 bits is refused, not a 500."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    for other in ("²", "٣", str(2**63), "9" * 5000, "0", "-1", ""):
+        response = post_form(admin_client, f"/admin/customers/{ann}/merge",
+                             f"/admin/customers/{ann}", other=other)  # fmt: skip
+        assert response.status_code == 400, other
+        assert b"Give the number of the customer" in response.data
 
 
 def test_preferred_channels_are_what_the_customer_said(admin_client, worker):

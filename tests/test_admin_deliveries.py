@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from conftest import csrf_of, fixture_bytes, post_salesforce, post_zendesk, salesforce_fixture
+from conftest import (
+    csrf_of,
+    cti_body,
+    fixture_bytes,
+    post_cti,
+    post_salesforce,
+    post_zendesk,
+    salesforce_fixture,
+)
 from sqlalchemy import select
 
 from middleware.store import deliveries, writes
@@ -47,6 +55,15 @@ def test_a_webhook_shows_its_payload_as_stored_and_its_trail(admin_client, worke
     assert "&#34;type&#34;: &#34;zen:event-type:ticket.created&#34;" in page  # indented JSON
     assert "processed" in page and "zendesk:ticket:5141" in page
     assert "x-zendesk-webhook-signature" in page
+
+
+def test_a_json_body_with_a_lone_surrogate_escape_is_shown_as_that_escape(admin_client, worker):
+    """A stored body holding \\ud800 (valid JSON, no character) is shown, not a 500."""
+    assert post_cti(admin_client, cti_body("newCall.json", user="Emma \ud800")).status_code == 200
+    worker.drain()
+    page = admin_client.get("/admin/deliveries/in/1")
+    assert page.status_code == 200
+    assert "&#34;user&#34;: &#34;Emma \\ud800&#34;" in page.data.decode()
 
 
 def test_a_salesforce_message_is_shown_as_indented_xml_without_its_session(
@@ -132,6 +149,14 @@ def test_an_unknown_delivery_is_a_404_page(admin_client):
     response = admin_client.get("/admin/deliveries/in/999")
     assert response.status_code == 404
     assert b"There is no delivery 999." in response.data
+
+
+def test_an_id_beyond_what_the_store_holds_is_a_404_page(admin_client):
+    """An id past 2**63 - 1 in an admin URL matches no page, instead of failing in the store."""
+    too_big = 2**63
+    for path in (f"/admin/deliveries/in/{too_big}", f"/admin/deliveries/out/{too_big}",
+                 f"/admin/customers/{too_big}", f"/admin/customers/{2**63 - 1}"):  # fmt: skip
+        assert admin_client.get(path).status_code == 404, path
 
 
 def test_the_deliveries_pages_need_a_login(client):

@@ -223,6 +223,9 @@ def test_missing_required_zendesk_setting_is_an_error_naming_it(schemas):
          "integrations.zendesk.timeout_s"),
         ({"integrations": {"zendesk": {**ZENDESK, "signature_tolerance_s": -5}}},
          "integrations.zendesk.signature_tolerance_s"),
+        ({"integrations": {"zendesk": {**ZENDESK, "timeout_s": float("nan")}}},
+         "integrations.zendesk.timeout_s"),
+        ({"worker": {"lease_s": float("inf")}}, "worker.lease_s"),
     ],
 )  # fmt: skip
 def test_bad_value_is_an_error_naming_the_key(schemas, raw, named):

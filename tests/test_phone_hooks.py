@@ -325,6 +325,19 @@ def test_cti_form_body_with_a_list_of_users(client, worker, core):
     assert json.loads(call.identities) == [["phone", "+14155550142"]]
 
 
+def test_cti_form_naming_a_field_as_a_value_and_a_list_gets_400(client, core, caplog):
+    """user=…&user[]=… is refused with 400 naming the field, not read by the catch-all."""
+    body = (
+        b"event=newCall&from=14155550142&to=14155550100&direction=in&callId=c1&user=Emma&user[]=Bob"
+    )
+    path = "/hooks/cti/" + quote(CTI_SECRET, safe="")
+    response = client.post(path, data=body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert "user: sent both as user and as user[]" in response.get_json()["error"]
+    assert count(core, deliveries) == 0
+    assert "unexpected failure" not in caplog.text
+
+
 def test_cti_duplicate_call_id_and_event_is_stored_once(client, core):
     """A PBX retry (same callId + event, even under a new webhook-id) is stored once."""
     body = cti_body("newCall.json")

@@ -413,6 +413,25 @@ def test_unused_event_type_gets_200_ignored_and_is_not_stored(client, core, body
     assert stored(core) == (0, 0)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        fixture_bytes("ticket_priority_changed.json").replace(
+            b'"zen:event-type:ticket.priority_changed"', b'"zen:event-type:a\\nb\\r\\u00e9"'
+        ),
+        fixture_bytes("trigger_ticket_created.json").replace(b'"ticket.created"', b'"a\\nb"'),
+    ],
+    ids=["subscription", "trigger"],
+)
+def test_unused_event_type_with_a_line_break_gets_200_ignored(client, core, body):
+    """An event type with a line break is ignored like any other, not a 500 on its header."""
+    response = post_zendesk(client, body)
+    assert response.status_code == 200
+    assert response.get_json()["ignored"].startswith("a\nb")
+    assert response.headers["X-Carryover-Ignored"].startswith("a?b")
+    assert stored(core) == (0, 0)
+
+
 # -- size, routes, methods --------------------------------------------------------------------
 
 

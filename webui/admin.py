@@ -55,6 +55,7 @@ OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 @bp.before_request
 def guard() -> ResponseReturnValue | None:
     """Check the CSRF token of state-changing requests, and that an admin is logged in."""
+    refuse_nul()
     if request.method in UNSAFE_METHODS:
         check_csrf()
     if request.endpoint in OPEN_ENDPOINTS:
@@ -64,6 +65,19 @@ def guard() -> ResponseReturnValue | None:
         return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
     g.admin = admin
     return None
+
+
+def refuse_nul() -> None:
+    """Refuse a query or form value holding a NUL character (400).
+
+    No name, identifier or setting holds one, and PostgreSQL refuses NUL in text: a search,
+    a filter or a login holding one would fail in the store instead of finding nothing.
+    """
+    values = request.args.items(multi=True)
+    if request.method in UNSAFE_METHODS:
+        values = [*values, *request.form.items(multi=True)]
+    if any("\x00" in value for _, value in values):
+        raise BadRequest("A value in the request holds a NUL character.")
 
 
 def current_admin() -> Admin | None:
@@ -162,7 +176,9 @@ def _client_address() -> str:
 def _local_target(value: str | None) -> str:
     """Return where to go after login: a path of the admin UI, never another site."""
     fallback = url_for("admin.overview")
-    if not value:
+    # A line break cannot go into the Location header (werkzeug refuses it: a 500), and a
+    # path the admin UI links to is printable ASCII, percent-encoded where need be.
+    if not value or not (value.isascii() and value.isprintable()):
         return fallback
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not parts.path.startswith("/admin") or "\\" in value:

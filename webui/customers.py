@@ -27,7 +27,7 @@ from middleware.customers import (
     split_identity,
 )
 from middleware.interaction import CHANNELS
-from middleware.store import reading
+from middleware.store import MAX_ID, reading
 from middleware.summary import build_context
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -42,7 +42,7 @@ def search() -> str:
     return render_template("admin/customers.html", q=text, found=found)
 
 
-@bp.get("/<int:customer_id>")
+@bp.get("/<id:customer_id>")
 def profile(customer_id: int) -> ResponseReturnValue:
     """Show the merged profile: each identity and the record that linked it, the timeline."""
     with reading(current_core().engine) as conn:
@@ -58,7 +58,7 @@ def profile(customer_id: int) -> ResponseReturnValue:
                            channels=CHANNELS)  # fmt: skip
 
 
-@bp.post("/<int:customer_id>/identities/<int:identity_id>/split")
+@bp.post("/<id:customer_id>/identities/<id:identity_id>/split")
 def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
     """Move one identity, and the records only it linked, to a new customer."""
     with current_core().engine.begin() as conn:
@@ -70,22 +70,32 @@ def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
 
-@bp.post("/<int:customer_id>/merge")
+@bp.post("/<id:customer_id>/merge")
 def merge(customer_id: int) -> ResponseReturnValue:
     """Fold another customer into this one."""
-    other = request.form.get("other", "").strip()
-    if not other.isdigit():
+    other = customer_number(request.form.get("other", ""))
+    if other is None:
         abort(400, "Give the number of the customer to merge into this one.")
     with current_core().engine.begin() as conn:
         try:
-            merge_by_admin(conn, int(other), customer_id, g.admin.username)
+            merge_by_admin(conn, other, customer_id, g.admin.username)
         except CustomerError as exc:
             abort(409, str(exc))
     flash(f"Customer {other} is merged into this one.")
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
 
-@bp.post("/<int:customer_id>/preferred-channels")
+def customer_number(text: str) -> int | None:
+    """Return the customer number an admin typed; None unless the store can hold it."""
+    text = text.strip()
+    # isdigit() alone takes "²", which int() refuses; a 64-bit id has at most 19 digits.
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_ID)):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_ID else None
+
+
+@bp.post("/<id:customer_id>/preferred-channels")
 def preferred_channels(customer_id: int) -> ResponseReturnValue:
     """Record the channels the customer said they prefer."""
     with current_core().engine.begin() as conn:
@@ -99,7 +109,7 @@ def preferred_channels(customer_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
 
-@bp.post("/<int:customer_id>/erase")
+@bp.post("/<id:customer_id>/erase")
 def erase(customer_id: int) -> ResponseReturnValue:
     """Erase every row about the customer, raw deliveries included (typed confirmation)."""
     if request.form.get("confirm", "").strip() != str(customer_id):

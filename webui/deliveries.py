@@ -48,7 +48,7 @@ def _count_dead(conn: Any, table: Table) -> int:
     return int(conn.execute(query).scalar() or 0)
 
 
-@bp.get("/<any(in, out):direction>/<int:row_id>")
+@bp.get("/<any(in, out):direction>/<id:row_id>")
 def detail(direction: str, row_id: int) -> str:
     """Show one delivery: its payload as stored (redacted), its trail and its last error."""
     table = DIRECTIONS[direction]
@@ -67,7 +67,15 @@ def detail(direction: str, row_id: int) -> str:
 
 
 def readable_body(body: bytes, content_type: str) -> str:
-    """Return a stored body for reading: JSON and XML indented, forms one field a line."""
+    """Return a stored body for reading: JSON and XML indented, forms one field a line.
+
+    A lone surrogate (JSON allows the escape \\ud800 without its pair) is shown as that
+    escape: the page could not be encoded with the character itself.
+    """
+    return _indented(body, content_type).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _indented(body: bytes, content_type: str) -> str:
     text = body.decode("utf-8", errors="replace")
     media = content_type.split(";")[0].strip().lower()
     try:
@@ -83,7 +91,7 @@ def readable_body(body: bytes, content_type: str) -> str:
     return text
 
 
-@bp.post("/<any(in, out):direction>/<int:row_id>/replay")
+@bp.post("/<any(in, out):direction>/<id:row_id>/replay")
 def replay(direction: str, row_id: int) -> ResponseReturnValue:
     """Queue one delivery or note again."""
     queue = current_core().inbox if direction == "in" else current_core().outbox

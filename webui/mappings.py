@@ -106,7 +106,7 @@ def save(key: str) -> ResponseReturnValue:
     return redirect(url_for("admin.mappings.editor", key=key))
 
 
-@bp.post("/<key>/versions/<int:version_id>/rollback")
+@bp.post("/<key>/versions/<id:version_id>/rollback")
 def rollback(key: str, version_id: int) -> ResponseReturnValue:
     """Put an earlier version back in use (as a new version)."""
     _plugin(key)

@@ -99,7 +99,7 @@ def save(name: str) -> ResponseReturnValue:
     return redirect(url_for("admin.templates.editor", name=name, customer=_customer_arg()))
 
 
-@bp.post("/<name>/versions/<int:version_id>/rollback")
+@bp.post("/<name>/versions/<id:version_id>/rollback")
 def rollback(name: str, version_id: int) -> ResponseReturnValue:
     """Put an earlier version back in use (as a new version)."""
     try:

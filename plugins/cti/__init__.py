@@ -141,7 +141,11 @@ def _fields(request: InboundRequest) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, value in decode_form(request.body):
         if name.endswith("[]"):  # user[]=Emma&user[]=Bob
-            fields.setdefault(name[:-2], []).append(value)
+            values = fields.setdefault(name[:-2], [])
+            if not isinstance(values, list):
+                # user=Emma&user[]=Bob: one name as a value and a list (Zammad's Rails says 400).
+                raise MalformedPayload(f"{name[:-2]}: sent both as {name[:-2]} and as {name}")
+            values.append(value)
         else:
             fields.setdefault(name, value)
     return fields
