@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from middleware.store import deliveries, delivery_keys, dialect_insert, dumps, u
 # Never keep credentials that a sender or proxy put in headers: these names, and any name
 # with one of these words in it (X-Api-Key, X-Auth-Token, X-Session-Id …).
 DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "set-cookie"})
-DROPPED_WORDS = ("auth", "token", "secret", "password", "key", "session", "cookie")
+DROPPED_WORDS = re.compile("auth|token|secret|password|key|session|cookie")
 # Headers Carryover adds to a stored delivery; a sender's own of these names are dropped.
 OWN_HEADER_PREFIX = "x-carryover-"
 
@@ -31,7 +32,7 @@ def storable_headers(request: InboundRequest) -> dict[str, str]:
         for name, value in request.headers.items()
         if name not in DROPPED_HEADERS
         and not name.startswith(OWN_HEADER_PREFIX)
-        and not any(word in name for word in DROPPED_WORDS)
+        and not DROPPED_WORDS.search(name)
     }
     kept["x-carryover-url"] = request.url
     kept["x-carryover-proof"] = request.proof

@@ -61,6 +61,8 @@ def parse_address(value: str | None) -> IPAddress | None:
 
 def within(address: str | None, networks: Sequence[IPNetwork]) -> bool:
     """Tell whether an address lies in any of the networks."""
+    if not networks:
+        return False  # the common case, decided without parsing the address
     parsed = parse_address(address)
     return parsed is not None and any(parsed in network for network in networks)
 

@@ -35,16 +35,30 @@ def init_app(app: Flask) -> None:
     # can say the same (it cannot name other origins).
     pop_frame_options = "SAMEORIGIN" if ancestors == ["'self'"] else None
 
+    # Built once: the headers of each kind of response, added without looking for earlier
+    # ones (no view sets these), at a few microseconds a webhook instead of tens.
+    variants = {
+        (framed, page): _headers(
+            f"{PAGE_POLICY if page else OTHER_POLICY}; "
+            + (pop_frame_ancestors if framed else "frame-ancestors 'none'"),
+            pop_frame_options if framed else "DENY",
+        )
+        for framed in (False, True)
+        for page in (False, True)
+    }
+
     @app.after_request
     def add_security_headers(response: Response) -> Response:
         """Set the content, frame and referrer policies of the response."""
         framed = request.blueprint in FRAMED_BLUEPRINTS
-        policy = PAGE_POLICY if response.mimetype == "text/html" else OTHER_POLICY
-        frame_ancestors = pop_frame_ancestors if framed else "frame-ancestors 'none'"
-        frame_options = pop_frame_options if framed else "DENY"
-        response.headers["Content-Security-Policy"] = f"{policy}; {frame_ancestors}"
-        if frame_options:
-            response.headers["X-Frame-Options"] = frame_options
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = REFERRER_POLICY
+        page = (response.content_type or "").startswith("text/html")
+        response.headers.extend(variants[framed, page])
         return response
+
+
+def _headers(content_policy: str, frame_options: str | None) -> list[tuple[str, str]]:
+    headers = [("Content-Security-Policy", content_policy)]
+    if frame_options:
+        headers.append(("X-Frame-Options", frame_options))
+    headers += [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", REFERRER_POLICY)]
+    return headers
