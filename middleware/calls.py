@@ -126,8 +126,7 @@ def queue_call_notes(core: Carryover, conn: Connection, call: Row) -> int:
                               core.config.call_notes["open_days"])  # fmt: skip
         for item in items:
             target = thread_of(item.external_id)
-            marker = core.markers.marker_for(call.id, CALL_NOTE)
-            if Outbox.enqueue(conn, plugin.key, target, marker, call.id, CALL_NOTE, body,
+            if Outbox.enqueue(conn, core.markers, plugin.key, target, call.id, CALL_NOTE, body,
                               max_bytes=plugin.note_max_bytes):  # fmt: skip
                 queued += 1
     return queued

@@ -113,15 +113,16 @@ class Outbox(LeasedQueue):
     @staticmethod
     def enqueue(
         conn: Connection,
+        markers: NoteMarkers,
         target: str,
         target_ref: str,
-        marker: str,
         interaction_id: int,
         purpose: str,
         body: str,
         max_bytes: int | None = None,
     ) -> bool:
         """Queue a note inside the caller's transaction; False if it was queued before."""
+        marker = markers.marker_for(interaction_id, purpose)
         now = utcnow()
         values = {
             "target": target, "target_ref": target_ref, "interaction_id": interaction_id,

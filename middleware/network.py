@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
+from middleware.errors import PermanentUpstreamError
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Cloud metadata services outside the link-local ranges, by address and by name.
@@ -31,8 +33,12 @@ RESOLVED_FOR_S = 60.0  # how long a host's addresses are trusted before looking 
 MAX_FORWARDED_HOPS = 20
 
 
-class UpstreamRefused(ValueError):
-    """An upstream URL is outside what Carryover may call; the message says why."""
+class UpstreamRefused(PermanentUpstreamError):
+    """An upstream URL is outside what Carryover may call; the message says why.
+
+    Met at call time it is a permanent failure of that call (no retry makes the address
+    allowed); met in a setting, the plugin reports it as a ConfigError naming the key.
+    """
 
 
 def parse_networks(values: Iterable[str], where: str) -> tuple[IPNetwork, ...]:

@@ -181,7 +181,5 @@ def decide(
         conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
     )
     body = core.renderer.render(plugin.key, context)
-    marker = core.markers.marker_for(appended.id, SUMMARY)
-    return Outbox.enqueue(conn, plugin.key, interaction.external_id, marker, appended.id, SUMMARY,
-                          body,
-                          max_bytes=plugin.note_max_bytes)  # fmt: skip
+    return Outbox.enqueue(conn, core.markers, plugin.key, interaction.external_id, appended.id,
+                          SUMMARY, body, max_bytes=plugin.note_max_bytes)  # fmt: skip

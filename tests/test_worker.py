@@ -158,9 +158,8 @@ def test_ticket_updates_stay_under_the_per_minute_budget(budget_core, fake_zende
                 source="zendesk", external_id=str(ticket), kind="ticket", channel="email",
                 occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
             )).inserted_primary_key[0]  # fmt: skip
-            marker = budget_core.markers.marker_for(interaction, "summary")
-            Outbox.enqueue(conn, "zendesk", str(ticket), marker, interaction, "summary",
-                           f"note {ticket}")  # fmt: skip
+            Outbox.enqueue(conn, budget_core.markers, "zendesk", str(ticket), interaction,
+                           "summary", f"note {ticket}")  # fmt: skip
 
     Worker(budget_core, name="w").drain()
     written = [t for t in (5141, 5149, 5158, 5160) if fake_zendesk.notes(t)]

@@ -230,7 +230,7 @@ class SalesforcePlugin(Plugin):
         event_type = event.type
         if event_type == "case.created" and not _created_lately(fields.get("CreatedDate")):
             event_type = "case.updated"
-        base = self.options.get("instance_url") or self.client.instance_base()
+        base = self.client.instance_base()
         payload = {**event.payload, "sObject": {"type": kind, **fields},
                    "Link": _record_link(base, fields.get("Id"))}  # fmt: skip
         return replace(event, type=event_type, payload=payload)

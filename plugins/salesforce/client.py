@@ -19,7 +19,7 @@ from simple_salesforce.exceptions import (
 
 from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.identity import SALESFORCE_ID
-from middleware.network import UpstreamGuard, UpstreamRefused
+from middleware.network import UpstreamGuard
 from middleware.store import utcnow
 from middleware.usage import ApiUsage
 
@@ -91,10 +91,7 @@ class SalesforceSession(requests.Session):
         # The API does not redirect; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
         target = self.rebased(str(url))
-        try:
-            self.guard.check(target)
-        except UpstreamRefused as exc:
-            raise PermanentUpstreamError(str(exc)) from None
+        self.guard.check(target)  # UpstreamRefused: a permanent failure of the call
         try:
             response = super().request(method, target, *args, **kwargs)
         except requests.RequestException as exc:

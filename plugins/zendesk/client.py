@@ -12,7 +12,7 @@ from zenpy.lib.api_objects import Comment, Ticket
 from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
 
 from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
-from middleware.network import UpstreamGuard, UpstreamRefused
+from middleware.network import UpstreamGuard
 
 # zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
 # give it this placeholder and send each request to the configured base URL instead.
@@ -38,10 +38,7 @@ class RebasedSession(requests.Session):
         real_url = placeholder_url.replace(PLACEHOLDER, self.base_url, 1)
         # The API never redirects; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
-        try:
-            self.guard.check(real_url)
-        except UpstreamRefused as exc:
-            raise PermanentUpstreamError(str(exc)) from None
+        self.guard.check(real_url)  # UpstreamRefused: a permanent failure of the call
         try:
             response = super().request(method, real_url, *args, **kwargs)
         except requests.RequestException as exc:
