@@ -71,10 +71,13 @@ def cmd_worker(args: argparse.Namespace, core: Carryover) -> int:
     worker = Worker(core)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     print(f"carryover: worker {worker.owner} started")
+    worker.start()
     try:
-        worker.run_forever()
+        while not worker.stopping.wait(1.0):
+            pass
     except KeyboardInterrupt:
         worker.stop()
+    worker.join(timeout=15)  # a lane may be waiting on an upstream's answer
     return 0
 
 

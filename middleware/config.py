@@ -103,10 +103,13 @@ FRAME_ANCESTOR_PATTERN = re.compile(
 WORKER = {
     "enabled": Setting(bool, True),
     "poll_interval_s": Setting(float, 1.0),
-    "lease_s": Setting(float, 60.0),
+    "lease_s": Setting(float, 10.0),
+    "retry_for_s": Setting(float, 86400.0),
     "max_attempts": Setting(int, 8),
     "backoff_base_s": Setting(float, 2.0),
-    "backoff_max_s": Setting(float, 3600.0),
+    "backoff_max_s": Setting(float, 300.0),
+    "unknown_outcome_grace_s": Setting(float, 120.0),
+    "upstream_pause_max_s": Setting(float, 60.0),
 }
 ADMIN = {
     "idle_timeout_s": Setting(int, 1800),

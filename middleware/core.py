@@ -20,6 +20,7 @@ from middleware.plugins import Capability, InboundEvent, Plugin, PluginRegistry
 from middleware.sealed import SecretBox, installation_key
 from middleware.store import make_engine
 from middleware.summary import SummaryRenderer
+from middleware.upstreams import UpstreamHealth
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Carryover:
     outbox: Outbox
     integrations: IntegrationVersions
     secret_box: SecretBox | None
+    health: UpstreamHealth
     wake: threading.Event = field(default_factory=threading.Event)
     # When this process last received a webhook (time.monotonic()); its embedded worker
     # gives way to the web threads while webhooks arrive (see Worker.give_way).
@@ -75,6 +77,8 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
     """Connect the store, configure plugins and load their mappings."""
     registry = registry or PluginRegistry.from_entry_points()
     engine = make_engine(config.database_url)
+    health = UpstreamHealth(engine, config.worker["upstream_pause_max_s"])
+    registry.health = health
     key = installation_key(config)
     box = SecretBox(key) if key else None
     integrations = IntegrationVersions(engine, registry.classes, config, box)
@@ -98,6 +102,7 @@ def build_carryover(config: Config, registry: PluginRegistry | None = None) -> C
         outbox=Outbox(engine),
         integrations=integrations,
         secret_box=box,
+        health=health,
     )
     if key:
         core.link_secret = key

@@ -1,8 +1,11 @@
 """The outbox: notes to write upstream, each at most once per ticket, within rate budgets.
 
 A write is committed as a row before it is attempted, and carries a marker in its body.
-A write that may have reached the upstream (the process died or the call timed out) is
-checked upstream for its marker before it is tried again, so a ticket never gets it twice.
+A write that may have reached the upstream (the process died, the call timed out, the
+connection dropped) is checked upstream for its marker before it is tried again, so a
+ticket never gets it twice. The check waits a grace period after the attempt: an upstream
+can apply a request after its client gave up waiting, and a marker not there yet is not a
+"no" (see Worker._write).
 
 The marker also recognises Carryover's own notes when they come back as webhooks. A
 customer can write "[Carryover ref co-1-summary]" too, so a marker carries a MAC keyed with
@@ -16,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Row, func, select
+from sqlalchemy import Connection, Engine, Row, select
 
 from middleware.queue import PENDING, LeasedQueue
 from middleware.store import dialect_insert, utcnow, writes
@@ -108,7 +110,9 @@ class Outbox(LeasedQueue):
 
     def __init__(self, engine: Engine) -> None:
         # A replayed write may have reached the upstream before: check for it first.
-        super().__init__(engine, writes, ready=(PENDING, ATTEMPTING), replay_as=ATTEMPTING)
+        super().__init__(
+            engine, writes, "target", ready=(PENDING, ATTEMPTING), replay_as=ATTEMPTING
+        )
 
     @staticmethod
     def enqueue(
@@ -136,17 +140,6 @@ class Outbox(LeasedQueue):
             .returning(writes.c.id)
         )
         return conn.execute(statement).first() is not None
-
-    def recent_count(self, target: str, seconds: float = 60.0) -> tuple[int, datetime | None]:
-        """Count writes to a target done (or begun) in the last window; return the oldest too."""
-        since = utcnow() - timedelta(seconds=seconds)
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(func.count(), func.min(writes.c.done_at)).where(
-                    writes.c.target == target, writes.c.done_at >= since
-                )
-            ).one()
-        return int(row[0]), row[1]
 
     def for_ticket(self, target: str, target_ref: str) -> list[Row]:
         """Return the writes queued for one ticket or case."""

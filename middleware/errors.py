@@ -40,15 +40,27 @@ class UnsupportedEvent(InboundError):
 
 
 class UpstreamError(Exception):
-    """An upstream API call failed; the work is retried with backoff."""
+    """An upstream API call failed; the work is retried with backoff.
+
+    For a write, this alone says nothing of whether the upstream applied it: an answer that
+    never came (a read timeout, a dropped connection, a 500 or 504) is not a "no".
+    """
 
 
-class RateLimited(UpstreamError):
+class NotApplied(UpstreamError):
+    """The upstream did not act on the call (no connection made, 503, paused); retry freely."""
+
+
+class RateLimited(NotApplied):
     """The upstream asked us to slow down; retry after the given number of seconds."""
 
     def __init__(self, retry_after: float, detail: str = "rate limited") -> None:
         super().__init__(f"{detail}; retry after {retry_after:g}s")
         self.retry_after = retry_after
+
+
+class UpstreamPaused(RateLimited):
+    """The call was not sent: the upstream is paused for every process (see upstreams.py)."""
 
 
 class PermanentUpstreamError(UpstreamError):

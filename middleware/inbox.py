@@ -117,7 +117,7 @@ class DeliveryInbox(LeasedQueue):
     """
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine, deliveries, ready=(PENDING,))
+        super().__init__(engine, deliveries, "plugin", ready=(PENDING,))
         self._waiting: list[_Pending] = []
         self._waiting_lock = threading.Lock()
         self._committing = False  # a thread commits, or has been woken to commit next

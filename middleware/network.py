@@ -18,9 +18,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from middleware.errors import PermanentUpstreamError
+
+if TYPE_CHECKING:
+    from middleware.upstreams import UpstreamHealth
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -128,17 +132,42 @@ class UpstreamGuard:
     """Check, before each upstream call, that the URL's host resolves to allowed addresses.
 
     A name is looked up again after RESOLVED_FOR_S, so a host whose DNS answer changes to
-    a forbidden address (DNS rebinding) is refused within that time.
+    a forbidden address (DNS rebinding) is refused within that time. Once attached to the
+    installation's UpstreamHealth, a call to a paused upstream is not sent either, and each
+    call's outcome pauses or resumes the upstream for every process.
     """
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, target: str = "", title: str = "") -> None:
         self.allow_private = allow_private
+        self.target = target
+        self.title = title or target
+        self.health: UpstreamHealth | None = None
         self._verdicts: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
 
     def check(self, url: str) -> None:
-        """Raise UpstreamRefused unless the URL may be called now."""
+        """Raise UpstreamRefused unless the URL may be called now, UpstreamPaused while paused."""
         check_url(url, self.allow_private, "upstream URL")
+        if self.health is not None:
+            self.health.check(self.target, self.title)
+        self._check_host(url)
+
+    def rate_limited(self, retry_after: float, detail: str) -> None:
+        """Pause the upstream until Retry-After: it refused the call for its rate limit."""
+        if self.health is not None:
+            self.health.rate_limited(self.target, retry_after, detail)
+
+    def failed(self, detail: str) -> None:
+        """Count a failure that says the upstream is unwell (5xx, timeout, no connection)."""
+        if self.health is not None:
+            self.health.failed(self.target, detail)
+
+    def answered(self) -> None:
+        """Note an answer that says the upstream is well (2xx to 4xx other than 429)."""
+        if self.health is not None:
+            self.health.succeeded(self.target)
+
+    def _check_host(self, url: str) -> None:
         host = (urlsplit(url).hostname or "").rstrip(".").lower()
         if parse_address(host) is not None:
             return

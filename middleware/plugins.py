@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from middleware.config import Config
     from middleware.integration_versions import IntegrationVersions
     from middleware.interaction import Interaction
+    from middleware.upstreams import UpstreamHealth
     from middleware.usage import ApiUsage
 
 ENTRY_POINT_GROUP = "carryover.plugins"
@@ -97,7 +98,7 @@ class Plugin:
         self.options = dict(settings)
         self.config = config
         # Checks every upstream call's host (see middleware/network.py); the clients use it.
-        self.upstream_guard = UpstreamGuard(config.allow_private_upstreams)
+        self.upstream_guard = UpstreamGuard(config.allow_private_upstreams, self.key, self.title)
 
     def upstream_url(self, name: str) -> str:
         """Return a URL setting, refused with ConfigError unless Carryover may call it."""
@@ -250,6 +251,8 @@ class PluginRegistry:
         self._saved: IntegrationVersions | None = None
         self._generation: int | None = None
         self.problems: dict[str, str] = {}  # why a saved integration is not running
+        # Shared upstream pauses; the plugins' calls go through it once attached.
+        self.health: UpstreamHealth | None = None
 
     @classmethod
     def from_entry_points(cls) -> PluginRegistry:
@@ -268,9 +271,14 @@ class PluginRegistry:
         """
         self._config, self._saved = config, saved
         self._instances = {
-            key: self.classes[key](section, config) for key, section in config.integrations.items()
+            key: self._made(key, section, config) for key, section in config.integrations.items()
         }
         self._follow_saved()
+
+    def _made(self, key: str, settings: Mapping[str, Any], config: Config) -> Plugin:
+        plugin = self.classes[key](settings, config)
+        plugin.upstream_guard.health = self.health
+        return plugin
 
     @property
     def instances(self) -> dict[str, Plugin]:
@@ -311,7 +319,7 @@ class PluginRegistry:
                 instances[key] = running  # unchanged: keep its caches and budgets
                 continue
             try:
-                instances[key] = self.classes[key](saved.settings, self._config)
+                instances[key] = self._made(key, saved.settings, self._config)
             except (ConfigError, ValueError) as exc:
                 problems[key] = str(exc)
         self._instances, self.problems, self._generation = instances, problems, generation

@@ -59,6 +59,8 @@ deliveries = Table(
     Column("last_error", Text),
     Column("trail", Text, nullable=False, default="[]"),
     Column("finished_at", DateTime),
+    Column("failing_since", DateTime),  # first of the transient failures since it last worked
+    Column("waiting_for", String(16)),  # what holds it back besides its backoff (see queue.py)
     Index("ix_deliveries_due", "status", "next_attempt_at"),
 )
 
@@ -150,6 +152,9 @@ writes = Table(
     Column("last_error", Text),
     Column("created_at", DateTime, nullable=False),
     Column("done_at", DateTime),
+    Column("attempted_at", DateTime),  # when the last write was sent (its outcome may be unknown)
+    Column("failing_since", DateTime),
+    Column("waiting_for", String(16)),
     UniqueConstraint("target", "target_ref", "marker", name="uq_writes_once"),
     Index("uq_writes_purpose", "target", "target_ref", "interaction_id", "purpose", unique=True),
     Index("ix_writes_due", "status", "next_attempt_at"),
@@ -197,6 +202,30 @@ upstream_usage = Table(
     Column("used", Integer, nullable=False),
     Column("allowed", Integer, nullable=False),
     Column("seen_at", DateTime, nullable=False),
+)
+
+# Each upstream's health, shared by every process: how long it is paused (after a 429, or
+# with backoff after a run of 5xx and timeouts) and its latest failure.
+upstream_state = Table(
+    "upstream_state",
+    metadata,
+    Column("target", String(32), primary_key=True),
+    Column("blocked_until", DateTime),
+    Column("failures", Integer, nullable=False, default=0),  # in a row, since the last success
+    Column("reason", Text),  # why it is paused
+    Column("last_error", Text),
+    Column("last_error_at", DateTime),
+    Column("last_ok_at", DateTime),
+)
+
+# One row per note write sent in the last minute, per upstream: the note budget's ledger.
+write_slots = Table(
+    "write_slots",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("target", String(32), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Index("ix_write_slots_target", "target", "at"),
 )
 
 admins = Table(

@@ -1,4 +1,11 @@
-"""The worker: claims deliveries and writes with a lease and carries them through."""
+"""The worker: claims deliveries and writes with a lease and carries them through.
+
+Each upstream with an API gets a lane of its own (a thread that carries only the deliveries
+from it and the notes to it), and one more lane carries the rest: a Zendesk that stalls
+holds up Zendesk's work only, never Salesforce's notes or a call's screen-pop. A heartbeat
+renews the worker's short leases while it works, so another worker takes over within
+seconds of a crash, never while this one is alive.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +24,34 @@ from middleware.core import Carryover
 from middleware.delivery import ATTEMPTING
 from middleware.errors import (
     InboundError,
+    NotApplied,
     PermanentUpstreamError,
     RateLimited,
     UpstreamError,
 )
 from middleware.mapping import MappingError
 from middleware.pipeline import NotConfigured, process_delivery
-from middleware.queue import DEAD, DONE, PENDING, LeasedQueue, add_trail
+from middleware.plugins import Capability
+from middleware.queue import (
+    DEAD,
+    DONE,
+    NOTE_BUDGET,
+    PAUSED_UPSTREAM,
+    PENDING,
+    UNKNOWN_OUTCOME,
+    Lane,
+    LeasedQueue,
+    RetryPolicy,
+    add_trail,
+)
 from middleware.store import utcnow
 from middleware.usage import ApiUsage, record_usage
 
 log = logging.getLogger(__name__)
 BATCH = 20
 GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on this process
+HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
+UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
 
 
 class Worker:
@@ -39,26 +61,46 @@ class Worker:
         self.core = core
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.settings = core.config.worker
+        self.policy = RetryPolicy.from_settings(self.settings)
         self.stopping = threading.Event()
         self._recorded: dict[str, ApiUsage] = {}
+        self._threads: list[threading.Thread] = []
+
+    def lanes(self) -> list[Lane]:
+        """Return one lane per plugin that calls an upstream API, and one for the rest."""
+        upstreams = sorted(
+            key
+            for key, cls in self.core.registry.classes.items()
+            if any(c in cls.capabilities for c in UPSTREAM_CAPABILITIES)
+        )
+        return [Lane(key) for key in upstreams] + [Lane(None, tuple(upstreams))]
 
     # -- one pass --------------------------------------------------------------------------
-    def run_once(self) -> int:
-        """Process what is due now; return how many rows were handled."""
+    def run_once(self, lane: Lane | None = None) -> int:
+        """Process what is due now (in one lane, or all); return how many rows were handled."""
         handled = 0
-        for row in self.core.inbox.claim(self.owner, self.settings["lease_s"], BATCH):
+        lease_s = self.settings["lease_s"]
+        for row in self.core.inbox.claim(self.owner, lease_s, BATCH, lane):
             started = time.monotonic()
             self._process(row)
             self.give_way(time.monotonic() - started)
             handled += 1
-        for row in self.core.outbox.claim(self.owner, self.settings["lease_s"], BATCH):
-            started = time.monotonic()
-            self._write(row)
-            self.give_way(time.monotonic() - started)
-            handled += 1
+        if not self._paused(lane):
+            for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane):
+                started = time.monotonic()
+                self._write(row)
+                self.give_way(time.monotonic() - started)
+                handled += 1
         if handled:
             self._record_usage()
         return handled
+
+    def _paused(self, lane: Lane | None) -> bool:
+        """Tell whether the lane's upstream is paused: its notes then wait, unclaimed."""
+        if lane is None or lane.upstream is None:
+            return False
+        status = self.core.health.status(lane.upstream)
+        return status is not None and status.paused_for(utcnow()) > 0
 
     def _record_usage(self) -> None:
         """Keep the API usage upstreams reported during this pass, for /readyz."""
@@ -95,13 +137,6 @@ class Worker:
         if time.monotonic() - self.core.webhook_seen_at < GIVE_WAY_WINDOW_S:
             self.stopping.wait(busy_s)
 
-    def _retry_kwargs(self) -> dict[str, Any]:
-        return {
-            "max_attempts": self.settings["max_attempts"],
-            "base_s": self.settings["backoff_base_s"],
-            "cap_s": self.settings["backoff_max_s"],
-        }
-
     def _renew(self, queue: LeasedQueue, row: Row, **values: Any) -> bool:
         """Extend this worker's lease on a row; False when another worker has taken it over."""
         until = utcnow() + timedelta(seconds=self.settings["lease_s"])
@@ -110,99 +145,146 @@ class Worker:
         log.warning("%s %s: lease ran out and was taken over; leaving it", queue.table.name, row.id)
         return False
 
+    # -- deliveries ------------------------------------------------------------------------
     def _process(self, row: Row) -> None:
         inbox = self.core.inbox
         if not self._renew(inbox, row):  # claimed in a batch: its lease may have run out
             return
         try:
             steps = process_delivery(self.core, row)
-        except RateLimited as exc:
-            inbox.retry_later(row, self.owner, str(exc), after_s=exc.retry_after,
-                              count_attempt=False, **self._retry_kwargs())  # fmt: skip
+        except RateLimited as exc:  # its upstream is paused: nothing was sent
+            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                              after_s=exc.retry_after, count_attempt=False,
+                              waiting_for=PAUSED_UPSTREAM)  # fmt: skip
         except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
             trail = add_trail(row.trail, "failed", str(exc))
             inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail,
-                         attempts=row.attempts + 1)  # fmt: skip
+                         attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
         except UpstreamError as exc:
-            inbox.retry_later(row, self.owner, str(exc), **self._retry_kwargs())
+            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True)
         except Exception as exc:  # never let one delivery stop the worker
             log.exception("delivery %s failed", row.id)
-            inbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}",
-                              **self._retry_kwargs())  # fmt: skip
+            inbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}", self.policy,
+                              transient=False)  # fmt: skip
         else:
             trail = row.trail
             for step in steps or ["no events"]:
                 trail = add_trail(trail, "processed", step)
             inbox.settle(row.id, self.owner, status=DONE, finished_at=utcnow(), trail=trail,
-                         last_error=None)  # fmt: skip
+                         last_error=None, failing_since=None, waiting_for=None)  # fmt: skip
 
+    # -- notes -----------------------------------------------------------------------------
     def _write(self, row: Row) -> None:
+        """Write one note exactly once: look before writing again, reserve before writing.
+
+        A write that got an answer is settled by it. One that got none (a read timeout, a
+        dropped connection, a 5xx) may still be applied by the upstream after we stopped
+        waiting, so it stays ATTEMPTING and is looked for upstream only after
+        `unknown_outcome_grace_s`; only a marker still missing then lets it be written again.
+        """
         outbox = self.core.outbox
         plugin = self.core.registry.get(row.target)
         if plugin is None:
             outbox.retry_later(row, self.owner, f"integration {row.target!r} is not configured",
-                               **self._retry_kwargs())  # fmt: skip
+                               self.policy, transient=True)  # fmt: skip
             return
+        grace = self.settings["unknown_outcome_grace_s"]
         attempted = False
         try:
-            if row.status == ATTEMPTING and plugin.note_exists(row.target_ref, row.marker):
-                outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None)
-                return
-            budget = plugin.write_budget_per_minute()
-            if budget:
-                used, oldest = outbox.recent_count(row.target)
-                if used >= budget:
-                    wait = 1.0
-                    if oldest is not None:
-                        wait = max(1.0, (oldest + timedelta(seconds=60) - utcnow()).total_seconds())
-                    outbox.retry_later(row, self.owner, "write budget used up", after_s=wait,
-                                       count_attempt=False, **self._retry_kwargs())  # fmt: skip
+            if row.status == ATTEMPTING:
+                settled_at = row.attempted_at and row.attempted_at + timedelta(seconds=grace)
+                if settled_at and utcnow() < settled_at:  # taken over from a worker that died
+                    outbox.settle(row.id, self.owner, next_attempt_at=settled_at,
+                                  waiting_for=UNKNOWN_OUTCOME)  # fmt: skip
                     return
+                if plugin.note_exists(row.target_ref, row.marker):
+                    self._written(row)
+                    return
+            budget = plugin.write_budget_per_minute()
+            wait = self.core.health.reserve_write(row.target, budget) if budget else 0.0
+            if wait:  # a throttle of our own, not a failure: no error, no attempt
+                due = utcnow() + timedelta(seconds=wait)
+                outbox.settle(row.id, self.owner, next_attempt_at=due, waiting_for=NOTE_BUDGET)
+                return
             # Never write on a lease another worker took over: it may be writing the same note.
-            if not self._renew(outbox, row, status=ATTEMPTING):
+            if not self._renew(outbox, row, status=ATTEMPTING, attempted_at=utcnow()):
                 return
             attempted = True
             plugin.write_note(row.target_ref, row.body)
         except RateLimited as exc:
-            # A 429 on the write means it did not happen: no upstream check needed next time.
-            # A 429 on the marker check leaves the row as it was: the check is still owed.
-            outbox.retry_later(
-                row, self.owner, str(exc), after_s=exc.retry_after, count_attempt=False,
-                status=PENDING if attempted else row.status, **self._retry_kwargs(),
-            )  # fmt: skip
+            # Refused for the rate limit (or not sent, paused): the write did not happen. On the
+            # marker check, the row stays as it was: the check is still owed.
+            outbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                               after_s=exc.retry_after, count_attempt=False,
+                               status=PENDING if attempted else row.status,
+                               waiting_for=PAUSED_UPSTREAM)  # fmt: skip
+        except NotApplied as exc:
+            outbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                               status=PENDING if attempted else row.status)  # fmt: skip
         except PermanentUpstreamError as exc:
             outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc),
-                          attempts=row.attempts + 1)  # fmt: skip
-        except UpstreamError as exc:
-            outbox.retry_later(row, self.owner, str(exc), **self._retry_kwargs())
+                          attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
         except Exception as exc:  # never let one write stop the worker
-            log.exception("write %s failed", row.id)
-            outbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}",
-                               **self._retry_kwargs())  # fmt: skip
+            transient = isinstance(exc, UpstreamError)
+            if not transient:
+                log.exception("write %s failed", row.id)
+            error = str(exc) if transient else f"{type(exc).__name__}: {exc}"
+            if attempted:  # no answer is not a "no": look for the note after the grace
+                error += f"; looking for the note upstream after {grace:g}s"
+                outbox.retry_later(row, self.owner, error, self.policy, transient=transient,
+                                   after_s=grace, waiting_for=UNKNOWN_OUTCOME)  # fmt: skip
+            else:
+                outbox.retry_later(row, self.owner, error, self.policy, transient=transient)
         else:
-            outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None)
+            self._written(row)
+
+    def _written(self, row: Row) -> None:
+        self.core.outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None,
+                                failing_since=None, waiting_for=None)  # fmt: skip
 
     # -- the loop ----------------------------------------------------------------------------
-    def run_forever(self) -> None:
-        """Process until stop() is called, waking early when a delivery arrives."""
+    def run_forever(self, lane: Lane | None = None) -> None:
+        """Process (one lane, or all) until stop() is called, waking when a delivery arrives."""
         interval = self.settings["poll_interval_s"]
         while not self.stopping.is_set():
             try:
-                handled = self.run_once()
-            except Exception:  # the store may be briefly unreachable; keep going
-                log.exception("worker pass failed")
+                handled = self.run_once(lane)
+            except Exception as exc:  # the store may be briefly unreachable; keep going
+                log.warning("worker pass failed: %s: %s", type(exc).__name__, exc)
                 handled = 0
             if not handled:
                 self.core.wake.wait(interval)
                 self.core.wake.clear()
 
-    def start(self) -> threading.Thread:
-        """Run the loop in a daemon thread."""
-        thread = threading.Thread(target=self.run_forever, name="carryover-worker", daemon=True)
-        thread.start()
-        return thread
+    def heartbeat(self) -> None:
+        """Renew this worker's leases until stop(), so none runs out while it is alive."""
+        lease_s = self.settings["lease_s"]
+        while not self.stopping.wait(lease_s / HEARTBEATS_PER_LEASE):
+            try:
+                self.core.inbox.renew_all(self.owner, lease_s)
+                self.core.outbox.renew_all(self.owner, lease_s)
+            except SQLAlchemyError as exc:
+                log.warning("could not renew leases: %s", type(exc).__name__)
+
+    def start(self) -> list[threading.Thread]:
+        """Run one daemon thread per lane, and the heartbeat."""
+        for lane in self.lanes():
+            name = f"carryover-worker-{lane.upstream or 'other'}"
+            self._threads.append(threading.Thread(target=self.run_forever, args=(lane,),
+                                                  name=name, daemon=True))  # fmt: skip
+        self._threads.append(
+            threading.Thread(target=self.heartbeat, name="carryover-heartbeat", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+        return list(self._threads)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the threads start() began."""
+        for thread in self._threads:
+            thread.join(timeout)
 
     def stop(self) -> None:
-        """Ask the loop to finish its pass and return."""
+        """Ask every lane to finish its pass and return."""
         self.stopping.set()
         self.core.wake.set()

@@ -73,7 +73,8 @@ def test_no_file_gives_the_built_in_defaults(schemas):
     assert config.integrations == {}
     assert config.summary == {"note_on_first_contact": False, "recent_limit": 10}
     assert config.call_notes == {"open_days": 30}
-    assert config.worker["lease_s"] == 60.0
+    assert config.worker["lease_s"] == 10.0
+    assert config.worker["retry_for_s"] == 86400.0
     assert config.worker["max_attempts"] == 8
     assert config == Config()
 

@@ -13,7 +13,7 @@ from middleware.cli import main
 from middleware.core import Carryover, build_carryover
 from middleware.delivery import ATTEMPTING, Outbox
 from middleware.queue import DEAD, DONE, PENDING
-from middleware.store import deliveries, interactions, utcnow, writes
+from middleware.store import deliveries, interactions, upstream_state, utcnow, writes
 from middleware.worker import Worker
 from plugins.zendesk.simulator import FakeZendesk
 
@@ -32,17 +32,23 @@ def the_write(core: Carryover):
 
 
 def make_due(core: Carryover) -> None:
-    """Pretend the clock moved on: every queued row is due now."""
+    """Pretend the clock moved on: every queued row is due now, every pause is over."""
     past = utcnow() - timedelta(seconds=1)
     with core.engine.begin() as conn:
         conn.execute(update(writes).values(next_attempt_at=past))
         conn.execute(update(deliveries).values(next_attempt_at=past))
+        conn.execute(update(upstream_state).values(blocked_until=past))
+    core.health._forget()
 
 
-def kill_worker_mid_write(core: Carryover, reached_zendesk: bool) -> None:
-    """Leave the queued note as a killed worker would: attempting, its lease run out."""
+def kill_worker_mid_write(core: Carryover, reached_zendesk: bool, ago_s: float = 3600) -> None:
+    """Leave the queued note as a killed worker would: attempting, its lease run out.
+
+    The attempt began `ago_s` ago: by default long enough for its outcome to have settled.
+    """
     row = core.outbox.claim("killed-worker", 30, 1)[0]
-    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING)
+    attempted_at = utcnow() - timedelta(seconds=ago_s)
+    core.outbox.touch(row.id, "killed-worker", status=ATTEMPTING, attempted_at=attempted_at)
     if reached_zendesk:
         core.registry.get("zendesk").write_note(row.target_ref, row.body)
     with core.engine.begin() as conn:
@@ -70,19 +76,26 @@ def test_429_waits_for_retry_after_without_spending_an_attempt(client, worker, f
     assert the_write(core).status == DONE
 
 
-def test_server_errors_retry_with_backoff_then_dead_letter_then_replay(
+def test_server_errors_retry_until_retry_for_s_then_dead_letter_then_replay(
     client, worker, fake_zendesk, core, capsys, tmp_path, database_url
 ):
-    """5xx answers are retried with backoff, then dead; `deliveries replay --dead` writes once."""
+    """5xx answers are retried with backoff for retry_for_s, then dead; replay writes once."""
     queue_second_ticket_note(client, worker)
-    attempts = core.config.worker["max_attempts"]
-    fake_zendesk.fail_next(503, count=attempts * 2, body={"error": "Unavailable"})
-    for _ in range(attempts):
+    fake_zendesk.fail_next(503, count=100, body={"error": "Unavailable"})
+    for _ in range(core.config.worker["max_attempts"] * 2):  # many tries: still waiting
         make_due(core)
         worker.drain()
     row = the_write(core)
+    assert row.status == PENDING
+    assert row.attempts == core.config.worker["max_attempts"] * 2
+    assert "503" in row.last_error
+    with core.engine.begin() as conn:  # the upstream has now failed for retry_for_s
+        since = utcnow() - timedelta(seconds=core.config.worker["retry_for_s"])
+        conn.execute(update(writes).values(failing_since=since))
+    make_due(core)
+    worker.drain()
+    row = the_write(core)
     assert row.status == DEAD
-    assert row.attempts == attempts
     assert "503" in row.last_error
 
     config = tmp_path / "config.yaml"
@@ -95,6 +108,7 @@ def test_server_errors_retry_with_backoff_then_dead_letter_then_replay(
         fake_zendesk._failures.clear()
     assert main(["deliveries", "replay", "--dead", "--config", str(config)]) == 0
     assert "1 queued again" in capsys.readouterr().out
+    make_due(core)  # Zendesk's pause after its last 503 is over
     worker.drain()
     assert len(fake_zendesk.notes(5149)) == 1
     assert the_write(core).status == DONE

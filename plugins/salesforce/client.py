@@ -17,10 +17,11 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
+from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.identity import SALESFORCE_ID
 from middleware.network import UpstreamGuard
 from middleware.store import utcnow
+from middleware.upstreams import call_failed
 from middleware.usage import ApiUsage
 
 T = TypeVar("T")
@@ -91,14 +92,23 @@ class SalesforceSession(requests.Session):
         # The API does not redirect; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
         target = self.rebased(str(url))
-        self.guard.check(target)  # UpstreamRefused: a permanent failure of the call
+        # UpstreamRefused: a permanent failure of the call; UpstreamPaused: not sent, retry
+        self.guard.check(target)
         try:
             response = super().request(method, target, *args, **kwargs)
         except requests.RequestException as exc:
-            raise UpstreamError(f"Salesforce unreachable: {exc}") from exc
+            error = call_failed("Salesforce", exc)
+            self.guard.failed(str(error))
+            raise error from exc
         self._keep_usage(response.headers.get("Sforce-Limit-Info"))
         if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
+            # The org's 24-hour allocation is used up: no call helps until it frees up.
+            self.guard.rate_limited(self.limit_backoff_s, "Salesforce REQUEST_LIMIT_EXCEEDED")
             raise LimitExceeded(self.limit_backoff_s, "Salesforce REQUEST_LIMIT_EXCEEDED")
+        if response.status_code >= 500:
+            self.guard.failed(f"Salesforce answered {response.status_code}")
+        else:
+            self.guard.answered()
         if response.status_code == 401 and "INVALID_SESSION_ID" in response.text:
             raise SessionExpired("Salesforce refused the session (INVALID_SESSION_ID)")
         return response
@@ -301,4 +311,6 @@ def _upstream_error(exc: SalesforceError) -> UpstreamError:
         message += f" ({', '.join(dict.fromkeys(codes))})"
     if status in (400, 403, 404):  # malformed, refused (e.g. no access), gone: no retry helps
         return PermanentUpstreamError(message)
+    if status == 503:  # unavailable (maintenance): the request was turned away, not half done
+        return NotApplied(message)
     return UpstreamError(message)

@@ -11,8 +11,9 @@ from zenpy import Zenpy
 from zenpy.lib.api_objects import Comment, Ticket
 from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
 
-from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
+from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.network import UpstreamGuard
+from middleware.upstreams import call_failed
 
 # zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
 # give it this placeholder and send each request to the configured base URL instead.
@@ -38,14 +39,23 @@ class RebasedSession(requests.Session):
         real_url = placeholder_url.replace(PLACEHOLDER, self.base_url, 1)
         # The API never redirects; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
-        self.guard.check(real_url)  # UpstreamRefused: a permanent failure of the call
+        # UpstreamRefused: a permanent failure of the call; UpstreamPaused: not sent, retry
+        self.guard.check(real_url)
         try:
             response = super().request(method, real_url, *args, **kwargs)
         except requests.RequestException as exc:
-            raise UpstreamError(f"Zendesk unreachable: {exc}") from exc
+            error = call_failed("Zendesk", exc)
+            self.guard.failed(str(error))
+            raise error from exc
         if response.status_code == 429:
-            # zenpy would sleep in this thread; we reschedule the work instead.
-            raise RateLimited(_retry_after(response.headers.get("Retry-After")), "Zendesk 429")
+            # zenpy would sleep in this thread; we pause Zendesk for every worker instead.
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            self.guard.rate_limited(retry_after, "Zendesk answered 429")
+            raise RateLimited(retry_after, "Zendesk 429")
+        if response.status_code >= 500:
+            self.guard.failed(f"Zendesk answered {response.status_code}")
+        else:
+            self.guard.answered()
         response.url = placeholder_url
         if response.request is not None:
             response.request.url = placeholder_url
@@ -130,6 +140,8 @@ def _upstream_error(exc: Exception) -> UpstreamError:
         message += f" ({name})"
     if status in (400, 401, 403, 404, 422):
         return PermanentUpstreamError(message)
+    if status == 503:  # unavailable: the request was turned away, not half done
+        return NotApplied(message)
     return UpstreamError(message)
 
 
