@@ -34,8 +34,12 @@ def the_write(core: Carryover):
 def make_due(core: Carryover) -> None:
     """Pretend the clock moved on: every queued row is due now, every pause is over."""
     past = utcnow() - timedelta(seconds=1)
+    long_ago = utcnow() - timedelta(days=1)
     with core.engine.begin() as conn:
         conn.execute(update(writes).values(next_attempt_at=past))
+        conn.execute(
+            update(writes).where(writes.c.attempted_at.is_not(None)).values(attempted_at=long_ago)
+        )
         conn.execute(update(deliveries).values(next_attempt_at=past))
         conn.execute(update(upstream_state).values(blocked_until=past))
     core.health._forget()
