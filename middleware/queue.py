@@ -86,9 +86,17 @@ class LeasedQueue:
         self.replay_as = replay_as
 
     def claim(
-        self, owner: str, lease_s: float, limit: int = 10, lane: Lane | None = None
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int = 10,
+        lane: Lane | None = None,
+        skip: Sequence[str] = (),
     ) -> list[Row]:
-        """Lease up to `limit` due rows (of one lane, if given) to `owner` and return them."""
+        """Lease up to `limit` due rows to `owner` and return them.
+
+        Only rows of the lane if one is given, and none of the upstreams in `skip`.
+        """
         t = self.table
         now = utcnow()
         with self.engine.begin() as conn:
@@ -99,6 +107,7 @@ class LeasedQueue:
                     t.c.next_attempt_at <= now,
                     or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now),
                     lane.clause(self.lane_column) if lane is not None else true(),
+                    self.lane_column.not_in(skip) if skip else true(),
                 )
                 .order_by(t.c.next_attempt_at, t.c.id)
                 .limit(limit)

@@ -164,6 +164,11 @@ class UpstreamHealth:
             )
         self._forget(target)
 
+    def paused_for(self, target: str) -> float:
+        """Return how many seconds the upstream stays paused, as this process last saw it."""
+        status = self._cached(target)
+        return status.paused_for(utcnow()) if status is not None else 0.0
+
     # -- the note budget -----------------------------------------------------------------
     def reserve_write(self, target: str, per_minute: int) -> float:
         """Take a slot of the note budget; return 0, or the seconds until one frees up.

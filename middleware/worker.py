@@ -85,22 +85,22 @@ class Worker:
             self._process(row)
             self.give_way(time.monotonic() - started)
             handled += 1
-        if not self._paused(lane):
-            for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane):
-                started = time.monotonic()
-                self._write(row)
-                self.give_way(time.monotonic() - started)
-                handled += 1
+        for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane, self._paused()):
+            started = time.monotonic()
+            self._write(row)
+            self.give_way(time.monotonic() - started)
+            handled += 1
         if handled:
             self._record_usage()
         return handled
 
-    def _paused(self, lane: Lane | None) -> bool:
-        """Tell whether the lane's upstream is paused: its notes then wait, unclaimed."""
-        if lane is None or lane.upstream is None:
-            return False
-        status = self.core.health.status(lane.upstream)
-        return status is not None and status.paused_for(utcnow()) > 0
+    def _paused(self) -> list[str]:
+        """Return the upstreams paused now: their notes wait in the queue, unclaimed."""
+        return [
+            plugin.key
+            for plugin in self.core.registry.with_capability(Capability.WRITE_NOTE)
+            if self.core.health.paused_for(plugin.key) > 0
+        ]
 
     def _record_usage(self) -> None:
         """Keep the API usage upstreams reported during this pass, for /readyz."""
