@@ -46,12 +46,12 @@ def call_failed(title: str, exc: requests.RequestException) -> UpstreamError:
     may have: the upstream can still apply the request after we stopped waiting.
     """
     if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
-        return NotApplied(f"{title} unreachable: {type(exc).__name__}")
+        return NotApplied(f"{title} unreachable: {exc}")
     if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
-        return NotApplied(f"{title} unreachable: no connection")
+        return NotApplied(f"{title} unreachable: {exc}")
     if isinstance(exc, requests.ReadTimeout):
-        return UpstreamError(f"{title} did not answer in time")
-    return UpstreamError(f"{title}: no answer ({type(exc).__name__})")
+        return UpstreamError(f"{title} did not answer in time ({exc})")
+    return UpstreamError(f"{title}: no answer ({type(exc).__name__}: {exc})")
 
 
 def _never_connected(exc: BaseException) -> bool:
@@ -168,6 +168,21 @@ class UpstreamHealth:
         """Return how many seconds the upstream stays paused, as this process last saw it."""
         status = self._cached(target)
         return status.paused_for(utcnow()) if status is not None else 0.0
+
+    def failing(self, target: str) -> bool:
+        """Tell whether the upstream's last answers were failures, as this process last saw it."""
+        status = self._cached(target)
+        return status is not None and status.failures > 0
+
+    def resume(self, target: str) -> None:
+        """End a pause and forget the failures in a row (the upstream is known to be back)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(blocked_until=None, failures=0)
+            )
+        self._forget(target)
 
     # -- the note budget -----------------------------------------------------------------
     def reserve_write(self, target: str, per_minute: int) -> float:

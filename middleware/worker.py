@@ -31,7 +31,7 @@ from middleware.errors import (
 )
 from middleware.mapping import MappingError
 from middleware.pipeline import NotConfigured, process_delivery
-from middleware.plugins import Capability
+from middleware.plugins import Capability, Plugin
 from middleware.queue import (
     DEAD,
     DONE,
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 BATCH = 20
 GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on this process
 HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
-UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
 
 
 class Worker:
@@ -67,40 +66,67 @@ class Worker:
         self._threads: list[threading.Thread] = []
 
     def lanes(self) -> list[Lane]:
-        """Return one lane per plugin that calls an upstream API, and one for the rest."""
+        """Return one lane per upstream that takes notes, and one for deliveries and the rest."""
         upstreams = sorted(
             key
             for key, cls in self.core.registry.classes.items()
-            if any(c in cls.capabilities for c in UPSTREAM_CAPABILITIES)
+            if Capability.WRITE_NOTE in cls.capabilities
         )
         return [Lane(key) for key in upstreams] + [Lane(None, tuple(upstreams))]
 
     # -- one pass --------------------------------------------------------------------------
     def run_once(self, lane: Lane | None = None) -> int:
-        """Process what is due now (in one lane, or all); return how many rows were handled."""
+        """Process what is due now (in one lane, or all); return how many rows were handled.
+
+        Deliveries are carried in the order they came, by the lane of no upstream: a call
+        that follows a ticket is processed after it. A delivery whose upstream is paused or
+        failing waits unclaimed, so a stalled upstream costs the deliveries at most one
+        timeout; that upstream's own lane finds out when it is back (see _probe).
+        """
         handled = 0
         lease_s = self.settings["lease_s"]
-        for row in self.core.inbox.claim(self.owner, lease_s, BATCH, lane):
-            started = time.monotonic()
-            self._process(row)
-            self.give_way(time.monotonic() - started)
-            handled += 1
-        for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane, self._paused()):
-            started = time.monotonic()
-            self._write(row)
-            self.give_way(time.monotonic() - started)
-            handled += 1
+        if lane is None or lane.upstream is None:
+            unwell = self._upstreams(paused_only=False)
+            for row in self.core.inbox.claim(self.owner, lease_s, BATCH, skip=unwell):
+                handled += self._timed(self._process, row)
+        paused = self._upstreams(paused_only=True)
+        for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane, paused):
+            handled += self._timed(self._write, row)
+        for plugin in self.core.registry.instances.values():
+            if lane is None or lane.upstream == plugin.key:
+                self._probe(plugin)
         if handled:
             self._record_usage()
         return handled
 
-    def _paused(self) -> list[str]:
-        """Return the upstreams paused now: their notes wait in the queue, unclaimed."""
+    def _timed(self, step: Any, row: Row) -> int:
+        started = time.monotonic()
+        step(row)
+        self.give_way(time.monotonic() - started)
+        return 1
+
+    def _upstreams(self, paused_only: bool) -> list[str]:
+        """Return the upstreams paused now (or also failing): their rows wait, unclaimed."""
+        health = self.core.health
         return [
-            plugin.key
-            for plugin in self.core.registry.with_capability(Capability.WRITE_NOTE)
-            if self.core.health.paused_for(plugin.key) > 0
+            key
+            for key in self.core.registry.instances
+            if health.paused_for(key) > 0 or (not paused_only and health.failing(key))
         ]
+
+    def _probe(self, plugin: Plugin) -> None:
+        """Call a failing upstream once its pause is over, to learn whether it is back.
+
+        Its deliveries wait while it fails, and it may have no note to write: without a
+        probe nothing would ever call it again.
+        """
+        health = self.core.health
+        if not health.failing(plugin.key) or health.paused_for(plugin.key) > 0:
+            return
+        try:
+            plugin.check_connection()
+        except UpstreamError as exc:
+            log.info("%s is still failing: %s", plugin.title, exc)
 
     def _record_usage(self) -> None:
         """Keep the API usage upstreams reported during this pass, for /readyz."""
@@ -216,14 +242,15 @@ class Worker:
             # marker check, the row stays as it was: the check is still owed.
             outbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
                                after_s=exc.retry_after, count_attempt=False,
-                               status=PENDING if attempted else row.status,
-                               waiting_for=PAUSED_UPSTREAM)  # fmt: skip
+                               waiting_for=PAUSED_UPSTREAM,
+                               **self._not_written(attempted))  # fmt: skip
         except NotApplied as exc:
             outbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
-                               status=PENDING if attempted else row.status)  # fmt: skip
+                               **self._not_written(attempted))  # fmt: skip
         except PermanentUpstreamError as exc:
             outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc),
-                          attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
+                          attempts=row.attempts + 1, waiting_for=None,
+                          attempted_at=None if attempted else row.attempted_at)  # fmt: skip
         except Exception as exc:  # never let one write stop the worker
             transient = isinstance(exc, UpstreamError)
             if not transient:
@@ -237,6 +264,16 @@ class Worker:
                 outbox.retry_later(row, self.owner, error, self.policy, transient=transient)
         else:
             self._written(row)
+
+    @staticmethod
+    def _not_written(attempted: bool) -> dict[str, Any]:
+        """Return what a definite "no" to a write changes: nothing is pending upstream.
+
+        A refusal on the marker check (not attempted) changes nothing: the check is owed.
+        """
+        if not attempted:
+            return {}
+        return {"status": PENDING, "attempted_at": None}
 
     def _written(self, row: Row) -> None:
         self.core.outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None,

@@ -490,6 +490,7 @@ def test_request_limit_exceeded_backs_off_and_nothing_is_lost(client, worker, co
     sf_api.replace(responses.POST, f"{REST}/sobjects/CaseComment/", json=CREATED, status=201,
                    headers={"Sforce-Limit-Info": "api-usage=14000/15000"})  # fmt: skip
     core.registry.get("salesforce").client._blocked_until = 0.0
+    core.health.resume("salesforce")
     with core.engine.begin() as conn:
         conn.execute(update(writes).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
     worker.drain()
@@ -570,8 +571,11 @@ def test_a_write_that_may_have_happened_is_checked_before_it_is_retried(
         "records": [{"attributes": {"type": "CaseComment"}, "Id": "00a7000000AbCdEAAV",
                      "CommentBody": write.body}],
     })  # fmt: skip
-    with core.engine.begin() as conn:
-        conn.execute(update(writes).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    grace = timedelta(seconds=core.config.worker["unknown_outcome_grace_s"] + 1)
+    with core.engine.begin() as conn:  # after the grace (Salesforce may apply it late)
+        conn.execute(update(writes).values(next_attempt_at=utcnow() - timedelta(seconds=1),
+                                           attempted_at=utcnow() - grace))  # fmt: skip
+    core.health.resume("salesforce")
     worker.drain()
     posts = [c for c in sf_api.calls if c.request.method == "POST"]
     assert len(posts) == 1
