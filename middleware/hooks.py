@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from middleware.core import Carryover, current_core
 from middleware.errors import InboundError, MalformedPayload, TryLater, UnsupportedEvent
 from middleware.network import client_address, within
 from middleware.plugins import Capability, InboundRequest
 from middleware.redaction import redact_body
+from middleware.throttled_log import ThrottledLog
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_CHARS = 200
+RETRY_AFTER_S = 30  # what a sender refused for want of a store is told to wait
+# While the store is down every delivery is refused: one line per plugin and cause this often.
+REFUSAL_LOG_INTERVAL_S = 10.0
+STORE_ERRORS = (SQLAlchemyError, sqlite3.Error)  # the inbox's SQLite path uses the driver
+
+
+@bp.record_once
+def _set_up_refusal_log(state: BlueprintSetupState) -> None:
+    """Give each app that serves the hooks its own log of refused deliveries."""
+    state.app.extensions["hooks.refusal_log"] = ThrottledLog(
+        state.app.logger, REFUSAL_LOG_INTERVAL_S
+    )
+
+
+def _log_refusal(key: str, exc: Exception) -> None:
+    """Log a delivery refused for want of a store: one line, a traceback only for a bug."""
+    refusals: ThrottledLog = current_app.extensions["hooks.refusal_log"]
+    message = "could not store a %s delivery (answered 503)"
+    if not isinstance(exc, STORE_ERRORS):  # a program error: its traceback tells where
+        refusals.log(logging.ERROR, f"bug:{key}:{type(exc).__name__}", message, key, exc_info=True)
+        return
+    # SQLAlchemy's own message adds the statement and its parameters (a customer's message):
+    # the driver's error says why.
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    name = type(cause).__name__
+    lines = str(cause).strip().splitlines()
+    why = lines[0] if lines else "no message"
+    refusals.log(logging.ERROR, f"store:{key}:{name}", message + ": %s: %s", key, name, why)
 
 
 def _check_key(key: str) -> None:
@@ -106,10 +139,10 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         return _error(400, "the delivery could not be read")
     try:
         delivery_id = core.inbox.accept(key, inbound, [e.key for e in used])
-    except Exception:  # nothing was stored: the sender must retry
-        current_app.logger.exception("could not store a %s delivery", key)
+    except Exception as exc:  # nothing was stored: the sender must retry
+        _log_refusal(key, exc)
         response = jsonify(error="the store is unavailable; retry later")
-        response.headers["Retry-After"] = "30"
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response, 503
     if delivery_id is not None and not core.wake.is_set():
         core.wake.set()

@@ -1,8 +1,8 @@
-"""Serving under slow and idle connections: webhooks keep flowing, and trickles are cut off.
+"""Serving under slow and idle connections: webhooks keep flowing, trickles and idlers are cut off.
 
 The server under test is the real `carryover serve`, in a process of its own on a free local
-port, with a short request deadline so that the test stays short. Every connection the tests
-open goes to 127.0.0.1 and is closed when they end.
+port, with a short request deadline (or a short idle timeout) so that the tests stay short.
+Every connection the tests open goes to 127.0.0.1 and is closed when they end.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +32,16 @@ ANSWER_WITHIN_S = 2.0  # webhooks answer in milliseconds; this is room for a loa
 TRICKLING_HEADERS = 150  # each sends a request line, then a header byte now and then
 TRICKLING_BODIES = 100  # each sends whole headers, then a body byte now and then
 IDLE = 150  # each connects and sends nothing
+# More than waitress's default connection_limit (100), which idle keep-alive connections used
+# to fill until their channel timeout (120 s by default) freed them.
+KEPT_ALIVE = 150  # each makes one request, reads the answer and stays open
+SHORT_CHANNEL_TIMEOUT_S = 2
 SLOW_BODY_HEADERS = (b"POST /hooks/zendesk HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/json\r\nContent-Length: 99\r\n\r\n{")  # fmt: skip
 TRICKLE_EVERY_S = 0.4
 # The loop finds late requests every CLEANUP_INTERVAL_S and wakes at least once a second.
 CLOSED_WITHIN_S = REQUEST_TIMEOUT_S + CLEANUP_INTERVAL_S + 1.0 + 2.0  # + room for a slow pass
+IDLE_CLOSED_WITHIN_S = SHORT_CHANNEL_TIMEOUT_S + CLEANUP_INTERVAL_S + 1.0 + 2.0
 
 
 @dataclass
@@ -57,16 +63,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """Run `carryover serve` with Zendesk connected and no worker; stop it afterwards."""
-    folder = tmp_path_factory.mktemp("serving")
+@contextmanager
+def running_serve(folder: Path, server: dict[str, float]) -> Iterator[Served]:
+    """Run `carryover serve` with Zendesk connected, no worker and these server settings."""
     port = free_port()
     config = {
         "public_url": f"http://{HOST}:{port}",
         "database_url": f"sqlite:///{folder / 'carryover.db'}",
         "worker": {"enabled": False},  # webhooks are stored and acknowledged, nothing more
-        "server": {"request_timeout_s": REQUEST_TIMEOUT_S},
+        "server": server,
         "integrations": {
             "zendesk": {
                 "url": "https://acme.zendesk.com",  # never called: no worker
@@ -93,6 +98,23 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Run `carryover serve` with the default limits and a short request deadline."""
+    with running_serve(
+        tmp_path_factory.mktemp("serving"), {"request_timeout_s": REQUEST_TIMEOUT_S}
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def served_with_short_idle_timeout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Run `carryover serve` that closes connections idle for SHORT_CHANNEL_TIMEOUT_S."""
+    settings = {"channel_timeout_s": SHORT_CHANNEL_TIMEOUT_S}
+    with running_serve(tmp_path_factory.mktemp("idle"), settings) as running:
+        yield running
 
 
 def wait_until_serving(served: Served, process: subprocess.Popen[bytes]) -> None:
@@ -197,6 +219,51 @@ def test_webhooks_flow_while_hundreds_of_connections_trickle_or_idle(served):
     finally:
         for sock in sockets:
             sock.close()
+
+
+def kept_alive_after_one_request(served: Served) -> socket.socket:
+    """Open a connection, GET /healthz on it, read the answer and return it still open."""
+    sock = served.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    response = http.client.HTTPResponse(sock, method="GET")
+    response.begin()
+    response.read()
+    assert response.status == 200
+    assert not response.will_close  # HTTP/1.1: the server keeps it open for the next request
+    return sock
+
+
+def test_webhooks_answer_while_hundreds_of_keep_alive_connections_idle(served):
+    """With 150 keep-alive connections idle after one request each, a webhook answers 200."""
+    kept_alive: list[socket.socket] = []
+    try:
+        for _ in range(KEPT_ALIVE):
+            kept_alive.append(kept_alive_after_one_request(served))
+        body = fixture_bytes("ticket_created__mail.json")
+        status, seconds = request(served, "POST", "/hooks/zendesk", body, zendesk_headers(body))
+        assert status == 200
+        assert seconds < ANSWER_WITHIN_S
+        assert not any(closed_by_server(sock) for sock in kept_alive)  # still idle, still open
+    finally:
+        for sock in kept_alive:
+            sock.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_channel_timeout(
+    served_with_short_idle_timeout,
+):
+    """A keep-alive connection idle for server.channel_timeout_s is closed by the server."""
+    with kept_alive_after_one_request(served_with_short_idle_timeout) as sock:
+        answered = time.monotonic()
+        closed_after = None
+        while time.monotonic() - answered < IDLE_CLOSED_WITHIN_S:
+            if closed_by_server(sock):
+                closed_after = time.monotonic() - answered
+                break
+            time.sleep(0.05)
+    assert closed_after is not None, "the idle connection was left open"
+    # Not before its timeout (the server's last activity came before `answered`), and soon after.
+    assert SHORT_CHANNEL_TIMEOUT_S - 0.1 <= closed_after < IDLE_CLOSED_WITHIN_S
 
 
 def test_a_keep_alive_connection_gets_a_new_deadline_for_each_request(served):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,10 +23,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from waitress import wasyncore
 
+from middleware import throttled_log
 from middleware.app import create_app
 from middleware.config import SERVER, Config, validate_section
 from middleware.core import Carryover, build_carryover
 from middleware.errors import InvalidSignature
+from middleware.hooks import REFUSAL_LOG_INTERVAL_S
+from middleware.inbox import DeliveryInbox
 from middleware.plugins import InboundRequest
 from middleware.serving import build_server
 from middleware.store import deliveries, delivery_keys, interactions, make_engine
@@ -46,6 +50,12 @@ VECTORS = [
     ("2025-01-08T10:12:08Z", CREATED_BODY, "P8VjeMTUEvtxTSZoOHDM7UoQMkq0Q4gujy68BRNLnhM="),
 ]
 UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/carryover?connect_timeout=2"
+# Each outage as the log names it: the driver's error, never SQLAlchemy's statement.
+OUTAGES = {
+    "unmigrated-sqlite": "OperationalError: no such table: main.deliveries",
+    "unreachable-postgresql": "OperationalError: connection failed: ",
+}
+REFUSED_IN_AN_OUTAGE = 50
 
 
 def stored(core: Carryover) -> tuple[int, int]:
@@ -685,6 +695,62 @@ def test_store_unavailable_gets_503_with_retry_after(tmp_path, fake_zendesk, whi
         assert "unavailable" in response.get_json()["error"]
     finally:
         core.dispose()
+
+
+@pytest.fixture
+def log_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Stand in for the clock of the throttled logs; tests move it by changing its one item."""
+    clock = [1000.0]
+    monkeypatch.setattr(throttled_log, "monotonic", lambda: clock[0])
+    return clock
+
+
+@pytest.mark.parametrize("which", OUTAGES)
+def test_a_store_outage_logs_one_line_per_interval_without_a_traceback(
+    tmp_path, fake_zendesk, which, caplog, log_clock
+):
+    """In an outage every delivery gets 503; the log gets one line a window, no traceback."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}" if which.endswith("sqlite") else UNREACHABLE_POSTGRES
+    core = build_carryover(make_config(url, fake_zendesk.url))
+    body = fixture_bytes("ticket_created__mail.json")
+    try:
+        client = create_app(core=core).test_client()
+        with caplog.at_level(logging.INFO):
+            answers = [post_zendesk(client, body) for _ in range(REFUSED_IN_AN_OUTAGE)]
+            assert {(a.status_code, a.headers["Retry-After"]) for a in answers} == {(503, "30")}
+            assert len(caplog.records) == 1  # for 50 refusals within the window
+            log_clock[0] += REFUSAL_LOG_INTERVAL_S
+            assert post_zendesk(client, body).status_code == 503
+    finally:
+        core.dispose()
+    first, second = caplog.records
+    prefix = "could not store a zendesk delivery (answered 503): "
+    assert first.getMessage().startswith(prefix + OUTAGES[which])
+    assert "\n" not in first.getMessage() and "[SQL" not in first.getMessage()
+    assert first.levelno == logging.ERROR and not first.exc_info
+    assert second.getMessage() == first.getMessage() + (
+        f" ({REFUSED_IN_AN_OUTAGE - 1} more in the 10 s since the last such line)"
+    )
+    assert "Traceback" not in caplog.text
+
+
+def test_a_failure_that_is_not_the_stores_is_logged_with_its_traceback_once_a_window(
+    client, monkeypatch, caplog, log_clock
+):
+    """A program error in the inbox gets 503 too, and its traceback once per window."""
+
+    def commit(self, batch):
+        raise ValueError("a bug in the inbox")
+
+    monkeypatch.setattr(DeliveryInbox, "_commit", commit)
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            assert (
+                post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 503
+            )
+    [line] = caplog.records
+    assert line.getMessage() == "could not store a zendesk delivery (answered 503)"
+    assert line.exc_info is not None and line.exc_info[0] is ValueError
 
 
 def test_redelivery_of_the_same_event_gets_200_and_adds_nothing(client, core):

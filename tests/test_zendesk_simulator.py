@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +25,7 @@ from plugins.zendesk.simulator import BOT_USER_ID, FakeZendesk, WebhookFailed
 
 EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 MONDAY = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+ECHOED_NOTES = 40
 
 
 @pytest.fixture
@@ -28,6 +33,66 @@ def zendesk(fake_zendesk: FakeZendesk, carryover_url: str) -> FakeZendesk:
     """Return the fake Zendesk with its webhook pointed at the served Carryover."""
     fake_zendesk.subscribe(f"{carryover_url}/hooks/zendesk", ZENDESK_SECRET)
     return fake_zendesk
+
+
+class ConnectionCountingTarget(http.server.ThreadingHTTPServer):
+    """A keep-alive webhook target that answers 200 and counts the connections left open."""
+
+    daemon_threads = True
+    open_connections = 0
+
+    def __init__(self) -> None:
+        self.counting = threading.Lock()
+        super().__init__(("127.0.0.1", 0), CountingHandler)
+        self.url = f"http://127.0.0.1:{self.server_port}/hooks/zendesk"
+
+    def count(self, change: int) -> None:
+        """Add change to the number of open connections."""
+        with self.counting:
+            self.open_connections += change
+
+
+class CountingHandler(http.server.BaseHTTPRequestHandler):
+    """Answer every POST 200 on a connection kept open until the client closes it."""
+
+    protocol_version = "HTTP/1.1"
+    server: ConnectionCountingTarget
+
+    def setup(self) -> None:
+        """Count the connection as open."""
+        super().setup()
+        self.server.count(+1)
+
+    def finish(self) -> None:
+        """Count the connection as closed."""
+        super().finish()
+        self.server.count(-1)
+
+    def do_POST(self) -> None:
+        """Read the event and answer 200 with a small JSON body."""
+        self.rfile.read(int(self.headers["Content-Length"]))
+        answer = b'{"received":true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.send_header("X-Carryover-Ignored", "own note")
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
+
+
+@pytest.fixture
+def counting_target() -> Iterator[ConnectionCountingTarget]:
+    """Serve a webhook target that counts open connections; stop it afterwards."""
+    target = ConnectionCountingTarget()
+    thread = threading.Thread(target=target.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    yield target
+    target.shutdown()
+    thread.join(timeout=5)
+    target.server_close()
 
 
 def sent(fake: FakeZendesk, index: int = -1) -> dict[str, Any]:
@@ -200,6 +265,27 @@ def test_written_note_is_echoed_after_the_put_and_carryover_ignores_it(
     assert worker.drain() == 0
     with core.engine.connect() as conn:
         assert len(conn.execute(select(writes)).all()) == 1
+
+
+def test_echoed_notes_leave_no_connection_open_at_the_target(
+    fake_zendesk: FakeZendesk, counting_target: ConnectionCountingTarget
+) -> None:
+    """Each echo's connection closes once answered: 40 echoed notes leave none open."""
+    fake_zendesk.subscribe(counting_target.url, ZENDESK_SECRET)
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=5)
+    for number in range(ECHOED_NOTES):
+        client.add_private_note(5141, f"Seen before: note {number}")
+    fake_zendesk.wait_for_echoes(timeout=10)
+    deadline = time.monotonic() + 2  # the target's threads see each close a moment later
+    while counting_target.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counting_target.open_connections == 0
+    answers = [delivery.response for delivery in fake_zendesk.deliveries]
+    assert len(answers) == ECHOED_NOTES
+    for answer in answers:  # what tests read of an answer stays: status, headers, body
+        assert answer is not None and answer.status_code == 200
+        assert answer.headers["x-carryover-ignored"] == "own note"
+        assert answer.text == '{"received":true}'
 
 
 # -- the agent view --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
@@ -150,13 +151,33 @@ class _Webhook:
 
 
 @dataclass(frozen=True)
+class WebhookAnswer:
+    """What the webhook target answered: status, headers (any case) and body."""
+
+    status_code: int
+    headers: CaseInsensitiveDict[str]
+    text: str
+
+
+@dataclass(frozen=True)
 class WebhookDelivery:
     """One signed event POST and the answer (None when the target could not be reached)."""
 
     event_type: str
     body: bytes
     headers: dict[str, str]
-    response: requests.Response | None
+    response: WebhookAnswer | None
+
+
+def _post(webhook: _Webhook, body: bytes, headers: dict[str, str]) -> WebhookAnswer:
+    """POST an event to the webhook target and return a copy of the answer."""
+    response = requests.post(webhook.url, data=body, headers=headers, timeout=webhook.timeout,
+                             allow_redirects=False)  # fmt: skip
+    # Only a copy is kept: a response holds its connection pool, and urllib3 2 closes a pool's
+    # connections only once the pool is garbage collected. Kept responses held one connection
+    # open per event, which filled the target's connection limit.
+    return WebhookAnswer(response.status_code, CaseInsensitiveDict(response.headers),
+                         response.text)  # fmt: skip
 
 
 class FakeZendesk(FakeUpstream):
@@ -441,7 +462,7 @@ class FakeZendesk(FakeUpstream):
         }
         return self._event("ticket.comment_added", ticket_id, change, comment["author_id"], at)
 
-    def _send(self, payload: dict[str, Any]) -> requests.Response:
+    def _send(self, payload: dict[str, Any]) -> WebhookAnswer:
         """POST an event to the webhook target, signed; raise WebhookFailed unless 2xx."""
         webhook = self._subscribed()
         event_type = payload["type"].removeprefix("zen:event-type:")
@@ -459,16 +480,14 @@ class FakeZendesk(FakeUpstream):
         }
         where = f"{event_type} for ticket {payload['detail']['id']} to {webhook.url}"
         try:
-            response = requests.post(webhook.url, data=raw, headers=headers,
-                                     timeout=webhook.timeout, allow_redirects=False)  # fmt: skip
+            answer = _post(webhook, raw, headers)
         except requests.RequestException as exc:
             self._record(WebhookDelivery(event_type, raw, headers, None))
             raise WebhookFailed(f"{where}: not delivered ({exc})") from exc
-        self._record(WebhookDelivery(event_type, raw, headers, response))
-        if not 200 <= response.status_code < 300:
-            answer = response.text[:300]
-            raise WebhookFailed(f"{where}: answered {response.status_code} {answer}")
-        return response
+        self._record(WebhookDelivery(event_type, raw, headers, answer))
+        if not 200 <= answer.status_code < 300:
+            raise WebhookFailed(f"{where}: answered {answer.status_code} {answer.text[:300]}")
+        return answer
 
     def _record(self, delivery: WebhookDelivery) -> None:
         with self._lock:
