@@ -9,14 +9,14 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.core import Carryover, current_core
 from middleware.errors import InboundError, MalformedPayload, TryLater, UnsupportedEvent
 from middleware.network import client_address, within
 from middleware.plugins import Capability, InboundRequest
 from middleware.redaction import redact_body
-from middleware.throttled_log import ThrottledLog
+from middleware.throttled_log import ThrottledLog, store_error
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -42,13 +42,8 @@ def _log_refusal(key: str, exc: Exception) -> None:
     if not isinstance(exc, STORE_ERRORS):  # a program error: its traceback tells where
         refusals.log(logging.ERROR, f"bug:{key}:{type(exc).__name__}", message, key, exc_info=True)
         return
-    # SQLAlchemy's own message adds the statement and its parameters (a customer's message):
-    # the driver's error says why.
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    name = type(cause).__name__
-    lines = str(cause).strip().splitlines()
-    why = lines[0] if lines else "no message"
-    refusals.log(logging.ERROR, f"store:{key}:{name}", message + ": %s: %s", key, name, why)
+    why = store_error(exc)
+    refusals.log(logging.ERROR, f"store:{key}:{why.partition(':')[0]}", message + ": %s", key, why)
 
 
 def _check_key(key: str) -> None:

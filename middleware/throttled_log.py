@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 
 @dataclass
 class _Kind:
@@ -47,3 +49,14 @@ class ThrottledLog:
             args += (last.left_out, now - last.logged_at)
         # stacklevel: the line names the caller, not this module.
         self.logger.log(level, message, *args, exc_info=exc_info, stacklevel=2)
+
+
+def store_error(exc: BaseException) -> str:
+    """Say why the store failed in one line: the driver's error and its first line.
+
+    SQLAlchemy's own message adds the statement and its parameters (a customer's message,
+    a delivery's headers), which must not reach the log.
+    """
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"

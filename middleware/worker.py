@@ -45,6 +45,7 @@ from middleware.queue import (
     add_trail,
 )
 from middleware.store import utcnow
+from middleware.throttled_log import ThrottledLog, store_error
 from middleware.usage import ApiUsage, record_usage
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Worker:
         self.stopping = threading.Event()
         self._recorded: dict[str, ApiUsage] = {}
         self._threads: list[threading.Thread] = []
+        self.faults = ThrottledLog(log)  # a store outage repeats a failure on every item
 
     def lanes(self) -> list[Lane]:
         """Return one lane per upstream that takes notes, and one for deliveries and the rest."""
@@ -126,7 +128,8 @@ class Worker:
         try:
             plugin.check_connection()
         except UpstreamError as exc:
-            log.info("%s is still failing: %s", plugin.title, exc)
+            self.faults.log(logging.INFO, f"probe:{plugin.key}", "%s is still failing: %s",
+                            plugin.title, exc)  # fmt: skip
 
     def _record_usage(self) -> None:
         """Keep the API usage upstreams reported during this pass, for /readyz."""
@@ -137,7 +140,8 @@ class Worker:
             try:
                 record_usage(self.core.engine, plugin.key, usage)
             except SQLAlchemyError:
-                log.warning("could not record %s API usage", plugin.key, exc_info=True)
+                self.faults.log(logging.WARNING, "usage", "could not record %s API usage",
+                                plugin.key)  # fmt: skip
                 continue
             self._recorded[plugin.key] = usage
 
@@ -162,6 +166,16 @@ class Worker:
         """
         if time.monotonic() - self.core.webhook_seen_at < GIVE_WAY_WINDOW_S:
             self.stopping.wait(busy_s)
+
+    def _unexpected(self, exc: Exception, message: str, *args: Any) -> None:
+        """Log a failure that is no upstream's: a store outage in one line, a bug with its trace.
+
+        Either repeats for every item while it lasts, so each kind is logged once a window.
+        """
+        if isinstance(exc, SQLAlchemyError):
+            self.faults.log(logging.WARNING, "store", message + ": %s", *args, store_error(exc))
+        else:
+            self.faults.log(logging.ERROR, type(exc).__name__, message, *args, exc_info=True)
 
     def _renew(self, queue: LeasedQueue, row: Row, **values: Any) -> bool:
         """Extend this worker's lease on a row; False when another worker has taken it over."""
@@ -189,7 +203,7 @@ class Worker:
         except UpstreamError as exc:
             inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True)
         except Exception as exc:  # never let one delivery stop the worker
-            log.exception("delivery %s failed", row.id)
+            self._unexpected(exc, "delivery %s failed", row.id)
             inbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}", self.policy,
                               transient=False)  # fmt: skip
         else:
@@ -254,7 +268,7 @@ class Worker:
         except Exception as exc:  # never let one write stop the worker
             transient = isinstance(exc, UpstreamError)
             if not transient:
-                log.exception("write %s failed", row.id)
+                self._unexpected(exc, "write %s failed", row.id)
             error = str(exc) if transient else f"{type(exc).__name__}: {exc}"
             if attempted:  # no answer is not a "no": look for the note after the grace
                 error += f"; looking for the note upstream after {grace:g}s"
@@ -287,7 +301,7 @@ class Worker:
             try:
                 handled = self.run_once(lane)
             except Exception as exc:  # the store may be briefly unreachable; keep going
-                log.warning("worker pass failed: %s: %s", type(exc).__name__, exc)
+                self._unexpected(exc, "worker pass failed")
                 handled = 0
             if not handled:
                 self.core.wake.wait(interval)
@@ -301,7 +315,8 @@ class Worker:
                 self.core.inbox.renew_all(self.owner, lease_s)
                 self.core.outbox.renew_all(self.owner, lease_s)
             except SQLAlchemyError as exc:
-                log.warning("could not renew leases: %s", type(exc).__name__)
+                self.faults.log(logging.WARNING, "renew", "could not renew leases: %s",
+                                store_error(exc))  # fmt: skip
 
     def start(self) -> list[threading.Thread]:
         """Run one daemon thread per lane, and the heartbeat."""
