@@ -274,3 +274,6 @@ def test_notes_held_by_the_note_budget_are_not_errors(budget_core, fake_zendesk)
     assert "This is a throttle, not an error" in text
     assert "Zendesk working 2 notes for the note budget none none" in text
     assert "503" not in text and "is paused" not in text
+    notes = page_text(client, "/admin/deliveries/?direction=out")
+    assert notes.count("waits for the note budget (a throttle, not an error)") == 2
+    assert "503" not in notes
