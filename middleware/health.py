@@ -1,4 +1,10 @@
-"""Liveness and readiness, without authentication and without secrets."""
+"""Liveness and readiness, without authentication and without secrets.
+
+/readyz answers 503 only when the store cannot take webhooks (unreachable, or migrations
+pending). A paused or failing upstream does not stop webhooks from being accepted and
+stored, so a load balancer must keep sending them: the answer stays 200, and says
+"degraded", naming each upstream's state and the work waiting for it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.core import current_core
+from middleware.faults import readiness, upstream_keys
 from middleware.store import migrations_applied, reading
-from middleware.usage import usage_report
 
 bp = Blueprint("health", __name__)
 
@@ -21,7 +27,7 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Say whether the store is reachable and fully migrated."""
+    """Say whether the store is reachable and fully migrated, and how the upstreams fare."""
     core = current_core()
     try:
         with reading(core.engine) as conn:
@@ -29,10 +35,13 @@ def readyz() -> tuple[Response, int]:
         migrated = migrations_applied(core.engine)
         if migrated:
             with reading(core.engine) as conn:
-                upstreams = usage_report(conn)
+                unwell, upstreams = readiness(conn, upstream_keys(core.registry))
     except SQLAlchemyError:
         return jsonify(status="unavailable", store="unreachable"), 503
     if not migrated:
         return jsonify(status="unavailable", store="ok", migrations="pending"), 503
-    ready = {"status": "ready", "store": "ok", "migrations": "applied"}
-    return jsonify(**ready, integrations=sorted(core.registry.instances), upstreams=upstreams), 200
+    return jsonify(
+        status="degraded" if unwell else "ready", store="ok", migrations="applied",
+        degraded_upstreams=unwell, integrations=sorted(core.registry.instances),
+        upstreams=upstreams,
+    ), 200  # fmt: skip

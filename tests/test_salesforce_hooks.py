@@ -519,7 +519,8 @@ def test_while_the_allocation_is_used_up_no_call_is_made(client, worker, core, s
 
 def test_readyz_shows_the_last_api_usage(client, worker, core):
     """/readyz reports the Sforce-Limit-Info usage of the last Salesforce reply."""
-    assert client.get("/readyz").get_json()["upstreams"] == {}
+    before = client.get("/readyz").get_json()["upstreams"]["salesforce"]
+    assert before["state"] == "ok" and "api_usage" not in before
     post_salesforce(client, salesforce_fixture("case_created.xml"))
     worker.drain()
     usage = client.get("/readyz").get_json()["upstreams"]["salesforce"]

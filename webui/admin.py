@@ -29,9 +29,10 @@ from werkzeug.exceptions import BadRequest, HTTPException
 
 from middleware.admins import Admin, LoginRefused, Throttle, end_session, log_in, session_admin
 from middleware.core import current_core
+from middleware.faults import upstream_keys
 from middleware.figures import overview_figures
 from middleware.network import client_address
-from middleware.store import deliveries, reading, writes
+from middleware.store import deliveries, reading, utcnow, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import integrations as integration_pages
@@ -189,10 +190,10 @@ def _local_target(value: str | None) -> str:
 # -- the overview ------------------------------------------------------------------------------
 @bp.get("/")
 def overview() -> str:
-    """Show traffic, lag, failures, the cross-channel figures, and the integrations."""
+    """Show traffic, lag, upstream faults, the cross-channel figures, and the integrations."""
     core = current_core()
     with reading(core.engine) as conn:
-        figures = overview_figures(conn)
+        figures = overview_figures(conn, upstream_keys(core.registry))
         inbound = dict(conn.execute(_count_by_status(deliveries)).all())
         outbound = dict(conn.execute(_count_by_status(writes)).all())
     plugins = [
@@ -205,9 +206,10 @@ def overview() -> str:
     context = stacked_bars([d[5:] for d in figures.days], figures.new_items,
                            ("with context", "without (first contact)"),
                            "New tickets and cases a day, last 14 days")  # fmt: skip
+    titles = {key: cls.title for key, cls in core.registry.classes.items()}
     return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
                            outbound=outbound, figures=figures, traffic_chart=traffic,
-                           context_chart=context)  # fmt: skip
+                           context_chart=context, titles=titles, now=utcnow())  # fmt: skip
 
 
 def _count_by_status(table: Table) -> Select:

@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 from middleware.config import ConfigError, Setting
 from middleware.core import current_core
 from middleware.errors import UpstreamError
+from middleware.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
 from middleware.plugins import Plugin
-from middleware.store import deliveries, reading, writes
+from middleware.store import deliveries, reading, utcnow
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -43,8 +44,10 @@ def listing() -> str:
     """List every installed integration with its state and last activity."""
     core = current_core()
     with reading(core.engine) as conn:
-        rows = [_state(conn, key, cls) for key, cls in sorted(core.registry.classes.items())]
-    return render_template("admin/integrations.html", rows=rows)
+        faults = read_faults(conn, upstream_keys(core.registry))
+        rows = [_state(conn, key, cls, faults.get(key))
+                for key, cls in sorted(core.registry.classes.items())]  # fmt: skip
+    return render_template("admin/integrations.html", rows=rows, now=utcnow())
 
 
 @bp.get("/<key>")
@@ -167,7 +170,8 @@ def _page(
     core = current_core()
     key = cls.key
     with reading(core.engine) as conn:
-        state = _state(conn, key, cls)
+        faults = read_faults(conn, upstream_keys(core.registry)).get(key)
+        state = _state(conn, key, cls, faults)
     plugin = core.registry.get(key)
     source = core.registry.source_of(key)
     settings = []
@@ -192,7 +196,7 @@ def _page(
         editable=source != "file", error=error, revealed=revealed,
         revealed_path=quote(revealed, safe="") if revealed else None,
         saved=saved[0] if saved and source else None, generated=cls.generated_secret,
-        can_seal=core.secret_box is not None,
+        can_seal=core.secret_box is not None, now=utcnow(),
     )  # fmt: skip
 
 
@@ -201,20 +205,11 @@ def _saved_default(key: str, name: str) -> Any:
     return settings.get(name) if settings else None
 
 
-def _state(conn: Any, key: str, cls: type[Plugin]) -> dict[str, Any]:
+def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None) -> dict[str, Any]:
+    """Describe one integration: its configuration, last webhook, latest error and pause."""
     core = current_core()
     last_in = conn.execute(select(func.max(deliveries.c.received_at))
                            .where(deliveries.c.plugin == key)).scalar()  # fmt: skip
-    error_in = conn.execute(
-        select(deliveries.c.last_error, deliveries.c.received_at)
-        .where(deliveries.c.plugin == key, deliveries.c.last_error.is_not(None))
-        .order_by(deliveries.c.id.desc()).limit(1)
-    ).first()  # fmt: skip
-    error_out = conn.execute(
-        select(writes.c.last_error, writes.c.created_at)
-        .where(writes.c.target == key, writes.c.last_error.is_not(None))
-        .order_by(writes.c.id.desc()).limit(1)
-    ).first()  # fmt: skip
     return {
         "key": key,
         "title": cls.title,
@@ -224,5 +219,6 @@ def _state(conn: Any, key: str, cls: type[Plugin]) -> dict[str, Any]:
         "capabilities": sorted(str(c) for c in cls.capabilities),
         "webhook_url": f"{core.config.public_url}/hooks/{key}",
         "last_delivery": last_in,
-        "last_error": (error_out or error_in).last_error if (error_out or error_in) else None,
+        "last_error": latest_error(conn, key),  # the newest by time: of calls, webhooks, notes
+        "upstream": faults,  # None when it never called an upstream
     }
