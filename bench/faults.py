@@ -51,7 +51,7 @@ from bench.report import fault_lines, latency_figures, progress, seconds_text
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port
 from middleware.config import WORKER
 from middleware.delivery import MARKER_PATTERN
-from middleware.store import deliveries, make_engine, metadata, upgrade, writes
+from middleware.store import deliveries, interactions, make_engine, metadata, upgrade, writes
 from plugins.zendesk.simulator import FakeZendesk
 
 # The worker settings the scenario asks for. Keys this Carryover does not know are left out
@@ -163,6 +163,12 @@ class Store:
                 query = select(table.c.status, func.count()).group_by(table.c.status)
                 found.append({status: count for status, count in conn.execute(query)})
         return found[0], found[1]
+
+    def tickets(self) -> int:
+        """Return how many ticket interactions are stored."""
+        query = select(func.count()).where(interactions.c.kind == "ticket")
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def held_by(self, pid: int) -> set[tuple[str, int]]:
         """Return the unsettled rows whose lease a process holds (its pid is in the owner)."""
@@ -426,6 +432,7 @@ class Figures:
     echoes_unanswered: int = 0  # the notes' comment events the web process did not answer 2xx
     unique_deliveries: int = REQUESTERS + TICKETS
     deliveries: dict[str, int] = field(default_factory=dict)
+    tickets: int = 0  # ticket interactions stored: one per ticket, however often it came
     writes: dict[str, int] = field(default_factory=dict)
     expected_notes: int = TICKETS
     notes: int = 0
@@ -466,6 +473,8 @@ class Figures:
             found.append(
                 f"deliveries {self.deliveries}, expected all {self.unique_deliveries} done"
             )
+        if self.tickets != self.unique_deliveries:
+            found.append(f"{self.tickets} tickets stored for {self.unique_deliveries} tickets")
         if self.writes != {"done": self.expected_notes}:
             found.append(f"writes {self.writes}, expected all {self.expected_notes} done")
         if self.notes != self.expected_notes or self.tickets_with_a_marker_twice:
@@ -693,6 +702,7 @@ class Scenario:
             if d.event_type == "ticket.comment_added"
         )
         figures.deliveries, figures.writes = self.store.statuses()
+        figures.tickets = self.store.tickets()
         count_notes(self.fake, figures)
         figures.died = self.processes.died()
 

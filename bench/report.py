@@ -337,7 +337,7 @@ def fault_lines(f: dict[str, Any]) -> list[str]:
             )
     lines += [
         f"   drain after recovery: {s(f['drain_s'])}; whole run {f['total_s']:.1f} s",
-        f"   deliveries {f['deliveries']}, writes {f['writes']}",
+        f"   deliveries {f['deliveries']}, tickets stored {f['tickets']}, writes {f['writes']}",
         f"   notes {f['notes']} for {f['expected_notes']} new tickets: "
         f"{f['tickets_with_a_marker_twice']} tickets with a marker twice "
         f"({f['duplicate_notes']} notes too many), {f['tickets_without_a_note']} without a note",
