@@ -4,6 +4,8 @@ python -m bench             # all: the Zendesk ingest benchmarks, the phone ones
 python -m bench zendesk     # 1 to 3 only
 python -m bench phone       # 4 and 5 only (bench/phone.py)
 python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
+python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
+                            # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
+from bench.faults import faults_benchmark
 from bench.load import closed_loop, open_loop
 from bench.note_latency import NoteProbe, seed_requester
 from bench.phone import phone_benchmark
@@ -215,6 +218,7 @@ PARTS = {
     "zendesk": "about 100 s",
     "phone": "about 40 s",
     "salesforce": "about 70 s",
+    "faults": "about 90 s on PostgreSQL",
 }
 
 
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         results["phone"] = phone_benchmark()
     if part in ("all", "salesforce"):
         results["salesforce"] = salesforce_benchmark()
+    if part == "faults":
+        results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     results["environment"]["other_processes_cpus"] = other_load.cores()
     write_json(results)

@@ -74,6 +74,12 @@ def _header(results: dict[str, Any]) -> list[str]:
     if "salesforce" in results:
         sharing = "server, load generator and the fakes"
     servers = "for both servers" if ingest else "(`carryover serve`'s default)"
+    store = "SQLite in a temp dir"
+    if "faults" in results:
+        sharing = "the processes, the sender and the fake Zendesk"
+        store = (
+            "PostgreSQL, a schema of its own" if len(results) == 3 else store + "; 8: PostgreSQL"
+        )
     return [
         "Carryover benchmark",
         f"  {env['started_at']}  commit {env['commit']}{tree}",
@@ -82,7 +88,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"  other processes kept {env['other_processes_cpus']:.2f} CPUs busy on average "
         f"during the run{_quiet_warning(env)}",
         f"  Python {env['python']}, SQLite {env['sqlite']}; waitress with "
-        f"{settings['waitress_threads']} threads {servers}; store: SQLite in a temp dir",
+        f"{settings['waitress_threads']} threads {servers}; store: {store}",
     ]
 
 
@@ -305,6 +311,61 @@ def _salesforce_comment(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def fault_lines(f: dict[str, Any]) -> list[str]:
+    """Return the lines of the fault scenario's figures (bench/faults.py, Figures.as_dict)."""
+    s, ack = seconds_text, f["ack"]
+    limited = f["windows"].get("429", {"seconds": 0, "requests": 0, "per_s": 0})
+    lines = [
+        f"   {f['sent']} deliveries sent ({f['unique_deliveries']} distinct, "
+        f"{f['sent'] - f['unique_deliveries']} repeats), {f['acknowledged']} acknowledged",
+        f"   ack latency p50 {ack.get('p50_ms', 0):g} ms, p99 {ack.get('p99_ms', 0):g} ms, "
+        f"max {ack.get('max_ms', 0):g} ms; comment events of the notes not answered 2xx: "
+        f"{f['echoes_unanswered']}",
+        f"   takeover after kill -9: {s(f['takeover_s'])} until another worker finished a row "
+        "the killed one held",
+        f"     (first claimed after {s(f['takeover_claim_s'])}; rows it held: "
+        f"{f['held_at_kill']}, all finished after {s(f['takeover_all_s'])})",
+        f"   429 for {limited['seconds']:g} s (Retry-After {f['retry_after_s']:g} s): "
+        f"{limited['requests']} requests reached Zendesk, {limited['per_s']:g}/s "
+        f"(at most {f['rate_limited_allowed']} expected)",
+    ]
+    for name in ("late writes", "503", "stall"):
+        if window := f["windows"].get(name):
+            lines.append(
+                f"   {name} for {window['seconds']:g} s: {window['requests']} requests "
+                f"({window['per_s']:g}/s), {window['puts']} of them PUTs"
+            )
+    lines += [
+        f"   drain after recovery: {s(f['drain_s'])}; whole run {f['total_s']:.1f} s",
+        f"   deliveries {f['deliveries']}, tickets stored {f['tickets']}, writes {f['writes']}",
+        f"   notes {f['notes']} for {f['expected_notes']} new tickets: "
+        f"{f['tickets_with_a_marker_twice']} tickets with a marker twice "
+        f"({f['duplicate_notes']} notes too many), {f['tickets_without_a_note']} without a note",
+    ]
+    if f["left_out_settings"]:
+        left_out = ", ".join(f["left_out_settings"])
+        lines.append(f"   worker settings this Carryover does not know, left out: {left_out}")
+    lines.append("   all checks passed" if not f["failures"] else "   FAILED:")
+    lines += [f"     - {failure}" for failure in f["failures"]]
+    return lines
+
+
+def seconds_text(seconds: float | None) -> str:
+    """Return seconds to one decimal, or say that the wait gave up."""
+    return "never (gave up waiting)" if seconds is None else f"{seconds:.1f} s"
+
+
+def _faults(results: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        "8. Faults across the topology (bench/faults.py)",
+        "   a web process and two `carryover worker` processes on PostgreSQL, the fake Zendesk in",
+        "   the benchmark; kill -9 of a worker, then Zendesk writing late, answering 429, 503,",
+        "   stalling, and recovering",
+        *fault_lines(results["faults"]),
+    ]
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -314,6 +375,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _reads(results) + _ring(results)
     if "salesforce" in results:
         lines += _salesforce_ack(results) + _salesforce_comment(results)
+    if "faults" in results:
+        lines += _faults(results)
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

@@ -17,11 +17,18 @@ from conftest import ANN, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN, fixture_
 from sqlalchemy import select
 
 from middleware.core import Carryover
+from middleware.errors import PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.store import interactions, writes
 from middleware.worker import Worker
 from plugins.zendesk import sign
 from plugins.zendesk.client import ZendeskClient
-from plugins.zendesk.simulator import BOT_USER_ID, FakeZendesk, WebhookFailed
+from plugins.zendesk.simulator import (
+    BOT_USER_ID,
+    FakeZendesk,
+    FaultControl,
+    Traffic,
+    WebhookFailed,
+)
 
 EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 MONDAY = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -317,3 +324,132 @@ def test_agent_view_shows_a_written_private_note_and_escapes_markup(
         assert "<pre>Seen before:\n&lt;b&gt;ticket 5141&lt;/b&gt; by email</pre>" in page.text
         assert "Ann Example · email · open" in page.text
     assert len(fake_zendesk.requests_log) == logged
+
+
+# -- fault modes -----------------------------------------------------------------------------
+
+
+def api_get(fake: FakeZendesk, path: str, timeout: float = 5) -> requests.Response:
+    """GET an API path of the fake as Carryover's agent."""
+    auth = (f"{ZENDESK_EMAIL}/token", ZENDESK_TOKEN)
+    return requests.get(f"{fake.url}/api/v2/{path}", auth=auth, timeout=timeout)
+
+
+def test_rate_limit_answers_429_with_retry_after_for_its_window(fake_zendesk: FakeZendesk) -> None:
+    """Every API request of the window gets 429 + Retry-After, is counted, and then it ends."""
+    started = time.time()
+    fake_zendesk.rate_limit(seconds=0.5, retry_after=7)
+    refused = [api_get(fake_zendesk, "users/me.json") for _ in range(3)]
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=5)
+    with pytest.raises(RateLimited) as raised:
+        client.add_private_note(5141, "not now")
+    assert [r.status_code for r in refused] == [429] * 3
+    assert refused[0].headers["Retry-After"] == "7" and raised.value.retry_after == 7
+    assert fake_zendesk.notes(5141) == []
+    assert fake_zendesk.faults()["rate_limit"]["value"] == 7
+    time.sleep(0.6)
+    assert api_get(fake_zendesk, "users/me.json").status_code == 200
+    assert fake_zendesk.faults() == {}
+    assert fake_zendesk.traffic(since=started) == Traffic(
+        api=5, puts=1, rate_limited=4, unavailable=0
+    )
+    assert fake_zendesk.traffic(since=time.time()).api == 0
+
+
+def test_unavailable_answers_503_and_keeps_fail_next_for_later(fake_zendesk: FakeZendesk) -> None:
+    """A 503 window refuses everything; a failure queued with fail_next waits until it ends."""
+    fake_zendesk.fail_next(500)
+    fake_zendesk.unavailable(seconds=0.4)
+    down = api_get(fake_zendesk, "tickets/5141.json")
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=5)
+    with pytest.raises(UpstreamError, match="503") as raised:
+        client.add_private_note(5141, "not now")
+    assert not isinstance(raised.value, PermanentUpstreamError)
+    assert down.status_code == 503 and down.json()["error"] == "ServiceUnavailable"
+    time.sleep(0.5)
+    assert api_get(fake_zendesk, "tickets/5141.json").status_code == 500
+    assert api_get(fake_zendesk, "tickets/5141.json").status_code == 200
+    assert fake_zendesk.traffic().unavailable == 2
+
+
+def test_stall_holds_each_request_and_handles_it_after_the_client_gave_up(
+    fake_zendesk: FakeZendesk,
+) -> None:
+    """A stalled PUT times the client out and is applied when its hold ends."""
+    fake_zendesk.stall(seconds=0.3, hold=1.5)
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(UpstreamError, match="unreachable"):
+        client.add_private_note(5141, "held")
+    assert time.monotonic() - started < 1.2
+    assert fake_zendesk.notes(5141) == []
+    deadline = time.monotonic() + 5
+    while not fake_zendesk.notes(5141) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [n["body"] for n in fake_zendesk.notes(5141)] == ["held"]
+    assert time.monotonic() - started >= 1.45
+    time.sleep(0.1)
+    quick = time.monotonic()
+    assert api_get(fake_zendesk, "tickets/5141.json").status_code == 200
+    assert time.monotonic() - quick < 0.3
+
+
+def test_apply_late_writes_the_note_after_the_timeout_and_answers_reads_at_once(
+    fake_zendesk: FakeZendesk,
+) -> None:
+    """A late write times the client out, yet the note appears `delay` after the PUT came."""
+    fake_zendesk.apply_late(delay=1.2)
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=0.3)
+    with pytest.raises(UpstreamError, match="unreachable"):
+        client.add_private_note(5149, "late [Carryover ref co-1-summary]")
+    assert not client.has_comment_containing(5149, "co-1-summary")  # a read is not held
+    time.sleep(1.0)
+    assert client.has_comment_containing(5149, "co-1-summary")
+    assert len(fake_zendesk.notes(5149)) == 1
+    assert fake_zendesk.faults() == {"apply_late": {"remaining_s": None, "value": 1.2}}
+    fake_zendesk.clear_faults()
+    client.add_private_note(5149, "on time")
+    assert len(fake_zendesk.notes(5149)) == 2
+
+
+def test_fault_modes_are_switched_and_counted_over_http(fake_zendesk: FakeZendesk) -> None:
+    """FaultControl drives POST/GET/DELETE /_control/faults and reads /_control/traffic."""
+    remote = FaultControl(fake_zendesk.url)
+    started = time.time()
+    remote.rate_limit(seconds=30, retry_after=2)
+    remote.stall(seconds=30, hold=0.05)
+    assert set(remote.faults()) == {"rate_limit", "stall"}
+    assert remote.faults()["rate_limit"]["value"] == 2
+    assert api_get(fake_zendesk, "users/me.json").status_code == 429
+    remote.clear_faults()
+    assert remote.faults() == {}
+    assert api_get(fake_zendesk, "users/me.json").status_code == 200
+    remote.unavailable(seconds=30)
+    assert api_get(fake_zendesk, "users/me.json").status_code == 503
+    remote.clear_faults()
+    remote.apply_late(delay=0.1, seconds=30)
+    assert remote.faults()["apply_late"]["value"] == 0.1
+    assert remote.traffic(since=started) == Traffic(api=3, puts=0, rate_limited=1, unavailable=1)
+    assert remote.traffic(since=started, until=started).api == 0
+    assert len(fake_zendesk.requests_log) == 3  # the switch itself is not API traffic
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ({"mode": "flood"}, "mode one of rate_limit, unavailable, stall, apply_late"),
+        ({"mode": "stall", "seconds": 5}, "stall: expected seconds, hold; got seconds"),
+        ({"mode": "unavailable", "seconds": 5, "hold": 1}, "got hold, seconds"),
+        ({"mode": "unavailable", "seconds": -1}, "seconds must be a finite number ≥ 0"),
+        ({"mode": "rate_limit", "seconds": "5", "retry_after": 1}, "seconds must be a number"),
+    ],
+)
+def test_a_bad_fault_switch_is_refused_with_400(
+    fake_zendesk: FakeZendesk, given: dict, error: str
+) -> None:
+    """A switch that names no mode, misses a parameter or gives a bad value changes nothing."""
+    response = requests.post(f"{fake_zendesk.url}/_control/faults", json=given, timeout=5)
+    assert response.status_code == 400 and error in response.json()["error"]
+    assert fake_zendesk.faults() == {}
+    with pytest.raises(ValueError, match="must be a number"):
+        FaultControl(fake_zendesk.url).stall(seconds=1, hold=True)

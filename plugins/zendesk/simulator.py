@@ -7,6 +7,7 @@ import html
 import itertools
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -66,6 +67,17 @@ VIA_TYPES = {
     "rule": "rule",
 }
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Where a test switches fault modes over HTTP (the fake's own, not Zendesk's API).
+CONTROL_PREFIX = "/_control/"
+UNAVAILABLE = {"error": "ServiceUnavailable", "description": "Service temporarily unavailable"}
+# Each fault mode and its parameters over HTTP, the optional ones last.
+FAULT_MODES = {
+    "rate_limit": (("seconds", "retry_after"), ()),
+    "unavailable": (("seconds",), ()),
+    "stall": (("seconds", "hold"), ()),
+    "apply_late": (("delay",), ("seconds",)),
+}
+NOTE_WRITE = re.compile(r"/api/v2/tickets/\d+\.json")
 
 ROUTES = Map(
     [
@@ -136,6 +148,49 @@ def _json(payload: dict, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, content_type=JSON_TYPE)
 
 
+def _seconds_text(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One API request: when it arrived (time.time()), what it asked and the status it got."""
+
+    at: float
+    method: str
+    path: str
+    status: int
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """How many API requests arrived in a window: all, PUTs, and those refused 429 or 503."""
+
+    api: int
+    puts: int
+    rate_limited: int
+    unavailable: int
+
+    @classmethod
+    def count(cls, answered: list[Answered], since: float, until: float) -> Traffic:
+        """Count the requests that arrived in [since, until)."""
+        window = [a for a in answered if since <= a.at < until]
+        return cls(
+            api=len(window),
+            puts=sum(a.method == "PUT" for a in window),
+            rate_limited=sum(a.status == 429 for a in window),
+            unavailable=sum(a.status == 503 for a in window),
+        )
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """A fault mode in force until a time.monotonic() instant (math.inf: until cleared)."""
+
+    until: float
+    value: float  # retry_after, hold or delay; 0 for unavailable
+
+
 class WebhookFailed(Exception):
     """The webhook target refused an event (not 2xx) or could not be reached."""
 
@@ -204,6 +259,8 @@ class FakeZendesk(FakeUpstream):
         self._failures: deque[tuple[int, dict, dict | None]] = deque()
         self._recent: deque[float] = deque()
         self._webhook: _Webhook | None = None
+        self._faults: dict[str, _Fault] = {}
+        self.answered: list[Answered] = []
         self._echoes = threading.Condition()
         self._pending_echoes = 0
         super().__init__(host, port)
@@ -381,6 +438,66 @@ class FakeZendesk(FakeUpstream):
         """Answer the next `count` requests with this status, headers and body."""
         with self._lock:
             self._failures.extend([(status, dict(headers or {}), body)] * count)
+
+    # -- fault modes: switched here, or over HTTP at /_control/faults (FaultControl) --------
+    def rate_limit(self, seconds: float, retry_after: float) -> None:
+        """Answer every API request 429 with Retry-After for `seconds` from now."""
+        self._set_fault("rate_limit", seconds, retry_after)
+
+    def unavailable(self, seconds: float) -> None:
+        """Answer every API request 503 for `seconds` from now."""
+        self._set_fault("unavailable", seconds, 0.0)
+
+    def stall(self, seconds: float, hold: float) -> None:
+        """Hold each API request arriving in the next `seconds` for `hold` s, then handle it."""
+        self._set_fault("stall", seconds, hold)
+
+    def apply_late(self, delay: float, seconds: float | None = None) -> None:
+        """Apply and answer each note write (a ticket PUT with a comment) `delay` s after it came.
+
+        For `seconds` from now, or until clear_faults() when None. A client whose timeout is
+        shorter has given up by then, and the note is written all the same.
+        """
+        self._set_fault("apply_late", math.inf if seconds is None else seconds, delay)
+
+    def clear_faults(self) -> None:
+        """End every fault mode now (requests already held are still answered when due)."""
+        with self._lock:
+            self._faults.clear()
+
+    def faults(self) -> dict[str, dict[str, float | None]]:
+        """Return the fault modes in force: remaining seconds (None: until cleared), value."""
+        now = time.monotonic()
+        with self._lock:
+            in_force = self._in_force(now)
+        return {
+            mode: {
+                "remaining_s": None if math.isinf(f.until) else round(f.until - now, 3),
+                "value": f.value,
+            }
+            for mode, f in in_force.items()
+        }
+
+    def traffic(self, since: float | None = None, until: float | None = None) -> Traffic:
+        """Count the API requests that arrived in [since, until) (time.time() seconds)."""
+        with self._lock:
+            answered = list(self.answered)
+        return Traffic.count(answered, since or 0.0, math.inf if until is None else until)
+
+    def _set_fault(self, mode: str, seconds: float, value: float) -> None:
+        for name, number in (("seconds", seconds), ("value", value)):
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise ValueError(f"{mode}: {name} must be a number, got {number!r}")
+            if number < 0 or math.isnan(number) or (name == "value" and math.isinf(number)):
+                raise ValueError(f"{mode}: {name} must be a finite number ≥ 0, got {number!r}")
+        with self._lock:
+            self._faults[mode] = _Fault(time.monotonic() + seconds, float(value))
+
+    def _in_force(self, at: float) -> dict[str, _Fault]:
+        """Forget the faults over at a time.monotonic() instant, return the rest (lock held)."""
+        for mode in [m for m, f in self._faults.items() if f.until <= at]:
+            del self._faults[mode]
+        return dict(self._faults)
 
     def notes(self, ticket_id: int) -> list[dict]:
         """Return the private comments written to a ticket."""
@@ -561,17 +678,85 @@ class FakeZendesk(FakeUpstream):
             "created_at": stamp,
         }
 
+    def _wsgi(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").startswith(CONTROL_PREFIX):
+            # The test's switch, not the API: no log entry, no delay, no fault.
+            return self._control(Request(environ))(environ, start_response)
+        return super()._wsgi(environ, start_response)
+
+    def _control(self, request: Request) -> Response:
+        """Switch fault modes and read the traffic counters over HTTP (see FaultControl)."""
+        path = request.path.removeprefix(CONTROL_PREFIX)
+        try:
+            if path == "faults" and request.method == "POST":
+                self._set_fault_from(request.get_json(force=True, silent=True))
+            elif path == "faults" and request.method == "DELETE":
+                self.clear_faults()
+            elif path == "traffic" and request.method == "GET":
+                since = float(request.args.get("since", 0))
+                until = float(request.args.get("until", math.inf))
+                return _json(vars(self.traffic(since, until)))
+            elif path != "faults" or request.method != "GET":
+                return _json(NO_ENDPOINT, 404)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json({"faults": self.faults()})
+
+    def _set_fault_from(self, given: Any) -> None:
+        """Switch a fault mode on from a JSON object: {"mode": "stall", "seconds": 5, …}."""
+        if not isinstance(given, dict) or given.get("mode") not in FAULT_MODES:
+            raise ValueError(f"expected a JSON object with mode one of {', '.join(FAULT_MODES)}")
+        mode = given.pop("mode")
+        required, optional = FAULT_MODES[mode]
+        missing = [name for name in required if name not in given]
+        unknown = sorted(set(given) - set(required) - set(optional))
+        if missing or unknown:
+            wanted = ", ".join(required + tuple(f"[{name}]" for name in optional))
+            raise ValueError(f"{mode}: expected {wanted}; got {', '.join(sorted(given))}")
+        getattr(self, mode)(**given)
+
     def _api(self, request: Request, received: float) -> Response:
+        arrived = time.time() - (time.monotonic() - received)
         with self._lock:
             self._recent.append(received)
             while self._recent[0] < received - 60:
                 self._recent.popleft()
             remaining = max(RATE_LIMIT - len(self._recent), 0)
-            failure = self._failures.popleft() if self._failures else None
-        response = self._failure(*failure) if failure else self._dispatch(request)
+            in_force = self._in_force(received)
+            refused = "unavailable" in in_force or "rate_limit" in in_force
+            failure = self._failures.popleft() if self._failures and not refused else None
+        hold = self._hold(request, in_force)
+        if hold > 0:
+            time.sleep(max(0.0, received + hold - time.monotonic()))
+        if "unavailable" in in_force:
+            response = _json(UNAVAILABLE, 503)
+        elif "rate_limit" in in_force:
+            retry_after = _seconds_text(in_force["rate_limit"].value)
+            response = self._failure(429, {"Retry-After": retry_after}, None)
+        else:
+            response = self._failure(*failure) if failure else self._dispatch(request)
         response.headers.setdefault("X-Rate-Limit", str(RATE_LIMIT))
         response.headers.setdefault("X-Rate-Limit-Remaining", str(remaining))
+        with self._lock:
+            answered = Answered(arrived, request.method, request.path, response.status_code)
+            self.answered.append(answered)
         return response
+
+    def _hold(self, request: Request, in_force: dict[str, _Fault]) -> float:
+        """Return how long after its arrival a request is handled (0: at once)."""
+        hold = in_force["stall"].value if "stall" in in_force else 0.0
+        if "apply_late" in in_force and self._is_note_write(request):
+            hold = max(hold, in_force["apply_late"].value)
+        return hold
+
+    @staticmethod
+    def _is_note_write(request: Request) -> bool:
+        if request.method != "PUT" or not NOTE_WRITE.fullmatch(request.path):
+            return False
+        try:
+            return bool(json.loads(request.get_data())["ticket"].get("comment"))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return False
 
     def _failure(self, status: int, headers: dict, body: dict | None) -> Response:
         if body is None and status == 429:
@@ -683,6 +868,54 @@ class FakeZendesk(FakeUpstream):
         return _json(_page("results", results) | {"facets": None})
 
 
+class FaultControl:
+    """Switch a FakeZendesk's fault modes and read its counters over HTTP, from any process."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/") + CONTROL_PREFIX
+        self.timeout = timeout
+
+    def rate_limit(self, seconds: float, retry_after: float) -> None:
+        """Answer every API request 429 with Retry-After for `seconds` from now."""
+        self._switch(mode="rate_limit", seconds=seconds, retry_after=retry_after)
+
+    def unavailable(self, seconds: float) -> None:
+        """Answer every API request 503 for `seconds` from now."""
+        self._switch(mode="unavailable", seconds=seconds)
+
+    def stall(self, seconds: float, hold: float) -> None:
+        """Hold each API request arriving in the next `seconds` for `hold` s, then handle it."""
+        self._switch(mode="stall", seconds=seconds, hold=hold)
+
+    def apply_late(self, delay: float, seconds: float | None = None) -> None:
+        """Apply and answer each note write `delay` s after it came (until cleared: None)."""
+        given = {} if seconds is None else {"seconds": seconds}
+        self._switch(mode="apply_late", delay=delay, **given)
+
+    def clear_faults(self) -> None:
+        """End every fault mode now."""
+        requests.delete(self.url + "faults", timeout=self.timeout).raise_for_status()
+
+    def faults(self) -> dict[str, dict[str, float | None]]:
+        """Return the fault modes in force."""
+        response = requests.get(self.url + "faults", timeout=self.timeout)
+        response.raise_for_status()
+        return response.json()["faults"]  # type: ignore[no-any-return]
+
+    def traffic(self, since: float | None = None, until: float | None = None) -> Traffic:
+        """Count the API requests that arrived in [since, until) (time.time() seconds)."""
+        window = {"since": since, "until": until}
+        params = {name: value for name, value in window.items() if value is not None}
+        response = requests.get(self.url + "traffic", params=params, timeout=self.timeout)
+        response.raise_for_status()
+        return Traffic(**response.json())
+
+    def _switch(self, **given: Any) -> None:
+        response = requests.post(self.url + "faults", json=given, timeout=self.timeout)
+        if response.status_code != 200:
+            raise ValueError(response.json().get("error", response.text))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve a fake Zendesk REST API until Ctrl-C.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -703,6 +936,7 @@ if __name__ == "__main__":
             fake.add_ticket(ticket_id, 8447388090501, f"ticket {ticket_id}")
     print(f"Fake Zendesk at {fake.url} (user {options.email}/token, token {options.token})")
     print(f"  agent view {fake.url}/")
+    print(f'  faults: POST {fake.url}{CONTROL_PREFIX}faults {{"mode": "stall", …}}')
     fake.start()
     try:
         threading.Event().wait()
