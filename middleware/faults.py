@@ -22,12 +22,11 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, Table, and_, case, func, or_, select
 
 from middleware.delivery import ATTEMPTING
-from middleware.plugins import PluginRegistry
+from middleware.plugins import UPSTREAM_CAPABILITIES, PluginRegistry
 from middleware.queue import NOTE_BUDGET, PAUSED_UPSTREAM, PENDING, UNKNOWN_OUTCOME
 from middleware.store import deliveries, upstream_state, utcnow, writes
 from middleware.upstreams import UpstreamStatus, upstream_report
 from middleware.usage import usage_report
-from middleware.worker import UPSTREAM_CAPABILITIES
 
 WAITING_STATUSES = (PENDING, ATTEMPTING)
 RETRY = "retry"  # waits out its own backoff after an error

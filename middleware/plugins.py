@@ -39,6 +39,10 @@ class Capability(StrEnum):
     FIND_OPEN_ITEMS = "find_open_items"  # lists a customer's open tickets or cases upstream
 
 
+# The capabilities that make a plugin call its upstream's API (and so can find it failing).
+UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
+
+
 @dataclass(frozen=True)
 class InboundRequest:
     """One webhook delivery as received: what a plugin needs to verify and parse it."""
