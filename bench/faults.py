@@ -697,7 +697,7 @@ class Scenario:
         figures.acknowledged = len(sender.acknowledged)
         figures.ack = latency_figures(sender.ack_s) if sender.ack_s else {}
         figures.echoes_unanswered = sum(
-            d.response is None or not d.response.ok
+            d.response is None or not 200 <= d.response.status_code < 300
             for d in self.fake.deliveries
             if d.event_type == "ticket.comment_added"
         )
