@@ -65,6 +65,9 @@ class Worker:
         self.stopping = threading.Event()
         self._recorded: dict[str, ApiUsage] = {}
         self._threads: list[threading.Thread] = []
+        # One wake-up per lane thread: a webhook wakes them all, and notes queued by the
+        # deliveries' lane wake the upstreams' lanes at once (see _nudge).
+        self._wakes: dict[Lane, threading.Event] = {}
         self.faults = ThrottledLog(log)  # a store outage repeats a failure on every item
 
     def lanes(self) -> list[Lane]:
@@ -91,6 +94,8 @@ class Worker:
             unwell = self._upstreams(paused_only=False)
             for row in self.core.inbox.claim(self.owner, lease_s, BATCH, skip=unwell):
                 handled += self._timed(self._process, row)
+            if handled:
+                self._nudge()  # the notes they queued are for the upstreams' lanes
         paused = self._upstreams(paused_only=True)
         for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane, paused):
             handled += self._timed(self._write, row)
@@ -304,8 +309,21 @@ class Worker:
                 self._unexpected(exc, "worker pass failed")
                 handled = 0
             if not handled:
-                self.core.wake.wait(interval)
+                wake = self._wakes.get(lane, self.core.wake) if lane else self.core.wake
+                wake.wait(interval)
+                wake.clear()
+
+    def _nudge(self) -> None:
+        """Wake every lane thread."""
+        for wake in self._wakes.values():
+            wake.set()
+
+    def _relay(self) -> None:
+        """Pass each wake-up of the installation (a webhook stored) on to every lane."""
+        while not self.stopping.is_set():
+            if self.core.wake.wait(self.settings["poll_interval_s"]):
                 self.core.wake.clear()
+                self._nudge()
 
     def heartbeat(self) -> None:
         """Renew this worker's leases until stop(), so none runs out while it is alive."""
@@ -320,7 +338,11 @@ class Worker:
 
     def start(self) -> list[threading.Thread]:
         """Run one daemon thread per lane, and the heartbeat."""
-        for lane in self.lanes():
+        self._wakes = {lane: threading.Event() for lane in self.lanes()}
+        self._threads.append(
+            threading.Thread(target=self._relay, name="carryover-wake", daemon=True)
+        )
+        for lane in self._wakes:
             name = f"carryover-worker-{lane.upstream or 'other'}"
             self._threads.append(threading.Thread(target=self.run_forever, args=(lane,),
                                                   name=name, daemon=True))  # fmt: skip
@@ -340,3 +362,4 @@ class Worker:
         """Ask every lane to finish its pass and return."""
         self.stopping.set()
         self.core.wake.set()
+        self._nudge()
