@@ -31,8 +31,8 @@ from bench.report import latency_figures, median, progress, render_report, write
 from bench.salesforce import salesforce_benchmark
 from bench.serve_bare import SERVER_DEFAULTS
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port, write_config
+from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import WORKER
-from plugins.zendesk.simulator import FakeZendesk
 
 CONNECTIONS = 16
 WARMUP_S = 2.0

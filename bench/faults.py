@@ -17,8 +17,8 @@ whose signed `ticket.created` deliveries arrive shuffled, a tenth of them twice.
 At the end every acknowledged delivery must be stored once and done, every note written
 exactly once (no marker twice on a ticket, one note per new ticket), nothing dead.
 
-`python -m bench faults` runs it and prints the figures; tests/test_fault_topology.py runs it
-and asserts them (`Figures.failures()`).
+`python -m bench faults` runs it and prints the figures; tests/process/test_fault_topology.py
+runs it and asserts them (`Figures.failures()`).
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from sqlalchemy.engine import make_url
 from bench.deliveries import HOOK_PATH, WEBHOOK_SECRET, load_fixture, signed_headers
 from bench.report import fault_lines, latency_figures, progress, seconds_text
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port
+from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import WORKER
-from middleware.delivery import MARKER_PATTERN
-from middleware.store import deliveries, interactions, make_engine, metadata, upgrade, writes
-from plugins.zendesk.simulator import FakeZendesk
+from middleware.notes.outbox import MARKER_PATTERN
+from middleware.store.tables import deliveries, interactions, make_engine, metadata, upgrade, writes
 
 # The worker settings the scenario asks for. Keys this Carryover does not know are left out
 # (and reported), so the scenario runs on a worker with or without them.

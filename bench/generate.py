@@ -31,7 +31,7 @@ from alembic.script import ScriptDirectory
 
 from bench.environment import ROOT
 from bench.report import progress
-from middleware.store import MIGRATIONS_DIR, make_engine, upgrade
+from middleware.store.tables import MIGRATIONS_DIR, make_engine, upgrade
 
 GENERATOR_VERSION = 1  # raise whenever the rows generated change, so the cache is rebuilt
 CUSTOMERS = 100_000

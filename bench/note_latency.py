@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from bench.deliveries import HOOK_PATH, TicketCreated
-from plugins.zendesk.simulator import FakeZendesk
+from devkit.simulators.zendesk import FakeZendesk
 
 # The requester of the `ticket_created__mail.json` fixture and the ticket it creates.
 REQUESTER = 8447388090501

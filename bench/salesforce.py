@@ -29,10 +29,10 @@ from bench.load import OpenLoopResult, Request, open_loop
 from bench.note_latency import REQUESTER_EMAIL, NoteProbe, seed_requester
 from bench.report import latency_figures, median, ms, progress
 from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port, write_config
+from devkit.simulators.salesforce import FakeSalesforce
+from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import WORKER
 from plugins.salesforce.outbound import ACK
-from plugins.salesforce.simulator import FakeSalesforce
-from plugins.zendesk.simulator import FakeZendesk
 
 HOOK_PATH = "/hooks/salesforce"
 # As Salesforce sends them: SOAP 1.1 with an empty SOAPAction.

@@ -13,7 +13,7 @@ from flask import Flask, Response, request
 
 from middleware.cli import build_parser
 from middleware.config import SERVER, validate_section
-from middleware.serving import serve
+from middleware.web.serving import serve
 from plugins.salesforce.outbound import ACK
 
 # Carryover's own defaults, read from its command line and configuration schema so the two

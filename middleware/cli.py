@@ -12,27 +12,27 @@ from datetime import datetime
 from pathlib import Path
 
 from middleware.config import ConfigError, config_path, load_config
-from middleware.core import Carryover, build_carryover
-from middleware.mapping import MappingError
-from middleware.plugins import PluginRegistry
-from middleware.store import migrations_applied, upgrade
+from middleware.installation import Installation, build_installation
+from middleware.integrations.registry import PluginRegistry
+from middleware.process.mapping import MappingError
+from middleware.store.tables import migrations_applied, upgrade
 
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
 WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def _core(args: argparse.Namespace) -> Carryover:
+def _core(args: argparse.Namespace) -> Installation:
     registry = PluginRegistry.from_entry_points()
     config = load_config(config_path(args.config), registry.schemas())
-    return build_carryover(config, registry)
+    return build_installation(config, registry)
 
 
-def cmd_serve(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     """Serve the web app and an embedded worker in one process."""
-    from middleware.app import create_app
-    from middleware.serving import serve
-    from middleware.worker import Worker
+    from middleware.process.worker import Worker
+    from middleware.web.app import create_app
+    from middleware.web.serving import serve
 
     if core.engine.dialect.name == "sqlite":
         upgrade(core.engine)
@@ -61,9 +61,9 @@ def cmd_serve(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_worker(args: argparse.Namespace, core: Installation) -> int:
     """Run a worker only, next to web processes that share the database."""
-    from middleware.worker import Worker
+    from middleware.process.worker import Worker
 
     if not migrations_applied(core.engine):
         print(NEEDS_MIGRATIONS, file=sys.stderr)
@@ -81,7 +81,7 @@ def cmd_worker(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_db_upgrade(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_db_upgrade(args: argparse.Namespace, core: Installation) -> int:
     """Apply the database migrations."""
     upgrade(core.engine)
     print(f"carryover: database is up to date ({core.engine.url.render_as_string()})")
@@ -95,7 +95,7 @@ def _parse_ref(ref: str) -> tuple[str, int]:
     return (kind or "in"), int(number)
 
 
-def cmd_deliveries_list(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_deliveries_list(args: argparse.Namespace, core: Installation) -> int:
     """List recent inbound deliveries and outbound writes."""
     print(f"{'id':<10} {'plugin':<11} {'status':<11} {'tries':>5}  detail")
     for row in core.inbox.listing(args.status, args.limit):
@@ -107,7 +107,7 @@ def cmd_deliveries_list(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_deliveries_replay(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
     """Queue deliveries or writes again: the given ids, or every dead one."""
     if args.dead:
         count = core.inbox.replay() + core.outbox.replay()
@@ -127,9 +127,9 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_link(args: argparse.Namespace, core: Installation) -> int:
     """Print a signed, expiring link to an agent read (for tools that can only open a URL)."""
-    from middleware.context_api import signed_path
+    from middleware.reads.context_api import signed_path
 
     if core.secret_box is None:  # no secret_key, and no key of its own (PostgreSQL)
         print("carryover: set secret_key in the configuration to sign links", file=sys.stderr)
@@ -144,9 +144,9 @@ def cmd_link(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_admin_create(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_admin_create(args: argparse.Namespace, core: Installation) -> int:
     """Create an admin of the web UI (the password is asked for, or read from stdin)."""
-    from middleware.admins import AdminError, create_admin
+    from middleware.admin.accounts import AdminError, create_admin
 
     if not _migrated(core):
         return 2
@@ -162,9 +162,9 @@ def cmd_admin_create(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_admin_list(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_admin_list(args: argparse.Namespace, core: Installation) -> int:
     """List the admins of the web UI, with their last login and open sessions."""
-    from middleware.admins import list_admins
+    from middleware.admin.accounts import list_admins
 
     if not _migrated(core):
         return 2
@@ -179,9 +179,9 @@ def cmd_admin_list(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_admin_password(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_admin_password(args: argparse.Namespace, core: Installation) -> int:
     """Change an admin's password (asked for, or read from stdin); their sessions end."""
-    from middleware.admins import AdminError, set_password
+    from middleware.admin.accounts import AdminError, set_password
 
     if not _migrated(core) or not _admin_exists(core, args.username):
         return 2
@@ -197,9 +197,9 @@ def cmd_admin_password(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def cmd_admin_remove(args: argparse.Namespace, core: Carryover) -> int:
+def cmd_admin_remove(args: argparse.Namespace, core: Installation) -> int:
     """Remove an admin of the web UI; their sessions end."""
-    from middleware.admins import AdminError, remove_admin
+    from middleware.admin.accounts import AdminError, remove_admin
 
     if not _migrated(core):
         return 2
@@ -212,16 +212,16 @@ def cmd_admin_remove(args: argparse.Namespace, core: Carryover) -> int:
     return 0
 
 
-def _migrated(core: Carryover) -> bool:
+def _migrated(core: Installation) -> bool:
     if migrations_applied(core.engine):
         return True
     print(NEEDS_MIGRATIONS, file=sys.stderr)
     return False
 
 
-def _admin_exists(core: Carryover, username: str) -> bool:
+def _admin_exists(core: Installation, username: str) -> bool:
     """Tell whether the admin exists, before asking for a password in vain."""
-    from middleware.admins import list_admins
+    from middleware.admin.accounts import list_admins
 
     names = {a.username for a in list_admins(core.engine, core.config.admin["idle_timeout_s"])}
     if username.strip() in names:
@@ -234,7 +234,7 @@ def _new_password(args: argparse.Namespace) -> str | None:
     """Read a new password from stdin, or ask for it twice; None when the two differ."""
     import getpass
 
-    from middleware.admins import MIN_PASSWORD_CHARS
+    from middleware.admin.accounts import MIN_PASSWORD_CHARS
 
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -252,7 +252,7 @@ def _minute(moment: datetime | None) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play the journeys with simulated Zendesk, Salesforce and Twilio (needs no account)."""
-    from middleware.demo import explore, play, running_demo
+    from devkit.demo import explore, play, running_demo
 
     try:
         with running_demo(Path(args.folder), args.port, args.pace) as demo:

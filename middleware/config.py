@@ -13,7 +13,7 @@ from typing import Any
 import phonenumbers
 import yaml
 
-from middleware.network import IPNetwork, parse_networks
+from middleware.integrations.network import IPNetwork, parse_networks
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # ${NAME} is not plain YAML inside flow collections ("[${KEY}]" parses "{" as a mapping), so
@@ -143,7 +143,7 @@ class Config:
     default_region: str = "US"
     mappings_dir: Path = Path(__file__).resolve().parent.parent / "mappings"
     templates_dir: Path | None = None
-    # Proxies whose X-Forwarded-For is believed (see middleware/network.py).
+    # Proxies whose X-Forwarded-For is believed (see middleware/integrations/network.py).
     trusted_proxies: tuple[IPNetwork, ...] = ()
     # Integrations may call loopback and private addresses (a simulator, a proxy nearby).
     allow_private_upstreams: bool = False

@@ -16,14 +16,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from middleware.app import create_app
+from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import Config, parse_config
-from middleware.core import Carryover, build_carryover
-from middleware.plugins import PluginRegistry
-from middleware.store import make_engine, metadata, upgrade
-from middleware.worker import Worker
+from middleware.installation import Installation, build_installation
+from middleware.integrations.registry import PluginRegistry
+from middleware.process.worker import Worker
+from middleware.store.tables import make_engine, metadata, upgrade
+from middleware.web.app import create_app
 from plugins.zendesk import sign
-from plugins.zendesk.simulator import FakeZendesk
 
 PG_URL = os.environ.get("CARRYOVER_TEST_DATABASE_URL")
 # One schema per test process, so runs side by side never truncate each other's tables.
@@ -169,13 +169,13 @@ def make_config(
 @pytest.fixture
 def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
     """Build a Carryover installation connected to the fake Zendesk, Twilio and a PBX."""
-    built = build_carryover(make_config(database_url, fake_zendesk.url, phone=True))
+    built = build_installation(make_config(database_url, fake_zendesk.url, phone=True))
     yield built
     built.dispose()
 
 
 @pytest.fixture
-def app(core: Carryover) -> Flask:
+def app(core: Installation) -> Flask:
     """Build the web app around the test installation."""
     return create_app(core=core)
 
@@ -189,14 +189,14 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def carryover_url(app: Flask) -> Iterator[str]:
     """Serve the web app on a local port, for senders that POST over HTTP (simulators)."""
-    from plugins.fake_server import AppServer
+    from devkit.fake_server import AppServer
 
     with AppServer(app) as server:
         yield server.url
 
 
 @pytest.fixture
-def worker(core: Carryover) -> Worker:
+def worker(core: Installation) -> Worker:
     """Return a worker that tests drive by hand (run_once / drain)."""
     return Worker(core, name="test-worker")
 
@@ -240,7 +240,7 @@ PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
 
 def twilio_fields(name: str, **changes: str) -> list[tuple[str, str]]:
     """Return a Twilio fixture's parameters, with some changed (Timestamp=now by default)."""
-    from middleware.plugins import decode_form
+    from middleware.integrations.plugin import decode_form
 
     fields = dict(decode_form((PLUGINS_DIR / "twilio" / "fixtures" / name).read_bytes()))
     if "Timestamp" in fields:
@@ -359,18 +359,18 @@ def admin_log_in(client: FlaskClient, username: str = "ada", password: str = ADM
 
 
 @pytest.fixture
-def admin_client(core: Carryover, client: FlaskClient) -> FlaskClient:
+def admin_client(core: Installation, client: FlaskClient) -> FlaskClient:
     """Return a test client with the admin Ada logged in."""
-    from middleware.admins import create_admin
+    from middleware.admin.accounts import create_admin
 
     create_admin(core.engine, "ada", ADMIN_PASSWORD)
     assert admin_log_in(client).status_code == 302
     return client
 
 
-def written_before(core: Carryover, target: str, target_ref: str, marker: str) -> None:
+def written_before(core: Installation, target: str, target_ref: str, marker: str) -> None:
     """Record a note Carryover wrote earlier (done), as the outbox keeps it."""
-    from middleware.store import interactions, utcnow, writes
+    from middleware.store.tables import interactions, utcnow, writes
 
     with core.engine.begin() as conn:
         interaction = conn.execute(interactions.insert().values(

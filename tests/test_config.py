@@ -19,7 +19,7 @@ from middleware.config import (
     load_config,
     parse_config,
 )
-from middleware.plugins import PluginRegistry
+from middleware.integrations.registry import PluginRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"

@@ -27,12 +27,19 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Select, Table, func, select
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from middleware.admins import Admin, LoginRefused, Throttle, end_session, log_in, session_admin
-from middleware.core import current_core
-from middleware.faults import upstream_keys
-from middleware.figures import overview_figures
-from middleware.network import client_address
-from middleware.store import deliveries, reading, utcnow, writes
+from middleware.admin.accounts import (
+    Admin,
+    LoginRefused,
+    Throttle,
+    end_session,
+    log_in,
+    session_admin,
+)
+from middleware.admin.figures import overview_figures
+from middleware.installation import current_installation
+from middleware.integrations.faults import upstream_keys
+from middleware.integrations.network import client_address
+from middleware.store.tables import deliveries, reading, utcnow, writes
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import integrations as integration_pages
@@ -86,7 +93,7 @@ def current_admin() -> Admin | None:
     token = session.get("admin_session")
     if not isinstance(token, str):
         return None
-    admin = session_admin(current_core().engine, token, _idle_timeout_s())
+    admin = session_admin(current_installation().engine, token, _idle_timeout_s())
     if admin is None:  # logged out, idle too long, or ended by a password change or removal
         session.clear()
     # The cookie itself is left alone: one rewritten on every request lets a slow background
@@ -112,7 +119,7 @@ def check_csrf() -> None:
 
 
 def _idle_timeout_s() -> int:
-    return int(current_core().config.admin["idle_timeout_s"])
+    return int(current_installation().config.admin["idle_timeout_s"])
 
 
 @bp.app_context_processor
@@ -134,7 +141,7 @@ def login() -> Any:
     target = _local_target(request.values.get("next"))
     if request.method == "GET":
         return render_template("admin/login.html", next=target)
-    options = current_core().config.admin
+    options = current_installation().config.admin
     throttle = Throttle(
         per_username=options["failed_logins_per_username"],
         per_address=options["failed_logins_per_address"],
@@ -142,7 +149,7 @@ def login() -> Any:
     )
     username, password = request.form.get("username", ""), request.form.get("password", "")
     try:
-        opened = log_in(current_core().engine, username, password, _client_address(),
+        opened = log_in(current_installation().engine, username, password, _client_address(),
                         throttle, _idle_timeout_s())  # fmt: skip
     except LoginRefused as exc:
         status = 429 if exc.retry_after_s else 401
@@ -164,13 +171,13 @@ def logout() -> ResponseReturnValue:
 def _end_this_session() -> None:
     token = session.get("admin_session")
     if isinstance(token, str):
-        end_session(current_core().engine, token)
+        end_session(current_installation().engine, token)
     session.clear()
 
 
 def _client_address() -> str:
     """Return the client's address: behind trusted_proxies, the one they report."""
-    proxies = current_core().config.trusted_proxies
+    proxies = current_installation().config.trusted_proxies
     return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), proxies)
 
 
@@ -191,7 +198,7 @@ def _local_target(value: str | None) -> str:
 @bp.get("/")
 def overview() -> str:
     """Show traffic, lag, upstream faults, the cross-channel figures, and the integrations."""
-    core = current_core()
+    core = current_installation()
     with reading(core.engine) as conn:
         figures = overview_figures(conn, upstream_keys(core.registry))
         inbound = dict(conn.execute(_count_by_status(deliveries)).all())

@@ -15,8 +15,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from middleware.core import current_core
-from middleware.customers import (
+from middleware.customers.edits import (
     CustomerError,
     customer_profile,
     erase_customer,
@@ -26,9 +25,10 @@ from middleware.customers import (
     set_preferred_channels,
     split_identity,
 )
+from middleware.installation import current_installation
 from middleware.interaction import CHANNELS
-from middleware.store import MAX_ID, reading
-from middleware.summary import build_context
+from middleware.notes.summary import build_context
+from middleware.store.tables import MAX_ID, reading
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -37,15 +37,15 @@ bp = Blueprint("customers", __name__, url_prefix="/customers")
 def search() -> str:
     """Find customers by name, email or phone."""
     text = request.args.get("q", "")
-    with reading(current_core().engine) as conn:
-        found = search_customers(conn, text, current_core().config.default_region)
+    with reading(current_installation().engine) as conn:
+        found = search_customers(conn, text, current_installation().config.default_region)
     return render_template("admin/customers.html", q=text, found=found)
 
 
 @bp.get("/<id:customer_id>")
 def profile(customer_id: int) -> ResponseReturnValue:
     """Show the merged profile: each identity and the record that linked it, the timeline."""
-    with reading(current_core().engine) as conn:
+    with reading(current_installation().engine) as conn:
         live = live_customer(conn, customer_id)
         if live is None:
             abort(404, f"There is no customer {customer_id}.")
@@ -53,7 +53,9 @@ def profile(customer_id: int) -> ResponseReturnValue:
             flash(f"Customer {customer_id} was merged into customer {live}.")
             return redirect(url_for("admin.customers.profile", customer_id=live))
         person = customer_profile(conn, customer_id)
-        context = build_context(conn, customer_id, current_core().config.summary["recent_limit"])
+        context = build_context(
+            conn, customer_id, current_installation().config.summary["recent_limit"]
+        )
     return render_template("admin/customer.html", person=person, context=context,
                            channels=CHANNELS)  # fmt: skip
 
@@ -61,7 +63,7 @@ def profile(customer_id: int) -> ResponseReturnValue:
 @bp.post("/<id:customer_id>/identities/<id:identity_id>/split")
 def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
     """Move one identity, and the records only it linked, to a new customer."""
-    with current_core().engine.begin() as conn:
+    with current_installation().engine.begin() as conn:
         try:
             new_customer = split_identity(conn, customer_id, identity_id, g.admin.username)
         except CustomerError as exc:
@@ -76,7 +78,7 @@ def merge(customer_id: int) -> ResponseReturnValue:
     other = customer_number(request.form.get("other", ""))
     if other is None:
         abort(400, "Give the number of the customer to merge into this one.")
-    with current_core().engine.begin() as conn:
+    with current_installation().engine.begin() as conn:
         try:
             merge_by_admin(conn, other, customer_id, g.admin.username)
         except CustomerError as exc:
@@ -98,7 +100,7 @@ def customer_number(text: str) -> int | None:
 @bp.post("/<id:customer_id>/preferred-channels")
 def preferred_channels(customer_id: int) -> ResponseReturnValue:
     """Record the channels the customer said they prefer."""
-    with current_core().engine.begin() as conn:
+    with current_installation().engine.begin() as conn:
         if live_customer(conn, customer_id) != customer_id:
             abort(404, f"There is no customer {customer_id}.")
         try:
@@ -114,7 +116,7 @@ def erase(customer_id: int) -> ResponseReturnValue:
     """Erase every row about the customer, raw deliveries included (typed confirmation)."""
     if request.form.get("confirm", "").strip() != str(customer_id):
         abort(400, f"Type the customer's number ({customer_id}) to confirm the erasure.")
-    with current_core().engine.begin() as conn:
+    with current_installation().engine.begin() as conn:
         if live_customer(conn, customer_id) != customer_id:
             abort(404, f"There is no customer {customer_id}.")
         counts = erase_customer(conn, customer_id)

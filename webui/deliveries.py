@@ -10,10 +10,10 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Table, func, select
 
-from middleware.core import current_core
-from middleware.plugins import decode_form
-from middleware.queue import DEAD
-from middleware.store import deliveries, reading, writes
+from middleware.installation import current_installation
+from middleware.integrations.plugin import decode_form
+from middleware.store.queue import DEAD
+from middleware.store.tables import deliveries, reading, writes
 
 bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
 PAGE = 100
@@ -33,13 +33,13 @@ def listing() -> str:
         query = query.where(plugin_column == plugin)
     if status in STATUSES:
         query = query.where(table.c.status == status)
-    with reading(current_core().engine) as conn:
+    with reading(current_installation().engine) as conn:
         rows = conn.execute(query).all()
         dead = {name: _count_dead(conn, t) for name, t in DIRECTIONS.items()}
     return render_template(
         "admin/deliveries.html", rows=rows, direction="out" if table is writes else "in",
         plugin=plugin, status=status, statuses=STATUSES, dead=dead,
-        plugins=sorted(current_core().registry.classes), page=PAGE,
+        plugins=sorted(current_installation().registry.classes), page=PAGE,
     )  # fmt: skip
 
 
@@ -52,7 +52,7 @@ def _count_dead(conn: Any, table: Table) -> int:
 def detail(direction: str, row_id: int) -> str:
     """Show one delivery: its payload as stored (redacted), its trail and its last error."""
     table = DIRECTIONS[direction]
-    with reading(current_core().engine) as conn:
+    with reading(current_installation().engine) as conn:
         row = conn.execute(select(table).where(table.c.id == row_id)).first()
     if row is None:
         abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
@@ -94,10 +94,10 @@ def _indented(body: bytes, content_type: str) -> str:
 @bp.post("/<any(in, out):direction>/<id:row_id>/replay")
 def replay(direction: str, row_id: int) -> ResponseReturnValue:
     """Queue one delivery or note again."""
-    queue = current_core().inbox if direction == "in" else current_core().outbox
+    queue = current_installation().inbox if direction == "in" else current_installation().outbox
     if not queue.replay([row_id]):
         abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
-    current_core().wake.set()
+    current_installation().wake.set()
     flash(f"{'Delivery' if direction == 'in' else 'Note'} {row_id} is queued again.")
     return redirect(url_for("admin.deliveries.detail", direction=direction, row_id=row_id))
 
@@ -105,7 +105,7 @@ def replay(direction: str, row_id: int) -> ResponseReturnValue:
 @bp.post("/replay-dead")
 def replay_dead() -> ResponseReturnValue:
     """Queue every dead delivery and note again."""
-    count = current_core().inbox.replay() + current_core().outbox.replay()
-    current_core().wake.set()
+    count = current_installation().inbox.replay() + current_installation().outbox.replay()
+    current_installation().wake.set()
     flash(f"{count} dead letter{'s' if count != 1 else ''} queued again.")
     return redirect(url_for("admin.deliveries.listing", status="dead"))

@@ -21,11 +21,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from middleware.config import ConfigError, Setting
-from middleware.core import current_core
 from middleware.errors import UpstreamError
-from middleware.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
-from middleware.plugins import Plugin
-from middleware.store import deliveries, reading, utcnow
+from middleware.installation import current_installation
+from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
+from middleware.integrations.plugin import Plugin
+from middleware.store.tables import deliveries, reading, utcnow
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -42,7 +42,7 @@ def masked(value: Any) -> str:
 @bp.get("/")
 def listing() -> str:
     """List every installed integration with its state and last activity."""
-    core = current_core()
+    core = current_installation()
     with reading(core.engine) as conn:
         faults = read_faults(conn, upstream_keys(core.registry))
         rows = [_state(conn, key, cls, faults.get(key))
@@ -60,7 +60,7 @@ def detail(key: str) -> str:
 def connect(key: str) -> ResponseReturnValue:
     """Save settings entered in the browser: checked, secrets sealed, in use within seconds."""
     cls = _class(key)
-    core = current_core()
+    core = current_installation()
     try:
         settings = settings_from_form(key, cls.settings, request.form, _saved_settings(key))
         core.integrations.connect(key, settings, g.admin.username)
@@ -75,7 +75,7 @@ def connect(key: str) -> ResponseReturnValue:
 def disconnect(key: str) -> ResponseReturnValue:
     """Turn off an integration connected in the browser and forget its settings."""
     cls = _class(key)
-    core = current_core()
+    core = current_installation()
     if core.registry.source_of(key) == "file":
         abort(409, f"{cls.title} is configured in the configuration file; change it there.")
     core.integrations.disconnect(key, g.admin.username)
@@ -90,7 +90,7 @@ def generate_secret(key: str) -> ResponseReturnValue:
     cls = _class(key)
     if cls.generated_secret is None:
         abort(404, f"{cls.title} takes its secret from the tool that sends the webhooks.")
-    core = current_core()
+    core = current_installation()
     value = cls.generate_secret()
     settings = {**(_saved_settings(key) or {}), cls.generated_secret: value}
     try:
@@ -104,7 +104,7 @@ def generate_secret(key: str) -> ResponseReturnValue:
 @bp.post("/<key>/test")
 def test_connection(key: str) -> ResponseReturnValue:
     """Call the upstream API once with the configured credentials and say how it went."""
-    plugin: Plugin | None = current_core().registry.get(key)
+    plugin: Plugin | None = current_installation().registry.get(key)
     if plugin is None:
         abort(404, f"The integration {key!r} is not configured.")
     try:
@@ -151,14 +151,14 @@ def settings_from_form(
 
 
 def _class(key: str) -> type[Plugin]:
-    cls = current_core().registry.classes.get(key)
+    cls = current_installation().registry.classes.get(key)
     if cls is None:
         abort(404, f"There is no integration {key!r}.")
     return cls
 
 
 def _saved_settings(key: str) -> dict[str, Any] | None:
-    return current_core().integrations.current(key).settings
+    return current_installation().integrations.current(key).settings
 
 
 def _page(
@@ -167,7 +167,7 @@ def _page(
     entered: Mapping[str, str] | None = None,
     revealed: str | None = None,
 ) -> str:
-    core = current_core()
+    core = current_installation()
     key = cls.key
     with reading(core.engine) as conn:
         faults = read_faults(conn, upstream_keys(core.registry)).get(key)
@@ -207,7 +207,7 @@ def _saved_default(key: str, name: str) -> Any:
 
 def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None) -> dict[str, Any]:
     """Describe one integration: its configuration, last webhook, latest error and pause."""
-    core = current_core()
+    core = current_installation()
     last_in = conn.execute(select(func.max(deliveries.c.received_at))
                            .where(deliveries.c.plugin == key)).scalar()  # fmt: skip
     return {

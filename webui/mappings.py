@@ -18,14 +18,14 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from middleware.core import current_core
 from middleware.errors import InboundError
-from middleware.inbox import request_of
-from middleware.mapping import MappingError, PluginMapping
-from middleware.mapping_versions import parse_document
-from middleware.plugins import InboundRequest, Plugin
-from middleware.store import deliveries, reading, utcnow
-from middleware.summary import iso
+from middleware.ingest.inbox import request_of
+from middleware.installation import current_installation
+from middleware.integrations.plugin import InboundRequest, Plugin
+from middleware.notes.summary import iso
+from middleware.process.mapping import MappingError, PluginMapping
+from middleware.process.mapping_source import parse_document
+from middleware.store.tables import deliveries, reading, utcnow
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
 RECENT_DELIVERIES = 5
@@ -45,8 +45,8 @@ class Preview:
 
 
 def _plugin(key: str) -> Plugin:
-    plugin = current_core().registry.get(key)
-    if plugin is None or key not in current_core().mappings:
+    plugin = current_installation().registry.get(key)
+    if plugin is None or key not in current_installation().mappings:
         abort(404, f"No integration {key!r} that receives webhooks is configured.")
     return plugin  # type: ignore[no-any-return]
 
@@ -54,7 +54,7 @@ def _plugin(key: str) -> Plugin:
 @bp.get("/")
 def listing() -> str:
     """List the mappings of the configured integrations."""
-    core = current_core()
+    core = current_installation()
     rows = []
     for key in sorted(core.registry.instances):
         if key in core.mappings:
@@ -68,7 +68,7 @@ def listing() -> str:
 def editor(key: str) -> str:
     """Show the mapping in use, its live preview and its versions."""
     plugin = _plugin(key)
-    document, version = current_core().mappings.document(key)
+    document, version = current_installation().mappings.document(key)
     return _editor_page(plugin, document, version)
 
 
@@ -77,9 +77,9 @@ def _editor_page(plugin: Plugin, document: str, version: int | None, error: str 
     previews, preview_error = _preview_of(plugin, document)
     return render_template(
         "admin/mapping.html", key=plugin.key, title=plugin.title, document=document,
-        version=version, history=current_core().mappings.history(plugin.key), error=error,
+        version=version, history=current_installation().mappings.history(plugin.key), error=error,
         previews=previews, preview_error=preview_error, note=note,
-        file=current_core().mappings.file_of(plugin.key), fields=SHOWN_FIELDS,
+        file=current_installation().mappings.file_of(plugin.key), fields=SHOWN_FIELDS,
     )  # fmt: skip
 
 
@@ -98,9 +98,9 @@ def save(key: str) -> ResponseReturnValue:
     plugin = _plugin(key)
     document, note = request.form.get("document", ""), request.form.get("note", "")
     try:
-        current_core().mappings.save(key, document, g.admin.username, note)
+        current_installation().mappings.save(key, document, g.admin.username, note)
     except MappingError as exc:
-        _, version = current_core().mappings.document(key)
+        _, version = current_installation().mappings.document(key)
         return _editor_page(plugin, document, version, error=str(exc), note=note), 400
     flash(f"The {plugin.title} mapping is saved and in use.")
     return redirect(url_for("admin.mappings.editor", key=key))
@@ -111,7 +111,7 @@ def rollback(key: str, version_id: int) -> ResponseReturnValue:
     """Put an earlier version back in use (as a new version)."""
     _plugin(key)
     try:
-        current_core().mappings.roll_back(key, version_id, g.admin.username)
+        current_installation().mappings.roll_back(key, version_id, g.admin.username)
     except ValueError as exc:  # no such version, or it no longer validates
         abort(409, str(exc))
     flash(f"Version {version_id} is in use again.")
@@ -136,7 +136,7 @@ def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
         fixture = InboundRequest(path=f"/hooks/{plugin.key}", url="", headers=headers,
                                  body=path.read_bytes())  # fmt: skip
         samples.append((f"fixture {path.name}", fixture))
-    with reading(current_core().engine) as conn:
+    with reading(current_installation().engine) as conn:
         rows = conn.execute(
             select(deliveries).where(deliveries.c.plugin == plugin.key)
             .order_by(deliveries.c.id.desc()).limit(RECENT_DELIVERIES)

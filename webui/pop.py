@@ -18,13 +18,13 @@ from typing import Any
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from sqlalchemy import Connection, select
 
-from middleware.calls import call_facts
-from middleware.context_api import agent_only, signed_path
-from middleware.core import current_core
-from middleware.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
+from middleware.customers.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
+from middleware.installation import current_installation
 from middleware.interaction import Identity
-from middleware.store import interactions, reading, utcnow
-from middleware.summary import CustomerContext, build_context
+from middleware.notes.summary import CustomerContext, build_context
+from middleware.process.calls import call_facts
+from middleware.reads.context_api import agent_only, signed_path
+from middleware.store.tables import interactions, reading, utcnow
 
 # Its own static path: a proxy may keep /admin/ from the agents' network, never /pop.
 bp = Blueprint("pop", __name__, template_folder="templates", static_folder="static",
@@ -101,14 +101,14 @@ def _read_phone() -> tuple[str, str | None]:
     raw = request.args.get("phone", "")
     if not raw:
         raise NotAPhoneNumber("phone: missing (GET /pop?phone=+14155550142)")
-    return raw, caller_number(raw, current_core().config.default_region)
+    return raw, caller_number(raw, current_installation().config.default_region)
 
 
 @bp.get("/pop")
 @agent_only
 def pop() -> str | tuple[str, int]:
     """Render the screen-pop for the caller's number."""
-    core = current_core()
+    core = current_installation()
     try:
         raw, phone = _read_phone()
     except NotAPhoneNumber as exc:
@@ -123,7 +123,7 @@ def pop() -> str | tuple[str, int]:
 @agent_only
 def events() -> Response | tuple[Response, int]:
     """Stream the pop's body as server-sent events whenever it changes."""
-    core = current_core()
+    core = current_installation()
     try:
         raw, phone = _read_phone()
     except NotAPhoneNumber as exc:

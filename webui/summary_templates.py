@@ -17,12 +17,12 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from middleware.calls import call_facts
-from middleware.core import current_core
-from middleware.customers import live_customer
-from middleware.store import customers, interactions, reading
-from middleware.summary import build_context
-from middleware.versions import DocumentError, DocumentVersions
+from middleware.customers.edits import live_customer
+from middleware.installation import current_installation
+from middleware.notes.summary import build_context
+from middleware.process.calls import call_facts
+from middleware.store.documents import DocumentError, DocumentVersions
+from middleware.store.tables import customers, interactions, reading
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
 CALL_NOTE = "call_note.txt.j2"
@@ -38,7 +38,7 @@ SAMPLE_CALL = {
 
 
 def _saved() -> DocumentVersions[str]:
-    saved = current_core().renderer.saved
+    saved = current_installation().renderer.saved
     assert saved is not None, "the renderer of an installation always has its saved templates"
     return saved  # type: ignore[no-any-return]
 
@@ -113,8 +113,8 @@ def rollback(name: str, version_id: int) -> ResponseReturnValue:
 def _preview(name: str, text: str, customer_id: int | None
              ) -> tuple[int | None, str | None, str | None]:  # fmt: skip
     """Render a text for a real customer (the one asked for, else the last one in touch)."""
-    renderer = current_core().renderer
-    with reading(current_core().engine) as conn:
+    renderer = current_installation().renderer
+    with reading(current_installation().engine) as conn:
         customer_id = _pick_customer(conn, customer_id)
         if customer_id is None:
             return None, None, "No customer yet: the preview needs one customer in the timeline."
@@ -130,7 +130,7 @@ def _preview(name: str, text: str, customer_id: int | None
                       "customer_name": person}  # fmt: skip
         else:
             context = build_context(
-                conn, customer_id, current_core().config.summary["recent_limit"]
+                conn, customer_id, current_installation().config.summary["recent_limit"]
             )
             values = renderer.variables(context)
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from middleware.config import Setting
 from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
-from middleware.plugins import (
+from middleware.integrations.plugin import (
     Capability,
     InboundEvent,
     InboundRequest,

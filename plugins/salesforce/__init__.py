@@ -16,6 +16,7 @@ from cachetools import TTLCache, cachedmethod
 from cachetools.keys import hashkey
 
 from middleware.config import ConfigError, Setting
+from middleware.customers.identity import SALESFORCE_ID
 from middleware.errors import (
     InboundError,
     InvalidSignature,
@@ -23,10 +24,8 @@ from middleware.errors import (
     TryLater,
     UpstreamError,
 )
-from middleware.identity import SALESFORCE_ID
-from middleware.interaction import Identity, Interaction
-from middleware.network import parse_networks, within
-from middleware.plugins import (
+from middleware.integrations.network import parse_networks, within
+from middleware.integrations.plugin import (
     UNVERIFIED,
     Capability,
     Comment,
@@ -34,7 +33,8 @@ from middleware.plugins import (
     InboundRequest,
     Plugin,
 )
-from middleware.usage import ApiUsage
+from middleware.integrations.usage import ApiUsage
+from middleware.interaction import Identity, Interaction
 from plugins.salesforce.client import SalesforceClient
 from plugins.salesforce.outbound import (
     ACK,

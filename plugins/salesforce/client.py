@@ -17,12 +17,12 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
+from middleware.customers.identity import SALESFORCE_ID
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
-from middleware.identity import SALESFORCE_ID
-from middleware.network import UpstreamGuard
-from middleware.store import utcnow
-from middleware.upstreams import call_failed
-from middleware.usage import ApiUsage
+from middleware.integrations.network import UpstreamGuard
+from middleware.integrations.upstreams import call_failed
+from middleware.integrations.usage import ApiUsage
+from middleware.store.tables import utcnow
 
 T = TypeVar("T")
 # simple-salesforce logs in at https://{domain}.salesforce.com; a login URL elsewhere (a proxy,

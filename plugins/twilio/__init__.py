@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from middleware.config import Setting
 from middleware.errors import InvalidSignature, MalformedPayload
-from middleware.plugins import (
+from middleware.integrations.plugin import (
     Capability,
     InboundEvent,
     InboundRequest,

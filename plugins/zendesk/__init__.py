@@ -14,7 +14,6 @@ from typing import Any
 
 from cachetools import TTLCache, cachedmethod
 
-from middleware import json_input
 from middleware.config import Setting
 from middleware.errors import (
     InvalidSignature,
@@ -22,8 +21,9 @@ from middleware.errors import (
     PermanentUpstreamError,
     UnsupportedEvent,
 )
+from middleware.ingest import json_input
+from middleware.integrations.plugin import Capability, Comment, InboundEvent, InboundRequest, Plugin
 from middleware.interaction import Identity, Interaction
-from middleware.plugins import Capability, Comment, InboundEvent, InboundRequest, Plugin
 from plugins.zendesk.client import ZendeskClient
 
 EVENT_PREFIX = "zen:event-type:"

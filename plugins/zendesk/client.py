@@ -12,8 +12,8 @@ from zenpy.lib.api_objects import Comment, Ticket
 from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
 
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
-from middleware.network import UpstreamGuard
-from middleware.upstreams import call_failed
+from middleware.integrations.network import UpstreamGuard
+from middleware.integrations.upstreams import call_failed
 
 # zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
 # give it this placeholder and send each request to the configured base URL instead.

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN_PASSWORD, fixture_bytes, make_config, post_zendesk
 from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import (
@@ -31,11 +30,12 @@ from playwright.sync_api import (
 )
 from werkzeug.serving import ThreadedWSGIServer
 
-from middleware.admins import Admin, create_admin
-from middleware.core import Carryover, build_carryover
-from middleware.worker import Worker
-from plugins.fake_server import QuietHandler
-from plugins.zendesk.simulator import FakeZendesk
+from devkit.fake_server import QuietHandler
+from devkit.simulators.zendesk import FakeZendesk
+from middleware.admin.accounts import Admin, create_admin
+from middleware.installation import Installation, build_installation
+from middleware.process.worker import Worker
+from tests.conftest import ADMIN_PASSWORD, fixture_bytes, make_config, post_zendesk
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -116,7 +116,7 @@ def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
     A short poll lets an open pop stream notice within a moment that its browser is gone.
     """
     config = make_config(database_url, fake_zendesk.url, phone=True, pop={"poll_s": 0.2})
-    built = build_carryover(config)
+    built = build_installation(config)
     yield built
     built.dispose()
 
@@ -196,7 +196,7 @@ def page(browser_context: BrowserContext) -> Page:
 
 
 @pytest.fixture
-def ada(core: Carryover) -> Admin:
+def ada(core: Installation) -> Admin:
     """Create the admin Ada (her password is ADMIN_PASSWORD)."""
     return create_admin(core.engine, "ada", ADMIN_PASSWORD)
 

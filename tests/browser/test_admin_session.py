@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ADMIN_PASSWORD
 from playwright.sync_api import Page, expect
+
+from tests.conftest import ADMIN_PASSWORD
 
 from .conftest import LiveServer
 

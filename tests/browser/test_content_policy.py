@@ -12,12 +12,12 @@ from html import escape
 from urllib.parse import quote
 
 import pytest
-from conftest import make_config
 from playwright.sync_api import Page, Route, expect
 
-from middleware.context_api import ANY_PHONE, signed_path
-from middleware.core import Carryover, build_carryover
-from plugins.zendesk.simulator import FakeZendesk
+from devkit.simulators.zendesk import FakeZendesk
+from middleware.installation import Installation, build_installation
+from middleware.reads.context_api import ANY_PHONE, signed_path
+from tests.conftest import make_config
 
 ANN_PHONE = "+14155550142"
 SOFTPHONE = "https://softphone.example.com"  # listed in pop.frame_ancestors below
@@ -29,12 +29,12 @@ def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
     """Build the browser tests' installation, whose pop the softphone's page may frame."""
     config = make_config(database_url, fake_zendesk.url, phone=True,
                          pop={"poll_s": 0.2, "frame_ancestors": ["self", SOFTPHONE]})  # fmt: skip
-    built = build_carryover(config)
+    built = build_installation(config)
     yield built
     built.dispose()
 
 
-def pop_link(core: Carryover, base: str = "") -> str:
+def pop_link(core: Installation, base: str = "") -> str:
     """Return Ann's pop as a softphone opens it: a shift link plus the caller's number."""
     link = signed_path(core.link_secret, "/pop", {"scope": ANY_PHONE}, 600)
     return f"{base}{link}&phone={quote(ANN_PHONE)}"
@@ -57,7 +57,7 @@ def serve_framing_page(page: Page, origin: str, frames: dict[str, str]) -> None:
 
 @pytest.mark.usefixtures("ann")
 def test_the_pop_goes_live_with_its_styles_and_no_policy_violation(
-    page: Page, core: Carryover, policy_violations: list[str]
+    page: Page, core: Installation, policy_violations: list[str]
 ) -> None:
     """The pop, under its policy, is styled, connects its event stream and breaks no rule."""
     page.goto(pop_link(core))
@@ -87,7 +87,7 @@ def test_the_mapping_and_template_editors_preview_with_no_policy_violation(
 
 @pytest.mark.usefixtures("ann")
 def test_a_listed_softphone_frames_the_pop_but_never_an_admin_page(
-    page: Page, core: Carryover, live_server, policy_violations: list[str]
+    page: Page, core: Installation, live_server, policy_violations: list[str]
 ) -> None:
     """The softphone's page shows the live pop in a frame; an admin page in a frame is refused."""
     frames = {"pop": pop_link(core, live_server.url), "admin": f"{live_server.url}/admin/login"}
@@ -104,7 +104,7 @@ def test_a_listed_softphone_frames_the_pop_but_never_an_admin_page(
 
 
 def test_a_page_not_listed_cannot_frame_the_pop(
-    page: Page, core: Carryover, live_server, policy_violations: list[str]
+    page: Page, core: Installation, live_server, policy_violations: list[str]
 ) -> None:
     """A page of an origin that pop.frame_ancestors does not list gets no pop in its frame."""
     serve_framing_page(page, ELSEWHERE, {"pop": pop_link(core, live_server.url)})

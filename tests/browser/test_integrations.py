@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from plugins.salesforce.simulator import FakeSalesforce
+from devkit.simulators.salesforce import FakeSalesforce
 
 SF_USER = "carryover@example.com"
 SF_PASSWORD = "fake-org-password"

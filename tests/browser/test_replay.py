@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from conftest import fixture_bytes, post_zendesk
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, expect
 
-from middleware.worker import Worker
-from plugins.zendesk.simulator import FakeZendesk
+from devkit.simulators.zendesk import FakeZendesk
+from middleware.process.worker import Worker
+from tests.conftest import fixture_bytes, post_zendesk
 
 
 def test_a_webhook_dead_after_an_upstream_refusal_is_replayed_and_then_done(

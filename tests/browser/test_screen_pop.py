@@ -6,18 +6,18 @@ import uuid
 from urllib.parse import quote
 
 import pytest
-from conftest import post_twilio, post_zendesk, twilio_fields, zendesk_event
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, expect
 
-from middleware.context_api import ANY_PHONE, signed_path
-from middleware.core import Carryover
-from middleware.worker import Worker
+from middleware.installation import Installation
+from middleware.process.worker import Worker
+from middleware.reads.context_api import ANY_PHONE, signed_path
+from tests.conftest import post_twilio, post_zendesk, twilio_fields, zendesk_event
 
 ANN_PHONE = "+14155550142"
 
 
-def shift_link(core: Carryover, phone: str) -> str:
+def shift_link(core: Installation, phone: str) -> str:
     """Return the pop of a number as a softphone opens it: a shift link plus the caller's number."""
     link = signed_path(core.link_secret, "/pop", {"scope": ANY_PHONE}, 600)
     return f"{link}&phone={quote(phone)}"
@@ -25,7 +25,7 @@ def shift_link(core: Carryover, phone: str) -> str:
 
 @pytest.mark.usefixtures("ann")
 def test_an_open_pop_shows_the_call_and_a_new_ticket_without_reloading(
-    page: Page, core: Carryover, client: FlaskClient, worker: Worker
+    page: Page, core: Installation, client: FlaskClient, worker: Worker
 ) -> None:
     """The pop of Ann's number gets her ringing call, its answer and her new ticket, live."""
     page.goto(shift_link(core, ANN_PHONE))

@@ -5,20 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import fixture_bytes, post_zendesk, zendesk_event
 from flask.testing import FlaskClient
 from playwright.sync_api import Page, expect
 from sqlalchemy import insert
 
-from middleware.core import Carryover
-from middleware.store import deliveries, utcnow
-from middleware.worker import Worker
-from plugins.zendesk.simulator import FakeZendesk
+from devkit.simulators.zendesk import FakeZendesk
+from middleware.installation import Installation
+from middleware.process.worker import Worker
+from middleware.store.tables import deliveries, utcnow
+from tests.conftest import fixture_bytes, post_zendesk, zendesk_event
 
 
 @pytest.fixture
 def zendesk_paused_with_a_backlog(
-    client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk, core: Carryover
+    client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk, core: Installation
 ) -> None:
     """A webhook refused by Zendesk, a note held by a 429 pause, 76 webhooks waiting 32 s."""
     fake_zendesk.fail_next(403, body={"error": "Forbidden"})

@@ -1,0 +1,1 @@
+"""Development only: simulated upstreams, the demo and their helpers (not in the wheel)."""

@@ -1,0 +1,325 @@
+"""`carryover demo`: Carryover beside simulated Zendesk, Salesforce and Twilio, playing journeys.
+
+The demo needs no account anywhere. It starts local simulators of the three tools, which
+speak their real formats and sign their webhooks; connects them to a fresh Carryover (its own
+SQLite store in var/demo/) the way an admin does in the browser; serves Carryover with
+`carryover serve`, as in production; then plays the journeys Carryover is for, telling what
+happens while notes and pops appear:
+
+1. A Facebook message continued by phone: the call's screen-pop shows the Facebook ticket,
+   and the ticket gets a note of the call.
+2. A billing error passed from support (Zendesk) to billing (Salesforce) to a manager: the
+   case arrives with the ticket's story, and the call transferred from billing to the
+   manager is noted on both.
+3. A call on Monday and an email on Wednesday: the email's ticket names Monday's call.
+
+Afterwards everything stays up for exploring: the admin UI, and each simulated tool's agent
+view, where the notes are.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from secrets import token_urlsafe
+
+import requests
+import yaml
+
+from devkit.simulators.salesforce import FakeSalesforce
+from devkit.simulators.twilio import TwilioPhone
+from devkit.simulators.zendesk import FakeZendesk
+from middleware.admin.accounts import create_admin
+from middleware.config import load_config
+from middleware.installation import build_installation
+from middleware.integrations.registry import PluginRegistry
+from middleware.reads.context_api import signed_path
+from middleware.store.sealed import installation_key
+from middleware.store.tables import upgrade
+
+ADMIN = "demo"
+SUPPORT_LINE = "+14155550100"
+BILLING_LINE = "+14155550111"
+ZENDESK_BOT = "carryover@acme.example"
+SF_USER = "carryover@acme.example"
+WAIT_S = 20.0  # the longest a step waits for Carryover to write a note
+
+
+@dataclass(frozen=True)
+class Person:
+    """A customer of the demo's company, known to some of the tools."""
+
+    name: str
+    email: str
+    phone: str
+    zendesk_id: int
+
+
+ANN = Person("Ann Example", "ann@example.com", "+14155550142", 8447388090501)
+BOB = Person("Bob Sample", "bob.sample@example.org", "+14155550177", 8447388090502)
+CARLA = Person("Carla Rossi", "carla.rossi@example.net", "+14155550199", 8447388090503)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the admin types in once: their password and the tools' credentials."""
+
+    admin_password: str = field(default_factory=lambda: token_urlsafe(12))
+    zendesk_token: str = field(default_factory=lambda: token_urlsafe(16))
+    zendesk_webhook: str = field(default_factory=lambda: token_urlsafe(32))
+    salesforce_password: str = field(default_factory=lambda: token_urlsafe(12))
+    salesforce_token: str = field(default_factory=lambda: token_urlsafe(12))
+    twilio_token: str = field(default_factory=lambda: token_urlsafe(24))
+
+
+@dataclass
+class Demo:
+    """The running demo: Carryover's URL, the simulators, and how to reach the admin UI."""
+
+    url: str
+    folder: Path
+    secrets: Secrets
+    link_secret: str
+    zendesk: FakeZendesk
+    salesforce: FakeSalesforce
+    phone: TwilioPhone
+    bob_contact: str
+    pace: float
+    say: Callable[[str], None]
+
+    def pause(self, beats: float = 1.0) -> None:
+        """Give the watcher time to look (nothing in tests, where pace is 0)."""
+        time.sleep(self.pace * beats)
+
+    def pop_link(self, phone: str) -> str:
+        """Return a signed screen-pop link for a caller, as a softphone would open it."""
+        return self.url + signed_path(self.link_secret, "/pop", {"phone": phone}, 4 * 3600)
+
+    def wait_for(self, what: str, done: Callable[[], object]) -> None:
+        """Wait until Carryover has done something the simulators can see."""
+        deadline = time.monotonic() + WAIT_S
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Carryover did not {what} within {WAIT_S:.0f} s")
+            time.sleep(0.05)
+
+
+# -- setting up ---------------------------------------------------------------------------------
+@contextmanager
+def running_demo(
+    folder: Path, port: int, pace: float, say: Callable[[str], None] = print
+) -> Iterator[Demo]:
+    """Start the simulators and Carryover, connected; stop them all on leaving."""
+    if folder.exists():
+        shutil.rmtree(folder)  # a fresh store each time: the journeys start from nothing
+    folder.mkdir(parents=True)
+    url = f"http://127.0.0.1:{port}"
+    secrets = Secrets()
+    zendesk = FakeZendesk(email=ZENDESK_BOT, api_token=secrets.zendesk_token)
+    salesforce = FakeSalesforce(username=SF_USER, password=secrets.salesforce_password,
+                                security_token=secrets.salesforce_token)  # fmt: skip
+    with zendesk, salesforce:
+        bob_contact = _seed(zendesk, salesforce)
+        config_file = _write_config(folder, url)
+        link_secret = _install(config_file, secrets, zendesk, salesforce)
+        zendesk.subscribe(f"{url}/hooks/zendesk", secrets.zendesk_webhook)
+        salesforce.subscribe(f"{url}/hooks/salesforce")
+        with _serving(config_file, port, folder / "carryover.log"):
+            phone = TwilioPhone(url, secrets.twilio_token, pause=pace)
+            yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone,
+                       bob_contact, pace, say)  # fmt: skip
+
+
+def _seed(zendesk: FakeZendesk, salesforce: FakeSalesforce) -> str:
+    """Add the customers as each tool knows them; return Bob's Salesforce contact id."""
+    for person in (ANN, BOB, CARLA):
+        extra = [{"type": "facebook", "value": "100001234567890"}] if person is ANN else None
+        zendesk.add_user(person.zendesk_id, person.name, email=person.email,
+                         phone=person.phone, extra_identities=extra)  # fmt: skip
+    first, last = BOB.name.split()
+    return salesforce.add_contact(first, last, email=BOB.email, phone=BOB.phone)
+
+
+def _write_config(folder: Path, url: str) -> Path:
+    """Write the demo's configuration: its own store; integrations come from the admin UI."""
+    path = folder / "config.yaml"
+    config = {
+        "public_url": url,
+        "database_url": f"sqlite:///{folder.resolve() / 'carryover.db'}",
+        "worker": {"poll_interval_s": 0.2},
+        "allow_private_upstreams": True,  # the simulated tools listen on 127.0.0.1
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _install(
+    config_file: Path, secrets: Secrets, zendesk: FakeZendesk, salesforce: FakeSalesforce
+) -> str:
+    """Migrate, create the admin and connect the tools as in the browser; return the key."""
+    registry = PluginRegistry.from_entry_points()
+    config = load_config(config_file, registry.schemas())
+    core = build_installation(config, registry)
+    try:
+        upgrade(core.engine)
+        create_admin(core.engine, ADMIN, secrets.admin_password)
+        connect = core.integrations.connect
+        connect("zendesk", {"url": zendesk.url, "email": ZENDESK_BOT,
+                            "api_token": secrets.zendesk_token,
+                            "webhook_secret": secrets.zendesk_webhook}, ADMIN)  # fmt: skip
+        connect("salesforce", {"organization_id": salesforce.org_id,
+                               "instance_url": salesforce.url, "login_url": salesforce.url,
+                               "username": SF_USER, "password": secrets.salesforce_password,
+                               "security_token": secrets.salesforce_token}, ADMIN)  # fmt: skip
+        connect("twilio", {"auth_token": secrets.twilio_token}, ADMIN)
+    finally:
+        core.dispose()
+    key = installation_key(config)
+    assert key, "an SQLite installation always has a key"
+    return key
+
+
+@contextmanager
+def _serving(config_file: Path, port: int, log: Path) -> Iterator[None]:
+    """Run `carryover serve` on the demo's configuration until the block ends."""
+    command = [sys.executable, "-m", "middleware.cli", "serve", "--config", str(config_file),
+               "--port", str(port)]  # fmt: skip
+    with log.open("wb") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}/readyz", server, log)
+            yield
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"carryover serve stopped: {log.read_text(errors='replace')}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"carryover serve did not become ready; see {log}")
+
+
+# -- the journeys -------------------------------------------------------------------------------
+def facebook_then_phone(demo: Demo) -> int:
+    """Ann writes on Facebook, then calls: the pop shows the message, the ticket the call."""
+    say, zendesk = demo.say, demo.zendesk
+    say("\n1. A Facebook message, continued by phone")
+    ticket = zendesk.open_ticket(
+        ANN.zendesk_id, "Blender arrived with a cracked jug",
+        "Hi! The blender from order 4411 arrived with a cracked jug. Can you send a new one?",
+        channel="facebook",
+    )  # fmt: skip
+    say(f"   Ann writes on Facebook: Zendesk ticket #{ticket}. A first contact: no note.")
+    demo.pause(2)
+    say(f"   Ann calls the support line. Her screen-pop: {demo.pop_link(ANN.phone)}")
+    call = demo.phone.ring(ANN.phone, SUPPORT_LINE)
+    demo.pause(3)
+    call.answer("sam")
+    say("   Sam answers, and sees the Facebook message on the pop without asking.")
+    demo.pause(3)
+    call.hang_up(duration_s=184)
+    demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
+    say(f"   The call ends: Carryover notes it on ticket #{ticket}, where the next agent looks.")
+    return ticket
+
+
+def billing_transfers(demo: Demo) -> tuple[int, str]:
+    """Bob's double charge goes from support to billing to a manager, told once."""
+    say, zendesk, salesforce = demo.say, demo.zendesk, demo.salesforce
+    say("\n2. A billing error, from support to billing to a manager")
+    ticket = zendesk.open_ticket(
+        BOB.zendesk_id, "Charged twice for invoice INV-1042",
+        "Hello, my card was charged $49 twice for invoice INV-1042. Please refund one charge.",
+        channel="email",
+    )  # fmt: skip
+    say(f"   Bob emails support: Zendesk ticket #{ticket}. Support hands it to billing.")
+    demo.pause(2)
+    case = salesforce.open_case(demo.bob_contact, "Double charge on INV-1042",
+                                "Refund one of the two $49 charges.", origin="Email")  # fmt: skip
+    demo.wait_for("comment on the case", lambda: salesforce.comments(case))
+    say(f"   Billing opens Salesforce case {case}: its comment already tells ticket "
+        f"#{ticket}'s story.")  # fmt: skip
+    demo.pause(2)
+    say(f"   Bob calls billing. His screen-pop: {demo.pop_link(BOB.phone)}")
+    call = demo.phone.ring(BOB.phone, BILLING_LINE)
+    demo.pause(2)
+    call.answer("mia")
+    say("   Mia in billing answers; the refund needs a manager, so she transfers the call.")
+    demo.pause(3)
+    call.transfer_to("lee")
+    say("   Lee, the manager, gets the call with the pop showing the transfer and the case.")
+    demo.pause(3)
+    call.hang_up(duration_s=420)
+    demo.wait_for("note the call on the case", lambda: len(salesforce.comments(case)) >= 2)
+    demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
+    say(f"   The call ends: noted on case {case} and on ticket #{ticket}.")
+    return ticket, case
+
+
+def monday_call_wednesday_email(demo: Demo) -> int:
+    """Carla calls on Monday and emails on Wednesday: the email's ticket names the call."""
+    say, zendesk, phone = demo.say, demo.zendesk, demo.phone
+    say("\n3. A call on Monday, an email on Wednesday")
+    monday = datetime.now(UTC) - timedelta(days=2)
+    phone.clock = lambda: monday
+    try:
+        call = phone.ring(CARLA.phone, SUPPORT_LINE)
+        call.answer("sam")
+        call.hang_up(duration_s=260)
+    finally:
+        phone.clock = lambda: datetime.now(UTC)
+    say("   Monday: Carla calls about a refund for a returned kettle. Nobody knows her "
+        "number yet.")  # fmt: skip
+    demo.pause(2)
+    ticket = zendesk.open_ticket(
+        CARLA.zendesk_id, "Still no refund for my returned kettle",
+        "I called on Monday about the refund for the kettle I sent back. Any news?",
+        channel="email",
+    )  # fmt: skip
+    demo.wait_for("note Monday's call on the ticket", lambda: zendesk.notes(ticket))
+    say(f"   Wednesday: she emails. Ticket #{ticket} gets a note with Monday's call: her "
+        "Zendesk profile has the number she called from.")  # fmt: skip
+    return ticket
+
+
+JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email)
+
+
+def play(demo: Demo) -> None:
+    """Play every journey, in order."""
+    for journey in JOURNEYS:
+        journey(demo)
+        demo.pause(2)
+    demo.zendesk.wait_for_echoes()  # Carryover's notes, coming back as Zendesk sends them
+
+
+def explore(demo: Demo) -> str:
+    """Return what to look at next, with the URLs and the admin's password."""
+    return f"""
+Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
+
+  Admin UI         {demo.url}/admin/   user {ADMIN}, password {demo.secrets.admin_password}
+  Zendesk agents   {demo.zendesk.url}/   the tickets and Carryover's private notes
+  Salesforce       {demo.salesforce.url}/   the cases and Carryover's case comments
+  Ann's pop        {demo.pop_link(ANN.phone)}
+
+In the admin UI: Customers (search "Ann", split or merge an identity), Deliveries (every
+webhook and note, replay), Mappings (live preview), Integrations (the three tools, connected
+from the admin UI: test a connection). Ctrl-C stops the demo.
+"""

@@ -1,0 +1,1 @@
+"""Simulated Zendesk, Salesforce and Twilio that speak the vendors' real formats."""

@@ -1,0 +1,1 @@
+"""Admin accounts and the figures of the admin overview."""

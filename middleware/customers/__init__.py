@@ -1,0 +1,1 @@
+"""Recognise the same customer across tools and keep one timeline (identity → timeline)."""

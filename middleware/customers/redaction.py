@@ -1,0 +1,210 @@
+"""Redact card numbers and other secrets from customer text before it is stored or shown."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlencode
+
+from middleware.ingest import json_input
+
+# A run of 13-19 digits; one right after "+" is an international phone number, not a card.
+# (The lookbehind follows the first digit so that the engine only tries at digits.)
+CARD_CANDIDATE = re.compile(r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])")
+# Where a card number can be: 13 or more digits, spaces and dashes, from digit to digit.
+CARD_RUN = re.compile(r"\d[\d -]{11,}\d")
+ASCII_CARD_RUN = re.compile(CARD_RUN.pattern, re.ASCII)  # the same on ASCII text, sooner
+# JSON id values ("id": "…", "requester_id": 123) are never card numbers: what comes
+# right before one (searched for in the 64 characters before a run of digits). A key's
+# quote follows "{", "," or JSON whitespace, never a backslash.
+ID_KEY_BEFORE = re.compile(r'(?<=[{,\s])"(?:id|[A-Za-z0-9]*_id)"[ \t\r\n]*:[ \t\r\n]*"?\Z')
+CDATA_OPEN, CDATA_CLOSE = "<![CDATA[", "]]>"
+XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
+# The words a secret phrase starts with: a cheap test that clears most bodies. The phrase's
+# IGNORECASE also takes these letters for s, i and k, which lower() leaves as they are.
+SECRET_WORDS = ("pass", "pwd", "pin", "cvv", "cvc", "security code")
+IGNORECASE_LOOKALIKES = ("\u017f", "\u0131", "\u0130", "\u212a")  # ſ ı İ K
+SECRET_PHRASE = re.compile(
+    r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
+    re.IGNORECASE,
+)
+
+
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # each digit doubled, digits of the result summed
+_DOUBLE = str.maketrans("0123456789", "".join(map(str, _DOUBLED)))
+
+
+def luhn_valid(digits: str) -> bool:
+    """Tell whether a digit string passes the Luhn check."""
+    if digits.isascii():  # the common case, in C: a digit's code is 48 + its value
+        doubled = digits[-2::-2].translate(_DOUBLE)
+        total = sum(digits[-1::-2].encode()) + sum(doubled.encode()) - 48 * len(digits)
+        return total % 10 == 0
+    total = sum(map(int, digits[-1::-2])) + sum(_DOUBLED[int(d)] for d in digits[-2::-2])
+    return total % 10 == 0
+
+
+def is_card_number(candidate: str) -> bool:
+    """Tell whether a run of digits (with spaces or dashes) is a card number."""
+    digits = candidate.replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _card(match: re.Match[str]) -> str:
+    candidate = match.group(0)
+    if is_card_number(candidate):
+        return f"[card ending {candidate[-4:]}]"
+    return candidate
+
+
+def redact(text: str | None) -> str | None:
+    """Return the text with card numbers cut to their last 4 digits and secrets hidden."""
+    if not text:
+        return text
+    text = CARD_CANDIDATE.sub(_card, text)
+    return SECRET_PHRASE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+
+
+def redact_body(body: bytes, content_type: str = "") -> bytes:
+    """Return a raw webhook body as it may be stored: card numbers and secrets redacted."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+    if content_type == "application/x-www-form-urlencoded":
+        return _redact_form(body, text)
+    if content_type in XML_TYPES or text.lstrip().startswith("<"):
+        return _redact_xml(body, text)
+    if not _may_hold_secrets(text, json_ids=True):
+        return body  # the common case, decided without parsing the JSON
+    try:
+        # Inside JSON strings only: on the raw text a secret phrase would swallow the closing
+        # quote, and an id passing the Luhn check would be taken for a card.
+        payload = json_input.loads(text, strict=False)  # a repeated key: the text path
+        cleaned = _redact_values(payload)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the walk goes
+        return _redact_text(body, text)
+    return body if cleaned == payload else json.dumps(cleaned).encode()
+
+
+def _redact_form(body: bytes, text: str) -> bytes:
+    """Redact the values of a form body (Twilio's SMS Body); SIDs and ids stay as sent."""
+    if not _may_hold_secrets(unquote_plus(text)):
+        return body
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:  # not a form after all: the verifier refuses it anyway
+        return _redact_text(body, text)
+    cleaned = [(name, value if _is_id_name(name) else redact(value) or "") for name, value in pairs]
+    return body if cleaned == pairs else urlencode(cleaned).encode()
+
+
+def _redact_xml(body: bytes, text: str) -> bytes:
+    """Redact the text of an XML body (a case's Description) and leave its markup intact."""
+    if not _may_hold_secrets(text):
+        return body
+    parts, done = [], 0
+    for start, end, element in xml_text_runs(text):
+        if _is_id_name(element.rpartition(":")[2]):
+            continue  # <sf:Id>500700000000000002</sf:Id> is a record id, not a card
+        parts += [text[done:start], redact(text[start:end]) or ""]
+        done = end
+    cleaned = "".join(parts) + text[done:]
+    return body if cleaned == text else cleaned.encode("utf-8")
+
+
+def xml_text_runs(text: str) -> Iterator[tuple[int, int, str]]:
+    """Yield (start, end, element name) of each run of text and CDATA in an XML document.
+
+    One pass with str.find, each search starting where the last ended: linear in the
+    length of the text, whatever it holds (a regular expression that looks for the end
+    of each unclosed CDATA section again is quadratic). A run is named after the tag
+    before it; markup that is not well-formed ends the scan (the parser refuses it anyway).
+    """
+    position, element = 0, ""
+    while True:
+        opening = text.find("<", position)
+        if opening < 0:
+            return
+        if opening > position:
+            yield position, opening, element
+        if text.startswith(CDATA_OPEN, opening):
+            closing = text.find(CDATA_CLOSE, opening + len(CDATA_OPEN))
+            if closing < 0:
+                return
+            yield opening + len(CDATA_OPEN), closing, element
+            position = closing + len(CDATA_CLOSE)
+            continue
+        closing = text.find(">", opening)
+        if closing < 0:
+            return
+        element = _start_tag_name(text[opening + 1 : closing])
+        position = closing + 1
+
+
+def _start_tag_name(tag: str) -> str:
+    """Return the element name of a start tag's inside ("sf:Id" of "sf:Id a='b'"), else ""."""
+    if tag.startswith(("/", "!", "?")) or not tag.strip():
+        return ""
+    return tag.split(None, 1)[0].rstrip("/")
+
+
+def _is_id_name(name: str) -> bool:
+    return name == "id" or name.endswith(("_id", "Sid", "Id"))
+
+
+def _redact_text(body: bytes, text: str) -> bytes:
+    cleaned = redact(text)
+    return body if cleaned == text else (cleaned or "").encode("utf-8")
+
+
+def _may_hold_secrets(text: str, json_ids: bool = False) -> bool:
+    """Tell cheaply whether a body may hold a card number or secret (most hold neither).
+
+    It may say yes wrongly (the full path then finds nothing), never no wrongly. With
+    json_ids, a JSON id value is no card, as the JSON path judges it.
+    """
+    if "\\u" in text:
+        return True  # JSON escapes can hide digits: the full path decodes them
+    lowered = text.lower()
+    may_have_phrase = any(word in lowered for word in SECRET_WORDS) or (
+        not text.isascii() and any(letter in text for letter in IGNORECASE_LOOKALIKES)
+    )
+    # An escape (\n, \t) reads differently raw and decoded: then the full path decides.
+    if may_have_phrase and ("\\" in text or SECRET_PHRASE.search(text)):
+        return True
+    return _may_hold_card(text, json_ids)
+
+
+def _may_hold_card(text: str, json_ids: bool) -> bool:
+    """Tell whether a card number may be in the text: a run of 13 or more digits, spaces
+    and dashes, unless it is a plain number of at most 19 digits that fails the Luhn check
+    or (json_ids) is a JSON id value: Zendesk's ids have 13 digits, one in ten passes.
+
+    A plain run holds no other candidate: a candidate has no digit on either side, so in
+    a plain run it is the whole run.
+    """
+    cleared: set[str] = set()  # plain runs that failed the check (ids come back often)
+    for run in (ASCII_CARD_RUN if text.isascii() else CARD_RUN).finditer(text):
+        chars = run.group(0)
+        if chars in cleared:
+            continue
+        if not (chars.isdigit() and len(chars) <= 19):
+            return True  # spaces, dashes or a long run: the full path decides
+        if not luhn_valid(chars):
+            cleared.add(chars)
+        elif not (json_ids and ID_KEY_BEFORE.search(text, max(0, run.start() - 64), run.start())):
+            return True
+    return False
+
+
+def _redact_values(value: Any, key: str = "") -> Any:
+    if isinstance(value, str):
+        return value if _is_id_name(key) else redact(value)
+    if isinstance(value, list):
+        return [_redact_values(v, key) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_values(v, str(k)) for k, v in value.items()}
+    return value

@@ -1,0 +1,180 @@
+"""The cross-channel timeline: interactions stored once per upstream record, newest first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, not_, or_, select, update
+
+from middleware.interaction import CLOSED_STATUSES, Interaction
+from middleware.store.tables import dumps, inserted_id, interactions
+
+CONTACT_KINDS = ("ticket", "case", "call", "message")
+ITEM_KINDS = ("ticket", "case")
+# Later facts of a record (status, agent) replace earlier ones; descriptive fields fill gaps.
+LATEST_WINS = ("status", "agent", "team", "duration_s", "direction")
+FILL_GAPS = ("subject", "text", "customer_name", "link")
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What appending did: the row id, and whether the record was new to the timeline."""
+
+    id: int
+    created: bool
+    customer_id: int | None
+
+
+def append(
+    conn: Connection,
+    interaction: Interaction,
+    customer_id: int | None,
+    candidates: tuple[int, ...] = (),
+) -> Appended:
+    """Insert the interaction, or update the stored record of the same upstream id."""
+    key = and_(
+        interactions.c.source == interaction.source,
+        interactions.c.kind == interaction.kind,
+        interactions.c.external_id == interaction.external_id,
+    )
+    query = select(interactions).where(key)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    ids = dumps([[i.type, i.value] for i in interaction.identities])
+    if row is None:
+        result = conn.execute(
+            interactions.insert().values(
+                customer_id=customer_id,
+                source=interaction.source,
+                external_id=interaction.external_id,
+                kind=interaction.kind,
+                channel=interaction.channel,
+                direction=interaction.direction,
+                occurred_at=interaction.occurred_at,
+                updated_at=interaction.updated_at,
+                status=interaction.status,
+                subject=interaction.subject,
+                text=interaction.text,
+                customer_name=interaction.customer_name,
+                agent=interaction.agent,
+                team=interaction.team,
+                link=interaction.link,
+                duration_s=interaction.duration_s,
+                identities=ids,
+                candidates=dumps(list(candidates)) if candidates else None,
+            )
+        )
+        return Appended(inserted_id(result), True, customer_id)
+
+    changes: dict[str, object] = {}
+    newer = interaction.updated_at >= row.updated_at
+    for name in LATEST_WINS:
+        value = getattr(interaction, name)
+        if value is not None and (newer or getattr(row, name) is None):
+            changes[name] = value
+    for name in FILL_GAPS:
+        value = getattr(interaction, name)
+        if value and (interaction.creates or not getattr(row, name)):
+            changes[name] = value
+    if interaction.creates:
+        # The creation event knows the real channel and time; an earlier update may not have.
+        changes["channel"] = interaction.channel
+        changes["occurred_at"] = interaction.occurred_at
+    elif row.channel == "other" and interaction.channel != "other":
+        changes["channel"] = interaction.channel
+    if newer:
+        changes["updated_at"] = interaction.updated_at
+    if row.customer_id is None and customer_id is not None:
+        changes["customer_id"] = customer_id
+        changes["identities"] = ids
+    if changes:
+        conn.execute(update(interactions).where(interactions.c.id == row.id).values(**changes))
+    return Appended(int(row.id), False, changes.get("customer_id", row.customer_id))  # type: ignore[arg-type]
+
+
+def thread_of(external_id: str) -> str:
+    """Return the ticket or case id an item belongs to ('5158#9001' belongs to '5158')."""
+    return external_id.split("#", 1)[0]
+
+
+def scope(customer_id: int, exclude_thread: tuple[str, str] | None = None) -> list[Any]:
+    """Return the WHERE clauses selecting a customer's interactions, optionally minus a thread."""
+    clauses: list[Any] = [interactions.c.customer_id == customer_id]
+    if exclude_thread is not None:
+        source, thread = exclude_thread
+        clauses.append(
+            not_(
+                and_(
+                    interactions.c.source == source,
+                    or_(
+                        interactions.c.external_id == thread,
+                        interactions.c.external_id.like(f"{thread}#%"),
+                    ),
+                )
+            )
+        )
+    return clauses
+
+
+NEWEST_FIRST = (interactions.c.occurred_at.desc(), interactions.c.id.desc())
+IS_OPEN = or_(
+    interactions.c.status.is_(None),
+    func.lower(interactions.c.status).not_in(sorted(CLOSED_STATUSES)),
+)
+
+
+def history(
+    conn: Connection,
+    customer_id: int,
+    limit: int | None = None,
+    exclude_thread: tuple[str, str] | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> list[Row]:
+    """Return the customer's interactions, newest first, optionally leaving one thread out."""
+    query = select(interactions).where(*scope(customer_id, exclude_thread))
+    if kinds is not None:
+        query = query.where(interactions.c.kind.in_(kinds))
+    query = query.order_by(*NEWEST_FIRST)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(conn.execute(query))
+
+
+def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> list[Row]:
+    """Return the tickets and cases that are not solved or closed, newest first."""
+    query = select(interactions).where(*where, interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)
+    return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
+
+
+def channel_counts(conn: Connection, where: list[Any]) -> list[tuple[str, int]]:
+    """Count the customer's contacts per channel, most used first ('other' left out)."""
+    count = func.count()
+    query = (
+        select(interactions.c.channel, count)
+        .where(*where, interactions.c.kind.in_(CONTACT_KINDS), interactions.c.channel != "other")
+        .group_by(interactions.c.channel)
+        .order_by(count.desc(), func.max(interactions.c.occurred_at).desc())
+    )
+    return [(row[0], int(row[1])) for row in conn.execute(query)]
+
+
+def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
+    """Return the newest texts the customer wrote or said (inbound, or of no direction)."""
+    query = select(interactions).where(
+        *where,
+        interactions.c.text.is_not(None),
+        interactions.c.text != "",
+        or_(interactions.c.direction.is_(None), interactions.c.direction == "inbound"),
+    )
+    return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
+
+
+def contacts_since(conn: Connection, where: list[Any], since: datetime) -> int:
+    """Count the customer's contacts (tickets, cases, calls, messages) since a moment."""
+    query = select(func.count()).where(
+        *where, interactions.c.kind.in_(CONTACT_KINDS), interactions.c.occurred_at >= since
+    )
+    return int(conn.execute(query).scalar() or 0)

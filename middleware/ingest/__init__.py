@@ -1,0 +1,1 @@
+"""Receive webhooks: verify, store durably, reply (verify → store)."""

@@ -1,0 +1,110 @@
+"""One Carryover installation: configuration, store, plugins, mappings, queues, renderer."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from flask import current_app
+from sqlalchemy import Engine
+
+from middleware.config import Config
+from middleware.ingest.inbox import DeliveryInbox
+from middleware.integrations.plugin import Capability, InboundEvent, Plugin
+from middleware.integrations.registry import PluginRegistry
+from middleware.integrations.saved import IntegrationVersions
+from middleware.integrations.upstreams import UpstreamHealth
+from middleware.notes.outbox import NoteMarkers, Outbox
+from middleware.notes.summary import SummaryRenderer
+from middleware.process.mapping_source import MappingVersions
+from middleware.reads.live import LiveUpdates
+from middleware.store.sealed import SecretBox, installation_key
+from middleware.store.tables import make_engine
+
+
+@dataclass
+class Installation:
+    """Everything the web app and the worker share; built once per process."""
+
+    config: Config
+    engine: Engine
+    registry: PluginRegistry
+    mappings: MappingVersions
+    renderer: SummaryRenderer
+    inbox: DeliveryInbox
+    outbox: Outbox
+    integrations: IntegrationVersions
+    secret_box: SecretBox | None
+    health: UpstreamHealth
+    wake: threading.Event = field(default_factory=threading.Event)
+    # When this process last received a webhook (time.monotonic()); its embedded worker
+    # gives way to the web threads while webhooks arrive (see Worker.give_way).
+    webhook_seen_at: float = float("-inf")
+    live: LiveUpdates = field(default_factory=LiveUpdates)
+    # Signs agent links and admin sessions: the installation's secret key (see sealed.py),
+    # else, on PostgreSQL without secret_key, a key of this process only (links made by a
+    # page of this process for itself, such as a pop's live stream, still work).
+    link_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    @cached_property
+    def markers(self) -> NoteMarkers:
+        """Return the markers that sign Carryover's notes (keyed with link_secret)."""
+        return NoteMarkers(self.link_secret, self.engine)
+
+    def is_own_note(self, plugin: Plugin, event: InboundEvent) -> bool:
+        """Tell whether an event is one of Carryover's own notes coming back."""
+        comment = plugin.comment_of(event)
+        if comment is None:
+            return False
+        return any(
+            self.markers.is_own_note(plugin.key, comment.thread_ref, t) for t in comment.texts
+        )
+
+    def dispose(self) -> None:
+        """Close the store's connections."""
+        self.inbox.close()
+        self.engine.dispose()
+
+
+def current_installation() -> Installation:
+    """Return the installation the current request's web app was built around."""
+    core: Installation = current_app.extensions["carryover"]
+    return core
+
+
+def build_installation(config: Config, registry: PluginRegistry | None = None) -> Installation:
+    """Connect the store, configure plugins and load their mappings."""
+    registry = registry or PluginRegistry.from_entry_points()
+    engine = make_engine(config.database_url)
+    health = UpstreamHealth(engine, config.worker["upstream_pause_max_s"])
+    registry.health = health
+    key = installation_key(config)
+    box = SecretBox(key) if key else None
+    integrations = IntegrationVersions(engine, registry.classes, config, box)
+    registry.configure(config, integrations)
+    # Every plugin that receives webhooks has its mapping loaded, so that one connected
+    # later from the admin UI has it; a plugin without a mapping file must be configured.
+    receiving = [
+        key
+        for key, cls in registry.classes.items()
+        if Capability.RECEIVE in cls.capabilities
+        and (key in registry.instances or (config.mappings_dir / f"{key}.yaml").exists())
+    ]
+    mappings = MappingVersions(engine, config.mappings_dir, receiving)
+    core = Installation(
+        config=config,
+        engine=engine,
+        registry=registry,
+        mappings=mappings,
+        renderer=SummaryRenderer(config.templates_dir, engine),
+        inbox=DeliveryInbox(engine),
+        outbox=Outbox(engine),
+        integrations=integrations,
+        secret_box=box,
+        health=health,
+    )
+    if key:
+        core.link_secret = key
+    return core

@@ -1,0 +1,225 @@
+"""The plugin interface: what an integration is, declares and can do (an extension point)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl
+
+from middleware.config import ConfigError, Setting
+from middleware.errors import InboundError, MalformedPayload
+from middleware.ingest import json_input
+from middleware.integrations.network import UpstreamGuard, UpstreamRefused, check_url
+
+if TYPE_CHECKING:
+    from middleware.config import Config
+    from middleware.integrations.usage import ApiUsage
+    from middleware.interaction import Interaction
+
+# The proof of a delivery that came from its sender's address space but carries nothing
+# that proves its content (a Salesforce Outbound Message with only the org id): its records
+# are read back from the upstream's API before anything in it is believed.
+UNVERIFIED = "unverified"
+
+
+class Capability(StrEnum):
+    """What a plugin can do; core code asks for a capability instead of probing methods."""
+
+    RECEIVE = "receive"  # accepts webhooks at /hooks/<key>
+    ENRICH = "enrich"  # looks up the customer behind a record through the upstream API
+    WRITE_NOTE = "write_note"  # writes a private note on a ticket or case
+    FIND_OPEN_ITEMS = "find_open_items"  # lists a customer's open tickets or cases upstream
+
+
+# The capabilities that make a plugin call its upstream's API (and so can find it failing).
+UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """One webhook delivery as received: what a plugin needs to verify and parse it."""
+
+    path: str
+    url: str  # the public URL the sender called (public_url + path + query)
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    path_token: str | None = None
+    remote_addr: str = ""  # the client's address (behind trusted proxies, what they said)
+    via_trusted_proxy: bool = False  # the peer is a trusted proxy: its headers are believed
+    proof: str = ""  # how the delivery was proven authentic (what verify() returned)
+
+    @property
+    def content_type(self) -> str:
+        """Return the media type without parameters."""
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One event inside a delivery: a dedupe key, the event type and its parsed payload."""
+
+    key: str
+    type: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Comment:
+    """The text of a comment an event carries, which may be Carryover's own note coming back."""
+
+    thread_ref: str | None  # the ticket or case it was written on
+    texts: tuple[str, ...]
+
+
+class Plugin:
+    """Base of every integration; subclasses live in plugins/<key>/ (an extension point).
+
+    A plugin verifies and parses what its tool sends, enriches records through the tool's
+    API and writes notes back. What fields mean lives in mappings/<key>.yaml; storage,
+    retries, identity and rendering live in the core.
+    """
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    settings: ClassVar[Mapping[str, Setting]] = {}
+    event_types: ClassVar[tuple[str, ...]] = ()
+    setup_doc: ClassVar[str] = ""
+    note_max_bytes: ClassVar[int | None] = None  # the upstream's size limit of one note
+    # The setting holding a webhook secret that Carryover makes (see generate_secret), for
+    # senders that take one instead of giving one.
+    generated_secret: ClassVar[str | None] = None
+
+    def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
+        self.options = dict(settings)
+        self.config = config
+        # Checks every upstream call's host (see integrations/network.py); the clients use it.
+        self.upstream_guard = UpstreamGuard(config.allow_private_upstreams, self.key, self.title)
+
+    def upstream_url(self, name: str) -> str:
+        """Return a URL setting, refused with ConfigError unless Carryover may call it."""
+        url = str(self.options[name]).strip()
+        try:
+            check_url(url, self.config.allow_private_upstreams, f"integrations.{self.key}.{name}")
+        except UpstreamRefused as exc:
+            raise ConfigError(str(exc)) from None
+        return url
+
+    @classmethod
+    def generate_secret(cls) -> str:
+        """Return a new random webhook secret for the `generated_secret` setting."""
+        raise NotImplementedError
+
+    @classmethod
+    def folder(cls) -> Path:
+        """Return the plugin's folder (fixtures, templates)."""
+        import sys
+
+        return Path(sys.modules[cls.__module__].__file__ or ".").resolve().parent
+
+    def has_capability(self, capability: Capability) -> bool:
+        """Tell whether this plugin declares the capability."""
+        return capability in self.capabilities
+
+    # -- receiving -------------------------------------------------------------------
+    def verify(self, request: InboundRequest) -> str:
+        """Return how the delivery is proven authentic; raise InvalidSignature if it is not.
+
+        The proof ("signature", "path token", …) is kept with the delivery. UNVERIFIED means
+        the delivery may be processed only through read_back().
+        """
+        raise NotImplementedError
+
+    def parse(self, request: InboundRequest) -> list[InboundEvent]:
+        """Split a verified delivery into events; raise MalformedPayload or UnsupportedEvent."""
+        raise NotImplementedError
+
+    def acknowledgement(self) -> tuple[bytes, str]:
+        """Return the body and content type that tell the sender a delivery was accepted."""
+        return b"{}", "application/json"
+
+    def ignored_reply(self, event_type: str) -> tuple[bytes, str]:
+        """Return the reply to an authentic delivery that Carryover does not use."""
+        return json.dumps({"ignored": event_type}).encode(), "application/json"
+
+    def refusal(self, error: InboundError) -> tuple[bytes, str] | None:
+        """Return a refusal in the sender's own format, or None for the JSON error."""
+        return None
+
+    def storable_body(self, body: bytes) -> bytes:
+        """Return the body as it may be stored: credentials the sender put in it removed."""
+        return body
+
+    def read_back(self, event: InboundEvent) -> InboundEvent | None:
+        """Return the event with its record as the upstream API has it, None if it has none.
+
+        Called for the events of UNVERIFIED deliveries, so that nothing a forger wrote
+        reaches the timeline or the identities.
+        """
+        return None
+
+    def comment_of(self, event: InboundEvent) -> Comment | None:
+        """Return the comment an event carries (to recognise Carryover's own notes), or None."""
+        return None
+
+    # -- upstream API ------------------------------------------------------------------
+    def enrich(self, interaction: Interaction) -> Interaction:
+        """Return the interaction with identities and name looked up upstream."""
+        return interaction
+
+    def write_note(self, target_ref: str, body: str) -> None:
+        """Write a private note on a ticket or case; raise UpstreamError or RateLimited."""
+        raise NotImplementedError
+
+    def note_exists(self, target_ref: str, marker: str) -> bool:
+        """Tell whether a note carrying the marker is already on the ticket or case."""
+        raise NotImplementedError
+
+    def write_budget_per_minute(self) -> int | None:
+        """Return how many writes a minute this upstream allows us, or None for no limit."""
+        return None
+
+    def check_connection(self) -> str | None:
+        """Call the upstream API once and say who answered; None when it has no API to call.
+
+        Raise UpstreamError when the call fails.
+        """
+        return None
+
+    def api_usage(self) -> ApiUsage | None:
+        """Return the API usage the upstream last reported, if it reports any."""
+        return None
+
+
+def decode_form(body: bytes) -> list[tuple[str, str]]:
+    """Read an application/x-www-form-urlencoded body as (name, value) pairs, in order."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPayload("body is not UTF-8") from None
+    try:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPayload(f"body is not a form (name=value&…): {exc}") from None
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Read a body that must be one JSON object (UTF-8, a BOM allowed)."""
+    try:
+        payload = json_input.loads(body.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise MalformedPayload("body is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise MalformedPayload(f"body is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise MalformedPayload("body: expected a JSON object")
+    return {str(k): v for k, v in payload.items()}
+
+
+def looks_like_json(request: InboundRequest) -> bool:
+    """Tell whether a body that may be JSON or a form is JSON."""
+    return request.content_type == "application/json" or request.body.lstrip().startswith(b"{")

@@ -1,0 +1,282 @@
+"""Upstream health shared by every process: pauses after 429s and 5xx, and the note budget.
+
+A 429 paused only the item that got it: other items and other workers kept calling, and a
+rate-limited Zendesk got 288 refused requests in a minute. Here each upstream has one row in
+the store. A 429 (or Salesforce's REQUEST_LIMIT_EXCEEDED) blocks the upstream until its
+`Retry-After`; a 5xx, a timeout or a refused connection blocks it with backoff that doubles
+with each failure in a row (capped), so an outage gets a probe now and then, not a storm.
+Every process reads the row before it calls (cached for CACHE_S), so a pause seen by one
+worker holds the others within that time. Other upstreams keep going.
+
+The note budget (notes per minute an upstream allows) is a ledger of slots: a write takes
+its slot before it is sent, under the upstream's row lock, so two workers cannot both take
+the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from urllib3.exceptions import NewConnectionError
+
+from middleware.errors import NotApplied, UpstreamError, UpstreamPaused
+from middleware.store.tables import dialect_insert, upstream_state, utcnow, write_slots
+
+log = logging.getLogger(__name__)
+CACHE_S = 0.5  # how stale a process's view of a pause may be
+FIRST_PAUSE_S = 1.0  # the pause after one 5xx or timeout; it doubles with each in a row
+BUDGET_WINDOW_S = 60.0
+
+
+def call_failed(title: str, exc: requests.RequestException) -> UpstreamError:
+    """Say how a call that got no answer failed: NotApplied only when nothing was sent.
+
+    A connection that was never made (refused, no route, TLS handshake failed, connect
+    timeout) cannot have changed anything upstream. A read timeout or a dropped connection
+    may have: the upstream can still apply the request after we stopped waiting.
+    """
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return NotApplied(f"{title} unreachable: {exc}")
+    if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
+        return NotApplied(f"{title} unreachable: {exc}")
+    if isinstance(exc, requests.ReadTimeout):
+        return UpstreamError(f"{title} did not answer in time ({exc})")
+    return UpstreamError(f"{title}: no answer ({type(exc).__name__}: {exc})")
+
+
+def _never_connected(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, NewConnectionError | ConnectionRefusedError):
+            return True
+        reason = getattr(cause, "reason", None)
+        if isinstance(reason, BaseException):
+            cause = reason
+            continue
+        args = [a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)]
+        cause = args[0] if args else cause.__cause__ or cause.__context__
+    return False
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """One upstream's health as the store has it."""
+
+    target: str
+    blocked_until: datetime | None
+    failures: int
+    reason: str | None
+    last_error: str | None
+    last_error_at: datetime | None
+    last_ok_at: datetime | None
+
+    def paused_for(self, now: datetime) -> float:
+        """Return how many seconds the upstream stays paused (0 when it is not)."""
+        if self.blocked_until is None:
+            return 0.0
+        return max(0.0, (self.blocked_until - now).total_seconds())
+
+
+class UpstreamHealth:
+    """Pause and resume upstreams for every process; keep the note budget's ledger."""
+
+    def __init__(self, engine: Engine, pause_max_s: float = 60.0) -> None:
+        self.engine = engine
+        self.pause_max_s = pause_max_s
+        self._seen: dict[str, tuple[float, UpstreamStatus | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- before and after each call -----------------------------------------------------
+    def check(self, target: str, title: str) -> None:
+        """Raise UpstreamPaused, sending nothing, while the upstream is paused."""
+        status = self._cached(target)
+        if status is None:
+            return
+        wait = status.paused_for(utcnow())
+        if wait > 0:
+            raise UpstreamPaused(wait, f"{title} paused ({status.reason})")
+
+    def rate_limited(self, target: str, retry_after: float, detail: str) -> None:
+        """Pause the upstream for every process until its Retry-After has passed."""
+        now = utcnow()
+        with self._best_effort(target), self.engine.begin() as conn:
+            self._ensure_row(conn, target)
+            self._pause(conn, target, now + timedelta(seconds=retry_after), detail, detail, now)
+        self._forget(target)
+
+    def failed(self, target: str, detail: str) -> float:
+        """Count a 5xx, timeout or refused connection and pause with backoff; return the pause."""
+        now = utcnow()
+        pause = 0.0
+        with self._best_effort(target), self.engine.begin() as conn:
+            self._ensure_row(conn, target)
+            failures = conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(failures=upstream_state.c.failures + 1)
+                .returning(upstream_state.c.failures)
+            ).scalar_one()
+            pause = min(self.pause_max_s, FIRST_PAUSE_S * 2 ** (failures - 1))
+            reason = f"{detail}; {failures} in a row"
+            self._pause(conn, target, now + timedelta(seconds=pause), reason, detail, now)
+        self._forget(target)
+        return pause
+
+    @staticmethod
+    def _pause(
+        conn: Connection, target: str, until: datetime, reason: str, detail: str, now: datetime
+    ) -> None:
+        # A pause only ever grows: a short backoff must not cut a long Retry-After short.
+        longest = func.max if conn.dialect.name == "sqlite" else func.greatest
+        conn.execute(
+            update(upstream_state)
+            .where(upstream_state.c.target == target)
+            .values(
+                blocked_until=func.coalesce(longest(upstream_state.c.blocked_until, until), until),
+                reason=reason,
+                last_error=detail,
+                last_error_at=now,
+            )
+        )
+
+    def succeeded(self, target: str) -> None:
+        """Clear a run of failures once the upstream answers again (a write only when needed)."""
+        status = self._cached(target)
+        if status is None or status.failures == 0:
+            return
+        with self._best_effort(target), self.engine.begin() as conn:
+            conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(failures=0, last_ok_at=utcnow())
+            )
+        self._forget(target)
+
+    def paused_for(self, target: str) -> float:
+        """Return how many seconds the upstream stays paused, as this process last saw it."""
+        status = self._cached(target)
+        return status.paused_for(utcnow()) if status is not None else 0.0
+
+    def failing(self, target: str) -> bool:
+        """Tell whether the upstream's last answers were failures, as this process last saw it."""
+        status = self._cached(target)
+        return status is not None and status.failures > 0
+
+    def resume(self, target: str) -> None:
+        """End a pause and forget the failures in a row (the upstream is known to be back)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(blocked_until=None, failures=0)
+            )
+        self._forget(target)
+
+    # -- the note budget -----------------------------------------------------------------
+    def reserve_write(self, target: str, per_minute: int) -> float:
+        """Take a slot of the note budget; return 0, or the seconds until one frees up.
+
+        The upstream's row is locked first (an UPDATE), so two workers reserving at once
+        queue on it and the count they read is the count they write against.
+        """
+        now = utcnow()
+        since = now - timedelta(seconds=BUDGET_WINDOW_S)
+        with self.engine.begin() as conn:
+            self._ensure_row(conn, target)
+            conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(failures=upstream_state.c.failures)
+            )
+            conn.execute(delete(write_slots).where(write_slots.c.target == target,
+                                                   write_slots.c.at < since))  # fmt: skip
+            used, oldest = conn.execute(
+                select(func.count(), func.min(write_slots.c.at)).where(
+                    write_slots.c.target == target
+                )
+            ).one()
+            if used >= per_minute:
+                return max(0.5, (oldest - since).total_seconds())
+            conn.execute(insert(write_slots).values(target=target, at=now))
+        return 0.0
+
+    # -- reading -----------------------------------------------------------------------------
+    def status(self, target: str) -> UpstreamStatus | None:
+        """Return the upstream's health as the store has it now."""
+        with self.engine.connect() as conn:
+            return _status_of(conn, target)
+
+    def _cached(self, target: str) -> UpstreamStatus | None:
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(target)
+        if seen is not None and now - seen[0] < CACHE_S:
+            return seen[1]
+        try:
+            status = self.status(target)
+        except SQLAlchemyError:
+            log.warning("could not read the state of upstream %s", target)
+            return seen[1] if seen else None
+        with self._lock:
+            self._seen[target] = (now, status)
+        return status
+
+    @contextmanager
+    def _best_effort(self, target: str) -> Iterator[None]:
+        """Keep going when the store cannot record a pause: the call's own error still counts."""
+        try:
+            yield
+        except SQLAlchemyError:
+            log.warning("could not record the state of upstream %s", target)
+
+    def _forget(self, target: str | None = None) -> None:
+        with self._lock:
+            if target is None:
+                self._seen.clear()
+            else:
+                self._seen.pop(target, None)
+
+    @staticmethod
+    def _ensure_row(conn: Connection, target: str) -> None:
+        statement = dialect_insert(conn, upstream_state).values(target=target, failures=0)
+        conn.execute(statement.on_conflict_do_nothing())
+
+
+def _status_of(conn: Connection, target: str) -> UpstreamStatus | None:
+    row = conn.execute(select(upstream_state).where(upstream_state.c.target == target)).first()
+    if row is None:
+        return None
+    return UpstreamStatus(**row._asdict())
+
+
+def upstream_report(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Return each upstream's pause and latest failure, for /readyz and the overview."""
+    now = utcnow()
+    report: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(select(upstream_state).order_by(upstream_state.c.target)):
+        status = UpstreamStatus(**row._asdict())
+        paused = status.paused_for(now)
+        entry: dict[str, Any] = {"state": "paused" if paused else "ok",
+                                 "failures_in_a_row": status.failures}  # fmt: skip
+        if status.failures and not paused:
+            entry["state"] = "failing"
+        if paused:
+            entry["paused_for_s"] = round(paused, 1)
+            entry["reason"] = status.reason
+        if status.last_error_at is not None:
+            entry["last_error"] = status.last_error
+            entry["last_error_at"] = status.last_error_at.isoformat(timespec="seconds") + "Z"
+        report[status.target] = entry
+    return report

@@ -1,0 +1,1 @@
+"""What the agent reads in its tools: the summary, rendered and queued in the outbox."""

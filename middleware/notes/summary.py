@@ -1,0 +1,327 @@
+"""Build a customer's merged context and render it with admin-editable Jinja2 templates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from sqlalchemy import Connection, Engine, Row, select
+
+from middleware.customers.timeline import (
+    channel_counts,
+    contacts_since,
+    customer_words,
+    history,
+    open_items,
+    scope,
+)
+from middleware.interaction import http_link
+from middleware.store.documents import DocumentError, DocumentVersions
+from middleware.store.tables import customers, identities, utcnow
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
+EXCERPT_CHARS = 160
+SAID_LIMIT = 3
+MOOD_SAMPLE = 5
+# Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
+LISTED_KINDS = ("ticket", "case", "call", "message")
+# What one operator of an admin-edited template may build: a note is a few KB of text, and a
+# template must not be able to stall the worker with "x" * 10**9 or 9 ** 9 ** 9.
+MAX_REPEAT = 10_000
+MAX_EXPONENT = 64
+MAX_POWER_BITS = 4096
+MAX_OUTPUT_CHARS = 256 * 1024
+
+
+@dataclass(frozen=True)
+class CustomerContext:
+    """Everything Carryover knows about one customer, ready for the API and templates."""
+
+    customer: dict[str, Any]
+    open_items: list[dict[str, Any]]
+    interactions: list[dict[str, Any]]
+    said: list[dict[str, Any]]
+    preferred_channels: list[str]
+    mood: str | None
+    repeat_contacts_7d: int
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def repeat_contact(self) -> bool:
+        """Tell whether the customer came back within 7 days."""
+        return self.repeat_contacts_7d >= 2
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Format a stored (naive UTC) time as ISO-8601 with Z."""
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
+def excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str | None:
+    """Shorten text to one line of at most `limit` characters, cut at a word."""
+    if not text:
+        return None
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _item(row: Row) -> dict[str, Any]:
+    return {
+        "source": row.source,
+        "external_id": row.external_id,
+        "kind": row.kind,
+        "channel": row.channel,
+        "direction": row.direction,
+        "status": row.status,
+        "subject": row.subject,
+        "excerpt": excerpt(row.text),
+        "occurred_at": iso(row.occurred_at),
+        "agent": row.agent,
+        "team": row.team,
+        "link": http_link(row.link),  # also for links stored before they were checked
+        "duration_s": row.duration_s,
+    }
+
+
+@cache
+def _analyzer() -> Any:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def mood_of(texts: list[str]) -> str | None:
+    """Rate the sentiment of recent customer text: positive, neutral or negative."""
+    if not texts:
+        return None
+    scores = [_analyzer().polarity_scores(t)["compound"] for t in texts]
+    average = sum(scores) / len(scores)
+    if average >= 0.05:
+        return "positive"
+    if average <= -0.05:
+        return "negative"
+    return "neutral"
+
+
+def build_context(
+    conn: Connection,
+    customer_id: int,
+    recent_limit: int = 10,
+    exclude_thread: tuple[str, str] | None = None,
+    now: datetime | None = None,
+) -> CustomerContext:
+    """Gather who the customer is, open items, recent contacts, words, channel and mood."""
+    now = now or utcnow()
+    person = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
+    ids = conn.execute(
+        select(identities).where(identities.c.customer_id == customer_id).order_by(identities.c.id)
+    ).all()
+    where = scope(customer_id, exclude_thread)
+    recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
+    preferred = json.loads(person.preferred_channels) if person.preferred_channels else []
+    preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
+    texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
+    return CustomerContext(
+        customer={
+            "id": person.id,
+            "name": person.name,
+            "identities": [
+                {"type": i.type, "value": i.value, "shared": i.shared, "linked_by": i.caused_by}
+                for i in ids
+            ],
+            "preferred_channels": preferred,
+        },
+        open_items=[_item(r) for r in open_items(conn, where)],
+        interactions=[_item(r) for r in recent],
+        said=[
+            {
+                "occurred_at": iso(r.occurred_at),
+                "channel": r.channel,
+                "source": r.source,
+                "text": excerpt(r.text, 280),
+            }
+            for r in texts[:SAID_LIMIT]
+        ],
+        preferred_channels=preferred,
+        mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]),
+        repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
+    )
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "?"
+    return value.replace("T", " ")[:16] + " UTC"
+
+
+def _duration(seconds: int | None) -> str:
+    if not seconds:
+        return "0 s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+class NoteTemplates(ImmutableSandboxedEnvironment):
+    """The sandbox that admin-edited templates render in: only the variables given to them.
+
+    Jinja's sandbox refuses attributes that reach Python's internals (`__globals__`,
+    `mro`, …) and calls of unsafe methods; on top of it, templates see no globals at all
+    (no `range`, `cycler`, `lipsum`, `namespace`), and `*` and `**` cannot build huge values.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, loader: jinja2.BaseLoader) -> None:
+        super().__init__(
+            loader=loader,
+            autoescape=False,  # plain-text notes, never HTML
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.globals.clear()
+        self.filters["when"] = _when
+        self.filters["excerpt"] = excerpt
+        self.filters["duration"] = _duration
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """Repeat a string or list at most MAX_REPEAT times; compute only small powers."""
+        if operator == "**" and _huge_power(left, right):
+            raise SecurityError("a template may not compute such a large power")
+        if operator == "*" and (_huge_repeat(left, right) or _huge_repeat(right, left)):
+            raise SecurityError(f"a template may not repeat a value over {MAX_REPEAT} times")
+        return super().call_binop(context, operator, left, right)
+
+
+def _huge_power(base: Any, exponent: Any) -> bool:
+    if not isinstance(exponent, int | float):
+        return False
+    if abs(exponent) > MAX_EXPONENT:
+        return True
+    return isinstance(base, int) and base.bit_length() * abs(exponent) > MAX_POWER_BITS
+
+
+def _huge_repeat(value: Any, count: Any) -> bool:
+    return isinstance(value, str | list | tuple) and isinstance(count, int) and count > MAX_REPEAT
+
+
+def render_bounded(template: jinja2.Template, values: dict[str, Any]) -> str:
+    """Render a template, refusing one whose output grows past MAX_OUTPUT_CHARS."""
+    chunks, size = [], 0
+    for chunk in template.generate(**values):
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"the template wrote over {MAX_OUTPUT_CHARS} characters")
+        chunks.append(chunk)
+    return "".join(chunks).strip()
+
+
+class SummaryRenderer:
+    """Render contexts with one template per target; admins may override any of them.
+
+    A template is looked up in the versions saved in the admin UI, then in templates_dir,
+    then among the shipped ones. Every template renders in the sandbox (NoteTemplates): a
+    saved one is written by an admin in the browser, a file one by whoever can write there.
+    """
+
+    def __init__(self, override_dir: Path | None = None, engine: Engine | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if override_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+        loaders.append(jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)))
+        self.files = jinja2.ChoiceLoader(loaders)
+        self.env = NoteTemplates(self.files)
+        self.saved: DocumentVersions[str] | None = None
+        if engine is not None:
+            names = [n for n in self.files.list_templates() if n.endswith(".txt.j2")]
+            self.saved = DocumentVersions(engine, "template", names, self.file_source,
+                                          self.check_source)  # fmt: skip
+            self.env.loader = _VersionedLoader(self.saved, self.files)
+
+    def file_source(self, name: str) -> str:
+        """Return a template's text as the files give it (templates_dir, else shipped)."""
+        return self.files.get_source(self.env, name)[0]
+
+    def check_source(self, name: str, source: str, origin: str) -> str:
+        """Return a template's text if Jinja can compile it; raise DocumentError otherwise."""
+        try:
+            self.env.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise DocumentError(f"{origin}: line {exc.lineno}: {exc.message}") from None
+        return source
+
+    def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
+        """Render the template `<target>.txt.j2` for a customer context."""
+        template = self._template(f"{target}.txt.j2")
+        return render_bounded(template, {**self.variables(context), **extra})
+
+    def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
+        """Render the note about one ended call (call_note.txt.j2)."""
+        template = self._template("call_note.txt.j2")
+        return render_bounded(template, {"call": call, "customer_name": customer_name})
+
+    def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
+        """Render a template text being edited with the given variables; DocumentError if bad."""
+        try:
+            return render_bounded(self.env.from_string(self.check_source(name, source, name)),
+                                  values)  # fmt: skip
+        except jinja2.TemplateError as exc:
+            raise DocumentError(f"{name}: {exc}") from None
+
+    def variables(self, context: CustomerContext) -> dict[str, Any]:
+        """Return the variables a summary template sees for a customer context."""
+        return {**context.as_dict(), "repeat_contact": context.repeat_contact}
+
+    def _template(self, name: str) -> jinja2.Template:
+        if self.saved is not None:
+            self.saved.refresh_if_due()
+        return self.env.get_template(name)
+
+
+class _VersionedLoader(jinja2.BaseLoader):
+    """Load a template saved in the admin UI, else its file; recompile when either changes.
+
+    Jinja keeps a compiled template while its `uptodate` says so. A file's own check looks
+    at the file's time only, so a version saved later (in this process or another) must
+    also make the file's template out of date, and a rollback to the file likewise.
+    """
+
+    def __init__(self, saved: DocumentVersions[str], files: jinja2.BaseLoader) -> None:
+        self.saved = saved
+        self.files = files
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool]]:
+        """Return the text in use for a template, and how to tell it is still in use."""
+        version = self.saved.version_of(template)
+        if version is not None:
+            return (
+                self.saved.current(template),
+                None,
+                lambda: self.saved.version_of(template) == version,
+            )
+        source, filename, file_uptodate = self.files.get_source(environment, template)
+        return (
+            source,
+            filename,
+            lambda: (
+                self.saved.version_of(template) is None
+                and (file_uptodate is None or file_uptodate())
+            ),
+        )

@@ -1,0 +1,185 @@
+"""After the reply: map → enrich → resolve identity → append to timeline → decide → render."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, select
+
+from middleware.customers.identity import Resolution, normalise_all, resolve_customer
+from middleware.customers.redaction import redact
+from middleware.customers.timeline import ITEM_KINDS, Appended, append, history, thread_of
+from middleware.ingest.inbox import request_of
+from middleware.installation import Installation
+from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent, Plugin
+from middleware.interaction import CustomerRecord, Identity, Interaction
+from middleware.notes.outbox import Outbox
+from middleware.notes.summary import build_context
+from middleware.process.calls import after_call_event, stored_call
+from middleware.store.tables import delivery_customers, dialect_insert, interactions
+
+SUMMARY = "summary"
+
+
+class NotConfigured(Exception):
+    """A stored delivery names an integration that is not configured any more."""
+
+
+def process_delivery(core: Installation, row: Row) -> list[str]:
+    """Run every unseen event of a stored delivery through the pipeline; return the trail."""
+    plugin = core.registry.get(row.plugin)
+    if plugin is None:
+        raise NotConfigured(f"integration {row.plugin!r} is not configured")
+    keys = set(json.loads(row.event_keys))
+    request = request_of(row)
+    events = [e for e in plugin.parse(request) if e.key in keys]
+    if request.proof != UNVERIFIED:
+        return [handle_event(core, plugin, e, row.received_at, row.id) for e in events]
+    # Nothing in an unverified delivery is believed: each record is read back upstream.
+    steps = []
+    for event in events:
+        confirmed = plugin.read_back(event)
+        if confirmed is None:
+            steps.append(f"{event.key}: not found upstream (unverified delivery), ignored")
+        else:
+            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id))
+    return steps
+
+
+def handle_event(
+    core: Installation,
+    plugin: Plugin,
+    event: InboundEvent,
+    received: datetime,
+    delivery_id: int | None = None,
+) -> str:
+    """Map, enrich, resolve and append one event, and queue the notes it calls for."""
+    mapping = core.mappings[plugin.key]
+    if core.is_own_note(plugin, event):
+        return f"{event.key}: own note, ignored"
+    if not mapping.handles(event.type):
+        return f"{event.key}: {event.type} ignored"
+    if mapping.describes_customer(event.type):
+        record = mapping.apply_customer(event.type, event.payload)
+        return link_customer_record(core, record, event.key, delivery_id)
+    interaction = redact_interaction(mapping.apply(event.type, event.payload, received))
+    if plugin.has_capability(Capability.ENRICH):
+        interaction = plugin.enrich(interaction)
+    found = normalise_all(interaction.identities, core.config.default_region)
+    interaction = replace(interaction, identities=found)
+    with core.engine.begin() as conn:
+        if found:
+            resolution = resolve_customer(
+                conn, found, interaction.record_ref, interaction.customer_name
+            )
+        else:
+            resolution = Resolution(_thread_customer(conn, interaction))
+        before = None
+        if interaction.kind == "call":
+            before = stored_call(conn, interaction.source, interaction.external_id)
+        appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
+        remember_delivery(conn, delivery_id, appended.customer_id)
+        if interaction.kind == "call":
+            queued = after_call_event(core, conn, interaction, before)
+        else:
+            queued = int(decide(core, conn, plugin, interaction, appended))
+    core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
+    who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
+    notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
+    return f"{event.key}: {interaction.record_ref} → {who}{notes}"
+
+
+def link_customer_record(
+    core: Installation, record: CustomerRecord, key: str, delivery_id: int | None = None
+) -> str:
+    """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
+    cleaned = [Identity(i.type, i.value.replace("\x00", "")) for i in record.identities]
+    found = normalise_all(cleaned, core.config.default_region)
+    if not found:
+        return f"{key}: {record.record_ref} carries no usable identifier"
+    name = (record.customer_name or "").replace("\x00", "") or None
+    with core.engine.begin() as conn:
+        resolution = resolve_customer(conn, found, record.record_ref, name)
+        remember_delivery(conn, delivery_id, resolution.customer_id)
+    core.live.publish(_topics(found, resolution.customer_id, resolution.candidates))
+    return f"{key}: {record.record_ref} → customer {resolution.customer_id}"
+
+
+def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: int | None) -> None:
+    """Note that a delivery spoke of a customer, so that erasing the customer erases it too."""
+    if delivery_id is None or customer_id is None:
+        return
+    statement = dialect_insert(conn, delivery_customers).values(
+        delivery_id=delivery_id, customer_id=customer_id
+    )
+    conn.execute(statement.on_conflict_do_nothing())
+
+
+def _topics(
+    found: tuple[Identity, ...], customer_id: int | None, candidates: tuple[int, ...]
+) -> set[str]:
+    """Name what changed, for the screen-pops that show it."""
+    topics = {f"phone:{i.value}" for i in found if i.type == "phone"}
+    topics |= {f"customer:{cid}" for cid in (customer_id, *candidates) if cid is not None}
+    return topics
+
+
+def redact_interaction(interaction: Interaction) -> Interaction:
+    """Redact card numbers and secrets from the customer's words before they are stored.
+
+    NUL characters go too: PostgreSQL text cannot hold them, and no tool means them.
+    """
+    text_fields = {
+        f.name: getattr(interaction, f.name).replace("\x00", "")
+        for f in fields(interaction)
+        if isinstance(getattr(interaction, f.name), str)
+    }
+    identities = tuple(
+        Identity(i.type, i.value.replace("\x00", "")) for i in interaction.identities
+    )
+    cleaned = replace(interaction, **text_fields, identities=identities)
+    return replace(cleaned, subject=redact(cleaned.subject), text=redact(cleaned.text))
+
+
+def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:
+    """Find the customer of the ticket or case a comment belongs to."""
+    thread = thread_of(interaction.external_id)
+    if thread == interaction.external_id:
+        return None
+    return conn.execute(
+        select(interactions.c.customer_id).where(
+            interactions.c.source == interaction.source,
+            interactions.c.external_id == thread,
+            interactions.c.kind.in_(ITEM_KINDS),
+        )
+    ).scalar()
+
+
+def decide(
+    core: Installation,
+    conn: Connection,
+    plugin: Plugin,
+    interaction: Interaction,
+    appended: Appended,
+) -> bool:
+    """Queue a summary note on a new ticket or case whose customer has other history."""
+    customer_id = appended.customer_id
+    if not (
+        interaction.creates
+        and interaction.kind in ITEM_KINDS
+        and customer_id is not None
+        and plugin.has_capability(Capability.WRITE_NOTE)
+    ):
+        return False
+    thread = (interaction.source, thread_of(interaction.external_id))
+    has_history = bool(history(conn, customer_id, limit=1, exclude_thread=thread))
+    if not has_history and not core.config.summary["note_on_first_contact"]:
+        return False
+    context = build_context(
+        conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
+    )
+    body = core.renderer.render(plugin.key, context)
+    return Outbox.enqueue(conn, core.markers, plugin.key, interaction.external_id, appended.id,
+                          SUMMARY, body, max_bytes=plugin.note_max_bytes)  # fmt: skip

@@ -1,0 +1,365 @@
+"""The worker: claims deliveries and writes with a lease and carries them through.
+
+Each upstream with an API gets a lane of its own (a thread that carries only the deliveries
+from it and the notes to it), and one more lane carries the rest: a Zendesk that stalls
+holds up Zendesk's work only, never Salesforce's notes or a call's screen-pop. A heartbeat
+renews the worker's short leases while it works, so another worker takes over within
+seconds of a crash, never while this one is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.exc import SQLAlchemyError
+
+from middleware.errors import (
+    InboundError,
+    NotApplied,
+    PermanentUpstreamError,
+    RateLimited,
+    UpstreamError,
+)
+from middleware.installation import Installation
+from middleware.integrations.plugin import Capability, Plugin
+from middleware.integrations.usage import ApiUsage, record_usage
+from middleware.notes.outbox import ATTEMPTING
+from middleware.process.mapping import MappingError
+from middleware.process.pipeline import NotConfigured, process_delivery
+from middleware.store.queue import (
+    DEAD,
+    DONE,
+    NOTE_BUDGET,
+    PAUSED_UPSTREAM,
+    PENDING,
+    UNKNOWN_OUTCOME,
+    Lane,
+    LeasedQueue,
+    RetryPolicy,
+    add_trail,
+)
+from middleware.store.tables import utcnow
+from middleware.throttled_log import ThrottledLog, store_error
+
+log = logging.getLogger(__name__)
+BATCH = 20
+GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on this process
+HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
+
+
+class Worker:
+    """Carry stored deliveries through the pipeline and queued notes to their upstream."""
+
+    def __init__(self, core: Installation, name: str | None = None) -> None:
+        self.core = core
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.settings = core.config.worker
+        self.policy = RetryPolicy.from_settings(self.settings)
+        self.stopping = threading.Event()
+        self._recorded: dict[str, ApiUsage] = {}
+        self._threads: list[threading.Thread] = []
+        # One wake-up per lane thread: a webhook wakes them all, and notes queued by the
+        # deliveries' lane wake the upstreams' lanes at once (see _nudge).
+        self._wakes: dict[Lane, threading.Event] = {}
+        self.faults = ThrottledLog(log)  # a store outage repeats a failure on every item
+
+    def lanes(self) -> list[Lane]:
+        """Return one lane per upstream that takes notes, and one for deliveries and the rest."""
+        upstreams = sorted(
+            key
+            for key, cls in self.core.registry.classes.items()
+            if Capability.WRITE_NOTE in cls.capabilities
+        )
+        return [Lane(key) for key in upstreams] + [Lane(None, tuple(upstreams))]
+
+    # -- one pass --------------------------------------------------------------------------
+    def run_once(self, lane: Lane | None = None) -> int:
+        """Process what is due now (in one lane, or all); return how many rows were handled.
+
+        Deliveries are carried in the order they came, by the lane of no upstream: a call
+        that follows a ticket is processed after it. A delivery whose upstream is paused or
+        failing waits unclaimed, so a stalled upstream costs the deliveries at most one
+        timeout; that upstream's own lane finds out when it is back (see _probe).
+        """
+        handled = 0
+        lease_s = self.settings["lease_s"]
+        if lane is None or lane.upstream is None:
+            unwell = self._upstreams(paused_only=False)
+            for row in self.core.inbox.claim(self.owner, lease_s, BATCH, skip=unwell):
+                handled += self._timed(self._process, row)
+            if handled:
+                self._nudge()  # the notes they queued are for the upstreams' lanes
+        paused = self._upstreams(paused_only=True)
+        for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane, paused):
+            handled += self._timed(self._write, row)
+        for plugin in self.core.registry.instances.values():
+            if lane is None or lane.upstream == plugin.key:
+                self._probe(plugin)
+        if handled:
+            self._record_usage()
+        return handled
+
+    def _timed(self, step: Any, row: Row) -> int:
+        started = time.monotonic()
+        step(row)
+        self.give_way(time.monotonic() - started)
+        return 1
+
+    def _upstreams(self, paused_only: bool) -> list[str]:
+        """Return the upstreams paused now (or also failing): their rows wait, unclaimed."""
+        health = self.core.health
+        return [
+            key
+            for key in self.core.registry.instances
+            if health.paused_for(key) > 0 or (not paused_only and health.failing(key))
+        ]
+
+    def _probe(self, plugin: Plugin) -> None:
+        """Call a failing upstream once its pause is over, to learn whether it is back.
+
+        Its deliveries wait while it fails, and it may have no note to write: without a
+        probe nothing would ever call it again.
+        """
+        health = self.core.health
+        if not health.failing(plugin.key) or health.paused_for(plugin.key) > 0:
+            return
+        try:
+            plugin.check_connection()
+        except UpstreamError as exc:
+            self.faults.log(logging.INFO, f"probe:{plugin.key}", "%s is still failing: %s",
+                            plugin.title, exc)  # fmt: skip
+
+    def _record_usage(self) -> None:
+        """Keep the API usage upstreams reported during this pass, for /readyz."""
+        for plugin in self.core.registry.instances.values():
+            usage = plugin.api_usage()
+            if usage is None or self._recorded.get(plugin.key) == usage:
+                continue
+            try:
+                record_usage(self.core.engine, plugin.key, usage)
+            except SQLAlchemyError:
+                self.faults.log(logging.WARNING, "usage", "could not record %s API usage",
+                                plugin.key)  # fmt: skip
+                continue
+            self._recorded[plugin.key] = usage
+
+    def drain(self, rounds: int = 50) -> int:
+        """Run passes until nothing is due (for tests and one-shot runs); return the total."""
+        total = 0
+        for _ in range(rounds):
+            handled = self.run_once()
+            total += handled
+            if not handled:
+                break
+        return total
+
+    def give_way(self, busy_s: float) -> None:
+        """Pause as long as the last item took while webhooks arrive in this process.
+
+        Web threads and an embedded worker share one interpreter lock: a worker that never
+        paused would keep senders waiting for their acknowledgement (Zendesk gives up at
+        12 s) while it works through a backlog. Acknowledging comes first; the work waits,
+        and nothing is lost. A worker in a process of its own sees no webhooks and never
+        pauses.
+        """
+        if time.monotonic() - self.core.webhook_seen_at < GIVE_WAY_WINDOW_S:
+            self.stopping.wait(busy_s)
+
+    def _unexpected(self, exc: Exception, message: str, *args: Any) -> None:
+        """Log a failure that is no upstream's: a store outage in one line, a bug with its trace.
+
+        Either repeats for every item while it lasts, so each kind is logged once a window.
+        """
+        if isinstance(exc, SQLAlchemyError):
+            self.faults.log(logging.WARNING, "store", message + ": %s", *args, store_error(exc))
+        else:
+            self.faults.log(logging.ERROR, type(exc).__name__, message, *args, exc_info=True)
+
+    def _renew(self, queue: LeasedQueue, row: Row, **values: Any) -> bool:
+        """Extend this worker's lease on a row; False when another worker has taken it over."""
+        until = utcnow() + timedelta(seconds=self.settings["lease_s"])
+        if queue.touch(row.id, self.owner, lease_expires_at=until, **values):
+            return True
+        log.warning("%s %s: lease ran out and was taken over; leaving it", queue.table.name, row.id)
+        return False
+
+    # -- deliveries ------------------------------------------------------------------------
+    def _process(self, row: Row) -> None:
+        inbox = self.core.inbox
+        if not self._renew(inbox, row):  # claimed in a batch: its lease may have run out
+            return
+        try:
+            steps = process_delivery(self.core, row)
+        except RateLimited as exc:  # its upstream is paused: nothing was sent
+            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                              after_s=exc.retry_after, count_attempt=False,
+                              waiting_for=PAUSED_UPSTREAM)  # fmt: skip
+        except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
+            trail = add_trail(row.trail, "failed", str(exc))
+            inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail,
+                         attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
+        except UpstreamError as exc:
+            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True)
+        except Exception as exc:  # never let one delivery stop the worker
+            self._unexpected(exc, "delivery %s failed", row.id)
+            inbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}", self.policy,
+                              transient=False)  # fmt: skip
+        else:
+            trail = row.trail
+            for step in steps or ["no events"]:
+                trail = add_trail(trail, "processed", step)
+            inbox.settle(row.id, self.owner, status=DONE, finished_at=utcnow(), trail=trail,
+                         last_error=None, failing_since=None, waiting_for=None)  # fmt: skip
+
+    # -- notes -----------------------------------------------------------------------------
+    def _write(self, row: Row) -> None:
+        """Write one note exactly once: look before writing again, reserve before writing.
+
+        A write that got an answer is settled by it. One that got none (a read timeout, a
+        dropped connection, a 5xx) may still be applied by the upstream after we stopped
+        waiting, so it stays ATTEMPTING and is looked for upstream only after
+        `unknown_outcome_grace_s`; only a marker still missing then lets it be written again.
+        """
+        outbox = self.core.outbox
+        plugin = self.core.registry.get(row.target)
+        if plugin is None:
+            outbox.retry_later(row, self.owner, f"integration {row.target!r} is not configured",
+                               self.policy, transient=True)  # fmt: skip
+            return
+        grace = self.settings["unknown_outcome_grace_s"]
+        attempted = False
+        try:
+            if row.status == ATTEMPTING:
+                settled_at = row.attempted_at and row.attempted_at + timedelta(seconds=grace)
+                if settled_at and utcnow() < settled_at:  # taken over from a worker that died
+                    outbox.settle(row.id, self.owner, next_attempt_at=settled_at,
+                                  waiting_for=UNKNOWN_OUTCOME)  # fmt: skip
+                    return
+                if plugin.note_exists(row.target_ref, row.marker):
+                    self._written(row)
+                    return
+            budget = plugin.write_budget_per_minute()
+            wait = self.core.health.reserve_write(row.target, budget) if budget else 0.0
+            if wait:  # a throttle of our own, not a failure: no error, no attempt
+                due = utcnow() + timedelta(seconds=wait)
+                outbox.settle(row.id, self.owner, next_attempt_at=due, waiting_for=NOTE_BUDGET)
+                return
+            # Never write on a lease another worker took over: it may be writing the same note.
+            if not self._renew(outbox, row, status=ATTEMPTING, attempted_at=utcnow()):
+                return
+            attempted = True
+            plugin.write_note(row.target_ref, row.body)
+        except RateLimited as exc:
+            # Refused for the rate limit (or not sent, paused): the write did not happen. On the
+            # marker check, the row stays as it was: the check is still owed.
+            outbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                               after_s=exc.retry_after, count_attempt=False,
+                               waiting_for=PAUSED_UPSTREAM,
+                               **self._not_written(attempted))  # fmt: skip
+        except NotApplied as exc:
+            outbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                               **self._not_written(attempted))  # fmt: skip
+        except PermanentUpstreamError as exc:
+            outbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc),
+                          attempts=row.attempts + 1, waiting_for=None,
+                          attempted_at=None if attempted else row.attempted_at)  # fmt: skip
+        except Exception as exc:  # never let one write stop the worker
+            transient = isinstance(exc, UpstreamError)
+            if not transient:
+                self._unexpected(exc, "write %s failed", row.id)
+            error = str(exc) if transient else f"{type(exc).__name__}: {exc}"
+            if attempted:  # no answer is not a "no": look for the note after the grace
+                error += f"; looking for the note upstream after {grace:g}s"
+                outbox.retry_later(row, self.owner, error, self.policy, transient=transient,
+                                   after_s=grace, waiting_for=UNKNOWN_OUTCOME)  # fmt: skip
+            else:
+                outbox.retry_later(row, self.owner, error, self.policy, transient=transient)
+        else:
+            self._written(row)
+
+    @staticmethod
+    def _not_written(attempted: bool) -> dict[str, Any]:
+        """Return what a definite "no" to a write changes: nothing is pending upstream.
+
+        A refusal on the marker check (not attempted) changes nothing: the check is owed.
+        """
+        if not attempted:
+            return {}
+        return {"status": PENDING, "attempted_at": None}
+
+    def _written(self, row: Row) -> None:
+        self.core.outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None,
+                                failing_since=None, waiting_for=None)  # fmt: skip
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run_forever(self, lane: Lane | None = None) -> None:
+        """Process (one lane, or all) until stop() is called, waking when a delivery arrives."""
+        interval = self.settings["poll_interval_s"]
+        while not self.stopping.is_set():
+            try:
+                handled = self.run_once(lane)
+            except Exception as exc:  # the store may be briefly unreachable; keep going
+                self._unexpected(exc, "worker pass failed")
+                handled = 0
+            if not handled:
+                wake = self._wakes.get(lane, self.core.wake) if lane else self.core.wake
+                wake.wait(interval)
+                wake.clear()
+
+    def _nudge(self) -> None:
+        """Wake every lane thread."""
+        for wake in self._wakes.values():
+            wake.set()
+
+    def _relay(self) -> None:
+        """Pass each wake-up of the installation (a webhook stored) on to every lane."""
+        while not self.stopping.is_set():
+            if self.core.wake.wait(self.settings["poll_interval_s"]):
+                self.core.wake.clear()
+                self._nudge()
+
+    def heartbeat(self) -> None:
+        """Renew this worker's leases until stop(), so none runs out while it is alive."""
+        lease_s = self.settings["lease_s"]
+        while not self.stopping.wait(lease_s / HEARTBEATS_PER_LEASE):
+            try:
+                self.core.inbox.renew_all(self.owner, lease_s)
+                self.core.outbox.renew_all(self.owner, lease_s)
+            except SQLAlchemyError as exc:
+                self.faults.log(logging.WARNING, "renew", "could not renew leases: %s",
+                                store_error(exc))  # fmt: skip
+
+    def start(self) -> list[threading.Thread]:
+        """Run one daemon thread per lane, and the heartbeat."""
+        self._wakes = {lane: threading.Event() for lane in self.lanes()}
+        self._threads.append(
+            threading.Thread(target=self._relay, name="carryover-wake", daemon=True)
+        )
+        for lane in self._wakes:
+            name = f"carryover-worker-{lane.upstream or 'other'}"
+            self._threads.append(threading.Thread(target=self.run_forever, args=(lane,),
+                                                  name=name, daemon=True))  # fmt: skip
+        self._threads.append(
+            threading.Thread(target=self.heartbeat, name="carryover-heartbeat", daemon=True)
+        )
+        for thread in self._threads:
+            thread.start()
+        return list(self._threads)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the threads start() began."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def stop(self) -> None:
+        """Ask every lane to finish its pass and return."""
+        self.stopping.set()
+        self.core.wake.set()
+        self._nudge()

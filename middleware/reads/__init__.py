@@ -1,0 +1,1 @@
+"""Agent-facing reads: the context API and the screen-pop's live updates."""

@@ -1,0 +1,1 @@
+"""The relational store: tables, migrations, work queues, edited documents, sealed secrets."""

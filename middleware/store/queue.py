@@ -1,0 +1,221 @@
+"""Leased work queues on a table: claim, finish, retry with backoff, dead-letter, replay.
+
+Both the inbox (deliveries) and the outbox (writes) are such queues. A worker claims rows
+with a short lease and renews it while it works; a row whose lease ran out (its worker was
+killed) is claimed again within seconds. On PostgreSQL, claims use FOR UPDATE SKIP LOCKED
+so workers on several hosts share the queue.
+
+Retries go by time, not count: an upstream outage of hours must not turn waiting work into
+dead letters. A transient failure (5xx, timeout, no connection) is retried with capped
+backoff for `retry_for_s` from the first failure in a row; a refusal (404, 422) is a dead
+letter at once; a failure of Carryover itself (a bug) after `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, Row, Table, or_, select, true, update
+
+from middleware.store.tables import dumps, utcnow
+
+DEAD = "dead"
+DONE = "done"
+PENDING = "pending"
+# What holds a waiting row back besides its own backoff (the waiting_for column).
+PAUSED_UPSTREAM = "pause"  # its upstream is paused (429, or 5xx and timeouts in a row)
+NOTE_BUDGET = "budget"  # the upstream's notes-per-minute budget is used up
+UNKNOWN_OUTCOME = "outcome"  # a write got no answer: it is looked for upstream after a grace
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often failed work is tried again."""
+
+    retry_for_s: float
+    max_attempts: int
+    base_s: float
+    cap_s: float
+
+    @classmethod
+    def from_settings(cls, worker: Mapping[str, Any]) -> RetryPolicy:
+        """Read the policy from the worker settings."""
+        return cls(worker["retry_for_s"], worker["max_attempts"], worker["backoff_base_s"],
+                   worker["backoff_max_s"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Lane:
+    """The rows one worker thread carries: one upstream's, or every row of no other lane."""
+
+    upstream: str | None
+    others: tuple[str, ...] = ()
+
+    def clause(self, column: Any) -> ColumnElement[bool]:
+        """Return the condition that selects this lane's rows by their plugin or target."""
+        if self.upstream is not None:
+            return column == self.upstream  # type: ignore[no-any-return]
+        return column.not_in(self.others) if self.others else true()  # type: ignore[no-any-return]
+
+
+def backoff_seconds(attempts: int, base: float, cap: float) -> float:
+    """Return the wait before retry number `attempts` (exponential, capped, with jitter)."""
+    return min(cap, base * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
+
+
+class LeasedQueue:
+    """A table used as a work queue with leases."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        lane_column: str,
+        ready: Sequence[str] = (PENDING,),
+        replay_as: str = PENDING,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.lane_column = table.c[lane_column]  # the plugin or target that names its upstream
+        self.ready = tuple(ready)
+        self.replay_as = replay_as
+
+    def claim(
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int = 10,
+        lane: Lane | None = None,
+        skip: Sequence[str] = (),
+    ) -> list[Row]:
+        """Lease up to `limit` due rows to `owner` and return them.
+
+        Only rows of the lane if one is given, and none of the upstreams in `skip`.
+        """
+        t = self.table
+        now = utcnow()
+        with self.engine.begin() as conn:
+            query = (
+                select(t.c.id)
+                .where(
+                    t.c.status.in_(self.ready),
+                    t.c.next_attempt_at <= now,
+                    or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now),
+                    lane.clause(self.lane_column) if lane is not None else true(),
+                    self.lane_column.not_in(skip) if skip else true(),
+                )
+                .order_by(t.c.next_attempt_at, t.c.id)
+                .limit(limit)
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(conn.execute(query).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(ids))
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+            return list(conn.execute(select(t).where(t.c.id.in_(ids)).order_by(t.c.id)))
+
+    def settle(self, row_id: int, owner: str, **values: Any) -> bool:
+        """Update a leased row and drop the lease; False when the lease was lost."""
+        t = self.table
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t)
+                .where(t.c.id == row_id, t.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None, **values)
+            )
+            return bool(result.rowcount)
+
+    def touch(self, row_id: int, owner: str, **values: Any) -> bool:
+        """Update a leased row and keep the lease; False when the lease was lost."""
+        t = self.table
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t).where(t.c.id == row_id, t.c.lease_owner == owner).values(**values)
+            )
+            return bool(result.rowcount)
+
+    def renew_all(self, owner: str, lease_s: float) -> int:
+        """Extend every lease `owner` holds (its heartbeat); return how many."""
+        t = self.table
+        until = utcnow() + timedelta(seconds=lease_s)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t).where(t.c.lease_owner == owner).values(lease_expires_at=until)
+            )
+            return int(result.rowcount)
+
+    def retry_later(
+        self,
+        row: Row,
+        owner: str,
+        error: str | None,
+        policy: RetryPolicy,
+        *,
+        transient: bool,
+        after_s: float | None = None,
+        count_attempt: bool = True,
+        **values: Any,
+    ) -> str:
+        """Schedule another try, or dead-letter the row; return its status.
+
+        A transient failure is retried until `retry_for_s` have passed since the first
+        failure in a row; any other until `max_attempts`.
+        """
+        now = utcnow()
+        attempts = row.attempts + (1 if count_attempt else 0)
+        failing_since = row.failing_since or now
+        values.setdefault("waiting_for", None)
+        if transient:
+            given_up = (now - failing_since).total_seconds() >= policy.retry_for_s
+        else:
+            given_up = count_attempt and attempts >= policy.max_attempts
+        if given_up:
+            values.update(status=DEAD, waiting_for=None)
+        else:
+            wait = after_s if after_s is not None else backoff_seconds(
+                attempts, policy.base_s, policy.cap_s
+            )  # fmt: skip
+            values["next_attempt_at"] = now + timedelta(seconds=wait)
+        self.settle(row.id, owner, attempts=attempts, last_error=error,
+                    failing_since=failing_since, **values)  # fmt: skip
+        return str(values.get("status", row.status))
+
+    def replay(self, ids: Sequence[int] | None = None) -> int:
+        """Put rows (or every dead row when ids is None) back in the queue; return the count."""
+        t = self.table
+        query = update(t).values(
+            status=self.replay_as, attempts=0, next_attempt_at=utcnow(), lease_owner=None,
+            lease_expires_at=None, failing_since=None, waiting_for=None,
+        )  # fmt: skip
+        query = query.where(t.c.status == DEAD) if ids is None else query.where(t.c.id.in_(ids))
+        with self.engine.begin() as conn:
+            return int(conn.execute(query).rowcount)
+
+    def next_due(self) -> datetime | None:
+        """Return when the earliest ready row becomes due."""
+        t = self.table
+        with self.engine.begin() as conn:
+            return conn.execute(
+                select(t.c.next_attempt_at)
+                .where(t.c.status.in_(self.ready))
+                .order_by(t.c.next_attempt_at)
+                .limit(1)
+            ).scalar()
+
+
+def add_trail(trail_json: str, step: str, detail: str = "") -> str:
+    """Append one step to a row's processing trail."""
+    trail = json.loads(trail_json or "[]")
+    trail.append({"at": utcnow().isoformat(timespec="milliseconds") + "Z", "step": step,
+                  "detail": detail})  # fmt: skip
+    return dumps(trail)

@@ -1,0 +1,1 @@
+"""Serve HTTP: the app factory, the server, security headers, health."""

@@ -1,0 +1,47 @@
+"""Liveness and readiness, without authentication and without secrets.
+
+/readyz answers 503 only when the store cannot take webhooks (unreachable, or migrations
+pending). A paused or failing upstream does not stop webhooks from being accepted and
+stored, so a load balancer must keep sending them: the answer stays 200, and says
+"degraded", naming each upstream's state and the work waiting for it.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from middleware.installation import current_installation
+from middleware.integrations.faults import readiness, upstream_keys
+from middleware.store.tables import migrations_applied, reading
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Say the process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Say whether the store is reachable and fully migrated, and how the upstreams fare."""
+    core = current_installation()
+    try:
+        with reading(core.engine) as conn:
+            conn.execute(text("SELECT 1"))
+        migrated = migrations_applied(core.engine)
+        if migrated:
+            with reading(core.engine) as conn:
+                unwell, upstreams = readiness(conn, upstream_keys(core.registry))
+    except SQLAlchemyError:
+        return jsonify(status="unavailable", store="unreachable"), 503
+    if not migrated:
+        return jsonify(status="unavailable", store="ok", migrations="pending"), 503
+    return jsonify(
+        status="degraded" if unwell else "ready", store="ok", migrations="applied",
+        degraded_upstreams=unwell, integrations=sorted(core.registry.instances),
+        upstreams=upstreams,
+    ), 200  # fmt: skip

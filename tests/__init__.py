@@ -1,0 +1,1 @@
+"""Carryover's test suite, laid out like the code it tests."""

@@ -1,0 +1,1 @@
+"""The simulators and the demo (development only)."""

@@ -1,0 +1,96 @@
+"""The demo: three journeys through simulated tools, each leaving the notes it promises."""
+
+from __future__ import annotations
+
+import re
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from devkit.demo import (
+    ANN,
+    BOB,
+    billing_transfers,
+    facebook_then_phone,
+    monday_call_wednesday_email,
+    running_demo,
+)
+from middleware.cli import main
+
+
+def free_port() -> int:
+    """Return a port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One demo for the module, at full speed, its story kept for the assertions."""
+    told: list[str] = []
+    folder = tmp_path_factory.mktemp("demo") / "var"
+    with running_demo(folder, free_port(), pace=0, say=told.append) as running:
+        running.told = told
+        yield running
+
+
+def test_a_facebook_message_continued_by_phone(demo):
+    """The call's pop shows the Facebook ticket, and the ticket gets a note of the call."""
+    ticket = facebook_then_phone(demo)
+    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
+    assert "Ann Example" in pop and "Blender arrived with a cracked jug" in pop
+    (note,) = demo.zendesk.notes(ticket)
+    assert not note["public"]
+    assert "Phone call" in note["body"] and "(Ann Example)" in note["body"]
+    assert "Answered by sam; 3 min 4 s." in note["body"]
+
+
+def test_a_billing_error_from_support_to_billing_to_a_manager(demo):
+    """The case starts with the ticket's story; the transferred call is noted on both."""
+    ticket, case = billing_transfers(demo)
+    summary, call_note = (c["CommentBody"] for c in demo.salesforce.comments(case))
+    assert f"zendesk ticket {ticket} [new, email] Charged twice for invoice INV-1042" in summary
+    assert "charged $49 twice" in summary  # what Bob already said
+    assert "Answered by mia → lee" in call_note and "Transferred from mia to lee" in call_note
+    (ticket_note,) = demo.zendesk.notes(ticket)
+    assert "Transferred from mia to lee" in ticket_note["body"]
+    pop = requests.get(demo.pop_link(BOB.phone), timeout=5).text
+    assert "Bob Sample" in pop and "Double charge on INV-1042" in pop
+
+
+def test_a_call_on_monday_and_an_email_on_wednesday(demo):
+    """The email's ticket names Monday's call, found through the number on her profile."""
+    ticket = monday_call_wednesday_email(demo)
+    (note,) = demo.zendesk.notes(ticket)
+    monday = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%d")
+    assert re.search(
+        rf"{monday} \d\d:\d\d UTC · phone · twilio call CA[0-9a-f]{{32}}", note["body"]
+    )
+    assert "Carla Rossi" in note["body"]
+
+
+def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser(demo):
+    """The watcher reads what happens; the admin UI shows the tools connected from it."""
+    story = "\n".join(demo.told)
+    for heading in ("1. A Facebook message", "2. A billing error", "3. A call on Monday"):
+        assert heading in story
+    session = requests.Session()
+    login = session.get(f"{demo.url}/admin/login", timeout=5).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    form = {"username": "demo", "password": demo.secrets.admin_password, "csrf_token": token}
+    assert session.post(f"{demo.url}/admin/login", data=form, timeout=5).ok
+    page = session.get(f"{demo.url}/admin/integrations/", timeout=5).text
+    assert page.count("connected (admin UI)") == 3
+
+
+def test_carryover_demo_plays_every_journey_and_exits(tmp_path, capsys):
+    """`carryover demo --exit` tells the journeys, then where to look, and exits 0."""
+    folder = tmp_path / "demo"
+    argv = ["demo", "--pace", "0", "--exit", "--port", str(free_port()), "--folder", str(folder)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Wednesday: she emails" in out and "password" in out
+    assert (folder / "carryover.db").exists() and (folder / "carryover.log").exists()

@@ -1,0 +1,1 @@
+"""Integrations: upstream faults, pauses and policies."""

@@ -1,0 +1,1 @@
+"""The worker and the pipeline after the reply."""

@@ -1,0 +1,196 @@
+"""Customers in the admin UI: search, profile, split, merge, preferred channels, erase."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from middleware.store.tables import (
+    customers,
+    deliveries,
+    delivery_customers,
+    identities,
+    interactions,
+    writes,
+)
+from tests.conftest import (
+    AGENT_KEY,
+    csrf_of,
+    fixture_bytes,
+    post_twilio,
+    post_zendesk,
+    twilio_fields,
+)
+
+ANN_PHONE = "+14155550142"
+AUTH = {"Authorization": f"Bearer {AGENT_KEY}"}
+
+
+def ann_with_two_tickets(client, worker) -> int:
+    """Let Ann write twice (the second ticket gets a note); return her customer id."""
+    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    worker.drain()
+    return context(client, email="ann.example@example.com")["customer"]["id"]
+
+
+def context(client, **query) -> dict:
+    return client.get("/api/v1/context", query_string=query, headers=AUTH).get_json()
+
+
+def post_form(client, path: str, page: str, **form) -> object:
+    """POST a form of the admin UI with the CSRF token of the page it is on."""
+    token = csrf_of(client.get(page).data)
+    return client.post(path, data={"csrf_token": token, **form})
+
+
+def count(core, table, *where) -> int:
+    with core.engine.connect() as conn:
+        query = select(func.count()).select_from(table)
+        return int(conn.execute(query.where(*where) if where else query).scalar() or 0)
+
+
+def test_customers_are_found_by_email_phone_and_name(admin_client, worker):
+    """Search takes an email in any case, a phone in any format, or part of a name."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    for q in ("ANN.Example@example.com", "(415) 555-0142", "ann exa", "8447388090501"):
+        page = admin_client.get("/admin/customers/", query_string={"q": q}).data.decode()
+        assert f'/admin/customers/{ann}"' in page, q
+    none = admin_client.get("/admin/customers/?q=nobody@example.com").data.decode()
+    assert "No customer matches." in none
+
+
+def test_a_search_longer_than_anything_stored_finds_nothing(admin_client, worker):
+    """A search text of 70,000 characters is answered "no match", not a 500 (SQLite LIKE)."""
+    ann_with_two_tickets(admin_client, worker)
+    page = admin_client.get("/admin/customers/", query_string={"q": "x" * 70_000})
+    assert page.status_code == 200
+    assert "No customer matches." in page.data.decode()
+
+
+def test_the_profile_shows_each_identity_with_the_record_that_linked_it(admin_client, worker):
+    """Identities are listed with what linked them; the timeline shows both tickets."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    page = admin_client.get(f"/admin/customers/{ann}").data.decode()
+    assert "ann.example@example.com" in page and "zendesk:ticket:5141" in page
+    assert "zendesk ticket 5149" in page and "Charged twice for my January invoice" in page
+
+
+def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
+    admin_client, worker, core
+):
+    """A split phone belongs to a new customer, and Ann's next ticket does not join them again."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    with core.engine.connect() as conn:
+        phone_id = conn.execute(select(identities.c.id).where(
+            identities.c.customer_id == ann, identities.c.value == ANN_PHONE)).scalar()  # fmt: skip
+    response = post_form(admin_client, f"/admin/customers/{ann}/identities/{phone_id}/split",
+                         f"/admin/customers/{ann}")  # fmt: skip
+    assert response.status_code == 302
+    caller = context(admin_client, phone=ANN_PHONE)["customer"]
+    assert caller is not None and caller["id"] != ann
+    assert [i["value"] for i in caller["identities"]] == [ANN_PHONE]
+
+    # Ann's next ticket carries the phone again: the two stay apart (the line is now shared).
+    post_zendesk(admin_client, fixture_bytes("ticket_created.json").replace(
+        b'"requester_id":"8447388090494"', b'"requester_id":"8447388090501"'))  # fmt: skip
+    worker.drain()
+    assert context(admin_client, email="ann.example@example.com")["customer"]["id"] == ann
+    shared = context(admin_client, phone=ANN_PHONE)
+    assert shared["customer"] is None
+    assert {c["id"] for c in shared["candidates"]} == {ann, caller["id"]}
+    assert "kept apart from" in admin_client.get(f"/admin/customers/{ann}").data.decode()
+
+
+def test_the_only_identity_cannot_be_split_off(admin_client, core):
+    """A customer with one identity has nothing to split: 409 with the reason."""
+    post_twilio(admin_client, twilio_fields("call_started__ringing.form"))
+    from middleware.process.worker import Worker
+
+    Worker(core, name="w").drain()
+    with core.engine.connect() as conn:
+        row = conn.execute(select(identities)).one()
+    response = post_form(admin_client,
+                         f"/admin/customers/{row.customer_id}/identities/{row.id}/split",
+                         f"/admin/customers/{row.customer_id}")  # fmt: skip
+    assert response.status_code == 409
+    assert b"only identity" in response.data
+
+
+def test_merging_folds_one_customer_into_another(admin_client, worker, core):
+    """A caller from an unknown number, merged into Ann, brings the call into her timeline."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    post_twilio(admin_client, twilio_fields("call_started__ringing.form", From="+14155550199"))
+    worker.drain()
+    caller = context(admin_client, phone="+14155550199")["customer"]["id"]
+    response = post_form(admin_client, f"/admin/customers/{ann}/merge",
+                         f"/admin/customers/{ann}", other=str(caller))  # fmt: skip
+    assert response.status_code == 302
+    merged = context(admin_client, phone="+14155550199")
+    assert merged["customer"]["id"] == ann
+    assert any(i["kind"] == "call" for i in merged["interactions"])
+    old = admin_client.get(f"/admin/customers/{caller}")
+    assert old.status_code == 302 and old.headers["Location"].endswith(f"/admin/customers/{ann}")
+    again = post_form(admin_client, f"/admin/customers/{ann}/merge", f"/admin/customers/{ann}",
+                      other=str(caller))  # fmt: skip
+    assert again.status_code == 409
+
+
+def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(admin_client, worker):
+    """A typed number in another script (²) or past 64 bits is refused, not a 500."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    for other in ("²", "٣", str(2**63), "9" * 5000, "0", "-1", ""):
+        response = post_form(admin_client, f"/admin/customers/{ann}/merge",
+                             f"/admin/customers/{ann}", other=other)  # fmt: skip
+        assert response.status_code == 400, other
+        assert b"Give the number of the customer" in response.data
+
+
+def test_preferred_channels_are_what_the_customer_said(admin_client, worker):
+    """Ticked channels replace the most-used ones in the context; unknown channels are refused."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    page = f"/admin/customers/{ann}"
+    path = f"/admin/customers/{ann}/preferred-channels"
+    token = csrf_of(admin_client.get(page).data)
+    response = admin_client.post(path, data={"csrf_token": token, "channel": ["whatsapp", "sms"]})
+    assert response.status_code == 302
+    assert context(admin_client, email="ann.example@example.com")["customer"][
+        "preferred_channels"] == ["whatsapp", "sms"]  # fmt: skip
+    assert post_form(admin_client, path, page, channel="pigeon").status_code == 400
+
+
+def test_erasing_a_customer_deletes_every_row_about_them_and_nothing_else(
+    admin_client, worker, core
+):
+    """Identities, timeline, notes and the raw webhooks go; another customer's rows stay."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    post_twilio(admin_client, twilio_fields("call_started__ringing.form", From="+14155550199"))
+    worker.drain()
+    other = context(admin_client, phone="+14155550199")["customer"]["id"]
+    assert count(core, writes) == 1 and count(core, deliveries) == 3
+
+    page = f"/admin/customers/{ann}"
+    wrong = post_form(admin_client, f"/admin/customers/{ann}/erase", page, confirm="1234")
+    assert wrong.status_code == 400 and count(core, customers, customers.c.id == ann) == 1
+    response = post_form(admin_client, f"/admin/customers/{ann}/erase", page, confirm=str(ann))
+    assert response.status_code == 302
+    assert "is erased" in admin_client.get(response.headers["Location"]).data.decode()
+
+    assert count(core, customers, customers.c.id == ann) == 0
+    assert count(core, identities, identities.c.customer_id == ann) == 0
+    assert count(core, interactions, interactions.c.customer_id == ann) == 0
+    assert count(core, writes) == 0
+    assert count(core, delivery_customers, delivery_customers.c.customer_id == ann) == 0
+    assert count(core, deliveries) == 1  # the call's webhook, about the other customer
+    with core.engine.connect() as conn:
+        body = bytes(conn.execute(select(deliveries.c.body)).scalar())
+    assert b"ann.example" not in body and b"Charged twice" not in body
+    assert context(admin_client, phone="+14155550199")["customer"]["id"] == other
+    assert admin_client.get(f"/admin/customers/{ann}").status_code == 404
+
+
+def test_customer_changes_need_the_csrf_token(admin_client, worker, core):
+    """A forged erase (no token) is refused and erases nothing."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    response = admin_client.post(f"/admin/customers/{ann}/erase", data={"confirm": str(ann)})
+    assert response.status_code == 400
+    assert count(core, customers, customers.c.id == ann) == 1

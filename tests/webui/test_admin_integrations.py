@@ -1,0 +1,75 @@
+"""Integrations in the admin UI: state, masked secrets, setup steps, the connection test."""
+
+from __future__ import annotations
+
+from tests.conftest import (
+    TWILIO_TOKEN,
+    ZENDESK_SECRET,
+    ZENDESK_TOKEN,
+    csrf_of,
+    fixture_bytes,
+    post_zendesk,
+)
+from webui.integrations import masked
+
+
+def test_every_installed_integration_is_listed_with_its_state(admin_client):
+    """Configured ones say so, with their last webhook; the others say they are off."""
+    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    page = admin_client.get("/admin/integrations/").data.decode()
+    for title in ("Zendesk", "Salesforce Service Cloud", "Twilio"):
+        assert title in page
+    assert "not connected" in page  # Salesforce is off in this installation
+    assert page.count("Z</td>") >= 1  # Zendesk's last webhook time
+
+
+def test_the_detail_shows_setup_and_webhook_url_and_never_a_whole_secret(admin_client):
+    """Secrets show as set, with length and at most their last 4 characters."""
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert "http://127.0.0.1:8080/hooks/zendesk" in page
+    assert "Admin Center" in page  # the setup steps
+    assert ZENDESK_SECRET not in page and ZENDESK_TOKEN not in page
+    assert f"set ({len(ZENDESK_SECRET)} characters, ending …{ZENDESK_SECRET[-4:]})" in page
+    assert "set (10 characters)" in page  # a short token does not even show its end
+    twilio = admin_client.get("/admin/integrations/twilio").data.decode()
+    assert TWILIO_TOKEN not in twilio
+
+
+def test_masking_shows_nothing_of_short_secrets():
+    """A secret under 16 characters shows only its length."""
+    assert masked("") == "not set" and masked(None) == "not set"
+    assert masked("short-secret") == "set (12 characters)"
+    assert masked("a-much-longer-secret-value") == "set (26 characters, ending …alue)"
+
+
+def test_the_connection_test_calls_the_real_api_and_says_who_answered(admin_client):
+    """Zendesk's test names the agent the token belongs to."""
+    token = csrf_of(admin_client.get("/admin/integrations/zendesk").data)
+    response = admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token},
+                                 follow_redirects=True)  # fmt: skip
+    assert "Zendesk answered as Carryover Bot &lt;bot@example.com&gt;, role agent" in (
+        response.data.decode()
+    )
+
+
+def test_a_failing_connection_test_says_why(admin_client, fake_zendesk):
+    """A refused token is reported with Zendesk's answer."""
+    fake_zendesk.fail_next(401, body={"error": "Couldn't authenticate you"})
+    token = csrf_of(admin_client.get("/admin/integrations/zendesk").data)
+    response = admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token},
+                                 follow_redirects=True)  # fmt: skip
+    page = response.data.decode()
+    assert "Connection test failed: Zendesk answered 401" in page
+
+
+def test_an_integration_without_an_api_says_there_is_nothing_to_test(admin_client):
+    """Twilio only sends webhooks to Carryover."""
+    token = csrf_of(admin_client.get("/admin/integrations/twilio").data)
+    response = admin_client.post("/admin/integrations/twilio/test", data={"csrf_token": token},
+                                 follow_redirects=True)  # fmt: skip
+    assert "only sends webhooks" in response.data.decode()
+
+
+def test_the_connection_test_needs_the_csrf_token(admin_client):
+    """A forged test request is refused."""
+    assert admin_client.post("/admin/integrations/zendesk/test").status_code == 400

@@ -1,0 +1,124 @@
+"""Mappings in the admin UI: live preview, inline errors, saved versions, rollback."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from middleware.process.mapping_source import MappingVersions
+from middleware.store.tables import interactions
+from tests.conftest import csrf_of, fixture_bytes, post_zendesk
+
+EDITOR = "/admin/mappings/zendesk"
+
+
+def shipped_document(client) -> str:
+    """Return the YAML the editor shows (the shipped file at first)."""
+    import html
+    import re
+
+    page = client.get(EDITOR).data.decode()
+    return html.unescape(re.search(r"<textarea[^>]*>(.*?)</textarea>", page, re.DOTALL)[1])
+
+
+def with_mail_as(document: str, channel: str) -> str:
+    """Return the Zendesk mapping with Zendesk's `mail` channel mapped to another channel."""
+    assert "    mail: email\n" in document
+    return document.replace("    mail: email\n", f"    mail: {channel}\n", 1)
+
+
+def post(client, path: str, **form) -> object:
+    token = csrf_of(client.get(EDITOR).data)
+    return client.post(path, data={"csrf_token": token, **form})
+
+
+def channel_of_ticket(core, ticket: str) -> str:
+    with core.engine.connect() as conn:
+        return conn.execute(select(interactions.c.channel).where(
+            interactions.c.external_id == ticket)).scalar()  # fmt: skip
+
+
+def test_the_editor_shows_the_mapping_in_use_and_its_preview(admin_client):
+    """The shipped file is shown with every fixture mapped, in the page itself."""
+    page = admin_client.get(EDITOR).data.decode()
+    assert "from " in page and "zendesk.yaml" in page
+    assert "fixture ticket_created__mail.json" in page
+    assert "ticket.created" in page and "Charged twice for my January invoice" in page
+    assert "None saved here yet" in page
+    assert "mapping.js" in page
+
+
+def test_the_preview_follows_the_document_being_edited(admin_client):
+    """Posting an edited document previews it: mail tickets now map to chat."""
+    document = with_mail_as(shipped_document(admin_client), "chat")
+    response = post(admin_client, f"{EDITOR}/preview", document=document)
+    assert response.status_code == 200
+    fragment = response.data.decode()
+    assert "<td>channel</td><td>chat</td>" in fragment
+    assert "<html" not in fragment  # a fragment for the page's script to put in place
+
+
+def test_an_invalid_document_previews_and_saves_with_an_inline_error_naming_the_path(
+    admin_client, core
+):
+    """A channel that is not canonical is an error naming where; nothing is saved."""
+    document = with_mail_as(shipped_document(admin_client), "carrier-pigeon")
+    preview = post(admin_client, f"{EDITOR}/preview", document=document).data.decode()
+    assert "channel.table (channels.mail)" in preview and "carrier-pigeon" in preview
+    saved = post(admin_client, EDITOR, document=document)
+    assert saved.status_code == 400
+    assert "Not saved:" in saved.data.decode()
+    assert core.mappings.history("zendesk") == []
+    broken = post(admin_client, EDITOR, document="events: [unclosed")
+    assert broken.status_code == 400 and "not valid YAML" in broken.data.decode()
+
+
+def test_a_saved_mapping_is_used_for_the_next_webhook(admin_client, worker, core):
+    """After saving, a mail ticket arriving maps to the channel the admin chose."""
+    document = with_mail_as(shipped_document(admin_client), "chat")
+    response = post(admin_client, EDITOR, document=document, note="mail is our chat bridge")
+    assert response.status_code == 302
+    page = admin_client.get(EDITOR).data.decode()
+    assert "version 1" in page and "mail is our chat bridge" in page and "(in use)" in page
+    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    worker.drain()
+    assert channel_of_ticket(core, "5141") == "chat"
+
+
+def test_rolling_back_puts_an_earlier_version_in_use_as_a_new_one(admin_client, worker, core):
+    """Versions are kept: rolling back to version 1 makes it version 3, and it is used."""
+    shipped = shipped_document(admin_client)
+    post(admin_client, EDITOR, document=with_mail_as(shipped, "chat"))
+    post(admin_client, EDITOR, document=with_mail_as(shipped, "web"))
+    response = post(admin_client, f"{EDITOR}/versions/1/rollback")
+    assert response.status_code == 302
+    history = core.mappings.history("zendesk")
+    assert [v.id for v in history] == [3, 2, 1]
+    assert history[0].note == "rollback to version 1"
+    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    worker.drain()
+    assert channel_of_ticket(core, "5141") == "chat"
+    assert post(admin_client, f"{EDITOR}/versions/99/rollback").status_code == 409
+
+
+def test_another_process_notices_a_saved_version(admin_client, core):
+    """A process that did not save (a worker elsewhere) uses the new version after a refresh."""
+    other = MappingVersions(core.engine, core.config.mappings_dir, ["zendesk"])
+    assert other["zendesk"].tables["channels"]["mail"] == "email"
+    post(admin_client, EDITOR, document=with_mail_as(shipped_document(admin_client), "chat"))
+    other.refresh()
+    assert other["zendesk"].tables["channels"]["mail"] == "chat"
+
+
+def test_the_preview_includes_the_last_real_deliveries(admin_client):
+    """Stored deliveries are previewed beside the fixtures."""
+    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
+    page = admin_client.get(EDITOR).data.decode()
+    assert "delivery in:1" in page
+
+
+def test_saving_needs_the_csrf_token_and_an_unknown_plugin_is_a_404(admin_client, core):
+    """A forged save is refused; a plugin that is not configured has no editor."""
+    response = admin_client.post(EDITOR, data={"document": "events: {}"})
+    assert response.status_code == 400
+    assert core.mappings.history("zendesk") == []
+    assert admin_client.get("/admin/mappings/salesforce").status_code == 404
