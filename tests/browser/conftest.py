@@ -110,7 +110,7 @@ class LiveServer(ThreadedWSGIServer):
 
 
 @pytest.fixture
-def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
     """Build the installation of tests/conftest.py, with pops that look at the store often.
 
     A short poll lets an open pop stream notice within a moment that its browser is gone.

@@ -25,7 +25,7 @@ ELSEWHERE = "https://elsewhere.example.com"  # not listed
 
 
 @pytest.fixture
-def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
     """Build the browser tests' installation, whose pop the softphone's page may frame."""
     config = make_config(database_url, fake_zendesk.url, phone=True,
                          pop={"poll_s": 0.2, "frame_ancestors": ["self", SOFTPHONE]})  # fmt: skip

@@ -436,7 +436,7 @@ def test_is_ack_accepts_only_the_outbound_ack(body: bytes, acknowledged: bool) -
 
 
 @pytest.fixture
-def core(database_url: str, fake: FakeSalesforce) -> Iterator[Carryover]:
+def core(database_url: str, fake: FakeSalesforce) -> Iterator[Installation]:
     """Build a Carryover connected to the fake org on its fixed session."""
     options = {"organization_id": fake.org_id, "instance_url": fake.url, "session_id": SESSION}
     built = build_installation(make_config(database_url, salesforce=options))

@@ -390,7 +390,7 @@ def salesforce_proof(request: pytest.FixtureRequest) -> str:
 def core(
     database_url: str, fake_zendesk: FakeZendesk, fake_salesforce: FakeSalesforce,
     request: pytest.FixtureRequest,
-) -> Iterator[Carryover]:  # fmt: skip
+) -> Iterator[Installation]:  # fmt: skip
     """Build an installation with every plugin, each upstream a local fake."""
     proof = "network"
     if "salesforce_proof" in request.fixturenames:

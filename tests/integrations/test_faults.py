@@ -247,7 +247,7 @@ def test_an_inbound_failure_is_listed_among_upstream_errors(
 
 # -- the note budget: a throttle, not an error --------------------------------------------------
 @pytest.fixture
-def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
     """An installation allowed two ticket updates a minute."""
     config = make_config(database_url, fake_zendesk.url, {"ticket_updates_per_minute": 2})
     built = build_installation(config)

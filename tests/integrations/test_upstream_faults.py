@@ -57,7 +57,7 @@ def faulty_config(database_url: str, zendesk_url: str, salesforce_url: str, **wo
 @pytest.fixture
 def faulty_core(
     database_url: str, fake_zendesk: FakeZendesk, fake_salesforce: FakeSalesforce
-) -> Iterator[Carryover]:
+) -> Iterator[Installation]:
     """An installation of Zendesk, Salesforce and the phone, with short timeouts."""
     built = build_installation(faulty_config(database_url, fake_zendesk.url, fake_salesforce.url))
     yield built
@@ -95,7 +95,7 @@ def notes_on(target: str, ref: str, zendesk: FakeZendesk, salesforce: FakeSalesf
     if target == "zendesk":
         return zendesk.notes(int(ref))
     return [
-        c for c in salesforce.comments(ref) if "[Carryover ref " in (c.get("CommentBody") or "")
+        c for c in salesforce.comments(ref) if "[Installation ref " in (c.get("CommentBody") or "")
     ]
 
 

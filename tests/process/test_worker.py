@@ -160,7 +160,7 @@ def test_a_lease_held_by_a_dead_worker_is_taken_over(client, core):
 
 
 @pytest.fixture
-def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Carryover]:
+def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
     """An installation allowed two ticket updates a minute."""
     config = make_config(database_url, fake_zendesk.url, {"ticket_updates_per_minute": 2})
     built = build_installation(config)

@@ -34,7 +34,7 @@ from tests.conftest import (
 
 
 @pytest.fixture
-def bare(database_url: str, fake_zendesk) -> Iterator[Carryover]:
+def bare(database_url: str, fake_zendesk) -> Iterator[Installation]:
     """An installation whose configuration file connects no integration."""
     built = build_installation(make_config(database_url))
     yield built

@@ -41,7 +41,7 @@ def fake() -> Iterator[FakeSalesforce]:
 @pytest.fixture
 def installed(database_url: str, fake: FakeSalesforce) -> Iterator[Callable[..., FlaskClient]]:
     """Build Carryover with Salesforce options over the defaults of an unproven setup."""
-    built: list[Carryover] = []
+    built: list[Installation] = []
 
     def install(**options: Any) -> FlaskClient:
         top = options.pop("top", {})

@@ -81,7 +81,7 @@ def sf_api() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def core(database_url, fake_zendesk, sf_api) -> Iterator[Carryover]:
+def core(database_url, fake_zendesk, sf_api) -> Iterator[Installation]:
     """Build an installation with Zendesk, Salesforce (session id login) and the phone."""
     built = build_installation(
         make_config(database_url, fake_zendesk.url, phone=True, salesforce={})

@@ -101,11 +101,11 @@ def vector_request(timestamp: str, body: bytes, signature: str) -> InboundReques
 @pytest.fixture
 def build_client(
     database_url: str, fake_zendesk: FakeZendesk
-) -> Iterator[Callable[..., tuple[Carryover, FlaskClient]]]:
+) -> Iterator[Callable[..., tuple[Installation, FlaskClient]]]:
     """Build installations with their own Zendesk options (e.g. signature_tolerance_s)."""
-    built: list[Carryover] = []
+    built: list[Installation] = []
 
-    def build(**zendesk_options: Any) -> tuple[Carryover, FlaskClient]:
+    def build(**zendesk_options: Any) -> tuple[Installation, FlaskClient]:
         config = make_config(database_url, fake_zendesk.url, zendesk_options)
         core = build_installation(config)
         built.append(core)
