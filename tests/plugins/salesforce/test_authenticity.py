@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from devkit.simulators.salesforce import FakeSalesforce
 from middleware.errors import PermanentUpstreamError
-from middleware.installation import build_installation
+from middleware.installation import Installation, build_installation
 from middleware.process.worker import Worker
 from middleware.store.tables import deliveries, identities, interactions
 from middleware.web.app import create_app

@@ -14,7 +14,7 @@ from defusedxml.ElementTree import fromstring
 from sqlalchemy import func, select, update
 
 from middleware.config import ConfigError
-from middleware.installation import build_installation
+from middleware.installation import Installation, build_installation
 from middleware.notes.outbox import MARKER_PATTERN
 from middleware.store.queue import PENDING
 from middleware.store.tables import deliveries, identities, interactions, utcnow, writes
