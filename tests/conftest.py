@@ -379,6 +379,6 @@ def written_before(core: Installation, target: str, target_ref: str, marker: str
         )).inserted_primary_key[0]  # fmt: skip
         conn.execute(writes.insert().values(
             target=target, target_ref=target_ref, interaction_id=interaction, purpose="summary",
-            marker=marker, body=f"note\n\n[Installation ref {marker}]", status="done", attempts=1,
+            marker=marker, body=f"note\n\n[Carryover ref {marker}]", status="done", attempts=1,
             next_attempt_at=utcnow(), created_at=utcnow(), done_at=utcnow(),
         ))  # fmt: skip

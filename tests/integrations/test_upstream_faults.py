@@ -95,7 +95,7 @@ def notes_on(target: str, ref: str, zendesk: FakeZendesk, salesforce: FakeSalesf
     if target == "zendesk":
         return zendesk.notes(int(ref))
     return [
-        c for c in salesforce.comments(ref) if "[Installation ref " in (c.get("CommentBody") or "")
+        c for c in salesforce.comments(ref) if "[Carryover ref " in (c.get("CommentBody") or "")
     ]
 
 
