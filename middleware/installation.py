@@ -11,6 +11,8 @@ from flask import current_app
 from sqlalchemy import Engine
 
 from middleware.config import Config
+from middleware.customers.identity import IdentityTypes
+from middleware.customers.redaction import IdFields
 from middleware.ingest.inbox import DeliveryInbox
 from middleware.integrations.plugin import Capability, InboundEvent, Plugin
 from middleware.integrations.registry import PluginRegistry
@@ -38,6 +40,9 @@ class Installation:
     integrations: IntegrationVersions
     secret_box: SecretBox | None
     health: UpstreamHealth
+    # What the installed plugins declare: their identity types and the fields holding ids.
+    identity_types: IdentityTypes
+    id_fields: IdFields
     wake: threading.Event = field(default_factory=threading.Event)
     # When this process last received a webhook (time.monotonic()); its embedded worker
     # gives way to the web threads while webhooks arrive (see Worker.give_way).
@@ -98,12 +103,14 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         engine=engine,
         registry=registry,
         mappings=mappings,
-        renderer=SummaryRenderer(config.templates_dir, engine),
+        renderer=SummaryRenderer(config.templates_dir, engine, registry.templates_folders()),
         inbox=DeliveryInbox(engine),
         outbox=Outbox(engine),
         integrations=integrations,
         secret_box=box,
         health=health,
+        identity_types=IdentityTypes(registry.identity_types()),
+        id_fields=IdFields(registry.id_fields()),
     )
     if key:
         core.link_secret = key

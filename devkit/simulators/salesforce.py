@@ -32,7 +32,7 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from devkit.fake_server import FakeUpstream, agent_page
-from middleware.customers.identity import salesforce_id18
+from plugins.salesforce.ids import salesforce_id18
 
 API_VERSION = "59.0"
 DEFAULT_ORG_ID = "00D000000000001EAA"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import phonenumbers
 from sqlalchemy import Connection, func, select, text, update
 
+from middleware.integrations.plugin import IdentityType
 from middleware.interaction import Identity
 from middleware.store.tables import (
     customers,
@@ -27,27 +28,13 @@ from middleware.store.tables import (
 
 PHONE = "phone"
 EMAIL = "email"
-# Ids one tool gives its own people: two different values of one type are two people.
-SYSTEM_ID_TYPES = frozenset({"zendesk_user", "salesforce_contact"})
+CUSTOMER = "customer"  # Carryover's own customer id (a lookup, never stored as an identity)
 JUNK_VALUES = frozenset(
     {"", "anonymous", "restricted", "unknown", "private", "unavailable", "none", "null",
      "withheld", "+266696687", "266696687", "+7378742833", "+2562533", "+86282452253"}
 )  # fmt: skip
 MAX_VALUE = 255
-SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
-SALESFORCE_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-
-
-def salesforce_id18(value: str) -> str | None:
-    """Return the 18-character form of a 15- or 18-character Salesforce id."""
-    if not SALESFORCE_ID.match(value):
-        return None
-    base = value[:15]
-    suffix = ""
-    for chunk in (base[0:5], base[5:10], base[10:15]):
-        bits = sum(1 << i for i, ch in enumerate(chunk) if ch.isupper())
-        suffix += SALESFORCE_SUFFIX[bits]
-    return base + suffix
+HANDLE_TYPES = ("twitter", "instagram", "facebook_handle")  # written with or without "@"
 
 
 def normalise_phone(value: str, region: str) -> str | None:
@@ -95,35 +82,51 @@ def looks_like_email(address: str) -> bool:
     return bool(local) and "." in domain[1:-1]
 
 
-def normalise(identity: Identity, region: str) -> Identity | None:
-    """Return the identity in canonical form, or None when it must never link."""
-    if identity.type == PHONE:
-        value = normalise_phone(identity.value, region)
-    elif identity.type == EMAIL:
-        value = normalise_email(identity.value)
-    elif identity.type == "salesforce_contact":
-        value = salesforce_id18(identity.value.strip())
-        if value and not value[:15].strip("0"):
-            value = None  # 000000000000000AAA is Salesforce's empty key, not a contact
-    elif identity.type == "zendesk_user":
-        # Zendesk user ids are numbers; anything else (a placeholder, a redacted value) is junk.
-        value = identity.value.strip()
-        if not value.isdigit() or not value.strip("0"):
-            value = None
-    else:
-        value = identity.value.strip()
-        if value.casefold() in JUNK_VALUES or not value.strip("0"):
-            value = None
-        elif identity.type in ("twitter", "instagram", "facebook_handle"):
-            value = value.lstrip("@").casefold()
-    # The store holds 255 characters; no real identifier is longer.
-    return Identity(identity.type, value) if value and len(value) <= MAX_VALUE else None
+def normalise_other(value: str) -> str | None:
+    """Return an identifier of a type nobody declared trimmed, or None for junk."""
+    value = value.strip()
+    if value.casefold() in JUNK_VALUES or not value.strip("0"):
+        return None
+    return value
 
 
-def normalise_all(items: Iterable[Identity], region: str) -> tuple[Identity, ...]:
-    """Normalise identities, dropping junk and duplicates."""
-    found = (normalise(i, region) for i in items)
-    return tuple(dict.fromkeys(i for i in found if i is not None))
+class IdentityTypes:
+    """The identity types of one installation: the core's, and those its plugins declare.
+
+    The core knows phone, email and its own customer id; every other type a mapping writes
+    is normalised by the plugin that declared it, or else kept trimmed.
+    """
+
+    def __init__(self, declared: Iterable[IdentityType] = ()) -> None:
+        self.declared = {t.type: t for t in declared}
+        # Ids one tool gives its own people: two different values of one type are two people.
+        self.system_ids = frozenset(t.type for t in self.declared.values() if t.system_id)
+        self.lookups = tuple(t.type for t in self.declared.values() if t.lookup)
+
+    def lookup_params(self) -> tuple[str, ...]:
+        """Return the query parameters the context API looks a customer up by."""
+        return (PHONE, EMAIL, *self.lookups, CUSTOMER)
+
+    def normalise(self, identity: Identity, region: str) -> Identity | None:
+        """Return the identity in canonical form, or None when it must never link."""
+        declared = self.declared.get(identity.type)
+        if identity.type == PHONE:
+            value = normalise_phone(identity.value, region)
+        elif identity.type == EMAIL:
+            value = normalise_email(identity.value)
+        elif declared is not None:
+            value = declared.normalise(identity.value)
+        else:
+            value = normalise_other(identity.value)
+            if value and identity.type in HANDLE_TYPES:
+                value = value.lstrip("@").casefold()
+        # The store holds 255 characters; no real identifier is longer.
+        return Identity(identity.type, value) if value and len(value) <= MAX_VALUE else None
+
+    def normalise_all(self, items: Iterable[Identity], region: str) -> tuple[Identity, ...]:
+        """Normalise identities, dropping junk and duplicates."""
+        found = (self.normalise(i, region) for i in items)
+        return tuple(dict.fromkeys(i for i in found if i is not None))
 
 
 @dataclass(frozen=True)
@@ -162,12 +165,12 @@ def separated(conn: Connection, a: int, b: int) -> bool:
     return conn.execute(query).first() is not None
 
 
-def conflict(conn: Connection, a: int, b: int) -> str | None:
+def conflict(conn: Connection, a: int, b: int, system_ids: frozenset[str]) -> str | None:
     """Say why two customers must stay apart, or None when nothing conflicts."""
     if separated(conn, a, b):
         return "an admin split them apart"
     ids_a, ids_b = _identity_values(conn, a), _identity_values(conn, b)
-    for id_type in (EMAIL, *sorted(SYSTEM_ID_TYPES)):
+    for id_type in (EMAIL, *sorted(system_ids)):
         mine, theirs = ids_a.get(id_type), ids_b.get(id_type)
         if mine and theirs and not mine & theirs:
             return f"both have {id_type} values and share none"
@@ -275,6 +278,8 @@ def resolve_customer(
     found: Sequence[Identity],
     caused_by: str,
     name: str | None = None,
+    *,
+    types: IdentityTypes,
 ) -> Resolution:
     """Find or create the customer behind a record's normalised identities, linking as allowed."""
     lock_identities(conn)
@@ -313,7 +318,7 @@ def resolve_customer(
             add_identity(conn, customer, phone, caused_by)
         elif len(others) == 1 and len(holders) == 1 and not others[0][1]:
             other = others[0][0]
-            if conflict(conn, customer, other) is None:
+            if conflict(conn, customer, other, types.system_ids) is None:
                 merge_customers(conn, other, customer, caused_by, f"share phone {phone.value}")
             else:
                 add_identity(conn, customer, phone, caused_by)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
@@ -16,10 +16,6 @@ CARD_CANDIDATE = re.compile(r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])")
 # Where a card number can be: 13 or more digits, spaces and dashes, from digit to digit.
 CARD_RUN = re.compile(r"\d[\d -]{11,}\d")
 ASCII_CARD_RUN = re.compile(CARD_RUN.pattern, re.ASCII)  # the same on ASCII text, sooner
-# JSON id values ("id": "…", "requester_id": 123) are never card numbers: what comes
-# right before one (searched for in the 64 characters before a run of digits). A key's
-# quote follows "{", "," or JSON whitespace, never a backslash.
-ID_KEY_BEFORE = re.compile(r'(?<=[{,\s])"(?:id|[A-Za-z0-9]*_id)"[ \t\r\n]*:[ \t\r\n]*"?\Z')
 CDATA_OPEN, CDATA_CLOSE = "<![CDATA[", "]]>"
 XML_TYPES = frozenset({"text/xml", "application/xml", "application/soap+xml"})
 # The words a secret phrase starts with: a cheap test that clears most bodies. The phrase's
@@ -30,6 +26,35 @@ SECRET_PHRASE = re.compile(
     r"\b(password|passcode|passwort|pwd|pin|cvv|cvc|security code)(\s*(?:is|:|=)\s*)(\S+)",
     re.IGNORECASE,
 )
+
+
+class IdFields:
+    """The fields whose values are the senders' ids, never redacted (the plugins declare them).
+
+    An id of 13-19 digits passes the Luhn check one time in ten and would be taken for a
+    card number. A name is kept as declared; "*_id" stands for every name ending in "_id".
+    """
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        names = sorted(set(names))
+        self.names = frozenset(n for n in names if not n.startswith("*"))
+        self.suffixes = tuple(n[1:] for n in names if n.startswith("*"))
+        # A JSON id value ("id": "…", "requester_id": 123): what comes right before one
+        # (searched for in the 64 characters before a run of digits). A key's quote follows
+        # "{", "," or JSON whitespace, never a backslash.
+        keys = [re.escape(n) for n in self.names]
+        keys += ["[A-Za-z0-9]*" + re.escape(suffix) for suffix in self.suffixes]
+        self.key_before = (
+            re.compile(rf'(?<=[{{,\s])"(?:{"|".join(keys)})"[ \t\r\n]*:[ \t\r\n]*"?\Z')
+            if keys
+            else None
+        )
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self.names or name.endswith(self.suffixes))
+
+
+NO_ID_FIELDS = IdFields()
 
 
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # each digit doubled, digits of the result summed
@@ -67,48 +92,51 @@ def redact(text: str | None) -> str | None:
     return SECRET_PHRASE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
 
 
-def redact_body(body: bytes, content_type: str = "") -> bytes:
-    """Return a raw webhook body as it may be stored: card numbers and secrets redacted."""
+def redact_body(body: bytes, content_type: str = "", ids: IdFields = NO_ID_FIELDS) -> bytes:
+    """Return a raw webhook body as it may be stored: card numbers and secrets redacted.
+
+    The values of the `ids` fields stay as sent.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return body
     if content_type == "application/x-www-form-urlencoded":
-        return _redact_form(body, text)
+        return _redact_form(body, text, ids)
     if content_type in XML_TYPES or text.lstrip().startswith("<"):
-        return _redact_xml(body, text)
-    if not _may_hold_secrets(text, json_ids=True):
+        return _redact_xml(body, text, ids)
+    if not _may_hold_secrets(text, ids.key_before):
         return body  # the common case, decided without parsing the JSON
     try:
         # Inside JSON strings only: on the raw text a secret phrase would swallow the closing
         # quote, and an id passing the Luhn check would be taken for a card.
         payload = json_input.loads(text, strict=False)  # a repeated key: the text path
-        cleaned = _redact_values(payload)
+        cleaned = _redact_values(payload, ids)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the walk goes
         return _redact_text(body, text)
     return body if cleaned == payload else json.dumps(cleaned).encode()
 
 
-def _redact_form(body: bytes, text: str) -> bytes:
-    """Redact the values of a form body (Twilio's SMS Body); SIDs and ids stay as sent."""
+def _redact_form(body: bytes, text: str, ids: IdFields) -> bytes:
+    """Redact the values of a form body (an SMS's Body); the ids stay as sent."""
     if not _may_hold_secrets(unquote_plus(text)):
         return body
     try:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
     except ValueError:  # not a form after all: the verifier refuses it anyway
         return _redact_text(body, text)
-    cleaned = [(name, value if _is_id_name(name) else redact(value) or "") for name, value in pairs]
+    cleaned = [(name, value if name in ids else redact(value) or "") for name, value in pairs]
     return body if cleaned == pairs else urlencode(cleaned).encode()
 
 
-def _redact_xml(body: bytes, text: str) -> bytes:
+def _redact_xml(body: bytes, text: str, ids: IdFields) -> bytes:
     """Redact the text of an XML body (a case's Description) and leave its markup intact."""
     if not _may_hold_secrets(text):
         return body
     parts, done = [], 0
     for start, end, element in xml_text_runs(text):
-        if _is_id_name(element.rpartition(":")[2]):
-            continue  # <sf:Id>500700000000000002</sf:Id> is a record id, not a card
+        if element.rpartition(":")[2] in ids:
+            continue  # <ns:Id>500700000000000002</ns:Id> is a record id, not a card
         parts += [text[done:start], redact(text[start:end]) or ""]
         done = end
     cleaned = "".join(parts) + text[done:]
@@ -151,20 +179,17 @@ def _start_tag_name(tag: str) -> str:
     return tag.split(None, 1)[0].rstrip("/")
 
 
-def _is_id_name(name: str) -> bool:
-    return name == "id" or name.endswith(("_id", "Sid", "Id"))
-
-
 def _redact_text(body: bytes, text: str) -> bytes:
     cleaned = redact(text)
     return body if cleaned == text else (cleaned or "").encode("utf-8")
 
 
-def _may_hold_secrets(text: str, json_ids: bool = False) -> bool:
+def _may_hold_secrets(text: str, json_ids: re.Pattern[str] | None = None) -> bool:
     """Tell cheaply whether a body may hold a card number or secret (most hold neither).
 
     It may say yes wrongly (the full path then finds nothing), never no wrongly. With
-    json_ids, a JSON id value is no card, as the JSON path judges it.
+    json_ids (what comes right before a JSON id value), a JSON id value is no card, as the
+    JSON path judges it.
     """
     if "\\u" in text:
         return True  # JSON escapes can hide digits: the full path decodes them
@@ -178,10 +203,10 @@ def _may_hold_secrets(text: str, json_ids: bool = False) -> bool:
     return _may_hold_card(text, json_ids)
 
 
-def _may_hold_card(text: str, json_ids: bool) -> bool:
+def _may_hold_card(text: str, json_ids: re.Pattern[str] | None) -> bool:
     """Tell whether a card number may be in the text: a run of 13 or more digits, spaces
     and dashes, unless it is a plain number of at most 19 digits that fails the Luhn check
-    or (json_ids) is a JSON id value: Zendesk's ids have 13 digits, one in ten passes.
+    or (json_ids) is a JSON id value: ids of 13 digits are common, one in ten passes.
 
     A plain run holds no other candidate: a candidate has no digit on either side, so in
     a plain run it is the whole run.
@@ -195,16 +220,16 @@ def _may_hold_card(text: str, json_ids: bool) -> bool:
             return True  # spaces, dashes or a long run: the full path decides
         if not luhn_valid(chars):
             cleared.add(chars)
-        elif not (json_ids and ID_KEY_BEFORE.search(text, max(0, run.start() - 64), run.start())):
+        elif not (json_ids and json_ids.search(text, max(0, run.start() - 64), run.start())):
             return True
     return False
 
 
-def _redact_values(value: Any, key: str = "") -> Any:
+def _redact_values(value: Any, ids: IdFields, key: str = "") -> Any:
     if isinstance(value, str):
-        return value if _is_id_name(key) else redact(value)
+        return value if key in ids else redact(value)
     if isinstance(value, list):
-        return [_redact_values(v, key) for v in value]
+        return [_redact_values(v, ids, key) for v in value]
     if isinstance(value, dict):
-        return {k: _redact_values(v, str(k)) for k, v in value.items()}
+        return {k: _redact_values(v, ids, str(k)) for k, v in value.items()}
     return value

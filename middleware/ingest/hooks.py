@@ -104,7 +104,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         inbound = replace(inbound, proof=plugin.verify(inbound))
         # Parse the body as it will be stored, so that event keys derived from it (e.g. a
         # hash) are the same when the worker parses the stored copy again.
-        stored = plugin.storable_body(redact_body(body, inbound.content_type))
+        stored = plugin.storable_body(redact_body(body, inbound.content_type, core.id_fields))
         if stored is not body:
             inbound = replace(inbound, body=stored)
         events = plugin.parse(inbound)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +39,21 @@ class Capability(StrEnum):
 
 # The capabilities that make a plugin call its upstream's API (and so can find it failing).
 UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
+
+
+@dataclass(frozen=True)
+class IdentityType:
+    """An identity type a plugin brings (PRODUCT.md section 4), and how the core treats it.
+
+    `normalise` turns a raw value into its canonical form, or None for junk that must never
+    link. A system id is one tool's id for its own people: two different values of one type
+    are two people. A lookup type is accepted by the context API as a query parameter.
+    """
+
+    type: str
+    normalise: Callable[[str], str | None]
+    system_id: bool = False
+    lookup: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,16 @@ class Plugin:
     # senders that take one instead of giving one.
     generated_secret: ClassVar[str | None] = None
 
+    # -- declarations the core reads (it names no vendor) -----------------------------
+    # The identity types this plugin brings beyond the core's phone, email and customer.
+    identity_types: ClassVar[tuple[IdentityType, ...]] = ()
+    # Names of the fields (JSON keys, form fields, XML elements) whose values are the
+    # sender's ids and are never redacted: an id of 13-19 digits may pass the Luhn check
+    # and would be taken for a card number. "*_id" stands for every name ending in "_id".
+    id_fields: ClassVar[tuple[str, ...]] = ()
+    # The formats of the upstream's ids by name (linear regular expressions, anchored).
+    id_formats: ClassVar[Mapping[str, re.Pattern[str]]] = {}
+
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         self.options = dict(settings)
         self.config = config
@@ -117,9 +144,12 @@ class Plugin:
     @classmethod
     def folder(cls) -> Path:
         """Return the plugin's folder (fixtures, templates)."""
-        import sys
-
         return Path(sys.modules[cls.__module__].__file__ or ".").resolve().parent
+
+    @classmethod
+    def templates_folder(cls) -> Path:
+        """Return the folder of the plugin's note templates (<key>.txt.j2 and the like)."""
+        return cls.folder() / "templates"
 
     def has_capability(self, capability: Capability) -> bool:
         """Tell whether this plugin declares the capability."""

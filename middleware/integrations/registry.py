@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from middleware.config import ConfigError, Setting
-from middleware.integrations.plugin import Capability, Plugin
+from middleware.integrations.plugin import Capability, IdentityType, Plugin
 
 if TYPE_CHECKING:
     from middleware.config import Config
@@ -54,6 +55,26 @@ class PluginRegistry:
     def schemas(self) -> dict[str, Mapping[str, Setting]]:
         """Return each plugin's settings schema, for config validation."""
         return {key: plugin.settings for key, plugin in self.classes.items()}
+
+    def identity_types(self) -> tuple[IdentityType, ...]:
+        """Return the identity types every installed plugin declares; refuse one declared twice."""
+        found: dict[str, tuple[str, IdentityType]] = {}
+        for key, plugin in self.classes.items():
+            for declared in plugin.identity_types:
+                if declared.type in found:
+                    raise RuntimeError(f"plugins {found[declared.type][0]} and {key} both "
+                                       f"declare the identity type {declared.type}")  # fmt: skip
+                found[declared.type] = (key, declared)
+        return tuple(declared for _, declared in found.values())
+
+    def id_fields(self) -> frozenset[str]:
+        """Return the id fields every installed plugin declares (never redacted)."""
+        return frozenset(name for plugin in self.classes.values() for name in plugin.id_fields)
+
+    def templates_folders(self) -> list[Path]:
+        """Return the installed plugins' template folders that exist, in key order."""
+        folders = (self.classes[key].templates_folder() for key in sorted(self.classes))
+        return [folder for folder in folders if folder.is_dir()]
 
     def configure(self, config: Config, saved: IntegrationVersions | None = None) -> None:
         """Instantiate every plugin that has a section in the file or saved settings.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -235,15 +235,22 @@ class SummaryRenderer:
     """Render contexts with one template per target; admins may override any of them.
 
     A template is looked up in the versions saved in the admin UI, then in templates_dir,
-    then among the shipped ones. Every template renders in the sandbox (NoteTemplates): a
-    saved one is written by an admin in the browser, a file one by whoever can write there.
+    then among the shipped ones: the core's, then each plugin's own (plugins/<key>/templates).
+    Every template renders in the sandbox (NoteTemplates): a saved one is written by an
+    admin in the browser, a file one by whoever can write there.
     """
 
-    def __init__(self, override_dir: Path | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        override_dir: Path | None = None,
+        engine: Engine | None = None,
+        plugin_folders: Sequence[Path] = (),
+    ) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(override_dir)))
         loaders.append(jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)))
+        loaders += [jinja2.FileSystemLoader(str(folder)) for folder in plugin_folders]
         self.files = jinja2.ChoiceLoader(loaders)
         self.env = NoteTemplates(self.files)
         self.saved: DocumentVersions[str] | None = None

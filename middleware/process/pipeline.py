@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
 
-from middleware.customers.identity import Resolution, normalise_all, resolve_customer
+from middleware.customers.identity import Resolution, resolve_customer
 from middleware.customers.redaction import redact
 from middleware.customers.timeline import ITEM_KINDS, Appended, append, history, thread_of
 from middleware.ingest.inbox import request_of
@@ -67,12 +67,16 @@ def handle_event(
     interaction = redact_interaction(mapping.apply(event.type, event.payload, received))
     if plugin.has_capability(Capability.ENRICH):
         interaction = plugin.enrich(interaction)
-    found = normalise_all(interaction.identities, core.config.default_region)
+    found = core.identity_types.normalise_all(interaction.identities, core.config.default_region)
     interaction = replace(interaction, identities=found)
     with core.engine.begin() as conn:
         if found:
             resolution = resolve_customer(
-                conn, found, interaction.record_ref, interaction.customer_name
+                conn,
+                found,
+                interaction.record_ref,
+                interaction.customer_name,
+                types=core.identity_types,
             )
         else:
             resolution = Resolution(_thread_customer(conn, interaction))
@@ -96,12 +100,14 @@ def link_customer_record(
 ) -> str:
     """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
     cleaned = [Identity(i.type, i.value.replace("\x00", "")) for i in record.identities]
-    found = normalise_all(cleaned, core.config.default_region)
+    found = core.identity_types.normalise_all(cleaned, core.config.default_region)
     if not found:
         return f"{key}: {record.record_ref} carries no usable identifier"
     name = (record.customer_name or "").replace("\x00", "") or None
     with core.engine.begin() as conn:
-        resolution = resolve_customer(conn, found, record.record_ref, name)
+        resolution = resolve_customer(
+            conn, found, record.record_ref, name, types=core.identity_types
+        )
         remember_delivery(conn, delivery_id, resolution.customer_id)
     core.live.publish(_topics(found, resolution.customer_id, resolution.candidates))
     return f"{key}: {record.record_ref} → customer {resolution.customer_id}"

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Connection, select
 
-from middleware.customers.identity import candidates_of, find_holders, normalise
+from middleware.customers.identity import CUSTOMER, IdentityTypes, candidates_of, find_holders
 from middleware.installation import current_installation
 from middleware.interaction import Identity
 from middleware.notes.summary import build_context
@@ -26,7 +26,6 @@ MAX_EXPIRY_DIGITS = 12
 # A link signed with scope=any-phone opens the pop of any number appended to it (for
 # softphones and PBXs that open a URL with the caller's number but cannot sign per call).
 ANY_PHONE = "any-phone"
-LOOKUP_PARAMS = ("phone", "email", "zendesk_user", "salesforce_contact", "customer")
 
 
 def sign_link(secret: str, path: str, params: str, expires: int) -> str:
@@ -87,15 +86,18 @@ class UnusableIdentifier(ValueError):
     """The identifier given cannot be what it claims to be."""
 
 
-def _customer_from_query(conn: Connection, region: str) -> tuple[list[int], bool]:
-    given = [(p, request.args[p]) for p in LOOKUP_PARAMS if request.args.get(p)]
+def _customer_from_query(
+    conn: Connection, region: str, types: IdentityTypes
+) -> tuple[list[int], bool]:
+    lookups = types.lookup_params()
+    given = [(p, request.args[p]) for p in lookups if request.args.get(p)]
     if len(given) != 1:
-        raise UnusableIdentifier(f"give exactly one of {', '.join(LOOKUP_PARAMS)}")
+        raise UnusableIdentifier(f"give exactly one of {', '.join(lookups)}")
     kind, raw = given[0]
     if not raw.isprintable():
         # No identifier holds control characters, and PostgreSQL refuses NUL in a query.
         raise UnusableIdentifier(f"{kind}: contains control characters")
-    if kind == "customer":
+    if kind == CUSTOMER:
         if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_ID_DIGITS:
             raise UnusableIdentifier("customer: expected a number")
         row = conn.execute(
@@ -104,7 +106,7 @@ def _customer_from_query(conn: Connection, region: str) -> tuple[list[int], bool
         if row is None:
             return [], False
         return [row.merged_into or row.id], False
-    identity = normalise(Identity(kind, raw), region)
+    identity = types.normalise(Identity(kind, raw), region)
     if identity is None:
         raise UnusableIdentifier(f"{kind}: {raw!r} cannot be a valid {kind.replace('_', ' ')}")
     holders = find_holders(conn, identity)
@@ -119,7 +121,9 @@ def context() -> Response | tuple[Response, int]:
     core = current_installation()
     with reading(core.engine) as conn:
         try:
-            found, shared = _customer_from_query(conn, core.config.default_region)
+            found, shared = _customer_from_query(
+                conn, core.config.default_region, core.identity_types
+            )
         except UnusableIdentifier as exc:
             return jsonify(error=str(exc)), 400
         if not found:

@@ -48,6 +48,7 @@ class CtiPlugin(Plugin):
     key = "cti"
     title = "Generic CTI (any PBX)"
     capabilities = frozenset({Capability.RECEIVE})
+    id_fields = ("callId",)  # the PBX's call id, which may be a long number
     settings = {
         "secret": Setting(str, required=True, secret=True, doc="whsec_… or a path token"),
         "tolerance_s": Setting(int, 300, doc="how far webhook-timestamp may be off"),

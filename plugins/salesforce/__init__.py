@@ -16,7 +16,6 @@ from cachetools import TTLCache, cachedmethod
 from cachetools.keys import hashkey
 
 from middleware.config import ConfigError, Setting
-from middleware.customers.identity import SALESFORCE_ID
 from middleware.errors import (
     InboundError,
     InvalidSignature,
@@ -29,6 +28,7 @@ from middleware.integrations.plugin import (
     UNVERIFIED,
     Capability,
     Comment,
+    IdentityType,
     InboundEvent,
     InboundRequest,
     Plugin,
@@ -36,6 +36,7 @@ from middleware.integrations.plugin import (
 from middleware.integrations.usage import ApiUsage
 from middleware.interaction import Identity, Interaction
 from plugins.salesforce.client import SalesforceClient
+from plugins.salesforce.ids import SALESFORCE_ID, normalise_contact
 from plugins.salesforce.outbound import (
     ACK,
     Notification,
@@ -88,6 +89,12 @@ class SalesforcePlugin(Plugin):
     key = "salesforce"
     title = "Salesforce Service Cloud"
     capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
+    identity_types = (
+        IdentityType("salesforce_contact", normalise_contact, system_id=True, lookup=True),
+    )
+    # Record ids in Outbound Messages (<sf:Id>, <sf:ContactId>): 18 characters, some all digits.
+    id_fields = ("*Id",)
+    id_formats = {"record": SALESFORCE_ID, "contact": SALESFORCE_ID, "case": SALESFORCE_ID}
     settings = {
         "organization_id": Setting(str, required=True, doc="00D…, 15 or 18 characters"),
         "instance_url": Setting(str, doc="https://acme.my.salesforce.com or any base URL"),

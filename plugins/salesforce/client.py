@@ -17,12 +17,12 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from middleware.customers.identity import SALESFORCE_ID
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.integrations.network import UpstreamGuard
 from middleware.integrations.upstreams import call_failed
 from middleware.integrations.usage import ApiUsage
 from middleware.store.tables import utcnow
+from plugins.salesforce.ids import SALESFORCE_ID
 
 T = TypeVar("T")
 # simple-salesforce logs in at https://{domain}.salesforce.com; a login URL elsewhere (a proxy,

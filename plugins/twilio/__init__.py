@@ -52,6 +52,12 @@ class TwilioPlugin(Plugin):
     key = "twilio"
     title = "Twilio"
     capabilities = frozenset({Capability.RECEIVE})
+    id_fields = ("*Sid",)  # CallSid, MessageSid, AccountSid: ids, never card numbers
+    id_formats = {
+        "call": re.compile(r"^CA[0-9a-f]{32}$"),
+        "message": re.compile(r"^(SM|MM)[0-9a-f]{32}$"),
+        "account": re.compile(r"^AC[0-9a-f]{32}$"),
+    }
     settings = {
         "auth_token": Setting(str, required=True, secret=True, doc="the account's Auth Token"),
     }

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,7 +23,14 @@ from middleware.errors import (
     UnsupportedEvent,
 )
 from middleware.ingest import json_input
-from middleware.integrations.plugin import Capability, Comment, InboundEvent, InboundRequest, Plugin
+from middleware.integrations.plugin import (
+    Capability,
+    Comment,
+    IdentityType,
+    InboundEvent,
+    InboundRequest,
+    Plugin,
+)
 from middleware.interaction import Identity, Interaction
 from plugins.zendesk.client import ZendeskClient
 
@@ -39,6 +47,17 @@ IDENTITY_TYPES = {
     "twitter": "twitter",
     "facebook": "facebook",
 }
+
+ZENDESK_ID = re.compile(r"^[0-9]{1,20}$")  # tickets, users, comments: 64-bit integers
+
+
+def normalise_user(value: str) -> str | None:
+    """Return a Zendesk user id, or None for anything else (a placeholder, a redacted value)."""
+    value = value.strip()
+    if not value.isdigit() or not value.strip("0"):
+        return None
+    return value
+
 
 SETUP = """\
 1. In Zendesk Admin Center → Apps and integrations → Webhooks, create a webhook that
@@ -57,6 +76,10 @@ class ZendeskPlugin(Plugin):
     key = "zendesk"
     title = "Zendesk"
     capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
+    identity_types = (IdentityType("zendesk_user", normalise_user, system_id=True, lookup=True),)
+    # Zendesk's ids ("id", "requester_id") have 13 digits or more: one in ten passes Luhn.
+    id_fields = ("id", "*_id")
+    id_formats = {"ticket": ZENDESK_ID, "user": ZENDESK_ID, "comment": ZENDESK_ID}
     settings = {
         "url": Setting(str, required=True, doc="https://acme.zendesk.com or any base URL"),
         "email": Setting(str, required=True, doc="the agent the API token belongs to"),

@@ -11,18 +11,18 @@ import pytest
 from sqlalchemy import Engine, Row, select
 
 from middleware.customers.identity import (
+    IdentityTypes,
     Resolution,
     find_holders,
-    normalise,
-    normalise_all,
     normalise_email,
     normalise_phone,
     resolve_customer,
-    salesforce_id18,
 )
 from middleware.customers.timeline import append
+from middleware.integrations.registry import PluginRegistry
 from middleware.interaction import Identity, Interaction
 from middleware.store.tables import customers, identities, interactions, make_engine, merges
+from plugins.salesforce.ids import salesforce_id18
 from tests.conftest import AGENT_KEY, ANN, fixture_bytes, post_zendesk, zendesk_event
 
 REGION = "US"
@@ -32,6 +32,8 @@ LINE = "+14155550199"  # one number written in E.164; records below write it in 
 SF_15 = "003D000000QYzZk"
 SF_18 = "003D000000QYzZkIAL"
 AUTH = {"Authorization": f"Bearer {AGENT_KEY}"}
+# The identity types of an installation with every installed plugin.
+TYPES = IdentityTypes(PluginRegistry.from_entry_points().identity_types())
 
 
 def email(value: str) -> Identity:
@@ -64,12 +66,14 @@ def receive(
         occurred_at=WHEN,
         updated_at=WHEN,
         record_ref=f"test:{kind}:{external_id}",
-        identities=normalise_all(found, REGION),
+        identities=TYPES.normalise_all(found, REGION),
         customer_name=name,
     )
     with engine.begin() as conn:
         resolution = (
-            resolve_customer(conn, interaction.identities, interaction.record_ref, name)
+            resolve_customer(
+                conn, interaction.identities, interaction.record_ref, name, types=TYPES
+            )
             if interaction.identities
             else Resolution(None)
         )
@@ -79,7 +83,7 @@ def receive(
 
 def holders(engine: Engine, identity: Identity) -> list[tuple[int, bool]]:
     """Return (customer id, shared) for each holder of a raw identity, normalised first."""
-    canonical = normalise(identity, REGION)
+    canonical = TYPES.normalise(identity, REGION)
     assert canonical is not None
     with engine.connect() as conn:
         return find_holders(conn, canonical)
@@ -146,13 +150,13 @@ def test_phones_become_e164_using_the_default_region_and_its_international_prefi
 ):
     """A phone becomes E.164: national numbers take default_region, its IDD prefix is read."""
     assert normalise_phone(raw, region) == e164
-    assert normalise(phone(raw), region) == phone(e164)
+    assert TYPES.normalise(phone(raw), region) == phone(e164)
 
 
 def test_emails_are_case_folded_and_trimmed():
     """An email is trimmed and case-folded."""
     assert normalise_email("  Ann.Example@Example.COM\n") == "ann.example@example.com"
-    assert normalise(email("\tANN@EXAMPLE.com "), REGION) == email("ann@example.com")
+    assert TYPES.normalise(email("\tANN@EXAMPLE.com "), REGION) == email("ann@example.com")
 
 
 @pytest.mark.parametrize(
@@ -182,7 +186,7 @@ def test_emails_are_case_folded_and_trimmed():
 def test_junk_and_invalid_phones_never_normalise(raw):
     """Anonymous, restricted, empty, all-zero, Twilio's and invalid numbers are junk."""
     assert normalise_phone(raw, REGION) is None
-    assert normalise(phone(raw), REGION) is None
+    assert TYPES.normalise(phone(raw), REGION) is None
 
 
 @pytest.mark.parametrize(
@@ -193,7 +197,7 @@ def test_junk_and_invalid_phones_never_normalise(raw):
 def test_junk_emails_never_normalise(raw):
     """A value that is not an address, or a junk word, is no email."""
     assert normalise_email(raw) is None
-    assert normalise(email(raw), REGION) is None
+    assert TYPES.normalise(email(raw), REGION) is None
 
 
 @pytest.mark.parametrize(
@@ -213,7 +217,7 @@ def test_junk_emails_never_normalise(raw):
 )
 def test_junk_system_ids_never_normalise(identity):
     """Empty, all-zero and junk-word system ids (Salesforce's empty key too) are junk."""
-    assert normalise(identity, REGION) is None
+    assert TYPES.normalise(identity, REGION) is None
 
 
 def test_salesforce_ids_in_15_or_18_characters_are_one_id():
@@ -221,7 +225,7 @@ def test_salesforce_ids_in_15_or_18_characters_are_one_id():
     assert salesforce_id18(SF_15) == SF_18
     assert salesforce_id18(SF_18) == SF_18
     assert salesforce_id18("001A0000006Vm9r") == "001A0000006Vm9rIAC"
-    assert normalise(Identity("salesforce_contact", f" {SF_15} "), REGION) == Identity(
+    assert TYPES.normalise(Identity("salesforce_contact", f" {SF_15} "), REGION) == Identity(
         "salesforce_contact", SF_18
     )
     assert salesforce_id18("003D000000QYzZ") is None
@@ -230,7 +234,7 @@ def test_salesforce_ids_in_15_or_18_characters_are_one_id():
 
 def test_normalise_all_drops_junk_and_duplicates():
     """A record's identities come out canonical, without junk and without repeats."""
-    found = normalise_all(
+    found = TYPES.normalise_all(
         [email("Ann@Example.com"), email(" ann@example.com"), phone("anonymous"),
          phone("(415) 555-0199"), phone("+1 415 555 0199")],
         REGION,

@@ -41,11 +41,13 @@ from sqlalchemy import func, select
 from devkit.simulators.salesforce import FakeSalesforce
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
+from middleware.customers.identity import IdentityTypes
 from middleware.errors import MalformedPayload
 from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import decode_form
+from middleware.integrations.registry import PluginRegistry
 from middleware.process.worker import Worker
-from middleware.reads.context_api import LOOKUP_PARAMS, sign_link
+from middleware.reads.context_api import sign_link
 from middleware.store.tables import (
     customers,
     deliveries,
@@ -77,6 +79,8 @@ from tests.conftest import (
 )
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+# The context API's lookups: the core's and those the installed plugins declare.
+LOOKUP_PARAMS = IdentityTypes(PluginRegistry.from_entry_points().identity_types()).lookup_params()
 EXAMPLES = int(os.environ.get("CARRYOVER_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
