@@ -18,19 +18,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from urllib3.exceptions import NewConnectionError
 
-from middleware.errors import NotApplied, UpstreamError, UpstreamPaused
+from middleware.errors import NotApplied, RateLimited, UpstreamError, UpstreamPaused
 from middleware.store.tables import dialect_insert, upstream_state, utcnow, write_slots
+
+if TYPE_CHECKING:
+    from middleware.integrations.network import UpstreamGuard
 
 log = logging.getLogger(__name__)
 CACHE_S = 0.5  # how stale a process's view of a pause may be
@@ -52,6 +55,40 @@ def call_failed(title: str, exc: requests.RequestException) -> UpstreamError:
     if isinstance(exc, requests.ReadTimeout):
         return UpstreamError(f"{title} did not answer in time ({exc})")
     return UpstreamError(f"{title}: no answer ({type(exc).__name__}: {exc})")
+
+
+def send_observed(
+    guard: UpstreamGuard,
+    title: str,
+    url: str,
+    send: Callable[[], requests.Response],
+    limited: Callable[[requests.Response], tuple[str, RateLimited] | None],
+) -> requests.Response:
+    """Send one upstream call through its guard, and let every process see how it went.
+
+    Nothing is sent to a refused host or while the upstream is paused (UpstreamPaused). No
+    answer or a 5xx counts as a failure in a row; any other answer clears the run. An answer
+    that `limited` calls a rate limit, as (the pause's reason, the error to raise), pauses
+    the upstream until the error's retry_after and raises the error.
+    """
+    # UpstreamRefused: a permanent failure of the call; UpstreamPaused: not sent, retry
+    guard.check(url)
+    try:
+        response = send()
+    except requests.RequestException as exc:
+        error = call_failed(title, exc)
+        guard.failed(str(error))
+        raise error from exc
+    limit = limited(response)
+    if limit is not None:
+        reason, refusal = limit
+        guard.rate_limited(refusal.retry_after, reason)
+        raise refusal
+    if response.status_code >= 500:
+        guard.failed(f"{title} answered {response.status_code}")
+    else:
+        guard.answered()
+    return response
 
 
 def _never_connected(exc: BaseException) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from simple_salesforce.exceptions import (
 
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.integrations.network import UpstreamGuard
-from middleware.integrations.upstreams import call_failed
+from middleware.integrations.upstreams import send_observed
 from middleware.integrations.usage import ApiUsage
 from middleware.store.tables import utcnow
 from plugins.salesforce.ids import SALESFORCE_ID
@@ -92,26 +92,23 @@ class SalesforceSession(requests.Session):
         # The API does not redirect; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
         target = self.rebased(str(url))
-        # UpstreamRefused: a permanent failure of the call; UpstreamPaused: not sent, retry
-        self.guard.check(target)
-        try:
-            response = super().request(method, target, *args, **kwargs)
-        except requests.RequestException as exc:
-            error = call_failed("Salesforce", exc)
-            self.guard.failed(str(error))
-            raise error from exc
-        self._keep_usage(response.headers.get("Sforce-Limit-Info"))
-        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
-            # The org's 24-hour allocation is used up: no call helps until it frees up.
-            self.guard.rate_limited(self.limit_backoff_s, "Salesforce REQUEST_LIMIT_EXCEEDED")
-            raise LimitExceeded(self.limit_backoff_s, "Salesforce REQUEST_LIMIT_EXCEEDED")
-        if response.status_code >= 500:
-            self.guard.failed(f"Salesforce answered {response.status_code}")
-        else:
-            self.guard.answered()
+        send = partial(self._send_keeping_usage, method, target, *args, **kwargs)
+        response = send_observed(self.guard, "Salesforce", target, send, self._rate_limit)
         if response.status_code == 401 and "INVALID_SESSION_ID" in response.text:
             raise SessionExpired("Salesforce refused the session (INVALID_SESSION_ID)")
         return response
+
+    def _send_keeping_usage(self, *args: Any, **kwargs: Any) -> requests.Response:
+        response = super().request(*args, **kwargs)
+        self._keep_usage(response.headers.get("Sforce-Limit-Info"))
+        return response
+
+    def _rate_limit(self, response: requests.Response) -> tuple[str, RateLimited] | None:
+        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
+            # The org's 24-hour allocation is used up: no call helps until it frees up.
+            detail = "Salesforce REQUEST_LIMIT_EXCEEDED"
+            return detail, LimitExceeded(self.limit_backoff_s, detail)
+        return None
 
     def rebased(self, url: str) -> str:
         """Return the URL with its https://host:port replaced by the configured base."""
@@ -158,7 +155,6 @@ class SalesforceClient:
         )
         self._api: Salesforce | None = None
         self._lock = threading.Lock()
-        self._blocked_until = 0.0  # monotonic time until which the API allocation is used up
         self.logins = 0
 
     @property
@@ -240,9 +236,6 @@ class SalesforceClient:
 
     # -- sessions, limits and errors -------------------------------------------------------
     def _call(self, call: Callable[[Salesforce], T]) -> T:
-        wait = self._blocked_until - time.monotonic()
-        if wait > 0:  # no call while the allocation is used up: each would be refused too
-            raise LimitExceeded(wait, "Salesforce API allocation used up")
         try:
             try:
                 return call(self._session_api())
@@ -255,9 +248,6 @@ class SalesforceClient:
                 with self._lock:
                     self._api = None  # log in again, once
                 return call(self._session_api())
-        except LimitExceeded as exc:
-            self._blocked_until = time.monotonic() + exc.retry_after
-            raise
         except SalesforceAuthenticationFailed as exc:
             raise UpstreamError(f"Salesforce login failed: {exc}") from exc
         except SalesforceError as exc:

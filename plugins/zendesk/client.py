@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Any
 
 import requests
@@ -13,7 +14,7 @@ from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyExce
 
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.integrations.network import UpstreamGuard
-from middleware.integrations.upstreams import call_failed
+from middleware.integrations.upstreams import send_observed
 
 # zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
 # give it this placeholder and send each request to the configured base URL instead.
@@ -39,27 +40,21 @@ class RebasedSession(requests.Session):
         real_url = placeholder_url.replace(PLACEHOLDER, self.base_url, 1)
         # The API never redirects; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
-        # UpstreamRefused: a permanent failure of the call; UpstreamPaused: not sent, retry
-        self.guard.check(real_url)
-        try:
-            response = super().request(method, real_url, *args, **kwargs)
-        except requests.RequestException as exc:
-            error = call_failed("Zendesk", exc)
-            self.guard.failed(str(error))
-            raise error from exc
-        if response.status_code == 429:
-            # zenpy would sleep in this thread; we pause Zendesk for every worker instead.
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            self.guard.rate_limited(retry_after, "Zendesk answered 429")
-            raise RateLimited(retry_after, "Zendesk 429")
-        if response.status_code >= 500:
-            self.guard.failed(f"Zendesk answered {response.status_code}")
-        else:
-            self.guard.answered()
+        send = partial(super().request, method, real_url, *args, **kwargs)
+        response = send_observed(self.guard, "Zendesk", real_url, send, _rate_limit)
         response.url = placeholder_url
         if response.request is not None:
             response.request.url = placeholder_url
         return response
+
+
+def _rate_limit(response: requests.Response) -> tuple[str, RateLimited] | None:
+    """Return the pause reason and error of a 429, None for any other answer."""
+    if response.status_code != 429:
+        return None
+    # zenpy would sleep in this thread; we pause Zendesk for every worker instead.
+    retry_after = _retry_after(response.headers.get("Retry-After"))
+    return "Zendesk answered 429", RateLimited(retry_after, "Zendesk 429")
 
 
 def _retry_after(value: str | None) -> float:

@@ -491,7 +491,6 @@ def test_request_limit_exceeded_backs_off_and_nothing_is_lost(client, worker, co
     # The allocation frees up: the write is due again and goes through, once.
     sf_api.replace(responses.POST, f"{REST}/sobjects/CaseComment/", json=CREATED, status=201,
                    headers={"Sforce-Limit-Info": "api-usage=14000/15000"})  # fmt: skip
-    core.registry.get("salesforce").client._blocked_until = 0.0
     core.health.resume("salesforce")
     with core.engine.begin() as conn:
         conn.execute(update(writes).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
