@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from middleware.customers.redaction import luhn_valid, redact
+from middleware.customers.redaction import IdFields, luhn_valid, redact
+from middleware.integrations.registry import PluginRegistry
+
+# The id fields the installed plugins declare, as the webhook endpoint passes them.
+IDS = IdFields(PluginRegistry.from_entry_points().id_fields())
 
 
 @pytest.mark.parametrize(
@@ -40,12 +44,12 @@ def test_xml_text_is_redacted_and_the_markup_stays_well_formed():
         b"<sf:Description>card 4111 1111 1111 1111, my pin is 1234</sf:Description>"
         b"<c><![CDATA[password: <secret> 4111111111111111]]></c></a>"
     )
-    cleaned = redact_body(body, "text/xml")
+    cleaned = redact_body(body, "text/xml", IDS)
     root = fromstring(cleaned)
     assert root.findtext("{urn:x}Id") == "5007000000OFL5FAAX"
     assert root.findtext("{urn:x}Description") == "card [card ending 1111], my pin is [redacted]"
     assert root.findtext("c") == "password: [redacted] [card ending 1111]"
-    assert redact_body(b"<a>nothing to hide</a>", "text/xml") == b"<a>nothing to hide</a>"
+    assert redact_body(b"<a>nothing to hide</a>", "text/xml", IDS) == b"<a>nothing to hide</a>"
 
 
 def _random_digits(rng, count: int) -> str:
@@ -98,9 +102,9 @@ def test_the_quick_check_never_skips_what_the_full_redaction_would_change(monkey
         ).encode()
         for _ in range(3000)
     ]
-    quick = [redaction.redact_body(body, "application/json") for body in bodies]
+    quick = [redaction.redact_body(body, "application/json", IDS) for body in bodies]
     monkeypatch.setattr(redaction, "_may_hold_secrets", lambda text, json_ids=False: True)
-    full = [redaction.redact_body(body, "application/json") for body in bodies]
+    full = [redaction.redact_body(body, "application/json", IDS) for body in bodies]
     assert quick == full
     assert sum(q != b for q, b in zip(quick, bodies, strict=True)) > 300  # cards were there to find
 
@@ -120,8 +124,24 @@ def test_escapes_lookalike_letters_and_id_like_text_do_not_hide_secrets(body, co
     """A phrase behind a JSON escape or spelt with ſ, and an id key outside JSON, are seen."""
     from middleware.customers.redaction import redact_body
 
-    cleaned = redact_body(body, content_type)
+    cleaned = redact_body(body, content_type, IDS)
     assert b"hunter2" not in cleaned and b"4321" not in cleaned and b"41111111" not in cleaned
+
+
+def test_the_declared_id_fields_are_kept_and_nothing_else():
+    """A Luhn-valid id stays as sent in a declared id field, and is redacted in any other."""
+    from middleware.customers.redaction import redact_body
+
+    card = "4111111111111111"
+    kept = f'{{"requester_id": "{card}", "n": "{card}"}}'.encode()
+    assert redact_body(kept, "application/json", IdFields(["*_id"])) == (
+        f'{{"requester_id": "{card}", "n": "[card ending 1111]"}}'.encode()
+    )
+    form = f"CallSid={card}&Body={card}".encode()
+    assert redact_body(form, "application/x-www-form-urlencoded", IdFields(["*Sid"])) == (
+        f"CallSid={card}&Body=%5Bcard+ending+1111%5D".encode()
+    )
+    assert card.encode() not in redact_body(form, "application/x-www-form-urlencoded")
 
 
 @pytest.mark.parametrize(
