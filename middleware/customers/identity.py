@@ -83,7 +83,7 @@ def looks_like_email(address: str) -> bool:
 
 
 def normalise_other(value: str) -> str | None:
-    """Return an identifier of a type nobody declared trimmed, or None for junk."""
+    """Return the value of an identity type nobody declared, trimmed; None for junk."""
     value = value.strip()
     if value.casefold() in JUNK_VALUES or not value.strip("0"):
         return None
@@ -99,6 +99,9 @@ class IdentityTypes:
 
     def __init__(self, declared: Iterable[IdentityType] = ()) -> None:
         self.declared = {t.type: t for t in declared}
+        taken = self.declared.keys() & {PHONE, EMAIL, CUSTOMER}
+        if taken:
+            raise ValueError(f"identity types of the core cannot be declared: {sorted(taken)}")
         # Ids one tool gives its own people: two different values of one type are two people.
         self.system_ids = frozenset(t.type for t in self.declared.values() if t.system_id)
         self.lookups = tuple(t.type for t in self.declared.values() if t.lookup)
