@@ -7,6 +7,7 @@ so nothing can be read from the source tree by accident.
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import hmac
@@ -36,6 +37,7 @@ FIXTURES = ROOT / "plugins"
 INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/")
 # Not the product's: the shipped wheel must hold none of these.
 DEVELOPMENT = ("devkit", "tests", "bench")
+SHIPPED = ("mappings", "middleware", "plugins", "webui")
 # Left out of the copy the wheel is built from: local state, never part of a build.
 NOT_COPIED = {".git", ".venv", "var", "build", "dist", "config.yaml"}
 # The files the running service reads besides modules.
@@ -270,6 +272,23 @@ def test_the_wheel_holds_the_runtime_and_none_of_the_development_packages(wheel)
     assert all(files[p] for p in RUNTIME_FILES if p not in MAY_BE_NONE), "a pattern found nothing"
     assert set().union(*files.values()) <= names
     assert {f"mappings/{key}.yaml" for key in PLUGINS} <= names
+
+
+def imported(module: Path) -> Iterator[str]:
+    """Name each module a source file imports."""
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_the_shipped_packages_never_import_the_development_ones():
+    """No module of the wheel imports devkit, tests or bench (the demo is loaded at run time)."""
+    modules = (p for package in SHIPPED for p in (ROOT / package).rglob("*.py"))
+    found = [f"{m.relative_to(ROOT)}: {name}" for m in modules for name in imported(m)
+             if name.split(".")[0] in DEVELOPMENT]  # fmt: skip
+    assert found == []
 
 
 def test_the_installed_command_runs_the_wheel_not_the_checkout(installed):
