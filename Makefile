@@ -1,32 +1,40 @@
 # Carryover: `make run` serves with the embedded SQLite store, `make test` runs the suite,
-# `make demo` shows it at work beside simulated tools.
+# `make demo` shows it at work beside simulated tools. run, demo and bench install the runtime
+# only; test and lint add the test tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run demo test browser lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+# The test extras include the runtime, so both stamps are fresh afterwards.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(RUNTIME_STAMP)
 
 config.yaml:
 	cp config.example.yaml config.yaml
 
-run: $(STAMP) config.yaml
+run: $(RUNTIME_STAMP) config.yaml
 	$(BIN)/carryover db upgrade --config config.yaml
 	$(BIN)/carryover serve --config config.yaml
 
 # Carryover beside simulated Zendesk, Salesforce and Twilio, playing the journeys (no account).
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/carryover demo
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser). Install it
@@ -43,12 +51,12 @@ browser:
 	  fi; \
 	}
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(RUNTIME_STAMP)
 	$(BIN)/python -m bench
 
 clean:

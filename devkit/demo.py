@@ -309,6 +309,24 @@ def play(demo: Demo) -> None:
     demo.zendesk.wait_for_echoes()  # Carryover's notes, coming back as Zendesk sends them
 
 
+def run(folder: Path, port: int, pace: float, exit_after: bool) -> int:
+    """Run `carryover demo`: play the journeys, then keep everything up until Ctrl-C."""
+    try:
+        with running_demo(folder, port, pace) as demo:
+            print(f"carryover demo: Carryover at {demo.url}, the tools simulated beside it")
+            play(demo)
+            print(explore(demo))
+            if exit_after:
+                return 0
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"carryover demo: {exc}", file=sys.stderr)
+        return 1
+
+
 def explore(demo: Demo) -> str:
     """Return what to look at next, with the URLs and the admin's password."""
     return f"""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 
 from middleware.config import ConfigError, config_path, load_config
 from middleware.installation import Installation, build_installation
@@ -19,6 +21,7 @@ from middleware.store.tables import migrations_applied, upgrade
 
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
 WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
+DEMO_NEEDS_CHECKOUT = "carryover demo: the demo runs from a source checkout: make demo"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -252,22 +255,22 @@ def _minute(moment: datetime | None) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play the journeys with simulated Zendesk, Salesforce and Twilio (needs no account)."""
-    from devkit.demo import explore, play, running_demo
+    demo = _checkout_demo()
+    if demo is None:
+        print(DEMO_NEEDS_CHECKOUT, file=sys.stderr)
+        return 2
+    return int(demo.run(Path(args.folder), args.port, args.pace, args.exit))
 
-    try:
-        with running_demo(Path(args.folder), args.port, args.pace) as demo:
-            print(f"carryover demo: Carryover at {demo.url}, the tools simulated beside it")
-            play(demo)
-            print(explore(demo))
-            if args.exit:
-                return 0
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-    except (OSError, RuntimeError, TimeoutError) as exc:
-        print(f"carryover demo: {exc}", file=sys.stderr)
-        return 1
+
+def _checkout_demo() -> ModuleType | None:
+    """Import devkit.demo from the checkout beside middleware/, or None from a wheel."""
+    # The core never imports the development package: a wheel has no devkit/.
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "devkit" / "demo.py").is_file():
+        return None
+    if importlib.util.find_spec("devkit") is None:  # e.g. `carryover` from .venv/bin
+        sys.path.insert(0, str(checkout))
+    return importlib.import_module("devkit.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

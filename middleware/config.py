@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ENV_TOKEN = "__carryover_env_{}_end__"
 ENV_TOKEN_PATTERN = re.compile(r"__carryover_env_([A-Za-z_][A-Za-z0-9_]*?)_end__")
 DEFAULT_DATABASE_URL = "sqlite:///var/carryover.db"
+
+
+def shipped_mappings() -> Path:
+    """Return the folder of the mappings shipped with Carryover (the package `mappings`)."""
+    # Installed from a wheel or run from a checkout, the package is a folder on disk.
+    return Path(str(resources.files("mappings")))
 
 
 class ConfigError(ValueError):
@@ -141,7 +148,8 @@ class Config:
     secret_key: str | None = None
     agent_api_keys: tuple[str, ...] = ()
     default_region: str = "US"
-    mappings_dir: Path = Path(__file__).resolve().parent.parent / "mappings"
+    # The shipped mappings unless mappings_dir names a folder of the admin's.
+    mappings_dir: Path = field(default_factory=shipped_mappings)
     templates_dir: Path | None = None
     # Proxies whose X-Forwarded-For is believed (see middleware/integrations/network.py).
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -254,7 +262,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         default_region=region,
         trusted_proxies=trusted_proxies,
         allow_private_upstreams=top["allow_private_upstreams"],
-        mappings_dir=Path(mappings_dir) if mappings_dir else Config.mappings_dir,
+        mappings_dir=Path(mappings_dir) if mappings_dir else shipped_mappings(),
         templates_dir=Path(templates_dir) if templates_dir else None,
         integrations=integrations,
         **sections,

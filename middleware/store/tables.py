@@ -329,7 +329,9 @@ def make_engine(database_url: str) -> Engine:
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic keeps options in a ConfigParser, which reads "%" as interpolation: a venv or
+    # site-packages path may hold one (e.g. /opt/100%/), so it is doubled.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     cfg.attributes["engine"] = engine
     return cfg
 

@@ -1,0 +1,1 @@
+"""The mappings shipped with Carryover, one <plugin>.yaml per integration."""
