@@ -12,9 +12,6 @@ from middleware.integrations.registry import PluginRegistry
 
 CORE = Path(__file__).resolve().parents[1] / "middleware"
 OUTSIDE_THE_CORE = ("plugins", "webui", "devkit", "tests")
-# Imports the core may still make, as (module path, imported module). The demo command
-# leaves middleware/cli.py on another branch; drop this entry then.
-KNOWN_EXCEPTIONS = {("cli.py", "devkit.demo")}
 
 
 def core_modules() -> list[Path]:
@@ -63,13 +60,12 @@ def vendor_literals(source: str, words: frozenset[str]) -> list[tuple[int, str]]
 
 
 def test_the_core_imports_no_plugin_page_or_tool():
-    """No module of middleware/ imports plugins, webui, devkit or tests (one known exception)."""
+    """No module of middleware/ imports plugins, webui, devkit or tests."""
     found = []
     for path in core_modules():
         module = path.relative_to(CORE).as_posix()
         for line, name in imported_modules(ast.parse(path.read_text(encoding="utf-8"))):
-            outside = name.split(".")[0] in OUTSIDE_THE_CORE
-            if outside and (module, name) not in KNOWN_EXCEPTIONS:
+            if name.split(".")[0] in OUTSIDE_THE_CORE:
                 found.append(f"middleware/{module}:{line}: imports {name}")
     assert found == []
 
