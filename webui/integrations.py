@@ -18,14 +18,13 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
 
 from middleware.config import ConfigError, Setting
 from middleware.errors import UpstreamError
 from middleware.installation import current_installation
 from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
 from middleware.integrations.plugin import Plugin
-from middleware.store.tables import deliveries, reading, utcnow
+from middleware.store.tables import reading, utcnow
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -208,8 +207,6 @@ def _saved_default(key: str, name: str) -> Any:
 def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None) -> dict[str, Any]:
     """Describe one integration: its configuration, last webhook, latest error and pause."""
     core = current_installation()
-    last_in = conn.execute(select(func.max(deliveries.c.received_at))
-                           .where(deliveries.c.plugin == key)).scalar()  # fmt: skip
     return {
         "key": key,
         "title": cls.title,
@@ -218,7 +215,7 @@ def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None
         "problem": core.registry.problems.get(key),
         "capabilities": sorted(str(c) for c in cls.capabilities),
         "webhook_url": f"{core.config.public_url}/hooks/{key}",
-        "last_delivery": last_in,
+        "last_delivery": core.inbox.last_received_at(conn, key),
         "last_error": latest_error(conn, key),  # the newest by time: of calls, webhooks, notes
         "upstream": faults,  # None when it never called an upstream
     }

@@ -13,18 +13,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
-from sqlalchemy import Connection, select
 
 from middleware.customers.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
 from middleware.installation import current_installation
 from middleware.interaction import Identity
 from middleware.notes.summary import CustomerContext, build_context
-from middleware.process.calls import call_facts
+from middleware.process.calls import call_facts, latest_call
 from middleware.reads.context_api import agent_only, signed_path
-from middleware.store.tables import interactions, reading, utcnow
+from middleware.store.tables import reading, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 # Its own static path: a proxy may keep /admin/ from the agents' network, never /pop.
 bp = Blueprint("pop", __name__, template_folder="templates", static_folder="static",
@@ -81,16 +83,7 @@ def pop_view(conn: Connection, phone: str | None, raw: str, recent_limit: int) -
         return PopView("shared", phone, candidates=candidates)
     customer_id = holders[0][0]
     context = build_context(conn, customer_id, recent_limit + 1)
-    call_row = conn.execute(
-        select(interactions)
-        .where(
-            interactions.c.customer_id == customer_id,
-            interactions.c.kind == "call",
-            interactions.c.updated_at >= utcnow() - LIVE_CALL_WINDOW,
-        )
-        .order_by(interactions.c.occurred_at.desc(), interactions.c.id.desc())
-        .limit(1)
-    ).first()
+    call_row = latest_call(conn, customer_id, updated_since=utcnow() - LIVE_CALL_WINDOW)
     call = call_facts(conn, call_row) if call_row is not None else None
     this_call = (call["source"], call["external_id"]) if call else None
     earlier = [i for i in context.interactions if (i["source"], i["external_id"]) != this_call]

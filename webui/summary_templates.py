@@ -15,14 +15,14 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
-from middleware.customers.edits import live_customer
+from middleware.customers.edits import customer_name, live_customer
+from middleware.customers.timeline import latest_customer
 from middleware.installation import current_installation
 from middleware.notes.summary import build_context
-from middleware.process.calls import call_facts
+from middleware.process.calls import call_facts, latest_call
 from middleware.store.documents import DocumentError, DocumentVersions
-from middleware.store.tables import customers, interactions, reading
+from middleware.store.tables import reading
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
 CALL_NOTE = "call_note.txt.j2"
@@ -119,15 +119,9 @@ def _preview(name: str, text: str, customer_id: int | None
         if customer_id is None:
             return None, None, "No customer yet: the preview needs one customer in the timeline."
         if name == CALL_NOTE:
-            call = conn.execute(
-                select(interactions).where(interactions.c.customer_id == customer_id,
-                                           interactions.c.kind == "call")
-                .order_by(interactions.c.occurred_at.desc()).limit(1)
-            ).first()  # fmt: skip
-            person = conn.execute(select(customers.c.name).where(
-                customers.c.id == customer_id)).scalar()  # fmt: skip
+            call = latest_call(conn, customer_id)
             values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
-                      "customer_name": person}  # fmt: skip
+                      "customer_name": customer_name(conn, customer_id)}  # fmt: skip
         else:
             context = build_context(
                 conn, customer_id, current_installation().config.summary["recent_limit"]
@@ -142,7 +136,4 @@ def _preview(name: str, text: str, customer_id: int | None
 def _pick_customer(conn: Any, customer_id: int | None) -> int | None:
     if customer_id is not None:
         return live_customer(conn, customer_id)
-    return conn.execute(
-        select(interactions.c.customer_id).where(interactions.c.customer_id.is_not(None))
-        .order_by(interactions.c.occurred_at.desc()).limit(1)
-    ).scalar()  # fmt: skip
+    return latest_customer(conn)

@@ -10,12 +10,12 @@ next agent's pop shows what happened earlier in the call.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, select
 
-from middleware.customers.timeline import append, open_items, scope, thread_of
+from middleware.customers.timeline import NEWEST_FIRST, append, open_items, scope, thread_of
 from middleware.integrations.plugin import Capability
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
@@ -42,6 +42,18 @@ def stored_call(conn: Connection, source: str, call_id: str) -> Row | None:
             interactions.c.external_id == call_id,
         )
     ).first()
+
+
+def latest_call(
+    conn: Connection, customer_id: int, updated_since: datetime | None = None
+) -> Row | None:
+    """Return the customer's newest call (only one updated since a moment, if given), or None."""
+    query = select(interactions).where(
+        interactions.c.customer_id == customer_id, interactions.c.kind == "call"
+    )
+    if updated_since is not None:
+        query = query.where(interactions.c.updated_at >= updated_since)
+    return conn.execute(query.order_by(*NEWEST_FIRST).limit(1)).first()
 
 
 def transfers_of(conn: Connection, call: Row) -> list[Row]:
