@@ -44,7 +44,7 @@ def listing() -> str:
     core = current_installation()
     with reading(core.engine) as conn:
         faults = read_faults(conn, upstream_keys(core.registry))
-        rows = [_state(conn, key, cls, faults.get(key))
+        rows = [_integration_row(conn, key, cls, faults.get(key))
                 for key, cls in sorted(core.registry.classes.items())]  # fmt: skip
     return render_template("admin/integrations.html", rows=rows, now=utcnow())
 
@@ -170,7 +170,7 @@ def _page(
     key = cls.key
     with reading(core.engine) as conn:
         faults = read_faults(conn, upstream_keys(core.registry)).get(key)
-        state = _state(conn, key, cls, faults)
+        state = _integration_row(conn, key, cls, faults)
     plugin = core.registry.get(key)
     source = core.registry.source_of(key)
     settings = []
@@ -204,7 +204,9 @@ def _saved_default(key: str, name: str) -> Any:
     return settings.get(name) if settings else None
 
 
-def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None) -> dict[str, Any]:
+def _integration_row(
+    conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None
+) -> dict[str, Any]:
     """Describe one integration: its configuration, last webhook, latest error and pause."""
     core = current_installation()
     return {
