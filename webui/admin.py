@@ -32,7 +32,7 @@ from middleware.admin.accounts import (
     Throttle,
     end_session,
     log_in,
-    session_admin,
+    renew_session,
 )
 from middleware.admin.figures import overview_figures
 from middleware.installation import current_installation
@@ -92,7 +92,7 @@ def current_admin() -> Admin | None:
     token = session.get("admin_session")
     if not isinstance(token, str):
         return None
-    admin = session_admin(current_installation().engine, token, _idle_timeout_s())
+    admin = renew_session(current_installation().engine, token, _idle_timeout_s())
     if admin is None:  # logged out, idle too long, or ended by a password change or removal
         session.clear()
     # The cookie itself is left alone: one rewritten on every request lets a slow background

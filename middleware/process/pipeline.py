@@ -1,4 +1,4 @@
-"""After the reply: map → enrich → resolve identity → append to timeline → decide → render."""
+"""After the reply: map → enrich → resolve identity → append to timeline → queue notes."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def handle_event(
         if interaction.kind == "call":
             queued = after_call_event(core, conn, interaction, before)
         else:
-            queued = int(decide(core, conn, plugin, interaction, appended))
+            queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
     core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
@@ -157,7 +157,7 @@ def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:
     ).scalar()
 
 
-def decide(
+def queue_summary_note(
     core: Installation,
     conn: Connection,
     plugin: Plugin,
