@@ -35,10 +35,10 @@ from middleware.admin.accounts import (
     renew_session,
 )
 from middleware.admin.figures import overview_figures
-from middleware.installation import current_installation
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
 from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import integrations as integration_pages

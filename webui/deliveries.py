@@ -8,10 +8,10 @@ from defusedxml.minidom import parseString
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from middleware.installation import current_installation
 from middleware.integrations.plugin import decode_form
 from middleware.store.queue import LeasedQueue
 from middleware.store.tables import reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
 PAGE = 100

@@ -21,10 +21,10 @@ from flask.typing import ResponseReturnValue
 
 from middleware.config import ConfigError, Setting
 from middleware.errors import UpstreamError
-from middleware.installation import current_installation
 from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
 from middleware.integrations.plugin import Plugin
 from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 

@@ -19,12 +19,12 @@ from flask.typing import ResponseReturnValue
 
 from middleware.errors import InboundError
 from middleware.ingest.inbox import request_of
-from middleware.installation import current_installation
 from middleware.integrations.plugin import InboundRequest, Plugin
 from middleware.notes.summary import iso
 from middleware.process.mapping import MappingError, PluginMapping
 from middleware.process.mapping_source import parse_document
 from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
 RECENT_DELIVERIES = 5

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, render_template, request, stream_with_context
 
 from middleware.customers.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
-from middleware.installation import current_installation
 from middleware.interaction import Identity
 from middleware.notes.summary import CustomerContext, build_context
 from middleware.process.calls import call_facts, latest_call
 from middleware.reads.context_api import agent_only, signed_path
 from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

@@ -18,11 +18,11 @@ from flask.typing import ResponseReturnValue
 
 from middleware.customers.edits import customer_name, live_customer
 from middleware.customers.timeline import latest_customer
-from middleware.installation import current_installation
 from middleware.notes.summary import build_context
 from middleware.process.calls import call_facts, latest_call
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
 CALL_NOTE = "call_note.txt.j2"
