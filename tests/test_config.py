@@ -134,7 +134,7 @@ def test_the_product_contract_example_parses_as_written(tmp_path, schemas, monke
 public_url: https://carryover.example.com   # the base URL that senders call (Twilio signs it)
 database_url: sqlite:///var/carryover.db     # or postgresql+psycopg://user:pw@host/db
 secret_key: ${CARRYOVER_SECRET_KEY}
-agent_api_keys: [${CARRYOVER_AGENT_KEY}]    # for the agent-facing reads of section 5
+agent_api_keys: [${CARRYOVER_AGENT_KEY}]    # for the agent-facing reads (context API, pop)
 default_region: US                          # for phone numbers written without a country code
 integrations:
   zendesk:
