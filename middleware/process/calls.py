@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, select
 
+from middleware.customers.edits import customer_name
 from middleware.customers.timeline import NEWEST_FIRST, append, open_items, scope, thread_of
 from middleware.integrations.plugin import Capability
 from middleware.interaction import (
@@ -24,7 +25,7 @@ from middleware.interaction import (
 )
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import iso
-from middleware.store.tables import customers, interactions, utcnow
+from middleware.store.tables import interactions, utcnow
 
 if TYPE_CHECKING:
     from middleware.installation import Installation
@@ -131,7 +132,7 @@ def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
     """Queue one short note about an ended call on each open ticket or case of its customer."""
     queued = 0
     facts = call_facts(conn, call)
-    name = conn.execute(select(customers.c.name).where(customers.c.id == call.customer_id)).scalar()
+    name = customer_name(conn, call.customer_id)
     body = core.renderer.render_call(facts, name)
     for plugin in core.registry.with_capability(Capability.WRITE_NOTE):
         items = open_items_of(conn, call.customer_id, plugin.key,
