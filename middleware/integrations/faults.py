@@ -157,11 +157,11 @@ def _waiting_report(waiting: Waiting) -> dict[str, Any]:
 
 
 # -- reading the store ---------------------------------------------------------------------------
-def _lane(table: Table) -> Any:
+def _upstream_column(table: Table) -> Any:
     return table.c.plugin if table is deliveries else table.c.target
 
 
-def _arrived(table: Table) -> Any:
+def _arrival_column(table: Table) -> Any:
     return table.c.received_at if table is deliveries else table.c.created_at
 
 
@@ -170,9 +170,11 @@ def _waiting(conn: Connection) -> dict[str, Waiting]:
     counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
     oldest: dict[str, datetime] = {}
     for side, table in enumerate((deliveries, writes)):
-        lane, has_error = _lane(table), table.c.last_error.is_not(None)
+        lane, has_error = _upstream_column(table), table.c.last_error.is_not(None)
         rows = conn.execute(
-            select(lane, table.c.waiting_for, has_error, func.count(), func.min(_arrived(table)))
+            select(
+                lane, table.c.waiting_for, has_error, func.count(), func.min(_arrival_column(table))
+            )
             .where(table.c.status.in_(WAITING_STATUSES))
             .group_by(lane, table.c.waiting_for, has_error)
         ).all()
@@ -214,7 +216,7 @@ def _row_errors(
     A row counts while it waits, or when its error came after `since`. A note waiting for
     the note budget is not failing, whatever error it met before: it is left out.
     """
-    lane, at = _lane(table), _error_time(conn, table)
+    lane, at = _upstream_column(table), _error_time(conn, table)
     conditions = [
         table.c.last_error.is_not(None),
         or_(table.c.waiting_for.is_(None), table.c.waiting_for != NOTE_BUDGET),
