@@ -170,3 +170,25 @@ def test_each_stage_says_its_place_in_the_pipeline():
     for init in sorted(CORE.glob("*/__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
         assert doc and "\n" not in doc.strip(), init
+
+
+def test_admin_pages_run_no_sql_of_their_own():
+    """No module of webui imports SQLAlchemy or a table: pages ask the core for what they show."""
+    from sqlalchemy import Table
+
+    from middleware.store import tables
+
+    table_names = {name for name, value in vars(tables).items() if isinstance(value, Table)}
+    found = set()
+    for path in sorted((ROOT / "webui").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {
+                    (path.name, a.name) for a in node.names if a.name.startswith("sqlalchemy")
+                }
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("sqlalchemy"):
+                    found.add((path.name, node.module))
+                elif node.module == "middleware.store.tables":
+                    found |= {(path.name, a.name) for a in node.names if a.name in table_names}
+    assert found == set()
