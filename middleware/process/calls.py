@@ -72,7 +72,7 @@ def transfers_of(conn: Connection, call: Row) -> list[Row]:
     )
 
 
-def after_call_event(
+def record_transfer_and_queue_call_notes(
     core: Installation, conn: Connection, interaction: Interaction, before: Row | None
 ) -> int:
     """Record a transfer, and queue call notes when the call has ended; return notes queued."""

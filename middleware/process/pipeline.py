@@ -17,7 +17,7 @@ from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent,
 from middleware.interaction import CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
-from middleware.process.calls import after_call_event, stored_call
+from middleware.process.calls import record_transfer_and_queue_call_notes, stored_call
 from middleware.store.tables import delivery_customers, dialect_insert, interactions
 
 SUMMARY = "summary"
@@ -82,7 +82,7 @@ def handle_event(
         appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
         remember_delivery(conn, delivery_id, appended.customer_id)
         if interaction.kind == "call":
-            queued = after_call_event(core, conn, interaction, before)
+            queued = record_transfer_and_queue_call_notes(core, conn, interaction, before)
         else:
             queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
     core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
