@@ -48,7 +48,7 @@ class Setting:
     file_only: bool = False
 
 
-def _check(path: str, value: Any, setting: Setting) -> Any:
+def _checked(path: str, value: Any, setting: Setting) -> Any:
     if value is None:
         if setting.required:
             raise ConfigError(f"{path}: required")
@@ -79,7 +79,7 @@ def validate_section(path: str, raw: Any, schema: Mapping[str, Setting]) -> dict
     unknown = sorted(set(raw) - set(schema))
     if unknown:
         raise ConfigError(f"{path}.{unknown[0]}: unknown key (known: {', '.join(sorted(schema))})")
-    return {key: _check(f"{path}.{key}", raw.get(key), s) for key, s in schema.items()}
+    return {key: _checked(f"{path}.{key}", raw.get(key), s) for key, s in schema.items()}
 
 
 TOP_LEVEL = {
@@ -220,7 +220,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-    top = {key: _check(key, raw.get(key), s) for key, s in TOP_LEVEL.items()}
+    top = {key: _checked(key, raw.get(key), s) for key, s in TOP_LEVEL.items()}
     region = top["default_region"].upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"default_region: {top['default_region']!r} is not a region code")

@@ -6,8 +6,8 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
-from flask import current_app
 from sqlalchemy import Engine
 
 from middleware.config import Config
@@ -73,12 +73,6 @@ class Installation:
         self.engine.dispose()
 
 
-def current_installation() -> Installation:
-    """Return the installation the current request's web app was built around."""
-    core: Installation = current_app.extensions["carryover"]
-    return core
-
-
 def build_installation(config: Config, registry: PluginRegistry | None = None) -> Installation:
     """Connect the store, configure plugins and load their mappings."""
     registry = registry or PluginRegistry.from_entry_points()
@@ -115,3 +109,13 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
     if key:
         core.link_secret = key
     return core
+
+
+def __getattr__(name: str) -> Any:
+    # current_installation() moved to middleware.web.current (it needs Flask, this module
+    # does not); the old import keeps working, without importing Flask with this module.
+    if name == "current_installation":
+        from middleware.web.current import current_installation
+
+        return current_installation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -51,7 +51,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Interaction:
-    """One contact in the timeline, in Carryover's own vocabulary (PRODUCT.md section 4)."""
+    """One contact in the timeline, in Carryover's own vocabulary, whatever tool it came from."""
 
     source: str
     external_id: str

@@ -29,7 +29,8 @@ ZENDESK = {
     "api_token": "token",
     "webhook_secret": "secret",
 }
-# The keys PRODUCT.md section 2 shows, as dotted paths.
+# The keys of the smallest complete configuration (store, secrets, agent keys, region and
+# one integration), as dotted paths.
 PRODUCT_KEYS = [
     "public_url", "database_url", "secret_key", "agent_api_keys", "default_region",
     "integrations", "integrations.zendesk.url", "integrations.zendesk.email",
@@ -124,7 +125,7 @@ integrations:
 
 
 def test_the_product_contract_example_parses_as_written(tmp_path, schemas, monkeypatch):
-    """The section 2 example of PRODUCT.md, with unquoted ${NAME} in a list, is valid."""
+    """The smallest complete configuration, with unquoted ${NAME} in a list, is valid."""
     for name, value in EXAMPLE_ENV.items():
         monkeypatch.setenv(name, value)
     path = write(
@@ -133,7 +134,7 @@ def test_the_product_contract_example_parses_as_written(tmp_path, schemas, monke
 public_url: https://carryover.example.com   # the base URL that senders call (Twilio signs it)
 database_url: sqlite:///var/carryover.db     # or postgresql+psycopg://user:pw@host/db
 secret_key: ${CARRYOVER_SECRET_KEY}
-agent_api_keys: [${CARRYOVER_AGENT_KEY}]    # for the agent-facing reads of section 5
+agent_api_keys: [${CARRYOVER_AGENT_KEY}]    # for the agent-facing reads (context API, pop)
 default_region: US                          # for phone numbers written without a country code
 integrations:
   zendesk:
@@ -316,7 +317,7 @@ def test_config_example_with_every_commented_key_switched_on_is_valid(
 
 
 def test_config_example_documents_every_key_of_the_product_contract_and_the_schemas(schemas):
-    """Every key of PRODUCT.md section 2 and of every settings schema appears in the example."""
+    """Every key of the smallest configuration and of every settings schema is in the example."""
     from middleware.config import SECTIONS, TOP_LEVEL
 
     data = yaml.safe_load(re.sub(r"\$\{\w+\}", "from-env", uncommented_example()))

@@ -24,7 +24,6 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Select, Table, func, select
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from middleware.admin.accounts import (
@@ -33,13 +32,13 @@ from middleware.admin.accounts import (
     Throttle,
     end_session,
     log_in,
-    session_admin,
+    renew_session,
 )
 from middleware.admin.figures import overview_figures
-from middleware.installation import current_installation
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
-from middleware.store.tables import deliveries, reading, utcnow, writes
+from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import integrations as integration_pages
@@ -93,7 +92,7 @@ def current_admin() -> Admin | None:
     token = session.get("admin_session")
     if not isinstance(token, str):
         return None
-    admin = session_admin(current_installation().engine, token, _idle_timeout_s())
+    admin = renew_session(current_installation().engine, token, _idle_timeout_s())
     if admin is None:  # logged out, idle too long, or ended by a password change or removal
         session.clear()
     # The cookie itself is left alone: one rewritten on every request lets a slow background
@@ -201,8 +200,8 @@ def overview() -> str:
     core = current_installation()
     with reading(core.engine) as conn:
         figures = overview_figures(conn, upstream_keys(core.registry))
-        inbound = dict(conn.execute(_count_by_status(deliveries)).all())
-        outbound = dict(conn.execute(_count_by_status(writes)).all())
+        inbound = core.inbox.count_by_status(conn)
+        outbound = core.outbox.count_by_status(conn)
     plugins = [
         {"key": key, "title": cls.title, "configured": key in core.registry.instances,
          "webhook_url": f"{core.config.public_url}/hooks/{key}"}
@@ -217,7 +216,3 @@ def overview() -> str:
     return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
                            outbound=outbound, figures=figures, traffic_chart=traffic,
                            context_chart=context, titles=titles, now=utcnow())  # fmt: skip
-
-
-def _count_by_status(table: Table) -> Select:
-    return select(table.c.status, func.count()).group_by(table.c.status)

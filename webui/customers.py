@@ -25,10 +25,10 @@ from middleware.customers.edits import (
     set_preferred_channels,
     split_identity,
 )
-from middleware.installation import current_installation
 from middleware.interaction import CHANNELS
 from middleware.notes.summary import build_context
 from middleware.store.tables import MAX_ID, reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 

@@ -3,57 +3,51 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from defusedxml.minidom import parseString
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Table, func, select
 
-from middleware.installation import current_installation
 from middleware.integrations.plugin import decode_form
-from middleware.store.queue import DEAD
-from middleware.store.tables import deliveries, reading, writes
+from middleware.store.queue import LeasedQueue
+from middleware.store.tables import reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
 PAGE = 100
 STATUSES = ("pending", "attempting", "done", "dead")
-DIRECTIONS = {"in": deliveries, "out": writes}
+
+
+def _queues() -> dict[str, LeasedQueue]:
+    """Return the queue of each direction: deliveries in, notes out."""
+    core = current_installation()
+    return {"in": core.inbox, "out": core.outbox}
 
 
 @bp.get("/")
 def listing() -> str:
     """List the newest deliveries, filtered by direction, plugin and status."""
     direction = request.args.get("direction", "in")
-    table = DIRECTIONS.get(direction, deliveries)
-    plugin_column = table.c.plugin if table is deliveries else table.c.target
-    query = select(table).order_by(table.c.id.desc()).limit(PAGE)
+    direction = direction if direction == "out" else "in"
+    queues = _queues()
     plugin, status = request.args.get("plugin", ""), request.args.get("status", "")
-    if plugin:
-        query = query.where(plugin_column == plugin)
-    if status in STATUSES:
-        query = query.where(table.c.status == status)
     with reading(current_installation().engine) as conn:
-        rows = conn.execute(query).all()
-        dead = {name: _count_dead(conn, t) for name, t in DIRECTIONS.items()}
+        rows = queues[direction].newest(
+            conn, plugin, status if status in STATUSES else "", limit=PAGE
+        )
+        dead = {name: queue.dead_count(conn) for name, queue in queues.items()}
     return render_template(
-        "admin/deliveries.html", rows=rows, direction="out" if table is writes else "in",
+        "admin/deliveries.html", rows=rows, direction=direction,
         plugin=plugin, status=status, statuses=STATUSES, dead=dead,
         plugins=sorted(current_installation().registry.classes), page=PAGE,
     )  # fmt: skip
 
 
-def _count_dead(conn: Any, table: Table) -> int:
-    query = select(func.count()).select_from(table).where(table.c.status == DEAD)
-    return int(conn.execute(query).scalar() or 0)
-
-
 @bp.get("/<any(in, out):direction>/<id:row_id>")
 def detail(direction: str, row_id: int) -> str:
     """Show one delivery: its payload as stored (redacted), its trail and its last error."""
-    table = DIRECTIONS[direction]
     with reading(current_installation().engine) as conn:
-        row = conn.execute(select(table).where(table.c.id == row_id)).first()
+        row = _queues()[direction].stored(conn, row_id)
     if row is None:
         abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
     if direction == "out":

@@ -18,14 +18,13 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
 
 from middleware.config import ConfigError, Setting
 from middleware.errors import UpstreamError
-from middleware.installation import current_installation
 from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
 from middleware.integrations.plugin import Plugin
-from middleware.store.tables import deliveries, reading, utcnow
+from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -45,7 +44,7 @@ def listing() -> str:
     core = current_installation()
     with reading(core.engine) as conn:
         faults = read_faults(conn, upstream_keys(core.registry))
-        rows = [_state(conn, key, cls, faults.get(key))
+        rows = [_integration_row(conn, key, cls, faults.get(key))
                 for key, cls in sorted(core.registry.classes.items())]  # fmt: skip
     return render_template("admin/integrations.html", rows=rows, now=utcnow())
 
@@ -171,7 +170,7 @@ def _page(
     key = cls.key
     with reading(core.engine) as conn:
         faults = read_faults(conn, upstream_keys(core.registry)).get(key)
-        state = _state(conn, key, cls, faults)
+        state = _integration_row(conn, key, cls, faults)
     plugin = core.registry.get(key)
     source = core.registry.source_of(key)
     settings = []
@@ -205,11 +204,11 @@ def _saved_default(key: str, name: str) -> Any:
     return settings.get(name) if settings else None
 
 
-def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None) -> dict[str, Any]:
+def _integration_row(
+    conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None
+) -> dict[str, Any]:
     """Describe one integration: its configuration, last webhook, latest error and pause."""
     core = current_installation()
-    last_in = conn.execute(select(func.max(deliveries.c.received_at))
-                           .where(deliveries.c.plugin == key)).scalar()  # fmt: skip
     return {
         "key": key,
         "title": cls.title,
@@ -218,7 +217,7 @@ def _state(conn: Any, key: str, cls: type[Plugin], faults: UpstreamFaults | None
         "problem": core.registry.problems.get(key),
         "capabilities": sorted(str(c) for c in cls.capabilities),
         "webhook_url": f"{core.config.public_url}/hooks/{key}",
-        "last_delivery": last_in,
+        "last_delivery": core.inbox.last_received_at(conn, key),
         "last_error": latest_error(conn, key),  # the newest by time: of calls, webhooks, notes
         "upstream": faults,  # None when it never called an upstream
     }

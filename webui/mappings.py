@@ -16,16 +16,15 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
 from middleware.errors import InboundError
 from middleware.ingest.inbox import request_of
-from middleware.installation import current_installation
 from middleware.integrations.plugin import InboundRequest, Plugin
 from middleware.notes.summary import iso
 from middleware.process.mapping import MappingError, PluginMapping
 from middleware.process.mapping_source import parse_document
-from middleware.store.tables import deliveries, reading, utcnow
+from middleware.store.tables import reading, utcnow
+from middleware.web.current import current_installation
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
 RECENT_DELIVERIES = 5
@@ -136,11 +135,9 @@ def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
         fixture = InboundRequest(path=f"/hooks/{plugin.key}", url="", headers=headers,
                                  body=path.read_bytes())  # fmt: skip
         samples.append((f"fixture {path.name}", fixture))
-    with reading(current_installation().engine) as conn:
-        rows = conn.execute(
-            select(deliveries).where(deliveries.c.plugin == plugin.key)
-            .order_by(deliveries.c.id.desc()).limit(RECENT_DELIVERIES)
-        ).all()  # fmt: skip
+    core = current_installation()
+    with reading(core.engine) as conn:
+        rows = core.inbox.newest(conn, plugin.key, limit=RECENT_DELIVERIES)
     samples += [(f"delivery in:{row.id} ({iso(row.received_at)})", request_of(row)) for row in rows]
     return samples
 

@@ -15,14 +15,14 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
-from middleware.customers.edits import live_customer
-from middleware.installation import current_installation
+from middleware.customers.edits import customer_name, live_customer
+from middleware.customers.timeline import latest_customer
 from middleware.notes.summary import build_context
-from middleware.process.calls import call_facts
+from middleware.process.calls import call_facts, latest_call
 from middleware.store.documents import DocumentError, DocumentVersions
-from middleware.store.tables import customers, interactions, reading
+from middleware.store.tables import reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
 CALL_NOTE = "call_note.txt.j2"
@@ -37,14 +37,14 @@ SAMPLE_CALL = {
 }  # fmt: skip
 
 
-def _saved() -> DocumentVersions[str]:
+def _saved_templates() -> DocumentVersions[str]:
     saved = current_installation().renderer.saved
     assert saved is not None, "the renderer of an installation always has its saved templates"
     return saved  # type: ignore[no-any-return]
 
 
-def _name(name: str) -> str:
-    if name not in _saved():
+def _known_template(name: str) -> str:
+    if name not in _saved_templates():
         abort(404, f"There is no template {name!r}.")
     return name
 
@@ -52,7 +52,7 @@ def _name(name: str) -> str:
 @bp.get("/")
 def listing() -> str:
     """List the templates, and which version of each is in use."""
-    saved = _saved()
+    saved = _saved_templates()
     rows = [{"name": n, "version": saved.version_of(n)} for n in saved.names()]
     return render_template("admin/templates.html", rows=rows)
 
@@ -60,7 +60,7 @@ def listing() -> str:
 @bp.get("/<name>")
 def editor(name: str) -> str:
     """Show a template, its preview on a real customer and its versions."""
-    text, version = _saved().document(_name(name))
+    text, version = _saved_templates().document(_known_template(name))
     return _editor_page(name, text, version, _customer_arg())
 
 
@@ -74,7 +74,7 @@ def _editor_page(name: str, text: str, version: int | None, customer_id: int | N
     customer_id, preview, preview_error = _preview(name, text, customer_id)
     return render_template(
         "admin/template.html", name=name, text=text, version=version, error=error, note=note,
-        history=_saved().history(name), customer_id=customer_id, preview=preview,
+        history=_saved_templates().history(name), customer_id=customer_id, preview=preview,
         preview_error=preview_error,
     )  # fmt: skip
 
@@ -82,7 +82,9 @@ def _editor_page(name: str, text: str, version: int | None, customer_id: int | N
 @bp.post("/<name>/preview")
 def preview(name: str) -> str:
     """Render the text being edited (the page's script asks as you type)."""
-    _, rendered, error = _preview(_name(name), request.form.get("document", ""), _customer_arg())
+    _, rendered, error = _preview(
+        _known_template(name), request.form.get("document", ""), _customer_arg()
+    )
     return render_template("admin/template_preview.html", preview=rendered, preview_error=error)
 
 
@@ -91,9 +93,9 @@ def save(name: str) -> ResponseReturnValue:
     """Check and save a new version of the template."""
     text, note = request.form.get("document", ""), request.form.get("note", "")
     try:
-        _saved().save(_name(name), text, g.admin.username, note)
+        _saved_templates().save(_known_template(name), text, g.admin.username, note)
     except DocumentError as exc:
-        _, version = _saved().document(name)
+        _, version = _saved_templates().document(name)
         return _editor_page(name, text, version, _customer_arg(), error=str(exc), note=note), 400
     flash(f"{name} is saved and in use.")
     return redirect(url_for("admin.templates.editor", name=name, customer=_customer_arg()))
@@ -103,7 +105,7 @@ def save(name: str) -> ResponseReturnValue:
 def rollback(name: str, version_id: int) -> ResponseReturnValue:
     """Put an earlier version back in use (as a new version)."""
     try:
-        _saved().roll_back(_name(name), version_id, g.admin.username)
+        _saved_templates().roll_back(_known_template(name), version_id, g.admin.username)
     except DocumentError as exc:
         abort(409, str(exc))
     flash(f"Version {version_id} of {name} is in use again.")
@@ -119,15 +121,9 @@ def _preview(name: str, text: str, customer_id: int | None
         if customer_id is None:
             return None, None, "No customer yet: the preview needs one customer in the timeline."
         if name == CALL_NOTE:
-            call = conn.execute(
-                select(interactions).where(interactions.c.customer_id == customer_id,
-                                           interactions.c.kind == "call")
-                .order_by(interactions.c.occurred_at.desc()).limit(1)
-            ).first()  # fmt: skip
-            person = conn.execute(select(customers.c.name).where(
-                customers.c.id == customer_id)).scalar()  # fmt: skip
+            call = latest_call(conn, customer_id)
             values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
-                      "customer_name": person}  # fmt: skip
+                      "customer_name": customer_name(conn, customer_id)}  # fmt: skip
         else:
             context = build_context(
                 conn, customer_id, current_installation().config.summary["recent_limit"]
@@ -142,7 +138,4 @@ def _preview(name: str, text: str, customer_id: int | None
 def _pick_customer(conn: Any, customer_id: int | None) -> int | None:
     if customer_id is not None:
         return live_customer(conn, customer_id)
-    return conn.execute(
-        select(interactions.c.customer_id).where(interactions.c.customer_id.is_not(None))
-        .order_by(interactions.c.occurred_at.desc()).limit(1)
-    ).scalar()  # fmt: skip
+    return latest_customer(conn)

@@ -288,8 +288,12 @@ def _lock_key(value: str) -> int:
     return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "big", signed=True)
 
 
-def session_admin(engine: Engine, token: str, idle_timeout_s: int) -> Admin | None:
-    """Return the admin of a session, or None once it ended (logout, idle, password, removal)."""
+def renew_session(engine: Engine, token: str, idle_timeout_s: int) -> Admin | None:
+    """Renew a session's idle timer and return its admin; None once it ended.
+
+    A session ends on logout, a password change or removal, or here when it was idle longer
+    than `idle_timeout_s` (it is then deleted).
+    """
     query = (
         select(admin_sessions.c.id, admin_sessions.c.seen_at, admins.c.id.label("admin_id"),
                admins.c.username)

@@ -62,12 +62,12 @@ def overview_figures(conn: Connection, upstreams: Iterable[str] = ()) -> Figures
     """Compute the overview's figures from the store (and the faults of these upstreams)."""
     now = utcnow()
     figures = Figures()
-    _traffic(conn, figures, now)
-    _lag(conn, figures, now)
-    _failures(conn, figures, now)
+    _fill_traffic(conn, figures, now)
+    _fill_lag(conn, figures, now)
+    _fill_failures(conn, figures, now)
     figures.upstreams = list(read_faults(conn, upstreams, now - ERROR_WINDOW).values())
-    _customers(conn, figures, now)
-    _context_share(conn, figures, now)
+    _fill_customers(conn, figures, now)
+    _fill_context_share(conn, figures, now)
     return figures
 
 
@@ -83,7 +83,7 @@ def _day(column: Any, conn: Connection) -> Any:
     return func.strftime("%Y-%m-%d", column)
 
 
-def _traffic(conn: Connection, figures: Figures, now: datetime) -> None:
+def _fill_traffic(conn: Connection, figures: Figures, now: datetime) -> None:
     start = (now - timedelta(minutes=TRAFFIC_MINUTES - 1)).replace(second=0, microsecond=0)
     figures.minutes = [(start + timedelta(minutes=i)).strftime("%H:%M")
                        for i in range(TRAFFIC_MINUTES)]  # fmt: skip
@@ -100,7 +100,7 @@ def _traffic(conn: Connection, figures: Figures, now: datetime) -> None:
             series[position[label]] += int(count)
 
 
-def _lag(conn: Connection, figures: Figures, now: datetime) -> None:
+def _fill_lag(conn: Connection, figures: Figures, now: datetime) -> None:
     """Take the lag of the newest finished webhooks and the age of those still waiting."""
     done = conn.execute(
         select(deliveries.c.received_at, deliveries.c.finished_at)
@@ -130,7 +130,7 @@ def _lag(conn: Connection, figures: Figures, now: datetime) -> None:
     figures.oldest_note_s = max(0.0, (now - oldest_note).total_seconds()) if oldest_note else None
 
 
-def _failures(conn: Connection, figures: Figures, now: datetime) -> None:
+def _fill_failures(conn: Connection, figures: Figures, now: datetime) -> None:
     count = func.count()
     figures.dead_in = int(
         conn.execute(
@@ -144,7 +144,7 @@ def _failures(conn: Connection, figures: Figures, now: datetime) -> None:
     )
 
 
-def _customers(conn: Connection, figures: Figures, now: datetime) -> None:
+def _fill_customers(conn: Connection, figures: Figures, now: datetime) -> None:
     rows = conn.execute(
         select(interactions.c.customer_id, interactions.c.occurred_at, interactions.c.channel)
         .where(interactions.c.customer_id.is_not(None),
@@ -168,7 +168,7 @@ def _customers(conn: Connection, figures: Figures, now: datetime) -> None:
     figures.switches_per_customer = switches / len(contacts)
 
 
-def _context_share(conn: Connection, figures: Figures, now: datetime) -> None:
+def _fill_context_share(conn: Connection, figures: Figures, now: datetime) -> None:
     start = (now - timedelta(days=DAILY_DAYS - 1)).replace(hour=0, minute=0, second=0,
                                                            microsecond=0)  # fmt: skip
     figures.days = [(start + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(DAILY_DAYS)]

@@ -66,6 +66,11 @@ def live_customer(conn: Connection, customer_id: int) -> int | None:
     return None
 
 
+def customer_name(conn: Connection, customer_id: int) -> str | None:
+    """Return the customer's display name, or None when the customer has none."""
+    return conn.execute(select(customers.c.name).where(customers.c.id == customer_id)).scalar()
+
+
 def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
     """Find customers by email, phone (any format) or part of a name or identifier."""
     text = text.strip()

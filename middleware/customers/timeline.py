@@ -143,6 +143,12 @@ def history(
     return list(conn.execute(query))
 
 
+def latest_customer(conn: Connection) -> int | None:
+    """Return the customer of the newest interaction that has one, or None."""
+    query = select(interactions.c.customer_id).where(interactions.c.customer_id.is_not(None))
+    return conn.execute(query.order_by(*NEWEST_FIRST).limit(1)).scalar()
+
+
 def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> list[Row]:
     """Return the tickets and cases that are not solved or closed, newest first."""
     query = select(interactions).where(*where, interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)

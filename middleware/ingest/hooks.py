@@ -13,10 +13,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.customers.redaction import redact_body
 from middleware.errors import InboundError, MalformedPayload, TryLater, UnsupportedEvent
-from middleware.installation import Installation, current_installation
+from middleware.installation import Installation
 from middleware.integrations.network import client_address, within
 from middleware.integrations.plugin import Capability, InboundRequest
 from middleware.throttled_log import ThrottledLog, store_error
+from middleware.web.current import current_installation
 
 bp = Blueprint("hooks", __name__)
 MAX_BODY_BYTES = 1024 * 1024

@@ -8,9 +8,10 @@ import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Row, bindparam, select
+from sqlalchemy import Connection, DateTime, Engine, Row, bindparam, func, select
 from sqlalchemy.exc import DataError, IntegrityError
 
 from middleware.integrations.plugin import InboundRequest
@@ -300,6 +301,12 @@ class DeliveryInbox(LeasedQueue):
             query = query.where(deliveries.c.status == status)
         with self.engine.begin() as conn:
             return list(conn.execute(query))
+
+    @staticmethod
+    def last_received_at(conn: Connection, plugin: str) -> datetime | None:
+        """Return when the plugin's newest stored delivery was received, or None."""
+        query = select(func.max(deliveries.c.received_at)).where(deliveries.c.plugin == plugin)
+        return conn.execute(query).scalar()
 
 
 def request_of(row: Row) -> InboundRequest:

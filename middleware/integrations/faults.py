@@ -23,11 +23,11 @@ from sqlalchemy import Connection, DateTime, Table, and_, case, func, or_, selec
 
 from middleware.integrations.plugin import UPSTREAM_CAPABILITIES
 from middleware.integrations.registry import PluginRegistry
-from middleware.integrations.upstreams import UpstreamStatus, upstream_report
+from middleware.integrations.upstreams import UpstreamStatus, stored_statuses, upstream_report
 from middleware.integrations.usage import usage_report
 from middleware.notes.outbox import ATTEMPTING
 from middleware.store.queue import NOTE_BUDGET, PAUSED_UPSTREAM, PENDING, UNKNOWN_OUTCOME
-from middleware.store.tables import deliveries, upstream_state, utcnow, writes
+from middleware.store.tables import deliveries, utcnow, writes
 
 WAITING_STATUSES = (PENDING, ATTEMPTING)
 RETRY = "retry"  # waits out its own backoff after an error
@@ -98,7 +98,7 @@ def read_faults(
     Errors count when their row still waits, or happened after `errors_since` (all when None).
     """
     now = utcnow()
-    statuses = _statuses(conn)
+    statuses = stored_statuses(conn)
     names = sorted(set(keys) | statuses.keys())
     waiting = _waiting(conn)
     errors_in = _row_errors(conn, deliveries, errors_since)
@@ -110,8 +110,8 @@ def read_faults(
         count_in, latest_in = errors_in.get(key, (0, None))
         count_out, latest_out = errors_out.get(key, (0, None))
         faults[key] = UpstreamFaults(
-            key=key, state=_state(status, paused), status=status, paused_for_s=paused,
-            waiting=waiting.get(key, Waiting()), webhooks_with_error=count_in,
+            key=key, state=status.state(now) if status else "ok", status=status,
+            paused_for_s=paused, waiting=waiting.get(key, Waiting()), webhooks_with_error=count_in,
             notes_with_error=count_out,
             latest_error=_latest(_call_error(status, errors_since), latest_in, latest_out),
         )  # fmt: skip
@@ -120,7 +120,7 @@ def read_faults(
 
 def latest_error(conn: Connection, key: str) -> SeenError | None:
     """Return the newest error of an integration: of its calls, webhooks or notes."""
-    status = _statuses(conn, key).get(key)
+    status = stored_statuses(conn, key).get(key)
     candidates = [_row_errors(conn, table, None, key).get(key, (0, None))[1]
                   for table in (deliveries, writes)]  # fmt: skip
     return _latest(_call_error(status, None), *candidates)
@@ -157,24 +157,11 @@ def _waiting_report(waiting: Waiting) -> dict[str, Any]:
 
 
 # -- reading the store ---------------------------------------------------------------------------
-def _statuses(conn: Connection, key: str | None = None) -> dict[str, UpstreamStatus]:
-    query = select(upstream_state)
-    if key is not None:
-        query = query.where(upstream_state.c.target == key)
-    return {row.target: UpstreamStatus(**row._asdict()) for row in conn.execute(query)}
-
-
-def _state(status: UpstreamStatus | None, paused_for_s: float) -> str:
-    if paused_for_s > 0:
-        return "paused"
-    return "failing" if status is not None and status.failures else "ok"
-
-
-def _lane(table: Table) -> Any:
+def _upstream_column(table: Table) -> Any:
     return table.c.plugin if table is deliveries else table.c.target
 
 
-def _arrived(table: Table) -> Any:
+def _arrival_column(table: Table) -> Any:
     return table.c.received_at if table is deliveries else table.c.created_at
 
 
@@ -183,9 +170,11 @@ def _waiting(conn: Connection) -> dict[str, Waiting]:
     counts: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
     oldest: dict[str, datetime] = {}
     for side, table in enumerate((deliveries, writes)):
-        lane, has_error = _lane(table), table.c.last_error.is_not(None)
+        lane, has_error = _upstream_column(table), table.c.last_error.is_not(None)
         rows = conn.execute(
-            select(lane, table.c.waiting_for, has_error, func.count(), func.min(_arrived(table)))
+            select(
+                lane, table.c.waiting_for, has_error, func.count(), func.min(_arrival_column(table))
+            )
             .where(table.c.status.in_(WAITING_STATUSES))
             .group_by(lane, table.c.waiting_for, has_error)
         ).all()
@@ -227,7 +216,7 @@ def _row_errors(
     A row counts while it waits, or when its error came after `since`. A note waiting for
     the note budget is not failing, whatever error it met before: it is left out.
     """
-    lane, at = _lane(table), _error_time(conn, table)
+    lane, at = _upstream_column(table), _error_time(conn, table)
     conditions = [
         table.c.last_error.is_not(None),
         or_(table.c.waiting_for.is_(None), table.c.waiting_for != NOTE_BUDGET),

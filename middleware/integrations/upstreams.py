@@ -125,6 +125,12 @@ class UpstreamStatus:
             return 0.0
         return max(0.0, (self.blocked_until - now).total_seconds())
 
+    def state(self, now: datetime) -> str:
+        """Return "paused", "failing" (not paused, failed last time) or "ok"."""
+        if self.paused_for(now) > 0:
+            return "paused"
+        return "failing" if self.failures else "ok"
+
 
 class UpstreamHealth:
     """Pause and resume upstreams for every process; keep the note budget's ledger."""
@@ -292,23 +298,24 @@ class UpstreamHealth:
 
 
 def _status_of(conn: Connection, target: str) -> UpstreamStatus | None:
-    row = conn.execute(select(upstream_state).where(upstream_state.c.target == target)).first()
-    if row is None:
-        return None
-    return UpstreamStatus(**row._asdict())
+    return stored_statuses(conn, target).get(target)
+
+
+def stored_statuses(conn: Connection, target: str | None = None) -> dict[str, UpstreamStatus]:
+    """Return the stored health of every upstream (or of one), by target."""
+    query = select(upstream_state).order_by(upstream_state.c.target)
+    if target is not None:
+        query = query.where(upstream_state.c.target == target)
+    return {row.target: UpstreamStatus(**row._asdict()) for row in conn.execute(query)}
 
 
 def upstream_report(conn: Connection) -> dict[str, dict[str, Any]]:
     """Return each upstream's pause and latest failure, for /readyz and the overview."""
     now = utcnow()
     report: dict[str, dict[str, Any]] = {}
-    for row in conn.execute(select(upstream_state).order_by(upstream_state.c.target)):
-        status = UpstreamStatus(**row._asdict())
+    for status in stored_statuses(conn).values():
         paused = status.paused_for(now)
-        entry: dict[str, Any] = {"state": "paused" if paused else "ok",
-                                 "failures_in_a_row": status.failures}  # fmt: skip
-        if status.failures and not paused:
-            entry["state"] = "failing"
+        entry: dict[str, Any] = {"state": status.state(now), "failures_in_a_row": status.failures}
         if paused:
             entry["paused_for_s"] = round(paused, 1)
             entry["reason"] = status.reason

@@ -1,1 +1,1 @@
-"""After the reply: map, enrich, resolve, append, decide (the worker's part of the pipeline)."""
+"""After the reply: map, enrich, resolve, append, queue notes (the worker's part)."""

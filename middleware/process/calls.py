@@ -10,12 +10,13 @@ next agent's pop shows what happened earlier in the call.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row, select
 
-from middleware.customers.timeline import append, open_items, scope, thread_of
+from middleware.customers.edits import customer_name
+from middleware.customers.timeline import NEWEST_FIRST, append, open_items, scope, thread_of
 from middleware.integrations.plugin import Capability
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
@@ -24,7 +25,7 @@ from middleware.interaction import (
 )
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import iso
-from middleware.store.tables import customers, interactions, utcnow
+from middleware.store.tables import interactions, utcnow
 
 if TYPE_CHECKING:
     from middleware.installation import Installation
@@ -44,6 +45,18 @@ def stored_call(conn: Connection, source: str, call_id: str) -> Row | None:
     ).first()
 
 
+def latest_call(
+    conn: Connection, customer_id: int, updated_since: datetime | None = None
+) -> Row | None:
+    """Return the customer's newest call (only one updated since a moment, if given), or None."""
+    query = select(interactions).where(
+        interactions.c.customer_id == customer_id, interactions.c.kind == "call"
+    )
+    if updated_since is not None:
+        query = query.where(interactions.c.updated_at >= updated_since)
+    return conn.execute(query.order_by(*NEWEST_FIRST).limit(1)).first()
+
+
 def transfers_of(conn: Connection, call: Row) -> list[Row]:
     """Return the transfers recorded within a call, oldest first."""
     return list(
@@ -59,7 +72,7 @@ def transfers_of(conn: Connection, call: Row) -> list[Row]:
     )
 
 
-def after_call_event(
+def record_transfer_and_queue_call_notes(
     core: Installation, conn: Connection, interaction: Interaction, before: Row | None
 ) -> int:
     """Record a transfer, and queue call notes when the call has ended; return notes queued."""
@@ -119,7 +132,7 @@ def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
     """Queue one short note about an ended call on each open ticket or case of its customer."""
     queued = 0
     facts = call_facts(conn, call)
-    name = conn.execute(select(customers.c.name).where(customers.c.id == call.customer_id)).scalar()
+    name = customer_name(conn, call.customer_id)
     body = core.renderer.render_call(facts, name)
     for plugin in core.registry.with_capability(Capability.WRITE_NOTE):
         items = open_items_of(conn, call.customer_id, plugin.key,

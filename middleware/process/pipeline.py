@@ -1,4 +1,4 @@
-"""After the reply: map → enrich → resolve identity → append to timeline → decide → render."""
+"""After the reply: map → enrich → resolve identity → append to timeline → queue notes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent,
 from middleware.interaction import CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
-from middleware.process.calls import after_call_event, stored_call
+from middleware.process.calls import record_transfer_and_queue_call_notes, stored_call
 from middleware.store.tables import delivery_customers, dialect_insert, interactions
 
 SUMMARY = "summary"
@@ -86,9 +86,9 @@ def handle_event(
         appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
         remember_delivery(conn, delivery_id, appended.customer_id)
         if interaction.kind == "call":
-            queued = after_call_event(core, conn, interaction, before)
+            queued = record_transfer_and_queue_call_notes(core, conn, interaction, before)
         else:
-            queued = int(decide(core, conn, plugin, interaction, appended))
+            queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
     core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
@@ -163,7 +163,7 @@ def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:
     ).scalar()
 
 
-def decide(
+def queue_summary_note(
     core: Installation,
     conn: Connection,
     plugin: Plugin,

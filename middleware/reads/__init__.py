@@ -1,1 +1,1 @@
-"""Agent-facing reads: the context API and the screen-pop's live updates."""
+"""Agent-facing reads: the context API, what the screen-pop shows, and its live updates."""

@@ -20,7 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Row, Table, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Table,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from middleware.store.tables import dumps, utcnow
 
@@ -211,6 +222,34 @@ class LeasedQueue:
                 .order_by(t.c.next_attempt_at)
                 .limit(1)
             ).scalar()
+
+    def newest(
+        self, conn: Connection, upstream: str = "", status: str = "", limit: int = 100
+    ) -> list[Row]:
+        """Return the newest rows, optionally of one upstream (plugin or target) and status."""
+        t = self.table
+        query = select(t).order_by(t.c.id.desc()).limit(limit)
+        if upstream:
+            query = query.where(self.lane_column == upstream)
+        if status:
+            query = query.where(t.c.status == status)
+        return list(conn.execute(query))
+
+    def stored(self, conn: Connection, row_id: int) -> Row | None:
+        """Return one row as stored, or None."""
+        return conn.execute(select(self.table).where(self.table.c.id == row_id)).first()
+
+    def count_by_status(self, conn: Connection) -> dict[str, int]:
+        """Count the rows of each status."""
+        t = self.table
+        query = select(t.c.status, func.count()).group_by(t.c.status)
+        return {str(status): int(count) for status, count in conn.execute(query)}
+
+    def dead_count(self, conn: Connection) -> int:
+        """Count the dead letters."""
+        t = self.table
+        query = select(func.count()).select_from(t).where(t.c.status == DEAD)
+        return int(conn.execute(query).scalar() or 0)
 
 
 def add_trail(trail_json: str, step: str, detail: str = "") -> str:

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from middleware.installation import current_installation
 from middleware.integrations.faults import readiness, upstream_keys
 from middleware.store.tables import migrations_applied, reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("health", __name__)
 

@@ -1,4 +1,4 @@
-"""Identity resolution (PRODUCT.md section 4, "Resolve identity"): who a record belongs to."""
+"""Identity resolution: which customer a record belongs to."""
 
 from __future__ import annotations
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DataError, OperationalError
 
 from middleware.ingest.inbox import DeliveryInbox, _Pending
 from middleware.integrations.plugin import InboundRequest
-from middleware.store.tables import deliveries, delivery_keys, make_engine, utcnow
+from middleware.store.queue import DEAD
+from middleware.store.tables import deliveries, delivery_keys, make_engine, reading, utcnow
 from tests.conftest import fixture_bytes, post_zendesk
 
 
@@ -191,3 +192,22 @@ def test_a_sender_whose_group_failed_gets_503_not_200(client, monkeypatch):
     response = post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+
+
+def test_the_inbox_reads_its_newest_rows_counts_and_dead_letters(inbox):
+    """Newest first by plugin and status, one row by id, counts by status, and the last arrival."""
+    ids = [inbox.accept("zendesk", request(n), [f"z{n}"]) for n in range(3)]
+    other = inbox.accept("twilio", request(9), ["t9"])
+    with inbox.engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.id == ids[0]).values(status=DEAD))
+    with reading(inbox.engine) as conn:
+        assert [r.id for r in inbox.newest(conn)] == [other, ids[2], ids[1], ids[0]]
+        assert [r.id for r in inbox.newest(conn, "zendesk", limit=2)] == [ids[2], ids[1]]
+        assert [r.id for r in inbox.newest(conn, status=DEAD)] == [ids[0]]
+        assert inbox.stored(conn, other).plugin == "twilio"
+        assert inbox.stored(conn, 10**9) is None
+        assert inbox.count_by_status(conn) == {"pending": 3, DEAD: 1}
+        assert inbox.dead_count(conn) == 1
+        newest = inbox.stored(conn, ids[2]).received_at
+        assert inbox.last_received_at(conn, "zendesk") == newest
+        assert inbox.last_received_at(conn, "salesforce") is None

@@ -14,6 +14,7 @@ from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
 from middleware.admin.figures import overview_figures
 from middleware.installation import Installation, build_installation
+from middleware.integrations.upstreams import UpstreamStatus
 from middleware.notes.outbox import Outbox
 from middleware.process.worker import Worker
 from middleware.store.tables import (
@@ -284,3 +285,18 @@ def test_notes_held_by_the_note_budget_are_not_errors(budget_core, fake_zendesk)
     notes = page_text(client, "/admin/deliveries/?direction=out")
     assert notes.count("waits for the note budget (a throttle, not an error)") == 2
     assert "503" not in notes
+
+
+@pytest.mark.parametrize(
+    ("blocked_for_s", "failures", "state"),
+    [(30, 3, "paused"), (30, 0, "paused"), (-30, 3, "failing"), (None, 1, "failing"),
+     (None, 0, "ok"), (-30, 0, "ok")],
+)  # fmt: skip
+def test_an_upstream_is_paused_while_blocked_else_failing_after_a_failure(
+    blocked_for_s, failures, state
+):
+    """An upstream is paused until blocked_until, then failing while its last call failed."""
+    now = utcnow()
+    until = now + timedelta(seconds=blocked_for_s) if blocked_for_s is not None else None
+    status = UpstreamStatus("zendesk", until, failures, None, None, None, None)
+    assert status.state(now) == state
