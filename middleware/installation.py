@@ -6,7 +6,6 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -109,13 +108,3 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
     if key:
         core.link_secret = key
     return core
-
-
-def __getattr__(name: str) -> Any:
-    # current_installation() moved to middleware.web.current (it needs Flask, this module
-    # does not); the old import keeps working, without importing Flask with this module.
-    if name == "current_installation":
-        from middleware.web.current import current_installation
-
-        return current_installation
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -199,7 +199,7 @@ def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"carryover serve did not answer /healthz:\n{log.read_text()}")
 
 
-# -- signing as each sender does (see shared/reference/WIRE-FORMATS.md) --------------------------
+# -- signing as each sender does, from the vendors' documented schemes --------------------------
 def fixture(key: str, name: str) -> bytes:
     """Return a plugin's fixture exactly as stored."""
     return (FIXTURES / key / "fixtures" / name).read_bytes()

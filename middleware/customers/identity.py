@@ -1,4 +1,4 @@
-"""Recognise the same customer across channels and tools (PRODUCT.md section 4, identity).
+"""Recognise the same customer across channels and tools.
 
 Precision before recall: emails and system ids are strong and join records; a phone is weak
 and joins only when nothing conflicts. Every identity row and every merge records the record

@@ -43,7 +43,7 @@ UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FI
 
 @dataclass(frozen=True)
 class IdentityType:
-    """An identity type a plugin brings (PRODUCT.md section 4), and how the core treats it.
+    """An identity type a plugin brings, and how the core treats it.
 
     `normalise` turns a raw value into its canonical form, or None for junk that must never
     link. A system id is one tool's id for its own people: two different values of one type

@@ -1,4 +1,4 @@
-"""Agent-facing reads: the merged context of one customer (PRODUCT.md section 5)."""
+"""Agent-facing reads: the merged context of one customer, for screen-pops and agent tools."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import Connection, select
 
 from middleware.customers.identity import CUSTOMER, IdentityTypes, candidates_of, find_holders
-from middleware.installation import current_installation
 from middleware.interaction import Identity
 from middleware.notes.summary import build_context
 from middleware.store.tables import customers, reading
+from middleware.web.current import current_installation
 
 bp = Blueprint("context_api", __name__)
 MAX_ID_DIGITS = 18  # customer ids are 64-bit; a longer number cannot be one
