@@ -254,7 +254,7 @@ def _minute(moment: datetime | None) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Play the journeys with simulated Zendesk, Salesforce and Twilio (needs no account)."""
+    """Play the journeys beside simulated upstream tools (needs no account; from a checkout)."""
     demo = _checkout_demo()
     if demo is None:
         print(DEMO_NEEDS_CHECKOUT, file=sys.stderr)

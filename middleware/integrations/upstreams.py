@@ -1,8 +1,8 @@
 """Upstream health shared by every process: pauses after 429s and 5xx, and the note budget.
 
 A 429 paused only the item that got it: other items and other workers kept calling, and a
-rate-limited Zendesk got 288 refused requests in a minute. Here each upstream has one row in
-the store. A 429 (or Salesforce's REQUEST_LIMIT_EXCEEDED) blocks the upstream until its
+rate-limited helpdesk got 288 refused requests in a minute. Here each upstream has one row in
+the store. A 429 (or the plugin's own rate-limit answer) blocks the upstream until its
 `Retry-After`; a 5xx, a timeout or a refused connection blocks it with backoff that doubles
 with each failure in a row (capped), so an outage gets a probe now and then, not a storm.
 Every process reads the row before it calls (cached for CACHE_S), so a pause seen by one

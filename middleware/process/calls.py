@@ -1,6 +1,6 @@
 """Calls: transfers within one call, and a short note on open tickets when a call ends.
 
-A call is one interaction per call id (Twilio's CallSid, the CTI callId), created by its first
+A call is one interaction per call id (the phone system's call id), created by its first
 event and updated by the later ones. An answer by a different agent or queue within the same
 call is a transfer: it becomes an interaction of kind "transfer" in the call's thread
 (external id "<call id>#to:<agent>"), whose subject names who handed the call over, so the

@@ -1,8 +1,8 @@
 """The worker: claims deliveries and writes with a lease and carries them through.
 
 Each upstream with an API gets a lane of its own (a thread that carries only the deliveries
-from it and the notes to it), and one more lane carries the rest: a Zendesk that stalls
-holds up Zendesk's work only, never Salesforce's notes or a call's screen-pop. A heartbeat
+from it and the notes to it), and one more lane carries the rest: a helpdesk that stalls
+holds up its own work only, never another tool's notes or a call's screen-pop. A heartbeat
 renews the worker's short leases while it works, so another worker takes over within
 seconds of a crash, never while this one is alive.
 """
@@ -164,9 +164,9 @@ class Worker:
         """Pause as long as the last item took while webhooks arrive in this process.
 
         Web threads and an embedded worker share one interpreter lock: a worker that never
-        paused would keep senders waiting for their acknowledgement (Zendesk gives up at
-        12 s) while it works through a backlog. Acknowledging comes first; the work waits,
-        and nothing is lost. A worker in a process of its own sees no webhooks and never
+        paused would keep senders waiting for their acknowledgement (senders give up after
+        a few seconds) while it works through a backlog. Acknowledging comes first; the work
+        waits, and nothing is lost. A worker in a process of its own sees no webhooks and never
         pauses.
         """
         if time.monotonic() - self.core.webhook_seen_at < GIVE_WAY_WINDOW_S:
