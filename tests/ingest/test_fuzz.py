@@ -456,9 +456,10 @@ class Watch:
         # What the examples reached, shown by pytest --hypothesis-show-statistics.
         event(f"{response.status_code}, {stored} stored")
         event(response.data[:70].decode("utf-8", "replace"))
-        assert response.status_code < 500, where
+        # The example decides which answer is right (accepted, malformed, unsigned, too large),
+        # so a set is checked; every member is exact and none is a 5xx.
+        assert response.status_code in (200, 400, 401, 413), where
         if response.status_code >= 400:
-            assert response.status_code in (400, 401, 413), where
             assert not stored, "a refusal stored something"
             if key == "salesforce" and response.status_code == 401:
                 fault = fromstring(response.data).find(f"{{{SOAP_NS}}}Body/{{{SOAP_NS}}}Fault")
@@ -516,9 +517,11 @@ class Watch:
         for kind, value in found:
             if kind in LOOKUP_PARAMS:
                 reply = self.client.get(f"/api/v1/context?{kind}={percent(value)}", headers=agent)
+                # A stored value may be found, refused as not an identifier, or unknown: no 5xx.
                 assert reply.status_code in (200, 400, 404), (kind, value, reply.data[:300])
             if kind == "phone":
                 pop = self.client.get(f"/pop?phone={percent(value)}", headers=agent)
+                # A pop answers for any number it can read, and refuses the rest: no 5xx.
                 assert pop.status_code in (200, 400), (value, pop.data[:300])
 
     def pages(self) -> None:
@@ -1039,8 +1042,8 @@ def link_for(client: FlaskClient, core: Installation, path: str, query: str) -> 
 
 def check_read(response: Any, auth: str, where: str) -> None:
     event(f"{auth}: {response.status_code}")
-    assert response.status_code < 500, (where, response.status_code, response.data[:300])
-    assert response.status_code in (200, 400, 401, 404, 429), (where, response.status_code)
+    # Generated reads: found, refused, unauthorised, unknown or throttled; never a 5xx.
+    assert response.status_code in (200, 400, 401, 404, 429), (where, response.data[:300])
     if response.status_code == 401:
         assert response.get_json()["error"], where
 

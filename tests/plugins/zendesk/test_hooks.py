@@ -129,8 +129,9 @@ def test_the_test_webhook_fixture_holds_the_first_vector_body_exactly():
 
 @pytest.mark.parametrize(("timestamp", "body", "signature"), VECTORS)
 def test_verify_accepts_the_vectors_with_the_freshness_check_off(timestamp, body, signature):
-    """verify() accepts each vector when signature_tolerance_s is 0."""
-    zendesk_plugin(signature_tolerance_s=0).verify(vector_request(timestamp, body, signature))
+    """verify() accepts each vector when signature_tolerance_s is 0, proven by signature."""
+    request = vector_request(timestamp, body, signature)
+    assert zendesk_plugin(signature_tolerance_s=0).verify(request) == "signature"
 
 
 @pytest.mark.parametrize(("timestamp", "body", "signature"), VECTORS)
@@ -599,9 +600,15 @@ def test_no_mutated_delivery_gets_a_5xx_and_no_4xx_stores_anything(client, core,
         before = stored(core)
         response = hooks.zendesk(body)
         seen += 1
-        assert response.status_code < 500, (label, response.status_code, response.data[:300])
+        # Which mutations parse depends on the value: accepted (200) or refused as malformed
+        # (400) are both right; a 5xx, a 401 or a 413 never is.
+        assert response.status_code in (200, 400), (
+            label,
+            response.status_code,
+            response.data[:300],
+        )
         assert response.is_json, label
-        if response.status_code >= 400:
+        if response.status_code == 400:
             assert stored(core) == before, label
             assert response.get_json()["error"], label
         else:
@@ -763,13 +770,35 @@ def test_redelivery_of_the_same_event_gets_200_and_adds_nothing(client, core, ho
     assert stored(core) == (1, 1)
 
 
-def test_a_deeply_nested_body_that_needs_redaction_gets_400_not_500(client, core, hooks):
-    """A trigger body nested past the redaction walk's depth never gets a 5xx."""
+def nested_past_the_redaction_walk() -> bytes:
+    """Return a trigger body whose card number sits 600 lists deep in the description."""
     description = "[" * 600 + '"\\u0041 4111 1111 1111 1111"' + "]" * 600
-    body = (
+    return (
         b'{"event": "ticket.created", "ticket": {"id": "1", "description": '
         + description.encode()
         + b"}}"
     )
-    response = hooks.zendesk(body)
-    assert response.status_code < 500
+
+
+def test_a_deeply_nested_body_that_needs_redaction_never_gets_a_5xx(client, core, hooks):
+    """A trigger body nested past the redaction walk's depth is answered 200 {}, not a 5xx.
+
+    This is today's behaviour, kept so that a change shows: the body is accepted and stored
+    with its card number (see the strict xfail below for what the name used to promise).
+    """
+    response = hooks.zendesk(nested_past_the_redaction_walk())
+    assert response.status_code == 200
+    assert response.get_json() == {}
+    assert stored(core) == (1, 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: a body nested past the redaction walk is stored with its card number",
+)
+def test_a_deeply_nested_body_that_needs_redaction_gets_400_and_is_not_stored(client, core, hooks):
+    """A body too deep to redact is refused as malformed (400) and nothing of it is kept."""
+    response = hooks.zendesk(nested_past_the_redaction_walk())
+    assert response.status_code == 400
+    assert response.get_json()["error"]
+    assert stored(core) == (0, 0)
