@@ -36,6 +36,7 @@ from tests.values import (
     SF_ORG,
     SF_SESSION,
     TWILIO_TOKEN,
+    UNREACHABLE_URL,
     ZENDESK_EMAIL,
     ZENDESK_SECRET,
     ZENDESK_TOKEN,
@@ -170,15 +171,26 @@ def build_config(
 
 
 @pytest.fixture
+def zendesk_api_url(request: pytest.FixtureRequest) -> str:
+    """Return the fake Zendesk's URL if the test asks for fake_zendesk, else an unreachable one.
+
+    The fake is a threaded server: only the tests that talk to Zendesk's API start it.
+    """
+    if "fake_zendesk" in request.fixturenames:
+        return request.getfixturevalue("fake_zendesk").url
+    return UNREACHABLE_URL
+
+
+@pytest.fixture
 def make_config() -> ConfigFactory:
     """Return the factory of validated test configurations (see build_config)."""
     return build_config
 
 
 @pytest.fixture
-def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
-    """Build a Carryover installation connected to the fake Zendesk, Twilio and a PBX."""
-    built = build_installation(build_config(database_url, fake_zendesk.url, phone=True))
+def core(database_url: str, zendesk_api_url: str) -> Iterator[Installation]:
+    """Build a Carryover installation connected to Zendesk, Twilio and a PBX."""
+    built = build_installation(build_config(database_url, zendesk_api_url, phone=True))
     yield built
     built.dispose()
 

@@ -11,6 +11,8 @@ FIXTURES = PLUGINS_DIR / "zendesk" / "fixtures"
 ZENDESK_SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="
 ZENDESK_EMAIL = "bot@example.com"
 ZENDESK_TOKEN = "test-token"
+# Nothing listens on the discard port: the Zendesk API of tests that do not ask for the fake.
+UNREACHABLE_URL = "http://127.0.0.1:9"
 AGENT_KEY = "agent-key-for-tests"
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
 CTI_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
