@@ -10,10 +10,8 @@ while the browser talks to the live server: both share the store.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -28,21 +26,21 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
-from werkzeug.serving import ThreadedWSGIServer
 
-from devkit.fake_server import QuietHandler
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import Admin, create_admin
 from middleware.installation import Installation, build_installation
 from middleware.process.worker import Worker
-from tests.conftest import ADMIN_PASSWORD, fixture_bytes, make_config, post_zendesk
+from tests.actions import ConfigFactory, Hooks
+from tests.browser.live_server import LiveServer
+from tests.payloads import fixture_bytes
+from tests.values import ADMIN_PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking"]  # fmt: skip
 # Every URL that is not on 127.0.0.1: the context aborts them (no CDN, no telemetry).
 NOT_LOCAL = re.compile(r"^(?!https?://127\.0\.0\.1[:/])")
-CONNECTIONS_END_S = 10.0
 # Runs in every frame before the page's own scripts: a violation of the page's content policy
 # is logged, as Chromium logs those it reports itself ("… violates the following Content
 # Security Policy directive …").
@@ -54,63 +52,10 @@ document.addEventListener("securitypolicyviolation", (event) => {
 """
 
 
-class OneRequestPerConnection(QuietHandler):
-    """Answer one request per connection, as HTTP/1.0 does.
-
-    After each response werkzeug's development server reads what the client sent since, until
-    the client closes the connection. With keep-alive, a browser following a redirect sends
-    its next request on the same connection: the server then hangs in that read until the
-    browser gives up, and never closes the first response.
-    """
-
-    protocol_version = "HTTP/1.0"
-
-
-class LiveServer(ThreadedWSGIServer):
-    """Serve the real web app on a free local port; stop() waits for its open connections."""
-
-    def __init__(self, app: Flask) -> None:
-        super().__init__("127.0.0.1", 0, app, handler=OneRequestPerConnection)
-        self.url = f"http://127.0.0.1:{self.server_port}"
-        self._open = 0
-        self._idle = threading.Condition()
-        # A short poll interval makes stop() quick: shutdown waits for the next poll.
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)  # fmt: skip
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Count the connection, then serve it in a thread of its own."""
-        with self._idle:
-            self._open += 1
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Serve one connection and count it as finished, however it ended."""
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._idle:
-                self._open -= 1
-                self._idle.notify_all()
-
-    def start(self) -> LiveServer:
-        """Serve in a daemon thread and return self."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Wait for the open connections (a pop's stream ends within a poll), then stop."""
-        with self._idle:
-            idle = self._idle.wait_for(lambda: self._open == 0, CONNECTIONS_END_S)
-        self.shutdown()
-        self._thread.join(timeout=5)
-        self.server_close()
-        # A request still running would use the store after the test disposed of it.
-        assert idle, f"{self._open} connection(s) still open {CONNECTIONS_END_S} s after the test"
-
-
 @pytest.fixture
-def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
+def core(
+    database_url: str, fake_zendesk: FakeZendesk, make_config: ConfigFactory
+) -> Iterator[Installation]:
     """Build the installation of tests/conftest.py, with pops that look at the store often.
 
     A short poll lets an open pop stream notice within a moment that its browser is gone.
@@ -213,8 +158,8 @@ def admin_page(ada: Admin, page: Page) -> Page:
 
 
 @pytest.fixture
-def ann(client: FlaskClient, worker: Worker) -> None:
+def ann(client: FlaskClient, worker: Worker, hooks: Hooks) -> None:
     """Ann Example wrote an email (ticket 5141) and a Facebook message (ticket 5149)."""
     for name in ("ticket_created__mail.json", "ticket_created__facebook_message.json"):
-        assert post_zendesk(client, fixture_bytes(name)).status_code == 200
+        assert hooks.zendesk(fixture_bytes(name)).status_code == 200
     worker.drain()

@@ -7,9 +7,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import ADMIN_PASSWORD
-
-from .conftest import LiveServer
+from tests.browser.live_server import LiveServer
+from tests.values import ADMIN_PASSWORD
 
 LOGIN_URL = re.compile(r"/admin/login(\?|$)")
 

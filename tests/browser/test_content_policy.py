@@ -17,7 +17,7 @@ from playwright.sync_api import Page, Route, expect
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.installation import Installation, build_installation
 from middleware.reads.context_api import ANY_PHONE, signed_path
-from tests.conftest import make_config
+from tests.actions import ConfigFactory
 
 ANN_PHONE = "+14155550142"
 SOFTPHONE = "https://softphone.example.com"  # listed in pop.frame_ancestors below
@@ -25,7 +25,9 @@ ELSEWHERE = "https://elsewhere.example.com"  # not listed
 
 
 @pytest.fixture
-def core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
+def core(
+    database_url: str, fake_zendesk: FakeZendesk, make_config: ConfigFactory
+) -> Iterator[Installation]:
     """Build the browser tests' installation, whose pop the softphone's page may frame."""
     config = make_config(database_url, fake_zendesk.url, phone=True,
                          pop={"poll_s": 0.2, "frame_ancestors": ["self", SOFTPHONE]})  # fmt: skip

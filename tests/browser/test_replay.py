@@ -9,14 +9,15 @@ from playwright.sync_api import Page, expect
 
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.process.worker import Worker
-from tests.conftest import fixture_bytes, post_zendesk
+from tests.actions import Hooks
+from tests.payloads import fixture_bytes
 
 
 def test_a_webhook_dead_after_an_upstream_refusal_is_replayed_and_then_done(
-    admin_page: Page, client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk
+    admin_page: Page, client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk, hooks: Hooks
 ) -> None:
     """Zendesk refuses the requester lookup: dead; Replay queues it; the next pass is done."""
-    assert post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 200
+    assert hooks.zendesk(fixture_bytes("ticket_created__mail.json")).status_code == 200
     fake_zendesk.fail_next(403, body={"error": "Forbidden"})
     worker.drain()
 

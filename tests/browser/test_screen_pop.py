@@ -12,7 +12,8 @@ from playwright.sync_api import Page, expect
 from middleware.installation import Installation
 from middleware.process.worker import Worker
 from middleware.reads.context_api import ANY_PHONE, signed_path
-from tests.conftest import post_twilio, post_zendesk, twilio_fields, zendesk_event
+from tests.actions import Hooks
+from tests.payloads import twilio_fields, zendesk_event
 
 ANN_PHONE = "+14155550142"
 
@@ -25,7 +26,7 @@ def shift_link(core: Installation, phone: str) -> str:
 
 @pytest.mark.usefixtures("ann")
 def test_an_open_pop_shows_the_call_and_a_new_ticket_without_reloading(
-    page: Page, core: Installation, client: FlaskClient, worker: Worker
+    page: Page, core: Installation, client: FlaskClient, worker: Worker, hooks: Hooks
 ) -> None:
     """The pop of Ann's number gets her ringing call, its answer and her new ticket, live."""
     page.goto(shift_link(core, ANN_PHONE))
@@ -36,17 +37,17 @@ def test_an_open_pop_shows_the_call_and_a_new_ticket_without_reloading(
     expect(page.locator("#live")).to_have_text("live")  # the event stream is open
     page.evaluate("window.sameDocument = true")  # gone if the page were loaded again
 
-    assert post_twilio(client, twilio_fields("call_started__ringing.form")).status_code == 200
+    assert hooks.twilio(twilio_fields("call_started__ringing.form")).status_code == 200
     worker.drain()
     expect(pop.locator("#this-call")).to_contain_text("ringing")
 
-    post_twilio(client, twilio_fields("call_leg_answered__emma.form"))
+    hooks.twilio(twilio_fields("call_leg_answered__emma.form"))
     worker.drain()
     expect(pop.locator("#this-call")).to_contain_text("Answered by emma")
 
     ticket = zendesk_event("ticket_created__mail.json", event_id=str(uuid.uuid4()), id="5158",
                            subject="Router blinks red since the call")  # fmt: skip
-    assert post_zendesk(client, ticket).status_code == 200
+    assert hooks.zendesk(ticket).status_code == 200
     worker.drain()
     expect(pop).to_contain_text("zendesk ticket 5158")
     expect(pop).to_contain_text("Router blinks red since the call")

@@ -13,19 +13,20 @@ from devkit.simulators.zendesk import FakeZendesk
 from middleware.installation import Installation
 from middleware.process.worker import Worker
 from middleware.store.tables import deliveries, utcnow
-from tests.conftest import fixture_bytes, post_zendesk, zendesk_event
+from tests.actions import Hooks
+from tests.payloads import fixture_bytes, zendesk_event
 
 
 @pytest.fixture
 def zendesk_paused_with_a_backlog(
-    client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk, core: Installation
+    client: FlaskClient, worker: Worker, fake_zendesk: FakeZendesk, core: Installation, hooks: Hooks
 ) -> None:
     """A webhook refused by Zendesk, a note held by a 429 pause, 76 webhooks waiting 32 s."""
     fake_zendesk.fail_next(403, body={"error": "Forbidden"})
-    post_zendesk(client, zendesk_event("ticket_created__mail.json", event_id="refused-1"))
+    hooks.zendesk(zendesk_event("ticket_created__mail.json", event_id="refused-1"))
     worker.drain()
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     for row in core.inbox.claim(worker.owner, 30, 10):
         worker._process(row)
     fake_zendesk.fail_next(429, headers={"Retry-After": "37"}, body={"error": "TooManyRequests"})

@@ -23,7 +23,8 @@ from middleware.integrations.registry import PluginRegistry
 from middleware.interaction import Identity, Interaction
 from middleware.store.tables import customers, identities, interactions, make_engine, merges
 from plugins.salesforce.ids import salesforce_id18
-from tests.conftest import AGENT_KEY, ANN, fixture_bytes, post_zendesk, zendesk_event
+from tests.payloads import fixture_bytes, zendesk_event
+from tests.values import AGENT_KEY, ANN
 
 REGION = "US"
 WHEN = datetime(2025, 1, 8, 9, 30)
@@ -312,9 +313,11 @@ def test_identifiers_seen_together_on_one_record_link_later_records(engine):
     assert live_customers(engine) == [user.customer_id]
 
 
-def test_zendesk_user_identities_are_linked_by_the_ticket_that_brought_them(client, worker, core):
+def test_zendesk_user_identities_are_linked_by_the_ticket_that_brought_them(
+    client, worker, core, hooks, fake_zendesk
+):
     """A Zendesk ticket links its requester's id, email, phone and facebook id to one customer."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     rows = identity_rows(core.engine)
     assert {(r.type, r.value) for r in rows} == {
@@ -374,7 +377,7 @@ def test_calls_from_a_withheld_number_make_no_customer(engine):
 
 
 def test_requester_ids_mangled_by_redaction_do_not_merge_two_users(
-    client, worker, core, fake_zendesk
+    client, worker, core, fake_zendesk, hooks
 ):
     """Two Zendesk users whose ids were redacted to one placeholder are not made one customer."""
     for user, ticket in ((9000000000001, 5171), (9000000019001, 5172)):
@@ -386,7 +389,7 @@ def test_requester_ids_mangled_by_redaction_do_not_merge_two_users(
             requester_id=str(user),
             event_id=str(ticket),
         )
-        post_zendesk(client, body)
+        hooks.zendesk(body)
     worker.drain()
     first = interaction_row(core.engine, "ticket", "5171").customer_id
     second = interaction_row(core.engine, "ticket", "5172").customer_id
@@ -396,7 +399,7 @@ def test_requester_ids_mangled_by_redaction_do_not_merge_two_users(
 
 
 def test_a_requester_id_passing_the_luhn_check_still_identifies_the_user(
-    client, worker, core, fake_zendesk
+    client, worker, core, fake_zendesk, hooks
 ):
     """A Zendesk user id that happens to pass the Luhn check still links the requester."""
     user = 9000000000001
@@ -405,7 +408,7 @@ def test_a_requester_id_passing_the_luhn_check_still_identifies_the_user(
     body = zendesk_event(
         "ticket_created__mail.json", id="5171", requester_id=str(user), event_id="cleo-5171"
     )
-    post_zendesk(client, body)
+    hooks.zendesk(body)
     worker.drain()
     ticket = interaction_row(core.engine, "ticket", "5171")
     assert ticket.customer_id is not None
@@ -508,10 +511,10 @@ def test_a_later_record_with_the_number_absorbs_the_phone_only_customer(engine, 
     assert later == Resolution(ticket.customer_id)
 
 
-def test_a_zendesk_ticket_absorbs_the_phone_only_caller(client, worker, core):
+def test_a_zendesk_ticket_absorbs_the_phone_only_caller(client, worker, core, hooks, fake_zendesk):
     """A Zendesk requester whose phone called before takes over that caller's history."""
     caller = receive(core.engine, "call", "c-1", phone("(415) 555-0142"))
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     ticket = interaction_row(core.engine, "ticket", "5141")
     assert ticket.customer_id not in (None, caller.customer_id)
@@ -555,16 +558,18 @@ def test_a_line_shared_only_by_customers_later_merged_is_theirs_again(engine):
     assert receive(engine, "call", "c-1", phone(LINE)) == Resolution(ann.customer_id)
 
 
-def test_context_api_shows_the_candidates_of_a_shared_line(client, worker, core, fake_zendesk):
+def test_context_api_shows_the_candidates_of_a_shared_line(
+    client, worker, core, fake_zendesk, hooks
+):
     """GET /api/v1/context?phone= on a shared line answers customer null and the candidates."""
     bob = 9000000000002
     fake_zendesk.add_user(bob, "Bob Example", email="bob@example.com", phone="+1 415 555 0142")
     fake_zendesk.add_ticket(5170, bob, "ticket 5170")
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     bobs_ticket = zendesk_event(
         "ticket_created__mail.json", id="5170", requester_id=str(bob), event_id="bob-5170"
     )
-    post_zendesk(client, bobs_ticket)
+    hooks.zendesk(bobs_ticket)
     worker.drain()
     ann_id = interaction_row(core.engine, "ticket", "5141").customer_id
     bob_id = interaction_row(core.engine, "ticket", "5170").customer_id

@@ -31,7 +31,7 @@ from devkit.simulators.salesforce import FakeSalesforce, OutboundFailed, is_ack
 from middleware.installation import Installation, build_installation
 from middleware.process.worker import Worker
 from middleware.store.tables import interactions
-from tests.conftest import make_config
+from tests.actions import ConfigFactory
 
 SESSION = "00D000000000001!AQ.fixed.session.for.tests"
 USERNAME = "carryover@example.com"
@@ -436,7 +436,9 @@ def test_is_ack_accepts_only_the_outbound_ack(body: bytes, acknowledged: bool) -
 
 
 @pytest.fixture
-def core(database_url: str, fake: FakeSalesforce) -> Iterator[Installation]:
+def core(
+    database_url: str, fake: FakeSalesforce, make_config: ConfigFactory
+) -> Iterator[Installation]:
     """Build a Carryover connected to the fake org on its fixed session."""
     options = {"organization_id": fake.org_id, "instance_url": fake.url, "session_id": SESSION}
     built = build_installation(make_config(database_url, salesforce=options))

@@ -24,7 +24,7 @@ from middleware.installation import Installation
 from middleware.integrations.plugin import decode_form
 from middleware.store.tables import deliveries, interactions
 from plugins.twilio import EMPTY_TWIML
-from tests.conftest import AGENT_KEY, PLUGINS_DIR, PUBLIC_URL, TWILIO_TOKEN
+from tests.values import AGENT_KEY, PLUGINS_DIR, PUBLIC_URL, TWILIO_TOKEN
 
 ANN = "+14155550142"
 SUPPORT_LINE = "+14155550100"

@@ -28,7 +28,8 @@ from middleware.process.worker import Worker
 from middleware.store.tables import interactions, writes
 from plugins.zendesk import sign
 from plugins.zendesk.client import ZendeskClient
-from tests.conftest import ANN, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN, fixture_bytes
+from tests.payloads import fixture_bytes
+from tests.values import ANN, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN
 
 EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 MONDAY = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)

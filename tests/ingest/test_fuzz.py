@@ -61,7 +61,9 @@ from plugins.salesforce.outbound import SOAP_NS
 from plugins.twilio import sign as twilio_sign
 from plugins.zendesk import EVENT_PREFIX
 from plugins.zendesk import sign as zendesk_sign
-from tests.conftest import (
+from tests.actions import AdminActions, ConfigFactory, Hooks
+from tests.payloads import cti_headers, twilio_fields, zendesk_headers
+from tests.values import (
     ADMIN_PASSWORD,
     AGENT_KEY,
     CTI_SECRET,
@@ -69,13 +71,6 @@ from tests.conftest import (
     SF_ORG,
     SF_SESSION,
     TWILIO_TOKEN,
-    admin_log_in,
-    csrf_of,
-    cti_headers,
-    make_config,
-    post_twilio,
-    twilio_fields,
-    zendesk_headers,
 )
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
@@ -393,7 +388,7 @@ def salesforce_proof(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def core(
     database_url: str, fake_zendesk: FakeZendesk, fake_salesforce: FakeSalesforce,
-    request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest, make_config: ConfigFactory,
 ) -> Iterator[Installation]:  # fmt: skip
     """Build an installation with every plugin, each upstream a local fake."""
     proof = "network"
@@ -412,11 +407,11 @@ def core(
 
 
 @pytest.fixture
-def admin(app: Flask, core: Installation) -> FlaskClient:
+def admin(app: Flask, core: Installation, admin_for: type[AdminActions]) -> FlaskClient:
     """Return a second client, with an admin logged in."""
     create_admin(core.engine, "ada", ADMIN_PASSWORD)
     logged_in = app.test_client()
-    assert admin_log_in(logged_in).status_code == 302
+    assert admin_for(logged_in).log_in().status_code == 302
     return logged_in
 
 
@@ -465,9 +460,10 @@ class Watch:
         # What the examples reached, shown by pytest --hypothesis-show-statistics.
         event(f"{response.status_code}, {stored} stored")
         event(response.data[:70].decode("utf-8", "replace"))
-        assert response.status_code < 500, where
+        # The example decides which answer is right (accepted, malformed, unsigned, too large),
+        # so a set is checked; every member is exact and none is a 5xx.
+        assert response.status_code in (200, 400, 401, 413), where
         if response.status_code >= 400:
-            assert response.status_code in (400, 401, 413), where
             assert not stored, "a refusal stored something"
             if key == "salesforce" and response.status_code == 401:
                 fault = fromstring(response.data).find(f"{{{SOAP_NS}}}Body/{{{SOAP_NS}}}Fault")
@@ -525,9 +521,11 @@ class Watch:
         for kind, value in found:
             if kind in LOOKUP_PARAMS:
                 reply = self.client.get(f"/api/v1/context?{kind}={percent(value)}", headers=agent)
+                # A stored value may be found, refused as not an identifier, or unknown: no 5xx.
                 assert reply.status_code in (200, 400, 404), (kind, value, reply.data[:300])
             if kind == "phone":
                 pop = self.client.get(f"/pop?phone={percent(value)}", headers=agent)
+                # A pop answers for any number it can read, and refuses the rest: no 5xx.
                 assert pop.status_code in (200, 400), (value, pop.data[:300])
 
     def pages(self) -> None:
@@ -977,15 +975,15 @@ READ_NAMES = [*LOOKUP_PARAMS, "exp", "sig", "scope"]
 
 
 @pytest.fixture
-def seeded(client: FlaskClient, worker: Worker) -> None:
+def seeded(client: FlaskClient, worker: Worker, hooks: Hooks) -> None:
     """Store a ticket, a call and a CTI call of Ann, so that reads find someone."""
-    from tests.conftest import cti_body, fixture_bytes
+    from tests.payloads import cti_body, fixture_bytes
 
     body = fixture_bytes("ticket_created.json")
     assert (
         client.post("/hooks/zendesk", data=body, headers=zendesk_headers(body)).status_code == 200
     )
-    assert post_twilio(client, twilio_fields("call_started__ringing.form")).status_code == 200
+    assert hooks.twilio(twilio_fields("call_started__ringing.form")).status_code == 200
     body = cti_body("newCall.json")
     assert client.post("/hooks/cti", data=body, headers=cti_headers(body)).status_code == 200
     worker.drain()
@@ -1048,8 +1046,8 @@ def link_for(client: FlaskClient, core: Installation, path: str, query: str) -> 
 
 def check_read(response: Any, auth: str, where: str) -> None:
     event(f"{auth}: {response.status_code}")
-    assert response.status_code < 500, (where, response.status_code, response.data[:300])
-    assert response.status_code in (200, 400, 401, 404, 429), (where, response.status_code)
+    # Generated reads: found, refused, unauthorised, unknown or throttled; never a 5xx.
+    assert response.status_code in (200, 400, 401, 404, 429), (where, response.data[:300])
     if response.status_code == 401:
         assert response.get_json()["error"], where
 
@@ -1128,9 +1126,9 @@ def test_admin_pages_with_odd_path_segments(admin, seeded, page, segment):
 )  # fmt: skip
 @example(form="merge", values=["²"])
 @example(form="merge", values=[str(2**63)])
-def test_admin_customer_forms_with_odd_values(admin, seeded, form, values):
+def test_admin_customer_forms_with_odd_values(admin, seeded, form, values, admin_for):
     """The merge and preferred-channel forms take any value: done, refused or 404, no 5xx."""
-    token = csrf_of(admin.get("/admin/customers/1").data)
+    token = admin_for.csrf(admin.get("/admin/customers/1").data)
     field = "other" if form == "merge" else "channel"
     body = form_body([("csrf_token", token), *[(field, value) for value in values]])
     response = admin.post(f"/admin/customers/1/{form}", data=body,
@@ -1147,13 +1145,13 @@ def test_admin_customer_forms_with_odd_values(admin, seeded, form, values):
                   odd_text.map("/admin/".__add__)),
 )  # fmt: skip
 @example(username="ada", password=ADMIN_PASSWORD, target="/admin/\nx")
-def test_admin_login_with_odd_values(app, admin, username, password, target):
+def test_admin_login_with_odd_values(app, admin, username, password, target, admin_for):
     """The login form takes any name, password and next=: a session, a refusal, never a 5xx."""
     browser = app.test_client()
     form = browser.get(f"/admin/login?next={percent(target)}")
     assert form.status_code == (400 if "\x00" in target else 200), form.data[:300]
     form = browser.get("/admin/login")
-    body = form_body([("csrf_token", csrf_of(form.data)), ("username", username),
+    body = form_body([("csrf_token", admin_for.csrf(form.data)), ("username", username),
                       ("password", password), ("next", target)])  # fmt: skip
     response = browser.post("/admin/login", data=body,
                             content_type="application/x-www-form-urlencoded")  # fmt: skip

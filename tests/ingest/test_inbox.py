@@ -12,7 +12,7 @@ from middleware.ingest.inbox import DeliveryInbox, _Pending
 from middleware.integrations.plugin import InboundRequest
 from middleware.store.queue import DEAD
 from middleware.store.tables import deliveries, delivery_keys, make_engine, reading, utcnow
-from tests.conftest import fixture_bytes, post_zendesk
+from tests.payloads import fixture_bytes
 
 
 @pytest.fixture
@@ -182,14 +182,14 @@ def test_a_failed_group_commit_fails_every_sender(inbox, monkeypatch, error):
     assert count(inbox, deliveries) == 0
 
 
-def test_a_sender_whose_group_failed_gets_503_not_200(client, monkeypatch):
+def test_a_sender_whose_group_failed_gets_503_not_200(client, monkeypatch, hooks):
     """The hook answers 503 when its delivery could not be committed, whatever the error."""
 
     def commit(self, batch):
         raise ValueError("unexpected")
 
     monkeypatch.setattr(DeliveryInbox, "_commit", commit)
-    response = post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    response = hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     assert response.status_code == 503
     assert response.headers["Retry-After"]
 

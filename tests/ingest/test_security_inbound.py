@@ -16,23 +16,15 @@ from middleware.installation import build_installation
 from middleware.integrations.registry import PluginRegistry
 from middleware.store.tables import deliveries, interactions
 from middleware.web.app import create_app
-from tests.conftest import (
-    ADMIN_PASSWORD,
-    AGENT_KEY,
-    CTI_SECRET,
-    SF_ORG,
-    admin_log_in,
+from tests.payloads import (
     cti_body,
     cti_headers,
     fixture_bytes,
-    make_config,
-    post_salesforce,
-    post_twilio,
-    post_zendesk,
     salesforce_fixture,
     twilio_fields,
     zendesk_headers,
 )
+from tests.values import ADMIN_PASSWORD, AGENT_KEY, CTI_SECRET, SF_ORG
 
 IDS = IdFields(PluginRegistry.from_entry_points().id_fields())  # as the endpoint has them
 TRIGGER = json.loads(fixture_bytes("trigger_ticket_created.json"))
@@ -108,7 +100,9 @@ def test_text_redaction_is_linear_on_crafted_text(crafted, benign):
     assert ratio < 50
 
 
-def test_a_crafted_salesforce_message_is_answered_quickly(database_url, fake_zendesk):
+def test_a_crafted_salesforce_message_is_answered_quickly(
+    database_url, fake_zendesk, make_config, hooks_for
+):
     """A 72 KB message with 8,000 CDATA openings in a comment is acknowledged at once.
 
     Well-formed XML: the pattern this replaced took each opening for an unclosed section
@@ -124,7 +118,7 @@ def test_a_crafted_salesforce_message_is_answered_quickly(database_url, fake_zen
         )
         assert len(body) > 72_000
         started = time.perf_counter()
-        response = post_salesforce(client, body)
+        response = hooks_for(client).salesforce(body)
         assert time.perf_counter() - started < 2
         assert response.status_code == 200
         assert client.get("/healthz").status_code == 200
@@ -152,11 +146,11 @@ def injected_trigger(description: str) -> bytes:
         'Hi"}, "event": "ticket.updated", "x": {"y": "',
     ],
 )
-def test_a_trigger_body_whose_text_repeats_a_key_is_refused(client, core, description):
+def test_a_trigger_body_whose_text_repeats_a_key_is_refused(client, core, description, hooks):
     """A description that repeats a key of the body gets 400 and stores nothing."""
     body = injected_trigger(description)
     json.loads(body)  # valid JSON to Python's reader, with the last value winning
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 400
     assert "appears twice" in response.get_json()["error"]
     assert count(core) == 0
@@ -169,11 +163,13 @@ def test_a_repeated_key_is_refused_by_every_json_endpoint(client, core):
     assert count(core) == 0
 
 
-def test_a_javascript_link_in_a_payload_is_never_kept_or_shown(client, core, worker):
+def test_a_javascript_link_in_a_payload_is_never_kept_or_shown(
+    client, core, worker, hooks, fake_zendesk
+):
     """A trigger's link that is not http(s) is dropped; the ticket is kept without it."""
     payload = json.loads(json.dumps(TRIGGER))
     payload["ticket"]["link"] = "javascript:alert(document.domain)"
-    assert post_zendesk(client, json.dumps(payload).encode()).status_code == 200
+    assert hooks.zendesk(json.dumps(payload).encode()).status_code == 200
     worker.drain()
     with core.engine.connect() as conn:
         [ticket] = conn.execute(select(interactions)).all()
@@ -185,9 +181,11 @@ def test_a_javascript_link_in_a_payload_is_never_kept_or_shown(client, core, wor
     ["javascript:alert(1)", "JaVaScRiPt:alert(1)", "data:text/html,<script>", " https://x.y",
      "vbscript:x", "//evil.example/x", "https://", "http://exa mple.com", "https://a\nb.example"],
 )  # fmt: skip
-def test_a_stored_link_that_is_not_http_is_never_an_href(admin_client, core, worker, link):
+def test_a_stored_link_that_is_not_http_is_never_an_href(
+    admin_client, core, worker, link, hooks, fake_zendesk
+):
     """Rows stored before links were checked still show without a link, on every page."""
-    post_zendesk(admin_client, fixture_bytes("trigger_ticket_created.json"))
+    hooks.zendesk(fixture_bytes("trigger_ticket_created.json"))
     worker.drain()
     with core.engine.begin() as conn:
         conn.execute(interactions.update().values(link=link))
@@ -246,12 +244,14 @@ def test_a_5000_digit_webhook_timestamp_is_401(client, core):
     ['<?xml version="1.0" encoding="x-bogus"?>', '<?xml version="1.0" encoding="utf-7"?>',
      '<?xml version="1.0" encoding="UTF-16"?>'],
 )  # fmt: skip
-def test_an_unknown_xml_encoding_is_400(database_url, fake_zendesk, declaration):
+def test_an_unknown_xml_encoding_is_400(
+    database_url, fake_zendesk, declaration, make_config, hooks_for
+):
     """A declaration naming an encoding Python cannot read, or a wrong one, gets 400."""
     built = build_installation(make_config(database_url, fake_zendesk.url, salesforce={}))
     try:
         body = declaration.encode() + salesforce_fixture("case_created.xml")
-        response = post_salesforce(create_app(core=built).test_client(), body)
+        response = hooks_for(create_app(core=built).test_client()).salesforce(body)
         assert response.status_code == 400 and count(built) == 0
     finally:
         built.dispose()
@@ -279,7 +279,8 @@ def test_a_5000_digit_expiry_is_401(client, path):
     ],
 )
 def test_no_spelling_of_the_session_id_reaches_the_store(database_url, fake_zendesk,
-                                                         session_element):  # fmt: skip
+                                                         session_element, make_config,
+                                                         hooks_for):  # fmt: skip
     """CDATA, character references, another prefix, spaces, comments: none survives."""
     options = {"verify_session_id": False}
     built = build_installation(make_config(database_url, fake_zendesk.url, salesforce=options))
@@ -287,7 +288,7 @@ def test_no_spelling_of_the_session_id_reaches_the_store(database_url, fake_zend
         body = salesforce_fixture("case_created.xml").replace(
             b'<SessionId xsi:nil="true"/>', session_element.encode()
         )
-        response = post_salesforce(create_app(core=built).test_client(), body)
+        response = hooks_for(create_app(core=built).test_client()).salesforce(body)
         assert response.status_code == 200
         with built.engine.connect() as conn:
             stored = bytes(conn.execute(select(deliveries.c.body)).scalar())
@@ -306,10 +307,11 @@ def test_no_spelling_of_the_session_id_reaches_the_store(database_url, fake_zend
      {"CallDuration": "NaN"}, {"Timestamp": "9" * 30}, {"Timestamp": "Mon, 99 Zzz 99999"}],
 )  # fmt: skip
 def test_odd_twilio_values_end_as_a_clear_dead_letter_or_a_clean_call(admin_client, core,
-                                                                      worker, changes):  # fmt: skip
+                                                                      worker, changes,
+                                                                      hooks):  # fmt: skip
     """An odd value is a mapping error naming the field (or cleaned), never a crash."""
     fields = twilio_fields("call_ended__completed.form", **changes)
-    response = post_twilio(admin_client, fields)
+    response = hooks.twilio(fields)
     if response.status_code == 400:  # refused at the door: fine, nothing stored
         assert count(core) == 0
         return
@@ -326,19 +328,21 @@ def test_odd_twilio_values_end_as_a_clear_dead_letter_or_a_clean_call(admin_clie
 
 
 @pytest.mark.parametrize("ticket_id", ["inf", "1e5", "5141/../../users/me", "١٢", "-1", "0", ""])
-def test_a_ticket_id_that_is_not_a_zendesk_id_is_refused(client, core, ticket_id):
+def test_a_ticket_id_that_is_not_a_zendesk_id_is_refused(client, core, ticket_id, hooks):
     """detail.id must be a positive integer: anything else gets 400 and is not stored."""
     payload = json.loads(fixture_bytes("ticket_created__mail.json"))
     payload["detail"]["id"] = ticket_id
-    assert post_zendesk(client, json.dumps(payload).encode()).status_code == 400
+    assert hooks.zendesk(json.dumps(payload).encode()).status_code == 400
     assert count(core) == 0
 
 
-def test_a_lone_surrogate_in_a_subject_is_stored_cleaned(admin_client, core, worker):
+def test_a_lone_surrogate_in_a_subject_is_stored_cleaned(
+    admin_client, core, worker, hooks, fake_zendesk
+):
     """A JSON escape for half a character becomes a replacement mark, not a store error."""
     text = fixture_bytes("ticket_created__mail.json").decode()
     body = text.replace("Charged twice for my January invoice", "Charged \\ud800 twice").encode()
-    assert post_zendesk(admin_client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     worker.drain()
     with core.engine.connect() as conn:
         [ticket] = conn.execute(select(interactions)).all()
@@ -346,7 +350,9 @@ def test_a_lone_surrogate_in_a_subject_is_stored_cleaned(admin_client, core, wor
     assert admin_client.get(f"/admin/customers/{ticket.customer_id}").status_code == 200
 
 
-def test_the_admin_login_page_and_overview_stand_odd_deliveries(database_url, fake_zendesk):
+def test_the_admin_login_page_and_overview_stand_odd_deliveries(
+    database_url, fake_zendesk, make_config, admin_for, hooks_for
+):
     """A refused and an odd delivery leave every admin page answering 200."""
     from middleware.admin.accounts import create_admin
 
@@ -354,8 +360,8 @@ def test_the_admin_login_page_and_overview_stand_odd_deliveries(database_url, fa
     try:
         client = create_app(core=built).test_client()
         create_admin(built.engine, "ada", ADMIN_PASSWORD)
-        admin_log_in(client)
-        post_twilio(client, twilio_fields("call_ended__completed.form", CallDuration="1e400"))
+        admin_for(client).log_in()
+        hooks_for(client).twilio(twilio_fields("call_ended__completed.form", CallDuration="1e400"))
         for page in ("/admin/", "/admin/deliveries/", "/admin/deliveries/in/1",
                      "/admin/integrations/", "/admin/customers/"):  # fmt: skip
             assert client.get(page).status_code == 200, page

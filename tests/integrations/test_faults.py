@@ -26,23 +26,16 @@ from middleware.store.tables import (
     writes,
 )
 from middleware.web.app import create_app
-from tests.conftest import (
-    ADMIN_PASSWORD,
-    AGENT_KEY,
-    ZENDESK_SECRET,
-    ZENDESK_TOKEN,
-    admin_log_in,
-    fixture_bytes,
-    make_config,
-    post_zendesk,
-)
+from tests.actions import ConfigFactory, Hooks
+from tests.payloads import fixture_bytes
+from tests.values import ADMIN_PASSWORD, AGENT_KEY, ZENDESK_SECRET, ZENDESK_TOKEN
 
 
 @pytest.fixture
-def queued_note(client: FlaskClient, worker: Worker) -> None:
+def queued_note(client: FlaskClient, worker: Worker, hooks: Hooks) -> None:
     """Ann wrote twice: both deliveries are processed, the note on ticket 5149 is queued."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     for row in worker.core.inbox.claim(worker.owner, 30, 10):
         worker._process(row)
 
@@ -216,12 +209,12 @@ def test_the_latest_error_is_the_newest_not_the_largest_text(admin_client, core)
 
 
 def test_the_integration_page_shows_the_newer_of_webhook_and_note_errors(
-    admin_client, worker, fake_zendesk, core
+    admin_client, worker, fake_zendesk, core, hooks
 ):
     """A webhook that failed after a note did: the webhook's error is the latest, by time."""
     queue_failed_note(core, 5141, "Zendesk answered 500", ago=timedelta(hours=1))
     fake_zendesk.fail_next(403, body={"error": "Forbidden"})
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
 
     text = page_text(admin_client, "/admin/integrations/zendesk")
@@ -231,11 +224,11 @@ def test_the_integration_page_shows_the_newer_of_webhook_and_note_errors(
 
 
 def test_an_inbound_failure_is_listed_among_upstream_errors(
-    admin_client, worker, fake_zendesk, core
+    admin_client, worker, fake_zendesk, core, hooks
 ):
     """A webhook whose Zendesk lookup was refused shows in the overview's upstream errors."""
     fake_zendesk.fail_next(403, body={"error": "Forbidden"})
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
 
     with reading(core.engine) as conn:
@@ -248,7 +241,9 @@ def test_an_inbound_failure_is_listed_among_upstream_errors(
 
 # -- the note budget: a throttle, not an error --------------------------------------------------
 @pytest.fixture
-def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
+def budget_core(
+    database_url: str, fake_zendesk: FakeZendesk, make_config: ConfigFactory
+) -> Iterator[Installation]:
     """An installation allowed two ticket updates a minute."""
     config = make_config(database_url, fake_zendesk.url, {"ticket_updates_per_minute": 2})
     built = build_installation(config)
@@ -256,7 +251,7 @@ def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Instal
     built.dispose()
 
 
-def test_notes_held_by_the_note_budget_are_not_errors(budget_core, fake_zendesk):
+def test_notes_held_by_the_note_budget_are_not_errors(budget_core, fake_zendesk, admin_for):
     """Two of four notes wait for the budget: shown as a throttle, never as an error."""
     with budget_core.engine.begin() as conn:
         for ticket in (5141, 5149, 5158, 5160):
@@ -276,7 +271,7 @@ def test_notes_held_by_the_note_budget_are_not_errors(budget_core, fake_zendesk)
     assert body["status"] == "ready"
     assert body["upstreams"]["zendesk"]["waiting"]["notes_by_reason"]["budget"] == 2
     create_admin(budget_core.engine, "ada", ADMIN_PASSWORD)
-    admin_log_in(client)
+    admin_for(client).log_in()
     text = page_text(client, "/admin/")
     assert "2 notes wait for the note budget of Zendesk" in text
     assert "This is a throttle, not an error" in text

@@ -21,15 +21,9 @@ from middleware.process.worker import Worker
 from middleware.store.queue import DEAD, DONE, NOTE_BUDGET, PENDING, UNKNOWN_OUTCOME
 from middleware.store.tables import deliveries, interactions, utcnow, writes
 from middleware.web.app import create_app
-from tests.conftest import (
-    SF_ORG,
-    SF_SESSION,
-    cti_body,
-    make_config,
-    post_cti,
-    post_zendesk,
-    zendesk_event,
-)
+from tests.actions import ConfigFactory
+from tests.payloads import cti_body, zendesk_event
+from tests.values import SF_ORG, SF_SESSION
 
 GRACE_S = 3.0  # unknown_outcome_grace_s in these tests
 TIMEOUT_S = 0.5  # the upstreams' timeout_s in these tests
@@ -43,20 +37,29 @@ def fake_salesforce() -> Iterator[FakeSalesforce]:
         yield fake
 
 
-def faulty_config(database_url: str, zendesk_url: str, salesforce_url: str, **worker: Any) -> Any:
-    """Return a configuration with short timeouts and a short grace, for compressed faults."""
-    settings = {"backoff_base_s": 0.0, "lease_s": 30, "unknown_outcome_grace_s": GRACE_S,
-                "poll_interval_s": 0.05, **worker}  # fmt: skip
-    return make_config(
-        database_url, zendesk_url, {"timeout_s": TIMEOUT_S}, phone=True,
-        salesforce={"instance_url": salesforce_url, "timeout_s": TIMEOUT_S},
-        worker=settings,
-    )  # fmt: skip
+@pytest.fixture
+def faulty_config(make_config: ConfigFactory) -> ConfigFactory:
+    """Return the factory of configurations with short timeouts and a short grace."""
+
+    def build(database_url: str, zendesk_url: str, salesforce_url: str, **worker: Any) -> Any:
+        """Return a configuration with short timeouts and a short grace, for compressed faults."""
+        settings = {"backoff_base_s": 0.0, "lease_s": 30, "unknown_outcome_grace_s": GRACE_S,
+                    "poll_interval_s": 0.05, **worker}  # fmt: skip
+        return make_config(
+            database_url, zendesk_url, {"timeout_s": TIMEOUT_S}, phone=True,
+            salesforce={"instance_url": salesforce_url, "timeout_s": TIMEOUT_S},
+            worker=settings,
+        )  # fmt: skip
+
+    return build
 
 
 @pytest.fixture
 def faulty_core(
-    database_url: str, fake_zendesk: FakeZendesk, fake_salesforce: FakeSalesforce
+    database_url: str,
+    fake_zendesk: FakeZendesk,
+    fake_salesforce: FakeSalesforce,
+    faulty_config: ConfigFactory,
 ) -> Iterator[Installation]:
     """An installation of Zendesk, Salesforce and the phone, with short timeouts."""
     built = build_installation(faulty_config(database_url, fake_zendesk.url, fake_salesforce.url))
@@ -69,15 +72,21 @@ def another_process(core: Installation) -> Installation:
     return build_installation(core.config)
 
 
-def queue_note(core: Installation, target: str, target_ref: str, text: str = "note") -> int:
-    """Queue one note to a ticket or case, as the pipeline does; return the write's id."""
-    with core.engine.begin() as conn:
-        interaction = conn.execute(interactions.insert().values(
-            source=target, external_id=f"{target_ref}-{text}", kind="ticket", channel="email",
-            occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
-        )).inserted_primary_key[0]  # fmt: skip
-        Outbox.enqueue(conn, core.markers, target, target_ref, interaction, "summary", text)
-        return int(conn.execute(select(func.max(writes.c.id))).scalar_one())
+@pytest.fixture
+def queue_note() -> Callable[..., int]:
+    """Return a function that queues one note to a ticket or case, as the pipeline does."""
+
+    def queue(core: Installation, target: str, target_ref: str, text: str = "note") -> int:
+        """Queue the note and return the write's id."""
+        with core.engine.begin() as conn:
+            interaction = conn.execute(interactions.insert().values(
+                source=target, external_id=f"{target_ref}-{text}", kind="ticket", channel="email",
+                occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
+            )).inserted_primary_key[0]  # fmt: skip
+            Outbox.enqueue(conn, core.markers, target, target_ref, interaction, "summary", text)
+            return int(conn.execute(select(func.max(writes.c.id))).scalar_one())
+
+    return queue
 
 
 def the_write(core: Installation, write_id: int) -> Any:
@@ -142,7 +151,7 @@ def make_due(core: Installation) -> None:
 
 @pytest.mark.parametrize("target", ["zendesk", "salesforce"])
 def test_a_write_applied_after_the_timeout_is_found_not_written_again(
-    faulty_core, fake_zendesk, fake_salesforce, monkeypatch, target
+    faulty_core, fake_zendesk, fake_salesforce, monkeypatch, target, queue_note
 ):
     """A write the upstream applies after the client gave up is looked for after the grace."""
     fake = fake_zendesk if target == "zendesk" else fake_salesforce
@@ -176,7 +185,7 @@ def test_a_write_applied_after_the_timeout_is_found_not_written_again(
 
 @pytest.mark.parametrize("target", ["zendesk", "salesforce"])
 def test_a_write_lost_on_the_way_is_written_after_the_grace(
-    faulty_core, fake_zendesk, fake_salesforce, monkeypatch, target
+    faulty_core, fake_zendesk, fake_salesforce, monkeypatch, target, queue_note
 ):
     """A write that timed out and never arrived is written again once the grace has passed."""
     fake = fake_zendesk if target == "zendesk" else fake_salesforce
@@ -209,7 +218,9 @@ def test_a_write_lost_on_the_way_is_written_after_the_grace(
     assert the_write(faulty_core, write_id).status == DONE
 
 
-def test_a_connection_never_made_is_retried_without_waiting_for_the_grace(database_url):
+def test_a_connection_never_made_is_retried_without_waiting_for_the_grace(
+    database_url, faulty_config, queue_note
+):
     """No connection means nothing was sent: the write stays pending, with no grace to wait."""
     import socket
 
@@ -234,7 +245,7 @@ def test_a_connection_never_made_is_retried_without_waiting_for_the_grace(databa
 
 
 def test_a_429_seen_by_one_worker_pauses_the_upstream_for_the_other(
-    faulty_core, fake_zendesk, fake_salesforce
+    faulty_core, fake_zendesk, fake_salesforce, queue_note
 ):
     """After one 429, no process calls Zendesk until Retry-After; Salesforce keeps going."""
     for ticket in TICKETS:
@@ -266,7 +277,7 @@ def test_a_429_seen_by_one_worker_pauses_the_upstream_for_the_other(
         other_core.dispose()
 
 
-def test_a_run_of_5xx_backs_off_for_every_item(faulty_core, fake_zendesk):
+def test_a_run_of_5xx_backs_off_for_every_item(faulty_core, fake_zendesk, queue_note):
     """During a minute of 503s, Zendesk gets a handful of probes, not one call per item a pass."""
     for ticket in TICKETS * 5:
         queue_note(faulty_core, "zendesk", str(ticket), text=f"note {len(write_rows(faulty_core))}")
@@ -287,7 +298,7 @@ def test_a_run_of_5xx_backs_off_for_every_item(faulty_core, fake_zendesk):
 
 
 def test_two_workers_racing_never_overshoot_the_note_budget(
-    database_url, fake_zendesk, fake_salesforce
+    database_url, fake_zendesk, fake_salesforce, make_config, queue_note
 ):
     """Two workers draining at once write exactly the budget's notes in the minute."""
     config = make_config(database_url, fake_zendesk.url, {"ticket_updates_per_minute": 5},
@@ -320,7 +331,7 @@ def test_two_workers_racing_never_overshoot_the_note_budget(
 
 
 def test_a_live_worker_keeps_its_leases_and_a_dead_ones_are_taken_over_within_the_lease(
-    database_url, fake_zendesk, fake_salesforce
+    database_url, fake_zendesk, fake_salesforce, faulty_config, queue_note
 ):
     """The heartbeat keeps a busy worker's rows its own; once it stops they free in lease_s."""
     lease_s = 1.5
@@ -353,7 +364,7 @@ def test_a_live_worker_keeps_its_leases_and_a_dead_ones_are_taken_over_within_th
 
 
 def test_a_30_minute_outage_ends_with_no_dead_letter_and_every_note_once(
-    faulty_core, fake_zendesk, fake_salesforce
+    faulty_core, fake_zendesk, fake_salesforce, hooks_for, queue_note
 ):
     """Half an hour of 503s (compressed with a moving clock): all waits, then all is written."""
     for ticket in TICKETS:
@@ -364,7 +375,7 @@ def test_a_30_minute_outage_ends_with_no_dead_letter_and_every_note_once(
     body = zendesk_event(
         "ticket_created__mail.json", event_id="outage-1", requester_id="8447388090777"
     )
-    assert post_zendesk(client, body).status_code == 200  # needs a Zendesk lookup
+    assert hooks_for(client).zendesk(body).status_code == 200  # needs a Zendesk lookup
     fake_zendesk.fail_next(503, count=100_000, body={"error": "Unavailable"})
     worker = Worker(faulty_core, name="w")
     with time_machine.travel(datetime.now(UTC), tick=False) as clock:
@@ -396,7 +407,7 @@ def test_a_30_minute_outage_ends_with_no_dead_letter_and_every_note_once(
 
 
 def test_a_stalled_upstream_does_not_hold_up_the_phone_or_salesforce(
-    faulty_core, fake_zendesk, fake_salesforce
+    faulty_core, fake_zendesk, fake_salesforce, hooks_for, queue_note
 ):
     """While every Zendesk call hangs, a call's delivery and a Salesforce note go through.
 
@@ -417,8 +428,8 @@ def test_a_stalled_upstream_does_not_hold_up_the_phone_or_salesforce(
         ticket = zendesk_event("ticket_created__mail.json", event_id="stalled-1",
                                requester_id="8447388090777")  # fmt: skip
         sent = time.monotonic()
-        assert post_zendesk(client, ticket).status_code == 200  # its lookup meets the stall
-        assert post_cti(client, cti_body("newCall.json")).status_code == 200
+        assert hooks_for(client).zendesk(ticket).status_code == 200  # its lookup meets the stall
+        assert hooks_for(client).cti(cti_body("newCall.json")).status_code == 200
         faulty_core.wake.set()
         while True:
             with faulty_core.engine.connect() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import responses
@@ -22,37 +22,38 @@ from middleware.integrations.network import (
 from middleware.integrations.network import parse_networks as networks
 from middleware.web.app import create_app
 from plugins.zendesk.client import ZendeskClient
-from tests.conftest import (
-    ADMIN_PASSWORD,
-    ZENDESK_EMAIL,
-    ZENDESK_SECRET,
-    ZENDESK_TOKEN,
-    admin_log_in,
-    csrf_of,
-    make_config,
-)
+from tests.actions import AdminActions, ConfigFactory
+from tests.values import ADMIN_PASSWORD, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN
 
 SECRET_BODY = "root:x:0:0:the upstream's own secret page"
 
 
-def installed(database_url: str, allow_private: bool) -> Installation:
-    return build_installation(make_config(database_url, allow_private_upstreams=allow_private))
+@pytest.fixture
+def installed(make_config: ConfigFactory) -> Callable[..., Installation]:
+    """Return the factory of installations that allow, or not, private upstreams."""
+
+    def build(database_url: str, allow_private: bool) -> Installation:
+        return build_installation(make_config(database_url, allow_private_upstreams=allow_private))
+
+    return build
 
 
 @pytest.fixture
-def browser(database_url: str) -> Iterator[FlaskClient]:
+def browser(
+    database_url: str, admin_for: type[AdminActions], installed: Callable[..., Installation]
+) -> Iterator[FlaskClient]:
     """A logged-in admin of an installation that does not allow private upstreams."""
     core = installed(database_url, allow_private=False)
     client = create_app(core=core).test_client()
     create_admin(core.engine, "ada", ADMIN_PASSWORD)
-    admin_log_in(client)
+    admin_for(client).log_in()
     client.core = core  # type: ignore[attr-defined]
     yield client
     core.dispose()
 
 
 def connect_zendesk(client: FlaskClient, url: str, **extra: str):
-    token = csrf_of(client.get("/admin/integrations/zendesk").data)
+    token = AdminActions.csrf(client.get("/admin/integrations/zendesk").data)
     form = {"url": url, "email": ZENDESK_EMAIL, "api_token": ZENDESK_TOKEN,
             "webhook_secret": ZENDESK_SECRET, "csrf_token": token, **extra}  # fmt: skip
     return client.post("/admin/integrations/zendesk", data=form)
@@ -94,7 +95,7 @@ def test_private_addresses_are_allowed_when_the_operator_allows_them(database_ur
         check_url("http://169.254.169.254", True, "url")
 
 
-def test_a_file_configuration_with_a_metadata_url_does_not_start(database_url):
+def test_a_file_configuration_with_a_metadata_url_does_not_start(database_url, make_config):
     """The configuration file is held to the same policy: the start stops, naming the key."""
     with pytest.raises(ConfigError, match="integrations.zendesk.url"):
         build_installation(make_config(database_url, "http://169.254.169.254"))
@@ -127,14 +128,16 @@ def test_redirects_are_not_followed():
         assert len(mock.calls) == 1  # the Location was never asked for
 
 
-def test_the_connection_test_shows_only_the_status_never_the_body(database_url):
+def test_the_connection_test_shows_only_the_status_never_the_body(
+    database_url, make_config, admin_for
+):
     """An upstream that answers with its own page is reported by status and error name only."""
     core = build_installation(make_config(database_url, "https://acme.zendesk.com"))
     try:
         client = create_app(core=core).test_client()
         create_admin(core.engine, "ada", ADMIN_PASSWORD)
-        admin_log_in(client)
-        token = csrf_of(client.get("/admin/integrations/zendesk").data)
+        admin_for(client).log_in()
+        token = admin_for.csrf(client.get("/admin/integrations/zendesk").data)
         with responses.RequestsMock() as mock:
             mock.get("https://acme.zendesk.com/api/v2/users/me.json", status=403,
                      json={"error": "Forbidden", "description": SECRET_BODY})  # fmt: skip
@@ -146,9 +149,9 @@ def test_the_connection_test_shows_only_the_status_never_the_body(database_url):
         core.dispose()
 
 
-def test_a_private_key_file_cannot_be_set_from_the_browser(browser):
+def test_a_private_key_file_cannot_be_set_from_the_browser(browser, admin_for):
     """private_key_file is for the configuration file only: the form cannot set it."""
-    token = csrf_of(browser.get("/admin/integrations/salesforce").data)
+    token = admin_for.csrf(browser.get("/admin/integrations/salesforce").data)
     form = {"csrf_token": token, "organization_id": "00D70000000IVNp",
             "username": "carryover@example.com", "consumer_key": "3MVG9",
             "private_key_file": "/etc/shadow"}  # fmt: skip
@@ -160,7 +163,7 @@ def test_a_private_key_file_cannot_be_set_from_the_browser(browser):
     assert "in the configuration file only" in page
 
 
-def test_a_private_key_file_from_the_form_is_refused_even_when_forced(database_url):
+def test_a_private_key_file_from_the_form_is_refused_even_when_forced(database_url, installed):
     """Settings saved around the form with private_key_file are refused by the check."""
     core = installed(database_url, allow_private=False)
     try:

@@ -6,7 +6,8 @@ import pytest
 
 from middleware.notes.summary import MAX_OUTPUT_CHARS, SummaryRenderer
 from middleware.store.documents import DocumentError
-from tests.conftest import csrf_of, fixture_bytes, post_zendesk
+from tests.actions import AdminActions
+from tests.payloads import fixture_bytes
 
 EDITOR = "/admin/templates/zendesk.txt.j2"
 ESCAPES = [
@@ -23,14 +24,14 @@ ESCAPES = [
 
 
 def post(client, path: str, **form) -> object:
-    token = csrf_of(client.get("/admin/templates/").data)
+    token = AdminActions.csrf(client.get("/admin/templates/").data)
     return client.post(path, data={"csrf_token": token, **form})
 
 
 @pytest.mark.parametrize("source", ESCAPES)
-def test_a_preview_cannot_reach_python(admin_client, worker, source):
+def test_a_preview_cannot_reach_python(admin_client, worker, source, hooks):
     """A template that reaches for Python's internals or a global gets an error, never output."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     page = post(admin_client, f"{EDITOR}/preview", document=source).data.decode()
     assert "uid=" not in page and "subclasses" not in page.replace(source, "")
@@ -39,13 +40,13 @@ def test_a_preview_cannot_reach_python(admin_client, worker, source):
 
 
 def test_a_saved_template_that_reaches_for_os_writes_no_output_of_it(
-    admin_client, worker, fake_zendesk
+    admin_client, worker, fake_zendesk, hooks
 ):
     """A saved template that tries code execution fails the note; the worker runs nothing."""
     evil = "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n"
     assert post(admin_client, EDITOR, document=evil).status_code == 302
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     assert all("uid=" not in n["body"] for n in fake_zendesk.notes(5149))
 

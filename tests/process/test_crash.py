@@ -17,13 +17,8 @@ from sqlalchemy import select
 
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.store.tables import deliveries, make_engine
-from tests.conftest import (
-    ZENDESK_EMAIL,
-    ZENDESK_SECRET,
-    ZENDESK_TOKEN,
-    fixture_bytes,
-    zendesk_headers,
-)
+from tests.payloads import fixture_bytes, zendesk_headers
+from tests.values import ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 

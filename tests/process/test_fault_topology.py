@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.faults import Processes, empty_tables, run_scenario
-from tests.conftest import PG_URL
+from tests.values import PG_URL
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="CARRYOVER_TEST_DATABASE_URL is not set")
 

@@ -19,7 +19,7 @@ from middleware.integrations.plugin import InboundRequest, Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.interaction import CHANNELS, DIRECTIONS, KINDS, Identity
 from middleware.process.mapping import MappingError, PluginMapping, load_mapping, parse_mapping
-from tests.conftest import fixture_bytes
+from tests.payloads import fixture_bytes
 
 MAPPINGS = Config().mappings_dir
 RECEIVED = datetime(2025, 2, 1, 12, 0, 0)

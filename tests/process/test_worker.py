@@ -15,13 +15,14 @@ from middleware.notes.outbox import ATTEMPTING, Outbox
 from middleware.process.worker import Worker
 from middleware.store.queue import DEAD, DONE, PENDING
 from middleware.store.tables import deliveries, interactions, upstream_state, utcnow, writes
-from tests.conftest import fixture_bytes, make_config, post_zendesk
+from tests.actions import ConfigFactory, Hooks
+from tests.payloads import fixture_bytes
 
 
 def queue_second_ticket_note(client, worker) -> None:
     """Post two tickets of one customer and process the deliveries, leaving the note queued."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    Hooks(client).zendesk(fixture_bytes("ticket_created__mail.json"))
+    Hooks(client).zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     for row in worker.core.inbox.claim(worker.owner, 30, 10):
         worker._process(row)
 
@@ -149,9 +150,9 @@ def test_replaying_a_done_write_does_not_write_again(client, worker, fake_zendes
     assert len(fake_zendesk.notes(5149)) == 1
 
 
-def test_a_lease_held_by_a_dead_worker_is_taken_over(client, core):
+def test_a_lease_held_by_a_dead_worker_is_taken_over(client, core, hooks):
     """A delivery claimed by a worker that died is claimed again when the lease runs out."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     assert len(core.inbox.claim("dead-worker", 30, 10)) == 1
     assert core.inbox.claim("other-worker", 30, 10) == []
     with core.engine.begin() as conn:
@@ -160,7 +161,9 @@ def test_a_lease_held_by_a_dead_worker_is_taken_over(client, core):
 
 
 @pytest.fixture
-def budget_core(database_url: str, fake_zendesk: FakeZendesk) -> Iterator[Installation]:
+def budget_core(
+    database_url: str, fake_zendesk: FakeZendesk, make_config: ConfigFactory
+) -> Iterator[Installation]:
     """An installation allowed two ticket updates a minute."""
     config = make_config(database_url, fake_zendesk.url, {"ticket_updates_per_minute": 2})
     built = build_installation(config)
@@ -268,10 +271,10 @@ def test_a_single_long_line_is_cut_at_a_space_and_never_inside_a_character():
 
 
 def test_a_permanent_refusal_is_a_dead_letter_after_its_one_try(client, core, worker,
-                                                                 fake_zendesk):  # fmt: skip
+                                                                 fake_zendesk, hooks):  # fmt: skip
     """A 403 is not retried; the dead letter counts the try that met it."""
     fake_zendesk.fail_next(403, body={"error": "Forbidden"})
-    assert post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 200
+    assert hooks.zendesk(fixture_bytes("ticket_created__mail.json")).status_code == 200
     worker.drain()
     (row,) = core.inbox.listing()
     assert row.status == DEAD and row.attempts == 1
@@ -292,7 +295,9 @@ class RecordedPauses:
         return False
 
 
-def test_the_embedded_worker_gives_way_while_webhooks_arrive(client, core, worker, monkeypatch):
+def test_the_embedded_worker_gives_way_while_webhooks_arrive(
+    client, core, worker, monkeypatch, hooks
+):
     """After each item it pauses as long as the item took, only while senders are waiting."""
     # A window wide enough that a slow machine still drains within it after the webhook.
     monkeypatch.setattr("middleware.process.worker.GIVE_WAY_WINDOW_S", 30.0)
@@ -300,7 +305,7 @@ def test_the_embedded_worker_gives_way_while_webhooks_arrive(client, core, worke
     worker.give_way(0.004)
     assert worker.stopping.pauses == []  # no webhook yet: a worker process never pauses
     body = fixture_bytes("ticket_created__mail.json")
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     worker.drain()
     assert len(worker.stopping.pauses) >= 1 and all(p > 0 for p in worker.stopping.pauses)
     core.webhook_seen_at -= 60.0  # the last webhook is older than the window: none waits

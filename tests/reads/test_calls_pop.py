@@ -14,16 +14,8 @@ from sqlalchemy import select
 
 from middleware.reads.context_api import signed_path
 from middleware.store.tables import interactions, writes
-from tests.conftest import (
-    AGENT_KEY,
-    ANN,
-    cti_body,
-    fixture_bytes,
-    post_cti,
-    post_twilio,
-    post_zendesk,
-    twilio_fields,
-)
+from tests.payloads import cti_body, fixture_bytes, twilio_fields
+from tests.values import AGENT_KEY, ANN
 
 BEARER = {"Authorization": f"Bearer {AGENT_KEY}"}
 ANN_PHONE = "+14155550142"
@@ -45,10 +37,10 @@ def ticket(name: str, ticket_id: str, age: timedelta = timedelta(0), **detail) -
 
 
 @pytest.fixture
-def ann(client, worker, fake_zendesk):
+def ann(client, worker, fake_zendesk, hooks):
     """Ann wrote an email (ticket 5141) and a Facebook message (ticket 5149) this week."""
-    post_zendesk(client, ticket("ticket_created__mail.json", "5141", timedelta(days=2)))
-    post_zendesk(client, ticket("ticket_created__facebook_message.json", "5149", timedelta(1)))
+    hooks.zendesk(ticket("ticket_created__mail.json", "5141", timedelta(days=2)))
+    hooks.zendesk(ticket("ticket_created__facebook_message.json", "5149", timedelta(1)))
     worker.drain()
 
 
@@ -71,9 +63,9 @@ def call_rows(core, kind: str = "call"):
 # -- the pop -------------------------------------------------------------------------------
 
 
-def test_ringing_call_pops_the_callers_tickets_from_every_channel(client, worker, ann):
+def test_ringing_call_pops_the_callers_tickets_from_every_channel(client, worker, ann, hooks):
     """After Ann's tickets, a Twilio ringing from her number: the pop shows them and the call."""
-    post_twilio(client, twilio_fields("call_started__ringing.form"))
+    hooks.twilio(twilio_fields("call_started__ringing.form"))
     worker.drain()
     html = pop_html(client)
     assert "Ann Example" in html
@@ -125,16 +117,16 @@ def test_pop_needs_a_key_or_a_signed_link(client, core, ann):
     assert client.get(expired).status_code == 401
 
 
-def test_shared_line_pop_shows_candidates_not_anyones_history(client, worker, fake_zendesk):
+def test_shared_line_pop_shows_candidates_not_anyones_history(client, worker, fake_zendesk, hooks):
     """Two people with their own emails on one number: the pop lists both, shows neither's."""
     fake_zendesk.add_user(501, "Bea Family", email="bea@example.com", phone="+14155550160")
     fake_zendesk.add_user(502, "Cal Family", email="cal@example.com", phone="+14155550160")
-    post_zendesk(client, ticket("ticket_created__mail.json", "7001", requester_id="501",
+    hooks.zendesk(ticket("ticket_created__mail.json", "7001", requester_id="501",
                                 subject="Bea's router"))  # fmt: skip
-    post_zendesk(client, ticket("ticket_created__mail.json", "7002", requester_id="502",
+    hooks.zendesk(ticket("ticket_created__mail.json", "7002", requester_id="502",
                                 subject="Cal's invoice"))  # fmt: skip
     worker.drain()
-    post_twilio(client, twilio_fields("call_started__ringing.form", From="+14155550160"))
+    hooks.twilio(twilio_fields("call_started__ringing.form", From="+14155550160"))
     worker.drain()
     html = pop_html(client, "+14155550160")
     assert "shared line" in html
@@ -165,7 +157,7 @@ def next_event(stream) -> str:
     raise AssertionError("the stream ended without a pop event")
 
 
-def test_live_update_reaches_an_open_pop_as_the_call_is_answered(client, worker, ann):
+def test_live_update_reaches_an_open_pop_as_the_call_is_answered(client, worker, ann, hooks):
     """An open pop gets the new state when the call rings, then when an agent answers."""
     url = events_url(client)
     assert "exp=" in url and "sig=" in url  # the page carries its own signed link
@@ -176,12 +168,12 @@ def test_live_update_reaches_an_open_pop_as_the_call_is_answered(client, worker,
     first = next_event(stream)
     assert "Ann Example" in first and "This call" not in first
 
-    post_twilio(client, twilio_fields("call_started__ringing.form"))
+    hooks.twilio(twilio_fields("call_started__ringing.form"))
     worker.drain()
     ringing = next_event(stream)
     assert "This call" in ringing and "ringing" in ringing
 
-    post_twilio(client, twilio_fields("call_leg_answered__emma.form"))
+    hooks.twilio(twilio_fields("call_leg_answered__emma.form"))
     worker.drain()
     answered = next_event(stream)
     assert "in-progress" in answered and "Answered by emma" in answered
@@ -196,13 +188,13 @@ def test_the_events_stream_needs_its_signed_link(client, ann):
 # -- transfers ---------------------------------------------------------------------------------
 
 
-def test_transfer_within_a_cti_call_shows_on_the_next_agents_pop(client, worker, ann):
+def test_transfer_within_a_cti_call_shows_on_the_next_agents_pop(client, worker, ann, hooks):
     """Support answers, billing answers: a transfer, and billing's pop shows what happened."""
-    post_cti(client, cti_body("newCall.json"))
-    post_cti(client, cti_body("answer.json"))
+    hooks.cti(cti_body("newCall.json"))
+    hooks.cti(cti_body("answer.json"))
     worker.drain()
     assert "Transferred" not in pop_html(client)
-    post_cti(client, cti_body("answer__transfer_to_billing.json"))
+    hooks.cti(cti_body("answer__transfer_to_billing.json"))
     worker.drain()
     html = pop_html(client)
     assert "Answered by Emma Taylor → Bob Billing" in html
@@ -214,21 +206,21 @@ def test_transfer_within_a_cti_call_shows_on_the_next_agents_pop(client, worker,
                                                          transfer.customer_id)  # fmt: skip
 
 
-def test_same_agent_answering_again_is_no_transfer(client, worker, ann):
+def test_same_agent_answering_again_is_no_transfer(client, worker, ann, hooks):
     """A repeated answer by the same agent records nothing new."""
-    post_cti(client, cti_body("newCall.json"))
-    post_cti(client, cti_body("answer.json"))
+    hooks.cti(cti_body("newCall.json"))
+    hooks.cti(cti_body("answer.json"))
     worker.drain()
-    post_cti(client, cti_body("answer.json", queue="support-2"))  # same agent, new payload
+    hooks.cti(cti_body("answer.json", queue="support-2"))  # same agent, new payload
     worker.drain()
     assert call_rows(worker.core, "transfer") == []
 
 
-def test_twilio_child_legs_to_two_agents_are_a_transfer(client, worker, ann):
+def test_twilio_child_legs_to_two_agents_are_a_transfer(client, worker, ann, hooks):
     """ParentCallSid legs answered by emma then bob: one transfer within the parent call."""
     for name in ("call_started__ringing.form", "call_leg_answered__emma.form",
                  "call_leg_answered__transfer_to_bob.form"):  # fmt: skip
-        post_twilio(client, twilio_fields(name))
+        hooks.twilio(twilio_fields(name))
     worker.drain()
     [call] = call_rows(worker.core)
     assert call.external_id == "CA5d8e2b7f4a9c41e08f3b6d2a7c9e1f40"
@@ -241,12 +233,12 @@ def test_twilio_child_legs_to_two_agents_are_a_transfer(client, worker, ann):
 
 
 def test_completed_call_adds_one_note_to_each_open_ticket_and_a_repeat_adds_nothing(
-    client, worker, fake_zendesk, ann
+    client, worker, fake_zendesk, ann, hooks
 ):
     """completed → one private note per open ticket; the same callback again → nothing new."""
     for name in ("call_started__ringing.form", "call_leg_answered__emma.form",
                  "call_ended__completed.form"):  # fmt: skip
-        post_twilio(client, twilio_fields(name))
+        hooks.twilio(twilio_fields(name))
     worker.drain()
     for ticket_id in (5141, 5149):
         [note] = call_notes(fake_zendesk, ticket_id)
@@ -254,22 +246,24 @@ def test_completed_call_adds_one_note_to_each_open_ticket_and_a_repeat_adds_noth
         assert "Phone call" in note["body"] and "+14155550142" in note["body"]
         assert "Answered by emma; 4 min 32 s." in note["body"]
         assert "[Carryover ref co-" in note["body"]
-    assert post_twilio(client, twilio_fields("call_ended__completed.form")).status_code == 200
+    assert hooks.twilio(twilio_fields("call_ended__completed.form")).status_code == 200
     worker.drain()
     assert [len(call_notes(fake_zendesk, t)) for t in (5141, 5149)] == [1, 1]
 
 
-def test_call_note_coming_back_as_a_comment_causes_nothing(client, worker, fake_zendesk, ann):
+def test_call_note_coming_back_as_a_comment_causes_nothing(
+    client, worker, fake_zendesk, ann, hooks
+):
     """The note's own comment_added webhook is recognised: no loop."""
     for name in ("call_started__ringing.form", "call_ended__completed.form"):
-        post_twilio(client, twilio_fields(name))
+        hooks.twilio(twilio_fields(name))
     worker.drain()
     [note] = fake_zendesk.notes(5141)
     echo = json.loads(fixture_bytes("ticket_comment_added__own_note.json"))
     echo["id"] = str(uuid.uuid4())
     echo["detail"]["id"] = "5141"
     echo["event"]["comment"]["body"] = note["body"]
-    response = post_zendesk(client, json.dumps(echo).encode())
+    response = hooks.zendesk(json.dumps(echo).encode())
     assert response.status_code == 200
     worker.drain()
     assert len(fake_zendesk.notes(5141)) == 1
@@ -278,57 +272,57 @@ def test_call_note_coming_back_as_a_comment_causes_nothing(client, worker, fake_
         assert len(conn.execute(select(writes)).all()) == 3
 
 
-def test_cti_hangup_after_a_transfer_notes_who_answered(client, worker, fake_zendesk, ann):
+def test_cti_hangup_after_a_transfer_notes_who_answered(client, worker, fake_zendesk, ann, hooks):
     """A CTI call from 14155550142 (no plus) lands on Ann's open tickets with the transfer."""
     for name in ("newCall.json", "answer.json", "answer__transfer_to_billing.json",
                  "hangup.json"):  # fmt: skip
-        post_cti(client, cti_body(name))
+        hooks.cti(cti_body(name))
     worker.drain()
     [note] = call_notes(fake_zendesk, 5149)
     assert "Answered by Emma Taylor → Bob Billing" in note["body"]
     assert "Transferred from Emma Taylor (support) to Bob Billing (billing)" in note["body"]
 
 
-def test_missed_call_is_noted_as_not_answered(client, worker, fake_zendesk, ann):
+def test_missed_call_is_noted_as_not_answered(client, worker, fake_zendesk, ann, hooks):
     """no-answer: the note says the call was not answered."""
-    post_twilio(client, twilio_fields("call_ended__no_answer.form"))
+    hooks.twilio(twilio_fields("call_ended__no_answer.form"))
     worker.drain()
     [note] = fake_zendesk.notes(5141)
     assert "Not answered (no-answer)" in note["body"]
 
 
-def test_solved_and_stale_tickets_get_no_call_note(client, worker, fake_zendesk):
+def test_solved_and_stale_tickets_get_no_call_note(client, worker, fake_zendesk, hooks):
     """Only open tickets updated within call_notes.open_days (30) get the note."""
-    post_zendesk(client, ticket("ticket_created__mail.json", "5141", timedelta(days=45)))
-    post_zendesk(client, ticket("ticket_created__facebook_message.json", "5149", timedelta(1),
+    hooks.zendesk(ticket("ticket_created__mail.json", "5141", timedelta(days=45)))
+    hooks.zendesk(ticket("ticket_created__facebook_message.json", "5149", timedelta(1),
                                 status="SOLVED"))  # fmt: skip
-    post_zendesk(client, ticket("ticket_created__mail.json", "5158", timedelta(days=3)))
+    hooks.zendesk(ticket("ticket_created__mail.json", "5158", timedelta(days=3)))
     worker.drain()
     for name in ("call_started__ringing.form", "call_ended__completed.form"):
-        post_twilio(client, twilio_fields(name))
+        hooks.twilio(twilio_fields(name))
     worker.drain()
     assert call_notes(fake_zendesk, 5141) == [] and call_notes(fake_zendesk, 5149) == []
     assert len(call_notes(fake_zendesk, 5158)) == 1
 
 
-def test_call_from_a_shared_line_notes_nobodys_tickets(client, worker, fake_zendesk):
+def test_call_from_a_shared_line_notes_nobodys_tickets(client, worker, fake_zendesk, hooks):
     """A call that belongs to nobody (a shared line) writes no note anywhere."""
     fake_zendesk.add_user(501, "Bea Family", email="bea@example.com", phone="+14155550160")
     fake_zendesk.add_user(502, "Cal Family", email="cal@example.com", phone="+14155550160")
     fake_zendesk.add_ticket(7001, 501, "Bea's router")
     fake_zendesk.add_ticket(7002, 502, "Cal's invoice")
-    post_zendesk(client, ticket("ticket_created__mail.json", "7001", requester_id="501"))
-    post_zendesk(client, ticket("ticket_created__mail.json", "7002", requester_id="502"))
+    hooks.zendesk(ticket("ticket_created__mail.json", "7001", requester_id="501"))
+    hooks.zendesk(ticket("ticket_created__mail.json", "7002", requester_id="502"))
     worker.drain()
     for name in ("call_started__ringing.form", "call_ended__completed.form"):
-        post_twilio(client, twilio_fields(name, From="+14155550160", Caller="+14155550160"))
+        hooks.twilio(twilio_fields(name, From="+14155550160", Caller="+14155550160"))
     worker.drain()
     assert fake_zendesk.notes(7001) == [] and fake_zendesk.notes(7002) == []
 
 
-def test_context_api_lists_the_call_and_repeat_contacts(client, worker, ann):
+def test_context_api_lists_the_call_and_repeat_contacts(client, worker, ann, hooks):
     """The context API shows the call among the interactions, newest first."""
-    post_twilio(client, twilio_fields("call_started__ringing.form"))
+    hooks.twilio(twilio_fields("call_started__ringing.form"))
     worker.drain()
     payload = client.get(f"/api/v1/context?phone={quote(ANN_PHONE)}", headers=BEARER).get_json()
     first = payload["interactions"][0]

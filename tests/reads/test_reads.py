@@ -13,16 +13,8 @@ from middleware.cli import main
 from middleware.installation import build_installation
 from middleware.reads.context_api import sign_link
 from middleware.web.app import create_app
-from tests.conftest import (
-    AGENT_KEY,
-    ANN,
-    ZENDESK_SECRET,
-    ZENDESK_TOKEN,
-    fixture_bytes,
-    make_config,
-    post_zendesk,
-    zendesk_event,
-)
+from tests.payloads import fixture_bytes, zendesk_event
+from tests.values import AGENT_KEY, ANN, ZENDESK_SECRET, ZENDESK_TOKEN
 
 LINK_SECRET = "test-secret-key"  # make_config's secret_key
 ANN_EMAIL = "ann.example@example.com"
@@ -33,7 +25,7 @@ ITEM_FIELDS = {"source", "external_id", "kind", "channel", "status", "subject", 
 
 
 @pytest.fixture
-def ann(client, worker):
+def ann(client, worker, hooks, fake_zendesk):
     """Receive Ann's mail and Facebook tickets, a comment, the mail one solved, a call ticket."""
     for name in (
         "ticket_created__mail.json",
@@ -42,7 +34,7 @@ def ann(client, worker):
         "ticket_status_changed.json",
         "trigger_ticket_created.json",
     ):
-        assert post_zendesk(client, fixture_bytes(name)).status_code == 200
+        assert hooks.zendesk(fixture_bytes(name)).status_code == 200
     worker.drain()
 
 
@@ -87,7 +79,7 @@ def test_readyz_reports_store_and_migrations_without_secrets(client, core):
     assert [s for s in secrets_of(core) if s in text] == []
 
 
-def test_readyz_with_pending_migrations_is_503(tmp_path):
+def test_readyz_with_pending_migrations_is_503(tmp_path, make_config):
     """A store that was never migrated is not ready: 503 naming the pending migrations."""
     core = build_installation(make_config(f"sqlite:///{tmp_path / 'fresh.db'}"))
     try:
@@ -100,7 +92,7 @@ def test_readyz_with_pending_migrations_is_503(tmp_path):
         core.dispose()
 
 
-def test_readyz_with_an_unreachable_store_is_503_without_the_password():
+def test_readyz_with_an_unreachable_store_is_503_without_the_password(make_config):
     """An unreachable store gives 503 JSON that does not reveal the database URL or password."""
     url = "postgresql+psycopg://carryover:pw-s3cret@127.0.0.1:1/carryover?connect_timeout=2"
     core = build_installation(make_config(url))
@@ -150,7 +142,7 @@ def test_context_accepts_the_bearer_scheme_in_any_case(client, ann):
     assert context(client, headers=headers, email=ANN_EMAIL).status_code == 200
 
 
-def test_no_configured_keys_lets_no_bearer_in(database_url, fake_zendesk):
+def test_no_configured_keys_lets_no_bearer_in(database_url, fake_zendesk, make_config):
     """With agent_api_keys empty and no secret_key, every read is 401."""
     config = make_config(database_url, fake_zendesk.url, agent_api_keys=[], secret_key=None)
     core = build_installation(config)
@@ -266,22 +258,21 @@ def test_solved_ticket_leaves_open_items(client, ann):
     assert solved["status"] == "solved"
 
 
-def test_solving_the_last_tickets_empties_open_items(client, worker, ann):
+def test_solving_the_last_tickets_empties_open_items(client, worker, ann, hooks):
     """Once every ticket is solved, open_items is empty."""
-    post_zendesk(client, fixture_bytes("trigger_ticket_updated.json"))
-    post_zendesk(
-        client,
+    hooks.zendesk(fixture_bytes("trigger_ticket_updated.json"))
+    hooks.zendesk(
         zendesk_event("ticket_status_changed.json", id="5149", event_id="solve-5149"),
     )
     worker.drain()
     assert context(client, email=ANN_EMAIL).get_json()["open_items"] == []
 
 
-def test_repeat_contacts_count_the_last_seven_days(client, worker):
+def test_repeat_contacts_count_the_last_seven_days(client, worker, hooks, fake_zendesk):
     """Two tickets created today count as two contacts in the last 7 days."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    post_zendesk(client, zendesk_event("ticket_created__mail.json", created_at=now))
-    post_zendesk(client, zendesk_event("ticket_created__facebook_message.json", created_at=now))
+    hooks.zendesk(zendesk_event("ticket_created__mail.json", created_at=now))
+    hooks.zendesk(zendesk_event("ticket_created__facebook_message.json", created_at=now))
     worker.drain()
     body = context(client, email=ANN_EMAIL).get_json()
     assert body["repeat_contacts_7d"] == 2

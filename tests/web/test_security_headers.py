@@ -12,7 +12,8 @@ from middleware.installation import build_installation
 from middleware.reads.context_api import ANY_PHONE, signed_path
 from middleware.web.app import create_app
 from middleware.web.security_headers import PAGE_POLICY
-from tests.conftest import AGENT_KEY, fixture_bytes, make_config, post_zendesk
+from tests.payloads import fixture_bytes
+from tests.values import AGENT_KEY
 from webui.charts import line_chart, stacked_bars
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def expected(policy: str, frame_options: str | None) -> dict[str, str | None]:
 
 
 @pytest.fixture
-def framed_client(database_url, fake_zendesk):
+def framed_client(database_url, fake_zendesk, make_config):
     """Return a test client of an installation whose pop Flex and Salesforce may frame."""
     config = make_config(database_url, fake_zendesk.url, phone=True,
                          pop={"frame_ancestors": [*EMBEDDERS, "self"]})  # fmt: skip
@@ -92,10 +93,10 @@ def test_the_pop_frame_ancestors_follow_the_configuration(framed_client):
     assert headers_of(framed_client.get("/admin/login")) == expected(NOT_FRAMED_PAGE, "DENY")
 
 
-def test_webhook_replies_and_the_json_api_carry_the_policy_for_data(client):
+def test_webhook_replies_and_the_json_api_carry_the_policy_for_data(client, hooks):
     """A webhook's reply, the context API, health and a JSON error load nothing, framed by none."""
     replies = {
-        "webhook": post_zendesk(client, fixture_bytes("ticket_created__mail.json")),
+        "webhook": hooks.zendesk(fixture_bytes("ticket_created__mail.json")),
         "context": client.get(f"/api/v1/context?phone={quote(ANN_PHONE)}", headers=BEARER),
         "healthz": client.get("/healthz"),
         "refused": client.get(f"/api/v1/context?phone={quote(ANN_PHONE)}"),

@@ -23,7 +23,8 @@ import yaml
 
 from middleware.config import SERVER, validate_section
 from middleware.web.serving import CLEANUP_INTERVAL_S
-from tests.conftest import ZENDESK_SECRET, fixture_bytes, zendesk_headers
+from tests.payloads import fixture_bytes, zendesk_headers
+from tests.values import ZENDESK_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

@@ -25,14 +25,15 @@ from middleware.cli import main
 from middleware.installation import build_installation
 from middleware.store.tables import admin_sessions, admins
 from middleware.web.app import create_app
-from tests.conftest import ADMIN_PASSWORD, admin_log_in, csrf_of, make_config
+from tests.actions import AdminActions
+from tests.values import ADMIN_PASSWORD
 
 PASSWORD = ADMIN_PASSWORD
 
 
 def log_in(client, username: str = "ada", password: str = PASSWORD, **extra: str):
     """Log in through the form, as a browser does."""
-    return admin_log_in(client, username, password, **extra)
+    return AdminActions(client).log_in(username, password, **extra)
 
 
 @pytest.fixture
@@ -50,7 +51,8 @@ def config_file(tmp_path, database_url) -> str:
 
 
 def test_admin_create_stores_a_scrypt_hash_never_the_password(monkeypatch, database_url,
-                                                              config_file):  # fmt: skip
+                                                              config_file,
+                                                              make_config):  # fmt: skip
     """`carryover admin create` makes an admin whose password is kept only as a scrypt hash."""
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     assert main(["admin", "create", "--config", config_file, "--username", "ada",
@@ -219,7 +221,7 @@ def test_a_nul_in_a_query_or_form_value_gets_400_not_a_store_error(client, ada):
         assert b"NUL character" in response.data
 
 
-def test_state_changing_requests_without_the_csrf_token_are_refused(client, ada):
+def test_state_changing_requests_without_the_csrf_token_are_refused(client, ada, admin):
     """A POST without the session's token (a forged form) gets 400 and changes nothing."""
     missing = client.post("/admin/login", data={"username": "ada", "password": PASSWORD})
     assert missing.status_code == 400
@@ -230,15 +232,15 @@ def test_state_changing_requests_without_the_csrf_token_are_refused(client, ada)
     forged = client.post("/admin/logout", data={"csrf_token": "guessed"})
     assert forged.status_code == 400
     assert client.get("/admin/").status_code == 200  # still logged in
-    token = csrf_of(client.get("/admin/").data)
+    token = admin.csrf(client.get("/admin/").data)
     assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
     assert client.get("/admin/").status_code == 302
 
 
-def test_the_csrf_token_is_accepted_from_a_header_for_scripts(client, ada):
+def test_the_csrf_token_is_accepted_from_a_header_for_scripts(client, ada, admin):
     """X-CSRF-Token carries the token for requests made by the pages' own scripts."""
     log_in(client)
-    token = csrf_of(client.get("/admin/").data)
+    token = admin.csrf(client.get("/admin/").data)
     assert client.post("/admin/logout", headers={"X-CSRF-Token": token}).status_code == 302
 
 
@@ -294,14 +296,14 @@ def test_requests_leave_the_cookie_alone_and_touch_the_session_once_a_minute(cli
     assert seen_at(core) >= opened
 
 
-def test_a_cookie_copied_before_logout_opens_nothing_after_it(client, ada, app):
+def test_a_cookie_copied_before_logout_opens_nothing_after_it(client, ada, app, admin):
     """Logging out ends the session in the store: a copy of the cookie gets the login page."""
     log_in(client)
     copied = client.get_cookie("carryover_admin").value
     thief = app.test_client()
     thief.set_cookie("carryover_admin", copied)
     assert thief.get("/admin/").status_code == 200
-    token = csrf_of(client.get("/admin/").data)
+    token = admin.csrf(client.get("/admin/").data)
     assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
     response = thief.get("/admin/")
     assert response.status_code == 302
@@ -406,7 +408,7 @@ def password_checks(monkeypatch) -> list[str]:
 def post_logins_in_parallel(app, usernames: list[str]) -> Counter:
     """Post one wrong password for each name, all at once, each from a client of its own."""
     clients = [app.test_client() for _ in usernames]
-    tokens = [csrf_of(c.get("/admin/login").data) for c in clients]
+    tokens = [AdminActions.csrf(c.get("/admin/login").data) for c in clients]
     start = threading.Barrier(len(clients))
 
     def attempt(i: int) -> int:
@@ -436,33 +438,33 @@ def test_parallel_logins_from_one_address_are_checked_only_up_to_its_limit(
     assert len(password_checks) == 20
 
 
-def test_a_successful_login_clears_earlier_failures(client, ada):
+def test_a_successful_login_clears_earlier_failures(client, ada, admin):
     """Failures before a successful login do not count towards the next lockout."""
     for _ in range(4):
         log_in(client, password="guess")
     log_in(client)
-    token = csrf_of(client.get("/admin/").data)
+    token = admin.csrf(client.get("/admin/").data)
     client.post("/admin/logout", data={"csrf_token": token})
     for _ in range(4):
         assert log_in(client, password="guess").status_code == 401
     assert log_in(client).status_code == 302
 
 
-def test_after_login_only_admin_paths_are_followed(client, ada):
+def test_after_login_only_admin_paths_are_followed(client, ada, admin):
     """next= may name an admin page, never another site (no open redirect)."""
     assert log_in(client, next="/admin/?x=1").headers["Location"] == "/admin/?x=1"
     for target in ("https://evil.example/", "//evil.example/admin", "/pop?phone=1", "/admin\\x"):
-        client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").data)})
+        client.post("/admin/logout", data={"csrf_token": admin.csrf(client.get("/admin/").data)})
         assert log_in(client, next=target).headers["Location"] == "/admin/"
 
 
-def test_a_next_target_with_a_line_break_or_non_ascii_leads_to_the_overview(client, ada):
+def test_a_next_target_with_a_line_break_or_non_ascii_leads_to_the_overview(client, ada, admin):
     """next= holding a line break (no Location header can) or non-ASCII text is not followed."""
     for target in ("/admin/\nx", "/admin/\r\nSet-Cookie: a=b", "/admin/💥", "/admin/\tx"):
         response = log_in(client, next=target)
         assert response.status_code == 302, repr(target)
         assert response.headers["Location"] == "/admin/"
-        client.post("/admin/logout", data={"csrf_token": csrf_of(client.get("/admin/").data)})
+        client.post("/admin/logout", data={"csrf_token": admin.csrf(client.get("/admin/").data)})
 
 
 def test_the_session_cookie_is_http_only_same_site_and_new_at_login(client, ada):
@@ -475,7 +477,9 @@ def test_the_session_cookie_is_http_only_same_site_and_new_at_login(client, ada)
     assert client.get_cookie("carryover_admin").value != before
 
 
-def test_the_cookie_is_secure_when_carryover_is_served_over_https(database_url, fake_zendesk):
+def test_the_cookie_is_secure_when_carryover_is_served_over_https(
+    database_url, fake_zendesk, make_config
+):
     """With an https public_url the admin cookie carries Secure."""
     built = build_installation(
         make_config(database_url, public_url="https://carryover.example.com")

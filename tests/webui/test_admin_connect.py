@@ -18,23 +18,13 @@ from middleware.process.worker import Worker
 from middleware.store.sealed import SealError, SecretBox, installation_key, key_file
 from middleware.store.tables import document_versions, reading
 from middleware.web.app import create_app
-from tests.conftest import (
-    ADMIN_PASSWORD,
-    ZENDESK_EMAIL,
-    ZENDESK_SECRET,
-    ZENDESK_TOKEN,
-    admin_log_in,
-    csrf_of,
-    cti_body,
-    cti_headers,
-    fixture_bytes,
-    make_config,
-    post_zendesk,
-)
+from tests.actions import AdminActions, ConfigFactory
+from tests.payloads import cti_body, cti_headers, fixture_bytes
+from tests.values import ADMIN_PASSWORD, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN
 
 
 @pytest.fixture
-def bare(database_url: str, fake_zendesk) -> Iterator[Installation]:
+def bare(database_url: str, fake_zendesk, make_config: ConfigFactory) -> Iterator[Installation]:
     """An installation whose configuration file connects no integration."""
     built = build_installation(make_config(database_url))
     yield built
@@ -42,17 +32,17 @@ def bare(database_url: str, fake_zendesk) -> Iterator[Installation]:
 
 
 @pytest.fixture
-def browser(bare: Installation) -> FlaskClient:
+def browser(bare: Installation, admin_for: type[AdminActions]) -> FlaskClient:
     """A logged-in admin's client of the bare installation."""
     client = create_app(core=bare).test_client()
     create_admin(bare.engine, "ada", ADMIN_PASSWORD)
-    assert admin_log_in(client).status_code == 302
+    assert admin_for(client).log_in().status_code == 302
     return client
 
 
 def submit(client: FlaskClient, path: str, **form: str):
     """Post a form of an integration's page (/admin/integrations/KEY…) with its CSRF token."""
-    token = csrf_of(client.get("/".join(path.split("/")[:4])).data)
+    token = AdminActions.csrf(client.get("/".join(path.split("/")[:4])).data)
     return client.post(path, data={"csrf_token": token, **form})
 
 
@@ -72,16 +62,16 @@ def stored_documents(core: Installation) -> str:
 
 
 def test_zendesk_connected_in_the_browser_takes_webhooks_and_writes_notes(
-    bare, browser, fake_zendesk
+    bare, browser, fake_zendesk, hooks_for
 ):
     """Once saved, signed webhooks are accepted and processed, with no restart."""
     body = fixture_bytes("ticket_created__mail.json")
-    assert post_zendesk(browser, body).status_code == 404  # not connected yet
+    assert hooks_for(browser).zendesk(body).status_code == 404  # not connected yet
     response = submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))
     assert response.status_code == 302
     page = browser.get("/admin/integrations/zendesk").data.decode()
     assert "Saved: Zendesk is connected" in page and "by ada at" in page
-    assert post_zendesk(browser, body).status_code == 200
+    assert hooks_for(browser).zendesk(body).status_code == 200
     assert Worker(bare, name="t").drain() >= 1
     assert bare.inbox.listing()[0].status == "done"
 
@@ -140,7 +130,7 @@ def test_a_bad_combination_is_refused_by_the_plugin_itself(bare, browser):
     assert "configure a login" in response.data.decode()
 
 
-def test_other_processes_pick_the_change_up(bare, browser, fake_zendesk, database_url):
+def test_other_processes_pick_the_change_up(bare, browser, fake_zendesk, database_url, make_config):
     """A second installation on the same store (a worker process) follows the save."""
     other = build_installation(make_config(database_url))
     try:
@@ -152,12 +142,14 @@ def test_other_processes_pick_the_change_up(bare, browser, fake_zendesk, databas
         other.dispose()
 
 
-def test_disconnect_turns_the_webhooks_off_and_forgets_the_secrets(bare, browser, fake_zendesk):
+def test_disconnect_turns_the_webhooks_off_and_forgets_the_secrets(
+    bare, browser, fake_zendesk, hooks_for
+):
     """After a disconnect the endpoint answers 404 and no sealed secret is left."""
     submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))
     assert submit(browser, "/admin/integrations/zendesk/disconnect").status_code == 302
     body = fixture_bytes("ticket_created__mail.json")
-    assert post_zendesk(browser, body).status_code == 404
+    assert hooks_for(browser).zendesk(body).status_code == 404
     assert stored_documents(bare) == '{"off": true}'
     assert "not connected" in browser.get("/admin/integrations/zendesk").data.decode()
 
@@ -174,7 +166,7 @@ def test_an_integration_of_the_configuration_file_is_read_only(admin_client):
 
 
 def test_secrets_sealed_under_another_key_keep_the_integration_off_and_say_why(
-    bare, browser, fake_zendesk, database_url
+    bare, browser, fake_zendesk, database_url, make_config
 ):
     """A changed secret_key makes saved secrets unreadable: the page asks for them again."""
     submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))

@@ -12,14 +12,9 @@ from middleware.store.tables import (
     interactions,
     writes,
 )
-from tests.conftest import (
-    AGENT_KEY,
-    csrf_of,
-    fixture_bytes,
-    post_twilio,
-    post_zendesk,
-    twilio_fields,
-)
+from tests.actions import AdminActions, Hooks
+from tests.payloads import fixture_bytes, twilio_fields
+from tests.values import AGENT_KEY
 
 ANN_PHONE = "+14155550142"
 AUTH = {"Authorization": f"Bearer {AGENT_KEY}"}
@@ -27,8 +22,8 @@ AUTH = {"Authorization": f"Bearer {AGENT_KEY}"}
 
 def ann_with_two_tickets(client, worker) -> int:
     """Let Ann write twice (the second ticket gets a note); return her customer id."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    Hooks(client).zendesk(fixture_bytes("ticket_created__mail.json"))
+    Hooks(client).zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     return context(client, email="ann.example@example.com")["customer"]["id"]
 
@@ -39,7 +34,7 @@ def context(client, **query) -> dict:
 
 def post_form(client, path: str, page: str, **form) -> object:
     """POST a form of the admin UI with the CSRF token of the page it is on."""
-    token = csrf_of(client.get(page).data)
+    token = AdminActions.csrf(client.get(page).data)
     return client.post(path, data={"csrf_token": token, **form})
 
 
@@ -49,7 +44,7 @@ def count(core, table, *where) -> int:
         return int(conn.execute(query.where(*where) if where else query).scalar() or 0)
 
 
-def test_customers_are_found_by_email_phone_and_name(admin_client, worker):
+def test_customers_are_found_by_email_phone_and_name(admin_client, worker, fake_zendesk):
     """Search takes an email in any case, a phone in any format, or part of a name."""
     ann = ann_with_two_tickets(admin_client, worker)
     for q in ("ANN.Example@example.com", "(415) 555-0142", "ann exa", "8447388090501"):
@@ -59,7 +54,7 @@ def test_customers_are_found_by_email_phone_and_name(admin_client, worker):
     assert "No customer matches." in none
 
 
-def test_a_search_longer_than_anything_stored_finds_nothing(admin_client, worker):
+def test_a_search_longer_than_anything_stored_finds_nothing(admin_client, worker, fake_zendesk):
     """A search text of 70,000 characters is answered "no match", not a 500 (SQLite LIKE)."""
     ann_with_two_tickets(admin_client, worker)
     page = admin_client.get("/admin/customers/", query_string={"q": "x" * 70_000})
@@ -67,7 +62,9 @@ def test_a_search_longer_than_anything_stored_finds_nothing(admin_client, worker
     assert "No customer matches." in page.data.decode()
 
 
-def test_the_profile_shows_each_identity_with_the_record_that_linked_it(admin_client, worker):
+def test_the_profile_shows_each_identity_with_the_record_that_linked_it(
+    admin_client, worker, fake_zendesk
+):
     """Identities are listed with what linked them; the timeline shows both tickets."""
     ann = ann_with_two_tickets(admin_client, worker)
     page = admin_client.get(f"/admin/customers/{ann}").data.decode()
@@ -76,7 +73,7 @@ def test_the_profile_shows_each_identity_with_the_record_that_linked_it(admin_cl
 
 
 def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
-    admin_client, worker, core
+    admin_client, worker, core, hooks, fake_zendesk
 ):
     """A split phone belongs to a new customer, and Ann's next ticket does not join them again."""
     ann = ann_with_two_tickets(admin_client, worker)
@@ -91,7 +88,7 @@ def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
     assert [i["value"] for i in caller["identities"]] == [ANN_PHONE]
 
     # Ann's next ticket carries the phone again: the two stay apart (the line is now shared).
-    post_zendesk(admin_client, fixture_bytes("ticket_created.json").replace(
+    hooks.zendesk(fixture_bytes("ticket_created.json").replace(
         b'"requester_id":"8447388090494"', b'"requester_id":"8447388090501"'))  # fmt: skip
     worker.drain()
     assert context(admin_client, email="ann.example@example.com")["customer"]["id"] == ann
@@ -101,9 +98,9 @@ def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
     assert "kept apart from" in admin_client.get(f"/admin/customers/{ann}").data.decode()
 
 
-def test_the_only_identity_cannot_be_split_off(admin_client, core):
+def test_the_only_identity_cannot_be_split_off(admin_client, core, hooks):
     """A customer with one identity has nothing to split: 409 with the reason."""
-    post_twilio(admin_client, twilio_fields("call_started__ringing.form"))
+    hooks.twilio(twilio_fields("call_started__ringing.form"))
     from middleware.process.worker import Worker
 
     Worker(core, name="w").drain()
@@ -116,10 +113,10 @@ def test_the_only_identity_cannot_be_split_off(admin_client, core):
     assert b"only identity" in response.data
 
 
-def test_merging_folds_one_customer_into_another(admin_client, worker, core):
+def test_merging_folds_one_customer_into_another(admin_client, worker, core, hooks, fake_zendesk):
     """A caller from an unknown number, merged into Ann, brings the call into her timeline."""
     ann = ann_with_two_tickets(admin_client, worker)
-    post_twilio(admin_client, twilio_fields("call_started__ringing.form", From="+14155550199"))
+    hooks.twilio(twilio_fields("call_started__ringing.form", From="+14155550199"))
     worker.drain()
     caller = context(admin_client, phone="+14155550199")["customer"]["id"]
     response = post_form(admin_client, f"/admin/customers/{ann}/merge",
@@ -135,7 +132,9 @@ def test_merging_folds_one_customer_into_another(admin_client, worker, core):
     assert again.status_code == 409
 
 
-def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(admin_client, worker):
+def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(
+    admin_client, worker, fake_zendesk
+):
     """A typed number in another script (²) or past 64 bits is refused, not a 500."""
     ann = ann_with_two_tickets(admin_client, worker)
     for other in ("²", "٣", str(2**63), "9" * 5000, "0", "-1", ""):
@@ -145,12 +144,12 @@ def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(admin_client, 
         assert b"Give the number of the customer" in response.data
 
 
-def test_preferred_channels_are_what_the_customer_said(admin_client, worker):
+def test_preferred_channels_are_what_the_customer_said(admin_client, worker, admin, fake_zendesk):
     """Ticked channels replace the most-used ones in the context; unknown channels are refused."""
     ann = ann_with_two_tickets(admin_client, worker)
     page = f"/admin/customers/{ann}"
     path = f"/admin/customers/{ann}/preferred-channels"
-    token = csrf_of(admin_client.get(page).data)
+    token = admin.csrf(admin_client.get(page).data)
     response = admin_client.post(path, data={"csrf_token": token, "channel": ["whatsapp", "sms"]})
     assert response.status_code == 302
     assert context(admin_client, email="ann.example@example.com")["customer"][
@@ -159,11 +158,11 @@ def test_preferred_channels_are_what_the_customer_said(admin_client, worker):
 
 
 def test_erasing_a_customer_deletes_every_row_about_them_and_nothing_else(
-    admin_client, worker, core
+    admin_client, worker, core, hooks, fake_zendesk
 ):
     """Identities, timeline, notes and the raw webhooks go; another customer's rows stay."""
     ann = ann_with_two_tickets(admin_client, worker)
-    post_twilio(admin_client, twilio_fields("call_started__ringing.form", From="+14155550199"))
+    hooks.twilio(twilio_fields("call_started__ringing.form", From="+14155550199"))
     worker.drain()
     other = context(admin_client, phone="+14155550199")["customer"]["id"]
     assert count(core, writes) == 1 and count(core, deliveries) == 3
@@ -188,7 +187,7 @@ def test_erasing_a_customer_deletes_every_row_about_them_and_nothing_else(
     assert admin_client.get(f"/admin/customers/{ann}").status_code == 404
 
 
-def test_customer_changes_need_the_csrf_token(admin_client, worker, core):
+def test_customer_changes_need_the_csrf_token(admin_client, worker, core, fake_zendesk):
     """A forged erase (no token) is refused and erases nothing."""
     ann = ann_with_two_tickets(admin_client, worker)
     response = admin_client.post(f"/admin/customers/{ann}/erase", data={"confirm": str(ann)})

@@ -7,15 +7,7 @@ import json
 from sqlalchemy import select
 
 from middleware.store.tables import deliveries, writes
-from tests.conftest import (
-    csrf_of,
-    cti_body,
-    fixture_bytes,
-    post_cti,
-    post_salesforce,
-    post_zendesk,
-    salesforce_fixture,
-)
+from tests.payloads import cti_body, fixture_bytes, salesforce_fixture
 
 
 def mail_ticket_with_bad_date() -> bytes:
@@ -32,10 +24,10 @@ def status_of(core, table, row_id: int) -> tuple[str, int]:
     return row.status, row.attempts
 
 
-def test_the_list_shows_webhooks_and_filters_by_status(admin_client, worker):
+def test_the_list_shows_webhooks_and_filters_by_status(admin_client, worker, hooks):
     """Webhooks are listed newest first; the status filter narrows the list."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(admin_client, mail_ticket_with_bad_date())
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(mail_ticket_with_bad_date())
     worker.drain()
     page = admin_client.get("/admin/deliveries/").data.decode()
     assert "in:1" in page and "in:2" in page
@@ -46,9 +38,11 @@ def test_the_list_shows_webhooks_and_filters_by_status(admin_client, worker):
     assert "1 dead webhook" in dead
 
 
-def test_a_webhook_shows_its_payload_as_stored_and_its_trail(admin_client, worker):
+def test_a_webhook_shows_its_payload_as_stored_and_its_trail(
+    admin_client, worker, hooks, fake_zendesk
+):
     """The detail shows the indented payload with card numbers already redacted, and the trail."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     page = admin_client.get("/admin/deliveries/in/1").data.decode()
     assert "[card ending 1111]" in page and "4111" not in page.replace("[card ending 1111]", "")
@@ -57,9 +51,11 @@ def test_a_webhook_shows_its_payload_as_stored_and_its_trail(admin_client, worke
     assert "x-zendesk-webhook-signature" in page
 
 
-def test_a_json_body_with_a_lone_surrogate_escape_is_shown_as_that_escape(admin_client, worker):
+def test_a_json_body_with_a_lone_surrogate_escape_is_shown_as_that_escape(
+    admin_client, worker, hooks
+):
     """A stored body holding \\ud800 (valid JSON, no character) is shown, not a 500."""
-    assert post_cti(admin_client, cti_body("newCall.json", user="Emma \ud800")).status_code == 200
+    assert hooks.cti(cti_body("newCall.json", user="Emma \ud800")).status_code == 200
     worker.drain()
     page = admin_client.get("/admin/deliveries/in/1")
     assert page.status_code == 200
@@ -67,13 +63,13 @@ def test_a_json_body_with_a_lone_surrogate_escape_is_shown_as_that_escape(admin_
 
 
 def test_a_salesforce_message_is_shown_as_indented_xml_without_its_session(
-    database_url, fake_zendesk
+    database_url, fake_zendesk, make_config, admin_for, hooks_for
 ):
     """SOAP bodies are shown indented, and the session id Salesforce sent is not there."""
     from middleware.admin.accounts import create_admin
     from middleware.installation import build_installation
     from middleware.web.app import create_app
-    from tests.conftest import ADMIN_PASSWORD, admin_log_in, make_config
+    from tests.values import ADMIN_PASSWORD
 
     # The source network proves the message; its session is not checked (no API here).
     config = make_config(database_url, fake_zendesk.url, salesforce={"verify_session_id": False})
@@ -81,8 +77,8 @@ def test_a_salesforce_message_is_shown_as_indented_xml_without_its_session(
     try:
         client = create_app(core=built).test_client()
         create_admin(built.engine, "ada", ADMIN_PASSWORD)
-        admin_log_in(client)
-        post_salesforce(client, salesforce_fixture("case_created__web_to_case.xml"))
+        admin_for(client).log_in()
+        hooks_for(client).salesforce(salesforce_fixture("case_created__web_to_case.xml"))
         page = client.get("/admin/deliveries/in/1").data.decode()
         assert "FakeSessionForFixtureOnly" not in page
         assert "\n          &lt;sf:Subject&gt;Charged twice for January&lt;/sf:Subject&gt;" in page
@@ -90,38 +86,39 @@ def test_a_salesforce_message_is_shown_as_indented_xml_without_its_session(
         built.dispose()
 
 
-def test_replaying_one_dead_webhook_queues_it_again(admin_client, worker, core):
+def test_replaying_one_dead_webhook_queues_it_again(admin_client, worker, core, hooks, admin):
     """Replay puts a dead webhook back in the queue with its attempts reset."""
-    post_zendesk(admin_client, mail_ticket_with_bad_date())
+    hooks.zendesk(mail_ticket_with_bad_date())
     worker.drain()
     assert status_of(core, deliveries, 1)[0] == "dead"
-    token = csrf_of(admin_client.get("/admin/deliveries/in/1").data)
+    token = admin.csrf(admin_client.get("/admin/deliveries/in/1").data)
     response = admin_client.post("/admin/deliveries/in/1/replay", data={"csrf_token": token})
     assert response.status_code == 302
     assert status_of(core, deliveries, 1) == ("pending", 0)
     assert "queued again" in admin_client.get(response.headers["Location"]).data.decode()
 
 
-def test_replay_without_the_csrf_token_changes_nothing(admin_client, worker, core):
+def test_replay_without_the_csrf_token_changes_nothing(admin_client, worker, core, hooks):
     """A forged replay request is refused and the row stays as it was."""
-    post_zendesk(admin_client, mail_ticket_with_bad_date())
+    hooks.zendesk(mail_ticket_with_bad_date())
     worker.drain()
     assert admin_client.post("/admin/deliveries/in/1/replay").status_code == 400
     assert status_of(core, deliveries, 1)[0] == "dead"
 
 
 def test_replay_every_dead_letter_queues_webhooks_and_notes(admin_client, worker, core,
-                                                            fake_zendesk):  # fmt: skip
+                                                            fake_zendesk, hooks,
+                                                            admin):  # fmt: skip
     """One button queues every dead webhook and note again, and says how many."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()  # the requester is looked up and cached: the next call is the note
-    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
-    post_zendesk(admin_client, mail_ticket_with_bad_date())
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(mail_ticket_with_bad_date())
     fake_zendesk.fail_next(422, body={"error": "RecordInvalid"})
     worker.drain()
     with core.engine.connect() as conn:
         assert conn.execute(select(writes.c.status)).scalar() == "dead"
-    token = csrf_of(admin_client.get("/admin/deliveries/?status=dead").data)
+    token = admin.csrf(admin_client.get("/admin/deliveries/?status=dead").data)
     response = admin_client.post("/admin/deliveries/replay-dead", data={"csrf_token": token},
                                  follow_redirects=True)  # fmt: skip
     assert "2 dead letters queued again." in response.data.decode()
@@ -129,11 +126,11 @@ def test_replay_every_dead_letter_queues_webhooks_and_notes(admin_client, worker
     assert len(fake_zendesk.notes(5149)) == 1  # the note went through on replay
 
 
-def test_a_note_shows_its_body_target_and_error(admin_client, worker, fake_zendesk):
+def test_a_note_shows_its_body_target_and_error(admin_client, worker, fake_zendesk, hooks):
     """An outbound note's page shows where it goes, its marker, body and last error."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()  # the requester is looked up and cached: the next call is the note
-    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     fake_zendesk.fail_next(422, body={"error": "RecordInvalid"})
     worker.drain()
     listing = admin_client.get("/admin/deliveries/?direction=out").data.decode()

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from tests.conftest import (
-    TWILIO_TOKEN,
-    ZENDESK_SECRET,
-    ZENDESK_TOKEN,
-    csrf_of,
-    fixture_bytes,
-    post_zendesk,
-)
+from tests.payloads import fixture_bytes
+from tests.values import TWILIO_TOKEN, ZENDESK_SECRET, ZENDESK_TOKEN
 from webui.integrations import masked
 
 
-def test_every_installed_integration_is_listed_with_its_state(admin_client):
+def test_every_installed_integration_is_listed_with_its_state(admin_client, hooks):
     """Configured ones say so, with their last webhook; the others say they are off."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     page = admin_client.get("/admin/integrations/").data.decode()
     for title in ("Zendesk", "Salesforce Service Cloud", "Twilio"):
         assert title in page
@@ -42,9 +36,11 @@ def test_masking_shows_nothing_of_short_secrets():
     assert masked("a-much-longer-secret-value") == "set (26 characters, ending …alue)"
 
 
-def test_the_connection_test_calls_the_real_api_and_says_who_answered(admin_client):
+def test_the_connection_test_calls_the_real_api_and_says_who_answered(
+    admin_client, admin, fake_zendesk
+):
     """Zendesk's test names the agent the token belongs to."""
-    token = csrf_of(admin_client.get("/admin/integrations/zendesk").data)
+    token = admin.csrf(admin_client.get("/admin/integrations/zendesk").data)
     response = admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token},
                                  follow_redirects=True)  # fmt: skip
     assert "Zendesk answered as Carryover Bot &lt;bot@example.com&gt;, role agent" in (
@@ -52,19 +48,19 @@ def test_the_connection_test_calls_the_real_api_and_says_who_answered(admin_clie
     )
 
 
-def test_a_failing_connection_test_says_why(admin_client, fake_zendesk):
+def test_a_failing_connection_test_says_why(admin_client, fake_zendesk, admin):
     """A refused token is reported with Zendesk's answer."""
     fake_zendesk.fail_next(401, body={"error": "Couldn't authenticate you"})
-    token = csrf_of(admin_client.get("/admin/integrations/zendesk").data)
+    token = admin.csrf(admin_client.get("/admin/integrations/zendesk").data)
     response = admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token},
                                  follow_redirects=True)  # fmt: skip
     page = response.data.decode()
     assert "Connection test failed: Zendesk answered 401" in page
 
 
-def test_an_integration_without_an_api_says_there_is_nothing_to_test(admin_client):
+def test_an_integration_without_an_api_says_there_is_nothing_to_test(admin_client, admin):
     """Twilio only sends webhooks to Carryover."""
-    token = csrf_of(admin_client.get("/admin/integrations/twilio").data)
+    token = admin.csrf(admin_client.get("/admin/integrations/twilio").data)
     response = admin_client.post("/admin/integrations/twilio/test", data={"csrf_token": token},
                                  follow_redirects=True)  # fmt: skip
     assert "only sends webhooks" in response.data.decode()

@@ -6,7 +6,8 @@ from sqlalchemy import select
 
 from middleware.process.mapping_source import MappingVersions
 from middleware.store.tables import interactions
-from tests.conftest import csrf_of, fixture_bytes, post_zendesk
+from tests.actions import AdminActions
+from tests.payloads import fixture_bytes
 
 EDITOR = "/admin/mappings/zendesk"
 
@@ -27,7 +28,7 @@ def with_mail_as(document: str, channel: str) -> str:
 
 
 def post(client, path: str, **form) -> object:
-    token = csrf_of(client.get(EDITOR).data)
+    token = AdminActions.csrf(client.get(EDITOR).data)
     return client.post(path, data={"csrf_token": token, **form})
 
 
@@ -72,19 +73,23 @@ def test_an_invalid_document_previews_and_saves_with_an_inline_error_naming_the_
     assert broken.status_code == 400 and "not valid YAML" in broken.data.decode()
 
 
-def test_a_saved_mapping_is_used_for_the_next_webhook(admin_client, worker, core):
+def test_a_saved_mapping_is_used_for_the_next_webhook(
+    admin_client, worker, core, hooks, fake_zendesk
+):
     """After saving, a mail ticket arriving maps to the channel the admin chose."""
     document = with_mail_as(shipped_document(admin_client), "chat")
     response = post(admin_client, EDITOR, document=document, note="mail is our chat bridge")
     assert response.status_code == 302
     page = admin_client.get(EDITOR).data.decode()
     assert "version 1" in page and "mail is our chat bridge" in page and "(in use)" in page
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     assert channel_of_ticket(core, "5141") == "chat"
 
 
-def test_rolling_back_puts_an_earlier_version_in_use_as_a_new_one(admin_client, worker, core):
+def test_rolling_back_puts_an_earlier_version_in_use_as_a_new_one(
+    admin_client, worker, core, hooks, fake_zendesk
+):
     """Versions are kept: rolling back to version 1 makes it version 3, and it is used."""
     shipped = shipped_document(admin_client)
     post(admin_client, EDITOR, document=with_mail_as(shipped, "chat"))
@@ -94,7 +99,7 @@ def test_rolling_back_puts_an_earlier_version_in_use_as_a_new_one(admin_client, 
     history = core.mappings.history("zendesk")
     assert [v.id for v in history] == [3, 2, 1]
     assert history[0].note == "rollback to version 1"
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     assert channel_of_ticket(core, "5141") == "chat"
     assert post(admin_client, f"{EDITOR}/versions/99/rollback").status_code == 409
@@ -109,9 +114,9 @@ def test_another_process_notices_a_saved_version(admin_client, core):
     assert other["zendesk"].tables["channels"]["mail"] == "chat"
 
 
-def test_the_preview_includes_the_last_real_deliveries(admin_client):
+def test_the_preview_includes_the_last_real_deliveries(admin_client, hooks):
     """Stored deliveries are previewed beside the fixtures."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     page = admin_client.get(EDITOR).data.decode()
     assert "delivery in:1" in page
 

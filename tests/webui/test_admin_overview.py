@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from middleware.admin.figures import overview_figures
 from middleware.store.tables import reading
-from tests.conftest import post_zendesk, zendesk_event
+from tests.actions import Hooks
+from tests.payloads import zendesk_event
 
 
 def now_iso() -> str:
@@ -15,14 +16,16 @@ def now_iso() -> str:
 
 def ann_writes_on_two_channels(client, worker) -> None:
     """Ann emails, then writes on Facebook the same day: two tickets, the second noted."""
-    post_zendesk(client, zendesk_event("ticket_created__mail.json", created_at=now_iso()))
+    Hooks(client).zendesk(zendesk_event("ticket_created__mail.json", created_at=now_iso()))
     worker.drain()
-    post_zendesk(client, zendesk_event("ticket_created__facebook_message.json",
+    Hooks(client).zendesk(zendesk_event("ticket_created__facebook_message.json",
                                        created_at=now_iso()))  # fmt: skip
     worker.drain()
 
 
-def test_figures_count_repeat_contacts_channel_switches_and_context(client, worker, core):
+def test_figures_count_repeat_contacts_channel_switches_and_context(
+    client, worker, core, fake_zendesk
+):
     """One customer back within 7 days on another channel, one of two new tickets noted."""
     ann_writes_on_two_channels(client, worker)
     with reading(core.engine) as conn:
@@ -45,7 +48,7 @@ def test_an_empty_store_has_no_figures_to_show(core):
     assert figures.traffic == {} and len(figures.minutes) == 60 and len(figures.days) == 14
 
 
-def test_the_overview_draws_its_charts_without_external_assets(admin_client, worker):
+def test_the_overview_draws_its_charts_without_external_assets(admin_client, worker, fake_zendesk):
     """The page shows the figures and inline SVG charts; it loads nothing from elsewhere."""
     ann_writes_on_two_channels(admin_client, worker)
     page = admin_client.get("/admin/").data.decode()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from tests.conftest import csrf_of, fixture_bytes, post_twilio, post_zendesk, twilio_fields
+from tests.actions import AdminActions
+from tests.payloads import fixture_bytes, twilio_fields
 
 EDITOR = "/admin/templates/zendesk.txt.j2"
 
 
 def post(client, path: str, **form) -> object:
-    token = csrf_of(client.get("/admin/templates/").data)
+    token = AdminActions.csrf(client.get("/admin/templates/").data)
     return client.post(path, data={"csrf_token": token, **form})
 
 
@@ -20,18 +21,22 @@ def test_templates_are_listed_with_the_version_in_use(admin_client):
     assert "version" not in page.split("<table>")[1].replace("In use", "")
 
 
-def test_the_preview_renders_for_the_customer_last_in_touch(admin_client, worker):
+def test_the_preview_renders_for_the_customer_last_in_touch(
+    admin_client, worker, hooks, fake_zendesk
+):
     """The editor previews the note for a real customer, with their tickets."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     page = admin_client.get(EDITOR).data.decode()
     assert "Who: Ann Example" in page
     assert "zendesk ticket 5141" in page
 
 
-def test_a_syntax_error_is_shown_inline_and_not_saved(admin_client, core, worker):
+def test_a_syntax_error_is_shown_inline_and_not_saved(
+    admin_client, core, worker, hooks, fake_zendesk
+):
     """A template Jinja cannot compile is refused with the line; the old one stays in use."""
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     broken = "Hello {{ customer.name }\n"
     preview = post(admin_client, f"{EDITOR}/preview", document=broken).data.decode()
@@ -41,33 +46,33 @@ def test_a_syntax_error_is_shown_inline_and_not_saved(admin_client, core, worker
     assert core.renderer.saved.history("zendesk.txt.j2") == []
 
 
-def test_a_saved_template_writes_the_next_note(admin_client, worker, fake_zendesk):
+def test_a_saved_template_writes_the_next_note(admin_client, worker, fake_zendesk, hooks):
     """After saving, the next note on a new ticket uses the admin's wording."""
     text = 'Seen before, from Carryover:\n\n{% include "summary.txt.j2" %}\n'
     assert post(admin_client, EDITOR, document=text, note="shorter intro").status_code == 302
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     [note] = fake_zendesk.notes(5149)
     assert note["body"].startswith("Seen before, from Carryover:")
 
 
-def test_rolling_back_restores_the_earlier_wording(admin_client, worker, fake_zendesk, core):
+def test_rolling_back_restores_the_earlier_wording(admin_client, worker, fake_zendesk, core, hooks):
     """Rollback puts version 1 back in use as version 3."""
     post(admin_client, EDITOR, document="First wording.\n")
     post(admin_client, EDITOR, document="Second wording.\n")
     assert post(admin_client, f"{EDITOR}/versions/1/rollback").status_code == 302
     assert [v.id for v in core.renderer.saved.history("zendesk.txt.j2")] == [3, 2, 1]
-    post_zendesk(admin_client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(admin_client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     assert fake_zendesk.notes(5149)[0]["body"].startswith("First wording.")
 
 
-def test_the_call_note_previews_with_the_customers_last_call(admin_client, worker):
+def test_the_call_note_previews_with_the_customers_last_call(admin_client, worker, hooks):
     """call_note.txt.j2 is previewed with a real call of the customer."""
-    post_twilio(admin_client, twilio_fields("call_started__ringing.form"))
-    post_twilio(admin_client, twilio_fields("call_ended__completed.form"))
+    hooks.twilio(twilio_fields("call_started__ringing.form"))
+    hooks.twilio(twilio_fields("call_ended__completed.form"))
     worker.drain()
     page = admin_client.get("/admin/templates/call_note.txt.j2").data.decode()
     assert "Phone call" in page and "+14155550142" in page

@@ -24,7 +24,8 @@ from middleware.store.tables import deliveries, identities, interactions
 from middleware.web.app import create_app
 from plugins.salesforce.client import SalesforceClient
 from plugins.salesforce.outbound import ACK
-from tests.conftest import make_config, post_salesforce, salesforce_fixture
+from tests.actions import ConfigFactory
+from tests.payloads import salesforce_fixture
 
 SESSION = "00D000000000001!AQ.fixed.session.for.tests"
 VICTIM_EMAIL = "ann.example@example.com"
@@ -39,7 +40,9 @@ def fake() -> Iterator[FakeSalesforce]:
 
 
 @pytest.fixture
-def installed(database_url: str, fake: FakeSalesforce) -> Iterator[Callable[..., FlaskClient]]:
+def installed(
+    database_url: str, fake: FakeSalesforce, make_config: ConfigFactory
+) -> Iterator[Callable[..., FlaskClient]]:
     """Build Carryover with Salesforce options over the defaults of an unproven setup."""
     built: list[Installation] = []
 
@@ -87,11 +90,11 @@ def proof_of(client: FlaskClient) -> str:
 # -- an unproven message is only a ping ------------------------------------------------------
 
 
-def test_a_forged_contact_message_links_nobody(installed, fake):
+def test_a_forged_contact_message_links_nobody(installed, fake, hooks_for):
     """A Contact the org does not have links nothing, whatever the message says."""
     client = installed()
     body = contact_message(fake, "0035g00000ZZZZZAAA")
-    response = post_salesforce(client, body)
+    response = hooks_for(client).salesforce(body)
     assert response.status_code == 200 and response.data == ACK
     assert proof_of(client) == "unverified"
     drain(client)
@@ -100,25 +103,27 @@ def test_a_forged_contact_message_links_nobody(installed, fake):
     assert "not found upstream" in row.trail
 
 
-def test_a_forged_message_about_a_real_contact_links_only_what_the_api_says(installed, fake):
+def test_a_forged_message_about_a_real_contact_links_only_what_the_api_says(
+    installed, fake, hooks_for
+):
     """The attacker's phone in a message about a real contact is never linked to her."""
     contact_id = fake.add_contact("Ann", "Example", email=VICTIM_EMAIL, phone="+14155550142")
     client = installed()
-    post_salesforce(client, contact_message(fake, contact_id))
+    hooks_for(client).salesforce(contact_message(fake, contact_id))
     drain(client)
     found = linked(client)
     assert ("email", VICTIM_EMAIL) in found and ("phone", "+14155550142") in found
     assert ("phone", ATTACKER_PHONE) not in found
 
 
-def test_an_unproven_case_is_taken_as_the_api_has_it(installed, fake):
+def test_an_unproven_case_is_taken_as_the_api_has_it(installed, fake, hooks_for):
     """A case notification's subject and contact come from the API, not from the message."""
     contact_id = fake.add_contact("Ann", "Example", email=VICTIM_EMAIL)
     case_id = fake.add_case("Refund not received", contact_id, "Phone")
     forged = {**fake.case_fields(case_id), "Subject": "Call +1 555 0177 now", "ContactId": None,
               "SuppliedPhone": ATTACKER_PHONE}  # fmt: skip
     client = installed()
-    post_salesforce(client, fake.outbound_message([("Case", forged)]))
+    hooks_for(client).salesforce(fake.outbound_message([("Case", forged)]))
     drain(client)
     with client.core.engine.connect() as conn:  # type: ignore[attr-defined]
         [case] = conn.execute(select(interactions).where(interactions.c.kind == "case")).all()
@@ -128,10 +133,10 @@ def test_an_unproven_case_is_taken_as_the_api_has_it(installed, fake):
     assert ("email", VICTIM_EMAIL) in linked(client)
 
 
-def test_require_verified_refuses_an_unproven_message(installed, fake):
+def test_require_verified_refuses_an_unproven_message(installed, fake, hooks_for):
     """With require_verified, a message nothing proves gets a SOAP Fault and is not stored."""
     client = installed(require_verified=True)
-    response = post_salesforce(client, contact_message(fake, "0035g00000ZZZZZAAA"))
+    response = hooks_for(client).salesforce(contact_message(fake, "0035g00000ZZZZZAAA"))
     assert response.status_code == 401 and b"faultcode" in response.data
     assert stored(client) == []
 
@@ -139,12 +144,14 @@ def test_require_verified_refuses_an_unproven_message(installed, fake):
 # -- the session the message carries ---------------------------------------------------------
 
 
-def test_a_working_session_of_the_org_proves_the_message_and_is_never_stored(installed, fake):
+def test_a_working_session_of_the_org_proves_the_message_and_is_never_stored(
+    installed, fake, hooks_for
+):
     """A SessionId the org's API accepts proves the sender; the stored body has no session."""
     session = fake.new_session()
     client = installed()
     contact_id = "0035g00000YYYYYAAA"  # not in the org: a proven message is taken as sent
-    response = post_salesforce(client, contact_message(fake, contact_id, session))
+    response = hooks_for(client).salesforce(contact_message(fake, contact_id, session))
     assert response.data == ACK
     assert proof_of(client) == "session id"
     assert session.encode() not in bytes(stored(client)[0].body)
@@ -152,52 +159,56 @@ def test_a_working_session_of_the_org_proves_the_message_and_is_never_stored(ins
     assert ("phone", ATTACKER_PHONE) in linked(client)
 
 
-def test_a_session_the_org_does_not_know_is_refused(installed, fake):
+def test_a_session_the_org_does_not_know_is_refused(installed, fake, hooks_for):
     """A made-up SessionId gets 401 with a SOAP Fault, and nothing is stored."""
     client = installed()
     body = contact_message(fake, "0035g00000ZZZZZAAA", "00D000000000001!AQ.made.up")
-    response = post_salesforce(client, body)
+    response = hooks_for(client).salesforce(body)
     assert response.status_code == 401
     assert b"soapenv:Client" in response.data and b"SessionId" in response.data
     assert stored(client) == []
 
 
-def test_a_session_is_checked_once_and_then_remembered(installed, fake):
+def test_a_session_is_checked_once_and_then_remembered(installed, fake, hooks_for):
     """Two messages with one session cost one call to the org's API."""
     session = fake.new_session()
     client = installed()
     for contact in ("0035g00000YYYYYAAA", "0035g00000XXXXXAAA"):
-        assert post_salesforce(client, contact_message(fake, contact, session)).data == ACK
+        assert hooks_for(client).salesforce(contact_message(fake, contact, session)).data == ACK
     checks = [r for r in fake.requests_log if "Organization" in r[1]]
     assert len(checks) == 1
 
 
-def test_a_session_cannot_be_checked_while_salesforce_is_down_so_it_is_retried(installed, fake):
+def test_a_session_cannot_be_checked_while_salesforce_is_down_so_it_is_retried(
+    installed, fake, hooks_for
+):
     """The org's API unreachable: 503 with Retry-After (Salesforce retries), nothing stored."""
     client = installed(instance_url="http://127.0.0.1:9")
-    response = post_salesforce(client, contact_message(fake, "0035g00000YYYYYAAA", "00D!AQ.x"))
+    response = hooks_for(client).salesforce(contact_message(fake, "0035g00000YYYYYAAA", "00D!AQ.x"))
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert stored(client) == []
 
 
-def test_the_session_is_checked_at_the_configured_instance_never_the_messages(installed, fake):
+def test_the_session_is_checked_at_the_configured_instance_never_the_messages(
+    installed, fake, hooks_for
+):
     """A PartnerUrl pointing elsewhere is never called with the session."""
     client = installed()
     body = contact_message(fake, "0035g00000YYYYYAAA", fake.new_session())
     body = body.replace(fake.url.encode(), b"http://127.0.0.1:9")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add_passthru(fake.url)
-        assert post_salesforce(client, body).data == ACK
+        assert hooks_for(client).salesforce(body).data == ACK
         assert all(call.request.url.startswith(fake.url) for call in mock.calls)
 
 
 # -- networks and client certificates --------------------------------------------------------
 
 
-def test_allowed_networks_refuse_any_other_source(installed, fake):
+def test_allowed_networks_refuse_any_other_source(installed, fake, hooks_for):
     """A message from outside allowed_networks gets 401 and is not stored."""
     client = installed(allowed_networks=["13.108.0.0/14"])
-    response = post_salesforce(client, contact_message(fake, "0035g00000ZZZZZAAA"))
+    response = hooks_for(client).salesforce(contact_message(fake, "0035g00000ZZZZZAAA"))
     assert response.status_code == 401 and b"allowed_networks" in response.data
     assert stored(client) == []
 
@@ -247,7 +258,9 @@ def test_the_certificate_header_is_not_believed_from_anyone_but_a_trusted_proxy(
     assert client.post("/hooks/salesforce", data=body, headers=headers).status_code == 401
 
 
-def test_a_certificate_header_without_trusted_proxies_is_a_configuration_error(database_url, fake):
+def test_a_certificate_header_without_trusted_proxies_is_a_configuration_error(
+    database_url, fake, make_config
+):
     """client_cert_header needs trusted_proxies: the start stops naming both."""
     from middleware.config import ConfigError
 
@@ -265,14 +278,14 @@ def test_a_certificate_header_without_trusted_proxies_is_a_configuration_error(d
     ["http://127.0.0.1:9/x", "//evil.example/x", "../../../../services/data/v59.0/sobjects/User/"
      "005000000000001", "0037000000xicp7AAA/../../x", "0037000000xicp7AAA?q=1"],
 )  # fmt: skip
-def test_an_id_that_is_not_a_salesforce_id_is_refused_at_the_door(installed, contact_id):
+def test_an_id_that_is_not_a_salesforce_id_is_refused_at_the_door(installed, contact_id, hooks_for):
     """A notification whose ContactId is a URL or a path is refused with 400, not stored."""
     client = installed(allowed_networks=["127.0.0.1"], organization_id="00D70000000IVNp")
     body = salesforce_fixture("case_created.xml").replace(
         b"<sf:ContactId>0037000000xicp7AAA</sf:ContactId>",
         f"<sf:ContactId>{contact_id}</sf:ContactId>".encode(),
     )
-    response = post_salesforce(client, body)
+    response = hooks_for(client).salesforce(body)
     assert response.status_code == 400 and "ContactId" in response.get_json()["error"]
     assert stored(client) == []
 
@@ -294,12 +307,12 @@ def test_the_client_never_builds_a_url_from_a_bad_id(record_id):
         assert len(mock.calls) == 0
 
 
-def test_nothing_half_stored_when_one_notification_of_a_batch_is_bad(installed, fake):
+def test_nothing_half_stored_when_one_notification_of_a_batch_is_bad(installed, fake, hooks_for):
     """A batch with one bad id is refused whole: no delivery, no key."""
     client = installed(allowed_networks=["127.0.0.1"])
     good = fake.case_fields(fake.add_case("Refund", None, "Phone"))
     bad = {**good, "Id": "javascript:alert(1)"}
-    response = post_salesforce(client, fake.outbound_message([("Case", good), ("Case", bad)]))
+    response = hooks_for(client).salesforce(fake.outbound_message([("Case", good), ("Case", bad)]))
     assert response.status_code == 400
     with client.core.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.execute(select(func.count()).select_from(deliveries)).scalar() == 0

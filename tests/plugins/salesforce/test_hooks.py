@@ -19,19 +19,8 @@ from middleware.notes.outbox import MARKER_PATTERN
 from middleware.store.queue import PENDING
 from middleware.store.tables import deliveries, identities, interactions, utcnow, writes
 from plugins.salesforce.outbound import ACK, OUTBOUND_NS, SOAP_NS
-from tests.conftest import (
-    SF_INSTANCE,
-    SF_ORG,
-    fixture_bytes,
-    make_config,
-    outbound_message,
-    post_salesforce,
-    post_twilio,
-    post_zendesk,
-    salesforce_fixture,
-    twilio_fields,
-    written_before,
-)
+from tests.payloads import fixture_bytes, outbound_message, salesforce_fixture, twilio_fields
+from tests.values import SF_INSTANCE, SF_ORG
 
 REST = f"{SF_INSTANCE}/services/data/v59.0"
 CASE = "5007000000OFL5FAAX"
@@ -81,7 +70,7 @@ def sf_api() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def core(database_url, fake_zendesk, sf_api) -> Iterator[Installation]:
+def core(database_url, fake_zendesk, sf_api, make_config) -> Iterator[Installation]:
     """Build an installation with Zendesk, Salesforce (session id login) and the phone."""
     built = build_installation(
         make_config(database_url, fake_zendesk.url, phone=True, salesforce={})
@@ -117,9 +106,11 @@ def is_ack(response) -> bool:
 # -- receiving: the envelope, the org, the Ack -----------------------------------------------
 
 
-def test_one_notification_gets_the_exact_ack_and_becomes_a_case(client, worker, core, sf_api):
+def test_one_notification_gets_the_exact_ack_and_becomes_a_case(
+    client, worker, core, sf_api, hooks
+):
     """A case notification is answered with the exact Ack and maps to an enriched case."""
-    response = post_salesforce(client, salesforce_fixture("case_created.xml"))
+    response = hooks.salesforce(salesforce_fixture("case_created.xml"))
     assert is_ack(response)
     assert response.content_type == "text/xml; charset=utf-8"
     root = fromstring(response.data)
@@ -147,7 +138,7 @@ def test_one_notification_gets_the_exact_ack_and_becomes_a_case(client, worker, 
     ],
 )
 def test_org_ids_match_in_their_15_and_18_character_forms(
-    database_url, fake_zendesk, sf_api, configured, sent
+    database_url, fake_zendesk, sf_api, configured, sent, make_config, hooks_for
 ):
     """The configured org and the message's org match on their first 15 characters."""
     from middleware.web.app import create_app
@@ -156,16 +147,16 @@ def test_org_ids_match_in_their_15_and_18_character_forms(
     built = build_installation(config)
     try:
         body = salesforce_fixture("case_created.xml").replace(b"00D70000000IVNpEAO", sent.encode())
-        assert is_ack(post_salesforce(create_app(core=built).test_client(), body))
+        assert is_ack(hooks_for(create_app(core=built).test_client()).salesforce(body))
         assert count(built, deliveries) == 1
     finally:
         built.dispose()
 
 
-def test_another_org_is_refused_with_a_soap_fault_and_nothing_stored(client, core):
+def test_another_org_is_refused_with_a_soap_fault_and_nothing_stored(client, core, hooks):
     """A message from another org gets 401 and a soapenv:Client Fault; nothing is kept."""
     body = salesforce_fixture("case_created.xml").replace(b"IVNpEAO", b"IVNqEAO")
-    response = post_salesforce(client, body)
+    response = hooks.salesforce(body)
     assert response.status_code == 401
     assert response.content_type.startswith("text/xml")
     fault = fromstring(response.data).find(f"{{{SOAP_NS}}}Body/{{{SOAP_NS}}}Fault")
@@ -174,16 +165,16 @@ def test_another_org_is_refused_with_a_soap_fault_and_nothing_stored(client, cor
     assert count(core, deliveries) == 0
 
 
-def test_an_org_id_that_differs_only_in_case_is_refused(client, core):
+def test_an_org_id_that_differs_only_in_case_is_refused(client, core, hooks):
     """Org ids are case-sensitive: 00D70000000IVNP is another org than 00D70000000IVNp."""
     body = salesforce_fixture("case_created.xml").replace(b"IVNpEAO", b"IVNPEAO")
-    assert post_salesforce(client, body).status_code == 401
+    assert hooks.salesforce(body).status_code == 401
     assert count(core, deliveries) == 0
 
 
-def test_a_batch_of_100_notifications_is_one_ack_and_100_cases(client, worker, core, sf_api):
+def test_a_batch_of_100_notifications_is_one_ack_and_100_cases(client, worker, core, sf_api, hooks):
     """Salesforce batches up to 100 notifications: one Ack, every case kept."""
-    assert is_ack(post_salesforce(client, outbound_message("case_created.xml", 100)))
+    assert is_ack(hooks.salesforce(outbound_message("case_created.xml", 100)))
     assert count(core, deliveries) == 1
     worker.drain()
     assert len(cases(core)) == 100
@@ -192,25 +183,25 @@ def test_a_batch_of_100_notifications_is_one_ack_and_100_cases(client, worker, c
 
 
 @pytest.mark.parametrize("notifications", [0, 101])
-def test_a_message_with_no_or_too_many_notifications_is_refused(client, core, notifications):
+def test_a_message_with_no_or_too_many_notifications_is_refused(client, core, notifications, hooks):
     """Outbound Messages carry 1 to 100 notifications; anything else is a 400 with a reason."""
     body = outbound_message("case_created.xml", max(notifications, 1))
     if notifications == 0:
         body = re.sub(rb"<Notification>.*</Notification>", b"", body, flags=re.DOTALL)
-    response = post_salesforce(client, body)
+    response = hooks.salesforce(body)
     assert response.status_code == 400
     assert "1 to 100 Notification" in response.get_json()["error"]
     assert count(core, deliveries) == 0
 
 
 def test_session_id_nil_and_a_sent_session_id_both_work_and_the_session_is_never_stored(
-    client, worker, core
+    client, worker, core, hooks
 ):
     """A nil SessionId is fine, and a real one (a live credential) never reaches the store."""
-    assert is_ack(post_salesforce(client, salesforce_fixture("case_created.xml")))
+    assert is_ack(hooks.salesforce(salesforce_fixture("case_created.xml")))
     with_session = salesforce_fixture("case_created__web_to_case.xml")
     assert b"FakeSessionForFixtureOnly" in with_session
-    assert is_ack(post_salesforce(client, with_session))
+    assert is_ack(hooks.salesforce(with_session))
     with core.engine.connect() as conn:
         bodies = [bytes(r.body) for r in conn.execute(select(deliveries.c.body))]
     assert len(bodies) == 2
@@ -219,9 +210,9 @@ def test_session_id_nil_and_a_sent_session_id_both_work_and_the_session_is_never
     assert len(cases(core)) == 2
 
 
-def test_web_to_case_fields_link_the_supplied_email_and_phone(client, worker, core):
+def test_web_to_case_fields_link_the_supplied_email_and_phone(client, worker, core, hooks):
     """SuppliedEmail and SuppliedPhone of a web-to-case case are the customer's identifiers."""
-    post_salesforce(client, salesforce_fixture("case_created__web_to_case.xml"))
+    hooks.salesforce(salesforce_fixture("case_created__web_to_case.xml"))
     worker.drain()
     [case] = cases(core)
     assert (case.channel, case.customer_name) == ("web", "Ann Lee")
@@ -231,22 +222,24 @@ def test_web_to_case_fields_link_the_supplied_email_and_phone(client, worker, co
     assert found == {("email", "ann.lee@example.com"), ("phone", "+14155550142")}
 
 
-def test_duplicate_notifications_are_acknowledged_and_cause_nothing(client, worker, core, sf_api):
+def test_duplicate_notifications_are_acknowledged_and_cause_nothing(
+    client, worker, core, sf_api, hooks
+):
     """The same Notification/Id again gets the Ack, stores nothing and writes nothing new."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     body = salesforce_fixture("case_created.xml")
-    assert is_ack(post_salesforce(client, body))
+    assert is_ack(hooks.salesforce(body))
     worker.drain()
-    assert is_ack(post_salesforce(client, body))
+    assert is_ack(hooks.salesforce(body))
     worker.drain()
     assert count(core, deliveries) == 2  # the ticket and the case, once each
     assert len(comment_posts(sf_api)) == 1
 
 
-def test_a_batch_repeating_some_notifications_keeps_only_the_new_ones(client, worker, core):
+def test_a_batch_repeating_some_notifications_keeps_only_the_new_ones(client, worker, core, hooks):
     """A retried batch that overlaps an earlier one keeps only the unseen notifications."""
-    post_salesforce(client, outbound_message("case_created.xml", 3))
-    assert is_ack(post_salesforce(client, outbound_message("case_created.xml", 5)))
+    hooks.salesforce(outbound_message("case_created.xml", 3))
+    assert is_ack(hooks.salesforce(outbound_message("case_created.xml", 5)))
     with core.engine.connect() as conn:
         keys = [json.loads(r.event_keys) for r in conn.execute(select(deliveries))]
     assert [len(k) for k in keys] == [3, 2]
@@ -274,9 +267,11 @@ def test_a_batch_repeating_some_notifications_keeps_only_the_new_ones(client, wo
     ],
     ids=["xxe", "billion-laughs", "external-dtd"],
 )
-def test_xml_with_a_dtd_or_entities_is_refused_before_anything_is_expanded(client, core, body):
+def test_xml_with_a_dtd_or_entities_is_refused_before_anything_is_expanded(
+    client, core, body, hooks
+):
     """XXE and entity-expansion bombs get a 400 at the parser's first DOCTYPE; nothing is kept."""
-    response = post_salesforce(client, body)
+    response = hooks.salesforce(body)
     assert response.status_code == 400
     assert "DTD" in response.get_json()["error"]
     assert count(core, deliveries) == 0
@@ -294,15 +289,15 @@ def test_xml_with_a_dtd_or_entities_is_refused_before_anything_is_expanded(clien
     ],
     ids=["text", "json", "no-soap", "no-notifications", "bad-bytes"],
 )  # fmt: skip
-def test_malformed_messages_get_400_with_the_reason(client, core, body, reason):
+def test_malformed_messages_get_400_with_the_reason(client, core, body, reason, hooks):
     """A body that is not an Outbound Message gets 400 saying what is wrong."""
-    response = post_salesforce(client, body)
+    response = hooks.salesforce(body)
     assert response.status_code == 400
     assert reason in response.get_json()["error"]
     assert count(core, deliveries) == 0
 
 
-def test_a_notification_without_organization_or_ids_is_refused(client, core):
+def test_a_notification_without_organization_or_ids_is_refused(client, core, hooks):
     """OrganizationId, Notification/Id and sObject/Id are required."""
     fixture = salesforce_fixture("case_created.xml")
     for pattern, reason in (
@@ -310,16 +305,16 @@ def test_a_notification_without_organization_or_ids_is_refused(client, core):
         (rb"<Id>04l\w+</Id>", "Notification[1]/Id: missing"),
         (rb"<sf:Id>\w+</sf:Id>", "sObject/Id: missing"),
     ):
-        response = post_salesforce(client, re.sub(pattern, b"", fixture))
+        response = hooks.salesforce(re.sub(pattern, b"", fixture))
         assert response.status_code == 400, reason
         assert reason in response.get_json()["error"]
     assert count(core, deliveries) == 0
 
 
-def test_an_unused_record_type_is_acknowledged_so_salesforce_stops_retrying(client, core):
+def test_an_unused_record_type_is_acknowledged_so_salesforce_stops_retrying(client, core, hooks):
     """An Account notification gets the Ack (anything else is retried for a day), not stored."""
     body = salesforce_fixture("contact_changed.xml").replace(b'"sf:Contact"', b'"sf:Account"')
-    response = post_salesforce(client, body)
+    response = hooks.salesforce(body)
     assert is_ack(response)
     assert response.headers["X-Carryover-Ignored"] == "account.changed"
     assert count(core, deliveries) == 0
@@ -328,12 +323,12 @@ def test_an_unused_record_type_is_acknowledged_so_salesforce_stops_retrying(clie
 # -- mapping: statuses, contacts, comments ---------------------------------------------------
 
 
-def test_a_closed_case_stops_being_an_open_item(client, worker, core):
+def test_a_closed_case_stops_being_an_open_item(client, worker, core, hooks):
     """A later notification with IsClosed true closes the case, whatever its status is called."""
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     later = (utcnow() + timedelta(minutes=1)).isoformat(timespec="milliseconds") + "Z"
-    post_salesforce(client, outbound_message("case_updated__closed.xml", LastModifiedDate=later))
+    hooks.salesforce(outbound_message("case_updated__closed.xml", LastModifiedDate=later))
     worker.drain()
     [case] = cases(core)
     assert case.status == "closed"
@@ -342,20 +337,24 @@ def test_a_closed_case_stops_being_an_open_item(client, worker, core):
     assert response.get_json()["open_items"] == []
 
 
-def test_an_edit_long_after_creation_is_an_update_and_writes_no_note(client, worker, core, sf_api):
+def test_an_edit_long_after_creation_is_an_update_and_writes_no_note(
+    client, worker, core, sf_api, hooks
+):
     """A notification sent for an edit (LastModifiedDate well after CreatedDate) adds no note."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     edited = outbound_message("case_created.xml", CreatedDate="2025-02-01T10:00:00.000Z",
                               LastModifiedDate="2025-02-04T16:45:12.000Z")  # fmt: skip
-    post_salesforce(client, edited)
+    hooks.salesforce(edited)
     worker.drain()
     assert len(cases(core)) == 1
     assert comment_posts(sf_api) == []
 
 
-def test_a_contact_notification_links_its_email_and_phones_as_one_customer(client, worker, core):
+def test_a_contact_notification_links_its_email_and_phones_as_one_customer(
+    client, worker, core, hooks
+):
     """Contact fields are a trusted record: the email, phone and mobile join one customer."""
-    assert is_ack(post_salesforce(client, salesforce_fixture("contact_changed.xml")))
+    assert is_ack(hooks.salesforce(salesforce_fixture("contact_changed.xml")))
     worker.drain()
     with core.engine.connect() as conn:
         rows = conn.execute(select(identities)).all()
@@ -368,10 +367,10 @@ def test_a_contact_notification_links_its_email_and_phones_as_one_customer(clien
     assert cases(core) == []  # a contact is who someone is, not a contact with them
 
 
-def test_a_customer_comment_joins_the_case_thread(client, worker, core):
+def test_a_customer_comment_joins_the_case_thread(client, worker, core, hooks):
     """A CaseComment notification is a note in its case's thread, of the case's customer."""
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
-    post_salesforce(client, salesforce_fixture("casecomment_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("casecomment_created.xml"))
     worker.drain()
     with core.engine.connect() as conn:
         [note] = conn.execute(select(interactions).where(interactions.c.kind == "note")).all()
@@ -379,10 +378,10 @@ def test_a_customer_comment_joins_the_case_thread(client, worker, core):
     assert note.customer_id == cases(core)[0].customer_id
 
 
-def test_own_case_comment_coming_back_causes_nothing(client, core):
+def test_own_case_comment_coming_back_causes_nothing(client, core, written_before, hooks):
     """A CaseComment carrying a marker Carryover wrote on that case is acknowledged, ignored."""
-    written_before(core, "salesforce", "5007000000OFL6GAAX", "co-12-summary")
-    response = post_salesforce(client, salesforce_fixture("casecomment_created__own_comment.xml"))
+    written_before("salesforce", "5007000000OFL6GAAX", "co-12-summary")
+    response = hooks.salesforce(salesforce_fixture("casecomment_created__own_comment.xml"))
     assert is_ack(response)
     assert response.headers["X-Carryover-Ignored"] == "own note"
     assert count(core, deliveries) == 0
@@ -392,13 +391,13 @@ def test_own_case_comment_coming_back_causes_nothing(client, core):
 
 
 def test_new_case_of_a_zendesk_customer_gets_one_private_comment_naming_the_ticket(
-    client, worker, core, sf_api, fake_zendesk
+    client, worker, core, sf_api, fake_zendesk, hooks
 ):
     """After a Zendesk ticket, a new case of the same email gets one CaseComment about it,
     and the next Zendesk ticket gets a note naming the case."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
-    assert is_ack(post_salesforce(client, salesforce_fixture("case_created.xml")))
+    assert is_ack(hooks.salesforce(salesforce_fixture("case_created.xml")))
     worker.drain()
 
     [comment] = comment_posts(sf_api)
@@ -408,39 +407,41 @@ def test_new_case_of_a_zendesk_customer_gets_one_private_comment_naming_the_tick
     assert "Charged twice for my January invoice" in comment["CommentBody"]
     assert MARKER_PATTERN.search(comment["CommentBody"])
 
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     [note] = fake_zendesk.notes(5149)
     assert f"salesforce case {CASE}" in note["body"]
     assert "Refund not received" in note["body"]
 
 
-def test_own_comment_echoed_by_a_case_update_writes_nothing_more(client, worker, core, sf_api):
+def test_own_comment_echoed_by_a_case_update_writes_nothing_more(
+    client, worker, core, sf_api, hooks
+):
     """Our comment touches the case; the case's update notification causes no second write."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     touched = outbound_message("case_created.xml", CreatedDate="2025-02-01T10:00:00.000Z",
                                LastModifiedDate="2025-02-01T10:05:00.000Z")  # fmt: skip
-    post_salesforce(client, touched.replace(b"<Id>04l7", b"<Id>04l8"))
+    hooks.salesforce(touched.replace(b"<Id>04l7", b"<Id>04l8"))
     worker.drain()
     assert len(comment_posts(sf_api)) == 1
 
 
 def test_a_long_summary_is_cut_to_4000_bytes_at_a_line_with_its_marker(
-    client, worker, core, sf_api
+    client, worker, core, sf_api, hooks
 ):
     """A comment over 4,000 bytes of UTF-8 is cut at a line break and keeps its marker."""
     long_subject = "Überweisung fehlgeschlagen — " + "ä" * 150
     for i in range(12):
-        post_zendesk(client, json.dumps({
+        hooks.zendesk(json.dumps({
             **json.loads(fixture_bytes("ticket_created__mail.json")),
             "id": f"event-{i}",
             "detail": {**json.loads(fixture_bytes("ticket_created__mail.json"))["detail"],
                        "id": str(6000 + i), "subject": f"{i} {long_subject}"},
         }).encode())  # fmt: skip
     worker.drain()
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     [comment] = comment_posts(sf_api)
     body = comment["CommentBody"]
@@ -453,13 +454,13 @@ def test_a_long_summary_is_cut_to_4000_bytes_at_a_line_with_its_marker(
                for line in kept.splitlines())  # fmt: skip
 
 
-def test_an_ended_call_is_noted_on_the_open_case(client, worker, core, sf_api):
+def test_an_ended_call_is_noted_on_the_open_case(client, worker, core, sf_api, hooks):
     """When a call of the case's customer ends, the open case gets a short private comment."""
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     for name in ("call_started__ringing.form", "call_ended__completed.form"):
         fields = twilio_fields(name, From="+14155550142")
-        assert post_twilio(client, fields).status_code == 200
+        assert hooks.twilio(fields).status_code == 200
     worker.drain()
     [comment] = comment_posts(sf_api)
     assert comment["ParentId"] == CASE
@@ -470,12 +471,12 @@ def test_an_ended_call_is_noted_on_the_open_case(client, worker, core, sf_api):
 # -- limits, sessions, errors ----------------------------------------------------------------
 
 
-def test_request_limit_exceeded_backs_off_and_nothing_is_lost(client, worker, core, sf_api):
+def test_request_limit_exceeded_backs_off_and_nothing_is_lost(client, worker, core, sf_api, hooks):
     """403 REQUEST_LIMIT_EXCEEDED puts the write back for limit_backoff_s, then it is written."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     sf_api.replace(responses.POST, f"{REST}/sobjects/CaseComment/", json=LIMIT_EXCEEDED,
                    status=403, headers={"Sforce-Limit-Info": "api-usage=15001/15000"})  # fmt: skip
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     with core.engine.connect() as conn:
         [write] = conn.execute(select(writes)).all()
@@ -503,13 +504,13 @@ def test_request_limit_exceeded_backs_off_and_nothing_is_lost(client, worker, co
     )
 
 
-def test_while_the_allocation_is_used_up_no_call_is_made(client, worker, core, sf_api):
+def test_while_the_allocation_is_used_up_no_call_is_made(client, worker, core, sf_api, hooks):
     """After REQUEST_LIMIT_EXCEEDED, other work waits without calling Salesforce again."""
     sf_api.replace(responses.GET, f"{REST}/sobjects/Contact/{CONTACT_ID}", json=LIMIT_EXCEEDED,
                    status=403)  # fmt: skip
-    post_salesforce(client, outbound_message("case_created.xml", 1))
+    hooks.salesforce(outbound_message("case_created.xml", 1))
     worker.drain()
-    post_salesforce(client, outbound_message("case_created.xml", 1).replace(b"04l7", b"04l8"))
+    hooks.salesforce(outbound_message("case_created.xml", 1).replace(b"04l7", b"04l8"))
     worker.drain()
     assert len([c for c in sf_api.calls if "/Contact/" in c.request.url]) == 1
     with core.engine.connect() as conn:
@@ -518,22 +519,24 @@ def test_while_the_allocation_is_used_up_no_call_is_made(client, worker, core, s
     assert all(r.attempts == 0 for r in rows)
 
 
-def test_readyz_shows_the_last_api_usage(client, worker, core):
+def test_readyz_shows_the_last_api_usage(client, worker, core, hooks):
     """/readyz reports the Sforce-Limit-Info usage of the last Salesforce reply."""
     before = client.get("/readyz").get_json()["upstreams"]["salesforce"]
     assert before["state"] == "ok" and "api_usage" not in before
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     usage = client.get("/readyz").get_json()["upstreams"]["salesforce"]
     assert usage["api_usage"] == "25/15000"
     assert usage["share_used"] == pytest.approx(25 / 15000, abs=1e-4)
 
 
-def test_an_expired_session_id_is_retried_later_with_a_clear_error(client, worker, core, sf_api):
+def test_an_expired_session_id_is_retried_later_with_a_clear_error(
+    client, worker, core, sf_api, hooks
+):
     """A refused session_id cannot be renewed: the delivery waits and says what to do."""
     sf_api.replace(responses.GET, f"{REST}/sobjects/Contact/{CONTACT_ID}", json=EXPIRED,
                    status=401)  # fmt: skip
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.run_once()
     with core.engine.connect() as conn:
         row = conn.execute(select(deliveries)).one()
@@ -541,13 +544,13 @@ def test_an_expired_session_id_is_retried_later_with_a_clear_error(client, worke
     assert "set a fresh one" in row.last_error
 
 
-def test_a_deleted_case_makes_the_comment_a_dead_letter(client, worker, core, sf_api):
+def test_a_deleted_case_makes_the_comment_a_dead_letter(client, worker, core, sf_api, hooks):
     """INVALID_CROSS_REFERENCE_KEY (the case is gone) is permanent: a dead letter, no retry."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     gone = [{"message": "invalid cross reference id", "errorCode": "INVALID_CROSS_REFERENCE_KEY",
              "fields": ["ParentId"]}]  # fmt: skip
     sf_api.replace(responses.POST, f"{REST}/sobjects/CaseComment/", json=gone, status=400)
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.drain()
     with core.engine.connect() as conn:
         write = conn.execute(select(writes)).one()
@@ -556,13 +559,13 @@ def test_a_deleted_case_makes_the_comment_a_dead_letter(client, worker, core, sf
 
 
 def test_a_write_that_may_have_happened_is_checked_before_it_is_retried(
-    client, worker, core, sf_api
+    client, worker, core, sf_api, hooks
 ):
     """A comment cut off mid-request is looked up by its marker and not written twice."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     sf_api.replace(responses.POST, f"{REST}/sobjects/CaseComment/",
                    body=requests.ConnectionError("connection reset"))  # fmt: skip
-    post_salesforce(client, salesforce_fixture("case_created.xml"))
+    hooks.salesforce(salesforce_fixture("case_created.xml"))
     worker.run_once()
     with core.engine.connect() as conn:
         write = conn.execute(select(writes)).one()
@@ -602,7 +605,7 @@ def test_a_write_that_may_have_happened_is_checked_before_it_is_retried(
     ],
 )  # fmt: skip
 def test_a_bad_org_id_or_missing_login_stops_the_start_naming_the_key(
-    database_url, options, message
+    database_url, options, message, make_config
 ):
     """Configuration errors name the key: a malformed org id, or no complete login."""
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -27,14 +27,9 @@ from middleware.store.tables import deliveries, delivery_keys, interactions, mak
 from middleware.web.app import create_app
 from middleware.web.serving import build_server
 from plugins.zendesk import ZendeskPlugin, sign
-from tests.conftest import (
-    FIXTURES,
-    fixture_bytes,
-    make_config,
-    post_zendesk,
-    zendesk_event,
-    zendesk_headers,
-)
+from tests.actions import ConfigFactory
+from tests.payloads import fixture_bytes, zendesk_event, zendesk_headers
+from tests.values import FIXTURES
 
 # WIRE-FORMATS.md: both vectors use the fixed secret of Zendesk's "Test webhook" button.
 VECTOR_SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="
@@ -100,7 +95,7 @@ def vector_request(timestamp: str, body: bytes, signature: str) -> InboundReques
 
 @pytest.fixture
 def build_client(
-    database_url: str, fake_zendesk: FakeZendesk
+    database_url: str, fake_zendesk: FakeZendesk, make_config: ConfigFactory
 ) -> Iterator[Callable[..., tuple[Installation, FlaskClient]]]:
     """Build installations with their own Zendesk options (e.g. signature_tolerance_s)."""
     built: list[Installation] = []
@@ -134,8 +129,9 @@ def test_the_test_webhook_fixture_holds_the_first_vector_body_exactly():
 
 @pytest.mark.parametrize(("timestamp", "body", "signature"), VECTORS)
 def test_verify_accepts_the_vectors_with_the_freshness_check_off(timestamp, body, signature):
-    """verify() accepts each vector when signature_tolerance_s is 0."""
-    zendesk_plugin(signature_tolerance_s=0).verify(vector_request(timestamp, body, signature))
+    """verify() accepts each vector when signature_tolerance_s is 0, proven by signature."""
+    request = vector_request(timestamp, body, signature)
+    assert zendesk_plugin(signature_tolerance_s=0).verify(request) == "signature"
 
 
 @pytest.mark.parametrize(("timestamp", "body", "signature"), VECTORS)
@@ -193,9 +189,9 @@ def test_first_vector_posted_as_is_is_acknowledged_and_ignored(build_client):
     assert stored(core) == (0, 0)
 
 
-def test_bad_signature_gets_401_and_stores_nothing(client, core):
+def test_bad_signature_gets_401_and_stores_nothing(client, core, hooks):
     """A delivery signed with another secret gets 401 and leaves no trace in the store."""
-    response = post_zendesk(client, fixture_bytes("ticket_created__mail.json"), secret="wrong")
+    response = hooks.zendesk(fixture_bytes("ticket_created__mail.json"), secret="wrong")
     assert response.status_code == 401
     assert "signature" in response.get_json()["error"].lower()
     assert stored(core) == (0, 0)
@@ -236,44 +232,44 @@ def test_missing_signature_headers_get_401(client, core, missing):
     assert stored(core) == (0, 0)
 
 
-def test_timestamp_over_an_hour_old_gets_401(client, core):
+def test_timestamp_over_an_hour_old_gets_401(client, core, hooks):
     """A correctly signed delivery whose timestamp is more than 1 h old is refused."""
     body = fixture_bytes("ticket_created__mail.json")
-    response = post_zendesk(client, body, timestamp=stamp(-timedelta(hours=1, seconds=30)))
+    response = hooks.zendesk(body, timestamp=stamp(-timedelta(hours=1, seconds=30)))
     assert response.status_code == 401
     assert "off" in response.get_json()["error"]
     assert stored(core) == (0, 0)
 
 
-def test_timestamp_within_the_hour_is_accepted(client, core):
+def test_timestamp_within_the_hour_is_accepted(client, core, hooks):
     """A Zendesk retry signed 55 minutes ago is still inside the one-hour window."""
     body = fixture_bytes("ticket_created__mail.json")
-    response = post_zendesk(client, body, timestamp=stamp(-timedelta(minutes=55)))
+    response = hooks.zendesk(body, timestamp=stamp(-timedelta(minutes=55)))
     assert response.status_code == 200
     assert stored(core) == (1, 1)
 
 
-def test_timestamp_in_the_future_beyond_tolerance_gets_401(client, core):
+def test_timestamp_in_the_future_beyond_tolerance_gets_401(client, core, hooks):
     """A timestamp more than the tolerance ahead of our clock is refused too."""
     body = fixture_bytes("ticket_created__mail.json")
-    response = post_zendesk(client, body, timestamp=stamp(timedelta(hours=2)))
+    response = hooks.zendesk(body, timestamp=stamp(timedelta(hours=2)))
     assert response.status_code == 401
     assert stored(core) == (0, 0)
 
 
-def test_configured_tolerance_is_honoured(build_client):
+def test_configured_tolerance_is_honoured(build_client, hooks_for):
     """signature_tolerance_s: 60 refuses a delivery signed five minutes ago."""
     core, client = build_client(signature_tolerance_s=60)
     body = fixture_bytes("ticket_created__mail.json")
-    response = post_zendesk(client, body, timestamp=stamp(-timedelta(minutes=5)))
+    response = hooks_for(client).zendesk(body, timestamp=stamp(-timedelta(minutes=5)))
     assert response.status_code == 401
     assert stored(core) == (0, 0)
 
 
-def test_timestamp_that_is_not_iso_8601_gets_401(client, core):
+def test_timestamp_that_is_not_iso_8601_gets_401(client, core, hooks):
     """A correctly signed delivery with an unreadable timestamp cannot be checked: 401."""
     body = fixture_bytes("ticket_created__mail.json")
-    response = post_zendesk(client, body, timestamp="last tuesday")
+    response = hooks.zendesk(body, timestamp="last tuesday")
     assert response.status_code == 401
     assert "ISO-8601" in response.get_json()["error"]
     assert stored(core) == (0, 0)
@@ -282,10 +278,10 @@ def test_timestamp_that_is_not_iso_8601_gets_401(client, core):
 # -- malformed payloads -----------------------------------------------------------------------
 
 
-def test_malformed_json_gets_400_naming_line_and_column(client, core):
+def test_malformed_json_gets_400_naming_line_and_column(client, core, hooks):
     """Broken JSON gets 400 with an error saying what is wrong and where."""
     body = fixture_bytes("ticket_created.json")[:120]
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert "not valid JSON" in error
@@ -293,30 +289,30 @@ def test_malformed_json_gets_400_naming_line_and_column(client, core):
     assert stored(core) == (0, 0)
 
 
-def test_trigger_body_broken_by_a_quote_in_a_placeholder_gets_400(client, core):
+def test_trigger_body_broken_by_a_quote_in_a_placeholder_gets_400(client, core, hooks):
     """A trigger body whose placeholder brought an unescaped quote is a 400, not a 5xx."""
     body = fixture_bytes("trigger_ticket_created.json").replace(
         b"Refund still missing", b'Refund "still" missing'
     )
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 400
     assert "line 5" in response.get_json()["error"]
     assert stored(core) == (0, 0)
 
 
 @pytest.mark.parametrize("body", [b"[]", b"[" + fixture_bytes("ticket_created.json") + b"]"])
-def test_json_array_gets_400(client, core, body):
+def test_json_array_gets_400(client, core, body, hooks):
     """A JSON array is not a Zendesk payload: 400 naming the expected object."""
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 400
     assert "expected a JSON object" in response.get_json()["error"]
     assert stored(core) == (0, 0)
 
 
 @pytest.mark.parametrize("body", [b'"ticket"', b"42", b"null", b""])
-def test_json_scalar_or_empty_body_gets_400(client, core, body):
+def test_json_scalar_or_empty_body_gets_400(client, core, body, hooks):
     """A scalar or an empty body gets 400 with an error."""
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 400
     assert response.get_json()["error"]
     assert stored(core) == (0, 0)
@@ -335,40 +331,40 @@ def test_json_scalar_or_empty_body_gets_400(client, core, body):
     ids=["no-detail-id", "no-detail", "detail-string", "no-id", "numeric-id", "event-list"],
 )
 def test_subscription_missing_what_it_must_carry_gets_400_naming_the_field(
-    client, core, change, named
+    client, core, change, named, hooks
 ):
     """A ticket.created event without the ticket id or event id gets 400 naming the field."""
     payload = json.loads(fixture_bytes("ticket_created__mail.json"))
     change(payload)
-    response = post_zendesk(client, json.dumps(payload).encode())
+    response = hooks.zendesk(json.dumps(payload).encode())
     assert response.status_code == 400
     assert response.get_json()["error"].startswith(named + ":")
     assert stored(core) == (0, 0)
 
 
-def test_comment_event_without_a_comment_gets_400(client, core):
+def test_comment_event_without_a_comment_gets_400(client, core, hooks):
     """ticket.comment_added without event.comment gets 400 naming event.comment."""
     payload = json.loads(fixture_bytes("ticket_comment_added.json"))
     payload["event"] = {}
-    response = post_zendesk(client, json.dumps(payload).encode())
+    response = hooks.zendesk(json.dumps(payload).encode())
     assert response.status_code == 400
     assert "event.comment" in response.get_json()["error"]
     assert stored(core) == (0, 0)
 
 
-def test_trigger_body_without_a_ticket_id_gets_400(client, core):
+def test_trigger_body_without_a_ticket_id_gets_400(client, core, hooks):
     """A trigger body whose ticket has no id gets 400 telling the admin what to add."""
     payload = json.loads(fixture_bytes("trigger_ticket_created.json"))
     del payload["ticket"]["id"]
-    response = post_zendesk(client, json.dumps(payload).encode())
+    response = hooks.zendesk(json.dumps(payload).encode())
     assert response.status_code == 400
     assert "ticket.id" in response.get_json()["error"]
     assert stored(core) == (0, 0)
 
 
-def test_json_object_of_no_known_shape_gets_400(client, core):
+def test_json_object_of_no_known_shape_gets_400(client, core, hooks):
     """An object that is neither a subscription payload nor a trigger body gets 400."""
-    response = post_zendesk(client, b'{"ticket_id": 5141}')
+    response = hooks.zendesk(b'{"ticket_id": 5141}')
     assert response.status_code == 400
     assert "body:" in response.get_json()["error"]
     assert stored(core) == (0, 0)
@@ -384,9 +380,9 @@ def test_json_object_of_no_known_shape_gets_400(client, core):
     ],
     ids=["latin-1", "utf-16", "utf-32", "bytes"],
 )
-def test_body_that_is_not_utf8_gets_400(client, core, body):
+def test_body_that_is_not_utf8_gets_400(client, core, body, hooks):
     """JSON must be UTF-8 (RFC 8259): any other encoding gets 400 and is not stored."""
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 400
     assert "UTF-8" in response.get_json()["error"]
     assert stored(core) == (0, 0)
@@ -415,9 +411,11 @@ def test_body_that_is_not_utf8_gets_400(client, core, body):
     ],
     ids=["priority_changed", "user.created", "trigger-deleted"],
 )
-def test_unused_event_type_gets_200_ignored_and_is_not_stored(client, core, body, event_type):
+def test_unused_event_type_gets_200_ignored_and_is_not_stored(
+    client, core, body, event_type, hooks
+):
     """An authentic event Carryover does not use gets 200 {"ignored": type}, nothing stored."""
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 200
     assert response.get_json() == {"ignored": event_type}
     assert stored(core) == (0, 0)
@@ -433,9 +431,9 @@ def test_unused_event_type_gets_200_ignored_and_is_not_stored(client, core, body
     ],
     ids=["subscription", "trigger"],
 )
-def test_unused_event_type_with_a_line_break_gets_200_ignored(client, core, body):
+def test_unused_event_type_with_a_line_break_gets_200_ignored(client, core, body, hooks):
     """An event type with a line break is ignored like any other, not a 500 on its header."""
-    response = post_zendesk(client, body)
+    response = hooks.zendesk(body)
     assert response.status_code == 200
     assert response.get_json()["ignored"].startswith("a\nb")
     assert response.headers["X-Carryover-Ignored"].startswith("a?b")
@@ -456,17 +454,17 @@ def big_ticket(size: int) -> bytes:
     return body
 
 
-def test_body_over_one_mebibyte_gets_413_and_is_not_stored(client, core):
+def test_body_over_one_mebibyte_gets_413_and_is_not_stored(client, core, hooks):
     """A correctly signed body of 1 MiB + 1 byte gets 413 and is not stored."""
-    response = post_zendesk(client, big_ticket(1024 * 1024 + 1))
+    response = hooks.zendesk(big_ticket(1024 * 1024 + 1))
     assert response.status_code == 413
     assert response.get_json()["error"]
     assert stored(core) == (0, 0)
 
 
-def test_body_of_exactly_one_mebibyte_is_accepted(client, core):
+def test_body_of_exactly_one_mebibyte_is_accepted(client, core, hooks):
     """A body of exactly 1 MiB is within the limit and stored."""
-    response = post_zendesk(client, big_ticket(1024 * 1024))
+    response = hooks.zendesk(big_ticket(1024 * 1024))
     assert response.status_code == 200
     assert stored(core) == (1, 1)
 
@@ -509,7 +507,7 @@ def test_unconfigured_plugin_gets_404(client, core, path):
     assert stored(core) == (0, 0)
 
 
-def test_zendesk_hook_without_a_zendesk_section_gets_404(database_url):
+def test_zendesk_hook_without_a_zendesk_section_gets_404(database_url, make_config):
     """With no integrations.zendesk section the Zendesk hook does not exist."""
     core = build_installation(make_config(database_url))
     try:
@@ -595,16 +593,22 @@ def mutations() -> Iterator[tuple[str, bytes]]:
     yield "huge number", b'{"type":"zen:event-type:ticket.created","id":"n","detail":{"id":1e999}}'
 
 
-def test_no_mutated_delivery_gets_a_5xx_and_no_4xx_stores_anything(client, core, worker):
+def test_no_mutated_delivery_gets_a_5xx_and_no_4xx_stores_anything(client, core, worker, hooks):
     """Damaged, truncated and oddly typed bodies, each validly signed, never get a 5xx."""
     seen = 0
     for label, body in mutations():
         before = stored(core)
-        response = post_zendesk(client, body)
+        response = hooks.zendesk(body)
         seen += 1
-        assert response.status_code < 500, (label, response.status_code, response.data[:300])
+        # Which mutations parse depends on the value: accepted (200) or refused as malformed
+        # (400) are both right; a 5xx, a 401 or a 413 never is.
+        assert response.status_code in (200, 400), (
+            label,
+            response.status_code,
+            response.data[:300],
+        )
         assert response.is_json, label
-        if response.status_code >= 400:
+        if response.status_code == 400:
             assert stored(core) == before, label
             assert response.get_json()["error"], label
         else:
@@ -616,10 +620,10 @@ def test_no_mutated_delivery_gets_a_5xx_and_no_4xx_stores_anything(client, core,
 # -- the store --------------------------------------------------------------------------------
 
 
-def test_accepted_delivery_is_committed_before_the_reply(client, core, database_url):
+def test_accepted_delivery_is_committed_before_the_reply(client, core, database_url, hooks):
     """After the 200, another connection already sees the raw delivery and its event key."""
     body = fixture_bytes("ticket_created.json")
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     other = make_engine(database_url)
     try:
         with other.connect() as conn:
@@ -631,11 +635,13 @@ def test_accepted_delivery_is_committed_before_the_reply(client, core, database_
     assert key == "event:cbe4028c-7239-495d-b020-f22348516046"
 
 
-def test_ids_that_pass_the_luhn_check_are_stored_unchanged(client, core, worker):
+def test_ids_that_pass_the_luhn_check_are_stored_unchanged(
+    client, core, worker, hooks, fake_zendesk
+):
     """A requester id that looks like a card number is an id, not card text: it is kept."""
     luhn_id = "8447346622462"  # 13 digits passing the Luhn check, like ~10% of Zendesk ids
     body = zendesk_event("ticket_created__mail.json", requester_id=luhn_id, description="Hi")
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     with core.engine.connect() as conn:
         assert bytes(conn.execute(select(deliveries.c.body)).scalar_one()) == body
     worker.drain()
@@ -644,12 +650,14 @@ def test_ids_that_pass_the_luhn_check_are_stored_unchanged(client, core, worker)
     assert ["zendesk_user", luhn_id] in json.loads(ids)
 
 
-def test_secret_phrase_in_a_description_is_redacted_without_breaking_the_json(client, core, worker):
+def test_secret_phrase_in_a_description_is_redacted_without_breaking_the_json(
+    client, core, worker, hooks, fake_zendesk
+):
     """A password in customer text is redacted in the stored body, which still parses."""
     body = zendesk_event(
         "ticket_created__mail.json", description='Login fails, my password is "hunter2",ok'
     )
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     with core.engine.connect() as conn:
         kept = bytes(conn.execute(select(deliveries.c.body)).scalar_one())
     assert b"hunter2" not in kept
@@ -662,13 +670,13 @@ def test_secret_phrase_in_a_description_is_redacted_without_breaking_the_json(cl
 
 
 def test_trigger_body_with_a_card_number_is_stored_redacted_and_still_processed(
-    client, core, worker
+    client, core, worker, hooks, fake_zendesk
 ):
     """Redacting a trigger body before storage does not make the worker lose its event."""
     body = fixture_bytes("trigger_ticket_created.json").replace(
         b"about the double charge again.", b"about card 4111-1111-1111-1111 again."
     )
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     with core.engine.connect() as conn:
         kept = bytes(conn.execute(select(deliveries.c.body)).scalar_one())
     assert b"4111-1111-1111-1111" not in kept
@@ -677,19 +685,21 @@ def test_trigger_body_with_a_card_number_is_stored_redacted_and_still_processed(
         row = conn.execute(select(interactions)).one()
     assert row.external_id == "5160"
     assert row.text == "Customer called about card [card ending 1111] again."
-    assert post_zendesk(client, body).status_code == 200  # a retry is still recognised
+    assert hooks.zendesk(body).status_code == 200  # a retry is still recognised
     with core.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 1
 
 
 @pytest.mark.parametrize("which", ["unmigrated-sqlite", "unreachable-postgresql"])
-def test_store_unavailable_gets_503_with_retry_after(tmp_path, fake_zendesk, which):
+def test_store_unavailable_gets_503_with_retry_after(
+    tmp_path, fake_zendesk, which, make_config, hooks_for
+):
     """When the delivery cannot be committed the sender gets 503 and Retry-After, never 2xx."""
     url = f"sqlite:///{tmp_path / 'empty.db'}" if which.endswith("sqlite") else UNREACHABLE_POSTGRES
     core = build_installation(make_config(url, fake_zendesk.url))
     try:
         client = create_app(core=core).test_client()
-        response = post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+        response = hooks_for(client).zendesk(fixture_bytes("ticket_created__mail.json"))
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert "unavailable" in response.get_json()["error"]
@@ -707,7 +717,7 @@ def log_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.mark.parametrize("which", OUTAGES)
 def test_a_store_outage_logs_one_line_per_interval_without_a_traceback(
-    tmp_path, fake_zendesk, which, caplog, log_clock
+    tmp_path, fake_zendesk, which, caplog, log_clock, make_config, hooks_for
 ):
     """In an outage every delivery gets 503; the log gets one line a window, no traceback."""
     url = f"sqlite:///{tmp_path / 'empty.db'}" if which.endswith("sqlite") else UNREACHABLE_POSTGRES
@@ -716,11 +726,11 @@ def test_a_store_outage_logs_one_line_per_interval_without_a_traceback(
     try:
         client = create_app(core=core).test_client()
         with caplog.at_level(logging.INFO):
-            answers = [post_zendesk(client, body) for _ in range(REFUSED_IN_AN_OUTAGE)]
+            answers = [hooks_for(client).zendesk(body) for _ in range(REFUSED_IN_AN_OUTAGE)]
             assert {(a.status_code, a.headers["Retry-After"]) for a in answers} == {(503, "30")}
             assert len(caplog.records) == 1  # for 50 refusals within the window
             log_clock[0] += REFUSAL_LOG_INTERVAL_S
-            assert post_zendesk(client, body).status_code == 503
+            assert hooks_for(client).zendesk(body).status_code == 503
     finally:
         core.dispose()
     first, second = caplog.records
@@ -735,7 +745,7 @@ def test_a_store_outage_logs_one_line_per_interval_without_a_traceback(
 
 
 def test_a_failure_that_is_not_the_stores_is_logged_with_its_traceback_once_a_window(
-    client, monkeypatch, caplog, log_clock
+    client, monkeypatch, caplog, log_clock, hooks
 ):
     """A program error in the inbox gets 503 too, and its traceback once per window."""
 
@@ -745,30 +755,50 @@ def test_a_failure_that_is_not_the_stores_is_logged_with_its_traceback_once_a_wi
     monkeypatch.setattr(DeliveryInbox, "_commit", commit)
     with caplog.at_level(logging.INFO):
         for _ in range(3):
-            assert (
-                post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 503
-            )
+            assert hooks.zendesk(fixture_bytes("ticket_created__mail.json")).status_code == 503
     [line] = caplog.records
     assert line.getMessage() == "could not store a zendesk delivery (answered 503)"
     assert line.exc_info is not None and line.exc_info[0] is ValueError
 
 
-def test_redelivery_of_the_same_event_gets_200_and_adds_nothing(client, core):
+def test_redelivery_of_the_same_event_gets_200_and_adds_nothing(client, core, hooks):
     """A redelivery of the same event id, signed anew, gets 200 and adds no row or key."""
     body = zendesk_event("ticket_created__mail.json")
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     later = stamp(timedelta(seconds=1))
-    assert post_zendesk(client, body, timestamp=later).status_code == 200
+    assert hooks.zendesk(body, timestamp=later).status_code == 200
     assert stored(core) == (1, 1)
 
 
-def test_a_deeply_nested_body_that_needs_redaction_gets_400_not_500(client, core):
-    """A trigger body nested past the redaction walk's depth never gets a 5xx."""
+def nested_past_the_redaction_walk() -> bytes:
+    """Return a trigger body whose card number sits 600 lists deep in the description."""
     description = "[" * 600 + '"\\u0041 4111 1111 1111 1111"' + "]" * 600
-    body = (
+    return (
         b'{"event": "ticket.created", "ticket": {"id": "1", "description": '
         + description.encode()
         + b"}}"
     )
-    response = post_zendesk(client, body)
-    assert response.status_code < 500
+
+
+def test_a_deeply_nested_body_that_needs_redaction_never_gets_a_5xx(client, core, hooks):
+    """A trigger body nested past the redaction walk's depth is answered 200 {}, not a 5xx.
+
+    This is today's behaviour, kept so that a change shows: the body is accepted and stored
+    with its card number (see the strict xfail below for what the name used to promise).
+    """
+    response = hooks.zendesk(nested_past_the_redaction_walk())
+    assert response.status_code == 200
+    assert response.get_json() == {}
+    assert stored(core) == (1, 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: a body nested past the redaction walk is stored with its card number",
+)
+def test_a_deeply_nested_body_that_needs_redaction_gets_400_and_is_not_stored(client, core, hooks):
+    """A body too deep to redact is refused as malformed (400) and nothing of it is kept."""
+    response = hooks.zendesk(nested_past_the_redaction_walk())
+    assert response.status_code == 400
+    assert response.get_json()["error"]
+    assert stored(core) == (0, 0)

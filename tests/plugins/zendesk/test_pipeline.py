@@ -5,23 +5,24 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from middleware.store.tables import deliveries, interactions, writes
-from tests.conftest import ANN, fixture_bytes, post_zendesk, written_before, zendesk_event
+from tests.payloads import fixture_bytes, zendesk_event
+from tests.values import ANN
 
 
-def test_first_contact_gets_no_note(client, worker, fake_zendesk):
+def test_first_contact_gets_no_note(client, worker, fake_zendesk, hooks):
     """A customer's first ticket gets no note (note_on_first_contact is off)."""
-    assert post_zendesk(client, fixture_bytes("ticket_created__mail.json")).status_code == 200
+    assert hooks.zendesk(fixture_bytes("ticket_created__mail.json")).status_code == 200
     worker.drain()
     assert fake_zendesk.notes(5141) == []
 
 
 def test_new_ticket_of_known_customer_gets_one_note_naming_the_earlier_ticket(
-    client, worker, fake_zendesk
+    client, worker, fake_zendesk, hooks
 ):
     """A second ticket on another channel gets one private note naming ticket, channel, subject."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
-    response = post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    response = hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     assert response.status_code == 200
     worker.drain()
 
@@ -36,13 +37,15 @@ def test_new_ticket_of_known_customer_gets_one_note_naming_the_earlier_ticket(
     assert "[Carryover ref co-" in body
 
 
-def test_sending_the_same_webhook_again_produces_nothing_new(client, worker, fake_zendesk, core):
+def test_sending_the_same_webhook_again_produces_nothing_new(
+    client, worker, fake_zendesk, core, hooks
+):
     """A duplicate delivery (same event id) is acknowledged and causes no second note."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     body = fixture_bytes("ticket_created__facebook_message.json")
-    post_zendesk(client, body)
+    hooks.zendesk(body)
     worker.drain()
-    again = post_zendesk(client, body)
+    again = hooks.zendesk(body)
     assert again.status_code == 200
     worker.drain()
     assert len(fake_zendesk.notes(5149)) == 1
@@ -50,22 +53,22 @@ def test_sending_the_same_webhook_again_produces_nothing_new(client, worker, fak
         assert len(conn.execute(select(deliveries)).all()) == 2
 
 
-def test_same_ticket_created_twice_with_new_event_ids_writes_once(client, worker, fake_zendesk):
+def test_same_ticket_created_twice_with_new_event_ids_writes_once(
+    client, worker, fake_zendesk, hooks
+):
     """Even a redelivery under a new event id writes a ticket's summary only once."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
-    post_zendesk(
-        client, zendesk_event("ticket_created__facebook_message.json", event_id="another-id")
-    )
+    hooks.zendesk(zendesk_event("ticket_created__facebook_message.json", event_id="another-id"))
     worker.drain()
     assert len(fake_zendesk.notes(5149)) == 1
 
 
-def test_own_note_coming_back_causes_nothing(client, worker, core):
+def test_own_note_coming_back_causes_nothing(client, worker, core, written_before, hooks):
     """A note written before markers were keyed, returning as a comment, is ignored."""
-    written_before(core, "zendesk", "5158", "co-7-summary")
-    response = post_zendesk(client, fixture_bytes("ticket_comment_added__own_note.json"))
+    written_before("zendesk", "5158", "co-7-summary")
+    response = hooks.zendesk(fixture_bytes("ticket_comment_added__own_note.json"))
     assert response.status_code == 200
     assert response.get_json() == {"ignored": "own note"}
     assert worker.drain() == 0
@@ -73,14 +76,16 @@ def test_own_note_coming_back_causes_nothing(client, worker, core):
         assert conn.execute(select(deliveries)).first() is None
 
 
-def test_a_marker_typed_by_someone_else_is_no_own_note(client, worker, core):
+def test_a_marker_typed_by_someone_else_is_no_own_note(
+    client, worker, core, written_before, hooks, fake_zendesk
+):
     """The marker text on a ticket Carryover never wrote it to is an ordinary comment."""
     import json
 
-    written_before(core, "zendesk", "5158", "co-7-summary")  # another ticket's note
+    written_before("zendesk", "5158", "co-7-summary")  # another ticket's note
     payload = json.loads(fixture_bytes("ticket_comment_added.json"))
     payload["event"]["comment"]["body"] = "Any news? [Carryover ref co-7-summary]"
-    response = post_zendesk(client, json.dumps(payload).encode())
+    response = hooks.zendesk(json.dumps(payload).encode())
     assert response.status_code == 200 and "ignored" not in (response.get_json() or {})
     worker.drain()
     with core.engine.connect() as conn:
@@ -88,20 +93,22 @@ def test_a_marker_typed_by_someone_else_is_no_own_note(client, worker, core):
     assert [n.text for n in notes] == ["Any news? [Carryover ref co-7-summary]"]
 
 
-def test_a_forged_keyed_marker_is_no_own_note(client, core):
+def test_a_forged_keyed_marker_is_no_own_note(client, core, hooks):
     """A marker with a MAC made without the installation's secret is not Carryover's."""
     import json
 
     payload = json.loads(fixture_bytes("ticket_comment_added.json"))
     payload["event"]["comment"]["body"] = "Hi [Carryover ref co-7-summary-0123456789ab]"
-    response = post_zendesk(client, json.dumps(payload).encode())
+    response = hooks.zendesk(json.dumps(payload).encode())
     assert "ignored" not in (response.get_json() or {})
 
 
-def test_real_note_echo_after_a_write_causes_no_second_note(client, worker, fake_zendesk, core):
+def test_real_note_echo_after_a_write_causes_no_second_note(
+    client, worker, fake_zendesk, core, hooks
+):
     """The exact note Carryover wrote, sent back as a comment event, writes nothing new."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     note = fake_zendesk.notes(5149)[0]
     echo = zendesk_event("ticket_comment_added__own_note.json", id="5149", event_id="echo-1")
@@ -109,18 +116,18 @@ def test_real_note_echo_after_a_write_causes_no_second_note(client, worker, fake
 
     payload = json.loads(echo)
     payload["event"]["comment"]["body"] = note["body"]
-    response = post_zendesk(client, json.dumps(payload).encode())
+    response = hooks.zendesk(json.dumps(payload).encode())
     assert response.get_json() == {"ignored": "own note"}
     worker.drain()
     with core.engine.connect() as conn:
         assert len(conn.execute(select(writes)).all()) == 1
 
 
-def test_status_change_keeps_open_items_true(client, worker, core):
+def test_status_change_keeps_open_items_true(client, worker, core, hooks, fake_zendesk):
     """A solved status (upper-case in webhooks) closes the ticket in the timeline."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
-    post_zendesk(client, fixture_bytes("ticket_status_changed.json"))
+    hooks.zendesk(fixture_bytes("ticket_status_changed.json"))
     worker.drain()
     with core.engine.connect() as conn:
         row = conn.execute(select(interactions).where(interactions.c.external_id == "5141")).one()
@@ -128,11 +135,13 @@ def test_status_change_keeps_open_items_true(client, worker, core):
     assert row.channel == "email"
 
 
-def test_status_change_before_creation_is_not_undone_by_the_late_create(client, worker, core):
+def test_status_change_before_creation_is_not_undone_by_the_late_create(
+    client, worker, core, hooks, fake_zendesk
+):
     """Reordered events: a later status survives an earlier ticket.created arriving late."""
-    post_zendesk(client, fixture_bytes("ticket_status_changed.json"))
+    hooks.zendesk(fixture_bytes("ticket_status_changed.json"))
     worker.drain()
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     with core.engine.connect() as conn:
         row = conn.execute(select(interactions).where(interactions.c.external_id == "5141")).one()
@@ -141,11 +150,13 @@ def test_status_change_before_creation_is_not_undone_by_the_late_create(client, 
     assert row.subject == "Charged twice for my January invoice"
 
 
-def test_customer_comment_joins_the_timeline_and_agent_comment_does_not(client, worker, core):
+def test_customer_comment_joins_the_timeline_and_agent_comment_does_not(
+    client, worker, core, hooks, fake_zendesk
+):
     """A requester's comment is stored as a message; an agent's comment is ignored."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_comment_added.json"))
-    agent = post_zendesk(client, fixture_bytes("ticket_comment_added__by_agent.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_comment_added.json"))
+    agent = hooks.zendesk(fixture_bytes("ticket_comment_added__by_agent.json"))
     assert agent.get_json() == {"ignored": "ticket.comment_added.by_agent"}
     worker.drain()
     with core.engine.connect() as conn:
@@ -157,9 +168,9 @@ def test_customer_comment_joins_the_timeline_and_agent_comment_does_not(client, 
     assert rows[0].customer_id == rows[1].customer_id is not None
 
 
-def test_card_numbers_are_redacted_before_storage(client, worker, core):
+def test_card_numbers_are_redacted_before_storage(client, worker, core, hooks, fake_zendesk):
     """A card number in a ticket description is stored only as its last 4 digits."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     with core.engine.connect() as conn:
         text = conn.execute(select(interactions.c.text)).scalar()
@@ -169,11 +180,13 @@ def test_card_numbers_are_redacted_before_storage(client, worker, core):
     assert b"4111 1111 1111 1111" not in bytes(raw)
 
 
-def test_trigger_body_is_accepted_and_links_by_email_and_phone(client, worker, fake_zendesk, core):
+def test_trigger_body_is_accepted_and_links_by_email_and_phone(
+    client, worker, fake_zendesk, core, hooks
+):
     """The README's trigger body maps a phone-call ticket to the same customer."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
-    response = post_zendesk(client, fixture_bytes("trigger_ticket_created.json"))
+    response = hooks.zendesk(fixture_bytes("trigger_ticket_created.json"))
     assert response.status_code == 200
     worker.drain()
     with core.engine.connect() as conn:
@@ -184,41 +197,45 @@ def test_trigger_body_is_accepted_and_links_by_email_and_phone(client, worker, f
     assert len(notes) == 1 and "5141" in notes[0]["body"]
 
 
-def test_requester_lookups_are_cached(client, worker, fake_zendesk):
+def test_requester_lookups_are_cached(client, worker, fake_zendesk, hooks):
     """Two tickets of one requester cost one user look-up."""
-    post_zendesk(client, fixture_bytes("ticket_created__mail.json"))
-    post_zendesk(client, fixture_bytes("ticket_created__facebook_message.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     lookups = [p for m, p, *_ in fake_zendesk.requests_log if p.startswith(f"/api/v2/users/{ANN}.")]
     assert len(lookups) == 1
 
 
-def test_the_test_webhook_button_body_is_acknowledged_and_ignored(client, core):
+def test_the_test_webhook_button_body_is_acknowledged_and_ignored(client, core, hooks):
     """Zendesk's test body (event and id, no ticket) gets 200 ignored and is not stored."""
-    response = post_zendesk(client, fixture_bytes("test_webhook.json"))
+    response = hooks.zendesk(fixture_bytes("test_webhook.json"))
     assert response.status_code == 200
     assert "test delivery" in response.get_json()["ignored"]
     with core.engine.connect() as conn:
         assert conn.execute(select(deliveries)).first() is None
 
 
-def test_trigger_body_with_raw_line_breaks_in_the_description_is_accepted(client, worker, core):
+def test_trigger_body_with_raw_line_breaks_in_the_description_is_accepted(
+    client, worker, core, hooks, fake_zendesk
+):
     """Trigger placeholders are raw text: a multi-line description still parses."""
     body = fixture_bytes("trigger_ticket_created.json").replace(
         b"about the double charge again.", b"about the double charge.\nSecond line."
     )
     assert b"\nSecond line" in body
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     worker.drain()
     with core.engine.connect() as conn:
         text = conn.execute(select(interactions.c.text)).scalar()
     assert text == "Customer called about the double charge.\nSecond line."
 
 
-def test_nul_characters_in_customer_text_are_dropped_not_retried(client, worker, core):
+def test_nul_characters_in_customer_text_are_dropped_not_retried(
+    client, worker, core, hooks, fake_zendesk
+):
     """A NUL in a ticket's subject (PostgreSQL refuses it) is dropped and the ticket stored."""
     body = zendesk_event("ticket_created__mail.json", subject="Charged\u0000 twice")
-    assert post_zendesk(client, body).status_code == 200
+    assert hooks.zendesk(body).status_code == 200
     worker.drain()
     with core.engine.connect() as conn:
         assert conn.execute(select(interactions.c.subject)).scalar() == "Charged twice"
