@@ -10,9 +10,11 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 from middleware.ingest import json_input
 
-# A run of 13-19 digits; one right after "+" is an international phone number, not a card.
-# (The lookbehind follows the first digit so that the engine only tries at digits.)
+# The longest card number candidate from a start: 13-19 digits, none of a digit, "+" or
+# "-" right before (one right after "+" is an international phone number). (The
+# lookbehind follows the first digit so that the engine only tries at digits.)
 CARD_CANDIDATE = re.compile(r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])")
+DIGIT = re.compile(r"\d")
 # Where a card number can be: 13 or more digits, spaces and dashes, from digit to digit.
 CARD_RUN = re.compile(r"\d[\d -]{11,}\d")
 ASCII_CARD_RUN = re.compile(CARD_RUN.pattern, re.ASCII)  # the same on ASCII text, sooner
@@ -77,19 +79,78 @@ def is_card_number(candidate: str) -> bool:
     return 13 <= len(digits) <= 19 and luhn_valid(digits)
 
 
-def _card(match: re.Match[str]) -> str:
-    candidate = match.group(0)
-    if is_card_number(candidate):
-        return f"[card ending {candidate[-4:]}]"
-    return candidate
-
-
 def redact(text: str | None) -> str | None:
     """Return the text with card numbers cut to their last 4 digits and secrets hidden."""
     if not text:
         return text
-    text = CARD_CANDIDATE.sub(_card, text)
+    text = redact_cards(text)
     return SECRET_PHRASE.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+
+
+def redact_cards(text: str) -> str:
+    """Cut each card number in the text to its last 4 digits.
+
+    A card number is 13-19 digits with at most one space or dash between two of them, no
+    digit or dash right after it, no digit, dash or "+" right before it, and it passes the
+    Luhn check. The longest candidate from a start (CARD_CANDIDATE, in C) is almost always
+    the answer. When it fails the check, candidates may overlap: "ref 0041 4111 1111 1111
+    1111" holds one from "0041" that fails and the card after it, "4111111111111111 123"
+    (a card, then its code) one of 19 digits that fails and the card inside it. Then the
+    rest of that run of digits is scanned exactly (_cards_in_run): linear in the text.
+    """
+    parts, done, position = [], 0, 0
+    while match := CARD_CANDIDATE.search(text, position):
+        if is_card_number(match.group(0)):
+            found: Iterable[tuple[int, int]] = [match.span()]
+            position = match.end()
+        else:
+            run = CARD_RUN.match(text, match.start())
+            position = run.end() if run else match.end()
+            found = _cards_in_run(text, match.start(), position)
+        for start, end in found:
+            parts += [text[done:start], f"[card ending {text[end - 4 : end]}]"]
+            done = end
+    return "".join(parts) + text[done:] if parts else text
+
+
+def _cards_in_run(text: str, first: int, last: int) -> Iterator[tuple[int, int]]:
+    """Yield (start, end) of each card number in text[first:last], left to right."""
+    places = [match.start() for match in DIGIT.finditer(text, first, last)]
+    count = len(places)
+    # chain[k]: where the digits joined to digit k (by nothing, a space or a dash) end.
+    chain = [count] * (count + 1)
+    for k in range(count - 2, -1, -1):
+        gap = places[k + 1] - places[k]
+        joined = gap == 1 or (gap == 2 and text[places[k] + 1] in " -")
+        chain[k] = chain[k + 1] if joined else k + 1
+    # Luhn sums of the digits before k: plain at even k and doubled at odd k, and the
+    # other way round; a card whose last digit has an even k sums the first kind.
+    evens, odds = [0], [0]
+    for k, place in enumerate(places):
+        value = int(text[place])
+        plain, doubled = (value, _DOUBLED[value]) if k % 2 == 0 else (_DOUBLED[value], value)
+        evens.append(evens[-1] + plain)
+        odds.append(odds[-1] + doubled)
+    k = 0
+    while k < count:
+        if chain[k] - k < 13:
+            k = chain[k]  # no start before the chain's end has 13 digits after it
+            continue
+        place = places[k]
+        if place > 0 and (text[place - 1].isdecimal() or text[place - 1] in "+-"):
+            k += 1
+            continue
+        for end in range(min(chain[k], k + 19), k + 12, -1):
+            after = places[end - 1] + 1
+            if after < len(text) and (text[after].isdecimal() or text[after] == "-"):
+                continue
+            sums = evens if (end - 1) % 2 == 0 else odds
+            if (sums[end] - sums[k]) % 10 == 0:
+                yield place, after
+                k = end
+                break
+        else:
+            k += 1
 
 
 def redact_body(body: bytes, content_type: str = "", ids: IdFields = NO_ID_FIELDS) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from middleware.customers.redaction import IdFields, luhn_valid, redact
+from middleware.customers.redaction import IdFields, luhn_valid, redact, redact_cards
 from middleware.integrations.registry import PluginRegistry
 
 # The id fields the installed plugins declare, as the webhook endpoint passes them.
@@ -20,6 +20,11 @@ IDS = IdFields(PluginRegistry.from_entry_points().id_fields())
         ("order 4111 1111 1111 1112", "order 4111 1111 1111 1112"),  # fails the Luhn check
         ("my password is hunter2 thanks", "my password is [redacted] thanks"),
         ("PIN: 1234", "PIN: [redacted]"),
+        # Candidates that overlap: the longest from a start fails, a card is still there.
+        ("ref 0041 4111 1111 1111 1111", "ref 0041 [card ending 1111]"),
+        ("call 555 4111 1111 1111 1111 now", "call 555 [card ending 1111] now"),
+        ("4111111111111111 123 is my card and code", "[card ending 1111] 123 is my card and code"),
+        ("\\u0041 4111 1111 1111 1111", "\\u0041 [card ending 1111]"),
     ],
 )
 def test_cards_and_secrets_are_redacted(text, expected):
@@ -160,3 +165,46 @@ def test_the_luhn_check_agrees_with_the_textbook_one(digits):
     for variant in (digits, digits[:-1] + str((int(digits[-1]) + 1) % 10)):
         unicode = variant.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
         assert luhn_valid(variant) == luhn_valid(unicode) == textbook(variant)
+
+
+def every_card(text: str) -> str:
+    """Redact cards the slow, obvious way: from each start, every length, longest first."""
+    parts, done, start = [], 0, 0
+    while start < len(text):
+        before = text[start - 1] if start else ""
+        if not text[start].isdecimal() or before.isdecimal() or before in ("+", "-"):
+            start += 1
+            continue
+        digits, end, position = "", None, start
+        while len(digits) < 19:
+            digits += text[position]
+            position += 1
+            after = text[position : position + 1]
+            if len(digits) >= 13 and not after.isdecimal() and after != "-":
+                end = position if luhn_valid(digits) else end
+            if after.isdecimal():
+                continue
+            if after in (" ", "-") and text[position + 1 : position + 2].isdecimal():
+                position += 1
+                continue
+            break
+        if end is None:
+            start += 1
+            continue
+        parts += [text[done:start], f"[card ending {text[end - 4 : end]}]"]
+        done = start = end
+    return "".join(parts) + text[done:]
+
+
+def test_every_card_is_found_however_candidates_overlap():
+    """On random runs of digits, spaces, dashes and plus signs, redaction finds every card."""
+    import random
+
+    rng = random.Random(20261206)
+    texts = [
+        "".join(rng.choice("0123456789 -+x") for _ in range(rng.randint(10, 90)))
+        for _ in range(5000)
+    ]
+    found = [redact_cards(text) for text in texts]
+    assert found == [every_card(text) for text in texts]
+    assert sum("[card ending" in text for text in found) > 100  # there were cards to find
