@@ -10,6 +10,7 @@ event that shows the call ringing.
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import random
@@ -54,7 +55,7 @@ COMPANY_NUMBER = "14155550100"  # the number the customers call
 GOAL_CONTEXT_P99_MS = 50.0
 GOAL_RING_P95_MS = 300.0
 SEED = 7
-EVENTS_URL = re.compile(r'new EventSource\(("(?:[^"\\]|\\.)*")\)')
+EVENTS_URL = re.compile(r'data-events="([^"]*)"')  # the pop's stream URL, HTML-escaped
 MAX_ERRORS_KEPT = 5
 
 
@@ -255,7 +256,7 @@ class RingProbe:
         found = EVENTS_URL.search(body.decode("utf-8"))
         if status != 200 or found is None:
             raise RuntimeError(f"GET {read.path} → {status}, no events URL: {body[:200]!r}")
-        return str(json.loads(found.group(1)))
+        return html.unescape(found.group(1))
 
     def ring(self, customer_id: int) -> float:
         """Send a signed newCall from the customer's number (no plus); return the seconds."""
