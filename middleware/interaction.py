@@ -12,6 +12,8 @@ CHANNELS = (
     "messaging", "api", "other",
 )  # fmt: skip
 DIRECTIONS = ("inbound", "outbound", "internal")
+# Who wrote an interaction's text; None when the payload does not tell (and on older rows).
+AUTHORS = ("customer", "agent")
 OPEN_STATUSES = frozenset({"new", "open", "pending", "hold", "on-hold", "working", "escalated"})
 CLOSED_STATUSES = frozenset({"solved", "closed", "deleted", "resolved"})
 # Final statuses of a call (Twilio's CallStatus, and the hang-up causes of generic CTI).
@@ -71,6 +73,10 @@ class Interaction:
     link: str | None = None
     duration_s: int | None = None
     creates: bool = False
+    # The record's number as agents know it (a case's CaseNumber, a ticket's id); None for calls.
+    number: str | None = None
+    # Who wrote `text`: "customer", "agent", or None when unknown.
+    said_by: str | None = None
 
     @property
     def is_open(self) -> bool:

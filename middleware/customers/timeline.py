@@ -15,7 +15,7 @@ CONTACT_KINDS = ("ticket", "case", "call", "message")
 ITEM_KINDS = ("ticket", "case")
 # Later facts of a record (status, agent) replace earlier ones; descriptive fields fill gaps.
 LATEST_WINS = ("status", "agent", "team", "duration_s", "direction")
-FILL_GAPS = ("subject", "text", "customer_name", "link")
+FILL_GAPS = ("subject", "text", "customer_name", "link", "number")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def append(
                 duration_s=interaction.duration_s,
                 identities=ids,
                 candidates=dumps(list(candidates)) if candidates else None,
+                number=interaction.number,
+                said_by=interaction.said_by if interaction.text else None,
             )
         )
         return Appended(inserted_id(result), True, customer_id)
@@ -79,6 +81,8 @@ def append(
         value = getattr(interaction, name)
         if value and (interaction.creates or not getattr(row, name)):
             changes[name] = value
+    if "text" in changes:
+        changes["said_by"] = interaction.said_by  # who wrote the text goes with the text
     if interaction.creates:
         # The creation event knows the real channel and time; an earlier update may not have.
         changes["channel"] = interaction.channel
@@ -168,12 +172,16 @@ def channel_counts(conn: Connection, where: list[Any]) -> list[tuple[str, int]]:
 
 
 def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
-    """Return the newest texts the customer wrote or said (inbound, or of no direction)."""
+    """Return the newest texts the customer wrote or said themselves.
+
+    Only texts known to be the customer's (`said_by`): an agent's case description or reply,
+    and rows that do not tell who wrote them (stored before it was recorded), stay out.
+    """
     query = select(interactions).where(
         *where,
         interactions.c.text.is_not(None),
         interactions.c.text != "",
-        or_(interactions.c.direction.is_(None), interactions.c.direction == "inbound"),
+        interactions.c.said_by == "customer",
     )
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
 

@@ -18,9 +18,25 @@ A mapping file has two parts:
 
 A value spec is a literal, or a mapping with one of `path` (dotted, list items by number),
 `format` (a string with {dotted.path} placeholders) or `first` (a list of specs, the first
-that yields a value), and the options `table`, `lower`, `default`, `required`. A table entry
-that maps to "" means "no value", so `first` goes on to its next spec. An identity may take a
-list of specs (e.g. a contact's Phone and MobilePhone), each adding one identifier.
+that yields a value), and the options `table`, `lower`, `default`, `required`, `equals`. A
+table entry that maps to "" means "no value", so `first` goes on to its next spec. An identity
+may take a list of specs (e.g. a contact's Phone and MobilePhone), each adding one identifier.
+
+`equals: other.path` compares the value with the one at another path and yields "true" or
+"false" (nothing when either is missing), which a table then names; it is how a mapping
+tells who wrote a text:
+
+    said_by: {path: event.comment.author.id, equals: detail.requester_id, table: authors}
+    # with  tables: {authors: {"true": customer, "false": agent}}
+
+A value that depends on another field is a table too (the case's Origin: web and email
+descriptions are the customer's, any other origin an agent's):
+
+    said_by: {path: sObject.Origin, table: case_authors}
+
+`number` is the record's number as agents know it (a CaseNumber, a ticket id); `said_by` is
+who wrote `text`: "customer", "agent", or nothing when the payload does not tell. Only the
+customer's own texts count as what they already said.
 
 An event that describes who a customer is rather than a contact with them (a Salesforce
 Contact) has `customer:` instead of `interaction:`, with `external_id`, `customer_name` and
@@ -42,6 +58,7 @@ from typing import Any
 import yaml
 
 from middleware.interaction import (
+    AUTHORS,
     CHANNELS,
     DIRECTIONS,
     KINDS,
@@ -54,18 +71,21 @@ from middleware.interaction import (
 FIELDS = {
     "kind", "external_id", "channel", "direction", "occurred_at", "updated_at", "status",
     "subject", "text", "customer_name", "agent", "team", "link", "duration_s", "identities",
+    "number", "said_by",
 }  # fmt: skip
 REQUIRED_FIELDS = ("kind", "external_id")
 CUSTOMER_FIELDS = {"external_id", "customer_name", "identities"}
 RECORD_KINDS = ("interaction", "customer")
-SPEC_KEYS = {"path", "format", "first", "table", "lower", "default", "required", "value"}
-VOCABULARIES = {"kind": KINDS, "channel": CHANNELS, "direction": DIRECTIONS}
+SPEC_KEYS = {
+    "path", "format", "first", "table", "lower", "default", "required", "value", "equals",
+}  # fmt: skip
+VOCABULARIES = {"kind": KINDS, "channel": CHANNELS, "direction": DIRECTIONS, "said_by": AUTHORS}
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
 FRACTION = re.compile(r"(\.\d{6})\d+")
 # What the store's columns hold (middleware/store/tables.py): an id longer than this is refused,
 # a name or status is cut. An id must leave room in record_ref ("source:kind:id", 255).
 MAX_EXTERNAL_ID = 200
-SHORT_TEXT = {"status": 32, "customer_name": 255, "agent": 255, "team": 255}
+SHORT_TEXT = {"status": 32, "customer_name": 255, "agent": 255, "team": 255, "number": 64}
 MAX_SECONDS = 2**31 - 1  # an INTEGER column
 EPOCH_RANGE = (0, 253402300799)  # 1970 to 9999: what a datetime holds
 
@@ -143,6 +163,9 @@ class PluginMapping:
         direction = values.get("direction")
         if direction is not None and direction not in DIRECTIONS:
             raise MappingError(f"{where}.direction: {direction!r} is not one of {DIRECTIONS}")
+        said_by = values.get("said_by")
+        if said_by is not None and said_by not in AUTHORS:
+            raise MappingError(f"{where}.said_by: {said_by!r} is not one of {', '.join(AUTHORS)}")
         occurred = _datetime(values.get("occurred_at"), f"{where}.occurred_at") or received_at
         updated = _datetime(values.get("updated_at"), f"{where}.updated_at") or occurred
         external_id = _external_id(values["external_id"], f"{where}.external_id")
@@ -166,6 +189,8 @@ class PluginMapping:
             link=http_link(_text(values.get("link"))),
             duration_s=_integer(values.get("duration_s"), f"{where}.duration_s"),
             creates=mapping.creates,
+            number=short["number"],
+            said_by=said_by,
         )
 
     def _identities(
@@ -201,6 +226,12 @@ class PluginMapping:
                 value = self._evaluate(option, payload, f"{where}.first[{i}]")
                 if value not in (None, ""):
                     break
+        if "equals" in spec:
+            other = lookup(payload, spec["equals"])
+            if value in (None, "") or other in (None, "") or isinstance(value, (list, dict)):
+                value = None
+            else:
+                value = "true" if str(value) == str(other) else "false"
         if value in (None, ""):
             if spec.get("required"):
                 shown = spec.get("path") or spec.get("format") or "first"
@@ -315,6 +346,8 @@ def _check_spec(spec: Any, where: str, tables: Mapping[str, Any]) -> None:
             raise MappingError(f"{where}.first: expected a non-empty list")
         for i, option in enumerate(spec["first"]):
             _check_spec(option, f"{where}.first[{i}]", tables)
+    if "equals" in spec and not isinstance(spec["equals"], str):
+        raise MappingError(f"{where}.equals: expected a dotted path")
     if "table" in spec and spec["table"] not in tables:
         raise MappingError(f"{where}.table: unknown table {spec['table']!r}")
 
@@ -336,7 +369,7 @@ def _check_vocabulary(
         for i, option in enumerate(spec.get("first") or []):
             _check_vocabulary(name, option, f"{where}.first[{i}]", tables)
     for path, value in literals:
-        if value not in vocabulary:
+        if value not in vocabulary and value != "":  # "" in a table: no value
             raise MappingError(f"{path}: {value!r} is not one of {', '.join(vocabulary)}")
 
 

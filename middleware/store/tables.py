@@ -130,6 +130,8 @@ interactions = Table(
     Column("duration_s", Integer),
     Column("identities", Text, nullable=False, default="[]"),
     Column("candidates", Text),
+    Column("number", String(64)),  # the record's number as agents know it (CaseNumber, ticket id)
+    Column("said_by", String(16)),  # who wrote `text`: customer, agent, or NULL (unknown)
     UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
     Index("ix_interactions_customer", "customer_id", "occurred_at"),
 )

@@ -65,9 +65,9 @@ LOGIN_KEYS = {
 
 SETUP = """\
 1. In Setup → Outbound Messages, create one for the Case object with the endpoint URL
-   {public_url}/hooks/salesforce; choose the fields Id, ContactId, Subject, Description,
-   Origin, Status, IsClosed, CreatedDate, LastModifiedDate (and SuppliedEmail, SuppliedPhone,
-   SuppliedName for web-to-case). Optionally one for Contact (Id, Name, Email, Phone,
+   {public_url}/hooks/salesforce; choose the fields Id, CaseNumber, ContactId, Subject,
+   Description, Origin, Status, IsClosed, CreatedDate, LastModifiedDate (and SuppliedEmail,
+   SuppliedPhone, SuppliedName for web-to-case). Optionally one for Contact (Id, Name, Email, Phone,
    MobilePhone) and one for CaseComment (Id, ParentId, CommentBody).
 2. Send it from a Flow (record-triggered, when a record is created or updated) or a workflow
    rule ("created, and every time it's edited").

@@ -473,3 +473,108 @@ def test_a_table_entry_of_empty_string_means_no_value_so_first_goes_on():
         for flag in ("true", "false")
     }
     assert status == {"true": "closed", "false": "working"}
+
+
+# -- who wrote the text, and the number agents know a record by ------------------------------
+
+
+def mapped_fixture(key: str, name: str):
+    """Parse one fixture of a plugin and map its (single) event with the shipped mapping."""
+    plugin = plugin_instance(key)
+    [event] = plugin.parse(fixture_request(plugin.folder() / "fixtures" / name))
+    return shipped(key).apply(event.type, event.payload, RECEIVED)
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "said_by", "number"),
+    [
+        ("zendesk", "ticket_created__mail.json", "customer", "5141"),
+        ("zendesk", "ticket_comment_added.json", "customer", "5141"),
+        ("zendesk", "ticket_status_changed.json", None, "5141"),
+        ("zendesk", "trigger_ticket_created.json", None, "5160"),
+        ("salesforce", "case_created__web_to_case.xml", "customer", "00001027"),
+        ("salesforce", "case_created.xml", None, "00001026"),  # Origin Phone, no Description
+        ("salesforce", "casecomment_created.xml", "agent", None),
+        ("twilio", "message_received.form", "customer", None),
+        ("twilio", "call_started__ringing.form", None, None),
+    ],
+)  # fmt: skip
+def test_shipped_mappings_tell_who_wrote_the_text_and_the_record_number(key, name, said_by, number):
+    """Requester's words and inbound SMS are the customer's; a case keeps its CaseNumber."""
+    interaction = mapped_fixture(key, name)
+    assert (interaction.said_by if interaction.text else None, interaction.number) == (
+        said_by,
+        number,
+    )
+
+
+def test_a_zendesk_description_or_comment_by_someone_else_than_the_requester_is_an_agents():
+    """A ticket an agent submitted for the requester, and an agent's reply, are an agent's words."""
+    payload = json.loads(fixture_bytes("ticket_created__mail.json"))
+    payload["detail"]["submitter_id"] = "8447388090494"
+    created = shipped("zendesk").apply("ticket.created", payload, RECEIVED)
+    assert created.said_by == "agent"
+    payload = json.loads(fixture_bytes("ticket_comment_added__by_agent.json"))
+    reply = shipped("zendesk").apply("ticket.comment_added", payload, RECEIVED)
+    assert (reply.text, reply.said_by) == ("We are looking into it.", "agent")
+
+
+@pytest.mark.parametrize(
+    ("origin", "said_by"),
+    [("Web", "customer"), ("Email", "customer"), ("Phone", "agent"), ("Chat", "agent"),
+     (None, None)],
+)  # fmt: skip
+def test_a_salesforce_case_description_is_the_customers_only_from_web_or_email(origin, said_by):
+    """Web-to-case and email-to-case carry the customer's text; a phone case an agent's."""
+    plugin = plugin_instance("salesforce")
+    [event] = plugin.parse(
+        fixture_request(plugin.folder() / "fixtures" / "case_created__web_to_case.xml")
+    )
+    payload = copy.deepcopy(event.payload)
+    payload["sObject"]["Origin"] = origin
+    interaction = shipped("salesforce").apply(event.type, payload, RECEIVED)
+    assert interaction.text and interaction.said_by == said_by
+
+
+def equals_mapping() -> PluginMapping:
+    """A mapping whose said_by compares the author with the requester."""
+    return parse_mapping("crm", {
+        "tables": {"authors": {"true": "customer", "false": "agent"}},
+        "events": {"comment.added": {"interaction": {
+            "kind": "message", "external_id": {"path": "id"}, "text": {"path": "body"},
+            "said_by": {"path": "author", "equals": "requester", "table": "authors"},
+        }}},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("author", "requester", "said_by"),
+    [("7", "7", "customer"), (7, "7", "customer"), ("8", "7", "agent"), (None, "7", None),
+     ("7", None, None)],
+)  # fmt: skip
+def test_equals_compares_two_paths_and_a_missing_side_tells_nothing(author, requester, said_by):
+    """equals yields "true"/"false" for the table; either side missing leaves the value unknown."""
+    payload = {"id": "1", "body": "hi", "author": author, "requester": requester}
+    assert equals_mapping().apply("comment.added", payload, RECEIVED).said_by == said_by
+
+
+@pytest.mark.parametrize(
+    ("said_by", "message"),
+    [({"path": "a", "equals": 3}, "said_by.equals: expected a dotted path"),
+     ("someone", "said_by: 'someone' is not one of customer, agent")],
+)  # fmt: skip
+def test_a_bad_said_by_is_refused_when_the_mapping_is_loaded(said_by, message):
+    """An equals that is no path, or an author outside the vocabulary, fails validation."""
+    with pytest.raises(MappingError, match=re.escape(message)):
+        parse_mapping("crm", {"events": {"comment.added": {"interaction": {
+            "kind": "message", "external_id": {"path": "id"}, "said_by": said_by,
+        }}}})  # fmt: skip
+
+
+def test_a_said_by_that_a_payload_makes_unknown_is_refused_naming_the_field():
+    """A said_by read from the payload must still be customer or agent."""
+    mapping = parse_mapping("crm", {"events": {"comment.added": {"interaction": {
+        "kind": "message", "external_id": {"path": "id"}, "said_by": {"path": "who"},
+    }}}})  # fmt: skip
+    with pytest.raises(MappingError, match="said_by: 'bot' is not one of"):
+        mapping.apply("comment.added", {"id": "1", "who": "bot"}, RECEIVED)
