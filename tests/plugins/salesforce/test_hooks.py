@@ -20,7 +20,7 @@ from middleware.store.queue import PENDING
 from middleware.store.tables import deliveries, identities, interactions, utcnow, writes
 from plugins.salesforce.outbound import ACK, OUTBOUND_NS, SOAP_NS
 from tests.payloads import fixture_bytes, outbound_message, salesforce_fixture, twilio_fields
-from tests.values import SF_INSTANCE, SF_ORG
+from tests.values import AGENT_KEY, SF_INSTANCE, SF_ORG
 
 REST = f"{SF_INSTANCE}/services/data/v59.0"
 CASE = "5007000000OFL5FAAX"
@@ -615,3 +615,32 @@ def test_a_bad_org_id_or_missing_login_stops_the_start_naming_the_key(
 def test_the_shipped_org_id_of_the_fixtures_is_the_tests_org():
     """The fixtures come from the org the tests configure (15 characters of it)."""
     assert b"<OrganizationId>" + SF_ORG.encode() in salesforce_fixture("case_created.xml")
+
+
+# -- whose words: only the customer's own texts are what they already said -------------------
+
+
+@pytest.mark.parametrize(("origin", "said_by"), [("Phone", "agent"), ("Email", "customer")])
+def test_only_the_customers_own_words_are_what_they_already_said(
+    client, worker, core, sf_api, hooks, origin, said_by
+):
+    """A phone case's Description is an agent's and stays out of `said`; an email case's is in.
+
+    Ann's Zendesk mail (her description) and her SMS are hers whatever the case.
+    """
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.twilio(twilio_fields("message_received.form"))
+    description = "Refund one of the two charges of INV-2025-001."
+    hooks.salesforce(outbound_message("case_created.xml", Origin=origin, Description=description))
+    worker.drain()
+    [case] = cases(core)
+    assert (case.text, case.said_by, case.number) == (description, said_by, "00001026")
+    response = client.get(
+        "/api/v1/context",
+        query_string={"email": "ann.example@example.com"},
+        headers={"Authorization": f"Bearer {AGENT_KEY}"},
+    )
+    said = [s["text"] for s in response.get_json()["said"]]
+    assert any(t.startswith("Hi, it's Ann again") for t in said)  # her SMS
+    assert any(t.startswith("Hi, I was charged twice") for t in said)  # her Zendesk mail
+    assert (description in said) == (said_by == "customer")
