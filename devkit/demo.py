@@ -250,8 +250,10 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     )  # fmt: skip
     say(f"   Bob emails support: Zendesk ticket #{ticket}. Support hands it to billing.")
     demo.pause(2)
+    # Billing opens the case by hand (Origin Phone): its description is the agent's words,
+    # so the case's note quotes what Bob himself wrote to support, not billing's summary.
     case = salesforce.open_case(demo.bob_contact, "Double charge on INV-1042",
-                                "Refund one of the two $49 charges.", origin="Email")  # fmt: skip
+                                "Refund one of the two $49 charges.", origin="Phone")  # fmt: skip
     demo.wait_for("comment on the case", lambda: salesforce.comments(case))
     say(f"   Billing opens Salesforce case {case}: its comment already tells ticket "
         f"#{ticket}'s story.")  # fmt: skip

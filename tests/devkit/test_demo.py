@@ -18,6 +18,7 @@ from devkit.demo import (
     running_demo,
 )
 from middleware.cli import main
+from middleware.reads.context_api import signed_path
 
 
 def free_port() -> int:
@@ -59,6 +60,11 @@ def test_a_billing_error_from_support_to_billing_to_a_manager(demo):
     assert "Transferred from mia to lee" in ticket_note["body"]
     pop = requests.get(demo.pop_link(BOB.phone), timeout=5).text
     assert "Bob Sample" in pop and "Double charge on INV-1042" in pop
+    # Billing opened the case by phone: its description is billing's words, not Bob's.
+    path = signed_path(demo.link_secret, "/api/v1/context", {"phone": BOB.phone}, 3600)
+    said = [s["text"] for s in requests.get(demo.url + path, timeout=5).json()["said"]]
+    assert said and all("Refund one of the two" not in text for text in said)
+    assert said[-1].startswith("Hello, my card was charged $49 twice")
 
 
 def test_a_call_on_monday_and_an_email_on_wednesday(demo):
