@@ -30,8 +30,9 @@ bp = Blueprint("mappings", __name__, url_prefix="/mappings")
 RECENT_DELIVERIES = 5
 CONTENT_TYPES = {".json": "application/json", ".form": "application/x-www-form-urlencoded",
                  ".xml": "text/xml; charset=utf-8"}  # fmt: skip
-SHOWN_FIELDS = ("kind", "external_id", "channel", "direction", "status", "subject",
-                "customer_name", "agent", "team", "occurred_at", "duration_s")  # fmt: skip
+SHOWN_FIELDS = ("kind", "external_id", "number", "channel", "direction", "status", "subject",
+                "said_by", "customer_name", "agent", "team", "occurred_at",
+                "duration_s")  # fmt: skip
 
 
 @dataclass

@@ -48,6 +48,17 @@ def test_the_editor_shows_the_mapping_in_use_and_its_preview(admin_client):
     assert "mapping.js" in page
 
 
+def test_the_preview_shows_the_record_number_and_whose_words_the_text_is(admin_client):
+    """Each mapped ticket shows its number and said_by; an edit that changes them shows too."""
+    page = admin_client.get(EDITOR).data.decode()
+    assert "<td>number</td><td>5141</td>" in page
+    assert "<td>said_by</td><td>customer</td>" in page
+    document = shipped_document(admin_client).replace('"true": customer', '"true": agent', 1)
+    fragment = post(admin_client, f"{EDITOR}/preview", document=document).data.decode()
+    assert "<td>said_by</td><td>agent</td>" in fragment
+    assert "<td>said_by</td><td>customer</td>" not in fragment
+
+
 def test_the_preview_follows_the_document_being_edited(admin_client):
     """Posting an edited document previews it: mail tickets now map to chat."""
     document = with_mail_as(shipped_document(admin_client), "chat")
