@@ -94,6 +94,8 @@ def _item(row: Row) -> dict[str, Any]:
         "team": row.team,
         "link": http_link(row.link),  # also for links stored before they were checked
         "duration_s": row.duration_s,
+        "number": row.number,  # the record's number as agents know it (CaseNumber, ticket id)
+        "said_by": row.said_by,  # who wrote the excerpt: customer, agent, or None (unknown)
     }
 
 

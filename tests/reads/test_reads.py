@@ -250,6 +250,19 @@ def test_context_lists_interactions_newest_first(client, ann):
     assert times == sorted(times, reverse=True)
 
 
+def test_items_carry_their_number_and_whose_words_they_are(client, ann):
+    """Each item names its record's number; the requester's texts are hers, the call ticket's
+    description (from a trigger, which does not say who wrote it) is of unknown author."""
+    items = context(client, email=ANN_EMAIL).get_json()["interactions"]
+    found = {i["external_id"]: (i["number"], i["said_by"]) for i in items}
+    assert found == {
+        "5160": ("5160", None),
+        "5149": ("5149", "customer"),
+        "5141#39016743929486": ("5141", "customer"),
+        "5141": ("5141", "customer"),
+    }
+
+
 def test_solved_ticket_leaves_open_items(client, ann):
     """The mail ticket, solved by a status change, is in interactions but not in open_items."""
     body = context(client, email=ANN_EMAIL).get_json()
