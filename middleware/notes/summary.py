@@ -261,7 +261,8 @@ class SummaryRenderer:
         loaders += [jinja2.FileSystemLoader(str(folder)) for folder in plugin_folders]
         self.files = jinja2.ChoiceLoader(loaders)
         self.env = NoteTemplates(self.files)
-        self.shipped = NoteTemplates(self.files)  # what writes the note when a saved one fails
+        # What writes a note when a saved version fails: the same sandbox and filters, files only.
+        self.shipped = self.env.overlay(loader=self.files)
         self.failures = TemplateFailures()
         self.saved: DocumentVersions[str] | None = None
         if engine is not None:
