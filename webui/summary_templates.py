@@ -45,7 +45,9 @@ def _known_template(name: str) -> str:
 def listing() -> str:
     """List the templates, and which version of each is in use."""
     saved = _saved_templates()
-    rows = [{"name": n, "version": saved.version_of(n)} for n in saved.names()]
+    failure = current_installation().renderer.failure
+    rows = [{"name": n, "version": saved.version_of(n), "failure": failure(n)}
+            for n in saved.names()]  # fmt: skip
     return render_template("admin/templates.html", rows=rows)
 
 

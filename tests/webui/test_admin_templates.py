@@ -135,6 +135,8 @@ def test_a_failing_template_falls_back_to_the_shipped_one_and_is_shown(
     assert "Who: Ann Example" in note["body"] and not note["body"].startswith("Hello.")
     page = admin_client.get(EDITOR).data.decode()
     assert "Version 1 failed 1 time" in page and "line 2" in page and "nmae" in page
+    listing = admin_client.get("/admin/templates/").data.decode()
+    assert listing.count("failed: the shipped file writes") == 1
     overview = admin_client.get("/admin/").data.decode()
     assert 'Template <a href="/admin/templates/zendesk.txt.j2">zendesk.txt.j2</a>' in overview
     assert "(version 1) failed" in overview and "nmae" in overview
