@@ -25,7 +25,7 @@ LOG_EVERY_S = 60.0
 
 # When no customer has called yet, the call note is previewed with this call.
 SAMPLE_CALL: dict[str, Any] = {
-    "source": "twilio", "external_id": "CA00000000000000sample", "direction": "inbound",
+    "source": "pbx", "external_id": "call-sample", "direction": "inbound",
     "status": "completed", "ended": True, "started_at": "2025-02-03T09:30:00Z",
     "updated_at": "2025-02-03T09:36:40Z", "duration_s": 400, "phone": "+14155550142",
     "agents": ["emma", "bob"], "team": "billing",
@@ -34,11 +34,11 @@ SAMPLE_CALL: dict[str, Any] = {
 }  # fmt: skip
 
 _ITEM = {
-    "source": "zendesk", "external_id": "5141", "kind": "ticket", "channel": "email",
+    "source": "helpdesk", "external_id": "5141", "kind": "ticket", "channel": "email",
     "direction": "inbound", "status": "open", "subject": "Charged twice for my January invoice",
     "excerpt": "Hello, I was charged twice for my January invoice.",
     "occurred_at": "2025-02-03T09:12:00Z", "agent": "emma", "team": "billing",
-    "link": "https://example.zendesk.com/agent/tickets/5141", "duration_s": None,
+    "link": "https://helpdesk.example.com/tickets/5141", "duration_s": None,
 }  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
                     "type": "email",
                     "value": "ann@example.com",
                     "shared": False,
-                    "linked_by": "zendesk ticket 5141",
+                    "linked_by": "helpdesk ticket 5141",
                 }
             ],
         },  # fmt: skip
@@ -67,8 +67,8 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
                 **_ITEM,
                 "kind": "call",
                 "channel": "voice",
-                "source": "twilio",
-                "external_id": "CA0001",
+                "source": "pbx",
+                "external_id": "call-1",
                 "subject": None,
                 "duration_s": 400,
             },
@@ -77,7 +77,7 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
             {
                 "occurred_at": "2025-02-03T09:12:00Z",
                 "channel": "email",
-                "source": "zendesk",
+                "source": "helpdesk",
                 "text": "I was charged twice for my January invoice.",
             }
         ],  # fmt: skip
