@@ -213,6 +213,9 @@ def overview() -> str:
                            ("with context", "without (first contact)"),
                            "New tickets and cases a day, last 14 days")  # fmt: skip
     titles = {key: cls.title for key, cls in core.registry.classes.items()}
+    names = core.renderer.saved.names() if core.renderer.saved else []
+    failures = [f for f in map(core.renderer.failure, names) if f is not None]
     return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
                            outbound=outbound, figures=figures, traffic_chart=traffic,
-                           context_chart=context, titles=titles, now=utcnow())  # fmt: skip
+                           context_chart=context, titles=titles, now=utcnow(),
+                           template_failures=failures)  # fmt: skip

@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 from middleware.customers.edits import customer_name, live_customer
 from middleware.customers.timeline import latest_customer
 from middleware.notes.summary import build_context
+from middleware.notes.template_checks import SAMPLE_CALL, sample_calls, sample_contexts
 from middleware.process.calls import call_facts, latest_call
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import reading
@@ -26,15 +27,6 @@ from middleware.web.current import current_installation
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
 CALL_NOTE = "call_note.txt.j2"
-# When no customer has called yet, the call note is previewed with this call.
-SAMPLE_CALL = {
-    "source": "twilio", "external_id": "CA00000000000000sample", "direction": "inbound",
-    "status": "completed", "ended": True, "started_at": "2025-02-03T09:30:00Z",
-    "updated_at": "2025-02-03T09:36:40Z", "duration_s": 400, "phone": "+14155550142",
-    "agents": ["emma", "bob"], "team": "billing",
-    "transfers": [{"at": "2025-02-03T09:33:00Z", "from": "emma", "to": "bob", "team": "billing",
-                   "text": "Transferred from emma to bob"}],
-}  # fmt: skip
 
 
 def _saved_templates() -> DocumentVersions[str]:
@@ -53,7 +45,9 @@ def _known_template(name: str) -> str:
 def listing() -> str:
     """List the templates, and which version of each is in use."""
     saved = _saved_templates()
-    rows = [{"name": n, "version": saved.version_of(n)} for n in saved.names()]
+    failure = current_installation().renderer.failure
+    rows = [{"name": n, "version": saved.version_of(n), "failure": failure(n)}
+            for n in saved.names()]  # fmt: skip
     return render_template("admin/templates.html", rows=rows)
 
 
@@ -75,7 +69,7 @@ def _editor_page(name: str, text: str, version: int | None, customer_id: int | N
     return render_template(
         "admin/template.html", name=name, text=text, version=version, error=error, note=note,
         history=_saved_templates().history(name), customer_id=customer_id, preview=preview,
-        preview_error=preview_error,
+        preview_error=preview_error, failure=current_installation().renderer.failure(name),
     )  # fmt: skip
 
 
@@ -93,10 +87,12 @@ def save(name: str) -> ResponseReturnValue:
     """Check and save a new version of the template."""
     text, note = request.form.get("document", ""), request.form.get("note", "")
     try:
-        _saved_templates().save(_known_template(name), text, g.admin.username, note)
+        _check_renders(_known_template(name), text, _customer_arg())
+        _saved_templates().save(name, text, g.admin.username, note)
     except DocumentError as exc:
         _, version = _saved_templates().document(name)
         return _editor_page(name, text, version, _customer_arg(), error=str(exc), note=note), 400
+    current_installation().renderer.failures.forget(name)
     flash(f"{name} is saved and in use.")
     return redirect(url_for("admin.templates.editor", name=name, customer=_customer_arg()))
 
@@ -104,12 +100,45 @@ def save(name: str) -> ResponseReturnValue:
 @bp.post("/<name>/versions/<id:version_id>/rollback")
 def rollback(name: str, version_id: int) -> ResponseReturnValue:
     """Put an earlier version back in use (as a new version)."""
+    old = [v for v in _saved_templates().history(_known_template(name)) if v.id == version_id]
     try:
-        _saved_templates().roll_back(_known_template(name), version_id, g.admin.username)
+        if old:  # else roll_back says there is no such version
+            _check_renders(name, old[0].document, None)
+        _saved_templates().roll_back(name, version_id, g.admin.username)
     except DocumentError as exc:
-        abort(409, str(exc))
+        abort(409, f"Not rolled back: {exc}")
+    current_installation().renderer.failures.forget(name)
     flash(f"Version {version_id} of {name} is in use again.")
     return redirect(url_for("admin.templates.editor", name=name))
+
+
+@bp.post("/<name>/restore")
+def restore(name: str) -> ResponseReturnValue:
+    """Put the shipped template back in use, as a new version (the others stay)."""
+    saved = _saved_templates()
+    saved.save(_known_template(name), saved.read_default(name), g.admin.username,
+               note="restored the shipped template")  # fmt: skip
+    current_installation().renderer.failures.forget(name)
+    flash(f"The shipped {name} is in use again.")
+    return redirect(url_for("admin.templates.editor", name=name))
+
+
+def _check_renders(name: str, text: str, customer_id: int | None) -> None:
+    """Raise DocumentError unless a text renders on the samples and on a real customer.
+
+    Undefined variables fail (the sandbox's StrictUndefined): a misspelt name would
+    otherwise fail every note of a returning customer.
+    """
+    renderer = current_installation().renderer
+    samples = sample_calls() if name == CALL_NOTE else sample_contexts()
+    for label, values in samples:
+        try:
+            renderer.preview(name, text, values)
+        except DocumentError as exc:
+            raise DocumentError(f"fails for {label}: {exc}") from None
+    customer_id, _, error = _preview(name, text, customer_id)
+    if customer_id is not None and error is not None:
+        raise DocumentError(f"fails for customer #{customer_id}: {error}")
 
 
 def _preview(name: str, text: str, customer_id: int | None

@@ -24,6 +24,14 @@ from middleware.customers.timeline import (
     scope,
 )
 from middleware.interaction import http_link
+from middleware.notes.template_checks import (
+    SAVED_PREFIX,
+    TemplateFailure,
+    TemplateFailures,
+    describe,
+    saved_template_in,
+    template_line,
+)
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import customers, identities, utcnow
 
@@ -255,6 +263,9 @@ class SummaryRenderer:
         loaders += [jinja2.FileSystemLoader(str(folder)) for folder in plugin_folders]
         self.files = jinja2.ChoiceLoader(loaders)
         self.env = NoteTemplates(self.files)
+        # What writes a note when a saved version fails: the same sandbox and filters, files only.
+        self.shipped = self.env.overlay(loader=self.files)
+        self.failures = TemplateFailures()
         self.saved: DocumentVersions[str] | None = None
         if engine is not None:
             names = [n for n in self.files.list_templates() if n.endswith(".txt.j2")]
@@ -276,25 +287,44 @@ class SummaryRenderer:
 
     def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
         """Render the template `<target>.txt.j2` for a customer context."""
-        template = self._template(f"{target}.txt.j2")
-        return render_bounded(template, {**self.variables(context), **extra})
+        return self._render(f"{target}.txt.j2", {**self.variables(context), **extra})
 
     def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
         """Render the note about one ended call (call_note.txt.j2)."""
-        template = self._template("call_note.txt.j2")
-        return render_bounded(template, {"call": call, "customer_name": customer_name})
+        return self._render("call_note.txt.j2", {"call": call, "customer_name": customer_name})
 
     def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
         """Render a template text being edited with the given variables; DocumentError if bad."""
         try:
             return render_bounded(self.env.from_string(self.check_source(name, source, name)),
                                   values)  # fmt: skip
-        except jinja2.TemplateError as exc:
-            raise DocumentError(f"{name}: {exc}") from None
+        except DocumentError:
+            raise
+        except Exception as exc:  # any way a template fails is a reason not to save it
+            line = template_line(exc.__traceback__, "<template>")
+            raise DocumentError(f"{name}: {describe(exc, line)}") from None
 
     def variables(self, context: CustomerContext) -> dict[str, Any]:
         """Return the variables a summary template sees for a customer context."""
         return {**context.as_dict(), "repeat_contact": context.repeat_contact}
+
+    def failure(self, name: str) -> TemplateFailure | None:
+        """Return how the version of a template in use failed, if it did in this process."""
+        return self.failures.of(name, self.saved.version_of(name) if self.saved else None)
+
+    def _render(self, name: str, values: dict[str, Any]) -> str:
+        """Render a template; if a saved version fails, record it and render the shipped one."""
+        try:
+            return render_bounded(self._template(name), values)
+        except Exception as exc:  # an admin's template may fail in any way: never block a note
+            failed = saved_template_in(exc.__traceback__)
+            if failed is None and self.saved is not None and self.saved.version_of(name):
+                failed = (name, None)  # failed outside its code: wrote too much
+            if failed is None or self.saved is None:
+                raise  # the shipped templates failed: nothing to fall back to
+            self.failures.record(failed[0], self.saved.version_of(failed[0]),
+                                 describe(exc, failed[1]), utcnow())  # fmt: skip
+        return render_bounded(self.shipped.get_template(name), values)
 
     def _template(self, name: str) -> jinja2.Template:
         if self.saved is not None:
@@ -322,7 +352,7 @@ class _VersionedLoader(jinja2.BaseLoader):
         if version is not None:
             return (
                 self.saved.current(template),
-                None,
+                f"{SAVED_PREFIX}{template}>",  # names the template in a traceback
                 lambda: self.saved.version_of(template) == version,
             )
         source, filename, file_uptodate = self.files.get_source(environment, template)

@@ -40,15 +40,17 @@ def test_a_preview_cannot_reach_python(admin_client, worker, source, hooks):
 
 
 def test_a_saved_template_that_reaches_for_os_writes_no_output_of_it(
-    admin_client, worker, fake_zendesk, hooks
+    admin_client, core, worker, fake_zendesk, hooks
 ):
-    """A saved template that tries code execution fails the note; the worker runs nothing."""
+    """A template that tries code execution is refused; saved anyway, the worker runs nothing."""
     evil = "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n"
-    assert post(admin_client, EDITOR, document=evil).status_code == 302
+    assert post(admin_client, EDITOR, document=evil).status_code == 400
+    core.renderer.saved.save("zendesk.txt.j2", evil, "someone")  # as an older release allowed
     hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
-    assert all("uid=" not in n["body"] for n in fake_zendesk.notes(5149))
+    [note] = fake_zendesk.notes(5149)
+    assert "uid=" not in note["body"] and "Who: Ann Example" in note["body"]
 
 
 @pytest.mark.parametrize(

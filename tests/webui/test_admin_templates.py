@@ -81,3 +81,95 @@ def test_the_call_note_previews_with_the_customers_last_call(admin_client, worke
 def test_an_unknown_template_is_a_404(admin_client):
     """Only the installation's templates can be edited."""
     assert admin_client.get("/admin/templates/evil.j2").status_code == 404
+
+
+# A template that renders on the samples (whose customer said only SAMPLE_SAID) and fails on
+# a real customer who said anything else.
+SAMPLE_SAID = "I was charged twice for my January invoice."
+FAILS_ON_REAL_WORDS = (
+    "Hello.\n{% for s in said if s.text != '" + SAMPLE_SAID + "' %}{{ s.nmae }}{% endfor %}\n"
+)
+
+
+def test_a_misspelt_variable_is_refused_on_the_samples_and_the_text_kept(admin_client, core):
+    """With no customer yet, the samples refuse `customer.nmae`; the editor keeps the text."""
+    typed = "Hello {{ customer.nmae }}\n"
+    response = post(admin_client, EDITOR, document=typed, note="greeting")
+    page = response.data.decode()
+    assert response.status_code == 400
+    assert "Not saved: fails for the sample customer Ann Example" in page and "nmae" in page
+    assert ">Hello {{ customer.nmae }}\n</textarea>" in page and 'value="greeting"' in page
+    assert core.renderer.saved.history("zendesk.txt.j2") == []
+
+
+def test_the_call_note_is_checked_on_the_sample_calls(admin_client, core):
+    """The call note is refused when it fails on a sample call."""
+    response = post(admin_client, "/admin/templates/call_note.txt.j2", document="{{ call.agnets }}")
+    assert response.status_code == 400 and "fails for the sample call" in response.data.decode()
+    assert core.renderer.saved.history("call_note.txt.j2") == []
+
+
+def test_a_template_failing_on_a_real_customer_is_refused(
+    admin_client, core, worker, hooks, fake_zendesk
+):
+    """A text the samples render but the previewed customer does not is not saved."""
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    worker.drain()
+    response = post(admin_client, EDITOR, document=FAILS_ON_REAL_WORDS)
+    page = response.data.decode()
+    assert response.status_code == 400
+    assert "Not saved: fails for customer #" in page and "nmae" in page
+    assert core.renderer.saved.history("zendesk.txt.j2") == []
+
+
+def test_a_failing_template_falls_back_to_the_shipped_one_and_is_shown(
+    admin_client, core, worker, fake_zendesk, hooks
+):
+    """A saved version that fails on a later customer never blocks a note; the page and
+    the overview name it, and the next note is written with the shipped template."""
+    assert post(admin_client, EDITOR, document=FAILS_ON_REAL_WORDS).status_code == 302
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
+    worker.drain()
+    [note] = fake_zendesk.notes(5149)
+    assert "Who: Ann Example" in note["body"] and not note["body"].startswith("Hello.")
+    page = admin_client.get(EDITOR).data.decode()
+    assert "Version 1 failed 1 time" in page and "line 2" in page and "nmae" in page
+    listing = admin_client.get("/admin/templates/").data.decode()
+    assert listing.count("failed: the shipped file writes") == 1
+    overview = admin_client.get("/admin/").data.decode()
+    assert 'Template <a href="/admin/templates/zendesk.txt.j2">zendesk.txt.j2</a>' in overview
+    assert "(version 1) failed" in overview and "nmae" in overview
+
+
+def test_restoring_the_shipped_template_saves_it_as_a_new_version(
+    admin_client, core, worker, fake_zendesk, hooks
+):
+    """Restore saves the shipped text as version 2 (version 1 stays) and clears the warning."""
+    assert post(admin_client, EDITOR, document=FAILS_ON_REAL_WORDS).status_code == 302
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
+    worker.drain()
+    assert admin_client.post(f"{EDITOR}/restore").status_code in (400, 403)  # CSRF
+    response = post(admin_client, f"{EDITOR}/restore")
+    assert response.status_code == 302 and response.location.endswith(EDITOR)
+    saved = core.renderer.saved
+    assert [v.id for v in saved.history("zendesk.txt.j2")] == [2, 1]
+    assert saved.document("zendesk.txt.j2") == (saved.read_default("zendesk.txt.j2"), 2)
+    assert saved.history("zendesk.txt.j2")[0].note == "restored the shipped template"
+    page = admin_client.get(EDITOR).data.decode()
+    assert "The shipped zendesk.txt.j2 is in use again." in page and "failed" not in page
+    assert "zendesk.txt.j2</a> (version" not in admin_client.get("/admin/").data.decode()
+
+
+def test_a_rollback_to_a_failing_version_is_refused(
+    admin_client, core, worker, hooks, fake_zendesk
+):
+    """Rolling back to a version that now fails on the customer is refused too."""
+    assert post(admin_client, EDITOR, document=FAILS_ON_REAL_WORDS).status_code == 302
+    assert post(admin_client, EDITOR, document="Fine.\n").status_code == 302
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    worker.drain()
+    response = post(admin_client, f"{EDITOR}/versions/1/rollback")
+    assert response.status_code == 409 and "nmae" in response.data.decode()
+    assert [v.id for v in core.renderer.saved.history("zendesk.txt.j2")] == [2, 1]
