@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.mood import figures, load_messages
+from middleware.installation import build_installation
 from middleware.notes.mood import covered, mood_of, text_mood
+from middleware.notes.summary import CustomerContext
+from middleware.process.worker import Worker
+from middleware.reads.pop import pop_view
+from middleware.store.tables import reading
+from middleware.web.app import create_app
+from tests.payloads import fixture_bytes
+from tests.values import AGENT_KEY
 
 BOB = "Hello, my card was charged $49 twice\u2026 Please refund"
 
@@ -85,3 +93,45 @@ def test_rating_stays_linear_on_long_text():
     """A long text with many cues, negators and turns is rated at once."""
     text = "not great but broken, however fine? " * 20_000
     assert text_mood(text) in ("negative", "positive", None)
+
+
+ANN_EMAIL = "ann.example@example.com"
+ANN_PHONE = "+14155550142"
+ANN_TICKETS = (
+    "ticket_created__mail.json",
+    "ticket_created__facebook_message.json",
+    "ticket_comment_added.json",
+    "trigger_ticket_created.json",
+)
+
+
+@pytest.mark.parametrize(("setting", "said"), [(True, "negative"), (False, None)])
+def test_summary_mood_setting_reaches_notes_pop_and_context_api(
+    database_url, fake_zendesk, make_config, hooks_for, monkeypatch, setting, said
+):
+    """summary.mood false leaves the mood None in the note's context, the pop and the API."""
+    config = make_config(database_url, fake_zendesk.url, phone=True, summary={"mood": setting})
+    core = build_installation(config)
+    try:
+        rendered: list[CustomerContext] = []
+        render = core.renderer.render
+        monkeypatch.setattr(
+            core.renderer, "render", lambda key, ctx: rendered.append(ctx) or render(key, ctx)
+        )
+        client = create_app(core=core).test_client()
+        hooks = hooks_for(client)
+        for name in ANN_TICKETS:
+            assert hooks.zendesk(fixture_bytes(name)).status_code == 200
+        Worker(core, name="test-worker").drain()
+        assert rendered and {ctx.mood for ctx in rendered} == {said}  # the notes' contexts
+        answer = client.get(
+            "/api/v1/context",
+            query_string={"email": ANN_EMAIL},
+            headers={"Authorization": f"Bearer {AGENT_KEY}"},
+        ).get_json()
+        assert answer["mood"] == said
+        with reading(core.engine) as conn:
+            view = pop_view(conn, ANN_PHONE, ANN_PHONE, 5, mood=setting)
+        assert view.context is not None and view.context.mood == said
+    finally:
+        core.dispose()
