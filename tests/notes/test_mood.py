@@ -135,3 +135,22 @@ def test_summary_mood_setting_reaches_notes_pop_and_context_api(
         assert view.context is not None and view.context.mood == said
     finally:
         core.dispose()
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_summary_mood_setting_reaches_the_admin_profile(
+    core, admin_client, hooks, worker, fake_zendesk, setting
+):
+    """The admin's customer profile shows the mood only while summary.mood is on."""
+    core.config.summary["mood"] = setting
+    for name in ANN_TICKETS:
+        assert hooks.zendesk(fixture_bytes(name)).status_code == 200
+    worker.drain()
+    customer_id = admin_client.get(
+        "/api/v1/context",
+        query_string={"email": ANN_EMAIL},
+        headers={"Authorization": f"Bearer {AGENT_KEY}"},
+    ).get_json()["customer"]["id"]
+    page = admin_client.get(f"/admin/customers/{customer_id}").data.decode()
+    assert "Ann" in page
+    assert ("negative" in page) is setting
