@@ -121,16 +121,17 @@ def _cues(sentence: str) -> tuple[int, int]:
         words = WORDS.findall(clause)
         for index, word in enumerate(words):
             negated = any(w in NEGATORS for w in words[max(0, index - NEGATION_REACH) : index])
-            if NEGATIVE_CUES.fullmatch(word) and not negated:
-                negative += 1
+            if NEGATIVE_CUES.fullmatch(word):
+                negative += 0 if negated else 1  # "not broken" says nothing
+            elif POSITIVE_CUES.fullmatch(word) and negated:
+                negative += 1  # "not happy"
             elif POSITIVE_CUES.fullmatch(word):
-                negative, positive = (
-                    (negative + 1, positive) if negated else (negative, positive + 1)
-                )
+                positive += 1
     return negative, positive
 
 
 def _rating(flat: str) -> str | None:
+    """Rate a lower-cased text on its cues alone; None unless they all point one way."""
     negative = len(COMPLAINT.findall(flat))
     positive = len(PRAISE.findall(flat))
     for sentence in SENTENCE.findall(flat):
