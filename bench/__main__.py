@@ -1,9 +1,10 @@
 """Run the benchmarks once, print the report and write var/bench.json (`make bench`).
 
-python -m bench             # all: the Zendesk ingest benchmarks, the phone ones, Salesforce
+python -m bench             # all: the Zendesk ingest benchmarks, the phone ones, Salesforce, mood
 python -m bench zendesk     # 1 to 3 only
 python -m bench phone       # 4 and 5 only (bench/phone.py)
 python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
+python -m bench mood        # 9 only: the mood on labelled messages (bench/mood.py), about 2 s
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -25,6 +26,7 @@ from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
 from bench.faults import faults_benchmark
 from bench.load import closed_loop, open_loop
+from bench.mood import mood_benchmark
 from bench.note_latency import NoteProbe, seed_requester
 from bench.phone import phone_benchmark
 from bench.report import latency_figures, median, progress, render_report, write_json
@@ -219,6 +221,7 @@ PARTS = {
     "phone": "about 40 s",
     "salesforce": "about 70 s",
     "faults": "about 90 s on PostgreSQL",
+    "mood": "about 2 s",
 }
 
 
@@ -252,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         results["phone"] = phone_benchmark()
     if part in ("all", "salesforce"):
         results["salesforce"] = salesforce_benchmark()
+    if part in ("all", "mood"):
+        results["mood"] = mood_benchmark()
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.environment import ROOT
+from bench.mood import mood_lines
 
 JSON_PATH = ROOT / "var" / "bench.json"
 # Above this much CPU taken by other processes, the run is not trustworthy.
@@ -377,6 +378,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _salesforce_ack(results) + _salesforce_comment(results)
     if "faults" in results:
         lines += _faults(results)
+    if "mood" in results:
+        lines += mood_lines(results["mood"])
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

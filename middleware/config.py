@@ -96,6 +96,7 @@ TOP_LEVEL = {
 SUMMARY = {
     "note_on_first_contact": Setting(bool, False),
     "recent_limit": Setting(int, 10),
+    "mood": Setting(bool, True),
 }
 CALL_NOTES = {"open_days": Setting(int, 30)}
 POP = {

@@ -72,7 +72,7 @@ def test_no_file_gives_the_built_in_defaults(schemas):
     assert config.agent_api_keys == ()
     assert config.secret_key is None
     assert config.integrations == {}
-    assert config.summary == {"note_on_first_contact": False, "recent_limit": 10}
+    assert config.summary == {"note_on_first_contact": False, "recent_limit": 10, "mood": True}
     assert config.call_notes == {"open_days": 30}
     assert config.worker["lease_s"] == 10.0
     assert config.worker["retry_for_s"] == 86400.0
@@ -213,6 +213,7 @@ def test_missing_required_zendesk_setting_is_an_error_naming_it(schemas):
         ({"worker": {"backoff_base_s": -1}}, "worker.backoff_base_s"),
         ({"worker": ["lease_s"]}, "worker"),
         ({"summary": {"recent_limit": "10"}}, "summary.recent_limit"),
+        ({"summary": {"mood": "off"}}, "summary.mood"),
         ({"call_notes": {"open_days": None, "extra": 1}}, "call_notes.extra"),
         ({"public_url": 8080}, "public_url"),
         ({"agent_api_keys": "one-key"}, "agent_api_keys"),

@@ -53,9 +53,8 @@ def profile(customer_id: int) -> ResponseReturnValue:
             flash(f"Customer {customer_id} was merged into customer {live}.")
             return redirect(url_for("admin.customers.profile", customer_id=live))
         person = customer_profile(conn, customer_id)
-        context = build_context(
-            conn, customer_id, current_installation().config.summary["recent_limit"]
-        )
+        settings = current_installation().config.summary
+        context = build_context(conn, customer_id, settings["recent_limit"], mood=settings["mood"])
     return render_template("admin/customer.html", person=person, context=context,
                            channels=CHANNELS)  # fmt: skip
 

@@ -154,8 +154,9 @@ def _preview(name: str, text: str, customer_id: int | None
             values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
                       "customer_name": customer_name(conn, customer_id)}  # fmt: skip
         else:
+            settings = current_installation().config.summary
             context = build_context(
-                conn, customer_id, current_installation().config.summary["recent_limit"]
+                conn, customer_id, settings["recent_limit"], mood=settings["mood"]
             )
             values = renderer.variables(context)
     try:

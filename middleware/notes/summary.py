@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from middleware.customers.timeline import (
     scope,
 )
 from middleware.interaction import http_link
+from middleware.notes.mood import mood_of
 from middleware.notes.template_checks import (
     SAVED_PREFIX,
     TemplateFailure,
@@ -107,34 +107,18 @@ def _item(row: Row) -> dict[str, Any]:
     }
 
 
-@cache
-def _analyzer() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
-def mood_of(texts: list[str]) -> str | None:
-    """Rate the sentiment of recent customer text: positive, neutral or negative."""
-    if not texts:
-        return None
-    scores = [_analyzer().polarity_scores(t)["compound"] for t in texts]
-    average = sum(scores) / len(scores)
-    if average >= 0.05:
-        return "positive"
-    if average <= -0.05:
-        return "negative"
-    return "neutral"
-
-
 def build_context(
     conn: Connection,
     customer_id: int,
     recent_limit: int = 10,
     exclude_thread: tuple[str, str] | None = None,
     now: datetime | None = None,
+    mood: bool = True,
 ) -> CustomerContext:
-    """Gather who the customer is, open items, recent contacts, words, channel and mood."""
+    """Gather who the customer is, open items, recent contacts, words, channel and mood.
+
+    With mood false (`summary.mood` off) the mood is None.
+    """
     now = now or utcnow()
     person = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
     ids = conn.execute(
@@ -167,7 +151,7 @@ def build_context(
             for r in texts[:SAID_LIMIT]
         ],
         preferred_channels=preferred,
-        mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]),
+        mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]) if mood else None,
         repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
     )
 

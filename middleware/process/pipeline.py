@@ -183,8 +183,9 @@ def queue_summary_note(
     has_history = bool(history(conn, customer_id, limit=1, exclude_thread=thread))
     if not has_history and not core.config.summary["note_on_first_contact"]:
         return False
+    settings = core.config.summary
     context = build_context(
-        conn, customer_id, core.config.summary["recent_limit"], exclude_thread=thread
+        conn, customer_id, settings["recent_limit"], exclude_thread=thread, mood=settings["mood"]
     )
     body = core.renderer.render(plugin.key, context)
     return Outbox.enqueue(conn, core.markers, plugin.key, interaction.external_id, appended.id,

@@ -134,7 +134,8 @@ def context() -> Response | tuple[Response, int]:
                 candidates=candidates_of(conn, found),
                 reason="a shared line: several customers use this number",
             )
-        ctx = build_context(conn, found[0], core.config.summary["recent_limit"])
+        settings = core.config.summary
+        ctx = build_context(conn, found[0], settings["recent_limit"], mood=settings["mood"])
         summary = core.renderer.render("summary", ctx)
     payload = ctx.as_dict()
     payload["customer"]["identities"] = [

@@ -57,8 +57,10 @@ def caller_number(raw: str, region: str) -> str | None:
     return number
 
 
-def pop_view(conn: Connection, phone: str | None, raw: str, recent_limit: int) -> PopView:
-    """Gather what the pop shows for one caller number."""
+def pop_view(
+    conn: Connection, phone: str | None, raw: str, recent_limit: int, mood: bool = True
+) -> PopView:
+    """Gather what the pop shows for one caller number (no mood with `mood` false)."""
     if phone is None:
         return PopView("withheld", raw)
     holders = find_holders(conn, Identity("phone", phone))
@@ -68,7 +70,7 @@ def pop_view(conn: Connection, phone: str | None, raw: str, recent_limit: int) -
         candidates = candidates_of(conn, [cid for cid, _ in holders])
         return PopView("shared", phone, candidates=candidates)
     customer_id = holders[0][0]
-    context = build_context(conn, customer_id, recent_limit + 1)
+    context = build_context(conn, customer_id, recent_limit + 1, mood=mood)
     call_row = latest_call(conn, customer_id, updated_since=utcnow() - LIVE_CALL_WINDOW)
     call = call_facts(conn, call_row) if call_row is not None else None
     this_call = (call["source"], call["external_id"]) if call else None
