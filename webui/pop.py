@@ -42,7 +42,9 @@ def pop() -> str | tuple[str, int]:
     except NotAPhoneNumber as exc:
         return render_template("pop_error.html", error=str(exc)), 400
     with reading(core.engine) as conn:
-        view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
+        view = pop_view(
+            conn, phone, raw, core.config.summary["recent_limit"], mood=core.config.summary["mood"]
+        )
     events = signed_path(core.link_secret, "/pop/events", {"phone": raw}, EVENTS_LINK_TTL_S)
     return render_template("pop.html", view=view, events_url=events)
 
@@ -71,7 +73,13 @@ def events() -> Response | tuple[Response, int]:
                 seq = core.live.seq  # before reading, so no change slips in between
                 # Never yield inside the block: the client may be slow to read.
                 with reading(core.engine) as conn:
-                    view = pop_view(conn, phone, raw, core.config.summary["recent_limit"])
+                    view = pop_view(
+                        conn,
+                        phone,
+                        raw,
+                        core.config.summary["recent_limit"],
+                        mood=core.config.summary["mood"],
+                    )
                 html = render_template("pop_body.html", view=view)
                 if html == shown:
                     yield ": still here\n\n"  # finds a closed connection

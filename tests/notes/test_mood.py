@@ -133,6 +133,13 @@ def test_summary_mood_setting_reaches_notes_pop_and_context_api(
         with reading(core.engine) as conn:
             view = pop_view(conn, ANN_PHONE, ANN_PHONE, 5, mood=setting)
         assert view.context is not None and view.context.mood == said
+        page = client.get(
+            "/pop",
+            query_string={"phone": ANN_PHONE},
+            headers={"Authorization": f"Bearer {AGENT_KEY}"},
+        )
+        assert page.status_code == 200
+        assert ("· negative</p>" in page.get_data(as_text=True)) == (said == "negative")
     finally:
         core.dispose()
 
