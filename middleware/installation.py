@@ -96,7 +96,13 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         engine=engine,
         registry=registry,
         mappings=mappings,
-        renderer=SummaryRenderer(config.templates_dir, engine, registry.templates_folders()),
+        renderer=SummaryRenderer(
+            config.templates_dir,
+            engine,
+            registry.templates_folders(),
+            timezone=config.timezone,
+            records=registry.describe_record,
+        ),  # fmt: skip
         inbox=DeliveryInbox(engine),
         outbox=Outbox(engine),
         integrations=integrations,

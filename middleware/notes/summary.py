@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from jinja2.exceptions import SecurityError
@@ -23,14 +24,18 @@ from middleware.customers.timeline import (
     open_items,
     scope,
 )
+from middleware.integrations.plugin import NEUTRAL_LABELS
 from middleware.interaction import http_link
 from middleware.store.documents import DocumentError, DocumentVersions
-from middleware.store.tables import customers, identities, utcnow
+from middleware.store.tables import customers, identities, interactions, utcnow
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 EXCERPT_CHARS = 160
 SAID_LIMIT = 3
 MOOD_SAMPLE = 5
+LATELY_DAYS = 30  # "3 contacts in 30 days: phone, email"
+# The identity types an agent knows by name, said first in "Recognised by email and phone".
+PLAIN_IDENTITIES = ("email", "phone")
 # Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
 LISTED_KINDS = ("ticket", "case", "call", "message")
 # What one operator of an admin-edited template may build: a note is a few KB of text, and a
@@ -53,6 +58,9 @@ class CustomerContext:
     mood: str | None
     repeat_contacts_7d: int
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    contacts_lately: int = 0  # contacts within LATELY_DAYS
+    channels_lately: list[str] = field(default_factory=list)  # their channels, most used first
+    recognised_by: list[str] = field(default_factory=list)  # "email", "phone", "customer id"
 
     @property
     def repeat_contact(self) -> bool:
@@ -94,7 +102,23 @@ def _item(row: Row) -> dict[str, Any]:
         "team": row.team,
         "link": http_link(row.link),  # also for links stored before they were checked
         "duration_s": row.duration_s,
+        "number": row._mapping.get("number"),  # the record's human number, if the tool has one
+        "said": _customer_words(row),
     }
+
+
+def _customer_words(row: Row) -> str | None:
+    """Return what the customer wrote or said in a record, never an agent's text."""
+    said_by = row._mapping.get("said_by")
+    by_customer = said_by == "customer" if said_by else row.direction in (None, "inbound")
+    return excerpt(row.text, 280) if by_customer else None
+
+
+def recognised_by(types: Sequence[str]) -> list[str]:
+    """Name the kinds of identity a customer was recognised by, email and phone first."""
+    names = [t for t in PLAIN_IDENTITIES if t in types]
+    names += sorted({t.replace("_", " ") for t in types if t not in PLAIN_IDENTITIES})
+    return names
 
 
 @cache
@@ -135,6 +159,7 @@ def build_context(
     preferred = json.loads(person.preferred_channels) if person.preferred_channels else []
     preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
     texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
+    lately = [*where, interactions.c.occurred_at >= now - timedelta(days=LATELY_DAYS)]
     return CustomerContext(
         customer={
             "id": person.id,
@@ -159,20 +184,70 @@ def build_context(
         preferred_channels=preferred,
         mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]),
         repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
+        contacts_lately=contacts_since(conn, lately, now - timedelta(days=LATELY_DAYS)),
+        channels_lately=[c for c, _ in channel_counts(conn, lately)],
+        recognised_by=recognised_by([i.type for i in ids]),
     )
 
 
-def _when(value: str | None) -> str:
+def when(value: str | datetime | None, zone: ZoneInfo, now: datetime) -> str:
+    """Say a time as an agent reads it, in the zone: "Mon 3 Dec 14:05 (2 days ago)".
+
+    `value` is an ISO time (a naive one is UTC); `now` is the moment of rendering. The year
+    is said only when it is not the current one.
+    """
+    moment = _moment(value)
+    if moment is None:
+        return ""
+    local, today = moment.astimezone(zone), _aware(now).astimezone(zone)
+    year = f" {local.year}" if local.year != today.year else ""
+    stamp = f"{local:%a} {local.day} {local:%b}{year} {local:%H:%M}"
+    return f"{stamp} ({ago((today.date() - local.date()).days)})"
+
+
+def ago(days: int) -> str:
+    """Say how many calendar days back a day is: "today", "yesterday", "3 weeks ago"."""
+    if days < 0:
+        return "tomorrow" if days == -1 else f"in {-days} days"
+    if days < 2:
+        return ("today", "yesterday")[days]
+    for least, size, unit in ((365, 365, "year"), (60, 30, "month"), (14, 7, "week")):
+        if days >= least:
+            count = days // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{days} days ago"
+
+
+def _moment(value: str | datetime | None) -> datetime | None:
+    if isinstance(value, datetime):
+        return _aware(value)
     if not value:
-        return "?"
-    return value.replace("T", " ")[:16] + " UTC"
+        return None
+    try:
+        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
-def _duration(seconds: int | None) -> str:
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def duration(seconds: int | float | None) -> str:
+    """Say a duration: "45 s", "4 min 32 s", "1 h 5 min"."""
     if not seconds:
         return "0 s"
     minutes, rest = divmod(int(seconds), 60)
+    if minutes >= 60:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def and_list(values: Sequence[Any]) -> str:
+    """Join words as a sentence does: "email", "email and phone", "a, b and c"."""
+    words = [str(v) for v in values if v]
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 class NoteTemplates(ImmutableSandboxedEnvironment):
@@ -195,9 +270,12 @@ class NoteTemplates(ImmutableSandboxedEnvironment):
             undefined=jinja2.StrictUndefined,
         )
         self.globals.clear()
-        self.filters["when"] = _when
+        self.zone = ZoneInfo("UTC")
+        self.clock: Callable[[], datetime] = utcnow
+        self.filters["when"] = lambda value: when(value, self.zone, self.clock())
         self.filters["excerpt"] = excerpt
-        self.filters["duration"] = _duration
+        self.filters["duration"] = duration
+        self.filters["and_list"] = and_list
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Repeat a string or list at most MAX_REPEAT times; compute only small powers."""
@@ -237,7 +315,9 @@ class SummaryRenderer:
     A template is looked up in the versions saved in the admin UI, then in templates_dir,
     then among the shipped ones: the core's, then each plugin's own (plugins/<key>/templates).
     Every template renders in the sandbox (NoteTemplates): a saved one is written by an
-    admin in the browser, a file one by whoever can write there.
+    admin in the browser, a file one by whoever can write there. Times are said in
+    `timezone` against `now` (the clock, fixed in tests); `records` names each record and
+    gives its URL by its plugin's rules (the registry's describe_record).
     """
 
     def __init__(
@@ -245,6 +325,9 @@ class SummaryRenderer:
         override_dir: Path | None = None,
         engine: Engine | None = None,
         plugin_folders: Sequence[Path] = (),
+        timezone: str = "UTC",
+        now: Callable[[], datetime] | None = None,
+        records: Callable[[dict[str, Any]], tuple[str, str | None]] | None = None,
     ) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None:
@@ -253,6 +336,9 @@ class SummaryRenderer:
         loaders += [jinja2.FileSystemLoader(str(folder)) for folder in plugin_folders]
         self.files = jinja2.ChoiceLoader(loaders)
         self.env = NoteTemplates(self.files)
+        self.env.zone = ZoneInfo(timezone)
+        self.env.clock = now or utcnow
+        self.records = records or _neutral_record
         self.saved: DocumentVersions[str] | None = None
         if engine is not None:
             names = [n for n in self.files.list_templates() if n.endswith(".txt.j2")]
@@ -280,7 +366,11 @@ class SummaryRenderer:
     def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
         """Render the note about one ended call (call_note.txt.j2)."""
         template = self._template("call_note.txt.j2")
-        return render_bounded(template, {"call": call, "customer_name": customer_name})
+        return render_bounded(template, self.call_variables(call, customer_name))
+
+    def call_variables(self, call: dict[str, Any], customer_name: str | None) -> dict[str, Any]:
+        """Return the variables a call note template sees."""
+        return {"call": call, "customer_name": customer_name}
 
     def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
         """Render a template text being edited with the given variables; DocumentError if bad."""
@@ -292,12 +382,25 @@ class SummaryRenderer:
 
     def variables(self, context: CustomerContext) -> dict[str, Any]:
         """Return the variables a summary template sees for a customer context."""
-        return {**context.as_dict(), "repeat_contact": context.repeat_contact}
+        values = {**context.as_dict(), "repeat_contact": context.repeat_contact}
+        for name in ("open_items", "interactions"):
+            values[name] = [self.named(item) for item in values[name]]
+        return values
+
+    def named(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Return an item with `label` (its name for agents) and `url` (http(s) or None)."""
+        label, url = self.records(item)
+        return {**item, "label": label, "url": http_link(url) or item.get("link")}
 
     def _template(self, name: str) -> jinja2.Template:
         if self.saved is not None:
             self.saved.refresh_if_due()
         return self.env.get_template(name)
+
+
+def _neutral_record(item: dict[str, Any]) -> tuple[str, str | None]:
+    kind = str(item.get("kind") or "record")
+    return NEUTRAL_LABELS.get(kind, kind.replace("_", " ")), None
 
 
 class _VersionedLoader(jinja2.BaseLoader):

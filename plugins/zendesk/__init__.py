@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -110,6 +111,24 @@ class ZendeskPlugin(Plugin):
             maxsize=10_000, ttl=self.options["user_cache_ttl_s"]
         )
         self._users_lock = threading.Lock()
+
+    # -- naming records for agents ---------------------------------------------------------
+    @classmethod
+    def record_label(cls, item: Mapping[str, Any]) -> str:
+        """Name a ticket as agents do: "#2"."""
+        ticket = zendesk_id(str(item.get("external_id") or "").partition("#")[0])
+        if item.get("kind") == "ticket" and ticket is not None:
+            return f"#{ticket}"
+        return super().record_label(item)
+
+    @classmethod
+    def record_url(cls, item: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+        """Link a ticket in the agent workspace: <url>/agent/tickets/2."""
+        ticket = zendesk_id(str(item.get("external_id") or "").partition("#")[0])
+        base = str(settings.get("url") or "").rstrip("/")
+        if ticket is None or not base:
+            return None
+        return f"{base}/agent/tickets/{ticket}"
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> str:
