@@ -190,11 +190,11 @@ def build_context(
     )
 
 
-def when(value: str | datetime | None, zone: ZoneInfo, now: datetime) -> str:
+def when(value: str | datetime | None, zone: ZoneInfo, now: datetime, relative: bool = True) -> str:
     """Say a time as an agent reads it, in the zone: "Mon 3 Dec 14:05 (2 days ago)".
 
     `value` is an ISO time (a naive one is UTC); `now` is the moment of rendering. The year
-    is said only when it is not the current one.
+    is said only when it is not the current one; `relative=False` leaves out "(… ago)".
     """
     moment = _moment(value)
     if moment is None:
@@ -202,6 +202,8 @@ def when(value: str | datetime | None, zone: ZoneInfo, now: datetime) -> str:
     local, today = moment.astimezone(zone), _aware(now).astimezone(zone)
     year = f" {local.year}" if local.year != today.year else ""
     stamp = f"{local:%a} {local.day} {local:%b}{year} {local:%H:%M}"
+    if not relative:
+        return stamp
     return f"{stamp} ({ago((today.date() - local.date()).days)})"
 
 
@@ -272,7 +274,9 @@ class NoteTemplates(ImmutableSandboxedEnvironment):
         self.globals.clear()
         self.zone = ZoneInfo("UTC")
         self.clock: Callable[[], datetime] = utcnow
-        self.filters["when"] = lambda value: when(value, self.zone, self.clock())
+        self.filters["when"] = lambda value, relative=True: when(
+            value, self.zone, self.clock(), relative
+        )
         self.filters["excerpt"] = excerpt
         self.filters["duration"] = duration
         self.filters["and_list"] = and_list

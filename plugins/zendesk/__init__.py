@@ -34,6 +34,7 @@ from middleware.integrations.plugin import (
 )
 from middleware.interaction import Identity, Interaction
 from plugins.zendesk.client import ZendeskClient
+from plugins.zendesk.rich import COMMENT_MAX_BYTES, fits, note_html
 
 EVENT_PREFIX = "zen:event-type:"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
@@ -100,6 +101,7 @@ class ZendeskPlugin(Plugin):
         "trigger.ticket.updated",
     )
     setup_doc = SETUP
+    note_max_bytes = COMMENT_MAX_BYTES  # one comment; its HTML, if larger, goes as text
 
     def __init__(self, settings: dict[str, Any], config: Any) -> None:
         super().__init__(settings, config)
@@ -222,8 +224,15 @@ class ZendeskPlugin(Plugin):
         return self.client.user_with_identities(user_id)
 
     def write_note(self, target_ref: str, body: str) -> None:
-        """Add a private comment (public: false) to the ticket."""
-        self.client.add_private_note(_ticket_id(target_ref), body)
+        """Add a private comment (public: false) to the ticket, as rich text with links.
+
+        Zendesk keeps the comment's text (its `body`) with the marker line in it, so the
+        note is recognised when it comes back and found by note_exists. A note whose HTML
+        would pass the comment size limit goes as plain text.
+        """
+        markup = note_html(body)
+        html_body = markup if fits(markup) else None
+        self.client.add_private_note(_ticket_id(target_ref), body, html_body)
 
     def note_exists(self, target_ref: str, marker: str) -> bool:
         """Look for a comment carrying the marker on the ticket."""
