@@ -662,6 +662,7 @@ class FakeZendesk(FakeUpstream):
             html_body = f'<div class="zd-comment" dir="auto">{markup}</div>'
         if body is None:  # Zendesk keeps the text of an HTML comment: a line per block
             text = re.sub(r"<br\s*/?>|</p>|</li>|</ul>|</div>", "\n", html_body)
+            text = re.sub(r"<li>", "- ", text)
             text = html.unescape(re.sub(r"<[^>]+>", "", text))
             body = re.sub(r"\n{2,}", "\n", text).strip()
         return {

@@ -389,6 +389,9 @@ class SummaryRenderer:
         values = {**context.as_dict(), "repeat_contact": context.repeat_contact}
         for name in ("open_items", "interactions"):
             values[name] = [self.named(item) for item in values[name]]
+        listed = {(i["source"], i["external_id"]) for i in values["open_items"]}
+        for item in values["interactions"]:  # said once, under its open item
+            item["open"] = (item["source"], item["external_id"]) in listed
         return values
 
     def named(self, item: dict[str, Any]) -> dict[str, Any]:
