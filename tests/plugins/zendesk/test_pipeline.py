@@ -134,9 +134,29 @@ def test_real_note_echo_after_a_write_causes_no_second_note(
     payload["event"]["comment"]["body"] = note["body"]
     response = hooks.zendesk(json.dumps(payload).encode())
     assert response.get_json() == {"ignored": "own note"}
+    # The note is rich text: its HTML body alone is recognised as well.
+    del payload["event"]["comment"]["body"]
+    payload["event"]["comment"]["html_body"] = note["html_body"]
+    payload["id"] = "echo-2"
+    response = hooks.zendesk(json.dumps(payload).encode())
+    assert response.get_json() == {"ignored": "own note"}
     worker.drain()
     with core.engine.connect() as conn:
         assert len(conn.execute(select(writes)).all()) == 1
+
+
+def test_a_note_too_large_as_html_goes_as_plain_text(core, fake_zendesk):
+    """Within Zendesk's 64 KB of one comment: a note whose HTML would pass it goes as text."""
+    plugin = core.registry.get("zendesk")
+    small = "Ann Example\n- #5141 · https://acme.zendesk.com/agent/tickets/5141"
+    plugin.write_note("5149", small)
+    large = "- <&> " * 12_000  # 72 KB of text, more as HTML
+    plugin.write_note("5158", large)
+    [rich] = fake_zendesk.notes(5149)
+    assert rich["html_body"].startswith("<p>Ann Example</p><ul><li>#5141 · <a href=")
+    [plain] = fake_zendesk.notes(5158)
+    assert plain["body"] == large
+    assert plain["html_body"].startswith('<div class="zd-comment"')
 
 
 def test_status_change_keeps_open_items_true(client, worker, core, hooks, fake_zendesk):
