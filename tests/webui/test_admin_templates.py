@@ -28,8 +28,11 @@ def test_the_preview_renders_for_the_customer_last_in_touch(
     hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     page = admin_client.get(EDITOR).data.decode()
-    assert "Who: Ann Example" in page
-    assert "zendesk ticket 5141" in page
+    assert (
+        "Ann Example\nOpen:\n- #5141 · new · Charged twice for my January invoice · "
+        f"{fake_zendesk.url}/agent/tickets/5141\n"
+    ) in page
+    assert "Recognised by email, phone, facebook and zendesk user" in page
 
 
 def test_a_syntax_error_is_shown_inline_and_not_saved(
