@@ -97,6 +97,9 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     story = "\n".join(demo.told)
     for heading in ("1. A Facebook message", "2. A billing error", "3. A call on Monday"):
         assert heading in story
+    assert "     │ Phone call " in story  # the notes themselves, as the agent reads them
+    assert "     │ Recognised by email, phone and zendesk user" in story
+    assert "[Carryover ref" not in story
     session = requests.Session()
     login = session.get(f"{demo.url}/admin/login", timeout=5).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
