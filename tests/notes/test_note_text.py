@@ -205,3 +205,16 @@ def test_call_note_says_when_how_long_and_who_answered_without_the_call_id():
     assert renderer().render_call(missed, "Carla Rossi") == (
         "Phone call Thu 3 Dec 14:05, not answered (no-answer)\nCalled: Carla Rossi"
     )
+
+
+def test_an_installation_says_times_in_its_timezone(database_url):
+    """timezone: Asia/Tokyo → a call at 13:05 UTC is noted at 22:05."""
+    from middleware.installation import build_installation
+    from tests.conftest import build_config
+
+    core = build_installation(build_config(database_url, timezone="Asia/Tokyo"))
+    try:
+        note = core.renderer.render_call(call_facts(transfers=[]), None)
+    finally:
+        core.dispose()
+    assert note.splitlines()[0] == ("Phone call Thu 3 Dec 22:05, 4 min 32 s, answered by mia → lee")
