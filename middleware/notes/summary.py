@@ -24,7 +24,7 @@ from middleware.customers.timeline import (
     open_items,
     scope,
 )
-from middleware.integrations.plugin import NEUTRAL_LABELS
+from middleware.integrations.plugin import Plugin
 from middleware.interaction import http_link
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import customers, identities, interactions, utcnow
@@ -223,7 +223,7 @@ def ago(days: int) -> str:
 def _moment(value: str | datetime | None) -> datetime | None:
     if isinstance(value, datetime):
         return _aware(value)
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     try:
         return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
@@ -406,8 +406,7 @@ class SummaryRenderer:
 
 
 def _neutral_record(item: dict[str, Any]) -> tuple[str, str | None]:
-    kind = str(item.get("kind") or "record")
-    return NEUTRAL_LABELS.get(kind, kind.replace("_", " ")), None
+    return Plugin.record_label(item), None
 
 
 class _VersionedLoader(jinja2.BaseLoader):

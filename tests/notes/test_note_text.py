@@ -37,6 +37,7 @@ SF_CASE = "500000000000001AAA"
         (datetime(2026, 12, 5, 8, 0), ZoneInfo("UTC"), "Sat 5 Dec 08:00 (today)"),
         (None, ZoneInfo("UTC"), ""),
         ("not a time", ZoneInfo("UTC"), ""),
+        (12, ZoneInfo("UTC"), ""),  # a template passing a number gets nothing, not an error
     ],
 )  # fmt: skip
 def test_when_says_a_time_as_an_agent_reads_it(value, zone, said):
