@@ -102,7 +102,8 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
             registry.templates_folders(),
             timezone=config.timezone,
             records=registry.describe_record,
-        ),  # fmt: skip
+            system_ids={t.type for t in registry.identity_types() if t.system_id},
+        ),
         inbox=DeliveryInbox(engine),
         outbox=Outbox(engine),
         integrations=integrations,

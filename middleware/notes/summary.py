@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -60,7 +60,7 @@ class CustomerContext:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     contacts_lately: int = 0  # contacts within LATELY_DAYS
     channels_lately: list[str] = field(default_factory=list)  # their channels, most used first
-    recognised_by: list[str] = field(default_factory=list)  # "email", "phone", "customer id"
+    recognised_by: list[str] = field(default_factory=list)  # identity types, email and phone first
 
     @property
     def repeat_contact(self) -> bool:
@@ -114,11 +114,16 @@ def _customer_words(row: Row) -> str | None:
     return excerpt(row.text, 280) if by_customer else None
 
 
-def recognised_by(types: Sequence[str]) -> list[str]:
-    """Name the kinds of identity a customer was recognised by, email and phone first."""
-    names = [t for t in PLAIN_IDENTITIES if t in types]
-    names += sorted({t.replace("_", " ") for t in types if t not in PLAIN_IDENTITIES})
-    return names
+def recognised_by(types: Sequence[str], system_ids: Collection[str] = ()) -> list[str]:
+    """Name the kinds of identity a customer was recognised by, email and phone first.
+
+    A tool's own id of its people (a system id) is left out while anything else was said:
+    "email and phone", not "email, phone and crm contact".
+    """
+    kinds = [t for t in PLAIN_IDENTITIES if t in types]
+    kinds += sorted({t for t in types if t not in PLAIN_IDENTITIES})
+    shared = [t for t in kinds if t not in system_ids] or kinds
+    return [t.replace("_", " ") for t in shared]
 
 
 @cache
@@ -186,7 +191,7 @@ def build_context(
         repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
         contacts_lately=contacts_since(conn, lately, now - timedelta(days=LATELY_DAYS)),
         channels_lately=[c for c, _ in channel_counts(conn, lately)],
-        recognised_by=recognised_by([i.type for i in ids]),
+        recognised_by=[i.type for i in ids],
     )
 
 
@@ -321,7 +326,8 @@ class SummaryRenderer:
     Every template renders in the sandbox (NoteTemplates): a saved one is written by an
     admin in the browser, a file one by whoever can write there. Times are said in
     `timezone` against `now` (the clock, fixed in tests); `records` names each record and
-    gives its URL by its plugin's rules (the registry's describe_record).
+    gives its URL by its plugin's rules (the registry's describe_record); `system_ids` are
+    the identity types the identity line leaves out when it has others to name.
     """
 
     def __init__(
@@ -332,6 +338,7 @@ class SummaryRenderer:
         timezone: str = "UTC",
         now: Callable[[], datetime] | None = None,
         records: Callable[[dict[str, Any]], tuple[str, str | None]] | None = None,
+        system_ids: Collection[str] = (),
     ) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None:
@@ -343,6 +350,7 @@ class SummaryRenderer:
         self.env.zone = ZoneInfo(timezone)
         self.env.clock = now or utcnow
         self.records = records or _neutral_record
+        self.system_ids = frozenset(system_ids)
         self.saved: DocumentVersions[str] | None = None
         if engine is not None:
             names = [n for n in self.files.list_templates() if n.endswith(".txt.j2")]
@@ -387,6 +395,7 @@ class SummaryRenderer:
     def variables(self, context: CustomerContext) -> dict[str, Any]:
         """Return the variables a summary template sees for a customer context."""
         values = {**context.as_dict(), "repeat_contact": context.repeat_contact}
+        values["recognised_by"] = recognised_by(context.recognised_by, self.system_ids)
         for name in ("open_items", "interactions"):
             values[name] = [self.named(item) for item in values[name]]
         listed = {(i["source"], i["external_id"]) for i in values["open_items"]}

@@ -88,7 +88,7 @@ def test_a_call_on_monday_and_an_email_on_wednesday(demo):
         "Carla Rossi — 1 contact in 30 days: phone\n"
         "Latest contacts:\n"
         "- <when> (2 days ago) · phone call, inbound, 4 min 20 s, answered by sam\n"
-        "Recognised by email, phone and zendesk user"
+        "Recognised by email and phone"
     )  # Monday's call by its time, never its CallSid
 
 
@@ -98,7 +98,7 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     for heading in ("1. A Facebook message", "2. A billing error", "3. A call on Monday"):
         assert heading in story
     assert "     │ Phone call " in story  # the notes themselves, as the agent reads them
-    assert "     │ Recognised by email, phone and zendesk user" in story
+    assert "     │ Recognised by email and phone" in story
     assert "[Carryover ref" not in story
     session = requests.Session()
     login = session.get(f"{demo.url}/admin/login", timeout=5).text

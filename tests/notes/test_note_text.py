@@ -73,6 +73,8 @@ def test_identity_line_names_email_and_phone_first():
     """ "Recognised by email and phone": the kinds of identity, never their values."""
     assert and_list(recognised_by(["phone", "email", "phone"])) == "email and phone"
     assert and_list(recognised_by(["crm_contact", "email"])) == "email and crm contact"
+    assert recognised_by(["crm_contact", "email"], system_ids={"crm_contact"}) == ["email"]
+    assert recognised_by(["crm_contact"], system_ids={"crm_contact"}) == ["crm contact"]
     assert and_list(["a", "b", "c"]) == "a, b and c"
 
 

@@ -32,7 +32,7 @@ def test_the_preview_renders_for_the_customer_last_in_touch(
         "Ann Example\nOpen:\n- #5141 · new · Charged twice for my January invoice · "
         f"{fake_zendesk.url}/agent/tickets/5141\n"
     ) in page
-    assert "Recognised by email, phone, facebook and zendesk user" in page
+    assert "Recognised by email, phone and facebook" in page
 
 
 def test_a_syntax_error_is_shown_inline_and_not_saved(

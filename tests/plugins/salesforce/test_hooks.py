@@ -412,7 +412,7 @@ def test_new_case_of_a_zendesk_customer_gets_one_private_comment_naming_the_tick
         '  "Hi, I was charged twice for invoice INV-2025-001. Card [card ending 1111] shows '
         'two payments. Please refund one."\n'
         "Mood: positive\n"
-        "Recognised by email, phone, facebook, salesforce contact and zendesk user\n"
+        "Recognised by email, phone and facebook\n"
         "\n"
         f"{marker}"
     )

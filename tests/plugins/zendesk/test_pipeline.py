@@ -41,14 +41,14 @@ def test_new_ticket_of_known_customer_gets_one_note_naming_the_earlier_ticket(
         f"- #5141 · new · Charged twice for my January invoice · {link}\n"
         f'"{words}"\n'
         "Mood: positive\n"
-        "Recognised by email, phone, facebook and zendesk user\n"
+        "Recognised by email, phone and facebook\n"
         f"{marker}"
     )
     assert note["html_body"] == (
         "<p>Ann Example</p><p>Open:</p><ul><li>#5141 · new · "
         f'Charged twice for my January invoice · <a href="{link}" rel="noopener noreferrer">'
         f"{link}</a><br>&quot;{words}&quot;</li></ul>"
-        "<p>Mood: positive</p><p>Recognised by email, phone, facebook and zendesk user</p>"
+        "<p>Mood: positive</p><p>Recognised by email, phone and facebook</p>"
         f"<p>{marker}</p>"
     )
 
