@@ -40,6 +40,7 @@ from middleware.admin.accounts import create_admin
 from middleware.config import load_config
 from middleware.installation import build_installation
 from middleware.integrations.registry import PluginRegistry
+from middleware.notes.outbox import MARKER_PATTERN
 from middleware.reads.context_api import signed_path
 from middleware.store.sealed import installation_key
 from middleware.store.tables import upgrade
@@ -235,7 +236,8 @@ def facebook_then_phone(demo: Demo) -> int:
     demo.pause(3)
     call.hang_up(duration_s=184)
     demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
-    say(f"   The call ends: Carryover notes it on ticket #{ticket}, where the next agent looks.")
+    say(f"   The call ends: Carryover notes it on ticket #{ticket}, where the next agent looks:")
+    show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket
 
 
@@ -256,7 +258,8 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
                                 "Refund one of the two $49 charges.", origin="Phone")  # fmt: skip
     demo.wait_for("comment on the case", lambda: salesforce.comments(case))
     say(f"   Billing opens Salesforce case {case}: its comment already tells ticket "
-        f"#{ticket}'s story.")  # fmt: skip
+        f"#{ticket}'s story:")  # fmt: skip
+    show_note(say, salesforce.comments(case)[0]["CommentBody"])
     demo.pause(2)
     say(f"   Bob calls billing. His screen-pop: {demo.pop_link(BOB.phone)}")
     call = demo.phone.ring(BOB.phone, BILLING_LINE)
@@ -270,8 +273,15 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     call.hang_up(duration_s=420)
     demo.wait_for("note the call on the case", lambda: len(salesforce.comments(case)) >= 2)
     demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
-    say(f"   The call ends: noted on case {case} and on ticket #{ticket}.")
+    say(f"   The call ends: noted on case {case} and on ticket #{ticket}:")
+    show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket, case
+
+
+def show_note(say: Callable[[str], None], body: str) -> None:
+    """Show a note as the agent reads it, without the marker line that is Carryover's own."""
+    for line in MARKER_PATTERN.sub("", body).strip().splitlines():
+        say(f"     │ {line}")
 
 
 def monday_call_wednesday_email(demo: Demo) -> int:
@@ -297,6 +307,7 @@ def monday_call_wednesday_email(demo: Demo) -> int:
     demo.wait_for("note Monday's call on the ticket", lambda: zendesk.notes(ticket))
     say(f"   Wednesday: she emails. Ticket #{ticket} gets a note with Monday's call: her "
         "Zendesk profile has the number she called from.")  # fmt: skip
+    show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket
 
 

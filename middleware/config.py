@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 import yaml
@@ -88,6 +89,7 @@ TOP_LEVEL = {
     "secret_key": Setting(str, None, secret=True),
     "agent_api_keys": Setting(list, [], secret=True),
     "default_region": Setting(str, "US"),
+    "timezone": Setting(str, "UTC"),
     "mappings_dir": Setting(str, None),
     "templates_dir": Setting(str, None),
     "trusted_proxies": Setting(list, []),
@@ -149,6 +151,8 @@ class Config:
     secret_key: str | None = None
     agent_api_keys: tuple[str, ...] = ()
     default_region: str = "US"
+    # The IANA time zone notes and pops show times in (agents read local time).
+    timezone: str = "UTC"
     # The shipped mappings unless mappings_dir names a folder of the admin's.
     mappings_dir: Path = field(default_factory=shipped_mappings)
     templates_dir: Path | None = None
@@ -197,6 +201,18 @@ def _restore_references(value: Any) -> Any:
     return value
 
 
+def check_timezone(name: str) -> str:
+    """Return an IANA time zone name that zoneinfo knows; raise ConfigError otherwise."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"timezone: {name!r} is not an IANA time zone name (e.g. UTC, Europe/Rome, "
+            "America/New_York)"
+        ) from None
+    return name
+
+
 def frame_ancestor(path: str, value: str) -> str:
     """Check one source of pop.frame_ancestors: 'self' or scheme://host[:port]."""
     if value in ("self", "'self'"):  # YAML reads ['self'] as the bare word self
@@ -225,6 +241,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
     region = top["default_region"].upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"default_region: {top['default_region']!r} is not a region code")
+    timezone = check_timezone(top["timezone"])
     if not top["database_url"].startswith(("sqlite:", "postgresql")):
         raise ConfigError("database_url: expected sqlite:///PATH or postgresql+psycopg://…")
 
@@ -261,6 +278,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         secret_key=top["secret_key"],
         agent_api_keys=tuple(top["agent_api_keys"]),
         default_region=region,
+        timezone=timezone,
         trusted_proxies=trusted_proxies,
         allow_private_upstreams=top["allow_private_upstreams"],
         mappings_dir=Path(mappings_dir) if mappings_dir else shipped_mappings(),

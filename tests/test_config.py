@@ -219,6 +219,9 @@ def test_missing_required_zendesk_setting_is_an_error_naming_it(schemas):
         ({"agent_api_keys": "one-key"}, "agent_api_keys"),
         ({"agent_api_keys": [1, 2]}, "agent_api_keys"),
         ({"default_region": "Atlantis"}, "default_region"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "../etc/passwd"}, "timezone"),
+        ({"timezone": 1}, "timezone"),
         ({"database_url": "mysql://localhost/carryover"}, "database_url"),
         ({"integrations": ["zendesk"]}, "integrations"),
         ({"integrations": {"zendesk": "on"}}, "integrations.zendesk"),
@@ -426,3 +429,9 @@ def test_pop_frame_ancestors_must_not_be_empty(schemas):
     """An empty list (which would read as frame-ancestors 'none') is refused with a hint."""
     with pytest.raises(ConfigError, match=r"^pop\.frame_ancestors: list at least one source"):
         parse_config({"pop": {"frame_ancestors": []}}, schemas)
+
+
+def test_timezone_defaults_to_utc_and_takes_an_iana_name(schemas):
+    """timezone: UTC unless set; an IANA name is kept as given."""
+    assert parse_config({}, schemas).timezone == "UTC"
+    assert parse_config({"timezone": "Europe/Rome"}, schemas).timezone == "Europe/Rome"

@@ -130,7 +130,7 @@ def _check_renders(name: str, text: str, customer_id: int | None) -> None:
     otherwise fail every note of a returning customer.
     """
     renderer = current_installation().renderer
-    samples = sample_calls() if name == CALL_NOTE else sample_contexts()
+    samples = sample_calls() if name == CALL_NOTE else sample_contexts(renderer)
     for label, values in samples:
         try:
             renderer.preview(name, text, values)

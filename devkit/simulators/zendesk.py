@@ -660,9 +660,11 @@ class FakeZendesk(FakeUpstream):
         if html_body is None:
             markup = html.escape(body or "").replace("\n", "<br>")
             html_body = f'<div class="zd-comment" dir="auto">{markup}</div>'
-        if body is None:
-            text = re.sub(r"<br\s*/?>|</p>\s*<p>", "\n", html_body)
-            body = html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+        if body is None:  # Zendesk keeps the text of an HTML comment: a line per block
+            text = re.sub(r"<br\s*/?>|</p>|</li>|</ul>|</div>", "\n", html_body)
+            text = re.sub(r"<li>", "- ", text)
+            text = html.unescape(re.sub(r"<[^>]+>", "", text))
+            body = re.sub(r"\n{2,}", "\n", text).strip()
         return {
             "id": next(self._ids),
             "type": "Comment",

@@ -41,6 +41,10 @@ class Capability(StrEnum):
 UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
 
 
+# How a record is named when its plugin has no better name: never by its raw id.
+NEUTRAL_LABELS = {"ticket": "ticket", "case": "case", "call": "phone call", "message": "message"}
+
+
 @dataclass(frozen=True)
 class IdentityType:
     """An identity type a plugin brings, and how the core treats it.
@@ -150,6 +154,18 @@ class Plugin:
     def templates_folder(cls) -> Path:
         """Return the folder of the plugin's note templates (<key>.txt.j2 and the like)."""
         return cls.folder() / "templates"
+
+    # -- naming records for agents ---------------------------------------------------------
+    @classmethod
+    def record_label(cls, item: Mapping[str, Any]) -> str:
+        """Name a record (an item dict of a note) the way agents know it, without raw ids."""
+        kind = str(item.get("kind") or "")
+        return NEUTRAL_LABELS.get(kind, kind.replace("_", " ") or "record")
+
+    @classmethod
+    def record_url(cls, item: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+        """Return the URL agents open the record at, or None (settings: the plugin's own)."""
+        return None
 
     def has_capability(self, capability: Capability) -> bool:
         """Tell whether this plugin declares the capability."""

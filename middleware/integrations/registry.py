@@ -110,6 +110,14 @@ class PluginRegistry:
         """Return the configured plugin with that key, or None."""
         return self.instances.get(key)
 
+    def describe_record(self, item: Mapping[str, Any]) -> tuple[str, str | None]:
+        """Return how agents name a record and where they open it, by its plugin's rules."""
+        source = str(item.get("source") or "")
+        cls = self.classes.get(source, Plugin)
+        configured = self.instances.get(source)
+        settings = configured.options if configured is not None else {}
+        return cls.record_label(item), cls.record_url(item, settings)
+
     def with_capability(self, capability: Capability) -> Iterable[Plugin]:
         """Yield configured plugins that declare the capability."""
         return (p for p in self.instances.values() if p.has_capability(capability))

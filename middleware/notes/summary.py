@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from jinja2.exceptions import SecurityError
@@ -22,6 +23,7 @@ from middleware.customers.timeline import (
     open_items,
     scope,
 )
+from middleware.integrations.plugin import Plugin
 from middleware.interaction import http_link
 from middleware.notes.mood import mood_of
 from middleware.notes.template_checks import (
@@ -33,12 +35,15 @@ from middleware.notes.template_checks import (
     template_line,
 )
 from middleware.store.documents import DocumentError, DocumentVersions
-from middleware.store.tables import customers, identities, utcnow
+from middleware.store.tables import customers, identities, interactions, utcnow
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 EXCERPT_CHARS = 160
 SAID_LIMIT = 3
 MOOD_SAMPLE = 5
+LATELY_DAYS = 30  # "3 contacts in 30 days: phone, email"
+# The identity types an agent knows by name, said first in "Recognised by email and phone".
+PLAIN_IDENTITIES = ("email", "phone")
 # Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
 LISTED_KINDS = ("ticket", "case", "call", "message")
 # What one operator of an admin-edited template may build: a note is a few KB of text, and a
@@ -61,6 +66,9 @@ class CustomerContext:
     mood: str | None
     repeat_contacts_7d: int
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    contacts_lately: int = 0  # contacts within LATELY_DAYS
+    channels_lately: list[str] = field(default_factory=list)  # their channels, most used first
+    recognised_by: list[str] = field(default_factory=list)  # identity types, email and phone first
 
     @property
     def repeat_contact(self) -> bool:
@@ -103,8 +111,26 @@ def _item(row: Row) -> dict[str, Any]:
         "link": http_link(row.link),  # also for links stored before they were checked
         "duration_s": row.duration_s,
         "number": row.number,  # the record's number as agents know it (CaseNumber, ticket id)
-        "said_by": row.said_by,  # who wrote the excerpt: customer, agent, or None (unknown)
+        "said_by": row.said_by,  # who wrote the text: customer, agent, or None (unknown)
+        "said": _customer_words(row),
     }
+
+
+def _customer_words(row: Row) -> str | None:
+    """Return what the customer wrote or said in a record, never an agent's text."""
+    return excerpt(row.text, 280) if row.said_by == "customer" else None
+
+
+def recognised_by(types: Sequence[str], system_ids: Collection[str] = ()) -> list[str]:
+    """Name the kinds of identity a customer was recognised by, email and phone first.
+
+    A tool's own id of its people (a system id) is left out while anything else was said:
+    "email and phone", not "email, phone and crm contact".
+    """
+    kinds = [t for t in PLAIN_IDENTITIES if t in types]
+    kinds += sorted({t for t in types if t not in PLAIN_IDENTITIES})
+    shared = [t for t in kinds if t not in system_ids] or kinds
+    return [t.replace("_", " ") for t in shared]
 
 
 def build_context(
@@ -129,6 +155,7 @@ def build_context(
     preferred = json.loads(person.preferred_channels) if person.preferred_channels else []
     preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
     texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
+    lately = [*where, interactions.c.occurred_at >= now - timedelta(days=LATELY_DAYS)]
     return CustomerContext(
         customer={
             "id": person.id,
@@ -153,20 +180,72 @@ def build_context(
         preferred_channels=preferred,
         mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]) if mood else None,
         repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
+        contacts_lately=contacts_since(conn, lately, now - timedelta(days=LATELY_DAYS)),
+        channels_lately=[c for c, _ in channel_counts(conn, lately)],
+        recognised_by=[i.type for i in ids],
     )
 
 
-def _when(value: str | None) -> str:
-    if not value:
-        return "?"
-    return value.replace("T", " ")[:16] + " UTC"
+def when(value: str | datetime | None, zone: ZoneInfo, now: datetime, relative: bool = True) -> str:
+    """Say a time as an agent reads it, in the zone: "Mon 3 Dec 14:05 (2 days ago)".
+
+    `value` is an ISO time (a naive one is UTC); `now` is the moment of rendering. The year
+    is said only when it is not the current one; `relative=False` leaves out "(… ago)".
+    """
+    moment = _moment(value)
+    if moment is None:
+        return ""
+    local, today = moment.astimezone(zone), _aware(now).astimezone(zone)
+    year = f" {local.year}" if local.year != today.year else ""
+    stamp = f"{local:%a} {local.day} {local:%b}{year} {local:%H:%M}"
+    if not relative:
+        return stamp
+    return f"{stamp} ({ago((today.date() - local.date()).days)})"
 
 
-def _duration(seconds: int | None) -> str:
+def ago(days: int) -> str:
+    """Say how many calendar days back a day is: "today", "yesterday", "3 weeks ago"."""
+    if days < 0:
+        return "tomorrow" if days == -1 else f"in {-days} days"
+    if days < 2:
+        return ("today", "yesterday")[days]
+    for least, size, unit in ((365, 365, "year"), (60, 30, "month"), (14, 7, "week")):
+        if days >= least:
+            count = days // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return f"{days} days ago"
+
+
+def _moment(value: str | datetime | None) -> datetime | None:
+    if isinstance(value, datetime):
+        return _aware(value)
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def duration(seconds: int | float | None) -> str:
+    """Say a duration: "45 s", "4 min 32 s", "1 h 5 min"."""
     if not seconds:
         return "0 s"
     minutes, rest = divmod(int(seconds), 60)
+    if minutes >= 60:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def and_list(values: Sequence[Any]) -> str:
+    """Join words as a sentence does: "email", "email and phone", "a, b and c"."""
+    words = [str(v) for v in values if v]
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 class NoteTemplates(ImmutableSandboxedEnvironment):
@@ -189,9 +268,14 @@ class NoteTemplates(ImmutableSandboxedEnvironment):
             undefined=jinja2.StrictUndefined,
         )
         self.globals.clear()
-        self.filters["when"] = _when
+        self.zone = ZoneInfo("UTC")
+        self.clock: Callable[[], datetime] = utcnow
+        self.filters["when"] = lambda value, relative=True: when(
+            value, self.zone, self.clock(), relative
+        )
         self.filters["excerpt"] = excerpt
-        self.filters["duration"] = _duration
+        self.filters["duration"] = duration
+        self.filters["and_list"] = and_list
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Repeat a string or list at most MAX_REPEAT times; compute only small powers."""
@@ -231,7 +315,10 @@ class SummaryRenderer:
     A template is looked up in the versions saved in the admin UI, then in templates_dir,
     then among the shipped ones: the core's, then each plugin's own (plugins/<key>/templates).
     Every template renders in the sandbox (NoteTemplates): a saved one is written by an
-    admin in the browser, a file one by whoever can write there.
+    admin in the browser, a file one by whoever can write there. Times are said in
+    `timezone` against `now` (the clock, fixed in tests); `records` names each record and
+    gives its URL by its plugin's rules (the registry's describe_record); `system_ids` are
+    the identity types the identity line leaves out when it has others to name.
     """
 
     def __init__(
@@ -239,6 +326,10 @@ class SummaryRenderer:
         override_dir: Path | None = None,
         engine: Engine | None = None,
         plugin_folders: Sequence[Path] = (),
+        timezone: str = "UTC",
+        now: Callable[[], datetime] | None = None,
+        records: Callable[[dict[str, Any]], tuple[str, str | None]] | None = None,
+        system_ids: Collection[str] = (),
     ) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None:
@@ -247,6 +338,10 @@ class SummaryRenderer:
         loaders += [jinja2.FileSystemLoader(str(folder)) for folder in plugin_folders]
         self.files = jinja2.ChoiceLoader(loaders)
         self.env = NoteTemplates(self.files)
+        self.env.zone = ZoneInfo(timezone)
+        self.env.clock = now or utcnow
+        self.records = records or _neutral_record
+        self.system_ids = frozenset(system_ids)
         # What writes a note when a saved version fails: the same sandbox and filters, files only.
         self.shipped = self.env.overlay(loader=self.files)
         self.failures = TemplateFailures()
@@ -275,7 +370,11 @@ class SummaryRenderer:
 
     def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
         """Render the note about one ended call (call_note.txt.j2)."""
-        return self._render("call_note.txt.j2", {"call": call, "customer_name": customer_name})
+        return self._render("call_note.txt.j2", self.call_variables(call, customer_name))
+
+    def call_variables(self, call: dict[str, Any], customer_name: str | None) -> dict[str, Any]:
+        """Return the variables a call note template sees."""
+        return {"call": call, "customer_name": customer_name}
 
     def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
         """Render a template text being edited with the given variables; DocumentError if bad."""
@@ -290,7 +389,19 @@ class SummaryRenderer:
 
     def variables(self, context: CustomerContext) -> dict[str, Any]:
         """Return the variables a summary template sees for a customer context."""
-        return {**context.as_dict(), "repeat_contact": context.repeat_contact}
+        values = {**context.as_dict(), "repeat_contact": context.repeat_contact}
+        values["recognised_by"] = recognised_by(context.recognised_by, self.system_ids)
+        for name in ("open_items", "interactions"):
+            values[name] = [self.named(item) for item in values[name]]
+        listed = {(i["source"], i["external_id"]) for i in values["open_items"]}
+        for item in values["interactions"]:  # said once, under its open item
+            item["open"] = (item["source"], item["external_id"]) in listed
+        return values
+
+    def named(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Return an item with `label` (its name for agents) and `url` (http(s) or None)."""
+        label, url = self.records(item)
+        return {**item, "label": label, "url": http_link(url) or item.get("link")}
 
     def failure(self, name: str) -> TemplateFailure | None:
         """Return how the version of a template in use failed, if it did in this process."""
@@ -314,6 +425,10 @@ class SummaryRenderer:
         if self.saved is not None:
             self.saved.refresh_if_due()
         return self.env.get_template(name)
+
+
+def _neutral_record(item: dict[str, Any]) -> tuple[str, str | None]:
+    return Plugin.record_label(item), None
 
 
 class _VersionedLoader(jinja2.BaseLoader):

@@ -14,9 +14,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from middleware.throttled_log import ThrottledLog
+
+if TYPE_CHECKING:
+    from middleware.notes.summary import SummaryRenderer
 
 log = logging.getLogger(__name__)
 # The file name Jinja is given for a saved version: its traceback then names the template.
@@ -38,12 +41,14 @@ _ITEM = {
     "direction": "inbound", "status": "open", "subject": "Charged twice for my January invoice",
     "excerpt": "Hello, I was charged twice for my January invoice.",
     "occurred_at": "2025-02-03T09:12:00Z", "agent": "emma", "team": "billing",
-    "link": "https://helpdesk.example.com/tickets/5141", "duration_s": None,
+    "link": "https://helpdesk.example.com/tickets/5141", "duration_s": None, "number": "5141",
+    "said_by": "customer", "said": "Hello, I was charged twice for my January invoice.",
 }  # fmt: skip
 
 
-def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
-    """Return the sample customers a summary template must render: one known, one new."""
+def sample_contexts(renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]]]:
+    """Return the variables of the sample customers a summary template must render (one
+    known, one new), as the renderer gives them to a template."""
     from middleware.notes.summary import CustomerContext
 
     known = CustomerContext(
@@ -84,6 +89,9 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
         preferred_channels=["email"],
         mood="negative",
         repeat_contacts_7d=2,
+        contacts_lately=2,
+        channels_lately=["email", "voice"],
+        recognised_by=["email"],
     )
     new = CustomerContext(
         customer={"id": 2, "name": None, "preferred_channels": [], "identities": []},
@@ -91,8 +99,8 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
         repeat_contacts_7d=1,
     )  # fmt: skip
     return [
-        ("the sample customer Ann Example", known.as_dict() | {"repeat_contact": True}),
-        ("a sample first-time customer", new.as_dict() | {"repeat_contact": False}),
+        ("the sample customer Ann Example", renderer.variables(known)),
+        ("a sample first-time customer", renderer.variables(new)),
     ]
 
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -36,7 +37,7 @@ from middleware.integrations.plugin import (
 from middleware.integrations.usage import ApiUsage
 from middleware.interaction import Identity, Interaction
 from plugins.salesforce.client import SalesforceClient
-from plugins.salesforce.ids import SALESFORCE_ID, normalise_contact
+from plugins.salesforce.ids import CASE_NUMBER, SALESFORCE_ID, normalise_contact
 from plugins.salesforce.outbound import (
     ACK,
     Notification,
@@ -132,6 +133,27 @@ class SalesforcePlugin(Plugin):
     )
     setup_doc = SETUP
     note_max_bytes = 4000  # CaseComment.CommentBody
+
+    @classmethod
+    def record_label(cls, item: Mapping[str, Any]) -> str:
+        """Name a case by its CaseNumber, as agents do: "case 00001001"."""
+        number = item.get("number")
+        if item.get("kind") == "case" and isinstance(number, str) and CASE_NUMBER.fullmatch(number):
+            return f"case {number}"
+        return super().record_label(item)
+
+    @classmethod
+    def record_url(cls, item: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+        """Link a case in Lightning: <instance>/lightning/r/Case/<Id>/view."""
+        record_id = str(item.get("external_id") or "").partition("#")[0]
+        base = settings.get("instance_url") or item.get("link")
+        if item.get("kind") != "case" or not SALESFORCE_ID.fullmatch(record_id) or not base:
+            return None
+        parts = urlsplit(str(base))
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            return None
+        host = parts.netloc.replace("-api.salesforce.com", ".salesforce.com")
+        return f"{parts.scheme}://{host}/lightning/r/Case/{record_id}/view"
 
     def __init__(self, settings: dict[str, Any], config: Any) -> None:
         super().__init__(settings, config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
+# A CaseNumber as agents know it ("00001001"; an auto-number may carry a prefix).
+CASE_NUMBER = re.compile(r"[A-Za-z0-9-]{1,30}")
 SALESFORCE_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 

@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -33,6 +34,7 @@ from middleware.integrations.plugin import (
 )
 from middleware.interaction import Identity, Interaction
 from plugins.zendesk.client import ZendeskClient
+from plugins.zendesk.rich import COMMENT_MAX_BYTES, fits, note_html
 
 EVENT_PREFIX = "zen:event-type:"
 TIMESTAMP_HEADER = "X-Zendesk-Webhook-Signature-Timestamp"
@@ -99,6 +101,7 @@ class ZendeskPlugin(Plugin):
         "trigger.ticket.updated",
     )
     setup_doc = SETUP
+    note_max_bytes = COMMENT_MAX_BYTES  # one comment; its HTML, if larger, goes as text
 
     def __init__(self, settings: dict[str, Any], config: Any) -> None:
         super().__init__(settings, config)
@@ -110,6 +113,24 @@ class ZendeskPlugin(Plugin):
             maxsize=10_000, ttl=self.options["user_cache_ttl_s"]
         )
         self._users_lock = threading.Lock()
+
+    # -- naming records for agents ---------------------------------------------------------
+    @classmethod
+    def record_label(cls, item: Mapping[str, Any]) -> str:
+        """Name a ticket as agents do: "#2"."""
+        ticket = zendesk_id(str(item.get("external_id") or "").partition("#")[0])
+        if item.get("kind") == "ticket" and ticket is not None:
+            return f"#{ticket}"
+        return super().record_label(item)
+
+    @classmethod
+    def record_url(cls, item: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+        """Link a ticket in the agent workspace: <url>/agent/tickets/2."""
+        ticket = zendesk_id(str(item.get("external_id") or "").partition("#")[0])
+        base = str(settings.get("url") or "").rstrip("/")
+        if ticket is None or not base:
+            return None
+        return f"{base}/agent/tickets/{ticket}"
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> str:
@@ -203,8 +224,15 @@ class ZendeskPlugin(Plugin):
         return self.client.user_with_identities(user_id)
 
     def write_note(self, target_ref: str, body: str) -> None:
-        """Add a private comment (public: false) to the ticket."""
-        self.client.add_private_note(_ticket_id(target_ref), body)
+        """Add a private comment (public: false) to the ticket, as rich text with links.
+
+        Zendesk keeps the comment's text (its `body`) with the marker line in it, so the
+        note is recognised when it comes back and found by note_exists. A note whose HTML
+        would pass the comment size limit goes as plain text.
+        """
+        markup = note_html(body)
+        html_body = markup if fits(markup) else None
+        self.client.add_private_note(_ticket_id(target_ref), body, html_body)
 
     def note_exists(self, target_ref: str, marker: str) -> bool:
         """Look for a comment carrying the marker on the ticket."""

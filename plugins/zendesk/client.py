@@ -103,10 +103,15 @@ class ZendeskClient:
             raise _upstream_error(exc) from exc
         return f"{me.name} <{me.email}>, role {me.role}"
 
-    def add_private_note(self, ticket_id: int, body: str) -> None:
-        """Add a private comment to a ticket (one PUT, no read first)."""
+    def add_private_note(self, ticket_id: int, body: str, html_body: str | None = None) -> None:
+        """Add a private comment to a ticket (one PUT, no read first), as HTML if given."""
+        comment = (
+            Comment(html_body=html_body, public=False)
+            if html_body is not None
+            else Comment(body=body, public=False)
+        )
         try:
-            self.api.tickets.update(Ticket(id=ticket_id, comment=Comment(body=body, public=False)))
+            self.api.tickets.update(Ticket(id=ticket_id, comment=comment))
         except RecordNotFoundException as exc:
             raise PermanentUpstreamError(f"Zendesk ticket {ticket_id} not found") from exc
         except (APIException, ZenpyException, requests.HTTPError) as exc:

@@ -272,6 +272,8 @@ def test_written_note_is_echoed_after_the_put_and_carryover_ignores_it(
     comment = json.loads(echo.body)["event"]["comment"]
     assert echo.event_type == "ticket.comment_added"
     assert (comment["body"], comment["is_public"]) == (note["body"], False)
+    assert comment["html_body"] == note["html_body"]  # written as rich text, kept as such
+    assert note["html_body"].startswith("<p>") and "[Carryover ref co-" in note["body"]
     assert comment["author"] == {"id": str(BOT_USER_ID), "is_staff": True, "name": "Carryover Bot"}
     assert echo.response is not None and echo.response.status_code == 200
     assert echo.response.headers["X-Carryover-Ignored"] == "own note"

@@ -19,9 +19,9 @@ def test_a_failing_included_template_is_the_one_recorded(core, worker, fake_zend
     hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     with caplog.at_level(logging.ERROR, logger="middleware.notes.template_checks"):
         worker.drain()
-        [(_, values), _] = sample_contexts()
-        assert "Who: Ann Example" in core.renderer._render("zendesk.txt.j2", values)
-    assert "Who: Ann Example" in fake_zendesk.notes(5149)[0]["body"]
+        [(_, values), _] = sample_contexts(core.renderer)
+        assert "Ann Example —" in core.renderer._render("zendesk.txt.j2", values)
+    assert fake_zendesk.notes(5149)[0]["body"].startswith("Ann Example\nOpen:\n- #5141 · new")
     failure = core.renderer.failure("summary.txt.j2")
     assert failure is not None and failure.version == 1 and failure.count == 2
     assert failure.error == "line 2: ZeroDivisionError: integer division or modulo by zero"
@@ -42,7 +42,7 @@ def test_the_shipped_templates_render_on_the_samples():
     renderer = SummaryRenderer()
     for name in ("summary.txt.j2", "call_note.txt.j2"):
         shipped = renderer.file_source(name)
-        samples = sample_calls() if name == "call_note.txt.j2" else sample_contexts()
+        samples = sample_calls() if name == "call_note.txt.j2" else sample_contexts(renderer)
         for _, values in samples:
             assert renderer.preview(name, shipped, values)
 
@@ -51,6 +51,6 @@ def test_a_failing_shipped_template_is_not_hidden(tmp_path):
     """Without a saved version there is nothing to fall back to: the error is raised."""
     (tmp_path / "summary.txt.j2").write_text("{{ nope }}")
     renderer = SummaryRenderer(override_dir=tmp_path)
-    [(_, values), _] = sample_contexts()
+    [(_, values), _] = sample_contexts(renderer)
     with pytest.raises(Exception, match="nope"):
         renderer._render("summary.txt.j2", values)

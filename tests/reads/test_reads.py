@@ -289,7 +289,7 @@ def test_repeat_contacts_count_the_last_seven_days(client, worker, hooks, fake_z
     worker.drain()
     body = context(client, email=ANN_EMAIL).get_json()
     assert body["repeat_contacts_7d"] == 2
-    assert "Repeat contact: 2" in body["summary"]
+    assert body["summary"].splitlines()[0] == "Ann Example — 2 contacts in 30 days: email, facebook"
 
 
 @pytest.mark.parametrize(

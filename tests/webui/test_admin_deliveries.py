@@ -137,7 +137,7 @@ def test_a_note_shows_its_body_target_and_error(admin_client, worker, fake_zende
     assert "out:1" in listing and "5149" in listing
     page = admin_client.get("/admin/deliveries/out/1").data.decode()
     assert "co-2-summary" in page and "Zendesk answered 422" in page
-    assert "zendesk ticket 5141" in page
+    assert f"- #5141 · new · Charged twice for my January invoice · {fake_zendesk.url}" in page
 
 
 def test_an_unknown_delivery_is_a_404_page(admin_client):

@@ -28,8 +28,11 @@ def test_the_preview_renders_for_the_customer_last_in_touch(
     hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     page = admin_client.get(EDITOR).data.decode()
-    assert "Who: Ann Example" in page
-    assert "zendesk ticket 5141" in page
+    assert (
+        "Ann Example\nOpen:\n- #5141 · new · Charged twice for my January invoice · "
+        f"{fake_zendesk.url}/agent/tickets/5141\n"
+    ) in page
+    assert "Recognised by email, phone and facebook" in page
 
 
 def test_a_syntax_error_is_shown_inline_and_not_saved(
@@ -132,7 +135,7 @@ def test_a_failing_template_falls_back_to_the_shipped_one_and_is_shown(
     hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     [note] = fake_zendesk.notes(5149)
-    assert "Who: Ann Example" in note["body"] and not note["body"].startswith("Hello.")
+    assert note["body"].startswith("Ann Example\nOpen:") and not note["body"].startswith("Hello.")
     page = admin_client.get(EDITOR).data.decode()
     assert "Version 1 failed 1 time" in page and "line 2" in page and "nmae" in page
     listing = admin_client.get("/admin/templates/").data.decode()

@@ -403,15 +403,27 @@ def test_new_case_of_a_zendesk_customer_gets_one_private_comment_naming_the_tick
     [comment] = comment_posts(sf_api)
     assert comment["ParentId"] == CASE
     assert comment["IsPublished"] is False
-    assert "zendesk ticket 5141" in comment["CommentBody"]
-    assert "Charged twice for my January invoice" in comment["CommentBody"]
-    assert MARKER_PATTERN.search(comment["CommentBody"])
+    marker = MARKER_PATTERN.search(comment["CommentBody"]).group(0)
+    assert comment["CommentBody"] == (
+        "Ann Example\n"
+        "Open:\n"
+        "- #5141 · new · Charged twice for my January invoice · "
+        f"{fake_zendesk.url}/agent/tickets/5141\n"
+        '  "Hi, I was charged twice for invoice INV-2025-001. Card [card ending 1111] shows '
+        'two payments. Please refund one."\n'
+        "Mood: negative\n"
+        "Recognised by email, phone and facebook\n"
+        "\n"
+        f"{marker}"
+    )
 
     hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
     [note] = fake_zendesk.notes(5149)
-    assert f"salesforce case {CASE}" in note["body"]
-    assert "Refund not received" in note["body"]
+    case_line = next(line for line in note["body"].splitlines() if "Refund not received" in line)
+    assert case_line.startswith("- case")
+    assert f"{SF_INSTANCE}/lightning/r/Case/{CASE}/view" in case_line
+    assert CASE not in case_line.replace(f"/Case/{CASE}/", "")  # the raw id only in the link
 
 
 def test_own_comment_echoed_by_a_case_update_writes_nothing_more(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from middleware.notes.outbox import MARKER_PATTERN
 from middleware.store.tables import deliveries, interactions, writes
 from tests.payloads import fixture_bytes, zendesk_event
 from tests.values import ANN
@@ -17,24 +18,39 @@ def test_first_contact_gets_no_note(client, worker, fake_zendesk, hooks):
 
 
 def test_new_ticket_of_known_customer_gets_one_note_naming_the_earlier_ticket(
-    client, worker, fake_zendesk, hooks
+    client, worker, fake_zendesk, core, hooks
 ):
-    """A second ticket on another channel gets one private note naming ticket, channel, subject."""
+    """A second ticket on another channel gets one private note, as rich text: the customer
+    first, the earlier ticket as agents name it (#5141) with its link and the customer's words,
+    one line of how they were recognised."""
     hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     response = hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     assert response.status_code == 200
     worker.drain()
 
-    notes = fake_zendesk.notes(5149)
-    assert len(notes) == 1
-    body = notes[0]["body"]
-    assert notes[0]["public"] is False
-    assert "zendesk ticket 5141" in body
-    assert "email" in body
-    assert "Charged twice for my January invoice" in body
-    assert "Ann Example" in body
-    assert "[Carryover ref co-" in body
+    [note] = fake_zendesk.notes(5149)
+    assert note["public"] is False
+    link = f"{fake_zendesk.url}/agent/tickets/5141"
+    words = ("Hi, I was charged twice for invoice INV-2025-001. Card [card ending 1111] shows "
+             "two payments. Please refund one.")  # fmt: skip
+    marker = MARKER_PATTERN.search(note["body"]).group(0)
+    assert note["body"] == (
+        "Ann Example\n"
+        "Open:\n"
+        f"- #5141 · new · Charged twice for my January invoice · {link}\n"
+        f'"{words}"\n'
+        "Mood: negative\n"
+        "Recognised by email, phone and facebook\n"
+        f"{marker}"
+    )
+    assert note["html_body"] == (
+        "<p>Ann Example</p><p>Open:</p><ul><li>#5141 · new · "
+        f'Charged twice for my January invoice · <a href="{link}" rel="noopener noreferrer">'
+        f"{link}</a><br>&quot;{words}&quot;</li></ul>"
+        "<p>Mood: negative</p><p>Recognised by email, phone and facebook</p>"
+        f"<p>{marker}</p>"
+    )
 
 
 def test_sending_the_same_webhook_again_produces_nothing_new(
@@ -118,9 +134,29 @@ def test_real_note_echo_after_a_write_causes_no_second_note(
     payload["event"]["comment"]["body"] = note["body"]
     response = hooks.zendesk(json.dumps(payload).encode())
     assert response.get_json() == {"ignored": "own note"}
+    # The note is rich text: its HTML body alone is recognised as well.
+    del payload["event"]["comment"]["body"]
+    payload["event"]["comment"]["html_body"] = note["html_body"]
+    payload["id"] = "echo-2"
+    response = hooks.zendesk(json.dumps(payload).encode())
+    assert response.get_json() == {"ignored": "own note"}
     worker.drain()
     with core.engine.connect() as conn:
         assert len(conn.execute(select(writes)).all()) == 1
+
+
+def test_a_note_too_large_as_html_goes_as_plain_text(core, fake_zendesk):
+    """Within Zendesk's 64 KB of one comment: a note whose HTML would pass it goes as text."""
+    plugin = core.registry.get("zendesk")
+    small = "Ann Example\n- #5141 · https://acme.zendesk.com/agent/tickets/5141"
+    plugin.write_note("5149", small)
+    large = "- <&> " * 12_000  # 72 KB of text, more as HTML
+    plugin.write_note("5158", large)
+    [rich] = fake_zendesk.notes(5149)
+    assert rich["html_body"].startswith("<p>Ann Example</p><ul><li>#5141 · <a href=")
+    [plain] = fake_zendesk.notes(5158)
+    assert plain["body"] == large
+    assert plain["html_body"].startswith('<div class="zd-comment"')
 
 
 def test_status_change_keeps_open_items_true(client, worker, core, hooks, fake_zendesk):
