@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
 
 from middleware.reads.context_api import agent_only, signed_path
-from middleware.reads.pop import NotAPhoneNumber, caller_number, pop_view
+from middleware.reads.pop import NotAPhoneNumber, PopView, caller_number, pop_view
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
 
@@ -46,7 +47,7 @@ def pop() -> str | tuple[str, int]:
             conn, phone, raw, core.config.summary["recent_limit"], mood=core.config.summary["mood"]
         )
     events = signed_path(core.link_secret, "/pop/events", {"phone": raw}, EVENTS_LINK_TTL_S)
-    return render_template("pop.html", view=view, events_url=events)
+    return render_template("pop.html", events_url=events, **pop_values(view))
 
 
 @bp.get("/pop/events")
@@ -80,7 +81,7 @@ def events() -> Response | tuple[Response, int]:
                         core.config.summary["recent_limit"],
                         mood=core.config.summary["mood"],
                     )
-                html = render_template("pop_body.html", view=view)
+                html = render_template("pop_body.html", **pop_values(view))
                 if html == shown:
                     yield ": still here\n\n"  # finds a closed connection
                 else:
@@ -94,6 +95,25 @@ def events() -> Response | tuple[Response, int]:
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
+
+
+def pop_values(view: PopView) -> dict[str, Any]:
+    """Return what the pop's templates see: the view, its records named and linked as in the
+    notes, and the notes' way of saying times (in the installation's time zone)."""
+    renderer = current_installation().renderer
+    filters = renderer.env.filters
+    values: dict[str, Any] = {
+        "view": view,
+        "when": filters["when"],
+        "duration": filters["duration"],
+        "and_list": filters["and_list"],
+        "notes": {},
+        "earlier": [],
+    }
+    if view.context is not None:
+        values["notes"] = renderer.variables(view.context)
+        values["earlier"] = [renderer.named(item) for item in view.earlier]
+    return values
 
 
 def server_event(name: str, data: str) -> str:

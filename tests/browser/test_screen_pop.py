@@ -32,7 +32,7 @@ def test_an_open_pop_shows_the_call_and_a_new_ticket_without_reloading(
     page.goto(shift_link(core, ANN_PHONE))
     pop = page.locator("#pop")
     expect(pop.locator("h1")).to_have_text("Ann Example")
-    expect(pop).to_contain_text("zendesk ticket 5141")
+    expect(pop).to_contain_text("#5141")
     expect(pop).not_to_contain_text("This call")
     expect(page.locator("#live")).to_have_text("live")  # the event stream is open
     page.evaluate("window.sameDocument = true")  # gone if the page were loaded again
@@ -49,6 +49,6 @@ def test_an_open_pop_shows_the_call_and_a_new_ticket_without_reloading(
                            subject="Router blinks red since the call")  # fmt: skip
     assert hooks.zendesk(ticket).status_code == 200
     worker.drain()
-    expect(pop).to_contain_text("zendesk ticket 5158")
+    expect(pop).to_contain_text("#5158")
     expect(pop).to_contain_text("Router blinks red since the call")
     assert page.evaluate("window.sameDocument") is True

@@ -139,7 +139,7 @@ def test_summary_mood_setting_reaches_notes_pop_and_context_api(
             headers={"Authorization": f"Bearer {AGENT_KEY}"},
         )
         assert page.status_code == 200
-        assert ("· negative</p>" in page.get_data(as_text=True)) == (said == "negative")
+        assert ("mood negative</p>" in page.get_data(as_text=True)) == (said == "negative")
     finally:
         core.dispose()
 

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -70,11 +71,35 @@ def test_ringing_call_pops_the_callers_tickets_from_every_channel(client, worker
     worker.drain()
     html = pop_html(client)
     assert "Ann Example" in html
-    assert "zendesk ticket 5141" in html and "Charged twice for my January invoice" in html
-    assert "zendesk ticket 5149" in html and "facebook" in html
+    assert "#5141</a>" in html and "Charged twice for my January invoice" in html
+    assert "#5149</a>" in html and "facebook" in html
     assert "This call" in html and "ringing" in html
     assert "Still no refund for the double charge" in html  # what she already said
     assert "negative" in html  # mood
+
+
+def test_the_pop_reads_like_the_notes(client, core, worker, ann, hooks, fake_zendesk):
+    """Records named and linked as agents know them, times in the installation's zone,
+    the customer's own words before the open items, no raw ids and no filler."""
+    hooks.twilio(twilio_fields("call_started__ringing.form"))
+    worker.drain()
+    html = pop_html(client)
+    tickets = f"{fake_zendesk.url}/agent/tickets"
+    assert f'<a href="{tickets}/5141" target="_blank" rel="noopener">#5141</a>' in html
+    assert f'<a href="{tickets}/5149" target="_blank" rel="noopener">#5149</a>' in html
+    for raw in ("CA5d8e2b7f4a9c41e08f3b6d2a7c9e1f40", str(ANN), "zendesk_user", "zendesk ticket"):
+        assert raw not in html
+    assert "unknown" not in html and "none" not in html
+    assert not re.search(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", html)  # no ISO stamps
+    assert html.index("Already said") < html.index("Open items")
+    assert "Recognised by email, phone and facebook" in html
+    since = re.compile(r"since \w{3} \d{1,2} \w{3} (\d{2}):(\d{2})")
+    utc = since.search(html)
+    core.renderer.env.zone = ZoneInfo("Asia/Kolkata")  # UTC+05:30, no summer time
+    kolkata = since.search(pop_html(client))
+    assert utc and kolkata
+    minutes = [int(m.group(1)) * 60 + int(m.group(2)) for m in (utc, kolkata)]
+    assert (minutes[1] - minutes[0]) % (24 * 60) == 5 * 60 + 30
 
 
 def test_pop_of_a_number_written_without_plus_or_nationally(client, ann):
