@@ -257,7 +257,8 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     case = salesforce.open_case(demo.bob_contact, "Double charge on INV-1042",
                                 "Refund one of the two $49 charges.", origin="Phone")  # fmt: skip
     demo.wait_for("comment on the case", lambda: salesforce.comments(case))
-    say(f"   Billing opens Salesforce case {case}: its comment already tells ticket "
+    number = salesforce.case(case)["CaseNumber"]  # as billing knows the case, not its Id
+    say(f"   Billing opens Salesforce case {number}: its comment already tells ticket "
         f"#{ticket}'s story:")  # fmt: skip
     show_note(say, salesforce.comments(case)[0]["CommentBody"])
     demo.pause(2)
@@ -273,7 +274,7 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     call.hang_up(duration_s=420)
     demo.wait_for("note the call on the case", lambda: len(salesforce.comments(case)) >= 2)
     demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
-    say(f"   The call ends: noted on case {case} and on ticket #{ticket}:")
+    say(f"   The call ends: noted on case {number} and on ticket #{ticket}:")
     show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket, case
 

@@ -161,3 +161,4 @@ def test_summary_mood_setting_reaches_the_admin_profile(
     page = admin_client.get(f"/admin/customers/{customer_id}").data.decode()
     assert "Ann" in page
     assert ("negative" in page) is setting
+    assert "Mood unknown" not in page and "prefers unknown" not in page  # no filler
