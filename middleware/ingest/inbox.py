@@ -291,17 +291,6 @@ class DeliveryInbox(LeasedQueue):
         with self.engine.begin() as conn:
             return conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
 
-    def listing(self, status: str | None = None, limit: int = 50) -> list[Row]:
-        """Return the newest deliveries, optionally of one status."""
-        query = select(
-            deliveries.c.id, deliveries.c.plugin, deliveries.c.received_at, deliveries.c.status,
-            deliveries.c.attempts, deliveries.c.last_error, deliveries.c.event_keys,
-        ).order_by(deliveries.c.id.desc()).limit(limit)  # fmt: skip
-        if status:
-            query = query.where(deliveries.c.status == status)
-        with self.engine.begin() as conn:
-            return list(conn.execute(query))
-
     @staticmethod
     def last_received_at(conn: Connection, plugin: str) -> datetime | None:
         """Return when the plugin's newest stored delivery was received, or None."""

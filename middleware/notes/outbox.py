@@ -151,11 +151,3 @@ class Outbox(LeasedQueue):
                     .order_by(writes.c.id)
                 )
             )
-
-    def listing(self, status: str | None = None, limit: int = 50) -> list[Row]:
-        """Return the newest writes, optionally of one status."""
-        query = select(writes).order_by(writes.c.id.desc()).limit(limit)
-        if status:
-            query = query.where(writes.c.status == status)
-        with self.engine.begin() as conn:
-            return list(conn.execute(query))

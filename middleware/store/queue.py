@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 
-from middleware.store.tables import dumps, utcnow
+from middleware.store.tables import dumps, reading, utcnow
 
 DEAD = "dead"
 DONE = "done"
@@ -234,6 +234,11 @@ class LeasedQueue:
         if status:
             query = query.where(t.c.status == status)
         return list(conn.execute(query))
+
+    def listing(self, status: str | None = None, limit: int = 50) -> list[Row]:
+        """Return the newest rows, optionally of one status, in a read of their own."""
+        with reading(self.engine) as conn:
+            return self.newest(conn, status=status or "", limit=limit)
 
     def stored(self, conn: Connection, row_id: int) -> Row | None:
         """Return one row as stored, or None."""
