@@ -261,6 +261,9 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     say(f"   Billing opens Salesforce case {number}: its comment already tells ticket "
         f"#{ticket}'s story:")  # fmt: skip
     show_note(say, salesforce.comments(case)[0]["CommentBody"])
+    demo.wait_for("tell the ticket about the case", lambda: zendesk.notes(ticket))
+    say(f"   Support's ticket #{ticket} learns of the case at once:")
+    show_note(say, zendesk.notes(ticket)[0]["body"])
     demo.pause(2)
     say(f"   Bob calls billing. His screen-pop: {demo.pop_link(BOB.phone)}")
     call = demo.phone.ring(BOB.phone, BILLING_LINE)
@@ -273,7 +276,7 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     demo.pause(3)
     call.hang_up(duration_s=420)
     demo.wait_for("note the call on the case", lambda: len(salesforce.comments(case)) >= 2)
-    demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
+    demo.wait_for("note the call on the ticket", lambda: len(zendesk.notes(ticket)) >= 2)
     say(f"   The call ends: noted on case {number} and on ticket #{ticket}:")
     show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket, case

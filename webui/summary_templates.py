@@ -17,16 +17,22 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from middleware.customers.edits import customer_name, live_customer
-from middleware.customers.timeline import latest_customer
-from middleware.notes.summary import build_context
-from middleware.notes.template_checks import SAMPLE_CALL, sample_calls, sample_contexts
+from middleware.customers.timeline import history, latest_customer
+from middleware.notes.summary import (
+    CALL_NOTE_TEMPLATE,
+    UPDATE_NOTE_TEMPLATE,
+    build_context,
+    item_of,
+    update_variables,
+)
+from middleware.notes.template_checks import SAMPLE_CALL, sample_updates, samples_for
 from middleware.process.calls import call_facts, latest_call
+from middleware.process.updates import NEWS_KINDS
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
-CALL_NOTE = "call_note.txt.j2"
 
 
 def _saved_templates() -> DocumentVersions[str]:
@@ -130,8 +136,7 @@ def _check_renders(name: str, text: str, customer_id: int | None) -> None:
     otherwise fail every note of a returning customer.
     """
     renderer = current_installation().renderer
-    samples = sample_calls() if name == CALL_NOTE else sample_contexts(renderer)
-    for label, values in samples:
+    for label, values in samples_for(name, renderer):
         try:
             renderer.preview(name, text, values)
         except DocumentError as exc:
@@ -149,10 +154,12 @@ def _preview(name: str, text: str, customer_id: int | None
         customer_id = _pick_customer(conn, customer_id)
         if customer_id is None:
             return None, None, "No customer yet: the preview needs one customer in the timeline."
-        if name == CALL_NOTE:
+        if name == CALL_NOTE_TEMPLATE:
             call = latest_call(conn, customer_id)
             values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
                       "customer_name": customer_name(conn, customer_id)}  # fmt: skip
+        elif name == UPDATE_NOTE_TEMPLATE:
+            values = _latest_news(conn, customer_id)
         else:
             settings = current_installation().config.summary
             context = build_context(
@@ -163,6 +170,19 @@ def _preview(name: str, text: str, customer_id: int | None
         return customer_id, renderer.preview(name, text, values), None
     except DocumentError as exc:
         return customer_id, None, str(exc)
+
+
+def _latest_news(conn: Any, customer_id: int) -> dict[str, Any]:
+    """Return the update note's variables for the customer's latest ticket, case or message
+    (else for the sample ticket)."""
+    core = current_installation()
+    latest = history(conn, customer_id, limit=1, kinds=NEWS_KINDS)
+    if not latest:
+        return sample_updates(core.renderer)[0][1]
+    item = item_of(latest[0])
+    plugin = core.registry.get(item["source"])
+    tool = plugin.tool_name() if plugin is not None else item["source"]
+    return update_variables(core.renderer.named(item), tool, customer_name(conn, customer_id))
 
 
 def _pick_customer(conn: Any, customer_id: int | None) -> int | None:

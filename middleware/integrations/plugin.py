@@ -42,6 +42,16 @@ UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FI
 
 
 # How a record is named when its plugin has no better name: never by its raw id.
+# Settings of every plugin that writes notes (spread into its `settings`).
+UPDATE_NOTES = "update_notes"
+NOTE_SETTINGS = {
+    UPDATE_NOTES: Setting(
+        bool,
+        True,
+        doc="a short note on open items here when the customer "
+        "calls, writes or opens something in another tool",
+    ),
+}
 NEUTRAL_LABELS = {"ticket": "ticket", "case": "case", "call": "phone call", "message": "message"}
 
 
@@ -106,6 +116,7 @@ class Plugin:
 
     key: ClassVar[str]
     title: ClassVar[str]
+    short_title: ClassVar[str] = ""  # the name agents use in a sentence, if shorter than title
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     settings: ClassVar[Mapping[str, Setting]] = {}
     event_types: ClassVar[tuple[str, ...]] = ()
@@ -166,6 +177,17 @@ class Plugin:
     def record_url(cls, item: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
         """Return the URL agents open the record at, or None (settings: the plugin's own)."""
         return None
+
+    @classmethod
+    def tool_name(cls) -> str:
+        """Return the tool's name as a note says it ("Salesforce case 00001001")."""
+        return cls.short_title or cls.title
+
+    def writes_update_notes(self) -> bool:
+        """Tell whether open items in this tool get update notes about other tools' news."""
+        return self.has_capability(Capability.WRITE_NOTE) and bool(
+            self.options.get(UPDATE_NOTES, True)
+        )
 
     def has_capability(self, capability: Capability) -> bool:
         """Tell whether this plugin declares the capability."""

@@ -38,6 +38,8 @@ from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import customers, identities, interactions, utcnow
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"
+CALL_NOTE_TEMPLATE = "call_note.txt.j2"  # an ended call, on open items in other tools
+UPDATE_NOTE_TEMPLATE = "update_note.txt.j2"  # a new ticket, case or message, likewise
 EXCERPT_CHARS = 160
 SAID_LIMIT = 3
 MOOD_SAMPLE = 5
@@ -95,7 +97,8 @@ def excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str | None:
     return flat[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _item(row: Row) -> dict[str, Any]:
+def item_of(row: Row) -> dict[str, Any]:
+    """Describe one stored interaction as notes, pops and the context API show it."""
     return {
         "source": row.source,
         "external_id": row.external_id,
@@ -166,8 +169,8 @@ def build_context(
             ],
             "preferred_channels": preferred,
         },
-        open_items=[_item(r) for r in open_items(conn, where)],
-        interactions=[_item(r) for r in recent],
+        open_items=[item_of(r) for r in open_items(conn, where)],
+        interactions=[item_of(r) for r in recent],
         said=[
             {
                 "occurred_at": iso(r.occurred_at),
@@ -370,11 +373,16 @@ class SummaryRenderer:
 
     def render_call(self, call: dict[str, Any], customer_name: str | None = None) -> str:
         """Render the note about one ended call (call_note.txt.j2)."""
-        return self._render("call_note.txt.j2", self.call_variables(call, customer_name))
+        return self._render(CALL_NOTE_TEMPLATE, self.call_variables(call, customer_name))
 
     def call_variables(self, call: dict[str, Any], customer_name: str | None) -> dict[str, Any]:
         """Return the variables a call note template sees."""
         return {"call": call, "customer_name": customer_name}
+
+    def render_update(self, item: dict[str, Any], tool: str, customer_name: str | None) -> str:
+        """Render the update note about a new ticket, case or message (update_note.txt.j2);
+        `item` is named (see named), `tool` the title of the tool it happened in."""
+        return self._render(UPDATE_NOTE_TEMPLATE, update_variables(item, tool, customer_name))
 
     def preview(self, name: str, source: str, values: dict[str, Any]) -> str:
         """Render a template text being edited with the given variables; DocumentError if bad."""
@@ -425,6 +433,16 @@ class SummaryRenderer:
         if self.saved is not None:
             self.saved.refresh_if_due()
         return self.env.get_template(name)
+
+
+def update_variables(item: dict[str, Any], tool: str, customer_name: str | None) -> dict[str, Any]:
+    """Return the variables an update note template sees: the new record (`item`, named),
+    `record` (what agents call it, with its tool: "Salesforce case 00001001", "Zendesk
+    ticket #2"), `tool` and `customer_name`."""
+    label, kind = str(item.get("label") or ""), str(item.get("kind") or "")
+    named = label if not kind or label.startswith(kind) else f"{kind} {label}"
+    return {"item": item, "record": f"{tool} {named}", "tool": tool,
+            "customer_name": customer_name}  # fmt: skip
 
 
 def _neutral_record(item: dict[str, Any]) -> tuple[str, str | None]:

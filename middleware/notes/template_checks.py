@@ -112,6 +112,36 @@ def sample_calls() -> list[tuple[str, dict[str, Any]]]:
               "customer_name": None})]  # fmt: skip
 
 
+def sample_updates(renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]]]:
+    """Return the sample news the update note must render: a ticket the customer opened, a
+    case an agent opened for a team, and an SMS from a customer with no name yet."""
+    from middleware.notes.summary import update_variables
+
+    case = {**_ITEM, "kind": "case", "source": "crm", "external_id": "case-7", "said": None,
+            "said_by": "agent", "channel": "phone", "number": "00001001"}  # fmt: skip
+    sms = {**_ITEM, "kind": "message", "source": "sms", "external_id": "sms-1", "subject": None,
+           "channel": "sms", "team": None, "agent": None, "link": None}  # fmt: skip
+    return [
+        (
+            "a sample ticket",
+            update_variables(renderer.named(dict(_ITEM)), "Helpdesk", "Ann Example"),
+        ),
+        ("a sample case", update_variables(renderer.named(case), "CRM", "Ann Example")),
+        ("a sample SMS", update_variables(renderer.named(sms), "SMS", None)),
+    ]
+
+
+def samples_for(name: str, renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]]]:
+    """Return the samples a new version of a template must render."""
+    from middleware.notes.summary import CALL_NOTE_TEMPLATE, UPDATE_NOTE_TEMPLATE
+
+    if name == CALL_NOTE_TEMPLATE:
+        return sample_calls()
+    if name == UPDATE_NOTE_TEMPLATE:
+        return sample_updates(renderer)
+    return sample_contexts(renderer)
+
+
 @dataclass(frozen=True)
 class TemplateFailure:
     """A saved version failed to render a note; the shipped file wrote it instead."""

@@ -1,4 +1,4 @@
-"""Calls: transfers within one call, and a short note on open tickets when a call ends.
+"""Calls: transfers within one call, and what a call note or a pop says of a call.
 
 A call is one interaction per call id (the phone system's call id), created by its first
 event and updated by the later ones. An answer by a different agent or queue within the same
@@ -10,27 +10,20 @@ next agent's pop shows what happened earlier in the call.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
-from middleware.customers.edits import customer_name
-from middleware.customers.timeline import NEWEST_FIRST, append, open_items, scope, thread_of
-from middleware.integrations.plugin import Capability
+from middleware.customers.timeline import NEWEST_FIRST, append
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
     CALL_ENDED_STATUSES,
     Interaction,
 )
-from middleware.notes.outbox import Outbox
 from middleware.notes.summary import iso
-from middleware.store.tables import interactions, utcnow
+from middleware.store.tables import interactions
 
-if TYPE_CHECKING:
-    from middleware.installation import Installation
-
-CALL_NOTE = "call"
 MAX_AGENT = 200
 
 
@@ -72,13 +65,12 @@ def transfers_of(conn: Connection, call: Row) -> list[Row]:
     )
 
 
-def record_transfer_and_queue_call_notes(
-    core: Installation, conn: Connection, interaction: Interaction, before: Row | None
-) -> int:
-    """Record a transfer, and queue call notes when the call has ended; return notes queued."""
+def record_transfer(conn: Connection, interaction: Interaction, before: Row | None) -> Row | None:
+    """Record a transfer if the event is one; return the stored call if it has ended with a
+    known customer (its note is then due), else None."""
     call = stored_call(conn, interaction.source, interaction.external_id)
     if call is None:
-        return 0
+        return None
     previous = before.agent if before is not None else None
     if (
         interaction.status == CALL_ANSWERED_STATUS
@@ -88,8 +80,8 @@ def record_transfer_and_queue_call_notes(
     ):
         _record_transfer(conn, interaction, interaction.agent, call, previous, before)
     if (call.status or "") in CALL_ENDED_STATUSES and call.customer_id is not None:
-        return queue_call_notes(core, conn, call)
-    return 0
+        return call
+    return None
 
 
 def _record_transfer(
@@ -118,31 +110,6 @@ def _record_transfer(
         team=interaction.team,
     )
     append(conn, transfer, call.customer_id)
-
-
-def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
-    """Return the customer's open tickets or cases in one tool, updated within open_days."""
-    since = utcnow() - timedelta(days=open_days)
-    where = [*scope(customer_id), interactions.c.source == source,
-             interactions.c.updated_at >= since]  # fmt: skip
-    return open_items(conn, where, limit=None)
-
-
-def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
-    """Queue one short note about an ended call on each open ticket or case of its customer."""
-    queued = 0
-    facts = call_facts(conn, call)
-    name = customer_name(conn, call.customer_id)
-    body = core.renderer.render_call(facts, name)
-    for plugin in core.registry.with_capability(Capability.WRITE_NOTE):
-        items = open_items_of(conn, call.customer_id, plugin.key,
-                              core.config.call_notes["open_days"])  # fmt: skip
-        for item in items:
-            target = thread_of(item.external_id)
-            if Outbox.enqueue(conn, core.markers, plugin.key, target, call.id, CALL_NOTE, body,
-                              max_bytes=plugin.note_max_bytes):  # fmt: skip
-                queued += 1
-    return queued
 
 
 def call_facts(conn: Connection, call: Row) -> dict[str, Any]:

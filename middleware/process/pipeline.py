@@ -1,4 +1,5 @@
-"""After the reply: map → enrich → resolve identity → append to timeline → queue notes."""
+"""After the reply: map → enrich → resolve identity → append to timeline → queue notes
+(a summary on a new ticket or case, updates on open items in the other tools)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent,
 from middleware.interaction import CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
-from middleware.process.calls import record_transfer_and_queue_call_notes, stored_call
+from middleware.process.calls import record_transfer, stored_call
+from middleware.process.updates import queue_call_notes, queue_news_notes
 from middleware.store.tables import delivery_customers, dialect_insert, interactions
 
 SUMMARY = "summary"
@@ -86,9 +88,11 @@ def handle_event(
         appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
         remember_delivery(conn, delivery_id, appended.customer_id)
         if interaction.kind == "call":
-            queued = record_transfer_and_queue_call_notes(core, conn, interaction, before)
+            ended = record_transfer(conn, interaction, before)
+            queued = queue_call_notes(core, conn, ended) if ended is not None else 0
         else:
             queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
+            queued += queue_news_notes(core, conn, plugin, interaction, appended)
     core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""

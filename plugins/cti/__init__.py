@@ -47,6 +47,7 @@ class CtiPlugin(Plugin):
 
     key = "cti"
     title = "Generic CTI (any PBX)"
+    short_title = "PBX"
     capabilities = frozenset({Capability.RECEIVE})
     id_fields = ("callId",)  # the PBX's call id, which may be a long number
     settings = {

@@ -26,6 +26,7 @@ from middleware.errors import (
 )
 from middleware.integrations.network import parse_networks, within
 from middleware.integrations.plugin import (
+    NOTE_SETTINGS,
     UNVERIFIED,
     Capability,
     Comment,
@@ -89,6 +90,7 @@ class SalesforcePlugin(Plugin):
 
     key = "salesforce"
     title = "Salesforce Service Cloud"
+    short_title = "Salesforce"
     capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
     identity_types = (
         IdentityType("salesforce_contact", normalise_contact, system_id=True, lookup=True),
@@ -111,6 +113,7 @@ class SalesforcePlugin(Plugin):
         "contact_cache_ttl_s": Setting(int, 300),
         "limit_backoff_s": Setting(float, 900.0, doc="wait after REQUEST_LIMIT_EXCEEDED"),
         "timeout_s": Setting(float, 10.0),
+        **NOTE_SETTINGS,
         "verify_session_id": Setting(
             bool, True, doc="check a message's SessionId with the org's API (Send Session ID on)"
         ),

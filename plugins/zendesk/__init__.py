@@ -25,6 +25,7 @@ from middleware.errors import (
 )
 from middleware.ingest import json_input
 from middleware.integrations.plugin import (
+    NOTE_SETTINGS,
     Capability,
     Comment,
     IdentityType,
@@ -91,6 +92,7 @@ class ZendeskPlugin(Plugin):
         "ticket_updates_per_minute": Setting(int, 100),
         "user_cache_ttl_s": Setting(int, 300),
         "timeout_s": Setting(float, 10.0),
+        **NOTE_SETTINGS,
     }
     event_types = (
         "ticket.created",

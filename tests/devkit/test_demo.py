@@ -75,7 +75,13 @@ def test_a_billing_error_from_support_to_billing_to_a_manager(demo):
         "- <when>: Transferred from mia to lee"
     )
     assert unmarked(call_note) == call
-    (ticket_note,) = demo.zendesk.notes(ticket)
+    # Support's ticket learns of billing's case as it is opened, then of the call.
+    update, ticket_note = demo.zendesk.notes(ticket)
+    number = demo.salesforce.case(case)["CaseNumber"]
+    assert unmarked(update["body"]) == (
+        f'New Salesforce case {number} for Bob Sample, <when>: "Double charge on INV-1042"\n'
+        f"{demo.salesforce.url}/lightning/r/Case/{case}/view"
+    )
     assert unmarked(ticket_note["body"]) == call
     pop = requests.get(demo.pop_link(BOB.phone), timeout=5).text
     assert "Bob Sample" in pop and "Double charge on INV-1042" in pop

@@ -16,7 +16,8 @@ def post(client, path: str, **form) -> object:
 def test_templates_are_listed_with_the_version_in_use(admin_client):
     """Every shipped template is listed; none is saved yet."""
     page = admin_client.get("/admin/templates/").data.decode()
-    for name in ("zendesk.txt.j2", "salesforce.txt.j2", "summary.txt.j2", "call_note.txt.j2"):
+    for name in ("zendesk.txt.j2", "salesforce.txt.j2", "summary.txt.j2", "call_note.txt.j2",
+                 "update_note.txt.j2"):  # fmt: skip
         assert name in page
     assert "version" not in page.split("<table>")[1].replace("In use", "")
 
@@ -79,6 +80,25 @@ def test_the_call_note_previews_with_the_customers_last_call(admin_client, worke
     worker.drain()
     page = admin_client.get("/admin/templates/call_note.txt.j2").data.decode()
     assert "Phone call" in page and "+14155550142" in page
+
+
+def test_the_update_note_previews_with_the_customers_latest_news(
+    admin_client, worker, hooks, fake_zendesk
+):
+    """update_note.txt.j2 is previewed with the customer's latest ticket, named and linked."""
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    worker.drain()
+    page = admin_client.get("/admin/templates/update_note.txt.j2").data.decode()
+    assert "Ann Example opened Zendesk ticket #5141 by email" in page
+    assert f"{fake_zendesk.url}/agent/tickets/5141" in page
+
+
+def test_the_update_note_is_checked_on_the_sample_news(admin_client, core):
+    """The update note is refused when it fails on a sample ticket, case or SMS."""
+    typed = "{{ record }}{% if item.kind == 'message' %}{{ item.txet }}{% endif %}"
+    response = post(admin_client, "/admin/templates/update_note.txt.j2", document=typed)
+    assert response.status_code == 400 and "fails for a sample SMS" in response.data.decode()
+    assert core.renderer.saved.history("update_note.txt.j2") == []
 
 
 def test_an_unknown_template_is_a_404(admin_client):

@@ -1,0 +1,100 @@
+"""News that crosses tools: one short note on each open item of the customer in other tools.
+
+When something new happens for a customer (a call ends, a ticket or case is opened, an SMS
+comes in), each of their open tickets and cases in the other tools gets one short update
+note, so support's ticket learns at once that billing opened a case. Open means not solved
+or closed and updated within `call_notes.open_days`. Every update goes through the outbox:
+once per open item and event (its marker is the event's interaction and purpose), never
+echoed (the marker again), within the rate budgets; a tool whose `update_notes` setting is
+off gets none.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Row, select
+
+from middleware.customers.edits import customer_name
+from middleware.customers.timeline import ITEM_KINDS, open_items, scope, thread_of
+from middleware.integrations.plugin import Capability, Plugin
+from middleware.interaction import Interaction
+from middleware.notes.outbox import Outbox
+from middleware.notes.summary import item_of
+from middleware.process.calls import call_facts
+from middleware.store.tables import interactions, utcnow
+
+if TYPE_CHECKING:
+    from middleware.customers.timeline import Appended
+    from middleware.installation import Installation
+
+CALL_NOTE = "call"  # the purpose of a call's note (its marker says co-<id>-call)
+UPDATE_NOTE = "update"  # the purpose of the note about a new ticket, case or message
+NEWS_KINDS = (*ITEM_KINDS, "message")
+
+
+def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
+    """Return the customer's open tickets or cases in one tool, updated within open_days."""
+    since = utcnow() - timedelta(days=open_days)
+    where = [*scope(customer_id), interactions.c.source == source,
+             interactions.c.updated_at >= since]  # fmt: skip
+    return open_items(conn, where, limit=None)
+
+
+def queue_update_notes(
+    core: Installation,
+    conn: Connection,
+    news: Row,
+    purpose: str,
+    body: str,
+) -> int:
+    """Queue `body` on each open item of the news' customer in the other tools; return how many.
+
+    The tool the news happened in is left out: its agents see it there already.
+    """
+    queued = 0
+    for plugin in core.registry.with_capability(Capability.WRITE_NOTE):
+        if plugin.key == news.source or not plugin.writes_update_notes():
+            continue
+        items = open_items_of(conn, news.customer_id, plugin.key,
+                              core.config.call_notes["open_days"])  # fmt: skip
+        for item in items:
+            if Outbox.enqueue(conn, core.markers, plugin.key, thread_of(item.external_id),
+                              news.id, purpose, body, max_bytes=plugin.note_max_bytes):  # fmt: skip
+                queued += 1
+    return queued
+
+
+def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
+    """Queue one short note about an ended call on each open ticket or case of its customer."""
+    body = core.renderer.render_call(call_facts(conn, call), customer_name(conn, call.customer_id))
+    return queue_update_notes(core, conn, call, CALL_NOTE, body)
+
+
+def is_news(interaction: Interaction) -> bool:
+    """Tell whether an event announces something new worth an update elsewhere: a ticket or
+    case being opened, or a message from the customer."""
+    if not interaction.creates:
+        return False
+    if interaction.kind == "message":
+        return interaction.direction == "inbound"
+    return interaction.kind in ITEM_KINDS
+
+
+def queue_news_notes(
+    core: Installation,
+    conn: Connection,
+    plugin: Plugin,
+    interaction: Interaction,
+    appended: Appended,
+) -> int:
+    """Queue update notes about a new ticket, case or message on the customer's open items
+    in the other tools; return how many."""
+    if appended.customer_id is None or not is_news(interaction):
+        return 0
+    row = conn.execute(select(interactions).where(interactions.c.id == appended.id)).one()
+    item = core.renderer.named(item_of(row))
+    name = customer_name(conn, row.customer_id)
+    body = core.renderer.render_update(item, plugin.tool_name(), name)
+    return queue_update_notes(core, conn, row, UPDATE_NOTE, body)
