@@ -1,6 +1,6 @@
 # Carryover: `make run` serves with the embedded SQLite store, `make test` runs the suite,
-# `make demo` shows it at work beside simulated tools. run, demo and bench install the runtime
-# only; test and lint add the test tools.
+# `make demo` shows it at work beside simulated tools. run and demo install the runtime only;
+# bench adds the benchmarks' extras, test and lint the test tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,6 +11,8 @@ TEST_STAMP := $(VENV)/.installed-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+BENCH_STAMP := $(VENV)/.installed-bench
 
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -56,7 +58,12 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(RUNTIME_STAMP)
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP) $(RUNTIME_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
