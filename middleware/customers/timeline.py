@@ -186,6 +186,22 @@ def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
 
 
+def answered_by(conn: Connection, call: Row) -> list[str]:
+    """Return who answered a call, in order: the first agent, then each it was transferred to
+    (the call's transfers are its "<call id>#to:<agent>" rows; see process/calls.py)."""
+    transfers = conn.execute(
+        select(interactions.c.subject, interactions.c.agent)
+        .where(
+            interactions.c.source == call.source,
+            interactions.c.kind == "transfer",
+            interactions.c.external_id.startswith(f"{call.external_id}#", autoescape=True),
+        )
+        .order_by(interactions.c.occurred_at, interactions.c.id)
+    ).all()
+    agents = [transfers[0].subject, *(t.agent for t in transfers)] if transfers else [call.agent]
+    return [a for a in agents if a]
+
+
 def contacts_since(conn: Connection, where: list[Any], since: datetime) -> int:
     """Count the customer's contacts (tickets, cases, calls, messages) since a moment."""
     query = select(func.count()).where(

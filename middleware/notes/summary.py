@@ -16,6 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Connection, Engine, Row, select
 
 from middleware.customers.timeline import (
+    answered_by,
     channel_counts,
     contacts_since,
     customer_words,
@@ -110,6 +111,7 @@ def item_of(row: Row) -> dict[str, Any]:
         "excerpt": excerpt(row.text),
         "occurred_at": iso(row.occurred_at),
         "agent": row.agent,
+        "agents": [row.agent] if row.agent else [],  # a call's: everyone who answered it
         "team": row.team,
         "link": http_link(row.link),  # also for links stored before they were checked
         "duration_s": row.duration_s,
@@ -117,6 +119,13 @@ def item_of(row: Row) -> dict[str, Any]:
         "said_by": row.said_by,  # who wrote the text: customer, agent, or None (unknown)
         "said": _customer_words(row),
     }
+
+
+def _with_agents(conn: Connection, item: dict[str, Any], row: Row) -> dict[str, Any]:
+    """Give a call's item `agents`: everyone who answered it, transfers included."""
+    if row.kind == "call":
+        item["agents"] = answered_by(conn, row)
+    return item
 
 
 def _customer_words(row: Row) -> str | None:
@@ -170,7 +179,7 @@ def build_context(
             "preferred_channels": preferred,
         },
         open_items=[item_of(r) for r in open_items(conn, where)],
-        interactions=[item_of(r) for r in recent],
+        interactions=[_with_agents(conn, item_of(r), r) for r in recent],
         said=[
             {
                 "occurred_at": iso(r.occurred_at),

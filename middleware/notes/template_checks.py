@@ -40,7 +40,7 @@ _ITEM = {
     "source": "helpdesk", "external_id": "5141", "kind": "ticket", "channel": "email",
     "direction": "inbound", "status": "open", "subject": "Charged twice for my January invoice",
     "excerpt": "Hello, I was charged twice for my January invoice.",
-    "occurred_at": "2025-02-03T09:12:00Z", "agent": "emma", "team": "billing",
+    "occurred_at": "2025-02-03T09:12:00Z", "agent": "emma", "agents": ["emma"], "team": "billing",
     "link": "https://helpdesk.example.com/tickets/5141", "duration_s": None, "number": "5141",
     "said_by": "customer", "said": "Hello, I was charged twice for my January invoice.",
 }  # fmt: skip
@@ -76,6 +76,7 @@ def sample_contexts(renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]
                 "external_id": "call-1",
                 "subject": None,
                 "duration_s": 400,
+                "agents": ["emma", "bob"],
             },
         ],  # fmt: skip
         said=[
@@ -120,7 +121,7 @@ def sample_updates(renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]]
     case = {**_ITEM, "kind": "case", "source": "crm", "external_id": "case-7", "said": None,
             "said_by": "agent", "channel": "phone", "number": "00001001"}  # fmt: skip
     sms = {**_ITEM, "kind": "message", "source": "sms", "external_id": "sms-1", "subject": None,
-           "channel": "sms", "team": None, "agent": None, "link": None}  # fmt: skip
+           "channel": "sms", "team": None, "agent": None, "agents": [], "link": None}  # fmt: skip
     return [
         (
             "a sample ticket",

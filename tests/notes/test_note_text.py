@@ -114,7 +114,7 @@ def item(**fields) -> dict:
         "source": "zendesk", "external_id": "2", "kind": "ticket", "channel": "email",
         "direction": "inbound", "status": "open", "subject": "Double charge on INV-1042",
         "excerpt": None, "occurred_at": "2026-12-03T14:05:00Z", "agent": None, "team": None,
-        "link": None, "duration_s": None, "number": None, "said": None,
+        "link": None, "duration_s": None, "number": None, "said": None, "agents": [],
     }  # fmt: skip
     return {**base, **fields}
 
@@ -145,7 +145,7 @@ def test_summary_leads_with_who_how_often_and_channels_then_open_items_and_conta
     case = item(source="salesforce", external_id=SF_CASE, kind="case", number="00001001",
                 channel="web", status="new", said=None)  # fmt: skip
     call = item(source="twilio", external_id="CA" + "1" * 32, kind="call", channel="phone",
-                status="completed", subject=None, agent="sam", duration_s=272,
+                status="completed", subject=None, agent="sam", agents=["sam"], duration_s=272,
                 occurred_at="2026-12-04T16:52:00Z")  # fmt: skip
     text = renderer(zendesk={"url": "https://acme.zendesk.com"},
                     salesforce={"instance_url": "https://acme.my.salesforce.com"}).render(

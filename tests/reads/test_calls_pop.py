@@ -321,6 +321,20 @@ def test_cti_hangup_after_a_transfer_notes_who_answered(client, worker, fake_zen
     ]
 
 
+def test_a_transferred_call_names_everyone_who_answered_in_later_notes(
+    client, worker, fake_zendesk, ann, hooks
+):
+    """Latest contacts in the next ticket's note name every agent of a transferred call, not
+    only the last."""
+    for name in ("newCall.json", "answer.json", "answer__transfer_to_billing.json",
+                 "hangup.json"):  # fmt: skip
+        hooks.cti(cti_body(name))
+    hooks.zendesk(ticket("ticket_created__mail.json", "5160"))
+    worker.drain()
+    [summary] = fake_zendesk.notes(5160)
+    assert "phone call, inbound, answered by Emma Taylor → Bob Billing" in summary["body"]
+
+
 def test_missed_call_is_noted_as_not_answered(client, worker, fake_zendesk, ann, hooks):
     """no-answer: the note says the call was not answered."""
     hooks.twilio(twilio_fields("call_ended__no_answer.form"))
