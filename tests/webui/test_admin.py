@@ -490,3 +490,10 @@ def test_the_cookie_is_secure_when_carryover_is_served_over_https(
         assert "Secure" in response.headers["Set-Cookie"]
     finally:
         built.dispose()
+
+
+def test_the_icon_browsers_ask_for_is_served(client):
+    """/favicon.ico answers with Carryover's icon, not a 404 in every page's console."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+    assert response.data.startswith(b"<svg")
