@@ -34,6 +34,8 @@ SAMPLE_CALL: dict[str, Any] = {
     "agents": ["emma", "bob"], "team": "billing",
     "transfers": [{"at": "2025-02-03T09:33:00Z", "from": "emma", "to": "bob", "team": "billing",
                    "text": "Transferred from emma to bob"}],
+    "handoffs": [{"at": "2025-02-03T09:32:40Z", "by": "emma",
+                  "text": "Charged twice for the January invoice; refund approved up to $50."}],
 }  # fmt: skip
 
 _ITEM = {
@@ -109,7 +111,8 @@ def sample_calls() -> list[tuple[str, dict[str, Any]]]:
     """Return the sample calls the call note must render."""
     return [("the sample call", {"call": SAMPLE_CALL, "customer_name": "Ann Example"}),
             ("a sample call of an unknown caller",
-             {"call": {**SAMPLE_CALL, "agents": [], "team": None, "transfers": []},
+             {"call": {**SAMPLE_CALL, "agents": [], "team": None, "transfers": [],
+                       "handoffs": []},
               "customer_name": None})]  # fmt: skip
 
 

@@ -5,16 +5,23 @@ event and updated by the later ones. An answer by a different agent or queue wit
 call is a transfer: it becomes an interaction of kind "transfer" in the call's thread
 (external id "<call id>#to:<agent>"), whose subject names who handed the call over, so the
 next agent's pop shows what happened earlier in the call.
+
+While the call goes on, an agent may leave a handoff note in the pop for whoever takes the
+call next: an interaction of kind "handoff" in the call's thread (external id
+"<call id>#note:<n>"), the agent's words, not the customer's. The next agent's pop and the
+note written when the call ends show them.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
+from middleware.customers.redaction import redact
 from middleware.customers.timeline import NEWEST_FIRST, append
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
@@ -22,9 +29,20 @@ from middleware.interaction import (
     Interaction,
 )
 from middleware.notes.summary import iso
-from middleware.store.tables import interactions
+from middleware.store.tables import interactions, utcnow
 
 MAX_AGENT = 200
+HANDOFF = "handoff"
+MAX_HANDOFF_CHARS = 500  # a few sentences: what the next agent needs, not a transcript
+MAX_HANDOFFS = 20  # per call: the call note stays short, and a leaked link cannot flood it
+
+
+class UnusableHandoff(ValueError):
+    """A handoff note's text cannot be stored as it is (empty, too long, not text)."""
+
+
+class TooManyHandoffs(ValueError):
+    """The call holds as many handoff notes as one call may."""
 
 
 def stored_call(conn: Connection, source: str, call_id: str) -> Row | None:
@@ -52,17 +70,86 @@ def latest_call(
 
 def transfers_of(conn: Connection, call: Row) -> list[Row]:
     """Return the transfers recorded within a call, oldest first."""
+    return _within_call(conn, call, "transfer")
+
+
+def handoffs_of(conn: Connection, call: Row) -> list[Row]:
+    """Return the handoff notes left within a call, oldest first."""
+    return _within_call(conn, call, HANDOFF)
+
+
+def _within_call(conn: Connection, call: Row, kind: str) -> list[Row]:
     return list(
         conn.execute(
             select(interactions)
             .where(
                 interactions.c.source == call.source,
-                interactions.c.kind == "transfer",
+                interactions.c.kind == kind,
                 interactions.c.external_id.like(f"{call.external_id}#%"),
             )
             .order_by(interactions.c.occurred_at, interactions.c.id)
         )
     )
+
+
+def handoff_text(raw: str) -> str:
+    """Return a handoff note's text as it may be stored; raise UnusableHandoff if it cannot be.
+
+    Line breaks are kept and tabs become spaces; other control characters are dropped.
+    Card numbers and secrets are redacted after the length is checked.
+    """
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800" in JSON) is no text, and the store refuses it.
+        raise UnusableHandoff("text: not valid Unicode text") from None
+    lines = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    text = "".join(ch for ch in lines if ch == "\n" or unicodedata.category(ch) != "Cc").strip()
+    if not text:
+        raise UnusableHandoff("text: the handoff note is empty")
+    if len(text) > MAX_HANDOFF_CHARS:
+        raise UnusableHandoff(
+            f"text: a handoff note holds at most {MAX_HANDOFF_CHARS} characters "
+            f"(this one has {len(text)})"
+        )
+    return redact(text) or text
+
+
+def record_handoff(conn: Connection, call: Row, text: str, now: datetime | None = None) -> Row:
+    """Store a handoff note (text from handoff_text) in the call's thread; return its row.
+
+    The note names the call's current agent, who typed it. The text of the call's last note
+    sent again (a double click) is not stored twice. Raise TooManyHandoffs past MAX_HANDOFFS.
+    """
+    if conn.dialect.name == "postgresql":
+        # One note at a time per call, so that two notes never take the same number.
+        conn.execute(
+            select(interactions.c.id).where(interactions.c.id == call.id).with_for_update()
+        )
+    earlier = handoffs_of(conn, call)
+    if earlier and earlier[-1].text == text:
+        return earlier[-1]
+    if len(earlier) >= MAX_HANDOFFS:
+        raise TooManyHandoffs(f"this call holds {MAX_HANDOFFS} handoff notes already")
+    numbers = [int(n) for r in earlier if (n := r.external_id.rsplit("#note:", 1)[-1]).isdigit()]
+    external_id = f"{call.external_id}#note:{max(numbers, default=0) + 1}"
+    moment = now or utcnow()
+    note = Interaction(
+        source=call.source,
+        external_id=external_id,
+        kind=HANDOFF,
+        channel="phone",
+        direction="internal",
+        occurred_at=moment,
+        updated_at=moment,
+        record_ref=f"{call.source}:{HANDOFF}:{external_id}",
+        text=text,
+        agent=call.agent,
+        team=call.team,
+        said_by="agent",  # the agent's words: never under what the customer already said
+    )
+    append(conn, note, call.customer_id)
+    return handoffs_of(conn, call)[-1]
 
 
 def record_transfer(conn: Connection, interaction: Interaction, before: Row | None) -> Row | None:
@@ -113,7 +200,8 @@ def _record_transfer(
 
 
 def call_facts(conn: Connection, call: Row) -> dict[str, Any]:
-    """Describe one call for notes and pops: when, who, how long, who answered, transfers."""
+    """Describe one call for notes and pops: when, who, how long, who answered, transfers,
+    and the handoff notes agents left."""
     transfers = transfers_of(conn, call)
     if transfers:
         agents = [transfers[0].subject] + [t.agent for t in transfers]
@@ -142,4 +230,8 @@ def call_facts(conn: Connection, call: Row) -> dict[str, Any]:
             }
             for t in transfers
         ],  # fmt: skip
+        "handoffs": [
+            {"at": iso(h.occurred_at), "by": h.agent, "text": h.text}
+            for h in handoffs_of(conn, call)
+        ],
     }

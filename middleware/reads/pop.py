@@ -1,7 +1,8 @@
 """What the screen-pop shows for a caller's number: the customer, this call, the history.
 
 A number held by one customer shows that customer's context and the call going on; a number
-several customers share shows them as candidates; a withheld number shows nothing.
+several customers share shows them as candidates; a withheld number shows nothing. The same
+rules find the call a handoff note typed in the pop belongs to.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, Row
 
 from middleware.customers.identity import JUNK_VALUES, candidates_of, find_holders, normalise_phone
-from middleware.interaction import Identity
+from middleware.interaction import CALL_ENDED_STATUSES, Identity
 from middleware.notes.summary import CustomerContext, build_context
-from middleware.process.calls import call_facts, latest_call
+from middleware.process.calls import call_facts, handoff_text, latest_call, record_handoff
 from middleware.store.tables import utcnow
 
 LIVE_CALL_WINDOW = timedelta(hours=2)  # a call older than this is history, not "this call"
@@ -23,6 +24,19 @@ LIVE_CALL_WINDOW = timedelta(hours=2)  # a call older than this is history, not 
 
 class NotAPhoneNumber(ValueError):
     """The phone parameter cannot be a phone number."""
+
+
+class NoCallInProgress(LookupError):
+    """A handoff note has no call to go with: no customer, a shared line, or no live call."""
+
+
+@dataclass(frozen=True)
+class SavedHandoff:
+    """A handoff note as stored, and the customer whose pops should show it."""
+
+    customer_id: int
+    external_id: str
+    text: str
 
 
 @dataclass
@@ -76,3 +90,32 @@ def pop_view(
     this_call = (call["source"], call["external_id"]) if call else None
     earlier = [i for i in context.interactions if (i["source"], i["external_id"]) != this_call]
     return PopView("known", phone, context, call, earlier=earlier[:recent_limit])
+
+
+def call_in_progress(conn: Connection, phone: str | None) -> Row:
+    """Return the call going on from a caller's number; raise NoCallInProgress if none is."""
+    if phone is None:
+        raise NoCallInProgress("the caller withheld their number: there is no call to note")
+    holders = find_holders(conn, Identity("phone", phone))
+    if not holders:
+        raise NoCallInProgress(f"no customer holds {phone}: there is no call to note")
+    if len(holders) > 1 or holders[0][1]:
+        raise NoCallInProgress(
+            f"{phone} is a shared line: Carryover cannot tell whose call this is"
+        )
+    call = latest_call(conn, holders[0][0], updated_since=utcnow() - LIVE_CALL_WINDOW)
+    if call is None or (call.status or "") in CALL_ENDED_STATUSES:
+        raise NoCallInProgress(f"no call in progress from {phone}")
+    return call
+
+
+def save_handoff(engine: Engine, phone: str | None, raw_text: str) -> SavedHandoff:
+    """Store a handoff note on the call going on from a number, in one transaction.
+
+    Raise UnusableHandoff (bad text), NoCallInProgress or TooManyHandoffs.
+    """
+    text = handoff_text(raw_text)
+    with engine.begin() as conn:
+        call = call_in_progress(conn, phone)
+        note = record_handoff(conn, call, text)
+    return SavedHandoff(call.customer_id, note.external_id, note.text)

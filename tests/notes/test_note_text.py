@@ -191,6 +191,7 @@ def call_facts(**fields) -> dict:
         "agents": ["mia", "lee"], "team": "billing",
         "transfers": [{"at": "2026-12-03T13:07:10Z", "from": "mia", "to": "lee",
                        "team": "billing", "text": "Transferred from mia to lee (billing)"}],
+        "handoffs": [],
     }  # fmt: skip
     return {**base, **fields}
 
@@ -208,6 +209,22 @@ def test_call_note_says_when_how_long_and_who_answered_without_the_call_id():
     assert renderer().render_call(missed, "Carla Rossi") == (
         "Phone call Thu 3 Dec 14:05, not answered (no-answer)\nCalled: Carla Rossi"
     )
+
+
+def test_call_note_lists_the_handoff_notes_with_who_left_them_and_when():
+    """ "Handoff notes:" then "- mia, Thu 3 Dec 14:06: …", a note's next line indented in it."""
+    handoffs = [  # the first typed while the call rang, before anyone answered
+        {"at": "2026-12-03T13:05:20Z", "by": None, "text": "Wants a refund.\nCalls back at 5"},
+        {"at": "2026-12-03T13:06:30Z", "by": "mia", "text": "Refund approved up to $50."},
+    ]
+    text = renderer().render_call(call_facts(handoffs=handoffs), "Carla Rossi")
+    assert text.splitlines()[2:] == [
+        "- Thu 3 Dec 14:07: Transferred from mia to lee (billing)",
+        "Handoff notes:",
+        "- Thu 3 Dec 14:05: Wants a refund.",
+        "  Calls back at 5",
+        "- mia, Thu 3 Dec 14:06: Refund approved up to $50.",
+    ]
 
 
 def test_an_installation_says_times_in_its_timezone(database_url):
