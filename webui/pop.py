@@ -5,6 +5,11 @@ through a signed link the page carries) and swaps in each new rendering of its b
 A stream renders again when the worker publishes a change to the caller's number or
 customer, and also every pop.poll_s, so workers in other processes reach it too; it sends
 the body only when the rendering changed.
+
+POST /pop/handoff (another signed link the page carries) stores a handoff note typed in the
+pop on the call going on, for the next agent's pop and the note written when the call ends.
+No cookie authorises it, and it takes JSON only: a form on another site cannot send that
+without a CORS preflight, which Carryover never answers.
 """
 
 from __future__ import annotations
@@ -13,10 +18,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, jsonify, render_template, request, stream_with_context
 
+from middleware.ingest import json_input
+from middleware.process.calls import MAX_HANDOFF_CHARS, TooManyHandoffs, UnusableHandoff
 from middleware.reads.context_api import agent_only, signed_path
-from middleware.reads.pop import NotAPhoneNumber, PopView, caller_number, pop_view
+from middleware.reads.pop import (
+    NoCallInProgress,
+    NotAPhoneNumber,
+    PopView,
+    caller_number,
+    pop_view,
+    save_handoff,
+)
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
 
@@ -24,6 +38,7 @@ from middleware.web.current import current_installation
 bp = Blueprint("pop", __name__, template_folder="templates", static_folder="static",
                static_url_path="/pop/static")  # fmt: skip
 EVENTS_LINK_TTL_S = 12 * 3600  # one shift: the page's stream reconnects with the same link
+MAX_HANDOFF_BODY_BYTES = 16 * 1024  # 500 characters, each up to 12 bytes as JSON escapes
 
 
 def _read_phone() -> tuple[str, str | None]:
@@ -47,7 +62,49 @@ def pop() -> str | tuple[str, int]:
             conn, phone, raw, core.config.summary["recent_limit"], mood=core.config.summary["mood"]
         )
     events = signed_path(core.link_secret, "/pop/events", {"phone": raw}, EVENTS_LINK_TTL_S)
-    return render_template("pop.html", events_url=events, **pop_values(view))
+    handoff = signed_path(core.link_secret, "/pop/handoff", {"phone": raw}, EVENTS_LINK_TTL_S)
+    return render_template("pop.html", events_url=events, handoff_url=handoff,
+                           handoff_max=MAX_HANDOFF_CHARS, **pop_values(view))  # fmt: skip
+
+
+@bp.post("/pop/handoff")
+@agent_only
+def handoff() -> tuple[Response, int]:
+    """Store a handoff note on the call going on from the caller's number."""
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        return jsonify(error="handoff notes are sent from the pop itself, not another site"), 403
+    if request.mimetype != "application/json":
+        return jsonify(error='send JSON: Content-Type: application/json, {"text": "…"}'), 415
+    core = current_installation()
+    try:
+        _, phone = _read_phone()
+        text = _handoff_text()
+        saved = save_handoff(core.engine, phone, text)
+    except (NotAPhoneNumber, UnusableHandoff) as exc:
+        return jsonify(error=str(exc)), 400
+    except (NoCallInProgress, TooManyHandoffs) as exc:
+        return jsonify(error=str(exc)), 409
+    core.live.publish({f"phone:{phone}", f"customer:{saved.customer_id}"})
+    return jsonify(saved=True, text=saved.text), 201
+
+
+def _handoff_text() -> str:
+    """Return the text of a handoff request's JSON body; UnusableHandoff if there is none."""
+    if (request.content_length or 0) > MAX_HANDOFF_BODY_BYTES:
+        raise UnusableHandoff(f"body: at most {MAX_HANDOFF_BODY_BYTES} bytes")
+    body = request.get_data(cache=False)
+    if len(body) > MAX_HANDOFF_BODY_BYTES:  # no Content-Length (chunked) tells nothing ahead
+        raise UnusableHandoff(f"body: at most {MAX_HANDOFF_BODY_BYTES} bytes")
+    try:
+        payload = json_input.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UnusableHandoff(f"body: not JSON ({exc})") from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser goes
+        raise UnusableHandoff("body: JSON nested too deeply") from None
+    text = payload.get("text") if isinstance(payload, dict) else None
+    if not isinstance(text, str):
+        raise UnusableHandoff('body: expected {"text": "the note for the next agent"}')
+    return text
 
 
 @bp.get("/pop/events")
