@@ -9,8 +9,9 @@ happens while notes and pops appear:
 1. A Facebook message continued by phone: the call's screen-pop shows the Facebook ticket,
    and the ticket gets a note of the call.
 2. A billing error passed from support (Zendesk) to billing (Salesforce) to a manager: the
-   case arrives with the ticket's story, and the call transferred from billing to the
-   manager is noted on both.
+   case arrives with the ticket's story; billing leaves a handoff note in the pop, the
+   manager's pop shows it, and the call transferred from billing to the manager is noted on
+   both, handoff note and all.
 3. A call on Monday and an email on Wednesday: the email's ticket names Monday's call.
 
 Afterwards everything stays up for exploring: the admin UI, and each simulated tool's agent
@@ -19,6 +20,8 @@ view, where the notes are.
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +51,9 @@ from middleware.store.tables import upgrade
 ADMIN = "demo"
 SUPPORT_LINE = "+14155550100"
 BILLING_LINE = "+14155550111"
+# What billing tells the manager through the pop, so that Bob need not.
+HANDOFF_NOTE = ("Bob was charged twice for INV-1042; wants one $49 charge refunded. "
+                "Refund approved up to $50 — needs manager sign-off.")  # fmt: skip
 ZENDESK_BOT = "carryover@acme.example"
 SF_USER = "carryover@acme.example"
 WAIT_S = 20.0  # the longest a step waits for Carryover to write a note
@@ -102,6 +108,22 @@ class Demo:
     def pop_link(self, phone: str) -> str:
         """Return a signed screen-pop link for a caller, as a softphone would open it."""
         return self.url + signed_path(self.link_secret, "/pop", {"phone": phone}, 4 * 3600)
+
+    def pop_page(self, phone: str) -> str:
+        """Return the screen-pop page of a caller as the agent's browser gets it."""
+        response = requests.get(self.pop_link(phone), timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    def leave_handoff_note(self, phone: str, text: str) -> None:
+        """Type a handoff note in a caller's pop and save it, as the page's script sends it."""
+        found = re.search(r'<form id="handoff"[^>]* data-url="([^"]+)"', self.pop_page(phone))
+        if found is None:
+            raise RuntimeError("the screen-pop has no handoff form")
+        response = requests.post(self.url + html.unescape(found.group(1)), json={"text": text},
+                                 timeout=5)  # fmt: skip
+        if response.status_code != 201:
+            raise RuntimeError(f"the handoff note was refused: {response.text}")
 
     def wait_for(self, what: str, done: Callable[[], object]) -> None:
         """Wait until Carryover has done something the simulators can see."""
@@ -269,15 +291,22 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     call = demo.phone.ring(BOB.phone, BILLING_LINE)
     demo.pause(2)
     call.answer("mia")
-    say("   Mia in billing answers; the refund needs a manager, so she transfers the call.")
+    demo.wait_for("show mia in the pop", lambda: "Answered by mia" in demo.pop_page(BOB.phone))
+    say("   Mia in billing answers; the refund needs a manager. Before she transfers the "
+        "call, she types a handoff note in the pop:")  # fmt: skip
+    demo.leave_handoff_note(BOB.phone, HANDOFF_NOTE)
+    say(f"     │ {HANDOFF_NOTE}")
     demo.pause(3)
     call.transfer_to("lee")
-    say("   Lee, the manager, gets the call with the pop showing the transfer and the case.")
+    demo.wait_for("show the transfer in the pop", lambda: "→ lee" in demo.pop_page(BOB.phone))
+    say("   Lee, the manager, gets the call: his pop shows mia's handoff note, the transfer "
+        "and the case, so Bob need not tell it a third time.")  # fmt: skip
     demo.pause(3)
     call.hang_up(duration_s=420)
     demo.wait_for("note the call on the case", lambda: len(salesforce.comments(case)) >= 2)
     demo.wait_for("note the call on the ticket", lambda: len(zendesk.notes(ticket)) >= 2)
-    say(f"   The call ends: noted on case {number} and on ticket #{ticket}:")
+    say(f"   The call ends: noted on case {number} and on ticket #{ticket}, with mia's "
+        "handoff note:")  # fmt: skip
     show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket, case
 

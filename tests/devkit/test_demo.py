@@ -11,6 +11,7 @@ import requests
 from devkit.demo import (
     ANN,
     BOB,
+    HANDOFF_NOTE,
     billing_transfers,
     facebook_then_phone,
     monday_call_wednesday_email,
@@ -72,7 +73,9 @@ def test_a_billing_error_from_support_to_billing_to_a_manager(demo):
     call = (
         "Phone call <when>, 7 min 0 s, answered by mia → lee (transferred)\n"
         "Caller: Bob Sample, +14155550177\n"
-        "- <when>: Transferred from mia to lee"
+        "- <when>: Transferred from mia to lee\n"
+        "Handoff notes:\n"
+        f"- mia, <when>: {HANDOFF_NOTE}"
     )
     assert unmarked(call_note) == call
     # Support's ticket learns of billing's case as it is opened, then of the call.
@@ -83,8 +86,10 @@ def test_a_billing_error_from_support_to_billing_to_a_manager(demo):
         f"{demo.salesforce.url}/lightning/r/Case/{case}/view"
     )
     assert unmarked(ticket_note["body"]) == call
+    assert HANDOFF_NOTE in ticket_note["body"]  # mia's note, in the call note on the ticket
     pop = requests.get(demo.pop_link(BOB.phone), timeout=5).text
     assert "Bob Sample" in pop and "Double charge on INV-1042" in pop
+    assert "Handoff note from mia" in pop and "needs manager sign-off" in pop
     # Billing opened the case by phone: its description is billing's words, not Bob's.
     path = signed_path(demo.link_secret, "/api/v1/context", {"phone": BOB.phone}, 3600)
     said = [s["text"] for s in requests.get(demo.url + path, timeout=5).json()["said"]]
@@ -111,6 +116,7 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
         assert heading in story
     assert "     │ Phone call " in story  # the notes themselves, as the agent reads them
     assert "     │ Recognised by email and phone" in story
+    assert f"     │ {HANDOFF_NOTE}" in story  # the handoff note mia typed in the pop
     assert "[Carryover ref" not in story
     session = requests.Session()
     login = session.get(f"{demo.url}/admin/login", timeout=5).text
