@@ -102,14 +102,14 @@ def handoff_text(raw: str) -> str:
         raw.encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate ("\ud800" in JSON) is no text, and the store refuses it.
-        raise UnusableHandoff("text: not valid Unicode text") from None
+        raise UnusableHandoff("The handoff note is not valid Unicode text") from None
     lines = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
     text = "".join(ch for ch in lines if ch == "\n" or unicodedata.category(ch) != "Cc").strip()
     if not text:
-        raise UnusableHandoff("text: the handoff note is empty")
+        raise UnusableHandoff("The handoff note is empty")
     if len(text) > MAX_HANDOFF_CHARS:
         raise UnusableHandoff(
-            f"text: a handoff note holds at most {MAX_HANDOFF_CHARS} characters "
+            f"A handoff note holds at most {MAX_HANDOFF_CHARS} characters "
             f"(this one has {len(text)})"
         )
     return redact(text) or text
@@ -130,7 +130,7 @@ def record_handoff(conn: Connection, call: Row, text: str, now: datetime | None 
     if earlier and earlier[-1].text == text:
         return earlier[-1]
     if len(earlier) >= MAX_HANDOFFS:
-        raise TooManyHandoffs(f"this call holds {MAX_HANDOFFS} handoff notes already")
+        raise TooManyHandoffs(f"This call holds {MAX_HANDOFFS} handoff notes already")
     numbers = [int(n) for r in earlier if (n := r.external_id.rsplit("#note:", 1)[-1]).isdigit()]
     external_id = f"{call.external_id}#note:{max(numbers, default=0) + 1}"
     moment = now or utcnow()

@@ -95,17 +95,17 @@ def pop_view(
 def call_in_progress(conn: Connection, phone: str | None) -> Row:
     """Return the call going on from a caller's number; raise NoCallInProgress if none is."""
     if phone is None:
-        raise NoCallInProgress("the caller withheld their number: there is no call to note")
+        raise NoCallInProgress("The caller withheld their number: there is no call to note")
     holders = find_holders(conn, Identity("phone", phone))
     if not holders:
-        raise NoCallInProgress(f"no customer holds {phone}: there is no call to note")
+        raise NoCallInProgress(f"No customer holds {phone}: there is no call to note")
     if len(holders) > 1 or holders[0][1]:
         raise NoCallInProgress(
             f"{phone} is a shared line: Carryover cannot tell whose call this is"
         )
     call = latest_call(conn, holders[0][0], updated_since=utcnow() - LIVE_CALL_WINDOW)
     if call is None or (call.status or "") in CALL_ENDED_STATUSES:
-        raise NoCallInProgress(f"no call in progress from {phone}")
+        raise NoCallInProgress(f"No call in progress from {phone}")
     return call
 
 

@@ -230,11 +230,11 @@ def test_empty_too_long_and_malformed_notes_are_400(client, core):
     for text in ("", "   \n\t ", "\x00\x07"):
         response = post_note(client, text, url=url)
         assert response.status_code == 400
-        assert "empty" in response.get_json()["error"]
+        assert "is empty" in response.get_json()["error"]
     long = post_note(client, "x" * 501, url=url)
     assert long.status_code == 400
     assert long.get_json()["error"] == (
-        "text: a handoff note holds at most 500 characters (this one has 501)"
+        "A handoff note holds at most 500 characters (this one has 501)"
     )
     for body in (b"{", b"[]", b'{"text": 5}', b'{"note": "hi"}', b"\xff\xfe",
                  b'{"text": "a", "text": "b"}', b'{"text": "\\ud800"}',
@@ -255,11 +255,11 @@ def test_no_call_in_progress_is_409(client, core, worker, hooks, ann):
     """Before any call, and once the call has ended: 409 'no call in progress'."""
     response = post_note(client)
     assert response.status_code == 409
-    assert "no call in progress" in response.get_json()["error"]
+    assert "No call in progress" in response.get_json()["error"]
     for name in ("call_started__ringing.form", "call_ended__completed.form"):
         hooks.twilio(twilio_fields(name))
     worker.drain()
-    assert "no call in progress" in post_note(client).get_json()["error"]
+    assert "No call in progress" in post_note(client).get_json()["error"]
     assert handoff_rows(core) == []
 
 
@@ -278,7 +278,7 @@ def test_a_call_older_than_the_live_window_takes_no_note(client, core, worker, h
 def test_unknown_withheld_and_shared_numbers_are_409(client, core, worker, hooks, fake_zendesk):
     """Nobody's number, a withheld one, a shared line: no customer's call to put a note on."""
     unknown = post_note(client, url="/pop/handoff?phone=%2B14155550177", **BEARER)
-    assert unknown.status_code == 409 and "no customer" in unknown.get_json()["error"]
+    assert unknown.status_code == 409 and "No customer holds" in unknown.get_json()["error"]
     withheld = post_note(client, url="/pop/handoff?phone=anonymous", **BEARER)
     assert withheld.status_code == 409 and "withheld" in withheld.get_json()["error"]
     fake_zendesk.add_user(501, "Bea Family", email="bea@example.com", phone="+14155550160")

@@ -30,6 +30,7 @@
       status.textContent = message;
       status.className = failed ? "failed" : "";
     }
+    text.addEventListener("input", function () { say("", false); });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       if (!text.value.trim()) { say("Type the note first.", true); return; }
