@@ -26,6 +26,7 @@ from middleware.customers.timeline import NEWEST_FIRST, append
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
     CALL_ENDED_STATUSES,
+    Identity,
     Interaction,
 )
 from middleware.notes.summary import iso
@@ -147,6 +148,8 @@ def record_handoff(conn: Connection, call: Row, text: str, now: datetime | None 
         agent=call.agent,
         team=call.team,
         said_by="agent",  # the agent's words: never under what the customer already said
+        # The call's identifiers, so that an admin's split moves the note with its call.
+        identities=tuple(Identity(t, v) for t, v in json.loads(call.identities or "[]")),
     )
     append(conn, note, call.customer_id)
     return handoffs_of(conn, call)[-1]

@@ -12,9 +12,10 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select, update
 
+from middleware.customers.edits import split_identity
 from middleware.notes.outbox import MARKER_PATTERN
 from middleware.reads.context_api import signed_path
-from middleware.store.tables import interactions, utcnow, writes
+from middleware.store.tables import identities, interactions, utcnow, writes
 from tests.payloads import twilio_fields
 from tests.reads.test_calls_pop import (
     ANN_PHONE,
@@ -291,3 +292,15 @@ def test_unknown_withheld_and_shared_numbers_are_409(client, core, worker, hooks
     shared = post_note(client, url=handoff_url(client, "+14155550160"))
     assert shared.status_code == 409 and "shared line" in shared.get_json()["error"]
     assert handoff_rows(core) == []
+
+
+@pytest.mark.usefixtures("answered")
+def test_a_note_moves_with_its_call_when_an_admin_splits_the_number_off(client, core):
+    """The note carries the call's identifiers: a split gives it to the call's new customer."""
+    assert post_note(client).status_code == 201
+    with core.engine.begin() as conn:
+        phone = conn.execute(select(identities).where(identities.c.value == ANN_PHONE)).one()
+        new_customer = split_identity(conn, phone.customer_id, phone.id, "ada")
+        call = conn.execute(select(interactions).where(interactions.c.kind == "call")).one()
+    [note] = handoff_rows(core)
+    assert call.customer_id == note.customer_id == new_customer
