@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -198,7 +199,13 @@ def answered_by(conn: Connection, call: Row) -> list[str]:
         )
         .order_by(interactions.c.occurred_at, interactions.c.id)
     ).all()
-    agents = [transfers[0].subject, *(t.agent for t in transfers)] if transfers else [call.agent]
+    return agents_in_order(call.agent, transfers)
+
+
+def agents_in_order(call_agent: str | None, transfers: Sequence[Any]) -> list[str]:
+    """Return who answered a call, given its agent and its transfers (subject: from, agent:
+    to), oldest first."""
+    agents = [transfers[0].subject, *(t.agent for t in transfers)] if transfers else [call_agent]
     return [a for a in agents if a]
 
 

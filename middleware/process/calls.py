@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 
 from middleware.customers.redaction import redact
-from middleware.customers.timeline import NEWEST_FIRST, append
+from middleware.customers.timeline import NEWEST_FIRST, agents_in_order, append
 from middleware.interaction import (
     CALL_ANSWERED_STATUS,
     CALL_ENDED_STATUSES,
@@ -86,7 +86,8 @@ def _within_call(conn: Connection, call: Row, kind: str) -> list[Row]:
             .where(
                 interactions.c.source == call.source,
                 interactions.c.kind == kind,
-                interactions.c.external_id.like(f"{call.external_id}#%"),
+                # autoescape: a call id's own % or _ must not match other calls' rows
+                interactions.c.external_id.startswith(f"{call.external_id}#", autoescape=True),
             )
             .order_by(interactions.c.occurred_at, interactions.c.id)
         )
@@ -206,10 +207,7 @@ def call_facts(conn: Connection, call: Row) -> dict[str, Any]:
     """Describe one call for notes and pops: when, who, how long, who answered, transfers,
     and the handoff notes agents left."""
     transfers = transfers_of(conn, call)
-    if transfers:
-        agents = [transfers[0].subject] + [t.agent for t in transfers]
-    else:
-        agents = [call.agent] if call.agent else []
+    agents = agents_in_order(call.agent, transfers)
     phones = [value for kind, value in json.loads(call.identities or "[]") if kind == "phone"]
     return {
         "source": call.source,
@@ -221,7 +219,7 @@ def call_facts(conn: Connection, call: Row) -> dict[str, Any]:
         "updated_at": iso(call.updated_at),
         "duration_s": call.duration_s,
         "phone": phones[0] if phones else None,
-        "agents": [a for a in agents if a],
+        "agents": agents,
         "team": call.team,
         "transfers": [
             {

@@ -7,6 +7,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from html import unescape
+from types import SimpleNamespace
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from middleware.notes.outbox import MARKER_PATTERN
+from middleware.process.calls import call_facts
 from middleware.reads.context_api import signed_path
 from middleware.store.tables import interactions, writes
 from tests.payloads import cti_body, fixture_bytes, twilio_fields
@@ -394,3 +396,17 @@ def test_shift_link_with_scope_any_phone_opens_any_number_until_it_expires(clien
     bound = signed_path(core.link_secret, "/pop", {"phone": "+14155550177"}, 60)
     widened = bound.replace("phone=%2B14155550177", "scope=any-phone&phone=%2B14155550142")
     assert client.get(widened).status_code == 401
+
+
+def test_a_call_id_with_like_wildcards_sees_only_its_own_transfers(
+    client, core, worker, ann, hooks
+):
+    """A CTI call id is any string: "%" in it must not pull in another call's transfers."""
+    for name in ("newCall.json", "answer.json", "answer__transfer_to_billing.json"):
+        hooks.cti(cti_body(name))
+    worker.drain()
+    with core.engine.connect() as conn:
+        [real] = call_rows(core)
+        wildcard = SimpleNamespace(**{**real._mapping, "external_id": "%"})
+        assert call_facts(conn, wildcard)["transfers"] == []
+        assert call_facts(conn, real)["transfers"] != []
