@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
@@ -50,6 +50,28 @@ def process_delivery(core: Installation, row: Row) -> list[str]:
     return steps
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An event made ready to record: mapped, redacted, enriched, its identities normalised.
+
+    Exactly one of interaction (a record for the timeline) and record (a trusted customer
+    record, such as a Salesforce contact) is set.
+    """
+
+    key: str
+    identities: tuple[Identity, ...]
+    interaction: Interaction | None = None
+    record: CustomerRecord | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an event did: the trail's step, and the pop topics it changed."""
+
+    step: str
+    topics: set[str] = field(default_factory=set)
+
+
 def handle_event(
     core: Installation,
     plugin: Plugin,
@@ -58,63 +80,98 @@ def handle_event(
     delivery_id: int | None = None,
 ) -> str:
     """Map, enrich, resolve and append one event, and queue the notes it calls for."""
+    prepared = prepare_event(core, plugin, event, received)
+    if isinstance(prepared, str):
+        return prepared
+    with core.engine.begin() as conn:
+        recorded = record_event(core, conn, plugin, prepared, delivery_id)
+    core.live.publish(recorded.topics)
+    return recorded.step
+
+
+def prepare_event(
+    core: Installation, plugin: Plugin, event: InboundEvent, received: datetime
+) -> Prepared | str:
+    """Map, redact and enrich one event (no store is touched); a string says why it is not
+    recorded. Raise MappingError for a payload the mapping does not fit."""
     mapping = core.mappings[plugin.key]
     if core.is_own_note(plugin, event):
         return f"{event.key}: own note, ignored"
     if not mapping.handles(event.type):
         return f"{event.key}: {event.type} ignored"
+    region = core.config.default_region
     if mapping.describes_customer(event.type):
         record = mapping.apply_customer(event.type, event.payload)
-        return link_customer_record(core, record, event.key, delivery_id)
+        cleaned = [Identity(i.type, i.value.replace("\x00", "")) for i in record.identities]
+        found = core.identity_types.normalise_all(cleaned, region)
+        if not found:
+            return f"{event.key}: {record.record_ref} carries no usable identifier"
+        name = (record.customer_name or "").replace("\x00", "") or None
+        return Prepared(event.key, found, record=replace(record, customer_name=name))
     interaction = redact_interaction(mapping.apply(event.type, event.payload, received))
     if plugin.has_capability(Capability.ENRICH):
         interaction = plugin.enrich(interaction)
-    found = core.identity_types.normalise_all(interaction.identities, core.config.default_region)
-    interaction = replace(interaction, identities=found)
-    with core.engine.begin() as conn:
-        if found:
-            resolution = resolve_customer(
-                conn,
-                found,
-                interaction.record_ref,
-                interaction.customer_name,
-                types=core.identity_types,
-            )
-        else:
-            resolution = Resolution(_thread_customer(conn, interaction))
-        before = None
-        if interaction.kind == "call":
-            before = stored_call(conn, interaction.source, interaction.external_id)
-        appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
-        remember_delivery(conn, delivery_id, appended.customer_id)
-        if interaction.kind == "call":
-            ended = record_transfer(conn, interaction, before)
-            queued = queue_call_notes(core, conn, ended) if ended is not None else 0
-        else:
-            queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
-            queued += queue_news_notes(core, conn, plugin, interaction, appended)
-    core.live.publish(_topics(interaction.identities, appended.customer_id, resolution.candidates))
-    who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
-    notes = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
-    return f"{event.key}: {interaction.record_ref} → {who}{notes}"
+    found = core.identity_types.normalise_all(interaction.identities, region)
+    return Prepared(event.key, found, interaction=replace(interaction, identities=found))
 
 
-def link_customer_record(
-    core: Installation, record: CustomerRecord, key: str, delivery_id: int | None = None
-) -> str:
-    """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
-    cleaned = [Identity(i.type, i.value.replace("\x00", "")) for i in record.identities]
-    found = core.identity_types.normalise_all(cleaned, core.config.default_region)
-    if not found:
-        return f"{key}: {record.record_ref} carries no usable identifier"
-    name = (record.customer_name or "").replace("\x00", "") or None
-    with core.engine.begin() as conn:
+def record_event(
+    core: Installation,
+    conn: Connection,
+    plugin: Plugin,
+    prepared: Prepared,
+    delivery_id: int | None = None,
+    *,
+    notes: bool = True,
+) -> Recorded:
+    """Resolve the customer and append to the timeline in the caller's transaction, and
+    queue the notes the event calls for (none when `notes` is false: imported history)."""
+    found, interaction = prepared.identities, prepared.interaction
+    if interaction is None:
+        assert prepared.record is not None
+        return _link_customer_record(core, conn, prepared.record, found, prepared.key,
+                                     delivery_id)  # fmt: skip
+    if found:
         resolution = resolve_customer(
-            conn, found, record.record_ref, name, types=core.identity_types
-        )
-        remember_delivery(conn, delivery_id, resolution.customer_id)
-    core.live.publish(_topics(found, resolution.customer_id, resolution.candidates))
-    return f"{key}: {record.record_ref} → customer {resolution.customer_id}"
+            conn, found, interaction.record_ref, interaction.customer_name,
+            types=core.identity_types,
+        )  # fmt: skip
+    else:
+        resolution = Resolution(_thread_customer(conn, interaction))
+    before = None
+    if interaction.kind == "call":
+        before = stored_call(conn, interaction.source, interaction.external_id)
+    appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
+    remember_delivery(conn, delivery_id, appended.customer_id)
+    queued = 0
+    if interaction.kind == "call":
+        ended = record_transfer(conn, interaction, before)
+        if ended is not None and notes:
+            queued = queue_call_notes(core, conn, ended)
+    elif notes:
+        queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
+        queued += queue_news_notes(core, conn, plugin, interaction, appended)
+    who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
+    queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
+    step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}"
+    return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
+
+
+def _link_customer_record(
+    core: Installation,
+    conn: Connection,
+    record: CustomerRecord,
+    found: tuple[Identity, ...],
+    key: str,
+    delivery_id: int | None,
+) -> Recorded:
+    """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
+    resolution = resolve_customer(
+        conn, found, record.record_ref, record.customer_name, types=core.identity_types
+    )
+    remember_delivery(conn, delivery_id, resolution.customer_id)
+    step = f"{key}: {record.record_ref} → customer {resolution.customer_id}"
+    return Recorded(step, _topics(found, resolution.customer_id, resolution.candidates))
 
 
 def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: int | None) -> None:
