@@ -1,4 +1,4 @@
-"""The `carryover` command: serve, worker, db upgrade, deliveries, admin, link, demo."""
+"""The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, link, demo."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from types import ModuleType
 
 from middleware.config import ConfigError, config_path, load_config
 from middleware.installation import Installation, build_installation
+from middleware.integrations.plugin import Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.process.mapping import MappingError
 from middleware.store.tables import migrations_applied, upgrade
@@ -253,6 +255,81 @@ def _minute(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
 
 
+def cmd_backfill(args: argparse.Namespace, core: Installation) -> int:
+    """Import the history the tools already hold (past tickets, cases, calls), no notes."""
+    from middleware.process.backfill import importable, parse_since
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"carryover: --since: {exc}", file=sys.stderr)
+        return 2
+    available = {plugin.key: plugin for plugin in importable(core)}
+    wanted = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    unknown = [k for k in wanted or [] if k not in available]
+    if unknown or not available:
+        can = ", ".join(available) or "none is configured"
+        print(f"carryover: --only: {', '.join(unknown) or 'nothing'} cannot import history "
+              f"(integrations that can: {can})", file=sys.stderr)  # fmt: skip
+        return 2
+    if core.engine.dialect.name == "sqlite":
+        upgrade(core.engine)
+    elif not migrations_applied(core.engine):
+        print(NEEDS_MIGRATIONS, file=sys.stderr)
+        return 2
+    print(f"carryover: importing history since {since:%Y-%m-%d} (UTC); nothing is written to "
+          "any tool")  # fmt: skip
+    results = [_backfill_one(core, available[key], since) for key in (wanted or available)]
+    return 0 if all(results) else 1
+
+
+def _backfill_one(core: Installation, plugin: Plugin, since: datetime) -> bool:
+    """Import one integration's history with a progress line; True when it finished."""
+    from middleware.errors import UpstreamError
+    from middleware.process.backfill import DONE, HistoryImport, ImportBusy, ImportState
+    from middleware.terminal import ProgressLine, duration
+
+    line = ProgressLine(f"{plugin.short_title or plugin.title:<10}")
+    try:
+        plan = plugin.history_plan(since)
+    except UpstreamError as exc:
+        print(f"{plugin.title}: cannot start: {exc}", file=sys.stderr)
+        return False
+    if plan:
+        print(f"{plugin.title}: {plan}")
+
+    def show(state: ImportState) -> None:
+        line.show(state.progress, state.records, state.rate, state.eta_s, state.waiting,
+                  force=state.waiting is not None)  # fmt: skip
+
+    stopping = threading.Event()
+    job = HistoryImport(core, plugin, since, on_progress=show, stopping=stopping)
+    try:
+        state = job.begin()
+    except ImportBusy as exc:
+        print(f"{plugin.title}: {exc}", file=sys.stderr)
+        return False
+    if job.resumed:
+        print(f"{plugin.title}: continuing the import begun {state.started_at:%Y-%m-%d %H:%M} "
+              f"UTC ({state.records:,} records so far)")  # fmt: skip
+    previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        state = job.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        line.show(state.progress, state.records, state.rate, None, force=True)
+        line.end()
+    print(f"{plugin.title}: {'done' if state.status == DONE else 'stopped'} after "
+          f"{duration(state.elapsed_s)}: {state.imported:,} imported, {state.unchanged:,} "
+          f"already imported, {state.skipped:,} skipped, {state.refused:,} refused; "
+          f"{state.api_calls:,} API calls")  # fmt: skip
+    for reason, count in sorted(state.reasons.items(), key=lambda r: -r[1]):
+        print(f"  {reason} ({count:,})")
+    if state.last_error:
+        print(f"{plugin.title}: {state.last_error}", file=sys.stderr)
+    return state.status == DONE
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play the journeys beside simulated upstream tools (needs no account; from a checkout)."""
     demo = _checkout_demo()
@@ -324,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     remove = asub.add_parser("remove", parents=[common], help=cmd_admin_remove.__doc__)
     remove.add_argument("--username", required=True)
     remove.set_defaults(func=cmd_admin_remove)
+
+    backfill = sub.add_parser("backfill", parents=[common], help=cmd_backfill.__doc__)
+    backfill.add_argument("--since", default="90d",
+                          help="a date (2026-01-31) or days back (365d); default 90d")  # fmt: skip
+    backfill.add_argument("--only", help="integrations to import, e.g. zendesk,salesforce")
+    backfill.set_defaults(func=cmd_backfill)
 
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--port", type=int, default=8080, help="Carryover's port (default 8080)")

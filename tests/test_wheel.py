@@ -47,7 +47,8 @@ RUNTIME_FILES = (
     "middleware/store/migrations/script.py.mako",
     "middleware/*/templates/*.j2",
     "plugins/*/templates/*.j2",  # a plugin's own note templates, where it has some
-    "plugins/*/fixtures/*",  # the admin's mapping preview
+    "plugins/*/fixtures/*.*",  # the admin's mapping preview
+    "plugins/*/fixtures/history/*.json",  # pages of past records, in the preview too
     "webui/templates/**/*.html",
     "webui/static/*",
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -19,7 +21,7 @@ from flask.typing import ResponseReturnValue
 
 from middleware.errors import InboundError
 from middleware.ingest.inbox import request_of
-from middleware.integrations.plugin import InboundRequest, Plugin
+from middleware.integrations.plugin import Capability, InboundEvent, InboundRequest, Plugin
 from middleware.notes.summary import iso
 from middleware.process.mapping import MappingError, PluginMapping
 from middleware.process.mapping_source import parse_document
@@ -28,6 +30,7 @@ from middleware.web.current import current_installation
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
 RECENT_DELIVERIES = 5
+HISTORY_PREVIEW_SINCE = datetime(2000, 1, 1)  # the fixtures' pages, whatever their dates
 CONTENT_TYPES = {".json": "application/json", ".form": "application/x-www-form-urlencoded",
                  ".xml": "text/xml; charset=utf-8"}  # fmt: skip
 SHOWN_FIELDS = ("kind", "external_id", "number", "channel", "direction", "status", "subject",
@@ -125,7 +128,8 @@ def _preview_of(plugin: Plugin, document: str) -> tuple[list[Preview], str | Non
         mapping = parse_document(plugin.key, document, "mapping")
     except MappingError as exc:
         return [], str(exc)
-    return [_preview_sample(plugin, mapping, name, req) for name, req in _samples(plugin)], None
+    previews = [_preview_sample(plugin, mapping, name, req) for name, req in _samples(plugin)]
+    return previews + _history_previews(plugin, mapping), None
 
 
 def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
@@ -151,6 +155,23 @@ def _preview_sample(plugin: Plugin, mapping: PluginMapping, name: str,
     except InboundError as exc:
         result.error = f"not parsed: {exc}"
         return result
+    return _preview_events(mapping, result, events)
+
+
+def _history_previews(plugin: Plugin, mapping: PluginMapping) -> list[Preview]:
+    """Map the pages of past records in the plugin's fixtures (what an import reads)."""
+    if not plugin.has_capability(Capability.IMPORT_HISTORY):
+        return []
+    previews = []
+    for path in sorted((plugin.folder() / "fixtures" / "history").glob("*.json")):
+        page = plugin.history_page(json.loads(path.read_bytes()), HISTORY_PREVIEW_SINCE)
+        result = Preview(f"fixture history/{path.name} (an import's page)")
+        previews.append(_preview_events(mapping, result, list(page.events)))
+    return previews
+
+
+def _preview_events(mapping: PluginMapping, result: Preview, events: list[InboundEvent]) -> Preview:
+    """Add what the mapping makes of each event (the first ten) to a preview."""
     for event in events[:10]:  # a batch of 100 notifications: the first ten show the mapping
         entry: dict[str, Any] = {"event": event.type}
         try:

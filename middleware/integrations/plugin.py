@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,10 +38,16 @@ class Capability(StrEnum):
     ENRICH = "enrich"  # looks up the customer behind a record through the upstream API
     WRITE_NOTE = "write_note"  # writes a private note on a ticket or case
     FIND_OPEN_ITEMS = "find_open_items"  # lists a customer's open tickets or cases upstream
+    IMPORT_HISTORY = "import_history"  # reads past records through the API (carryover backfill)
 
 
 # The capabilities that make a plugin call its upstream's API (and so can find it failing).
-UPSTREAM_CAPABILITIES = (Capability.ENRICH, Capability.WRITE_NOTE, Capability.FIND_OPEN_ITEMS)
+UPSTREAM_CAPABILITIES = (
+    Capability.ENRICH,
+    Capability.WRITE_NOTE,
+    Capability.FIND_OPEN_ITEMS,
+    Capability.IMPORT_HISTORY,
+)
 
 
 # How a record is named when its plugin has no better name: never by its raw id.
@@ -99,6 +108,24 @@ class InboundEvent:
 
 
 @dataclass(frozen=True)
+class HistoryPage:
+    """One page of past records read through an upstream's API, and where the next begins.
+
+    Each record is an event of one of the plugin's history_event_types, keyed by the record
+    and its version ("history:ticket:5158@2026-03-01T10:00:00Z"): a record imported before in
+    the same version is not imported again. Records that cannot be imported are listed with
+    the reason: skipped (nothing to import, such as a deleted ticket) or refused (malformed).
+    """
+
+    events: tuple[InboundEvent, ...]
+    cursor: str | None  # where the next page starts; stored so that a killed import resumes
+    done: bool  # no page follows (for now: a later import continues from the cursor)
+    skipped: tuple[tuple[str, str], ...] = ()  # (record, reason)
+    refused: tuple[tuple[str, str], ...] = ()  # (record, reason)
+    progress: float | None = None  # 0 to 1: how far through the period this page reaches
+
+
+@dataclass(frozen=True)
 class Comment:
     """The text of a comment an event carries, which may be Carryover's own note coming back."""
 
@@ -135,6 +162,9 @@ class Plugin:
     id_fields: ClassVar[tuple[str, ...]] = ()
     # The formats of the upstream's ids by name (linear regular expressions, anchored).
     id_formats: ClassVar[Mapping[str, re.Pattern[str]]] = {}
+    # The event types of past records read through the API (see history()); the mapping maps
+    # them like webhook events.
+    history_event_types: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         self.options = dict(settings)
@@ -261,6 +291,73 @@ class Plugin:
     def api_usage(self) -> ApiUsage | None:
         """Return the API usage the upstream last reported, if it reports any."""
         return None
+
+    def api_calls(self) -> int:
+        """Return how many API calls this plugin has sent since it was built."""
+        return 0
+
+    # -- importing history (Capability.IMPORT_HISTORY) ----------------------------------------
+    def history(self, since: datetime, cursor: str | None) -> Iterator[HistoryPage]:
+        """Yield pages of the records changed since `since`, starting at `cursor` if given.
+
+        Raise RateLimited to be called again from the last cursor after its retry_after,
+        UpstreamError when the upstream fails, PermanentUpstreamError (naming the setting to
+        check) when it refuses the credentials. Nothing is ever written upstream.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def history_page(cls, page: Mapping[str, Any], since: datetime) -> HistoryPage:
+        """Turn one page as the API sent it into a HistoryPage (no call made).
+
+        The fixtures in plugins/<key>/fixtures/history/ are such pages.
+        """
+        raise NotImplementedError
+
+    def history_plan(self, since: datetime) -> str | None:
+        """Say what an import since `since` will cost in API calls, before it starts."""
+        return None
+
+    def history_budget_left(self) -> int | None:
+        """Return how many API calls an import may still make today, None for no daily limit.
+
+        An import stops (to be continued later) rather than spend the rest of the budget that
+        the upstream's other users and Carryover's notes need.
+        """
+        return None
+
+
+class Pacer:
+    """Space calls out to at most `per_minute` a minute (an upstream's own limit)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Return when the next call may be made."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def period_progress(
+    since: datetime, reached: datetime, *, newest_first: bool = False, now: datetime | None = None
+) -> float:
+    """Return how far through the period from `since` to now a read has come (0 to 1).
+
+    Records read oldest first have reached `reached`; read newest first, they go back to it.
+    """
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    period = (now - since).total_seconds()
+    if period <= 0:
+        return 1.0
+    covered = (now - reached) if newest_first else (reached - since)
+    return max(0.0, min(1.0, covered.total_seconds() / period))
 
 
 def decode_form(body: bytes) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -261,6 +262,41 @@ login_failures = Table(
     Column("remote_addr", String(64), nullable=False),
     Column("at", DateTime, nullable=False),
     Index("ix_login_failures_at", "at"),
+)
+
+
+# One import of past records from an upstream's API (`carryover backfill`): where it stands,
+# so that a killed import continues where it stopped and the admin page shows its progress.
+history_imports = Table(
+    "history_imports",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("plugin", String(32), nullable=False),
+    Column("since", DateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # running, done, stopped
+    Column("cursor", Text),  # where the next page starts, as the upstream gave it
+    Column("owner", String(255), nullable=False),  # host:pid of the process running it
+    Column("started_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("imported", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),  # imported before, same version
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("refused", Integer, nullable=False, default=0),
+    Column("reasons", Text, nullable=False, default="{}"),  # {"refused: why": count, …}
+    Column("progress", Float),  # 0 to 1: how far through the period the import has read
+    Column("api_calls", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Index("ix_history_imports_plugin", "plugin", "id"),
+)
+
+# Each past record imported, by its key and version: a second import skips it.
+history_keys = Table(
+    "history_keys",
+    metadata,
+    Column("plugin", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("import_id", Id, nullable=False),
 )
 
 

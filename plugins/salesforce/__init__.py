@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -21,6 +21,7 @@ from middleware.errors import (
     InboundError,
     InvalidSignature,
     MalformedPayload,
+    PermanentUpstreamError,
     TryLater,
     UpstreamError,
 )
@@ -30,14 +31,16 @@ from middleware.integrations.plugin import (
     UNVERIFIED,
     Capability,
     Comment,
+    HistoryPage,
     IdentityType,
     InboundEvent,
     InboundRequest,
     Plugin,
+    period_progress,
 )
 from middleware.integrations.usage import ApiUsage
 from middleware.interaction import Identity, Interaction
-from plugins.salesforce.client import SalesforceClient
+from plugins.salesforce.client import QUERY_BATCH, LoginRefused, SalesforceClient
 from plugins.salesforce.ids import CASE_NUMBER, SALESFORCE_ID, normalise_contact
 from plugins.salesforce.outbound import (
     ACK,
@@ -58,6 +61,17 @@ READ_BACK_NEW_WITHIN = timedelta(hours=24)
 SESSION_CHECKS_KEPT_S = 600  # a session proven to be the org's is believed this long
 # Fields holding record ids: each must be a Salesforce id before it goes anywhere near a URL.
 ID_FIELDS = ("Id", "ContactId", "ParentId", "AccountId", "OwnerId")
+# What an import reads of each case, its contact's email, phones and name included.
+HISTORY_FIELDS = (
+    "Id, CaseNumber, Subject, Description, Status, IsClosed, Origin, Priority, CreatedDate, "
+    "LastModifiedDate, ContactId, SuppliedName, SuppliedEmail, SuppliedPhone, Contact.Name, "
+    "Contact.Email, Contact.Phone, Contact.MobilePhone"
+)
+CONTACT_FIELDS = ("Name", "Email", "Phone", "MobilePhone")
+LOGIN_HINT = (
+    "check integrations.salesforce: session_id and instance_url, or username, password and "
+    "security_token"
+)
 SOAP_TYPES = ("text/xml", "application/soap+xml", "application/xml")
 LOGIN_KEYS = {
     "session id": ("session_id", "instance_url"),
@@ -91,7 +105,9 @@ class SalesforcePlugin(Plugin):
     key = "salesforce"
     title = "Salesforce Service Cloud"
     short_title = "Salesforce"
-    capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
+    capabilities = frozenset(
+        {Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE, Capability.IMPORT_HISTORY}
+    )
     identity_types = (
         IdentityType("salesforce_contact", normalise_contact, system_id=True, lookup=True),
     )
@@ -127,7 +143,11 @@ class SalesforcePlugin(Plugin):
         "require_verified": Setting(
             bool, False, doc="refuse messages nothing proves, instead of reading them back"
         ),
+        "history_keeps_api_calls": Setting(
+            int, 1000, doc="of the org's daily API requests, what an import leaves for the rest"
+        ),
     }
+    history_event_types = ("history.case",)
     event_types = (
         "case.created",
         "case.updated",
@@ -183,7 +203,7 @@ class SalesforcePlugin(Plugin):
                 "that checks the certificate (only its headers are believed)"
             )
         self.client = SalesforceClient(self.options, self.upstream_guard)
-        self._contacts: TTLCache[str, dict[str, Any]] = TTLCache(
+        self._contacts: TTLCache[Any, dict[str, Any]] = TTLCache(
             maxsize=10_000, ttl=self.options["contact_cache_ttl_s"]
         )
         self._contacts_lock = threading.Lock()
@@ -334,6 +354,98 @@ class SalesforcePlugin(Plugin):
         """Look for a comment carrying the marker on the case."""
         return any(marker in body for body in self.client.case_comment_bodies(target_ref))
 
+    def api_calls(self) -> int:
+        """Return the requests sent to Salesforce (logins, reads, comments, queries)."""
+        return self.client.session.sent
+
+    # -- importing history -----------------------------------------------------------------
+    def history(self, since: datetime, cursor: str | None) -> Iterator[HistoryPage]:
+        """Yield the org's cases changed since `since`, 2,000 a batch (query, queryMore).
+
+        The cursor is the last case's LastModifiedDate: a query locator expires after 15
+        minutes, so an import that was stopped queries again from there.
+        """
+        start = _cursor_time(cursor) or since
+        try:
+            batch = self.client.query_page(_cases_since(start))
+            while True:
+                page = self.history_page(batch, since)
+                self._remember_contacts(batch)
+                yield replace(page, cursor=page.cursor or cursor)
+                next_url = batch.get("nextRecordsUrl")
+                if page.done or not isinstance(next_url, str):
+                    return
+                batch = self.client.query_more(next_url)
+        except LoginRefused as exc:
+            raise PermanentUpstreamError(f"{exc}: {LOGIN_HINT}") from exc
+
+    def history_plan(self, since: datetime) -> str | None:
+        """Count the cases and read the org's API budget: "about N API calls of M left"."""
+        try:
+            total = int(self.client.query_page(_cases_since(since, count=True))["totalSize"])
+            budget = self.client.daily_api_requests()
+        except LoginRefused as exc:
+            raise PermanentUpstreamError(f"{exc}: {LOGIN_HINT}") from exc
+        except (KeyError, TypeError, ValueError):
+            return None
+        calls = max(1, -(-total // QUERY_BATCH))
+        plan = f"{total:,} cases: about {calls:,} API call{'s' if calls > 1 else ''}"
+        if budget is not None:
+            remaining, most = budget
+            plan += f" of {remaining:,} left today (of {most:,})"
+        return plan
+
+    def history_budget_left(self) -> int | None:
+        """Return the API calls left today beyond what an import must leave for the rest."""
+        usage = self.client.session.usage
+        if usage is None:
+            return None
+        return usage.allowed - usage.used - int(self.options["history_keeps_api_calls"])
+
+    @classmethod
+    def history_page(cls, page: Mapping[str, Any], since: datetime) -> HistoryPage:
+        """Turn a batch of Case records (with their Contact's fields) into history.case events."""
+        records = page.get("records")
+        if not isinstance(records, list):
+            raise UpstreamError("Salesforce sent a query batch without records")
+        events, refused = [], []
+        for found in records:
+            case_id = found.get("Id") if isinstance(found, dict) else None
+            if not isinstance(case_id, str) or not SALESFORCE_ID.fullmatch(case_id):
+                refused.append(("a case", "its Id is not a Salesforce id"))
+                continue
+            version = found.get("LastModifiedDate")
+            contact = found.get("ContactId")
+            if _salesforce_time(version) is None:
+                refused.append((f"case {case_id}", "LastModifiedDate is not a time"))
+            elif contact not in (None, "") and not (
+                isinstance(contact, str) and SALESFORCE_ID.fullmatch(contact)
+            ):
+                refused.append((f"case {case_id}", "ContactId is not a Salesforce id"))
+            else:
+                record = {k: v for k, v in found.items() if k != "attributes"}
+                key = f"history:case:{case_id}@{version}"
+                events.append(InboundEvent(key, "history.case", {"sObject": record}))
+        versions = [_salesforce_time(e.payload["sObject"]["LastModifiedDate"]) for e in events]
+        reached = max((v for v in versions if v is not None), default=None)
+        return HistoryPage(
+            tuple(events),
+            cursor=reached.isoformat() if reached else None,
+            done=page.get("done") is True,
+            refused=tuple(refused),
+            progress=period_progress(since, reached) if reached else None,
+        )
+
+    def _remember_contacts(self, batch: Mapping[str, Any]) -> None:
+        """Keep the contacts a batch names (its Contact.* fields), for enrich() to find."""
+        with self._contacts_lock:
+            for found in batch.get("records") or []:
+                contact = found.get("Contact") if isinstance(found, dict) else None
+                contact_id = found.get("ContactId") if isinstance(found, dict) else None
+                if isinstance(contact, dict) and isinstance(contact_id, str):
+                    fields = {k: v for k, v in contact.items() if k in CONTACT_FIELDS}
+                    self._contacts[hashkey(contact_id[:15])] = {"Id": contact_id, **fields}
+
     def check_connection(self) -> str | None:
         """Log in and make one REST call."""
         return f"Salesforce answered at {self.client.whoami()}"
@@ -341,6 +453,39 @@ class SalesforcePlugin(Plugin):
     def api_usage(self) -> ApiUsage | None:
         """Return the org's API usage from the last Sforce-Limit-Info header."""
         return self.client.session.usage
+
+
+def _cases_since(start: datetime, *, count: bool = False) -> str:
+    """Return the SOQL of the cases changed since a time, oldest first (or their count)."""
+    # The time is formatted here, never taken as text: nothing reaches the query unchecked.
+    literal = start.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = "COUNT()" if count else HISTORY_FIELDS
+    order = "" if count else " ORDER BY LastModifiedDate, Id"
+    return f"SELECT {fields} FROM Case WHERE LastModifiedDate >= {literal}{order}"
+
+
+def _salesforce_time(value: Any) -> datetime | None:
+    """Read a Salesforce datetime (2026-03-04T16:40:11.000+0000) as naive UTC, else None."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _cursor_time(cursor: str | None) -> datetime | None:
+    """Read a stored cursor (an ISO time this plugin wrote), None for none or a bad one."""
+    if not cursor:
+        return None
+    try:
+        return datetime.fromisoformat(cursor)
+    except ValueError:
+        return None
 
 
 def _check_login(options: dict[str, Any]) -> None:

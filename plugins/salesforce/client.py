@@ -35,6 +35,11 @@ READABLE = frozenset({"Case", "Contact", "CaseComment"})
 # repeats, so a base URL pointed elsewhere cannot echo what it serves.
 ERROR_CODE = re.compile(r"[A-Z_]{1,64}")
 MAX_SESSION_ID = 512
+QUERY_BATCH = 2000  # records a query batch: Salesforce's largest
+# What a query's nextRecordsUrl looks like: /services/data/v59.0/query/01gD0000002HU6KIAW-2000
+QUERY_LOCATOR = re.compile(
+    r"/services/data/v[0-9]{1,3}\.[0-9]/query(All)?/[A-Za-z0-9]{15,18}-[0-9]{1,9}"
+)
 
 
 def require_id(value: str, what: str) -> str:
@@ -50,6 +55,10 @@ def require_id(value: str, what: str) -> str:
 
 class SessionExpired(UpstreamError):
     """Salesforce refused the session (401 INVALID_SESSION_ID)."""
+
+
+class LoginRefused(UpstreamError):
+    """Salesforce refused the configured login or session."""
 
 
 class LimitExceeded(RateLimited):
@@ -85,6 +94,7 @@ class SalesforceSession(requests.Session):
         self.limit_backoff_s = limit_backoff_s
         self.guard = guard or UpstreamGuard(allow_private=True)
         self.usage: ApiUsage | None = None
+        self.sent = 0  # requests sent, for the API calls an import reports
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Send the request to the configured base; raise our errors for limits and sessions."""
@@ -99,6 +109,7 @@ class SalesforceSession(requests.Session):
         return response
 
     def _send_keeping_usage(self, *args: Any, **kwargs: Any) -> requests.Response:
+        self.sent += 1
         response = super().request(*args, **kwargs)
         self._keep_usage(response.headers.get("Sforce-Limit-Info"))
         return response
@@ -229,6 +240,28 @@ class SalesforceClient:
         result = self._call(lambda api: api.query_all(soql))
         return [str(r.get("CommentBody") or "") for r in result.get("records", [])]
 
+    def query_page(self, soql: str) -> dict[str, Any]:
+        """Return the first batch of a query's records (up to 2,000), with nextRecordsUrl."""
+        headers = {"Sforce-Query-Options": f"batchSize={QUERY_BATCH}"}
+        return dict(self._call(lambda api: api.query(soql, headers=headers)))
+
+    def query_more(self, next_records_url: str) -> dict[str, Any]:
+        """Return the next batch of a query (queryMore), by the URL the last batch named."""
+        if not QUERY_LOCATOR.fullmatch(next_records_url):
+            raise UpstreamError("Salesforce named a next batch that is not a query locator")
+        headers = {"Sforce-Query-Options": f"batchSize={QUERY_BATCH}"}
+        return dict(self._call(lambda api: api.query_more(next_records_url, True, headers=headers)))
+
+    def daily_api_requests(self) -> tuple[int, int] | None:
+        """Return the org's (remaining, max) API requests of the last 24 hours."""
+        found = self._call(lambda api: api.limits()).get("DailyApiRequests")
+        if not isinstance(found, dict):
+            return None
+        remaining, most = found.get("Remaining"), found.get("Max")
+        if not isinstance(remaining, int) or not isinstance(most, int):
+            return None
+        return remaining, most
+
     def whoami(self) -> str:
         """Log in if needed and read one contact id: proof that the API answers."""
         self._call(lambda api: api.query("SELECT Id FROM Contact LIMIT 1"))
@@ -241,7 +274,7 @@ class SalesforceClient:
                 return call(self._session_api())
             except SessionExpired:
                 if not self.can_log_in:
-                    raise UpstreamError(
+                    raise LoginRefused(
                         "Salesforce refused session_id (expired?): set a fresh one, or configure "
                         "username/password/security_token or JWT login so Carryover renews it"
                     ) from None
@@ -249,7 +282,7 @@ class SalesforceClient:
                     self._api = None  # log in again, once
                 return call(self._session_api())
         except SalesforceAuthenticationFailed as exc:
-            raise UpstreamError(f"Salesforce login failed: {exc}") from exc
+            raise LoginRefused(f"Salesforce login failed: {exc}") from exc
         except SalesforceError as exc:
             raise _upstream_error(exc) from exc
 

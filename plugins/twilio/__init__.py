@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from middleware.config import Setting
-from middleware.errors import InvalidSignature, MalformedPayload
+from middleware.config import Config, ConfigError, Setting
+from middleware.errors import (
+    InvalidSignature,
+    MalformedPayload,
+    PermanentUpstreamError,
+    UpstreamError,
+)
 from middleware.integrations.plugin import (
     Capability,
+    HistoryPage,
     InboundEvent,
     InboundRequest,
     Plugin,
     decode_form,
     decode_json_object,
     looks_like_json,
+    period_progress,
 )
+from plugins.twilio.client import TwilioClient
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DEFAULT_PORTS = {"https": 443, "http": 80}
 # A Twilio SID: two letters naming the resource (CA a call, SM/MM a message), 32 hex digits.
 SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
+CALL_SID = re.compile(r"CA[0-9a-f]{32}")
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 # CallStatus values, grouped into the three moments of a call Carryover cares about.
 STARTED = frozenset({"queued", "initiated", "ringing"})
 ANSWERED = frozenset({"in-progress", "answered"})
@@ -51,7 +64,7 @@ class TwilioPlugin(Plugin):
 
     key = "twilio"
     title = "Twilio"
-    capabilities = frozenset({Capability.RECEIVE})
+    capabilities = frozenset({Capability.RECEIVE, Capability.IMPORT_HISTORY})
     id_fields = ("*Sid",)  # CallSid, MessageSid, AccountSid: ids, never card numbers
     id_formats = {
         "call": re.compile(r"^CA[0-9a-f]{32}$"),
@@ -60,7 +73,11 @@ class TwilioPlugin(Plugin):
     }
     settings = {
         "auth_token": Setting(str, required=True, secret=True, doc="the account's Auth Token"),
+        "account_sid": Setting(str, doc="AC…, the account's SID: needed to import past calls"),
+        "api_url": Setting(str, "https://api.twilio.com", doc="Twilio's REST API, or any base URL"),
+        "timeout_s": Setting(float, 10.0),
     }
+    history_event_types = ("history.call",)
     event_types = (
         "call.started",
         "call.answered",
@@ -72,6 +89,21 @@ class TwilioPlugin(Plugin):
         "message.status",
     )
     setup_doc = SETUP
+
+    def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
+        super().__init__(settings, config)
+        sid = (self.options.get("account_sid") or "").strip()
+        if sid and not ACCOUNT_SID.fullmatch(sid):
+            raise ConfigError(
+                "integrations.twilio.account_sid: expected AC and 32 hex digits (Console → "
+                f"Account info), got {sid[:40]!r}"
+            )
+        self.client = (
+            TwilioClient(self.upstream_url("api_url"), sid, self.options["auth_token"],
+                         self.options["timeout_s"], self.upstream_guard)
+            if sid
+            else None
+        )  # fmt: skip
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> str:
@@ -112,6 +144,74 @@ class TwilioPlugin(Plugin):
     def acknowledgement(self) -> tuple[bytes, str]:
         """Answer with empty TwiML: Carryover never routes a call or replies to a text."""
         return EMPTY_TWIML, "text/xml"
+
+    # -- importing history -----------------------------------------------------------------
+    def api_calls(self) -> int:
+        """Return the requests sent to Twilio's API (the Calls list)."""
+        return self.client.sent if self.client else 0
+
+    def history(self, since: datetime, cursor: str | None) -> Iterator[HistoryPage]:
+        """Yield the account's calls that started since `since`, newest first, 1,000 a page."""
+        if self.client is None:
+            raise PermanentUpstreamError(
+                "set integrations.twilio.account_sid (Console → Account info) to import calls"
+            )
+        while True:
+            page = self.history_page(self.client.calls_page(since.date(), cursor), since)
+            yield page
+            if page.done or not page.cursor:
+                return
+            cursor = page.cursor
+
+    @classmethod
+    def history_page(cls, page: Mapping[str, Any], since: datetime) -> HistoryPage:
+        """Turn a page of the Calls list into history.call events (agent legs left out)."""
+        calls = page.get("calls")
+        next_page = page.get("next_page_uri")
+        if not isinstance(calls, list) or not isinstance(next_page, str | None):
+            raise UpstreamError("Twilio sent a Calls page without calls or next_page_uri")
+        events, skipped, refused = [], [], []
+        oldest: datetime | None = None
+        for call in calls:
+            sid = call.get("sid") if isinstance(call, dict) else None
+            if not isinstance(sid, str) or not CALL_SID.fullmatch(sid):
+                refused.append(("a call", "its sid is not a Twilio call SID"))
+                continue
+            status = str(call.get("status") or "").lower()
+            started = _twilio_time(call.get("start_time"))
+            if call.get("parent_call_sid"):
+                skipped.append((sid, "an agent's leg of another call"))
+            elif status not in ENDED:
+                skipped.append((sid, "not ended yet (its status callbacks bring it)"))
+            elif started is None or not isinstance(call.get("date_updated"), str):
+                refused.append((sid, "start_time or date_updated is not a time"))
+            else:
+                direction = str(call.get("direction") or "inbound")
+                # The outside party: the caller on inbound calls, the callee on outbound ones.
+                customer = call.get("from" if direction == "inbound" else "to")
+                payload = dict(call, call_id=sid, customer=customer)
+                key = f"history:call:{sid}@{status}"
+                events.append(InboundEvent(key, "history.call", payload))
+                oldest = started if oldest is None else min(oldest, started)
+        return HistoryPage(
+            tuple(events),
+            cursor=next_page,
+            done=next_page is None,
+            skipped=tuple(skipped),
+            refused=tuple(refused),
+            progress=period_progress(since, oldest, newest_first=True) if oldest else None,
+        )
+
+
+def _twilio_time(value: Any) -> datetime | None:
+    """Read Twilio's RFC 2822 time (Fri, 04 Dec 2026 10:00:00 +0000) as naive UTC."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def sign(token: str, url: str, params: list[tuple[str, str]]) -> str:

@@ -8,13 +8,14 @@ import hmac
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
 from cachetools import TTLCache, cachedmethod
+from cachetools.keys import hashkey
 
 from middleware.config import Setting
 from middleware.errors import (
@@ -22,16 +23,21 @@ from middleware.errors import (
     MalformedPayload,
     PermanentUpstreamError,
     UnsupportedEvent,
+    UpstreamError,
 )
 from middleware.ingest import json_input
+from middleware.integrations.network import UpstreamGuard
 from middleware.integrations.plugin import (
     NOTE_SETTINGS,
     Capability,
     Comment,
+    HistoryPage,
     IdentityType,
     InboundEvent,
     InboundRequest,
+    Pacer,
     Plugin,
+    period_progress,
 )
 from middleware.interaction import Identity, Interaction
 from plugins.zendesk.client import ZendeskClient
@@ -52,6 +58,8 @@ IDENTITY_TYPES = {
 }
 
 ZENDESK_ID = re.compile(r"^[0-9]{1,20}$")  # tickets, users, comments: 64-bit integers
+SHOW_MANY = 100  # users one show_many call returns
+MAX_TIME_CHARS = 40  # 2026-03-01T10:00:00.123456+00:00 and no longer: it goes into a key
 
 
 def normalise_user(value: str) -> str | None:
@@ -78,7 +86,9 @@ class ZendeskPlugin(Plugin):
 
     key = "zendesk"
     title = "Zendesk"
-    capabilities = frozenset({Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE})
+    capabilities = frozenset(
+        {Capability.RECEIVE, Capability.ENRICH, Capability.WRITE_NOTE, Capability.IMPORT_HISTORY}
+    )
     identity_types = (IdentityType("zendesk_user", normalise_user, system_id=True, lookup=True),)
     # Zendesk's ids ("id", "requester_id") have 13 digits or more: one in ten passes Luhn.
     id_fields = ("id", "*_id")
@@ -92,8 +102,14 @@ class ZendeskPlugin(Plugin):
         "ticket_updates_per_minute": Setting(int, 100),
         "user_cache_ttl_s": Setting(int, 300),
         "timeout_s": Setting(float, 10.0),
+        "export_requests_per_minute": Setting(
+            int,
+            10,
+            doc="pages of the ticket export a minute: Zendesk allows 10 (30 with High Volume API)",
+        ),
         **NOTE_SETTINGS,
     }
+    history_event_types = ("history.ticket",)
     event_types = (
         "ticket.created",
         "ticket.comment_added",
@@ -111,10 +127,17 @@ class ZendeskPlugin(Plugin):
             self.upstream_url("url"), self.options["email"], self.options["api_token"],
             self.options["timeout_s"], self.upstream_guard,
         )  # fmt: skip
-        self._users: TTLCache[int, tuple[dict[str, Any], list[dict[str, Any]]]] = TTLCache(
+        self._users: TTLCache[Any, tuple[dict[str, Any], list[dict[str, Any]]]] = TTLCache(
             maxsize=10_000, ttl=self.options["user_cache_ttl_s"]
         )
         self._users_lock = threading.Lock()
+        # The export has a rate limit of its own: its 429s must not pause notes and lookups.
+        self.exports = ZendeskClient(
+            self.upstream_url("url"), self.options["email"], self.options["api_token"],
+            self.options["timeout_s"], UpstreamGuard(config.allow_private_upstreams, self.key,
+                                                     self.title),
+        )  # fmt: skip
+        self._export_pacer = Pacer(self.options["export_requests_per_minute"])
 
     # -- naming records for agents ---------------------------------------------------------
     @classmethod
@@ -240,6 +263,90 @@ class ZendeskPlugin(Plugin):
         """Look for a comment carrying the marker on the ticket."""
         return self.client.has_comment_containing(_ticket_id(target_ref), marker)
 
+    def api_calls(self) -> int:
+        """Return the requests sent to Zendesk's API (notes, lookups and exports)."""
+        return self.client.api.users.session.sent + self.exports.api.users.session.sent
+
+    # -- importing history -----------------------------------------------------------------
+    def history(self, since: datetime, cursor: str | None) -> Iterator[HistoryPage]:
+        """Yield the pages of the incremental ticket export, requesters looked up in bulk."""
+        start_time = int(since.replace(tzinfo=UTC).timestamp())
+        while True:
+            self._export_pacer.wait()
+            found = self.history_page(
+                self.exports.export_tickets(None if cursor else start_time, cursor), since
+            )
+            self._look_up_requesters(e.payload["ticket"].get("requester_id") for e in found.events)
+            yield found
+            if found.done or not found.cursor:
+                return
+            cursor = found.cursor
+
+    def history_plan(self, since: datetime) -> str | None:
+        """Say how fast the export reads: a page of 1,000 tickets, so many pages a minute."""
+        pace = self.options["export_requests_per_minute"]
+        return f"reads 1,000 tickets a request, at most {pace} requests a minute"
+
+    @classmethod
+    def history_page(cls, page: Mapping[str, Any], since: datetime) -> HistoryPage:
+        """Turn a page of the incremental ticket export into history.ticket events."""
+        tickets = page.get("tickets")
+        cursor = page.get("after_cursor")
+        if not isinstance(tickets, list) or not isinstance(cursor, str | None):
+            raise UpstreamError("Zendesk sent an export page without tickets or cursor")
+        users = {str(u.get("id")): u for u in page.get("users") or [] if isinstance(u, dict)}
+        events, skipped, refused = [], [], []
+        for ticket in tickets:
+            ticket_id = zendesk_id(ticket.get("id")) if isinstance(ticket, dict) else None
+            if ticket_id is None:
+                refused.append(("a ticket", "its id is not a Zendesk id"))
+                continue
+            record = f"ticket #{ticket_id}"
+            version = ticket.get("updated_at")
+            requester = ticket.get("requester_id")
+            if not isinstance(version, str) or _time(version) is None:
+                refused.append((record, "updated_at is not a time"))
+            elif ticket.get("status") == "deleted":
+                skipped.append((record, "deleted in Zendesk"))
+            elif requester not in (None, "") and zendesk_id(requester) is None:
+                refused.append((record, "requester_id is not a Zendesk id"))
+            else:
+                payload = {
+                    "ticket": ticket,
+                    "requester": users.get(str(requester)),
+                    "assignee": users.get(str(ticket.get("assignee_id"))),
+                }
+                key = f"history:ticket:{ticket_id}@{version}"
+                events.append(InboundEvent(key, "history.ticket", payload))
+        versions = [_time(str(e.payload["ticket"]["updated_at"])) for e in events]
+        reached = max((v for v in versions if v is not None), default=None)
+        return HistoryPage(
+            tuple(events),
+            cursor=cursor,
+            done=page.get("end_of_stream") is True,
+            skipped=tuple(skipped),
+            refused=tuple(refused),
+            progress=period_progress(since, reached) if reached else None,
+        )
+
+    def _look_up_requesters(self, user_ids: Iterable[Any]) -> None:
+        """Look the requesters not yet known up, 100 a call, for enrich() to find."""
+        wanted = sorted({int(u) for u in map(zendesk_id, user_ids) if u is not None})
+        with self._users_lock:
+            wanted = [u for u in wanted if hashkey(u) not in self._users]
+        for i in range(0, len(wanted), SHOW_MANY):
+            chunk = wanted[i : i + SHOW_MANY]
+            users, identities = self.client.users_with_identities(chunk)
+            by_user: dict[int, list[dict[str, Any]]] = {u: [] for u in chunk}
+            for item in identities:
+                owner = zendesk_id(item.get("user_id"))
+                if owner is not None and int(owner) in by_user:
+                    by_user[int(owner)].append(item)
+            found = {int(u["id"]): u for u in users if zendesk_id(u.get("id")) is not None}
+            with self._users_lock:
+                for user_id in chunk:  # a user gone since is known as gone: not asked again
+                    self._users[hashkey(user_id)] = (found.get(user_id, {}), by_user[user_id])
+
     def check_connection(self) -> str | None:
         """Ask Zendesk who the API token belongs to."""
         return f"Zendesk answered as {self.client.whoami()}"
@@ -247,6 +354,17 @@ class ZendeskPlugin(Plugin):
     def write_budget_per_minute(self) -> int | None:
         """Keep ticket updates under the configured share of Zendesk's 100/min limit."""
         return int(self.options["ticket_updates_per_minute"]) or None
+
+
+def _time(text: str) -> datetime | None:
+    """Read a Zendesk time (2026-03-01T10:00:00Z) as naive UTC; None if it is none."""
+    if len(text) > MAX_TIME_CHARS:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _texts(*values: Any) -> tuple[str, ...]:

@@ -24,6 +24,10 @@ MAX_RETRY_AFTER = 3600.0
 # Zendesk's own error names ("RecordNotFound", "InvalidEndpoint"): the only part of an error
 # body an error message repeats, so a base URL pointed elsewhere cannot echo what it serves.
 ERROR_NAME = re.compile(r"[A-Za-z_]{1,64}")
+EXPORT_PAGE = 1000  # tickets a page of the incremental export (Zendesk's maximum)
+EXPORT_REFUSED = (
+    "check integrations.zendesk.email and api_token (the export needs an admin's API token)"
+)
 
 
 class RebasedSession(requests.Session):
@@ -33,6 +37,7 @@ class RebasedSession(requests.Session):
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.guard = guard or UpstreamGuard(allow_private=True)
+        self.sent = 0  # requests sent, for the API calls an import reports
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Send the request to the real base URL; raise RateLimited on 429."""
@@ -41,6 +46,7 @@ class RebasedSession(requests.Session):
         # The API never redirects; a redirect would leave the host that was checked.
         kwargs["allow_redirects"] = False
         send = partial(super().request, method, real_url, *args, **kwargs)
+        self.sent += 1
         response = send_observed(self.guard, "Zendesk", real_url, send, _rate_limit)
         response.url = placeholder_url
         if response.request is not None:
@@ -95,6 +101,33 @@ class ZendeskClient:
             raise _upstream_error(exc) from exc
         return user.to_dict(), [i.to_dict() for i in found]
 
+    def users_with_identities(
+        self, user_ids: list[int]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Return up to 100 users and all their identities in one call (show_many)."""
+        try:
+            found = self.api.users(ids=user_ids, include=["identities"])
+        except (APIException, ZenpyException, requests.HTTPError) as exc:
+            raise _upstream_error(exc) from exc
+        page = _raw_page(found)
+        return _objects(page, "users"), _objects(page, "identities")
+
+    def export_tickets(self, start_time: int | None, cursor: str | None) -> dict[str, Any]:
+        """Return one page of the incremental ticket export, its users side-loaded.
+
+        The first page starts at a time, the next ones at the cursor the last one gave.
+        """
+        wanted = {"cursor": cursor} if cursor else {"start_time": start_time}
+        try:
+            found = self.api.tickets.incremental(**wanted, include=["users"], per_page=EXPORT_PAGE)
+        except (APIException, ZenpyException, requests.HTTPError) as exc:
+            error = _upstream_error(exc)
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise PermanentUpstreamError(f"{error}: {EXPORT_REFUSED}") from exc
+            raise error from exc
+        return _raw_page(found)
+
     def whoami(self) -> str:
         """Return the name and role of the agent the API token belongs to."""
         try:
@@ -126,6 +159,24 @@ class ZendeskClient:
             return False
         except (APIException, ZenpyException, requests.HTTPError) as exc:
             raise _upstream_error(exc) from exc
+
+
+def _raw_page(found: Any) -> dict[str, Any]:
+    """Return the JSON page a zenpy result generator was built from.
+
+    zenpy turns a page into objects and keeps side-loads and cursors to itself; an import
+    needs the page as Zendesk sent it (its cursor, end_of_stream, the side-loaded users).
+    """
+    page = getattr(found, "_response_json", None)
+    if not isinstance(page, dict):
+        raise UpstreamError("Zendesk answered with no JSON page")
+    return page
+
+
+def _objects(page: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Return a page's list of objects, leaving out anything that is not one."""
+    found = page.get(name)
+    return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
 
 
 def _upstream_error(exc: Exception) -> UpstreamError:

@@ -15,7 +15,7 @@ import yaml
 from middleware.cli import main
 from middleware.config import Config, validate_section
 from middleware.errors import UnsupportedEvent
-from middleware.integrations.plugin import InboundRequest, Plugin
+from middleware.integrations.plugin import Capability, InboundRequest, Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.interaction import CHANNELS, DIRECTIONS, KINDS, Identity
 from middleware.process.mapping import MappingError, PluginMapping, load_mapping, parse_mapping
@@ -85,15 +85,52 @@ def test_shipped_mapping_validates_and_only_names_declared_events(key):
     mapping = shipped(key)
     assert mapping.source == key
     assert mapping.events
-    assert set(mapping.events) <= set(CLASSES[key].event_types)
+    assert set(mapping.events) <= set(CLASSES[key].event_types + CLASSES[key].history_event_types)
 
 
 @pytest.mark.parametrize("key", PLUGINS)
 def test_every_mapped_event_type_has_a_fixture_named_after_it(key):
-    """Each event the mapping handles has <event>.json or <event>__<variant>.json."""
+    """Each webhook event the mapping handles has <event>.json or <event>__<variant>.json."""
     stems = {p.stem.split("__")[0] for p in fixtures_of(key)}
-    missing = [e for e in shipped(key).events if e.replace(".", "_") not in stems]
+    history = set(CLASSES[key].history_event_types)
+    missing = [
+        e for e in shipped(key).events if e not in history and e.replace(".", "_") not in stems
+    ]
     assert missing == []
+
+
+IMPORTERS = sorted(k for k in PLUGINS if Capability.IMPORT_HISTORY in CLASSES[k].capabilities)
+
+
+def history_fixtures(key: str) -> list[Path]:
+    """Return a plugin's history fixtures: pages of its API as the vendor sends them."""
+    return sorted((CLASSES[key].folder() / "fixtures" / "history").glob("*.json"))
+
+
+def test_the_tools_with_an_api_to_read_can_import_their_history():
+    """Zendesk, Salesforce and Twilio declare that they import history."""
+    assert IMPORTERS == ["salesforce", "twilio", "zendesk"]
+
+
+@pytest.mark.parametrize("key", IMPORTERS)
+def test_every_history_event_type_comes_from_a_history_fixture_and_maps_cleanly(key):
+    """Each page in fixtures/history/ reads as events of the declared history types, every
+    one of which the shipped mapping maps to a record of the plugin, keyed by its version."""
+    cls = CLASSES[key]
+    mapping = shipped(key)
+    produced = set()
+    assert history_fixtures(key)
+    for path in history_fixtures(key):
+        page = cls.history_page(json.loads(path.read_bytes()), datetime(2025, 12, 6))
+        assert page.events, path.name
+        for event in page.events:
+            produced.add(event.type)
+            assert event.key.startswith("history:") and "@" in event.key
+            interaction = mapping.apply(event.type, event.payload, RECEIVED)
+            assert interaction.source == key
+            assert interaction.kind in KINDS and interaction.channel in CHANNELS
+            assert interaction.occurred_at != RECEIVED, "the record's own time is mapped"
+    assert produced == set(cls.history_event_types)
 
 
 @pytest.mark.parametrize("key", PLUGINS)
