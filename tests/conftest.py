@@ -123,12 +123,13 @@ def build_config(
     zendesk_options: dict[str, Any] | None = None,
     phone: bool = False,
     salesforce: dict[str, Any] | None = None,
+    twilio: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Config:
     """Build a validated configuration for tests (zendesk_options override plugin settings).
 
-    phone=True also connects Twilio and the generic CTI; salesforce (settings over the test
-    org's defaults) connects Salesforce.
+    phone=True also connects Twilio (twilio: more of its settings) and the generic CTI;
+    salesforce (settings over the test org's defaults) connects Salesforce.
     """
     raw: dict[str, Any] = {
         "database_url": database_url,
@@ -152,7 +153,7 @@ def build_config(
         }
     if phone:
         raw.setdefault("integrations", {})
-        raw["integrations"]["twilio"] = {"auth_token": TWILIO_TOKEN}
+        raw["integrations"]["twilio"] = {"auth_token": TWILIO_TOKEN, **(twilio or {})}
         raw["integrations"]["cti"] = {"secret": CTI_SECRET}
     if salesforce is not None:
         raw.setdefault("integrations", {})

@@ -41,6 +41,7 @@ from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
+from webui import history as history_pages
 from webui import integrations as integration_pages
 from webui import mappings as mapping_pages
 from webui import summary_templates as template_pages
@@ -51,6 +52,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="template
 # The pages of other modules, nested under /admin and so behind the guard below.
 bp.register_blueprint(deliveries_pages.bp)
 bp.register_blueprint(integration_pages.bp)
+bp.register_blueprint(history_pages.bp)
 bp.register_blueprint(customer_pages.bp)
 bp.register_blueprint(mapping_pages.bp)
 bp.register_blueprint(template_pages.bp)

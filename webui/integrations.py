@@ -25,6 +25,7 @@ from middleware.integrations.faults import UpstreamFaults, latest_error, read_fa
 from middleware.integrations.plugin import Plugin
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
+from webui.history import history_section
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -195,7 +196,7 @@ def _page(
         editable=source != "file", error=error, revealed=revealed,
         revealed_path=quote(revealed, safe="") if revealed else None,
         saved=saved[0] if saved and source else None, generated=cls.generated_secret,
-        can_seal=core.secret_box is not None, now=utcnow(),
+        can_seal=core.secret_box is not None, now=utcnow(), history=history_section(plugin),
     )  # fmt: skip
 
 

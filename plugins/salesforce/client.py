@@ -248,7 +248,9 @@ class SalesforceClient:
     def query_more(self, next_records_url: str) -> dict[str, Any]:
         """Return the next batch of a query (queryMore), by the URL the last batch named."""
         if not QUERY_LOCATOR.fullmatch(next_records_url):
-            raise UpstreamError("Salesforce named a next batch that is not a query locator")
+            raise PermanentUpstreamError(
+                "Salesforce named a next batch that is not a query locator"
+            )
         headers = {"Sforce-Query-Options": f"batchSize={QUERY_BATCH}"}
         return dict(self._call(lambda api: api.query_more(next_records_url, True, headers=headers)))
 

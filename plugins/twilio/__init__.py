@@ -30,7 +30,7 @@ from middleware.integrations.plugin import (
     looks_like_json,
     period_progress,
 )
-from plugins.twilio.client import TwilioClient
+from plugins.twilio.client import NOT_CALLS, TwilioClient
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -158,6 +158,8 @@ class TwilioPlugin(Plugin):
             )
         while True:
             page = self.history_page(self.client.calls_page(since.date(), cursor), since)
+            if page.cursor is not None and not self.client.is_calls_page(page.cursor):
+                raise PermanentUpstreamError(NOT_CALLS)  # before its cursor could be kept
             yield page
             if page.done or not page.cursor:
                 return

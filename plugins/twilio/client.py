@@ -18,6 +18,7 @@ CALLS_PAGE = 1000  # calls a page: Twilio's largest PageSize
 RETRY_AFTER_S = 5.0  # Twilio's 429 (error 20429) names no wait
 MAX_PAGE_URI = 2000
 REFUSED = "check integrations.twilio.account_sid and auth_token"
+NOT_CALLS = "Twilio named a next page that is not this account's calls"
 
 
 class TwilioClient:
@@ -42,8 +43,8 @@ class TwilioClient:
     def calls_page(self, since: date | None, page_uri: str | None) -> dict[str, Any]:
         """Return the first page of calls that started on or after `since`, or a next page."""
         if page_uri is not None:
-            if len(page_uri) > MAX_PAGE_URI or not self._next_page.fullmatch(page_uri):
-                raise UpstreamError("Twilio named a next page that is not this account's calls")
+            if not self.is_calls_page(page_uri):
+                raise PermanentUpstreamError(NOT_CALLS)
             uri = page_uri
         else:
             start = since.isoformat() if since else ""
@@ -63,6 +64,10 @@ class TwilioClient:
         if not isinstance(page, dict):
             raise UpstreamError("Twilio answered with no JSON page")
         return page
+
+    def is_calls_page(self, page_uri: str) -> bool:
+        """Tell whether a page Twilio names is a page of this account's Calls list."""
+        return len(page_uri) <= MAX_PAGE_URI and bool(self._next_page.fullmatch(page_uri))
 
 
 def _rate_limit(response: requests.Response) -> tuple[str, RateLimited] | None:

@@ -1,0 +1,131 @@
+"""Importing an integration's history from its admin page: start, watch, stop.
+
+The import runs in a thread of the web process (or in `carryover backfill`, in a process of
+its own); either way its progress lives in the store, so the page shows it wherever it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from middleware.integrations.plugin import Capability, Plugin
+from middleware.process.backfill import (
+    HistoryImport,
+    ImportBusy,
+    ImportState,
+    latest_import,
+    parse_since,
+)
+from middleware.store.tables import reading
+from middleware.terminal import duration
+from middleware.web.current import current_installation
+
+log = logging.getLogger(__name__)
+bp = Blueprint("history", __name__, url_prefix="/integrations")
+DEFAULT_SINCE = "90d"
+
+
+def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
+    """Describe an integration's imports for its page, None when it cannot import."""
+    if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
+        return None
+    core = current_installation()
+    with reading(core.engine) as conn:
+        state = latest_import(conn, plugin.key)
+    return {
+        "key": plugin.key,
+        "title": plugin.short_title or plugin.title,
+        "state": state,
+        "live": bool(state and state.is_live),
+        "here": plugin.key in _jobs(),  # runs in this process: it can be stopped from here
+        "rate": f"{state.rate:,.0f}" if state and state.rate else None,
+        "left": duration(state.eta_s) if state and state.eta_s is not None else None,
+        "took": duration(state.elapsed_s) if state else None,
+        "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
+        "default_since": DEFAULT_SINCE,
+    }
+
+
+@bp.get("/<key>/history")
+def progress(key: str) -> str:
+    """Return the history section alone, for the page to refresh while an import runs."""
+    section = history_section(current_installation().registry.get(key))
+    if section is None:
+        abort(404, "This integration does not import history.")
+    return render_template("admin/_history.html", history=section)
+
+
+@bp.post("/<key>/history")
+def start(key: str) -> ResponseReturnValue:
+    """Start importing the integration's history since the given date, in the background."""
+    core = current_installation()
+    plugin = core.registry.get(key)
+    if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
+        abort(404, "This integration is not connected, or does not import history.")
+    back = redirect(url_for("admin.integrations.detail", key=key) + "#history")
+    try:
+        since = parse_since(request.form.get("since") or DEFAULT_SINCE)
+    except ValueError as exc:
+        flash(f"Not started: since: {exc}", "error")
+        return back
+    stopping = threading.Event()
+    job = HistoryImport(core, plugin, since, stopping=stopping)
+    try:
+        job.begin()
+    except ImportBusy as exc:
+        flash(f"Not started: {exc}.", "error")
+        return back
+    jobs = _jobs()
+    jobs[key] = stopping
+    thread = threading.Thread(target=_run, args=(job, jobs, key), daemon=True,
+                              name=f"carryover-history-{key}")  # fmt: skip
+    thread.start()
+    current_app.logger.info("admin %s started a %s history import since %s",
+                            g.admin.username, key, since.date())  # fmt: skip
+    verb = "Continuing the import" if job.resumed else "Importing"
+    flash(f"{verb} of {plugin.title} history since {since:%Y-%m-%d}; nothing is written to it.")
+    return back
+
+
+@bp.post("/<key>/history/stop")
+def stop(key: str) -> ResponseReturnValue:
+    """Stop an import this process runs after its current page (it can be continued)."""
+    stopping = _jobs().get(key)
+    if stopping is None:
+        abort(409, "No import of this integration runs in this web process (one started with "
+                   "`carryover backfill` stops with Ctrl-C).")  # fmt: skip
+    stopping.set()
+    flash("Stopping after the current page; start it again to continue where it stopped.")
+    return redirect(url_for("admin.integrations.detail", key=key) + "#history")
+
+
+def _run(job: HistoryImport, jobs: dict[str, threading.Event], key: str) -> ImportState | None:
+    """Run an import to its end, and forget it then."""
+    try:
+        return job.run()
+    except Exception:  # the store failed under it: its row says running until it goes stale
+        log.exception("the %s history import failed", key)
+        return None
+    finally:
+        jobs.pop(key, None)
+
+
+def _jobs() -> dict[str, threading.Event]:
+    """Return the imports running in this process, by integration: how to stop each."""
+    jobs: dict[str, threading.Event] = current_app.extensions.setdefault("history.jobs", {})
+    return jobs
