@@ -753,6 +753,11 @@ class FakeSalesforce(FakeUpstream):
         with self._lock:
             return dict(self._stored("Case", case_id))
 
+    def records(self, sobject: str) -> list[dict[str, Any]]:
+        """Return every stored record of an object (Case, Contact, …), oldest first."""
+        with self._lock:
+            return [dict(record) for record in self._records[sobject].values()]
+
     def comments(self, case_id: str) -> list[dict[str, Any]]:
         """Return the comments written to a case, oldest first."""
         parent_id = _require_id18(case_id)
