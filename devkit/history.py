@@ -503,8 +503,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=options.seed,
     )
     fakes = (zendesk.start(), salesforce.start(), twilio.start())
-    print(_announcement(summary, zendesk, salesforce, twilio), flush=True)
+    # Printed inside the try: a Ctrl-C right after the last line still stops cleanly.
     try:
+        print(_announcement(summary, zendesk, salesforce, twilio), flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         print("stopping", flush=True)
