@@ -243,7 +243,8 @@ def _later(rng: random.Random, start: datetime, now: datetime) -> datetime:
 def _first_message(rng: random.Random, created: datetime) -> tuple[str, str]:
     """Return a subject and the customer's first message about it."""
     subject, text = rng.choice(TOPICS)
-    day = (created - timedelta(days=rng.randint(2, 12))).strftime("%B %-d")
+    earlier = created - timedelta(days=rng.randint(2, 12))
+    day = f"{earlier:%B} {earlier.day}"
     values = {
         "order": rng.randint(100000, 999999),
         "day": day,
