@@ -91,6 +91,8 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
         "ContactId": "id",
         "SuppliedEmail": "string",
         "SuppliedPhone": "string",
+        "SuppliedName": "string",
+        "Priority": "string",
         "IsClosed": "boolean",
         "CreatedDate": "datetime",
         "LastModifiedDate": "datetime",
@@ -106,8 +108,19 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "Organization": {"Id": "id", "Name": "string"},
 }
 CASE_WRITABLE = frozenset(
-    {"Subject", "Description", "Status", "Origin", "ContactId", "SuppliedEmail", "SuppliedPhone"}
-)
+    {"Subject", "Description", "Status", "Origin", "ContactId", "SuppliedEmail", "SuppliedPhone",
+     "SuppliedName", "Priority"}
+)  # fmt: skip
+# The lookups a query may follow from an object: relationship name → (object, its id field).
+RELATIONSHIPS: dict[str, dict[str, tuple[str, str]]] = {
+    "Case": {"Contact": ("Contact", "ContactId")}
+}
+# Query paging: a batch is 2,000 records unless Sforce-Query-Options asks for 200 to 2,000;
+# a user keeps at most 10 query cursors open, opening another releases the oldest.
+QUERY_BATCH_DEFAULT = 2000
+QUERY_BATCH_MIN = 200
+OPEN_LOCATORS_MAX = 10
+INVALID_LOCATOR = [{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}]
 COMMENT_WRITABLE = frozenset({"ParentId", "CommentBody", "IsPublished"})
 OUTBOUND_CASE_FIELDS = (
     "Id", "CaseNumber", "ContactId", "Subject", "Description", "Origin", "Status", "IsClosed",
@@ -138,6 +151,9 @@ REST_ROUTES = Map(
         Rule(f"{DATA}/sobjects/CaseComment/", endpoint="create_comment", methods=["POST"]),
         Rule(f"{DATA}/query/", endpoint="query", methods=["GET"]),
         Rule(f"{DATA}/queryAll/", endpoint="query", methods=["GET"]),
+        Rule(f"{DATA}/query/<locator>", endpoint="query_more", methods=["GET"]),
+        Rule(f"{DATA}/queryAll/<locator>", endpoint="query_more", methods=["GET"]),
+        Rule(f"{DATA}/limits/", endpoint="limits", methods=["GET"]),
     ],
     converters=CONVERTERS,
     strict_slashes=False,
@@ -238,12 +254,14 @@ class _Condition:
     field: str
     negated: bool
     values: list[object]
+    operator: str = "="  # or <, <=, >, >= (with one value)
 
 
 @dataclass
 class _Soql:
-    fields: list[str]
+    fields: list[str]  # empty for SELECT COUNT()
     sobject: str
+    count: bool = False
     conditions: list[_Condition] = field(default_factory=list)
     any_condition: bool = False
     order: list[tuple[str, bool, bool]] = field(default_factory=list)
@@ -251,8 +269,10 @@ class _Soql:
 
 
 SOQL_TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>-?\d+(?:\.\d+)?)"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)|(?P<symbol>!=|<>|[=,()])|(?P<other>\S))",
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')"
+    r"|(?P<datetime>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,3})?(?:Z|[+-]\d\d:\d\d))"
+    r"|(?P<number>-?\d+(?:\.\d+)?)"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)|(?P<symbol>!=|<>|<=|>=|[=<>,()])|(?P<other>\S))",
     re.DOTALL,
 )
 SOQL_ESCAPES = {
@@ -316,7 +336,32 @@ def _equal(field_type: str, stored: object, wanted: object) -> bool:
     if isinstance(stored, str) and isinstance(wanted, str) and field_type == "string":
         # SOQL compares text without regard to case; ids and booleans compare exactly.
         return stored.casefold() == wanted.casefold()
+    if field_type == "datetime" and stored is not None and wanted is not None:
+        return bool(_comparable(field_type, stored) == wanted)
     return stored == wanted
+
+
+def _comparable(field_type: str, value: object) -> Any:
+    """Return a stored value as SOQL compares it: datetimes as times, text without case."""
+    if field_type == "datetime" and isinstance(value, str):
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+    if field_type == "string" and isinstance(value, str):
+        return value.casefold()
+    return value
+
+
+def _ordered(field_type: str, stored: object, operator: str, wanted: object) -> bool:
+    """Tell whether a stored value is <, <=, > or >= a filter value (never when null)."""
+    if stored is None or wanted is None:
+        return False
+    left, right = _comparable(field_type, stored), _comparable(field_type, wanted)
+    outcomes = {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}
+    return outcomes[operator]
+
+
+def _datetime_literal(text: str) -> datetime:
+    """Read a SOQL dateTime literal: 2025-12-06T00:00:00Z, with milliseconds or an offset."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _sort_key(value: object) -> Any:
@@ -337,11 +382,12 @@ class _SoqlParser:
 
     def parse(self) -> _Soql:
         self.expect("SELECT")
-        fields = [self.name()]
-        while self.accept_symbol(","):
-            fields.append(self.name())
+        counting = self.accept_count()
+        fields = [] if counting else [self.path()]
+        while not counting and self.accept_symbol(","):
+            fields.append(self.path())
         self.expect("FROM")
-        soql = _Soql(fields, self.name())
+        soql = _Soql(fields, self.name(), count=counting)
         if self.accept("WHERE"):
             soql.conditions.append(self.condition())
             connector: str | None = None
@@ -375,8 +421,10 @@ class _SoqlParser:
             self.expect("IN")
             return _Condition(name, True, self.literal_list())
         kind, text = self.next()
-        if kind != "symbol" or text not in ("=", "!=", "<>"):
+        if kind != "symbol" or text not in ("=", "!=", "<>", "<", "<=", ">", ">="):
             self.unexpected(text)
+        if text in ("<", "<=", ">", ">="):
+            return _Condition(name, False, [self.literal()], text)
         return _Condition(name, text != "=", [self.literal()])
 
     def literal_list(self) -> list[object]:
@@ -393,6 +441,8 @@ class _SoqlParser:
         kind, text = self.next()
         if kind == "string":
             return _soql_string(text)
+        if kind == "datetime":
+            return _datetime_literal(text)
         if kind == "number":
             return float(text) if "." in text else int(text)
         keywords: dict[str, object] = {"TRUE": True, "FALSE": False, "NULL": None}
@@ -411,6 +461,21 @@ class _SoqlParser:
                 self.unexpected()
             nulls_last = self.next()[1].upper() == "LAST"
         return name, descending, nulls_last
+
+    def accept_count(self) -> bool:
+        """Take COUNT() as the whole select list, if it is there."""
+        tokens = self.tokens[self.position : self.position + 3]
+        if [token[1].upper() for token in tokens] == ["COUNT", "(", ")"]:
+            self.position += 3
+            return True
+        return False
+
+    def path(self) -> str:
+        """Take a field, or a relationship's field (Contact.Email): one dot at most."""
+        kind, text = self.next()
+        if kind != "word" or text.count(".") > 1 or text.startswith(".") or text.endswith("."):
+            self.unexpected(text)
+        return text
 
     def name(self) -> str:
         kind, text = self.next()
@@ -451,6 +516,59 @@ class _SoqlParser:
             at_end = self.position >= len(self.tokens)
             text = "<EOF>" if at_end else self.tokens[self.position][1]
         raise _SoqlError("MALFORMED_QUERY", f"unexpected token: {text}")
+
+
+def _field_name(sobject: str, given: str) -> str:
+    """Return a field's own spelling, or raise Salesforce's INVALID_FIELD."""
+    canonical = {name.lower(): name for name in FIELD_TYPES[sobject]}
+    if given.lower() not in canonical:
+        hint = CUSTOM_SUFFIX_HINT.format(kind="field", what="custom field name")
+        message = f"No such column '{given}' on entity '{sobject}'. {hint}"
+        raise _SoqlError("INVALID_FIELD", message)
+    return canonical[given.lower()]
+
+
+def _field_path(sobject: str, given: str) -> tuple[str, ...]:
+    """Return a selected field as (name,) or (relationship, name) in their own spelling."""
+    if "." not in given:
+        return (_field_name(sobject, given),)
+    relationship, name = given.split(".")
+    known = {rel.lower(): rel for rel in RELATIONSHIPS.get(sobject, {})}
+    if relationship.lower() not in known:
+        hint = CUSTOM_SUFFIX_HINT.format(kind="field", what="custom relationship name")
+        message = f"Didn't understand relationship '{relationship}' in field path. {hint}"
+        raise _SoqlError("INVALID_FIELD", message)
+    relationship = known[relationship.lower()]
+    target = RELATIONSHIPS[sobject][relationship][0]
+    return relationship, _field_name(target, name)
+
+
+def _holds(field_type: str, stored: object, condition: _Condition) -> bool:
+    """Tell whether a stored value meets one condition of a WHERE clause."""
+    if condition.operator != "=":
+        return _ordered(field_type, stored, condition.operator, condition.values[0])
+    found = any(_equal(field_type, stored, value) for value in condition.values)
+    return found != condition.negated
+
+
+def _batch_size(request: Request) -> int:
+    """Return the batch size Sforce-Query-Options asks for (batchSize=N), within 200-2,000."""
+    match = re.search(r"batchSize\s*=\s*(\d+)", request.headers.get("Sforce-Query-Options", ""))
+    if match is None:
+        return QUERY_BATCH_DEFAULT
+    return min(max(int(match.group(1)), QUERY_BATCH_MIN), QUERY_BATCH_DEFAULT)
+
+
+def _query_batch(
+    records: list[dict[str, Any]], batch: int, offset: int, locator: str, version: str
+) -> dict[str, Any]:
+    """Return one batch of a query's records, with the nextRecordsUrl of the next one."""
+    end = min(offset + batch, len(records))
+    page: dict[str, Any] = {"totalSize": len(records), "done": end >= len(records)}
+    if not page["done"]:
+        page["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{end}"
+    page["records"] = records[offset:end]
+    return page
 
 
 class FakeSalesforce(FakeUpstream):
@@ -495,6 +613,7 @@ class FakeSalesforce(FakeUpstream):
         self._signing_key = secrets.token_bytes(32)
         self._outbound_url: str | None = None
         self._outbound_timeout = OUTBOUND_TIMEOUT
+        self._locators: dict[str, tuple[list[dict[str, Any]], int]] = {}
         self.user_id = self._new_id("005")
         self.action_id = self._new_id("04k")
         self._records["Organization"][self.org_id] = {"Id": self.org_id, "Name": "Example Org"}
@@ -513,6 +632,11 @@ class FakeSalesforce(FakeUpstream):
             self._api_used = used
             self._api_limit = self._api_limit if limit is None else limit
             self._api_window_start = time.monotonic()
+
+    def expire_query_locators(self) -> None:
+        """Release every open query cursor, as Salesforce does after two days."""
+        with self._lock:
+            self._locators.clear()
 
     def new_session(self) -> str:
         """Issue a valid session id without a login, for clients given a session id."""
@@ -571,10 +695,13 @@ class FakeSalesforce(FakeUpstream):
         *,
         record_id: str | None = None,
         at: datetime | None = None,
+        updated: datetime | None = None,
+        priority: str = "Medium",
+        supplied_name: str | None = None,
     ) -> str:
         """Create a case, optionally of a stored contact, and return its 18-character id.
 
-        `at` backdates the case's CreatedDate and LastModifiedDate.
+        `at` backdates the case's CreatedDate and LastModifiedDate, `updated` the latter alone.
         """
         with self._lock:
             contact = None if contact_id is None else _require_id18(contact_id)
@@ -582,6 +709,7 @@ class FakeSalesforce(FakeUpstream):
                 raise ValueError(f"no contact {contact_id}")
             case_id = self._given_or_new_id("Case", "500", record_id)
             stamp = self._stamp() if at is None else _salesforce_time(_utc(at))
+            modified = stamp if updated is None else _salesforce_time(_utc(updated))
             self._records["Case"][case_id] = {
                 "Id": case_id,
                 "CaseNumber": f"{next(self._case_numbers):08d}",
@@ -592,9 +720,11 @@ class FakeSalesforce(FakeUpstream):
                 "ContactId": contact,
                 "SuppliedEmail": supplied_email,
                 "SuppliedPhone": supplied_phone,
+                "SuppliedName": supplied_name,
+                "Priority": priority,
                 "IsClosed": status in CLOSED_STATUSES,
                 "CreatedDate": stamp,
-                "LastModifiedDate": stamp,
+                "LastModifiedDate": modified,
             }
         return case_id
 
@@ -622,6 +752,11 @@ class FakeSalesforce(FakeUpstream):
         """Return a stored case's fields as the REST API names them."""
         with self._lock:
             return dict(self._stored("Case", case_id))
+
+    def records(self, sobject: str) -> list[dict[str, Any]]:
+        """Return every stored record of an object (Case, Contact, …), oldest first."""
+        with self._lock:
+            return [dict(record) for record in self._records[sobject].values()]
 
     def comments(self, case_id: str) -> list[dict[str, Any]]:
         """Return the comments written to a case, oldest first."""
@@ -951,15 +1086,54 @@ class FakeSalesforce(FakeUpstream):
                 return _error(400, "JSON_PARSER_ERROR", message, [])
         return None
 
+    # Query, Query More Results, and the batch size of the Query Options header:
+    # https://developer.salesforce.com/docs/platform/api-rest/guide/resources-query.html
+    # https://developer.salesforce.com/docs/platform/api-rest/guide/resources-query-more-results.html
+    # https://developer.salesforce.com/docs/platform/api-rest/guide/dome-query.html
     def _rest_query(self, request: Request, version: str) -> Response:
         query = request.args.get("q", "")
         if not query.strip():
             return _error(400, "MALFORMED_QUERY", "A query string has to be specified")
         try:
-            records = self._run_query(_SoqlParser(query).parse(), version)
+            soql = _SoqlParser(query).parse()
+            records = self._run_query(soql, version)
         except _SoqlError as error:
             return _error(400, error.code, error.message)
-        return _json({"totalSize": len(records), "done": True, "records": records})
+        if soql.count:
+            return _json({"totalSize": len(records), "done": True, "records": []})
+        batch = _batch_size(request)
+        locator = self._open_locator(records, batch) if len(records) > batch else ""
+        return _json(_query_batch(records, batch, 0, locator, version))
+
+    def _rest_query_more(self, request: Request, version: str, locator: str) -> Response:
+        cursor, _, offset = locator.rpartition("-")
+        kept = self._locators.get(cursor)
+        if kept is None or not offset.isdigit() or int(offset) > len(kept[0]):
+            # An unknown locator, or one released (over 10 open, or expire_query_locators()).
+            return _json(INVALID_LOCATOR, 400)
+        records, batch = kept
+        return _json(_query_batch(records, batch, int(offset), cursor, version))
+
+    def _open_locator(self, records: list[dict[str, Any]], batch: int) -> str:
+        """Keep a query's records behind a new locator; release the oldest beyond ten."""
+        locator = self._new_id("01g")
+        self._locators[locator] = (records, batch)
+        while len(self._locators) > OPEN_LOCATORS_MAX:
+            del self._locators[next(iter(self._locators))]
+        return locator
+
+    # Limits: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_limits.htm
+    def _rest_limits(self, request: Request, version: str) -> Response:
+        self._roll_api_window()
+        remaining = max(self._api_limit - self._api_used, 0)
+        return _json(
+            {
+                "DailyApiRequests": {"Max": self._api_limit, "Remaining": remaining},
+                "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+                "DataStorageMB": {"Max": 1024, "Remaining": 1024},
+                "FileStorageMB": {"Max": 1024, "Remaining": 1024},
+            }
+        )
 
     def _run_query(self, soql: _Soql, version: str) -> list[dict[str, Any]]:
         sobject = next((name for name in FIELD_TYPES if name.lower() == soql.sobject.lower()), "")
@@ -968,44 +1142,47 @@ class FakeSalesforce(FakeUpstream):
             message = f"sObject type '{soql.sobject}' is not supported. {hint}"
             raise _SoqlError("INVALID_TYPE", message)
         types = FIELD_TYPES[sobject]
-        canonical = {name.lower(): name for name in types}
-
-        def field_name(given: str) -> str:
-            if given.lower() not in canonical:
-                hint = CUSTOM_SUFFIX_HINT.format(kind="field", what="custom field name")
-                message = f"No such column '{given}' on entity '{sobject}'. {hint}"
-                raise _SoqlError("INVALID_FIELD", message)
-            return canonical[given.lower()]
-
-        selected = [field_name(name) for name in soql.fields]
-        duplicate = next((name for name in selected if selected.count(name) > 1), None)
+        selected = [_field_path(sobject, path) for path in soql.fields]
+        duplicate = next((path for path in selected if selected.count(path) > 1), None)
         if duplicate:
-            raise _SoqlError("MALFORMED_QUERY", f"duplicate field selected: {duplicate}")
+            raise _SoqlError("MALFORMED_QUERY", f"duplicate field selected: {'.'.join(duplicate)}")
         for condition in soql.conditions:
-            condition.field = field_name(condition.field)
+            condition.field = _field_name(sobject, condition.field)
             condition.values = [_filter_value(types, condition.field, v) for v in condition.values]
 
         def matches(row: Mapping[str, Any]) -> bool:
-            outcomes = [
-                any(_equal(types[c.field], row[c.field], value) for value in c.values) != c.negated
-                for c in soql.conditions
-            ]
+            outcomes = [_holds(types[c.field], row[c.field], c) for c in soql.conditions]
             return any(outcomes) if soql.any_condition else all(outcomes)
 
         rows = [row for row in self._records[sobject].values() if matches(row)]
         for name, descending, nulls_last in reversed(soql.order):
-            ordered = field_name(name)
+            ordered = _field_name(sobject, name)
             present = [row for row in rows if row[ordered] is not None]
             absent = [row for row in rows if row[ordered] is None]
             present.sort(key=lambda row: _sort_key(row[ordered]), reverse=descending)
             rows = present + absent if nulls_last else absent + present
         if soql.limit is not None:
             rows = rows[: soql.limit]
-        return [
-            {"attributes": self._attributes(sobject, version, row["Id"])}
-            | {name: row[name] for name in selected}
-            for row in rows
-        ]
+        return [self._query_record(sobject, row, selected, version) for row in rows]
+
+    def _query_record(
+        self, sobject: str, row: Mapping[str, Any], selected: list[tuple[str, ...]], version: str
+    ) -> dict[str, Any]:
+        """Return a row as a query answers it: a related record nested under its relationship."""
+        record: dict[str, Any] = {"attributes": self._attributes(sobject, version, row["Id"])}
+        for path in selected:
+            if len(path) == 1:
+                record[path[0]] = row[path[0]]
+                continue
+            relationship, name = path
+            target, id_field = RELATIONSHIPS[sobject][relationship]
+            linked = self._records[target].get(row[id_field] or "")
+            if linked is None:
+                record[relationship] = None  # Salesforce writes null for an empty lookup
+                continue
+            attributes = {"attributes": self._attributes(target, version, linked["Id"])}
+            record.setdefault(relationship, attributes)[name] = linked[name]
+        return record
 
     def _login(self, request: Request) -> Response:
         try:

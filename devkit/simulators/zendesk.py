@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import html
 import itertools
 import json
@@ -17,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -78,6 +81,28 @@ FAULT_MODES = {
     "apply_late": (("delay",), ("seconds",)),
 }
 NOTE_WRITE = re.compile(r"/api/v2/tickets/\d+\.json")
+# The incremental ticket export: Zendesk's own limits and answers. Its wording, where the docs
+# give none, is what clients are known to receive (see the export endpoint's comment).
+EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
+EXPORT_LIMIT_PER_MINUTE = 10  # 30 on High Volume plans
+EXPORT_PAGE_MAX = 1000
+EXPORT_LAG_SECONDS = 60.0  # changes of the last minute are left for the next request
+SHOW_MANY_MAX = 100
+EXPORT_RATE_LIMITED = {
+    "error": "APIRateLimitExceeded",
+    "description": "Number of allowed incremental export API requests per minute exceeded",
+}
+TOO_RECENT = {
+    "error": "InvalidValue",
+    "description": "Too recent start_time. Use a start_time older than 1 minute",
+}
+EXPORT_PARAMETERS = {
+    "error": "InvalidPaginationParameter",
+    "description": "Either start_time or cursor must be provided, not both",
+}
+BAD_START_TIME = {"error": "InvalidValue", "description": "start_time must be a Unix epoch time"}
+BAD_CURSOR = {"error": "InvalidPaginationParameter", "description": "cursor is invalid"}
+TOO_MANY_IDS = {"error": "InvalidValue", "description": "ids: at most 100 ids are accepted"}
 
 ROUTES = Map(
     [
@@ -89,6 +114,7 @@ ROUTES = Map(
         Rule("/api/v2/tickets/<int:ticket_id>.json", endpoint="update_ticket", methods=["PUT"]),
         Rule("/api/v2/tickets/<int:ticket_id>/comments.json", endpoint="comments", methods=["GET"]),
         Rule("/api/v2/search.json", endpoint="search", methods=["GET"]),
+        Rule(EXPORT_PATH, endpoint="export_tickets", methods=["GET"]),
     ]
 )
 
@@ -150,6 +176,33 @@ def _json(payload: dict, status: int = 200) -> Response:
 
 def _seconds_text(value: float) -> str:
     return f"{value:g}"
+
+
+def _epoch(stamp: str) -> int:
+    """Return a REST time ("2026-12-04T10:00:00Z") as Unix seconds."""
+    return int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+
+
+def _export_cursor(position: tuple[int, int]) -> str:
+    """Encode an export position (generated_timestamp, ticket id) as Zendesk's cursors look.
+
+    A real one decodes to e.g. "1580753798.0||432|": the time, then the last ticket's id.
+    """
+    stamp, ticket_id = position
+    text = f"{stamp}.0||{ticket_id if ticket_id >= 0 else ''}|"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _export_position(cursor: str) -> tuple[int, int] | None:
+    """Decode a cursor of _export_cursor(), or None when it is not one."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, empty, ticket_id, end = text.split("|")
+        if empty or end or not stamp.endswith(".0"):
+            return None
+        return int(stamp.removesuffix(".0")), int(ticket_id) if ticket_id else -1
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -244,10 +297,16 @@ class FakeZendesk(FakeUpstream):
         api_token: str = "test-token",
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        export_limit_per_minute: int | None = EXPORT_LIMIT_PER_MINUTE,
     ) -> None:
         self.email = email
         self.api_token = api_token
         self.delay_seconds: float = 0.0
+        self.export_limit_per_minute = export_limit_per_minute
+        # Zendesk leaves the last minute's changes out of an export; tests may lift that.
+        self.export_lag_seconds = EXPORT_LAG_SECONDS
+        self._export_recent: deque[float] = deque()
         self.users: dict[int, dict] = {}
         self.identities: dict[int, list[dict]] = {}
         self.tickets: dict[int, dict] = {}
@@ -269,6 +328,12 @@ class FakeZendesk(FakeUpstream):
     def subscribe(self, url: str, signing_secret: str, timeout: float = WEBHOOK_TIMEOUT) -> None:
         """Send ticket events to `url`, signed with `signing_secret`, as a Zendesk webhook does."""
         self._webhook = _Webhook(url, signing_secret, _ulid(), timeout)
+
+    def set_export_limit(self, per_minute: int | None) -> None:
+        """Allow `per_minute` incremental export requests a minute (None: no limit)."""
+        with self._lock:
+            self.export_limit_per_minute = per_minute
+            self._export_recent.clear()
 
     def open_ticket(
         self,
@@ -392,6 +457,12 @@ class FakeZendesk(FakeUpstream):
             self.identities[user_id] = identities
         return user
 
+    def add_agent(self, user_id: int, name: str, email: str | None = None) -> dict:
+        """Create an agent (a user with role agent), who can be a ticket's assignee."""
+        agent = self.add_user(user_id, name, email=email)
+        agent["role"] = "agent"
+        return agent
+
     def add_ticket(
         self,
         ticket_id: int,
@@ -403,10 +474,14 @@ class FakeZendesk(FakeUpstream):
         description: str | None = None,
         group_id: int | None = None,
         at: datetime | None = None,
+        updated: datetime | None = None,
+        assignee_id: int | None = None,
+        priority: str | None = None,
     ) -> dict:
         """Create a ticket opened by a public comment (its description) and return its JSON.
 
-        The description defaults to the subject; `at` backdates the ticket.
+        The description defaults to the subject; `at` backdates the ticket, `updated` its
+        last change (default: `at`); `assignee_id` names an agent of add_agent().
         """
         stamp = _rest_time(at)
         ticket = {
@@ -414,15 +489,15 @@ class FakeZendesk(FakeUpstream):
             "url": f"{self.url}/api/v2/tickets/{ticket_id}.json",
             "via": _via(channel),
             "created_at": stamp,
-            "updated_at": stamp,
+            "updated_at": stamp if updated is None else _rest_time(updated),
             "type": None,
             "subject": subject,
             "description": description or subject,
-            "priority": None,
+            "priority": priority,
             "status": status.lower(),
             "requester_id": requester_id,
             "submitter_id": requester_id,
-            "assignee_id": None,
+            "assignee_id": assignee_id,
             "group_id": group_id,
             "tags": [],
         }
@@ -795,11 +870,93 @@ class FakeZendesk(FakeUpstream):
 
     def _api_show_many(self, request: Request) -> Response:
         ids = [int(i) for i in request.args.get("ids", "").split(",") if i.strip().isdigit()]
+        if len(ids) > SHOW_MANY_MAX:
+            return _json(TOO_MANY_IDS, 400)
         found = [self.users[uid] for uid in ids if uid in self.users]
         payload = _page("users", found)
         if "identities" in request.args.get("include", "").split(","):
             payload["identities"] = [i for u in found for i in self.identities.get(u["id"], [])]
         return _json(payload)
+
+    # Incremental Ticket Export, Cursor Based (and its 10-a-minute limit):
+    # https://developer.zendesk.com/api-reference/ticketing/ticket-management/incremental_exports/
+    # https://developer.zendesk.com/documentation/ticketing/managing-tickets/using-the-incremental-export-api
+    def _api_export_tickets(self, request: Request) -> Response:
+        refusal = self._export_refusal()
+        if refusal is not None:
+            return refusal
+        args = request.args
+        if ("start_time" in args) == ("cursor" in args):
+            return _json(EXPORT_PARAMETERS, 400)
+        horizon = time.time() - self.export_lag_seconds
+        if "cursor" in args:
+            position = _export_position(args["cursor"])
+            if position is None:
+                return _json(BAD_CURSOR, 400)
+        else:
+            if not args["start_time"].isdigit():
+                return _json(BAD_START_TIME, 400)
+            if int(args["start_time"]) > horizon:
+                return _json(TOO_RECENT, 422)
+            position = (int(args["start_time"]), -1)  # from start_time on, itself included
+        per_page = min(args.get("per_page", EXPORT_PAGE_MAX, type=int) or 1, EXPORT_PAGE_MAX)
+        pending = self._exported_after(position, horizon)
+        page = pending[:per_page]
+        after = (page[-1]["generated_timestamp"], page[-1]["id"]) if page else position
+        return _json(self._export_page(page, after, len(pending) <= per_page, args))
+
+    def _export_refusal(self) -> Response | None:
+        """Count an export request; return Zendesk's 429 when over the per-minute limit."""
+        now = time.monotonic()
+        while self._export_recent and self._export_recent[0] <= now - 60:
+            self._export_recent.popleft()
+        limit = self.export_limit_per_minute
+        if limit is not None and len(self._export_recent) >= limit:
+            retry_after = math.ceil(self._export_recent[0] + 60 - now)
+            response = _json(EXPORT_RATE_LIMITED, 429)
+            response.headers["Retry-After"] = str(max(retry_after, 1))
+            return response
+        self._export_recent.append(now)
+        return None
+
+    def _exported_after(self, position: tuple[int, int], horizon: float) -> list[dict]:
+        """Return the tickets past an export position up to the horizon, in export order."""
+        exported = [
+            ticket | {"generated_timestamp": _epoch(ticket["updated_at"])}
+            for ticket in self.tickets.values()
+        ]
+        exported.sort(key=lambda t: (t["generated_timestamp"], t["id"]))
+        return [
+            ticket
+            for ticket in exported
+            if (ticket["generated_timestamp"], ticket["id"]) > position
+            and ticket["generated_timestamp"] <= horizon
+        ]
+
+    def _export_page(
+        self, tickets: list[dict], after: tuple[int, int], end_of_stream: bool, args: Any
+    ) -> dict[str, Any]:
+        cursor = _export_cursor(after)
+        # The next page keeps the page size and side-loads asked for.
+        kept = "".join(
+            f"&{name}={quote(args[name], safe=',')}"
+            for name in ("per_page", "include")
+            if name in args
+        )
+        page: dict[str, Any] = {
+            "tickets": tickets,
+            "after_url": f"{self.url}{EXPORT_PATH}?cursor={cursor}{kept}",
+            "after_cursor": cursor,
+            "before_url": None,
+            "before_cursor": None,
+            "end_of_stream": end_of_stream,
+        }
+        if "users" in args.get("include", "").split(","):
+            roles = ("requester_id", "submitter_id", "assignee_id")
+            named = (ticket[role] for ticket in tickets for role in roles)
+            wanted = dict.fromkeys(uid for uid in named if uid in self.users)
+            page["users"] = [self.users[uid] for uid in wanted]
+        return page
 
     def _api_ticket(self, request: Request, ticket_id: int) -> Response:
         ticket = self.tickets.get(ticket_id)
