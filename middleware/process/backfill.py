@@ -275,7 +275,7 @@ class HistoryImport:
         reasons: Counter[str] = Counter()
         for kind, passed in (("skipped", page.skipped), ("refused", page.refused)):
             for record, reason in passed:
-                log.info("%s history: %s %s: %s", self.plugin.title, kind, record, reason)
+                log.debug("%s history: %s %s: %s", self.plugin.title, kind, record, reason)
                 counts[kind] += 1
                 reasons[_reason(kind, reason)] += 1
         ready: list[Prepared] = []

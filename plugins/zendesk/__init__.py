@@ -285,6 +285,8 @@ class ZendeskPlugin(Plugin):
     def history_plan(self, since: datetime) -> str | None:
         """Say how fast the export reads: a page of 1,000 tickets, so many pages a minute."""
         pace = self.options["export_requests_per_minute"]
+        if pace <= 0:
+            return "reads 1,000 tickets a request, as fast as Zendesk answers"
         return f"reads 1,000 tickets a request, at most {pace} requests a minute"
 
     @classmethod
