@@ -82,6 +82,7 @@ class ImportState:
     progress: float | None = None
     api_calls: int = 0
     last_error: str | None = None
+    owner: str = ""  # host:pid of the process that runs (or ran) it
     waiting: str | None = None  # what the import waits for now (a rate limit), if anything
 
     @classmethod
@@ -93,6 +94,7 @@ class ImportState:
             imported=row.imported, unchanged=row.unchanged, skipped=row.skipped,
             refused=row.refused, reasons=json.loads(row.reasons or "{}"),
             progress=row.progress, api_calls=row.api_calls, last_error=row.last_error,
+            owner=row.owner,
         )  # fmt: skip
 
     @property
@@ -120,9 +122,10 @@ class ImportState:
 
     @property
     def is_live(self) -> bool:
-        """Tell whether the import runs now (heard of recently)."""
+        """Tell whether the import runs now: heard of recently, and not by a process of this
+        host that is gone (killed, it is continued at once, not after STALE_S)."""
         age = (utcnow() - self.updated_at).total_seconds()
-        return self.status == RUNNING and age < STALE_S
+        return self.status == RUNNING and age < STALE_S and not _gone(self.owner)
 
 
 def latest_import(conn: Connection, plugin: str) -> ImportState | None:
@@ -422,6 +425,20 @@ class HistoryImport:
             log.warning("%s history import %s: %s", self.plugin.title, status, error)
         self.on_progress(state)
         return state
+
+
+def _gone(owner: str) -> bool:
+    """Tell whether the owner (host:pid) was a process of this host that no longer runs."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, and belongs to someone else
+        return False
+    return False
 
 
 def _reason(kind: str, reason: str) -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,13 +17,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from middleware.config import ConfigError
 from middleware.installation import Installation, build_installation
-from middleware.process.backfill import DONE, STOPPED, HistoryImport, ImportState, parse_since
+from middleware.process.backfill import (
+    DONE,
+    STOPPED,
+    HistoryImport,
+    ImportBusy,
+    ImportState,
+    parse_since,
+)
 from middleware.process.worker import Worker
-from middleware.store.tables import customers, history_imports, interactions, writes
+from middleware.store.tables import customers, history_imports, interactions, utcnow, writes
 from middleware.web.app import create_app
 from tests.payloads import zendesk_event, zendesk_headers
 from tests.values import ANN, PLUGINS_DIR, SF_INSTANCE
@@ -418,3 +429,36 @@ def test_since_takes_a_date_or_days_back_from_midnight():
     for bad in ("yesterday", "90", "2027-01-01", "-5d", "99999999d"):
         with pytest.raises(ValueError):
             parse_since(bad, now)
+
+
+def test_an_import_whose_process_was_killed_is_continued_at_once(core, api):
+    """A running import whose process on this host is gone (kill -9) is continued by the
+    next one; one whose process is alive is not taken over."""
+    api.get(EXPORT, json=export_page(ZENDESK_PAGE["tickets"][:1], "CURSOR-1", end=False))
+    api.get(SHOW_MANY, json=ANN_USERS)
+    stopping = threading.Event()
+    first = import_history(core, "zendesk", stopping=stopping,
+                           on_progress=lambda s: stopping.set())  # fmt: skip
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with core.engine.begin() as conn:  # as a kill -9 leaves it: running, heard of just now
+        conn.execute(
+            update(history_imports).values(
+                status="running", owner=f"{socket.gethostname()}:{dead.pid}", updated_at=utcnow()
+            )
+        )
+    api.replace(
+        responses.GET, EXPORT, json=export_page(ZENDESK_PAGE["tickets"][1:3], "C2", end=True)
+    )
+    job = HistoryImport(core, core.registry.instances["zendesk"], SINCE)
+    resumed = job.run()
+    assert job.resumed and resumed.id == first.id
+    assert (resumed.status, resumed.imported) == (DONE, 3)
+    with core.engine.begin() as conn:
+        conn.execute(
+            update(history_imports).values(
+                status="running", owner=f"{socket.gethostname()}:{os.getpid()}", updated_at=utcnow()
+            )
+        )
+    with pytest.raises(ImportBusy, match="is running"):
+        HistoryImport(core, core.registry.instances["zendesk"], SINCE).begin()
