@@ -265,7 +265,7 @@ class ZendeskPlugin(Plugin):
 
     def api_calls(self) -> int:
         """Return the requests sent to Zendesk's API (notes, lookups and exports)."""
-        return self.client.api.users.session.sent + self.exports.api.users.session.sent
+        return self.client.session.sent + self.exports.session.sent
 
     # -- importing history -----------------------------------------------------------------
     def history(self, since: datetime, cursor: str | None) -> Iterator[HistoryPage]:

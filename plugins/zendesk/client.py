@@ -81,11 +81,12 @@ class ZendeskClient:
         self, url: str, email: str, api_token: str, timeout: float,
         guard: UpstreamGuard | None = None,
     ) -> None:  # fmt: skip
+        self.session = RebasedSession(url, guard)
         self.api = Zenpy(
             subdomain="carryover",
             email=email,
             token=api_token,
-            session=RebasedSession(url, guard),
+            session=self.session,
             timeout=timeout,
             disable_cache=True,
         )
