@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from middleware.integrations.plugin import IdentityType
 from middleware.interaction import Identity
@@ -140,13 +140,79 @@ class Resolution:
     candidates: tuple[int, ...] = ()
 
 
+_HOLDERS = (
+    select(identities.c.customer_id, identities.c.shared)
+    .where(identities.c.type == bindparam("type"), identities.c.value == bindparam("value"))
+    .order_by(identities.c.customer_id)
+)
+_HOLDERS_OF_VALUES = select(
+    identities.c.type, identities.c.value, identities.c.customer_id, identities.c.shared
+).where(
+    identities.c.type.in_(bindparam("types", expanding=True)),
+    identities.c.value.in_(bindparam("values", expanding=True)),
+)
+_ADD_IDENTITY = identities.insert()
+VALUES_PER_QUERY = 500
+
+
 def _holders(conn: Connection, identity: Identity) -> list[tuple[int, bool]]:
-    rows = conn.execute(
-        select(identities.c.customer_id, identities.c.shared)
-        .where(identities.c.type == identity.type, identities.c.value == identity.value)
-        .order_by(identities.c.customer_id)
-    )
+    rows = conn.execute(_HOLDERS, {"type": identity.type, "value": identity.value})
     return [(row.customer_id, row.shared) for row in rows]
+
+
+class KnownHolders:
+    """Who holds which identities, as resolution goes: read once, kept up to date.
+
+    Resolution holds the identity lock until its transaction ends, so what it read stays
+    true there, changed only by resolution itself, which tells this cache. An import reads
+    the holders of a whole batch of records in one query (`load`); a webhook's resolution
+    uses a cache of its own. After a merge, or a rolled-back savepoint, `forget` drops it all.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Identity, list[tuple[int, bool]]] = {}
+        self.locked = False
+
+    def load(self, conn: Connection, wanted: Iterable[Identity]) -> None:
+        """Read the holders of many identities at once."""
+        missing = {i for i in wanted if i not in self._held}
+        types = sorted({i.type for i in missing})
+        values = sorted({i.value for i in missing})
+        for i in range(0, len(values), VALUES_PER_QUERY):
+            chunk = values[i : i + VALUES_PER_QUERY]
+            for row in conn.execute(_HOLDERS_OF_VALUES, {"types": types, "values": chunk}):
+                identity = Identity(row.type, row.value)
+                if identity in missing:
+                    self._held.setdefault(identity, []).append((row.customer_id, row.shared))
+        for identity in missing:
+            self._held.setdefault(identity, []).sort()
+
+    def of(self, conn: Connection, identity: Identity) -> list[tuple[int, bool]]:
+        """Return (customer id, shared) for each holder of the identity, by customer id."""
+        if identity not in self._held:
+            self._held[identity] = _holders(conn, identity)
+        return list(self._held[identity])
+
+    def add(self, conn: Connection, customer_id: int, identity: Identity, caused_by: str) -> None:
+        """Give the customer an identity unless it already holds it."""
+        holders = self.of(conn, identity)
+        if any(cid == customer_id for cid, _ in holders):
+            return
+        conn.execute(_ADD_IDENTITY, {
+            "customer_id": customer_id, "type": identity.type, "value": identity.value,
+            "shared": False, "caused_by": caused_by, "created_at": utcnow(),
+        })  # fmt: skip
+        self._held[identity] = sorted([*holders, (customer_id, False)])
+
+    def mark_shared(self, conn: Connection, identity: Identity) -> None:
+        """Mark every holder's copy of a phone number as a shared line."""
+        mark_shared(conn, identity)
+        if identity in self._held:
+            self._held[identity] = [(cid, True) for cid, _ in self._held[identity]]
+
+    def forget(self) -> None:
+        """Drop what was read (a merge moved identities, or a savepoint was rolled back)."""
+        self._held.clear()
 
 
 def _identity_values(conn: Connection, customer_id: int) -> dict[str, set[str]]:
@@ -182,32 +248,10 @@ def conflict(conn: Connection, a: int, b: int, system_ids: frozenset[str]) -> st
 
 def create_customer(conn: Connection, name: str | None) -> int:
     """Create an empty customer and return its id."""
-    result = conn.execute(customers.insert().values(name=name, created_at=utcnow()))
-    return inserted_id(result)
+    return inserted_id(conn.execute(_NEW_CUSTOMER, {"name": name, "created_at": utcnow()}))
 
 
-def add_identity(
-    conn: Connection, customer_id: int, identity: Identity, caused_by: str, shared: bool = False
-) -> None:
-    """Give the customer an identity unless it already holds it."""
-    exists = conn.execute(
-        select(identities.c.id).where(
-            identities.c.customer_id == customer_id,
-            identities.c.type == identity.type,
-            identities.c.value == identity.value,
-        )
-    ).first()
-    if exists is None:
-        conn.execute(
-            identities.insert().values(
-                customer_id=customer_id,
-                type=identity.type,
-                value=identity.value,
-                shared=shared,
-                caused_by=caused_by,
-                created_at=utcnow(),
-            )
-        )
+_NEW_CUSTOMER = customers.insert()
 
 
 def mark_shared(conn: Connection, identity: Identity) -> None:
@@ -283,60 +327,73 @@ def resolve_customer(
     name: str | None = None,
     *,
     types: IdentityTypes,
+    known: KnownHolders | None = None,
 ) -> Resolution:
-    """Find or create the customer behind a record's normalised identities, linking as allowed."""
-    lock_identities(conn)
+    """Find or create the customer behind a record's normalised identities, linking as allowed.
+
+    `known` carries what earlier resolutions in the same transaction read (an import's batch).
+    """
+    known = known if known is not None else KnownHolders()
+    if not known.locked:
+        lock_identities(conn)
+        known.locked = True
     strong = [i for i in found if i.type != PHONE]
     phones = [i for i in found if i.type == PHONE]
 
     customer: int | None = None
-    strong_holders = sorted({cid for i in strong for cid, _ in _holders(conn, i)})
+    created = False
+    strong_holders = sorted({cid for i in strong for cid, _ in known.of(conn, i)})
     if strong_holders:
         customer = strong_holders[0]
         for other in strong_holders[1:]:
             if not separated(conn, customer, other):
                 merge_customers(conn, other, customer, caused_by, "share a strong identifier")
+                known.forget()
     elif strong:
-        customer = create_customer(conn, name)
+        customer, created = create_customer(conn, name), True
     for identity in strong:
-        holding = {cid for cid, _ in _holders(conn, identity)}
+        holding = {cid for cid, _ in known.of(conn, identity)}
         if holding and customer not in holding:
             continue  # held by a customer an admin split from this one: it stays theirs
-        add_identity(conn, customer, identity, caused_by)  # type: ignore[arg-type]
+        known.add(conn, customer, identity, caused_by)  # type: ignore[arg-type]
 
     candidates: tuple[int, ...] = ()
     for phone in phones:
-        holders = _holders(conn, phone)
+        holders = known.of(conn, phone)
         others = [(cid, shared) for cid, shared in holders if cid != customer]
         if customer is None:
             if not holders:
-                customer = create_customer(conn, name)
-                add_identity(conn, customer, phone, caused_by)
+                customer, created = create_customer(conn, name), True
+                known.add(conn, customer, phone, caused_by)
             elif len(holders) == 1 and not holders[0][1]:
                 customer = holders[0][0]
             else:
                 candidates = tuple(cid for cid, _ in holders)
             continue
         if not others:
-            add_identity(conn, customer, phone, caused_by)
+            known.add(conn, customer, phone, caused_by)
         elif len(others) == 1 and len(holders) == 1 and not others[0][1]:
             other = others[0][0]
             if conflict(conn, customer, other, types.system_ids) is None:
                 merge_customers(conn, other, customer, caused_by, f"share phone {phone.value}")
+                known.forget()
             else:
-                add_identity(conn, customer, phone, caused_by)
-                mark_shared(conn, phone)
+                known.add(conn, customer, phone, caused_by)
+                known.mark_shared(conn, phone)
         else:
-            add_identity(conn, customer, phone, caused_by)
-            mark_shared(conn, phone)
+            known.add(conn, customer, phone, caused_by)
+            known.mark_shared(conn, phone)
 
-    if customer is not None and name:
-        conn.execute(
-            update(customers)
-            .where(customers.c.id == customer, customers.c.name.is_(None))
-            .values(name=name)
-        )
+    if customer is not None and name and not created:
+        conn.execute(_NAME_IF_UNKNOWN, {"customer": customer, "name": name})
     return Resolution(customer, candidates)
+
+
+_NAME_IF_UNKNOWN = (
+    update(customers)
+    .where(customers.c.id == bindparam("customer"), customers.c.name.is_(None))
+    .values(name=bindparam("name"))
+)
 
 
 def find_holders(conn: Connection, identity: Identity) -> list[tuple[int, bool]]:

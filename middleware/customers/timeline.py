@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, not_, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, not_, or_, select, update
 
 from middleware.interaction import CLOSED_STATUSES, Interaction
 from middleware.store.tables import dumps, inserted_id, interactions
@@ -28,48 +28,49 @@ class Appended:
     customer_id: int | None
 
 
+_BY_KEY = select(interactions).where(
+    interactions.c.source == bindparam("source"),
+    interactions.c.kind == bindparam("kind"),
+    interactions.c.external_id == bindparam("external_id"),
+)
+_BY_KEY_FOR_UPDATE = _BY_KEY.with_for_update()
+_INSERT = interactions.insert()
+
+
 def append(
     conn: Connection,
     interaction: Interaction,
     customer_id: int | None,
     candidates: tuple[int, ...] = (),
+    *,
+    absent: bool = False,
 ) -> Appended:
-    """Insert the interaction, or update the stored record of the same upstream id."""
-    key = and_(
-        interactions.c.source == interaction.source,
-        interactions.c.kind == interaction.kind,
-        interactions.c.external_id == interaction.external_id,
-    )
-    query = select(interactions).where(key)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    """Insert the interaction, or update the stored record of the same upstream id.
+
+    `absent` tells that the caller knows no record of that id is stored (an import that
+    looked a whole batch up at once).
+    """
+    row = None
+    if not absent:
+        query = _BY_KEY_FOR_UPDATE if conn.dialect.name == "postgresql" else _BY_KEY
+        key = {"source": interaction.source, "kind": interaction.kind,
+               "external_id": interaction.external_id}  # fmt: skip
+        row = conn.execute(query, key).first()
     ids = dumps([[i.type, i.value] for i in interaction.identities])
     if row is None:
-        result = conn.execute(
-            interactions.insert().values(
-                customer_id=customer_id,
-                source=interaction.source,
-                external_id=interaction.external_id,
-                kind=interaction.kind,
-                channel=interaction.channel,
-                direction=interaction.direction,
-                occurred_at=interaction.occurred_at,
-                updated_at=interaction.updated_at,
-                status=interaction.status,
-                subject=interaction.subject,
-                text=interaction.text,
-                customer_name=interaction.customer_name,
-                agent=interaction.agent,
-                team=interaction.team,
-                link=interaction.link,
-                duration_s=interaction.duration_s,
-                identities=ids,
-                candidates=dumps(list(candidates)) if candidates else None,
-                number=interaction.number,
-                said_by=interaction.said_by if interaction.text else None,
-            )
-        )
+        result = conn.execute(_INSERT, {
+            "customer_id": customer_id, "source": interaction.source,
+            "external_id": interaction.external_id, "kind": interaction.kind,
+            "channel": interaction.channel, "direction": interaction.direction,
+            "occurred_at": interaction.occurred_at, "updated_at": interaction.updated_at,
+            "status": interaction.status, "subject": interaction.subject,
+            "text": interaction.text, "customer_name": interaction.customer_name,
+            "agent": interaction.agent, "team": interaction.team, "link": interaction.link,
+            "duration_s": interaction.duration_s, "identities": ids,
+            "candidates": dumps(list(candidates)) if candidates else None,
+            "number": interaction.number,
+            "said_by": interaction.said_by if interaction.text else None,
+        })  # fmt: skip
         return Appended(inserted_id(result), True, customer_id)
 
     changes: dict[str, object] = {}

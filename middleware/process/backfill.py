@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from middleware.customers.identity import KnownHolders, lock_identities
 from middleware.errors import (
     InboundError,
     PermanentUpstreamError,
@@ -44,6 +46,7 @@ from middleware.store.tables import (
     history_imports,
     history_keys,
     inserted_id,
+    interactions,
     utcnow,
 )
 
@@ -318,7 +321,30 @@ class HistoryImport:
         reasons: Counter[str],
         page: HistoryPage | None,
     ) -> None:
-        """Record a batch in one transaction with its keys and counts (and the page's cursor)."""
+        """Record a batch in one transaction with its keys and counts (and the page's cursor).
+
+        The batch is written in one go; should the store refuse one record's value, it is
+        written again record by record, each in a savepoint, and the refused one counted.
+        """
+        try:
+            topics = self._write_batch(batch, counts, reasons, page, careful=False)
+        except SQLAlchemyError as exc:
+            if not _refused_value(exc):
+                raise
+            topics = self._write_batch(batch, counts, reasons, page, careful=True)
+        self.core.live.publish(topics)
+        assert self.state is not None
+        self.on_progress(self.state)
+
+    def _write_batch(
+        self,
+        batch: Sequence[Prepared],
+        counts: Counter[str],
+        reasons: Counter[str],
+        page: HistoryPage | None,
+        *,
+        careful: bool,
+    ) -> set[str]:
         assert self.state is not None
         state = self.state
         topics: set[str] = set()
@@ -326,17 +352,29 @@ class HistoryImport:
         reasons = Counter(reasons)
         keys: list[str] = []
         with self.core.engine.begin() as conn:
+            # What the whole batch needs to know, read at once under the identity lock.
+            known = KnownHolders()
+            lock_identities(conn)
+            known.locked = True
+            known.load(conn, (i for prepared in batch for i in prepared.identities))
+            stored = _stored_records(conn, batch)
             for prepared in batch:
+                record = _record_id(prepared)
+                absent = record is not None and record not in stored
                 try:
-                    with conn.begin_nested():
+                    with conn.begin_nested() if careful else nullcontext():
                         recorded = record_event(self.core, conn, self.plugin, prepared,
-                                                notes=False)  # fmt: skip
+                                                notes=False, known=known,
+                                                absent=absent)  # fmt: skip
                 except SQLAlchemyError as exc:
-                    if not _refused_value(exc):
+                    if not careful or not _refused_value(exc):
                         raise
+                    known.forget()
                     counts["refused"] += 1
                     reasons[_reason("refused", "the store refused a value")] += 1
                     continue
+                if record is not None:
+                    stored.add(record)
                 counts["imported"] += 1
                 keys.append(prepared.key)
                 topics |= recorded.topics
@@ -354,8 +392,7 @@ class HistoryImport:
                 if page.progress is not None:
                     state.progress = max(0.0, min(1.0, page.progress))
             self._save(conn, cursor=page is not None)
-        self.core.live.publish(topics)
-        self.on_progress(state)
+        return topics
 
     def _seen(self, keys: Iterable[str]) -> dict[str, int]:
         """Return which of the keys were imported before, with the import that did it."""
@@ -452,3 +489,32 @@ def _reason(kind: str, reason: str) -> str:
 def _refused_value(exc: SQLAlchemyError) -> bool:
     """Tell whether the store refused one record's value (not the store failing)."""
     return isinstance(exc, DataError | IntegrityError)
+
+
+def _record_id(prepared: Prepared) -> tuple[str, str, str] | None:
+    """Return the timeline key (source, kind, external id) of a prepared record, if any."""
+    item = prepared.interaction
+    return (item.source, item.kind, item.external_id) if item is not None else None
+
+
+def _stored_records(conn: Connection, batch: Sequence[Prepared]) -> set[tuple[str, str, str]]:
+    """Return which of the batch's records the timeline holds already."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for prepared in batch:
+        record = _record_id(prepared)
+        if record is not None:
+            wanted.setdefault(record[:2], []).append(record[2])
+    found: set[tuple[str, str, str]] = set()
+    for (source, kind), ids in wanted.items():
+        for i in range(0, len(ids), KEYS_PER_QUERY):
+            rows = conn.execute(_STORED, {"source": source, "kind": kind,
+                                          "ids": ids[i : i + KEYS_PER_QUERY]})  # fmt: skip
+            found |= {(source, kind, row.external_id) for row in rows}
+    return found
+
+
+_STORED = select(interactions.c.external_id).where(
+    interactions.c.source == bindparam("source"),
+    interactions.c.kind == bindparam("kind"),
+    interactions.c.external_id.in_(bindparam("ids", expanding=True)),
+)

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
 
-from middleware.customers.identity import Resolution, resolve_customer
+from middleware.customers.identity import KnownHolders, Resolution, resolve_customer
 from middleware.customers.redaction import redact
 from middleware.customers.timeline import ITEM_KINDS, Appended, append, history, thread_of
 from middleware.ingest.inbox import request_of
@@ -123,29 +123,37 @@ def record_event(
     delivery_id: int | None = None,
     *,
     notes: bool = True,
+    known: KnownHolders | None = None,
+    absent: bool = False,
 ) -> Recorded:
     """Resolve the customer and append to the timeline in the caller's transaction, and
-    queue the notes the event calls for (none when `notes` is false: imported history)."""
+    queue the notes the event calls for (none when `notes` is false: imported history).
+
+    An import passes what it read for its whole batch: the identities' holders (`known`),
+    and that the record is not stored yet (`absent`).
+    """
     found, interaction = prepared.identities, prepared.interaction
     if interaction is None:
         assert prepared.record is not None
         return _link_customer_record(core, conn, prepared.record, found, prepared.key,
-                                     delivery_id)  # fmt: skip
+                                     delivery_id, known)  # fmt: skip
     if found:
         resolution = resolve_customer(
             conn, found, interaction.record_ref, interaction.customer_name,
-            types=core.identity_types,
+            types=core.identity_types, known=known,
         )  # fmt: skip
     else:
         resolution = Resolution(_thread_customer(conn, interaction))
     before = None
-    if interaction.kind == "call":
+    if interaction.kind == "call" and not absent:
         before = stored_call(conn, interaction.source, interaction.external_id)
-    appended = append(conn, interaction, resolution.customer_id, resolution.candidates)
+    appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
+                      absent=absent)  # fmt: skip
     remember_delivery(conn, delivery_id, appended.customer_id)
     queued = 0
     if interaction.kind == "call":
-        ended = record_transfer(conn, interaction, before)
+        # A call new to the store (absent) had no agent before: no transfer to record.
+        ended = None if absent else record_transfer(conn, interaction, before)
         if ended is not None and notes:
             queued = queue_call_notes(core, conn, ended)
     elif notes:
@@ -164,11 +172,13 @@ def _link_customer_record(
     found: tuple[Identity, ...],
     key: str,
     delivery_id: int | None,
+    known: KnownHolders | None,
 ) -> Recorded:
     """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
     resolution = resolve_customer(
-        conn, found, record.record_ref, record.customer_name, types=core.identity_types
-    )
+        conn, found, record.record_ref, record.customer_name, types=core.identity_types,
+        known=known,
+    )  # fmt: skip
     remember_delivery(conn, delivery_id, resolution.customer_id)
     step = f"{key}: {record.record_ref} → customer {resolution.customer_id}"
     return Recorded(step, _topics(found, resolution.customer_id, resolution.candidates))

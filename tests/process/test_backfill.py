@@ -18,9 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from middleware.config import ConfigError
 from middleware.installation import Installation, build_installation
+from middleware.process import backfill
 from middleware.process.backfill import (
     DONE,
     STOPPED,
@@ -30,7 +32,14 @@ from middleware.process.backfill import (
     parse_since,
 )
 from middleware.process.worker import Worker
-from middleware.store.tables import customers, history_imports, interactions, utcnow, writes
+from middleware.store.tables import (
+    customers,
+    history_imports,
+    identities,
+    interactions,
+    utcnow,
+    writes,
+)
 from middleware.web.app import create_app
 from tests.payloads import zendesk_event, zendesk_headers
 from tests.values import ANN, PLUGINS_DIR, SF_INSTANCE
@@ -247,6 +256,67 @@ def test_malformed_tickets_are_refused_with_their_reason_and_the_rest_imported(c
         "refused: requester_id is not a Zendesk id": 1,
     }
     assert [r.external_id for r in rows(core)] == ["4801"]
+
+
+def test_a_value_the_store_refuses_costs_that_record_only_not_its_batch(core, api, monkeypatch):
+    """A batch is written in one go; when the store refuses a record in it, the batch is
+    written again record by record, and only that one is counted, with nothing half-stored."""
+    real = backfill.record_event
+
+    def refusing(core, conn, plugin, prepared, *args, **kwargs):
+        recorded = real(core, conn, plugin, prepared, *args, **kwargs)
+        if prepared.key.startswith("history:ticket:4950@"):
+            raise IntegrityError("INSERT INTO interactions", {}, Exception("refused"))
+        return recorded
+
+    monkeypatch.setattr(backfill, "record_event", refusing)
+    api.get(EXPORT, json=ZENDESK_PAGE)
+    api.get(SHOW_MANY, json=ANN_USERS)
+    state = import_history(core, "zendesk")
+    assert (state.status, state.imported, state.refused) == (DONE, 2, 1)
+    assert state.reasons == {
+        "refused: the store refused a value": 1,
+        "skipped: deleted in Zendesk": 1,
+    }
+    assert [r.external_id for r in rows(core)] == ["4801", "5003"]
+
+
+def test_records_of_one_batch_link_customers_as_webhooks_would(core, api):
+    """Within one batch, resolution sees what the records before it did: a requester seen
+    twice is one customer, and a phone that several Zendesk users give is a shared line."""
+    people = {
+        8447388090701: ("Ann A", [("email", "a@example.com"), ("phone_number", "+14155550160")]),
+        8447388090702: ("Bea B", [("email", "b@example.com"), ("phone_number", "+14155550160")]),
+        8447388090703: ("Cy C", [("phone_number", "+14155550160")]),
+    }  # fmt: skip
+    template = ZENDESK_PAGE["tickets"][0]
+    tickets = [dict(template, id=7001 + n, requester_id=who, submitter_id=who)
+               for n, who in enumerate([*people, 8447388090701])]  # fmt: skip
+    page = export_page(tickets, "C1", end=True)
+    page["users"] = [dict(ZENDESK_PAGE["users"][0], id=who, name=name, email=None, phone=None)
+                     for who, (name, _) in people.items()]  # fmt: skip
+    api.get(EXPORT, json=page)
+    api.get(SHOW_MANY, json={
+        "users": page["users"], "next_page": None, "previous_page": None, "count": 3,
+        "identities": [{"id": n, "user_id": who, "type": kind, "value": value}
+                       for n, (who, (_, found)) in enumerate(people.items())
+                       for kind, value in found],
+    })  # fmt: skip
+    state = import_history(core, "zendesk")
+    assert (state.status, state.imported) == (DONE, 4)
+    by_ticket = {r.external_id: r for r in rows(core)}
+    ann, bea = by_ticket["7001"].customer_id, by_ticket["7002"].customer_id
+    assert ann is not None and bea is not None and ann != bea
+    assert by_ticket["7004"].customer_id == ann
+    cy = by_ticket["7003"].customer_id
+    assert cy not in (None, ann, bea)
+    with core.engine.connect() as conn:
+        line = conn.execute(
+            select(identities.c.customer_id, identities.c.shared)
+            .where(identities.c.type == "phone", identities.c.value == "+14155550160")
+            .order_by(identities.c.customer_id)
+        ).all()
+    assert [tuple(r) for r in line] == [(ann, True), (bea, True), (cy, True)]
 
 
 def test_an_import_stops_when_the_mapping_in_use_has_no_history_event(core, api):
