@@ -5,6 +5,8 @@ python -m bench zendesk     # 1 to 3 only
 python -m bench phone       # 4 and 5 only (bench/phone.py)
 python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
 python -m bench mood        # 9 only: the mood on labelled messages (bench/mood.py), about 2 s
+python -m bench history     # 10 only: importing history against the fakes (bench/history.py);
+                            # on PostgreSQL too when CARRYOVER_TEST_DATABASE_URL is set
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -25,6 +27,7 @@ from typing import Any
 from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
 from bench.faults import faults_benchmark
+from bench.history import history_benchmark
 from bench.load import closed_loop, open_loop
 from bench.mood import mood_benchmark
 from bench.note_latency import NoteProbe, seed_requester
@@ -222,6 +225,7 @@ PARTS = {
     "salesforce": "about 70 s",
     "faults": "about 90 s on PostgreSQL",
     "mood": "about 2 s",
+    "history": "about 40 s (twice that with PostgreSQL)",
 }
 
 
@@ -257,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         results["salesforce"] = salesforce_benchmark()
     if part in ("all", "mood"):
         results["mood"] = mood_benchmark()
+    if part in ("all", "history"):
+        results["history"] = history_benchmark()
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

@@ -367,6 +367,39 @@ def _faults(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _calls(count: int) -> str:
+    return f"{count} API call{'' if count == 1 else 's'}"
+
+
+def history_lines(results: dict[str, Any]) -> list[str]:
+    """Return the report's lines for benchmark 10."""
+    seeded = results["history"]
+    lines = [
+        "",
+        "10. History import (bench/history.py): `carryover backfill` against the fakes, no latency",
+        f"   {seeded['tickets']:,} Zendesk tickets of {seeded['requesters']} requesters, "
+        f"{seeded['cases']} Salesforce cases, {seeded['calls']} Twilio call records (calls and "
+        "their agents' legs); "
+        f"median of {results['repeats']} runs, each on a fresh store; baseline: "
+        f"{results['webhooks']} ticket.created webhooks processed by the worker",
+        f"   {'store':<11} {'records/s':>9} {'ms/record':>9} {'webhook ms':>10} "
+        f"{'webhook ÷ record':>16}  per tool (records/s, API calls)",
+    ]
+    for store in ("sqlite", "postgresql"):
+        if store not in results:
+            continue
+        r = results[store]
+        tools = ", ".join(f"{key} {t['per_s']:,.0f}/s {_calls(t['api_calls'])}"
+                          for key, t in r["tools"].items())  # fmt: skip
+        lines.append(f"   {store:<11} {r['per_s']:>9,.0f} {r['ms_per_record']:>9.2f} "
+                     f"{r['webhook_ms_per_delivery']:>10.2f} {r['webhook_over_record']:>15.1f}×"
+                     f"  {tools}")  # fmt: skip
+    sqlite = results["sqlite"]
+    verdict = "met" if sqlite["met"] else "NOT MET"
+    lines.append(f"   goal: ≥ {sqlite['goal_per_s']:,.0f} records/s on SQLite: {verdict}")
+    return lines
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -380,6 +413,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _faults(results)
     if "mood" in results:
         lines += mood_lines(results["mood"])
+    if "history" in results:
+        lines += history_lines(results["history"])
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 
