@@ -219,7 +219,7 @@ def note_benchmark(workdir: Path, fake: FakeZendesk) -> dict[str, Any]:
 
 # How long each part takes; the phone part generates its store on the first run (30 s more).
 PARTS = {
-    "all": "about 4 min",
+    "all": "about 5 min",
     "zendesk": "about 100 s",
     "phone": "about 40 s",
     "salesforce": "about 70 s",
