@@ -54,7 +54,11 @@ log = logging.getLogger(__name__)
 
 RUNNING, DONE, STOPPED = "running", "done", "stopped"
 STALE_S = 120  # a running import not heard of for this long was killed: another may resume it
-BATCH = 250  # records committed together (SQLite syncs each commit to disk)
+# Records are committed in batches: few commits (SQLite syncs each to disk), yet a batch holds
+# the store's write lock (SQLite) and the identity lock only about BATCH_S, so webhooks
+# arriving meanwhile wait no longer than that. The batch size follows the time it takes.
+BATCH_S = 0.05
+FIRST_BATCH, MIN_BATCH, MAX_BATCH = 50, 10, 1000
 MAX_TRIES = 5  # failures of one page in a row before the import stops
 FIRST_BACKOFF_S = 2.0
 KEYS_PER_QUERY = 500
@@ -198,6 +202,7 @@ class HistoryImport:
         self.resumed = False
         self._cursor: str | None = None
         self._calls_at_start = 0
+        self._batch = FIRST_BATCH  # records per transaction, adapted to BATCH_S
 
     # -- starting ----------------------------------------------------------------------------
     def begin(self) -> ImportState:
@@ -298,11 +303,20 @@ class HistoryImport:
                 kind, reason = outcome
                 counts[kind] += 1
                 reasons[_reason(kind, reason)] += 1
-        batches = [ready[i : i + BATCH] for i in range(0, len(ready), BATCH)] or [[]]
-        for number, batch in enumerate(batches, start=1):
-            last = number == len(batches)
+        start = 0
+        while True:
+            batch = ready[start : start + self._batch]
+            start += len(batch)
+            last = start >= len(ready)
+            began = time.monotonic()
             self._commit_batch(batch, counts if last else Counter(), reasons if last else Counter(),
                                page if last else None)  # fmt: skip
+            if len(batch) >= MIN_BATCH:
+                took = max(time.monotonic() - began, 1e-6)
+                wanted = int(len(batch) * BATCH_S / took)
+                self._batch = max(MIN_BATCH, min(MAX_BATCH, wanted, self._batch * 2))
+            if last:
+                return
 
     def _prepare(self, event: InboundEvent, received: datetime) -> Prepared | tuple[str, str]:
         """Map, redact and enrich a record; (skipped or refused, why) when it cannot be."""
