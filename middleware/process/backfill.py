@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from middleware.customers.identity import KnownHolders, lock_identities
@@ -64,6 +64,7 @@ FIRST_BACKOFF_S = 2.0
 KEYS_PER_QUERY = 500
 HEARTBEAT_S = 10.0  # how often a waiting import says it is alive
 MAX_REASON_CHARS = 200
+BEGIN_LOCK = 7240016  # the PostgreSQL advisory lock that starting an import takes
 
 
 class ImportBusy(Exception):
@@ -209,6 +210,10 @@ class HistoryImport:
         """Start an import, or continue a stopped one that covers the period (ImportBusy)."""
         now = utcnow()
         with self.core.engine.begin() as conn:
+            # Two imports starting at once must not both find none running: SQLite's
+            # BEGIN IMMEDIATE already queues them; PostgreSQL takes a lock to the same end.
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BEGIN_LOCK})
             latest = latest_import(conn, self.plugin.key)
             if latest is not None and latest.is_live:
                 raise ImportBusy(

@@ -3,6 +3,7 @@ resume where they stopped, never import twice, and count what they could not imp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -532,3 +533,34 @@ def test_an_import_whose_process_was_killed_is_continued_at_once(core, api):
         )
     with pytest.raises(ImportBusy, match="is running"):
         HistoryImport(core, core.registry.instances["zendesk"], SINCE).begin()
+
+
+def test_two_imports_started_at_once_do_not_both_run(core, monkeypatch):
+    """Each start looks for a running import and then records its own: two at once, across
+    processes, are queued by the store, so the second finds the first and is refused."""
+    both_looked = threading.Barrier(2, timeout=1)
+    real = backfill.latest_import
+
+    def looking_slowly(conn, plugin):
+        found = real(conn, plugin)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_looked.wait()  # without the store's queue, both would pass here together
+        return found
+
+    monkeypatch.setattr(backfill, "latest_import", looking_slowly)
+    outcomes: list[str] = []
+
+    def start():
+        try:
+            HistoryImport(core, core.registry.instances["zendesk"], SINCE).begin()
+            outcomes.append("started")
+        except ImportBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["busy", "started"]
+    assert count(core, history_imports) == 1
