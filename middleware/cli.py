@@ -319,10 +319,11 @@ def _backfill_one(core: Installation, plugin: Plugin, since: datetime) -> bool:
         signal.signal(signal.SIGINT, previous)
         line.show(state.progress, state.records, state.rate, None, force=True)
         line.end()
-    print(f"{plugin.title}: {'done' if state.status == DONE else 'stopped'} after "
+    calls = f"{state.api_calls:,} API call{'' if state.api_calls == 1 else 's'}"
+    print(f"{plugin.title}: {'done in' if state.status == DONE else 'stopped after'} "
           f"{duration(state.elapsed_s)}: {state.imported:,} imported, {state.unchanged:,} "
           f"already imported, {state.skipped:,} skipped, {state.refused:,} refused; "
-          f"{state.api_calls:,} API calls")  # fmt: skip
+          f"{calls}")  # fmt: skip
     for reason, count in sorted(state.reasons.items(), key=lambda r: -r[1]):
         print(f"  {reason} ({count:,})")
     if state.last_error:

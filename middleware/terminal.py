@@ -16,8 +16,10 @@ LOG_EVERY_S = 5.0  # elsewhere
 
 
 def duration(seconds: float) -> str:
-    """Say a duration as people read it: 45 s, 3 min 5 s, 2 h 10 min."""
-    seconds = max(0, round(seconds))
+    """Say a duration as people read it: under 1 s, 45 s, 3 min 5 s, 2 h 10 min."""
+    if seconds < 0.5:
+        return "under 1 s"
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
@@ -55,7 +57,7 @@ class ProgressLine:
         text = f"{self.label}  {bar(fraction)}  {done:,} records"
         if rate:
             text += f"  {rate:,.0f}/s"
-        if left_s is not None:
+        if left_s is not None and left_s >= 1:
             text += f"  about {duration(left_s)} left"
         if note:
             text += f"  ({note})"
