@@ -38,6 +38,7 @@ class ProgressLine:
         self.live = self.out.isatty()
         self._shown_at = float("-inf")
         self._width = 0
+        self._text = ""
 
     def show(
         self,
@@ -53,7 +54,6 @@ class ProgressLine:
         now = time.monotonic()
         if not force and now - self._shown_at < (REDRAW_S if self.live else LOG_EVERY_S):
             return
-        self._shown_at = now
         text = f"{self.label}  {bar(fraction)}  {done:,} records"
         if rate:
             text += f"  {rate:,.0f}/s"
@@ -61,6 +61,9 @@ class ProgressLine:
             text += f"  about {duration(left_s)} left"
         if note:
             text += f"  ({note})"
+        if text == self._text:
+            return  # nothing new to show (printed twice, a log would read as two events)
+        self._shown_at, self._text = now, text
         if self.live:
             padding = " " * max(0, self._width - len(text))
             self.out.write(f"\r{text}{padding}")
