@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -313,6 +313,13 @@ class Plugin:
         The fixtures in plugins/<key>/fixtures/history/ are such pages.
         """
         raise NotImplementedError
+
+    def prefetch_history(self, events: Sequence[InboundEvent]) -> None:
+        """Read in bulk what enrich() needs for these records, before they are recorded.
+
+        Called with the records of a page that were not imported before (a page read again
+        costs no look-up); raises as history() does.
+        """
 
     def history_plan(self, since: datetime) -> str | None:
         """Say what an import since `since` will cost in API calls, before it starts."""

@@ -294,6 +294,7 @@ class HistoryImport:
                 log.debug("%s history: %s %s: %s", self.plugin.title, kind, record, reason)
                 counts[kind] += 1
                 reasons[_reason(kind, reason)] += 1
+        self.plugin.prefetch_history([e for e in page.events if e.key not in seen])
         ready: list[Prepared] = []
         for event in page.events:
             if event.key in seen:
