@@ -171,6 +171,7 @@ class KnownHolders:
 
     def __init__(self) -> None:
         self._held: dict[Identity, list[tuple[int, bool]]] = {}
+        self.named: set[int] = set()  # customers known to have a name
         self.locked = False
 
     def load(self, conn: Connection, wanted: Iterable[Identity]) -> None:
@@ -213,6 +214,7 @@ class KnownHolders:
     def forget(self) -> None:
         """Drop what was read (a merge moved identities, or a savepoint was rolled back)."""
         self._held.clear()
+        self.named.clear()
 
 
 def _identity_values(conn: Connection, customer_id: int) -> dict[str, set[str]]:
@@ -384,8 +386,10 @@ def resolve_customer(
             known.add(conn, customer, phone, caused_by)
             known.mark_shared(conn, phone)
 
-    if customer is not None and name and not created:
+    if customer is not None and name and not created and customer not in known.named:
         conn.execute(_NAME_IF_UNKNOWN, {"customer": customer, "name": name})
+    if customer is not None and name:
+        known.named.add(customer)  # named now, if it was not: no need to ask again
     return Resolution(customer, candidates)
 
 
