@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -283,30 +283,56 @@ def test_an_import_killed_half_way_ends_as_a_clean_one_when_run_again(
     assert Counter(r.kind for r in rows(installation))["ticket"] == tools.summary.tickets
 
 
-def test_the_next_new_ticket_gets_a_note_naming_the_imported_history(
+def test_the_next_new_ticket_and_case_get_a_note_naming_the_imported_history(
     tools: Tools, config_file: Path, installation: Installation
 ) -> None:
     """After the import, a new ticket of a customer known to Zendesk and Salesforce gets one
-    note naming their older tickets and cases; no imported ticket or case gets any."""
+    note naming their older tickets and cases, and no imported ticket or case gets any; their
+    next new case gets one too, and updates go to their open tickets only."""
     assert backfill(config_file).returncode == 0
     sample = tools.summary.in_both[0]
+    latest = max(sample.ticket_ids, key=lambda t: tools.zendesk.tickets[t]["created_at"])
+    numbers = [tools.salesforce.case(c)["CaseNumber"] for c in sample.case_ids]
     with AppServer(create_app(core=installation)) as carryover:
         tools.zendesk.subscribe(f"{carryover.url}/hooks/zendesk", WEBHOOK_SECRET)
-        new = tools.zendesk.open_ticket(sample.zendesk_user_id, "Still waiting",
-                                        "Hi again, I'm still waiting for the refund.")  # fmt: skip
+        tools.salesforce.subscribe(f"{carryover.url}/hooks/salesforce")
+        ticket = tools.zendesk.open_ticket(
+            sample.zendesk_user_id, "Still waiting", "Hi again, I'm still waiting for the refund."
+        )
         Worker(installation).drain()
         tools.zendesk.wait_for_echoes()
         Worker(installation).drain()
-    notes = tools.zendesk.notes(new)
-    assert len(notes) == 1, "one note, though Zendesk echoed it back as a comment event"
-    body = notes[0]["html_body"]
-    latest = max(sample.ticket_ids, key=lambda t: tools.zendesk.tickets[t]["created_at"])
-    assert f"#{latest} · " in body and tools.zendesk.tickets[latest]["subject"] in body
-    case_numbers = [tools.salesforce.case(c)["CaseNumber"] for c in sample.case_ids]
-    assert any(f"case {number}" in body for number in case_numbers), "the Salesforce side"
-    assert [t for t in tools.zendesk.tickets if t != new and tools.zendesk.notes(t)] == []
-    assert tools.salesforce.records("CaseComment") == []
-    assert [w.target_ref for w in rows(installation, writes)] == [str(new)]
+        notes = {t: tools.zendesk.notes(t) for t in tools.zendesk.tickets}
+        assert {t: len(n) for t, n in notes.items() if n} == {ticket: 1}, "one note, once"
+        assert tools.salesforce.records("CaseComment") == []
+        body = notes[ticket][0]["html_body"]
+        assert f"#{latest} · " in body and tools.zendesk.tickets[latest]["subject"] in body
+        assert any(f"case {number}" in body for number in numbers), "the Salesforce side"
+        contact = next(filter(None, (tools.salesforce.case(c)["ContactId"]
+                                     for c in sample.case_ids)))  # fmt: skip
+        case = tools.salesforce.open_case(contact, "Refund", "Still no refund.", origin="Email")
+        Worker(installation).drain()
+        tools.zendesk.wait_for_echoes()
+        Worker(installation).drain()
+    comments = [c["CommentBody"] for c in tools.salesforce.records("CaseComment")]
+    assert comments == [c["CommentBody"] for c in tools.salesforce.comments(case)]
+    assert len(comments) == 1
+    assert f"#{latest} · " in comments[0] and f"#{ticket} · " in comments[0]
+    # The new case is news for the customer's open tickets, imported ones included.
+    still_open = open_tickets(tools, sample.ticket_ids)
+    assert still_open, "the seed left this customer an open ticket"
+    updated = {t for t in tools.zendesk.tickets if len(tools.zendesk.notes(t)) > (t == ticket)}
+    assert updated == {ticket, *still_open}
+
+
+def open_tickets(tools: Tools, ticket_ids: Iterable[int]) -> set[int]:
+    """Return the tickets that are open (not solved or closed) and changed in the last 30 days."""
+    recent = datetime.now(UTC) - timedelta(days=30)
+    return {
+        t for t in ticket_ids
+        if tools.zendesk.tickets[t]["status"] not in ("solved", "closed")
+        and datetime.fromisoformat(tools.zendesk.tickets[t]["updated_at"]) > recent
+    }  # fmt: skip
 
 
 def wait_for_zendesk_mid_import(core: Installation, process: subprocess.Popen[str]) -> Any:
