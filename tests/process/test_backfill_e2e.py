@@ -44,7 +44,7 @@ from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import load_config
 from middleware.installation import Installation, build_installation
 from middleware.integrations.registry import PluginRegistry
-from middleware.process.backfill import DONE, RUNNING, latest_import
+from middleware.process.backfill import DONE, FIRST_BATCH, RUNNING, latest_import
 from middleware.process.worker import Worker
 from middleware.store.tables import (
     customers,
@@ -249,15 +249,20 @@ def test_running_it_again_imports_nothing_new(
 
 
 def test_an_import_killed_half_way_ends_as_a_clean_one_when_run_again(
-    tools: Tools, config_file: Path, installation: Installation
+    tools: Tools, config_file: Path, installation: Installation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed with SIGKILL while Zendesk makes it wait for the second page, the import run
-    again continues and leaves the same customers and timelines as one clean run."""
+    """Killed with SIGKILL in the middle of the Zendesk export, the import run again continues
+    and leaves the same customers and timelines as one clean run."""
     assert backfill(config_file).returncode == 0
     clean = canonical(installation)
     empty_store(installation)
     assert count(installation, interactions) == 0
-    tools.zendesk.set_export_limit(1)  # the second page waits a minute for Zendesk's limit
+    # A first page of several batches and a second page that waits a minute for Zendesk's
+    # limit: the kill comes after a batch, before the page's cursor is kept, or at the latest
+    # while the second page waits.
+    monkeypatch.setattr(zendesk_simulator, "EXPORT_PAGE_MAX", 300)
+    assert FIRST_BATCH < 300 < tools.summary.tickets
+    tools.zendesk.set_export_limit(1)
     process = subprocess.Popen(backfill_command(config_file), cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
