@@ -288,6 +288,33 @@ def test_an_import_killed_half_way_ends_as_a_clean_one_when_run_again(
     assert Counter(r.kind for r in rows(installation))["ticket"] == tools.summary.tickets
 
 
+def test_a_tool_that_refuses_the_login_stops_only_its_own_import(
+    tools: Tools, config_file: Path, installation: Installation
+) -> None:
+    """An expired Salesforce session stops the Salesforce import with the settings to check;
+    the other tools are imported, and once the session is renewed a run again imports the
+    cases alone."""
+    tools.salesforce.expire_sessions()
+    run = backfill(config_file)
+    assert run.returncode == 1
+    assert "Salesforce Service Cloud: cannot start: Salesforce refused session_id" in run.stderr
+    assert "check integrations.salesforce: session_id and instance_url" in run.stderr
+    found = imports(installation)
+    assert found["salesforce"] is None
+    assert (found["zendesk"].status, found["twilio"].status) == (DONE, DONE)
+    assert Counter(r.kind for r in rows(installation)) == {
+        "ticket": tools.summary.tickets, "call": INBOUND_CALLS
+    }  # fmt: skip
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["integrations"]["salesforce"]["session_id"] = tools.salesforce.new_session()
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    run = backfill(config_file)
+    assert run.returncode == 0, run.stderr
+    assert {k: (s.status, s.imported) for k, s in imports(installation).items()} == {
+        "salesforce": (DONE, tools.summary.cases), "twilio": (DONE, 0), "zendesk": (DONE, 0)
+    }  # fmt: skip
+
+
 def test_the_next_new_ticket_and_case_get_a_note_naming_the_imported_history(
     tools: Tools, config_file: Path, installation: Installation
 ) -> None:
