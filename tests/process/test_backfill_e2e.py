@@ -218,6 +218,8 @@ def test_a_first_import_brings_every_tool_s_history_and_writes_nothing(
             assert call.customer_id == held[0].customer_id or (
                 call.customer_id is None and held[0].customer_id in json.loads(call.candidates)
             ), sid
+    strong = Counter((i.type, i.value) for i in rows(installation, identities) if not i.shared)
+    assert strong and max(strong.values()) == 1, "one customer per unshared id"
     assert count(installation, writes) == 0
     assert {method for method, _ in tools.requests()} == {"GET"}, "an import only reads"
     assert not any(tools.zendesk.notes(ticket_id) for ticket_id in tools.zendesk.tickets)
