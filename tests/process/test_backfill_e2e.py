@@ -275,9 +275,10 @@ def test_an_import_killed_half_way_ends_as_a_clean_one_when_run_again(
             process.kill()
         process.communicate(timeout=RUN_TIMEOUT_S)
     assert process.returncode == -signal.SIGKILL
-    assert 0 < state.imported < tools.summary.tickets
     killed = imports(installation)["zendesk"]
-    assert (killed.status, killed.imported) == (RUNNING, state.imported), "left as it was"
+    # A batch may have been committed between the look and the kill.
+    assert killed.status == RUNNING and 0 < state.imported <= killed.imported
+    assert killed.imported < tools.summary.tickets, "killed half-way"
     tools.zendesk.set_export_limit(None)
     run = backfill(config_file)
     assert run.returncode == 0, run.stderr
