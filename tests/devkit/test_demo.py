@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 
@@ -119,13 +120,18 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     assert "     │ Recognised by email and phone" in story
     assert f"     │ {HANDOFF_NOTE}" in story  # the handoff note mia typed in the pop
     assert "[Carryover ref" not in story
+    page = admin_session(demo).get(f"{demo.url}/admin/integrations/", timeout=5).text
+    assert page.count("connected (admin UI)") == 3
+
+
+def admin_session(demo) -> requests.Session:
+    """Return a browser session of the demo's admin, logged in."""
     session = requests.Session()
     login = session.get(f"{demo.url}/admin/login", timeout=5).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
     form = {"username": "demo", "password": demo.secrets.admin_password, "csrf_token": token}
     assert session.post(f"{demo.url}/admin/login", data=form, timeout=5).ok
-    page = session.get(f"{demo.url}/admin/integrations/", timeout=5).text
-    assert page.count("connected (admin UI)") == 3
+    return session
 
 
 def test_carryover_demo_plays_every_journey_and_exits(tmp_path, capsys):
@@ -161,6 +167,9 @@ def test_the_history_demo_says_what_it_imported(history_demo):
     cases = history_demo.history.cases + 1  # Bob's card, three months ago
     assert f"Imported, with no note written anywhere: {cases} cases from Salesforce" in story
     assert f", {tickets} tickets from Zendesk." in story
+    page = admin_session(history_demo).get(f"{history_demo.url}/admin/integrations/zendesk",
+                                           timeout=5).text  # fmt: skip
+    assert f"{tickets:,} imported · 0 already imported" in html.unescape(page)
 
 
 def test_an_imported_ticket_is_named_on_a_new_one_and_in_the_pop(history_demo):
