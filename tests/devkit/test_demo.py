@@ -219,7 +219,7 @@ def test_carryover_demo_history_shows_the_import_on_the_terminal(tmp_path, capfd
     for tool in ("Salesforce", "Twilio", "Zendesk"):
         assert re.search(rf"^{tool} +\[█{{24}}\] 100%  [\d,]+ records", err, re.M), tool
     # 600 made-up tickets and 100 cases, with Ann's, Bob's and Carla's past beside them.
-    assert re.search(r"^Zendesk: done after .*: 603 imported, 0 already imported", out, re.M)
+    assert re.search(r"^Zendesk: done .*: 603 imported, 0 already imported", out, re.M)
     assert "Imported, with no note written anywhere: 101 cases from Salesforce" in out
     assert out.index("Imported, with no") < out.index("1. A Facebook message")
     assert "     │ - " in out and " · chat · When does order 4411 ship? · " in out
