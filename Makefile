@@ -33,8 +33,10 @@ run: $(RUNTIME_STAMP) config.yaml
 	$(BIN)/carryover serve --config config.yaml
 
 # Carryover beside simulated Zendesk, Salesforce and Twilio, playing the journeys (no account).
+# `make demo HISTORY=1`: the tools first hold a year of made-up history, imported with
+# `carryover backfill` before the journeys (carryover demo --history).
 demo: $(RUNTIME_STAMP)
-	$(BIN)/carryover demo
+	$(BIN)/carryover demo $(if $(HISTORY),--history)
 
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest

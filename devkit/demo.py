@@ -14,6 +14,10 @@ happens while notes and pops appear:
    both, handoff note and all.
 3. A call on Monday and an email on Wednesday: the email's ticket names Monday's call.
 
+With `--history`, the tools first hold a year of made-up history (the three customers' own
+past among it), which `carryover backfill` imports before the journeys: their notes and pops
+then name that past, as on a real installation's first day.
+
 Afterwards everything stays up for exploring: the admin UI, and each simulated tool's agent
 view, where the notes are.
 """
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,14 +40,17 @@ from secrets import token_urlsafe
 import requests
 import yaml
 
+from devkit.history import HistorySummary, seed_history
 from devkit.simulators.salesforce import FakeSalesforce
 from devkit.simulators.twilio import TwilioPhone
+from devkit.simulators.twilio_rest import FakeTwilio
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
 from middleware.config import load_config
 from middleware.installation import build_installation
 from middleware.integrations.registry import PluginRegistry
 from middleware.notes.outbox import MARKER_PATTERN
+from middleware.process.backfill import importable, latest_import
 from middleware.reads.context_api import signed_path
 from middleware.store.sealed import installation_key
 from middleware.store.tables import upgrade
@@ -57,6 +64,8 @@ HANDOFF_NOTE = ("Bob was charged twice for INV-1042; wants one $49 charge refund
 ZENDESK_BOT = "carryover@acme.example"
 SF_USER = "carryover@acme.example"
 WAIT_S = 20.0  # the longest a step waits for Carryover to write a note
+HISTORY_SINCE = "365d"
+RECORDS = {"zendesk": "tickets", "salesforce": "cases", "twilio": "calls"}  # what each imports
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,16 @@ class Person:
 ANN = Person("Ann Example", "ann@example.com", "+14155550142", 8447388090501)
 BOB = Person("Bob Sample", "bob.sample@example.org", "+14155550177", 8447388090502)
 CARLA = Person("Carla Rossi", "carla.rossi@example.net", "+14155550199", 8447388090503)
+
+# What --history adds to the made-up history for them: who, days ago, channel, subject, text.
+PAST_TICKETS = (
+    (ANN, 24, "chat", "When does order 4411 ship?",
+     "Hi, I ordered a blender (order 4411) last week. When will it ship?"),
+    (BOB, 210, "email", "Invoice with my company name",
+     "Could you send the invoice for my last order with my company's name on it?"),
+    (CARLA, 150, "email", "Kettle stopped heating",
+     "My kettle stopped heating after two months. Can I send it back?"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,10 +119,16 @@ class Demo:
     bob_contact: str
     pace: float
     say: Callable[[str], None]
+    history: HistorySummary | None = None  # what --history seeded (and then imported)
 
     def pause(self, beats: float = 1.0) -> None:
         """Give the watcher time to look (nothing in tests, where pace is 0)."""
         time.sleep(self.pace * beats)
+
+    def new_note(self, ticket: int, seen: int, what: str) -> str:
+        """Wait for a ticket's note after its first `seen` ones; return that note's body."""
+        self.wait_for(what, lambda: len(self.zendesk.notes(ticket)) > seen)
+        return str(self.zendesk.notes(ticket)[seen]["body"])
 
     def pop_link(self, phone: str) -> str:
         """Return a signed screen-pop link for a caller, as a softphone would open it."""
@@ -137,9 +162,18 @@ class Demo:
 # -- setting up ---------------------------------------------------------------------------------
 @contextmanager
 def running_demo(
-    folder: Path, port: int, pace: float, say: Callable[[str], None] = print
+    folder: Path,
+    port: int,
+    pace: float,
+    say: Callable[[str], None] = print,
+    *,
+    history: bool = False,
 ) -> Iterator[Demo]:
-    """Start the simulators and Carryover, connected; stop them all on leaving."""
+    """Start the simulators and Carryover, connected; stop them all on leaving.
+
+    With `history`, the tools first hold a year of history, which `carryover backfill`
+    imports (its progress on this process's terminal) before Carryover serves.
+    """
     if folder.exists():
         shutil.rmtree(folder)  # a fresh store each time: the journeys start from nothing
     folder.mkdir(parents=True)
@@ -148,16 +182,24 @@ def running_demo(
     zendesk = FakeZendesk(email=ZENDESK_BOT, api_token=secrets.zendesk_token)
     salesforce = FakeSalesforce(username=SF_USER, password=secrets.salesforce_password,
                                 security_token=secrets.salesforce_token)  # fmt: skip
-    with zendesk, salesforce:
+    # Twilio's REST API (the call log) is only read by an import: no fake of it otherwise.
+    twilio = FakeTwilio(auth_token=secrets.twilio_token) if history else None
+    with ExitStack() as fakes:
+        for fake in (zendesk, salesforce, twilio):
+            if fake is not None:
+                fakes.enter_context(fake)
         bob_contact = _seed(zendesk, salesforce)
+        seeded = _seed_history(zendesk, salesforce, twilio, bob_contact, say) if twilio else None
         config_file = _write_config(folder, url)
-        link_secret = _install(config_file, secrets, zendesk, salesforce)
+        link_secret = _install(config_file, secrets, zendesk, salesforce, twilio)
+        if seeded is not None:
+            _import_history(config_file, say)
         zendesk.subscribe(f"{url}/hooks/zendesk", secrets.zendesk_webhook)
         salesforce.subscribe(f"{url}/hooks/salesforce")
         with _serving(config_file, port, folder / "carryover.log"):
             phone = TwilioPhone(url, secrets.twilio_token, pause=pace)
             yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone,
-                       bob_contact, pace, say)  # fmt: skip
+                       bob_contact, pace, say, seeded)  # fmt: skip
 
 
 def _seed(zendesk: FakeZendesk, salesforce: FakeSalesforce) -> str:
@@ -168,6 +210,74 @@ def _seed(zendesk: FakeZendesk, salesforce: FakeSalesforce) -> str:
                          phone=person.phone, extra_identities=extra)  # fmt: skip
     first, last = BOB.name.split()
     return salesforce.add_contact(first, last, email=BOB.email, phone=BOB.phone)
+
+
+def _seed_history(
+    zendesk: FakeZendesk,
+    salesforce: FakeSalesforce,
+    twilio: FakeTwilio,
+    bob_contact: str,
+    say: Callable[[str], None],
+) -> HistorySummary:
+    """Fill the tools with a year of other customers' history and the demo people's past."""
+    ours = {person.phone for person in (ANN, BOB, CARLA)} | {SUPPORT_LINE, BILLING_LINE}
+    # Big enough to look like a year of a small team's support, small enough for seconds.
+    summary = seed_history(zendesk, salesforce, twilio, requesters=150, tickets=600, cases=100,
+                           calls=120, reserved_phones=ours)  # fmt: skip
+    _add_past(zendesk, salesforce, twilio, bob_contact)
+    say(f"Day one: the tools already hold a year of history: {summary.tickets:,} Zendesk "
+        f"tickets of {summary.requesters:,} customers, {summary.cases:,} Salesforce cases, "
+        f"{summary.calls:,} entries in Twilio's call log (all made up), Ann, Bob and Carla's "
+        "past among them.")  # fmt: skip
+    return summary
+
+
+def _add_past(
+    zendesk: FakeZendesk, salesforce: FakeSalesforce, twilio: FakeTwilio, bob_contact: str
+) -> None:
+    """Give Ann, Bob and Carla a past in the tools, long settled, for the notes to name."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for ticket_id, (who, days, channel, subject, text) in enumerate(
+        PAST_TICKETS, max(zendesk.tickets) + 1
+    ):
+        at = now - timedelta(days=days)
+        zendesk.add_ticket(ticket_id, who.zendesk_id, subject, "closed", channel,
+                           description=text, at=at, updated=at + timedelta(days=2))  # fmt: skip
+    salesforce.add_case("Card expired: update the monthly plan", bob_contact, "Phone", "Closed",
+                        "Bob's card expired; he updated it by phone and the plan went on.",
+                        at=now - timedelta(days=95), updated=now - timedelta(days=94))  # fmt: skip
+    sid = twilio.add_call(ANN.phone, SUPPORT_LINE, start=now - timedelta(days=23), duration_s=95)
+    twilio.add_call(ANN.phone, "client:noor", start=now - timedelta(days=23), duration_s=90,
+                    direction="outbound-dial", parent_call_sid=sid)  # fmt: skip
+
+
+def _import_history(config_file: Path, say: Callable[[str], None]) -> None:
+    """Run `carryover backfill` as an admin would, its progress on this terminal."""
+    command = [sys.executable, "-m", "middleware.cli", "backfill", "--since", HISTORY_SINCE,
+               "--config", str(config_file)]  # fmt: skip
+    say(f"Importing it first: carryover backfill --since {HISTORY_SINCE} --config {config_file}")
+    sys.stdout.flush()  # what was said comes before what the import prints
+    if subprocess.run(command, check=False).returncode != 0:
+        raise RuntimeError("carryover backfill did not finish; see its messages above")
+    say("Imported, with no note written anywhere: " + _imported(config_file) + ". The "
+        "journeys' notes and pops now name the past.")  # fmt: skip
+
+
+def _imported(config_file: Path) -> str:
+    """Say how many records each integration's import took in, from the store."""
+    registry = PluginRegistry.from_entry_points()
+    core = build_installation(load_config(config_file, registry.schemas()), registry)
+    try:
+        with core.engine.connect() as conn:
+            states = [(p.key, p.short_title or p.title, latest_import(conn, p.key))
+                      for p in importable(core)]  # fmt: skip
+    finally:
+        core.dispose()
+    return ", ".join(
+        f"{state.imported:,} {RECORDS.get(key, 'records')} from {title}"
+        for key, title, state in states
+        if state
+    )
 
 
 def _write_config(folder: Path, url: str) -> Path:
@@ -184,9 +294,17 @@ def _write_config(folder: Path, url: str) -> Path:
 
 
 def _install(
-    config_file: Path, secrets: Secrets, zendesk: FakeZendesk, salesforce: FakeSalesforce
+    config_file: Path,
+    secrets: Secrets,
+    zendesk: FakeZendesk,
+    salesforce: FakeSalesforce,
+    twilio: FakeTwilio | None = None,
 ) -> str:
-    """Migrate, create the admin and connect the tools as in the browser; return the key."""
+    """Migrate, create the admin and connect the tools as in the browser; return the key.
+
+    With Twilio's REST API (`twilio`), its account and URL are connected too, so that its
+    calls can be imported, and Zendesk's export is read as fast as the fake answers.
+    """
     registry = PluginRegistry.from_entry_points()
     config = load_config(config_file, registry.schemas())
     core = build_installation(config, registry)
@@ -194,14 +312,18 @@ def _install(
         upgrade(core.engine)
         create_admin(core.engine, ADMIN, secrets.admin_password)
         connect = core.integrations.connect
+        # 0: the export as fast as the fake answers (one page); Zendesk's own limit is 10.
+        unpaced = {"export_requests_per_minute": 0} if twilio else {}
         connect("zendesk", {"url": zendesk.url, "email": ZENDESK_BOT,
                             "api_token": secrets.zendesk_token,
-                            "webhook_secret": secrets.zendesk_webhook}, ADMIN)  # fmt: skip
+                            "webhook_secret": secrets.zendesk_webhook, **unpaced},
+                ADMIN)  # fmt: skip
         connect("salesforce", {"organization_id": salesforce.org_id,
                                "instance_url": salesforce.url, "login_url": salesforce.url,
                                "username": SF_USER, "password": secrets.salesforce_password,
                                "security_token": secrets.salesforce_token}, ADMIN)  # fmt: skip
-        connect("twilio", {"auth_token": secrets.twilio_token}, ADMIN)
+        calls = {"account_sid": twilio.account_sid, "api_url": twilio.api_url} if twilio else {}
+        connect("twilio", {"auth_token": secrets.twilio_token, **calls}, ADMIN)
     finally:
         core.dispose()
     key = installation_key(config)
@@ -248,7 +370,14 @@ def facebook_then_phone(demo: Demo) -> int:
         "Hi! The blender from order 4411 arrived with a cracked jug. Can you send a new one?",
         channel="facebook",
     )  # fmt: skip
-    say(f"   Ann writes on Facebook: Zendesk ticket #{ticket}. A first contact: no note.")
+    if demo.history is None:
+        say(f"   Ann writes on Facebook: Zendesk ticket #{ticket}. A first contact: no note.")
+    else:
+        note = demo.new_note(ticket, 0, "write Ann's past into the ticket")
+        say(f"   Ann writes on Facebook: Zendesk ticket #{ticket}. She is no stranger: its "
+            "note names her imported past:")  # fmt: skip
+        show_note(say, note)
+    seen = len(zendesk.notes(ticket))
     demo.pause(2)
     say(f"   Ann calls the support line. Her screen-pop: {demo.pop_link(ANN.phone)}")
     call = demo.phone.ring(ANN.phone, SUPPORT_LINE)
@@ -257,9 +386,9 @@ def facebook_then_phone(demo: Demo) -> int:
     say("   Sam answers, and sees the Facebook message on the pop without asking.")
     demo.pause(3)
     call.hang_up(duration_s=184)
-    demo.wait_for("note the call on the ticket", lambda: zendesk.notes(ticket))
+    note = demo.new_note(ticket, seen, "note the call on the ticket")
     say(f"   The call ends: Carryover notes it on ticket #{ticket}, where the next agent looks:")
-    show_note(say, zendesk.notes(ticket)[-1]["body"])
+    show_note(say, note)
     return ticket
 
 
@@ -272,7 +401,14 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
         "Hello, my card was charged $49 twice for invoice INV-1042. Please refund one charge.",
         channel="email",
     )  # fmt: skip
-    say(f"   Bob emails support: Zendesk ticket #{ticket}. Support hands it to billing.")
+    if demo.history is None:
+        say(f"   Bob emails support: Zendesk ticket #{ticket}. Support hands it to billing.")
+    else:
+        note = demo.new_note(ticket, 0, "write Bob's past into the ticket")
+        say(f"   Bob emails support: Zendesk ticket #{ticket}, noted with his imported past:")
+        show_note(say, note)
+        say("   Support hands it to billing.")
+    seen = len(zendesk.notes(ticket))
     demo.pause(2)
     # Billing opens the case by hand (Origin Phone): its description is the agent's words,
     # so the case's note quotes what Bob himself wrote to support, not billing's summary.
@@ -283,9 +419,9 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     say(f"   Billing opens Salesforce case {number}: its comment already tells ticket "
         f"#{ticket}'s story:")  # fmt: skip
     show_note(say, salesforce.comments(case)[0]["CommentBody"])
-    demo.wait_for("tell the ticket about the case", lambda: zendesk.notes(ticket))
+    note = demo.new_note(ticket, seen, "tell the ticket about the case")
     say(f"   Support's ticket #{ticket} learns of the case at once:")
-    show_note(say, zendesk.notes(ticket)[0]["body"])
+    show_note(say, note)
     demo.pause(2)
     say(f"   Bob calls billing. His screen-pop: {demo.pop_link(BOB.phone)}")
     call = demo.phone.ring(BOB.phone, BILLING_LINE)
@@ -304,10 +440,10 @@ def billing_transfers(demo: Demo) -> tuple[int, str]:
     demo.pause(3)
     call.hang_up(duration_s=420)
     demo.wait_for("note the call on the case", lambda: len(salesforce.comments(case)) >= 2)
-    demo.wait_for("note the call on the ticket", lambda: len(zendesk.notes(ticket)) >= 2)
+    note = demo.new_note(ticket, seen + 1, "note the call on the ticket")
     say(f"   The call ends: noted on case {number} and on ticket #{ticket}, with mia's "
         "handoff note:")  # fmt: skip
-    show_note(say, zendesk.notes(ticket)[-1]["body"])
+    show_note(say, note)
     return ticket, case
 
 
@@ -329,8 +465,14 @@ def monday_call_wednesday_email(demo: Demo) -> int:
         call.hang_up(duration_s=260)
     finally:
         phone.clock = lambda: datetime.now(UTC)
-    say("   Monday: Carla calls about a refund for a returned kettle. Nobody knows her "
-        "number yet.")  # fmt: skip
+    if demo.history is None:
+        say("   Monday: Carla calls about a refund for a returned kettle. Nobody knows her "
+            "number yet.")  # fmt: skip
+    else:
+        say(
+            "   Monday: Carla calls about a refund for a returned kettle. Her number came in "
+            "with her Zendesk profile, imported with her old ticket: the call is hers."
+        )
     demo.pause(2)
     ticket = zendesk.open_ticket(
         CARLA.zendesk_id, "Still no refund for my returned kettle",
@@ -338,8 +480,12 @@ def monday_call_wednesday_email(demo: Demo) -> int:
         channel="email",
     )  # fmt: skip
     demo.wait_for("note Monday's call on the ticket", lambda: zendesk.notes(ticket))
-    say(f"   Wednesday: she emails. Ticket #{ticket} gets a note with Monday's call: her "
-        "Zendesk profile has the number she called from.")  # fmt: skip
+    if demo.history is None:
+        say(f"   Wednesday: she emails. Ticket #{ticket} gets a note with Monday's call: her "
+            "Zendesk profile has the number she called from.")  # fmt: skip
+    else:
+        say(f"   Wednesday: she emails. Ticket #{ticket} gets a note with Monday's call and "
+            "the kettle's earlier, imported ticket:")  # fmt: skip
     show_note(say, zendesk.notes(ticket)[-1]["body"])
     return ticket
 
@@ -355,10 +501,10 @@ def play(demo: Demo) -> None:
     demo.zendesk.wait_for_echoes()  # Carryover's notes, coming back as Zendesk sends them
 
 
-def run(folder: Path, port: int, pace: float, exit_after: bool) -> int:
+def run(folder: Path, port: int, pace: float, exit_after: bool, history: bool = False) -> int:
     """Run `carryover demo`: play the journeys, then keep everything up until Ctrl-C."""
     try:
-        with running_demo(folder, port, pace) as demo:
+        with running_demo(folder, port, pace, history=history) as demo:
             print(f"carryover demo: Carryover at {demo.url}, the tools simulated beside it")
             play(demo)
             print(explore(demo))
@@ -375,6 +521,7 @@ def run(folder: Path, port: int, pace: float, exit_after: bool) -> int:
 
 def explore(demo: Demo) -> str:
     """Return what to look at next, with the URLs and the admin's password."""
+    history = "; each one's History: what was imported" if demo.history else ""
     return f"""
 Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
 
@@ -385,5 +532,5 @@ Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
 
 In the admin UI: Customers (search "Ann", split or merge an identity), Deliveries (every
 webhook and note, replay), Mappings (live preview), Integrations (the three tools, connected
-from the admin UI: test a connection). Ctrl-C stops the demo.
+from the admin UI: test a connection{history}). Ctrl-C stops the demo.
 """

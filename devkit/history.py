@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -154,21 +154,23 @@ def seed_history(
     days: int = 365,
     seed: int = 0,
     now: datetime | None = None,
+    reserved_phones: Collection[str] = (),
 ) -> HistorySummary:
     """Fill the given fakes with `days` of history of the same `requesters` and summarise it.
 
     Deterministic for a seed and `now` (default: this minute); Salesforce ids are too when
     the fake is fresh. `calls` counts inbound calls; answered ones add their agent's leg.
+    No made-up record carries a number of `reserved_phones` (people the caller adds itself).
     """
     rng = random.Random(seed)
     now = (now or datetime.now(UTC)).replace(second=0, microsecond=0) - NEWEST_AGE
-    people = make_people(rng, requesters)
+    people = make_people(rng, requesters, reserved_phones)
     made = _Made()
     agent_ids = _add_people(zendesk, people) if zendesk else []
     if zendesk is not None:
         _add_tickets(zendesk, rng, people, agent_ids, tickets, days, now, made)
     if salesforce is not None:
-        _add_cases(salesforce, rng, people, cases, days, now, made)
+        _add_cases(salesforce, rng, people, cases, days, now, made, reserved_phones)
     if twilio is not None:
         _add_calls(twilio, rng, people, calls, days, now, made)
     return HistorySummary(
@@ -182,9 +184,11 @@ def seed_history(
     )
 
 
-def make_people(rng: random.Random, count: int) -> list[Person]:
+def make_people(
+    rng: random.Random, count: int, reserved_phones: Collection[str] = ()
+) -> list[Person]:
     """Make `count` customers: names, emails, +1 555-01xx phones, some social identities."""
-    numbers = [f"+1{area}55501{n:02d}" for area in AREA_CODES for n in range(100)]
+    numbers = [phone for phone in _numbers() if phone not in reserved_phones]
     rng.shuffle(numbers)
     if count > len(numbers):
         raise ValueError(f"at most {len(numbers)} requesters have a number of their own")
@@ -198,6 +202,11 @@ def make_people(rng: random.Random, count: int) -> list[Person]:
             last, phone = relative.name.split()[-1], relative.phone
         people.append(_person(rng, FIRST_USER_ID + index, first, last, phone, index))
     return people
+
+
+def _numbers() -> list[str]:
+    """Return every number the made-up people may have: +1 555-0100 to 0199 per area."""
+    return [f"+1{area}55501{n:02d}" for area in AREA_CODES for n in range(100)]
 
 
 def _person(
@@ -307,6 +316,7 @@ def _add_cases(
     days: int,
     now: datetime,
     made: _Made,
+    reserved_phones: Collection[str] = (),
 ) -> None:
     """Open `count` cases of a subset of the customers, mostly on a Contact of the same email."""
     known = [person for person in people if person.email]
@@ -319,7 +329,7 @@ def _add_cases(
         # A web-to-case has no contact, only what the customer typed in.
         web_to_case = rng.random() < 0.15
         if not web_to_case and person.user_id not in contacts:
-            contacts[person.user_id] = _add_contact(salesforce, rng, person)
+            contacts[person.user_id] = _add_contact(salesforce, rng, person, reserved_phones)
         case_id = salesforce.add_case(
             subject,
             None if web_to_case else contacts[person.user_id],
@@ -343,17 +353,30 @@ def _case_status(rng: random.Random, age: timedelta) -> str:
     return rng.choice(("New", "Working", "Escalated", "Closed"))
 
 
-def _add_contact(salesforce: FakeSalesforce, rng: random.Random, person: Person) -> str:
+def _add_contact(
+    salesforce: FakeSalesforce,
+    rng: random.Random,
+    person: Person,
+    reserved_phones: Collection[str] = (),
+) -> str:
     """Add a customer as a Contact: same email, sometimes another phone or a mobile."""
     first, last = person.name.split()
     phone: str | None = person.phone
     mobile = None
     if rng.random() < 0.25:
         # The CRM knows another line: a work phone, the customer's own mobile beside.
-        phone, mobile = f"+1{rng.choice(AREA_CODES)}55501{rng.randint(0, 99):02d}", person.phone
+        phone, mobile = _other_line(rng, reserved_phones), person.phone
     elif rng.random() < 0.1:
         phone = None
     return salesforce.add_contact(first, last, email=person.email, phone=phone, mobile=mobile)
+
+
+def _other_line(rng: random.Random, reserved_phones: Collection[str]) -> str:
+    """Draw a work number (anyone's, even another customer's), never a reserved one."""
+    while True:
+        phone = f"+1{rng.choice(AREA_CODES)}55501{rng.randint(0, 99):02d}"
+        if phone not in reserved_phones:
+            return phone
 
 
 def _add_calls(

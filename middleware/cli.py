@@ -337,7 +337,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if demo is None:
         print(DEMO_NEEDS_CHECKOUT, file=sys.stderr)
         return 2
-    return int(demo.run(Path(args.folder), args.port, args.pace, args.exit))
+    return int(demo.run(Path(args.folder), args.port, args.pace, args.exit, args.history))
 
 
 def _checkout_demo() -> ModuleType | None:
@@ -419,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--folder", default="var/demo", help="the demo's store (made afresh)")
     demo.add_argument("--exit", action="store_true", help="stop after the journeys")
+    demo.add_argument(
+        "--history",
+        action="store_true",
+        help="first fill the tools with a year of made-up history and import it (carryover "
+        "backfill), so that the journeys' notes name the past",
+    )
     demo.set_defaults(func=cmd_demo, standalone=True)
 
     link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)

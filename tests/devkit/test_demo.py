@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 
@@ -12,6 +13,7 @@ from devkit.demo import (
     ANN,
     BOB,
     HANDOFF_NOTE,
+    PAST_TICKETS,
     billing_transfers,
     facebook_then_phone,
     monday_call_wednesday_email,
@@ -118,13 +120,18 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     assert "     │ Recognised by email and phone" in story
     assert f"     │ {HANDOFF_NOTE}" in story  # the handoff note mia typed in the pop
     assert "[Carryover ref" not in story
+    page = admin_session(demo).get(f"{demo.url}/admin/integrations/", timeout=5).text
+    assert page.count("connected (admin UI)") == 3
+
+
+def admin_session(demo) -> requests.Session:
+    """Return a browser session of the demo's admin, logged in."""
     session = requests.Session()
     login = session.get(f"{demo.url}/admin/login", timeout=5).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
     form = {"username": "demo", "password": demo.secrets.admin_password, "csrf_token": token}
     assert session.post(f"{demo.url}/admin/login", data=form, timeout=5).ok
-    page = session.get(f"{demo.url}/admin/integrations/", timeout=5).text
-    assert page.count("connected (admin UI)") == 3
+    return session
 
 
 def test_carryover_demo_plays_every_journey_and_exits(tmp_path, capsys):
@@ -135,3 +142,84 @@ def test_carryover_demo_plays_every_journey_and_exits(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Wednesday: she emails" in out and "password" in out
     assert (folder / "carryover.db").exists() and (folder / "carryover.log").exists()
+
+
+@pytest.fixture(scope="module")
+def history_demo(tmp_path_factory):
+    """One demo whose tools first hold a year of history, imported before the journeys."""
+    told: list[str] = []
+    folder = tmp_path_factory.mktemp("history") / "var"
+    with running_demo(folder, free_port(), pace=0, say=told.append, history=True) as running:
+        running.told = told
+        yield running
+
+
+def old_ticket(demo, subject: str) -> int:
+    """Return the id of the demo person's past ticket of that subject."""
+    (found,) = (t["id"] for t in demo.zendesk.tickets.values() if t["subject"] == subject)
+    return found
+
+
+def test_the_history_demo_says_what_it_imported(history_demo):
+    """The seeded tickets and cases, and the demo people's past, are all imported."""
+    story = "\n".join(history_demo.told)
+    tickets = history_demo.history.tickets + len(PAST_TICKETS)
+    cases = history_demo.history.cases + 1  # Bob's card, three months ago
+    assert f"Imported, with no note written anywhere: {cases} cases from Salesforce" in story
+    assert f", {tickets} tickets from Zendesk." in story
+    page = admin_session(history_demo).get(f"{history_demo.url}/admin/integrations/zendesk",
+                                           timeout=5).text  # fmt: skip
+    assert f"{tickets:,} imported · 0 already imported" in html.unescape(page)
+
+
+def test_an_imported_ticket_is_named_on_a_new_one_and_in_the_pop(history_demo):
+    """Ann's Facebook ticket is noted with her imported chat and call; the pop shows them."""
+    demo = history_demo
+    ticket = facebook_then_phone(demo)
+    old = old_ticket(demo, "When does order 4411 ship?")
+    past, call = demo.zendesk.notes(ticket)
+    assert unmarked(past["body"]) == (
+        "Ann Example — 2 contacts in 30 days: phone, chat\n"
+        "Latest contacts:\n"
+        "- <when> (3 weeks ago) · phone call, inbound, 1 min 35 s\n"
+        f"- <when> (3 weeks ago) · #{old} · chat · When does order 4411 ship? · "
+        f"{demo.zendesk.url}/agent/tickets/{old}\n"
+        '"Hi, I ordered a blender (order 4411) last week. When will it ship?"\n'
+        "Recognised by email, phone and facebook"
+    )  # her chat and call, imported: the Facebook message is no first contact
+    assert unmarked(call["body"]) == (
+        "Phone call <when>, 3 min 4 s, answered by sam\nCaller: Ann Example, +14155550142"
+    )
+    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
+    assert "When does order 4411 ship?" in pop and "Blender arrived with a cracked jug" in pop
+
+
+def test_a_kettle_ticket_of_july_is_named_with_mondays_call(history_demo):
+    """Carla's email is noted with Monday's call and her imported ticket about the kettle."""
+    demo = history_demo
+    ticket = monday_call_wednesday_email(demo)
+    old = old_ticket(demo, "Kettle stopped heating")
+    (note,) = demo.zendesk.notes(ticket)
+    assert unmarked(note["body"]).splitlines()[2:5] == [
+        "- <when> (2 days ago) · phone call, inbound, 4 min 20 s, answered by sam",
+        f"- <when> (5 months ago) · #{old} · email · Kettle stopped heating · "
+        f"{demo.zendesk.url}/agent/tickets/{old}",
+        '"My kettle stopped heating after two months. Can I send it back?"',
+    ]
+    assert "the kettle's earlier, imported ticket" in "\n".join(demo.told)
+
+
+def test_carryover_demo_history_shows_the_import_on_the_terminal(tmp_path, capfd):
+    """`carryover demo --history` runs the backfill with its progress, then the journeys."""
+    argv = ["demo", "--history", "--pace", "0", "--exit", "--port", str(free_port()),
+            "--folder", str(tmp_path / "demo")]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "carryover backfill --since 365d --config " in out
+    for tool in ("Salesforce", "Twilio", "Zendesk"):
+        assert re.search(rf"^{tool} +\[█{{24}}\] 100%  [\d,]+ records", err, re.M), tool
+    # 600 made-up tickets and 100 cases, with Ann's, Bob's and Carla's past beside them.
+    assert re.search(r"^Zendesk: done .*: 603 imported, 0 already imported", out, re.M)
+    assert "Imported, with no note written anywhere: 101 cases from Salesforce" in out
+    assert out.index("Imported, with no") < out.index("1. A Facebook message")
+    assert "     │ - " in out and " · chat · When does order 4411 ship? · " in out

@@ -166,6 +166,18 @@ def test_calls_come_from_the_requesters_numbers(seeded: tuple[Fakes, HistorySumm
     assert {c["status"] for c in inbound} == {"completed", "no-answer", "busy"}
 
 
+def test_reserved_numbers_stay_out_of_the_history(fakes: Fakes) -> None:
+    """No user, contact or call of the history has a number the caller keeps for itself."""
+    reserved = {f"+1415555{n:04d}" for n in range(100, 200)}  # one area code of eight
+    fakes.seed(reserved_phones=reserved)
+    users = [u["phone"] for u in fakes.zendesk.users.values()]
+    contacts = fakes.salesforce.records("Contact")
+    contact_phones = [c[f] for c in contacts for f in ("Phone", "MobilePhone")]
+    callers = [c["from"] for c in fakes.twilio.calls.values()]
+    assert any(phone and phone.startswith("+1212") for phone in users + contact_phones)
+    assert not reserved & {*users, *contact_phones, *callers}
+
+
 def test_the_same_seed_gives_the_same_history() -> None:
     """Two seedings with one seed and moment hold the same records; another seed differs."""
     first, second, other = _fakes(), _fakes(), _fakes()
