@@ -279,6 +279,8 @@ def cmd_backfill(args: argparse.Namespace, core: Installation) -> int:
         return 2
     print(f"carryover: importing history since {since:%Y-%m-%d} (UTC); nothing is written to "
           "any tool")  # fmt: skip
+    # The command says itself why an import stopped; the log line would say it twice.
+    logging.getLogger("middleware.process.backfill").setLevel(logging.ERROR)
     results = [_backfill_one(core, available[key], since) for key in (wanted or available)]
     return 0 if all(results) else 1
 
