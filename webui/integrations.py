@@ -26,7 +26,7 @@ from middleware.integrations.plugin import Capability, Plugin
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui.history import history_section
-from webui.refusals import refusals_section
+from webui.refusals import refusals_last_day, refusals_section
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -48,7 +48,9 @@ def listing() -> str:
         faults = read_faults(conn, upstream_keys(core.registry))
         rows = [_integration_row(conn, key, cls, faults.get(key))
                 for key, cls in sorted(core.registry.classes.items())]  # fmt: skip
-    return render_template("admin/integrations.html", rows=rows, now=utcnow())
+    titles = {key: cls.title for key, cls in core.registry.classes.items()}
+    refused = {r.key: r for r in refusals_last_day(titles)}
+    return render_template("admin/integrations.html", rows=rows, now=utcnow(), refused=refused)
 
 
 @bp.get("/<key>")

@@ -60,6 +60,8 @@ def test_the_overview_names_the_integration_and_the_reason(admin_client, core):
     assert "2 refused in the last 24 h — signature does not match" in text
     assert 'href="/admin/integrations/zendesk#refusals"' in html
     assert re.search(r'<p class="alert" role="alert"><strong>Zendesk refused', html)
+    listing = text_of(admin_client.get("/admin/integrations/").data)
+    assert "2 refused in the last 24 h — signature does not match" in listing
 
 
 def test_older_refusals_are_no_alert(admin_client, core):
