@@ -315,3 +315,15 @@ def test_every_hint_a_plugin_gives_is_for_a_known_reason():
     """Plugins give hints only for reasons the core knows, so none goes unshown."""
     for key, cls in PluginRegistry.from_entry_points().classes.items():
         assert set(cls.refusal_hints) <= set(REASONS), key
+
+
+def test_what_is_gathered_is_written_on_shutdown(database_url, make_config, core):
+    """Refusals still in memory when a process stops are written by dispose()."""
+    stopping = build_installation(make_config(database_url, phone=True))
+    stopping.refusals.flush_every_s = 3600
+    client = create_app(core=stopping).test_client()
+    body = cti_body("newCall.json")
+    for _ in range(3):
+        client.post("/hooks/cti/wrong", data=body, content_type="application/json")
+    stopping.dispose()
+    assert counts(report(core, "cti")) == {"path-token": 3}
