@@ -5,12 +5,23 @@ class InboundError(Exception):
     """Base of the errors an inbound delivery can meet before it is stored."""
 
     status = 400
+    # Why it was refused, as a short stable category that admins see counted with what to
+    # check (see middleware/ingest/refusals.py); the message stays the sender's answer.
+    reason = "malformed"
 
 
 class InvalidSignature(InboundError):
-    """The delivery is not authentic: bad, missing or stale signature (401)."""
+    """The delivery is not authentic: bad, missing or stale signature (401).
+
+    `reason` names the check that failed (a key of refusals.REASONS, e.g. "signature",
+    "timestamp", "organization"); the message is the 401's body, unchanged by it.
+    """
 
     status = 401
+
+    def __init__(self, message: str, reason: str = "signature") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MalformedPayload(InboundError):

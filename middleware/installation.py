@@ -13,6 +13,7 @@ from middleware.config import Config
 from middleware.customers.identity import IdentityTypes
 from middleware.customers.redaction import IdFields
 from middleware.ingest.inbox import DeliveryInbox
+from middleware.ingest.refusals import RefusalRecorder
 from middleware.integrations.plugin import Capability, InboundEvent, Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.integrations.saved import IntegrationVersions
@@ -42,6 +43,7 @@ class Installation:
     # What the installed plugins declare: their identity types and the fields holding ids.
     identity_types: IdentityTypes
     id_fields: IdFields
+    refusals: RefusalRecorder  # deliveries refused before they were stored, by reason
     wake: threading.Event = field(default_factory=threading.Event)
     # When this process last received a webhook (time.monotonic()); its embedded worker
     # gives way to the web threads while webhooks arrive (see Worker.give_way).
@@ -67,7 +69,8 @@ class Installation:
         )
 
     def dispose(self) -> None:
-        """Close the store's connections."""
+        """Write the refusals gathered, and close the store's connections."""
+        self.refusals.close()
         self.inbox.close()
         self.engine.dispose()
 
@@ -111,6 +114,7 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         health=health,
         identity_types=IdentityTypes(registry.identity_types()),
         id_fields=IdFields(registry.id_fields()),
+        refusals=RefusalRecorder(engine),
     )
     if key:
         core.link_secret = key

@@ -46,6 +46,7 @@ from webui import integrations as integration_pages
 from webui import mappings as mapping_pages
 from webui import summary_templates as template_pages
 from webui.charts import line_chart, stacked_bars
+from webui.refusals import refusals_last_day
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
                static_folder="static", static_url_path="/static")  # fmt: skip
@@ -217,7 +218,9 @@ def overview() -> str:
     titles = {key: cls.title for key, cls in core.registry.classes.items()}
     names = core.renderer.saved.names() if core.renderer.saved else []
     failures = [f for f in map(core.renderer.failure, names) if f is not None]
+    refused = refusals_last_day(titles)
     return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
                            outbound=outbound, figures=figures, traffic_chart=traffic,
                            context_chart=context, titles=titles, now=utcnow(),
-                           template_failures=failures)  # fmt: skip
+                           template_failures=failures, refused=refused,
+                           refused_by_key={r.key: r for r in refused})  # fmt: skip

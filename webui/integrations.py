@@ -22,10 +22,11 @@ from flask.typing import ResponseReturnValue
 from middleware.config import ConfigError, Setting
 from middleware.errors import UpstreamError
 from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
-from middleware.integrations.plugin import Plugin
+from middleware.integrations.plugin import Capability, Plugin
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui.history import history_section
+from webui.refusals import refusals_last_day, refusals_section
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -47,7 +48,9 @@ def listing() -> str:
         faults = read_faults(conn, upstream_keys(core.registry))
         rows = [_integration_row(conn, key, cls, faults.get(key))
                 for key, cls in sorted(core.registry.classes.items())]  # fmt: skip
-    return render_template("admin/integrations.html", rows=rows, now=utcnow())
+    titles = {key: cls.title for key, cls in core.registry.classes.items()}
+    refused = {r.key: r for r in refusals_last_day(titles)}
+    return render_template("admin/integrations.html", rows=rows, now=utcnow(), refused=refused)
 
 
 @bp.get("/<key>")
@@ -190,6 +193,7 @@ def _page(
                          "default": setting.default if setting.default != [] else None,
                          "file_only": setting.file_only})  # fmt: skip
     setup = cls.setup_doc.replace("{public_url}", core.config.public_url)
+    receives = Capability.RECEIVE in cls.capabilities
     saved = core.integrations.history(key, limit=1) if source != "file" else []
     return render_template(
         "admin/integration.html", state=state, settings=settings, setup=setup, source=source,
@@ -197,6 +201,7 @@ def _page(
         revealed_path=quote(revealed, safe="") if revealed else None,
         saved=saved[0] if saved and source else None, generated=cls.generated_secret,
         can_seal=core.secret_box is not None, now=utcnow(), history=history_section(plugin),
+        refusals=refusals_section(key, cls.title) if receives else None,
     )  # fmt: skip
 
 

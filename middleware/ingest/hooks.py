@@ -13,9 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.customers.redaction import redact_body
 from middleware.errors import InboundError, MalformedPayload, TryLater, UnsupportedEvent
+from middleware.ingest.refusals import describe
 from middleware.installation import Installation
 from middleware.integrations.network import client_address, within
-from middleware.integrations.plugin import Capability, InboundRequest
+from middleware.integrations.plugin import Capability, InboundRequest, Plugin
 from middleware.throttled_log import ThrottledLog, store_error
 from middleware.web.current import current_installation
 
@@ -26,6 +27,7 @@ RETRY_AFTER_S = 30  # what a sender refused for want of a store is told to wait
 # While the store is down every delivery is refused: one line per plugin and cause this often.
 REFUSAL_LOG_INTERVAL_S = 10.0
 STORE_ERRORS = (SQLAlchemyError, sqlite3.Error)  # the inbox's SQLite path uses the driver
+REFUSED = (400, 401, 403)  # what is counted as refused: not authentic, or not readable
 
 
 @bp.record_once
@@ -45,6 +47,14 @@ def _log_refusal(key: str, exc: Exception) -> None:
         return
     why = store_error(exc)
     refusals.log(logging.ERROR, f"store:{key}:{why.partition(':')[0]}", message + ": %s", key, why)
+
+
+def _record_refusal(core: Installation, plugin: Plugin, reason: str, address: str) -> None:
+    """Count a refused delivery for the admin pages; a failure here never changes the answer."""
+    try:
+        core.refusals.record(plugin.key, describe(reason, plugin.refusal_hints), address)
+    except Exception:  # a bug in recording: the sender still gets its 401 or 400
+        current_app.logger.exception("could not record a refused %s delivery", plugin.key)
 
 
 def _check_key(key: str) -> None:
@@ -76,11 +86,13 @@ def _inbound(core: Installation, key: str, token: str | None) -> InboundRequest:
     query = request.query_string.decode("latin-1")
     # The stored URL names the path token's place, never the token: it is a secret.
     path = f"/hooks/{key}" + ("/[path token]" if token is not None else "")
+    tail = path + (f"?{query}" if query else "")
     peer = request.remote_addr or ""
     trusted = core.config.trusted_proxies
     return InboundRequest(
         path=path,
-        url=core.config.public_url + path + (f"?{query}" if query else ""),
+        url=core.config.public_url + tail,
+        received_url=request.host_url.rstrip("/") + tail,
         headers={k.lower(): v for k, v in request.headers.items()},
         body=request.get_data(cache=False),  # raises 413 past MAX_CONTENT_LENGTH
         path_token=token,
@@ -121,6 +133,8 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         headers = {"X-Carryover-Ignored": _header_value(exc.event_type)}
         return Response(reply, status=200, content_type=content_type, headers=headers)
     except InboundError as exc:
+        if exc.status in REFUSED:
+            _record_refusal(core, plugin, exc.reason, inbound.remote_addr)
         refusal = plugin.refusal(exc)
         if refusal is not None:
             response = Response(refusal[0], status=exc.status, content_type=refusal[1])
@@ -132,6 +146,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         return response
     except Exception:  # a body no check foresaw: refused, and logged so it gets one
         current_app.logger.exception("unexpected failure reading a %s delivery", key)
+        _record_refusal(core, plugin, "malformed", inbound.remote_addr)
         return _error(400, "the delivery could not be read")
     try:
         delivery_id = core.inbox.accept(key, inbound, [e.key for e in used])

@@ -91,6 +91,9 @@ class InboundRequest:
     remote_addr: str = ""  # the client's address (behind trusted proxies, what they said)
     via_trusted_proxy: bool = False  # the peer is a trusted proxy: its headers are believed
     proof: str = ""  # how the delivery was proven authentic (what verify() returned)
+    # The URL as this server received it (its Host header), to tell an admin that a sender
+    # signed another URL than public_url; never used to accept a delivery.
+    received_url: str = ""
 
     @property
     def content_type(self) -> str:
@@ -165,6 +168,9 @@ class Plugin:
     # The event types of past records read through the API (see history()); the mapping maps
     # them like webhook events.
     history_event_types: ClassVar[tuple[str, ...]] = ()
+    # What to check when a delivery is refused, by reason (see ingest/refusals.py): which
+    # setting, and where the vendor shows the right value. Reasons left out get the core's.
+    refusal_hints: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         self.options = dict(settings)

@@ -299,6 +299,31 @@ history_keys = Table(
     Column("import_id", Id, nullable=False),
 )
 
+# Deliveries refused before they were stored (bad signature, wrong org, malformed body): a
+# count per integration, reason and hour, kept for REFUSALS_KEPT_DAYS (see ingest/refusals.py).
+refusal_counts = Table(
+    "refusal_counts",
+    metadata,
+    Column("plugin", String(32), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    Column("hour", DateTime, primary_key=True),  # the hour (UTC) the refusals fell in
+    Column("count", BigInteger, nullable=False),
+    Column("last_at", DateTime, nullable=False),
+)
+
+# The last refusals of each integration (about 20 each): when, why and from which address.
+# Never the body, a header, a token or a signature: these may be a sender's secrets.
+refusals = Table(
+    "refusals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("plugin", String(32), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("address", String(64), nullable=False),
+    Index("ix_refusals_plugin", "plugin", "id"),
+)
+
 
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (the store's convention)."""

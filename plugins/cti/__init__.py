@@ -57,6 +57,15 @@ class CtiPlugin(Plugin):
     event_types = EVENTS
     setup_doc = SETUP
     generated_secret = "secret"
+    refusal_hints = {
+        "signature": "check the PBX signs with the secret set here (whsec_...); generating a "
+        "new secret replaces the old one",
+        "path-token": "check the URL set in the PBX ends with the current secret; generating "
+        "a new secret replaces the old one",
+        "missing-signature": "the PBX neither signs (webhook-signature) nor puts the secret in "
+        "the URL: use /hooks/cti/<secret> for a PBX that cannot sign",
+        "timestamp": "check the clocks of this server and of the PBX (5 minutes at most apart)",
+    }
 
     @classmethod
     def generate_secret(cls) -> str:
@@ -69,7 +78,7 @@ class CtiPlugin(Plugin):
         secret = self.options["secret"]
         if request.path_token is not None:
             if not hmac.compare_digest(request.path_token.encode(), secret.encode()):
-                raise InvalidSignature("the secret in the path does not match")
+                raise InvalidSignature("the secret in the path does not match", "path-token")
             return "path token"
         webhook_id = request.headers.get("webhook-id", "")
         timestamp = request.headers.get("webhook-timestamp", "")
@@ -77,14 +86,17 @@ class CtiPlugin(Plugin):
         if not (webhook_id and timestamp and signatures):
             raise InvalidSignature(
                 "missing webhook-id, webhook-timestamp or webhook-signature "
-                "(or POST to /hooks/cti/<secret>)"
+                "(or POST to /hooks/cti/<secret>)",
+                "missing-signature",
             )
         # Unix seconds have 10 digits; int() of thousands of digits would raise (or crawl).
         if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP:
-            raise InvalidSignature("webhook-timestamp: expected unix seconds")
+            raise InvalidSignature("webhook-timestamp: expected unix seconds", "timestamp")
         tolerance = self.options["tolerance_s"]
         if abs(time.time() - int(timestamp)) > tolerance:
-            raise InvalidSignature(f"webhook-timestamp {timestamp} is over {tolerance}s off")
+            raise InvalidSignature(
+                f"webhook-timestamp {timestamp} is over {tolerance}s off", "timestamp"
+            )
         expected = sign(secret, webhook_id, timestamp, request.body).encode()
         given = [s.partition(",")[2].encode() for s in signatures.split() if s.startswith("v1,")]
         # Several signatures let a sender rotate its secret; any one of them may match.

@@ -155,6 +155,18 @@ class SalesforcePlugin(Plugin):
         "casecomment.created",
     )
     setup_doc = SETUP
+    refusal_hints = {
+        "organization": "check organization_id is the id of the org that sends the Outbound "
+        "Messages (Setup > Company Information > Salesforce.com Organization ID)",
+        "source-network": "check allowed_networks holds Salesforce's IP ranges, and "
+        "trusted_proxies if a proxy is in front (it must pass the client's address)",
+        "client-certificate": "check the proxy in front verifies Salesforce's client "
+        "certificate and sets client_cert_header to client_cert_value",
+        "session-id": "check the Outbound Message's user (Send Session ID) is active in the "
+        "configured org",
+        "unproven": "turn on Send Session ID in the Outbound Message, or set allowed_networks",
+        "malformed": "check the Outbound Message is sent as SOAP (text/xml), as Salesforce does",
+    }
     note_max_bytes = 4000  # CaseComment.CommentBody
 
     @classmethod
@@ -222,19 +234,24 @@ class SalesforcePlugin(Plugin):
         message = self._message(request.body)
         sender = message.organization_id
         if not hmac.compare_digest(sender[:15].encode(), self.org15.encode()):
-            raise InvalidSignature(f"OrganizationId {sender} is not the configured org")
+            raise InvalidSignature(
+                f"OrganizationId {sender} is not the configured org", "organization"
+            )
         proofs = []
         if self.networks:
             if not within(request.remote_addr, self.networks):
                 raise InvalidSignature(
-                    f"source address {request.remote_addr or '?'} is not in allowed_networks"
+                    f"source address {request.remote_addr or '?'} is not in allowed_networks",
+                    "source-network",
                 )
             proofs.append("source network")
         header = self.options.get("client_cert_header")
         if header:
             value = request.headers.get(header.lower(), "") if request.via_trusted_proxy else ""
             if not hmac.compare_digest(value.encode(), self.options["client_cert_value"].encode()):
-                raise InvalidSignature(f"no verified client certificate ({header})")
+                raise InvalidSignature(
+                    f"no verified client certificate ({header})", "client-certificate"
+                )
             proofs.append("client certificate")
         if message.session_id and self.options["verify_session_id"]:
             self._check_session(message.session_id)
@@ -243,7 +260,8 @@ class SalesforcePlugin(Plugin):
             return ", ".join(proofs)
         if self.options["require_verified"]:
             raise InvalidSignature(
-                "nothing proves the sender: turn on Send Session ID in the Outbound Message"
+                "nothing proves the sender: turn on Send Session ID in the Outbound Message",
+                "unproven",
             )
         return UNVERIFIED
 
@@ -260,7 +278,9 @@ class SalesforcePlugin(Plugin):
             verdict = org is not None and org[:15] == self.org15
             self._sessions[digest] = verdict
         if not verdict:
-            raise InvalidSignature("the SessionId is not a working session of the configured org")
+            raise InvalidSignature(
+                "the SessionId is not a working session of the configured org", "session-id"
+            )
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         """Split an Outbound Message into one event per notification."""

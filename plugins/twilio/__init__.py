@@ -89,6 +89,14 @@ class TwilioPlugin(Plugin):
         "message.status",
     )
     setup_doc = SETUP
+    refusal_hints = {
+        "signature": "check auth_token is the Auth Token of the account whose number calls "
+        "(Console > Account info), and that public_url is the base of the URL set in Twilio",
+        "url": "Twilio signs the URL it calls: check public_url is the base of the webhook "
+        "URL set in Twilio (scheme, host and port)",
+        "missing-signature": "Twilio signs every request: is something else posting to this "
+        "URL, or does a proxy in front drop X-Twilio-Signature?",
+    }
 
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         super().__init__(settings, config)
@@ -110,7 +118,7 @@ class TwilioPlugin(Plugin):
         """Check X-Twilio-Signature as Twilio's own validator does (port variants included)."""
         signature = request.headers.get("x-twilio-signature", "").strip()
         if not signature:
-            raise InvalidSignature("missing X-Twilio-Signature header")
+            raise InvalidSignature("missing X-Twilio-Signature header", "missing-signature")
         token = self.options["auth_token"]
         query = parse_qs(urlsplit(request.url).query)
         if "bodySHA256" in query:  # a JSON body: the URL carries the body's hash instead
@@ -120,13 +128,13 @@ class TwilioPlugin(Plugin):
             params: list[tuple[str, str]] = []
         else:
             params = decode_form(request.body) if request.body else []
-        matches = [
-            hmac.compare_digest(sign(token, url, params).encode(), signature.encode())
-            for url in url_variants(request.url)
-        ]
-        if not any(matches):
+        if not _signed(token, request.url, params, signature):
+            # Signed for the URL this server was called at, not public_url: say so.
+            url_differs = bool(request.received_url) and request.received_url != request.url
+            mismatch = url_differs and _signed(token, request.received_url, params, signature)
             raise InvalidSignature(
-                "X-Twilio-Signature does not match (is public_url the URL Twilio calls?)"
+                "X-Twilio-Signature does not match (is public_url the URL Twilio calls?)",
+                "url" if mismatch else "signature",
             )
         return "signature"
 
@@ -238,6 +246,15 @@ def url_variants(url: str) -> list[str]:
         port = DEFAULT_PORTS[parts.scheme]
         variants.append(urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}")))
     return list(dict.fromkeys(variants))
+
+
+def _signed(token: str, url: str, params: list[tuple[str, str]], signature: str) -> bool:
+    """Tell whether signature is Twilio's over url (a port variant of it) and params."""
+    matches = [
+        hmac.compare_digest(sign(token, variant, params).encode(), signature.encode())
+        for variant in url_variants(url)
+    ]
+    return any(matches)
 
 
 def _fields(request: InboundRequest) -> dict[str, Any]:

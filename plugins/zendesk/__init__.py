@@ -119,6 +119,15 @@ class ZendeskPlugin(Plugin):
         "trigger.ticket.updated",
     )
     setup_doc = SETUP
+    refusal_hints = {
+        "signature": "check webhook_secret is Zendesk's signing secret of this webhook "
+        "(Admin Center > Apps and integrations > Webhooks > the webhook > Reveal secret)",
+        "missing-signature": "Zendesk signs every webhook: is something else posting to this "
+        "URL, or does a proxy in front drop the X-Zendesk-Webhook-Signature headers?",
+        "timestamp": "the signature is right but old: check the server clock, or raise "
+        "signature_tolerance_s if Zendesk retried for longer",
+        "malformed": "check the trigger's JSON body is the one in the setup steps",
+    }
     note_max_bytes = COMMENT_MAX_BYTES  # one comment; its HTML, if larger, goes as text
 
     def __init__(self, settings: dict[str, Any], config: Any) -> None:
@@ -163,7 +172,9 @@ class ZendeskPlugin(Plugin):
         signature = request.headers.get("x-zendesk-webhook-signature")
         timestamp = request.headers.get("x-zendesk-webhook-signature-timestamp")
         if not signature or not timestamp:
-            raise InvalidSignature("missing X-Zendesk-Webhook-Signature(-Timestamp) header")
+            raise InvalidSignature(
+                "missing X-Zendesk-Webhook-Signature(-Timestamp) header", "missing-signature"
+            )
         expected = sign(self.options["webhook_secret"], timestamp, request.body)
         if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
             raise InvalidSignature("X-Zendesk-Webhook-Signature does not match")
@@ -172,11 +183,13 @@ class ZendeskPlugin(Plugin):
             try:
                 sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
             except ValueError:
-                raise InvalidSignature(f"{TIMESTAMP_HEADER} is not ISO-8601") from None
+                raise InvalidSignature(f"{TIMESTAMP_HEADER} is not ISO-8601", "timestamp") from None
             if sent.tzinfo is None:
                 sent = sent.replace(tzinfo=UTC)
             if abs((datetime.now(UTC) - sent).total_seconds()) > tolerance:
-                raise InvalidSignature(f"{TIMESTAMP_HEADER} {timestamp} is over {tolerance}s off")
+                raise InvalidSignature(
+                    f"{TIMESTAMP_HEADER} {timestamp} is over {tolerance}s off", "timestamp"
+                )
         return "signature"
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:

@@ -51,7 +51,11 @@ def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
     document = page.locator("#document")
     document.fill(document.input_value().replace("    mail: email\n", "    mail: sms\n", 1))
     page.locator("#mapping-form input[name=csrf_token]").evaluate("field => field.remove()")
-    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+    # The editor's live preview POSTs too (after each edit): wait for the save's answer.
+    saved = "/admin/mappings/zendesk"
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith(saved)
+    ) as posted:
         page.get_by_role("button", name="Save as a new version").click()
     assert posted.value.status == 400
     expect(page.get_by_role("heading", name="400 Bad Request")).to_be_visible()
