@@ -23,6 +23,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from middleware.errors import UpstreamError
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.process.backfill import (
     HistoryImport,
@@ -58,7 +59,19 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         "took": duration(state.elapsed_s) if state else None,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
         "default_since": DEFAULT_SINCE,
+        "plan": None if state and state.is_live else _plan(plugin),
     }
+
+
+def _plan(plugin: Plugin) -> dict[str, Any]:
+    """Say what an import over the default period will read (and cost), or why it cannot."""
+    since = parse_since(DEFAULT_SINCE)
+    try:
+        text, error = plugin.history_plan(since), None
+    except UpstreamError as exc:  # Salesforce counts the cases first: that call can fail
+        text, error = None, str(exc)
+    period = f"the last {DEFAULT_SINCE.removesuffix('d')} days"
+    return {"since": since, "period": period, "text": text, "error": error}
 
 
 @bp.get("/<key>/history")
@@ -97,8 +110,8 @@ def start(key: str) -> ResponseReturnValue:
     thread.start()
     current_app.logger.info("admin %s started a %s history import since %s",
                             g.admin.username, key, since.date())  # fmt: skip
-    verb = "Continuing the import" if job.resumed else "Importing"
-    flash(f"{verb} of {plugin.title} history since {since:%Y-%m-%d}; nothing is written to it.")
+    verb = "Continuing the import of" if job.resumed else "Importing"
+    flash(f"{verb} {plugin.title} history since {since:%Y-%m-%d}; nothing is written to it.")
     return back
 
 
