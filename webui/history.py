@@ -48,18 +48,24 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
     core = current_installation()
     with reading(core.engine) as conn:
         state = latest_import(conn, plugin.key)
+    live = bool(state and state.is_live)
+    job = _jobs().get(plugin.key)  # runs in this process: it can be stopped from here
+    # What the import waits for (a rate limit) is known only to the process that runs it.
+    waiting = job.state.waiting if job is not None and job.state is not None else None
+    left = state.eta_s if state and not waiting else None
     return {
         "key": plugin.key,
         "title": plugin.short_title or plugin.title,
         "state": state,
-        "live": bool(state and state.is_live),
-        "here": plugin.key in _jobs(),  # runs in this process: it can be stopped from here
-        "rate": f"{state.rate:,.0f}" if state and state.rate else None,
-        "left": duration(state.eta_s) if state and state.eta_s is not None else None,
+        "live": live,
+        "here": job is not None,
+        "waiting": waiting,
+        "rate": f"{state.rate:,.0f}" if state and state.rate and not waiting else None,
+        "left": duration(left) if left is not None and left >= 1 else None,
         "took": duration(state.elapsed_s) if state else None,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
         "default_since": DEFAULT_SINCE,
-        "plan": None if state and state.is_live else _plan(plugin),
+        "plan": None if live else _plan(plugin),
     }
 
 
@@ -96,15 +102,14 @@ def start(key: str) -> ResponseReturnValue:
     except ValueError as exc:
         flash(f"Not started: since: {exc}", "error")
         return back
-    stopping = threading.Event()
-    job = HistoryImport(core, plugin, since, stopping=stopping)
+    job = HistoryImport(core, plugin, since, stopping=threading.Event())
     try:
         job.begin()
     except ImportBusy as exc:
         flash(f"Not started: {exc}.", "error")
         return back
     jobs = _jobs()
-    jobs[key] = stopping
+    jobs[key] = job
     thread = threading.Thread(target=_run, args=(job, jobs, key), daemon=True,
                               name=f"carryover-history-{key}")  # fmt: skip
     thread.start()
@@ -118,16 +123,16 @@ def start(key: str) -> ResponseReturnValue:
 @bp.post("/<key>/history/stop")
 def stop(key: str) -> ResponseReturnValue:
     """Stop an import this process runs after its current page (it can be continued)."""
-    stopping = _jobs().get(key)
-    if stopping is None:
+    job = _jobs().get(key)
+    if job is None:
         abort(409, "No import of this integration runs in this web process (one started with "
                    "`carryover backfill` stops with Ctrl-C).")  # fmt: skip
-    stopping.set()
+    job.stopping.set()
     flash("Stopping after the current page; start it again to continue where it stopped.")
     return redirect(url_for("admin.integrations.detail", key=key) + "#history")
 
 
-def _run(job: HistoryImport, jobs: dict[str, threading.Event], key: str) -> ImportState | None:
+def _run(job: HistoryImport, jobs: dict[str, HistoryImport], key: str) -> ImportState | None:
     """Run an import to its end, and forget it then."""
     try:
         return job.run()
@@ -138,7 +143,7 @@ def _run(job: HistoryImport, jobs: dict[str, threading.Event], key: str) -> Impo
         jobs.pop(key, None)
 
 
-def _jobs() -> dict[str, threading.Event]:
-    """Return the imports running in this process, by integration: how to stop each."""
-    jobs: dict[str, threading.Event] = current_app.extensions.setdefault("history.jobs", {})
+def _jobs() -> dict[str, HistoryImport]:
+    """Return the imports running in this process, by integration."""
+    jobs: dict[str, HistoryImport] = current_app.extensions.setdefault("history.jobs", {})
     return jobs
