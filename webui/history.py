@@ -62,22 +62,35 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         "waiting": waiting,
         "rate": f"{state.rate:,.0f}" if state and state.rate and not waiting else None,
         "left": duration(left) if left is not None and left >= 1 else None,
-        "took": duration(state.elapsed_s) if state else None,
+        "took": _took(state.elapsed_s) if state else None,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
         "default_since": DEFAULT_SINCE,
-        "plan": None if live else _plan(plugin),
+        # Asked for once the page is there: a plan may cost calls (Salesforce counts the
+        # cases), and an upstream that does not answer must not hold the page up.
+        "plan": _plan(plugin, asked=False),
     }
 
 
-def _plan(plugin: Plugin) -> dict[str, Any]:
-    """Say what an import over the default period will read (and cost), or why it cannot."""
+def _took(seconds: float) -> str:
+    """Say how long an import took ("0 s" reads as if it did nothing)."""
+    return duration(seconds) if seconds >= 1 else "under a second"
+
+
+def _plan(plugin: Plugin, *, asked: bool) -> dict[str, Any]:
+    """Say what an import over the default period will read (and cost), or why it cannot;
+    asked=False: only the period, the plan to be fetched by the page."""
     since = parse_since(DEFAULT_SINCE)
-    try:
-        text, error = plugin.history_plan(since), None
-    except UpstreamError as exc:  # Salesforce counts the cases first: that call can fail
-        text, error = None, str(exc)
-    period = f"the last {DEFAULT_SINCE.removesuffix('d')} days"
-    return {"since": since, "period": period, "text": text, "error": error}
+    plan = {
+        "key": plugin.key, "title": plugin.short_title or plugin.title, "since": since,
+        "period": f"the last {DEFAULT_SINCE.removesuffix('d')} days", "asked": asked,
+        "text": None, "error": None,
+    }  # fmt: skip
+    if asked:
+        try:
+            plan["text"] = plugin.history_plan(since)
+        except UpstreamError as exc:
+            plan["error"] = str(exc)
+    return plan
 
 
 @bp.get("/<key>/history")
@@ -87,6 +100,15 @@ def progress(key: str) -> str:
     if section is None:
         abort(404, "This integration does not import history.")
     return render_template("admin/_history.html", history=section)
+
+
+@bp.get("/<key>/history/plan")
+def plan(key: str) -> str:
+    """Return what an import over the default period will read, as the upstream says it."""
+    plugin = current_installation().registry.get(key)
+    if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
+        abort(404, "This integration does not import history.")
+    return render_template("admin/_history_plan.html", plan=_plan(plugin, asked=True))
 
 
 @bp.post("/<key>/history")

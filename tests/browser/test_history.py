@@ -199,6 +199,7 @@ def test_an_import_shows_its_plan_then_advances_page_by_page_to_its_summary(
     )
     expect(section.get_by_role("progressbar")).to_have_count(0)
     expect(section.get_by_role("button", name="Import history")).to_be_visible()
+    expect(section.locator("#history-plan")).to_contain_text("reads 1,000 tickets a request")
     assert page.evaluate("window.notReloaded") is True, "the page was reloaded"
     assert tickets_imported(core) == seeded_ids(fake_zendesk)
     assert len(tickets_imported(core)) == seeded.tickets
@@ -288,7 +289,7 @@ def test_a_second_start_while_one_runs_is_refused(
     assert rows(core, history_imports) == 1
 
 
-def test_salesforce_says_how_many_cases_and_calls_then_imports_them(
+def test_salesforce_says_how_many_cases_and_calls_it_costs_then_imports_them(
     admin_page: Page, fake_salesforce: FakeSalesforce, core: Installation
 ) -> None:
     """Salesforce's section counts the cases of the period and the API budget they cost
@@ -302,4 +303,18 @@ def test_salesforce_says_how_many_cases_and_calls_then_imports_them(
     expect(section.locator("#history-plan")).to_contain_text("left today")
     page.get_by_role("button", name="Import history").click()
     expect(cell(section, "Last import")).to_contain_text("done")
-    expect(cell(section, "Records")).to_contain_text(f"{summary.cases} imported")
+    expect(cell(section, "Records")).to_have_text(
+        f"{summary.cases} imported · 0 already imported · 0 skipped · 0 refused · 1 API call"
+    )
+
+
+def test_a_salesforce_that_refuses_the_session_says_so_in_the_plan(
+    admin_page: Page, fake_salesforce: FakeSalesforce
+) -> None:
+    """The plan asked of a Salesforce that refuses the session names what to check instead."""
+    fake_salesforce.expire_sessions()
+    section = open_integration(admin_page, "Salesforce Service Cloud")
+    expect(section.locator("#history-plan .error")).to_contain_text(
+        "Salesforce cannot tell what it holds: "
+    )
+    expect(section.get_by_role("button", name="Import history")).to_be_visible()
