@@ -269,6 +269,19 @@ def test_an_import_waiting_on_zendesk_is_stopped_then_continued_to_the_end(
     assert rows(core, history_imports) == 1
 
 
+def test_a_since_in_the_future_is_refused_and_nothing_starts(
+    admin_page: Page, seeded: HistorySummary, core: Installation
+) -> None:
+    """A "since" the import cannot use is refused with what it expects; no import begins."""
+    section = open_integration(admin_page, "Zendesk")
+    section.get_by_label("Since").fill("2999-01-01")
+    section.get_by_role("button", name="Import history").click()
+    expect(admin_page.get_by_role("status")).to_have_text(
+        "Not started: since: '2999-01-01': is in the future"
+    )
+    assert rows(core, history_imports) == 0
+
+
 def test_a_second_start_while_one_runs_is_refused(
     admin_page: Page, seeded: HistorySummary, gate: ExportGate, core: Installation
 ) -> None:
