@@ -20,12 +20,13 @@ from werkzeug.wrappers import Request, Response
 
 from devkit.history import HistorySummary, seed_history
 from devkit.simulators.salesforce import FakeSalesforce
+from devkit.simulators.twilio_rest import FakeTwilio
 from devkit.simulators.zendesk import EXPORT_PATH, FakeZendesk
 from middleware.installation import Installation, build_installation
 from middleware.process.backfill import parse_since
 from middleware.store.tables import history_imports, interactions, writes
 from tests.actions import ConfigFactory
-from tests.values import ZENDESK_EMAIL, ZENDESK_TOKEN
+from tests.values import TWILIO_TOKEN, ZENDESK_EMAIL, ZENDESK_TOKEN
 
 PAGE_SIZE = 20  # tickets a page of the fake's export: three pages hold the history below
 DELETED, BROKEN = 9001, 9002  # a deleted ticket, and one whose requester id is not an id
@@ -74,6 +75,13 @@ def fake_salesforce() -> Iterator[FakeSalesforce]:
 
 
 @pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    """Serve a fake Twilio REST API for the test account."""
+    with FakeTwilio(auth_token=TWILIO_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
 def seeded(fake_zendesk: FakeZendesk) -> HistorySummary:
     """Seed 54 tickets of 20 customers from the last 60 days, plus a deleted and a broken one."""
     summary = seed_history(fake_zendesk, requesters=20, tickets=54, days=60, seed=7)
@@ -90,13 +98,15 @@ def core(
     database_url: str,
     fake_zendesk: FakeZendesk,
     fake_salesforce: FakeSalesforce,
+    fake_twilio: FakeTwilio,
     make_config: ConfigFactory,
 ) -> Iterator[Installation]:
-    """Connect Zendesk (its export unpaced: the fake sets the pace) and Salesforce."""
+    """Connect Zendesk (its export unpaced: the fake sets the pace), Salesforce and Twilio."""
     config = make_config(
         database_url, fake_zendesk.url, zendesk_options={"export_requests_per_minute": 0},
         salesforce={"organization_id": fake_salesforce.org_id,
                     "instance_url": fake_salesforce.url, "session_id": SF_SESSION},
+        phone=True, twilio={"account_sid": fake_twilio.account_sid, "api_url": fake_twilio.url},
     )  # fmt: skip
     built = build_installation(config)
     yield built
@@ -331,3 +341,23 @@ def test_a_salesforce_that_refuses_the_session_says_so_in_the_plan(
         "Salesforce cannot tell what it holds: "
     )
     expect(section.get_by_role("button", name="Import history")).to_be_visible()
+
+
+def test_twilio_says_what_it_reads_then_imports_the_calls_without_the_agents_legs(
+    admin_page: Page, fake_twilio: FakeTwilio, core: Installation
+) -> None:
+    """Twilio's section says it reads the Calls list, then imports the customers' calls and
+    counts each agent's leg as skipped."""
+    summary = seed_history(twilio=fake_twilio, requesters=10, calls=8, days=60, seed=5)
+    legs = sum(1 for call in fake_twilio.calls.values() if call.get("parent_call_sid"))
+    page = admin_page
+    section = open_integration(page, "Twilio")
+    expect(section.locator("#history-plan")).to_contain_text(
+        "reads the account's calls, 1,000 a request, newest first"
+    )
+    page.get_by_role("button", name="Import history").click()
+    expect(cell(section, "Last import")).to_contain_text("done")
+    expect(cell(section, "Records")).to_contain_text(
+        f"{summary.calls - legs} imported · 0 already imported · {legs} skipped · 0 refused"
+    )
+    expect(cell(section, "Why")).to_have_text(f"skipped: an agent's leg of another call ({legs})")
