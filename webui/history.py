@@ -39,6 +39,7 @@ from middleware.web.current import current_installation
 log = logging.getLogger(__name__)
 bp = Blueprint("history", __name__, url_prefix="/integrations")
 DEFAULT_SINCE = "90d"
+MAX_SINCE_CHARS = 40
 
 
 def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
@@ -64,7 +65,8 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         "left": duration(left) if left is not None and left >= 1 else None,
         "took": _took(state.elapsed_s) if state else None,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
-        "default_since": DEFAULT_SINCE,
+        # A "since" that was refused comes back for the admin to correct, not replaced.
+        "since": request.args.get("since", DEFAULT_SINCE)[:MAX_SINCE_CHARS],
         # Asked for once the page is there: a plan may cost calls (Salesforce counts the
         # cases), and an upstream that does not answer must not hold the page up.
         "plan": _plan(plugin, asked=False),
@@ -119,11 +121,13 @@ def start(key: str) -> ResponseReturnValue:
     if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
         abort(404, "This integration is not connected, or does not import history.")
     back = redirect(url_for("admin.integrations.detail", key=key) + "#history")
+    typed = request.form.get("since") or DEFAULT_SINCE
     try:
-        since = parse_since(request.form.get("since") or DEFAULT_SINCE)
+        since = parse_since(typed)
     except ValueError as exc:
         flash(f"Not started: since: {exc}", "error")
-        return back
+        kept = typed[:MAX_SINCE_CHARS]
+        return redirect(url_for("admin.integrations.detail", key=key, since=kept) + "#history")
     job = HistoryImport(core, plugin, since, stopping=threading.Event())
     try:
         job.begin()

@@ -282,13 +282,15 @@ def test_an_import_waiting_on_zendesk_is_stopped_then_continued_to_the_end(
 def test_a_since_in_the_future_is_refused_and_nothing_starts(
     admin_page: Page, seeded: HistorySummary, core: Installation
 ) -> None:
-    """A "since" the import cannot use is refused with what it expects; no import begins."""
+    """A "since" the import cannot use is refused with what it expects and kept in the field
+    to correct; no import begins."""
     section = open_integration(admin_page, "Zendesk")
     section.get_by_label("Since").fill("2999-01-01")
     section.get_by_role("button", name="Import history").click()
     expect(admin_page.get_by_role("status")).to_have_text(
         "Not started: since: '2999-01-01': is in the future"
     )
+    expect(section.get_by_label("Since")).to_have_value("2999-01-01")
     assert rows(core, history_imports) == 0
 
 
@@ -328,6 +330,17 @@ def test_salesforce_says_how_many_cases_and_calls_it_costs_then_imports_them(
     expect(cell(section, "Last import")).to_contain_text("done")
     expect(cell(section, "Records")).to_have_text(
         f"{summary.cases} imported · 0 already imported · 0 skipped · 0 refused · 1 API call"
+    )
+
+
+def test_a_plan_the_page_cannot_fetch_is_said_so_instead_of_asked_for_ever(
+    admin_page: Page,
+) -> None:
+    """When the plan's request fails, the plan line says it could not ask."""
+    admin_page.route("**/history/plan", lambda route: route.fulfill(status=503, body="down"))
+    section = open_integration(admin_page, "Zendesk")
+    expect(section.locator("#history-plan")).to_contain_text(
+        "could not ask; reload the page to try again"
     )
 
 

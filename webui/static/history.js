@@ -5,18 +5,28 @@
   if (!section) return;
 
   async function fragment(url, id) {
-    const response = await fetch(url, { credentials: "same-origin" });
-    if (!response.ok) return null;
-    const holder = document.createElement("div");
-    holder.innerHTML = await response.text();
-    return holder.querySelector("#" + id);
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) return null;
+      const holder = document.createElement("div");
+      holder.innerHTML = await response.text();
+      return holder.querySelector("#" + id);
+    } catch (error) {
+      return null; // the server is out of reach: the next refresh tries again
+    }
   }
 
   async function askPlan() {
     const plan = section.querySelector("#history-plan[data-plan]");
     if (!plan) return;
     const fresh = await fragment(plan.dataset.plan, "history-plan");
-    if (fresh && plan.isConnected) plan.replaceWith(fresh);
+    if (!plan.isConnected) return;
+    if (fresh) {
+      plan.replaceWith(fresh);
+    } else {
+      const asking = plan.querySelector(".muted");
+      if (asking) asking.textContent = "could not ask; reload the page to try again";
+    }
   }
 
   askPlan();
