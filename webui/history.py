@@ -74,8 +74,8 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
 
 
 def _took(seconds: float) -> str:
-    """Say how long an import took ("0 s" reads as if it did nothing)."""
-    return duration(seconds) if seconds >= 1 else "under a second"
+    """Say how long an import took ("0 s" reads as if it did nothing), as the terminal does."""
+    return duration(seconds) if seconds >= 1 else "under 1 s"
 
 
 def _plan(plugin: Plugin, *, asked: bool) -> dict[str, Any]:
