@@ -23,6 +23,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from middleware.errors import UpstreamError
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.process.backfill import (
     HistoryImport,
@@ -38,6 +39,7 @@ from middleware.web.current import current_installation
 log = logging.getLogger(__name__)
 bp = Blueprint("history", __name__, url_prefix="/integrations")
 DEFAULT_SINCE = "90d"
+MAX_SINCE_CHARS = 40
 
 
 def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
@@ -47,18 +49,50 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
     core = current_installation()
     with reading(core.engine) as conn:
         state = latest_import(conn, plugin.key)
+    live = bool(state and state.is_live)
+    job = _jobs().get(plugin.key)  # runs in this process: it can be stopped from here
+    # What the import waits for (a rate limit) is known only to the process that runs it.
+    waiting = job.state.waiting if job is not None and job.state is not None else None
+    left = state.eta_s if state and not waiting else None
     return {
         "key": plugin.key,
         "title": plugin.short_title or plugin.title,
         "state": state,
-        "live": bool(state and state.is_live),
-        "here": plugin.key in _jobs(),  # runs in this process: it can be stopped from here
-        "rate": f"{state.rate:,.0f}" if state and state.rate else None,
-        "left": duration(state.eta_s) if state and state.eta_s is not None else None,
-        "took": duration(state.elapsed_s) if state else None,
+        "live": live,
+        "here": job is not None,
+        "waiting": waiting,
+        "rate": f"{state.rate:,.0f}" if state and state.rate and not waiting else None,
+        "left": duration(left) if left is not None and left >= 1 else None,
+        "took": _took(state.elapsed_s) if state else None,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
-        "default_since": DEFAULT_SINCE,
+        # A "since" that was refused comes back for the admin to correct, not replaced.
+        "since": request.args.get("since", DEFAULT_SINCE)[:MAX_SINCE_CHARS],
+        # Asked for once the page is there: a plan may cost calls (Salesforce counts the
+        # cases), and an upstream that does not answer must not hold the page up.
+        "plan": _plan(plugin, asked=False),
     }
+
+
+def _took(seconds: float) -> str:
+    """Say how long an import took ("0 s" reads as if it did nothing), as the terminal does."""
+    return duration(seconds) if seconds >= 1 else "under 1 s"
+
+
+def _plan(plugin: Plugin, *, asked: bool) -> dict[str, Any]:
+    """Say what an import over the default period will read (and cost), or why it cannot;
+    asked=False: only the period, the plan to be fetched by the page."""
+    since = parse_since(DEFAULT_SINCE)
+    plan = {
+        "key": plugin.key, "title": plugin.short_title or plugin.title, "since": since,
+        "period": f"the last {DEFAULT_SINCE.removesuffix('d')} days", "asked": asked,
+        "text": None, "error": None,
+    }  # fmt: skip
+    if asked:
+        try:
+            plan["text"] = plugin.history_plan(since)
+        except UpstreamError as exc:
+            plan["error"] = str(exc)
+    return plan
 
 
 @bp.get("/<key>/history")
@@ -70,6 +104,15 @@ def progress(key: str) -> str:
     return render_template("admin/_history.html", history=section)
 
 
+@bp.get("/<key>/history/plan")
+def plan(key: str) -> str:
+    """Return what an import over the default period will read, as the upstream says it."""
+    plugin = current_installation().registry.get(key)
+    if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
+        abort(404, "This integration does not import history.")
+    return render_template("admin/_history_plan.html", plan=_plan(plugin, asked=True))
+
+
 @bp.post("/<key>/history")
 def start(key: str) -> ResponseReturnValue:
     """Start importing the integration's history since the given date, in the background."""
@@ -78,43 +121,44 @@ def start(key: str) -> ResponseReturnValue:
     if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
         abort(404, "This integration is not connected, or does not import history.")
     back = redirect(url_for("admin.integrations.detail", key=key) + "#history")
+    typed = request.form.get("since") or DEFAULT_SINCE
     try:
-        since = parse_since(request.form.get("since") or DEFAULT_SINCE)
+        since = parse_since(typed)
     except ValueError as exc:
         flash(f"Not started: since: {exc}", "error")
-        return back
-    stopping = threading.Event()
-    job = HistoryImport(core, plugin, since, stopping=stopping)
+        kept = typed[:MAX_SINCE_CHARS]
+        return redirect(url_for("admin.integrations.detail", key=key, since=kept) + "#history")
+    job = HistoryImport(core, plugin, since, stopping=threading.Event())
     try:
         job.begin()
     except ImportBusy as exc:
         flash(f"Not started: {exc}.", "error")
         return back
     jobs = _jobs()
-    jobs[key] = stopping
+    jobs[key] = job
     thread = threading.Thread(target=_run, args=(job, jobs, key), daemon=True,
                               name=f"carryover-history-{key}")  # fmt: skip
     thread.start()
     current_app.logger.info("admin %s started a %s history import since %s",
                             g.admin.username, key, since.date())  # fmt: skip
-    verb = "Continuing the import" if job.resumed else "Importing"
-    flash(f"{verb} of {plugin.title} history since {since:%Y-%m-%d}; nothing is written to it.")
+    verb = "Continuing the import of" if job.resumed else "Importing"
+    flash(f"{verb} {plugin.title} history since {since:%Y-%m-%d}; nothing is written to it.")
     return back
 
 
 @bp.post("/<key>/history/stop")
 def stop(key: str) -> ResponseReturnValue:
     """Stop an import this process runs after its current page (it can be continued)."""
-    stopping = _jobs().get(key)
-    if stopping is None:
+    job = _jobs().get(key)
+    if job is None:
         abort(409, "No import of this integration runs in this web process (one started with "
                    "`carryover backfill` stops with Ctrl-C).")  # fmt: skip
-    stopping.set()
+    job.stopping.set()
     flash("Stopping after the current page; start it again to continue where it stopped.")
     return redirect(url_for("admin.integrations.detail", key=key) + "#history")
 
 
-def _run(job: HistoryImport, jobs: dict[str, threading.Event], key: str) -> ImportState | None:
+def _run(job: HistoryImport, jobs: dict[str, HistoryImport], key: str) -> ImportState | None:
     """Run an import to its end, and forget it then."""
     try:
         return job.run()
@@ -125,7 +169,7 @@ def _run(job: HistoryImport, jobs: dict[str, threading.Event], key: str) -> Impo
         jobs.pop(key, None)
 
 
-def _jobs() -> dict[str, threading.Event]:
-    """Return the imports running in this process, by integration: how to stop each."""
-    jobs: dict[str, threading.Event] = current_app.extensions.setdefault("history.jobs", {})
+def _jobs() -> dict[str, HistoryImport]:
+    """Return the imports running in this process, by integration."""
+    jobs: dict[str, HistoryImport] = current_app.extensions.setdefault("history.jobs", {})
     return jobs

@@ -30,7 +30,7 @@ from middleware.integrations.plugin import (
     looks_like_json,
     period_progress,
 )
-from plugins.twilio.client import NOT_CALLS, TwilioClient
+from plugins.twilio.client import CALLS_PAGE, NOT_CALLS, TwilioClient
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -38,6 +38,7 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+NO_ACCOUNT = "set integrations.twilio.account_sid (Console → Account info) to import calls"
 # CallStatus values, grouped into the three moments of a call Carryover cares about.
 STARTED = frozenset({"queued", "initiated", "ringing"})
 ANSWERED = frozenset({"in-progress", "answered"})
@@ -161,9 +162,7 @@ class TwilioPlugin(Plugin):
     def history(self, since: datetime, cursor: str | None) -> Iterator[HistoryPage]:
         """Yield the account's calls that started since `since`, newest first, 1,000 a page."""
         if self.client is None:
-            raise PermanentUpstreamError(
-                "set integrations.twilio.account_sid (Console → Account info) to import calls"
-            )
+            raise PermanentUpstreamError(NO_ACCOUNT)
         while True:
             page = self.history_page(self.client.calls_page(since.date(), cursor), since)
             if page.cursor is not None and not self.client.is_calls_page(page.cursor):
@@ -172,6 +171,12 @@ class TwilioPlugin(Plugin):
             if page.done or not page.cursor:
                 return
             cursor = page.cursor
+
+    def history_plan(self, since: datetime) -> str | None:
+        """Say what the import reads: the Calls list, a page of 1,000 a request (no call made)."""
+        if self.client is None:
+            raise PermanentUpstreamError(NO_ACCOUNT)
+        return f"reads the account's calls, {CALLS_PAGE:,} a request, newest first"
 
     @classmethod
     def history_page(cls, page: Mapping[str, Any], since: datetime) -> HistoryPage:

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from middleware.config import ConfigError
+from middleware.errors import PermanentUpstreamError
 from middleware.installation import Installation, build_installation
 from middleware.process import backfill
 from middleware.process.backfill import (
@@ -481,9 +482,12 @@ def test_a_next_page_twilio_names_off_the_account_is_never_requested(core, api):
 
 
 def test_twilio_without_an_account_sid_says_which_setting_imports_calls(database_url, make_config):
-    """Importing calls needs the Account SID; a malformed one is refused at start."""
+    """Importing calls needs the Account SID, as the plan already says; a malformed one is
+    refused at start."""
     core = build_installation(make_config(database_url, phone=True))
     try:
+        with pytest.raises(PermanentUpstreamError, match="set integrations.twilio.account_sid"):
+            core.registry.instances["twilio"].history_plan(SINCE)
         state = import_history(core, "twilio")
         assert state.status == STOPPED
         assert "set integrations.twilio.account_sid" in (state.last_error or "")
