@@ -63,7 +63,7 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         "waiting": waiting,
         "rate": f"{state.rate:,.0f}" if state and state.rate and not waiting else None,
         "left": duration(left) if left is not None and left >= 1 else None,
-        "took": _took(state.elapsed_s) if state else None,
+        "took": duration(state.elapsed_s) if state else None,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
         # A "since" that was refused comes back for the admin to correct, not replaced.
         "since": request.args.get("since", DEFAULT_SINCE)[:MAX_SINCE_CHARS],
@@ -71,11 +71,6 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         # cases), and an upstream that does not answer must not hold the page up.
         "plan": _plan(plugin, asked=False),
     }
-
-
-def _took(seconds: float) -> str:
-    """Say how long an import took ("0 s" reads as if it did nothing), as the terminal does."""
-    return duration(seconds) if seconds >= 1 else "under 1 s"
 
 
 def _plan(plugin: Plugin, *, asked: bool) -> dict[str, Any]:
