@@ -119,15 +119,28 @@ class ZendeskClient:
         The first page starts at a time, the next ones at the cursor the last one gave.
         """
         wanted = {"cursor": cursor} if cursor else {"start_time": start_time}
+        tickets = self.api.tickets
         try:
-            found = self.api.tickets.incremental(**wanted, include=["users"], per_page=EXPORT_PAGE)
+            # zenpy's incremental() would turn the 1,000 tickets and their users into objects,
+            # which the import turns back into JSON: a third of its time. The same request
+            # (zenpy's URL, session, 429 and error handling) is asked for as it came.
+            export = tickets.endpoint.incremental
+            endpoint = export.cursor if cursor else export.cursor_start
+            url = tickets._build_url(endpoint(**wanted, include=["users"], per_page=EXPORT_PAGE))
+            response = tickets._get(url, raw_response=True)
         except (APIException, ZenpyException, requests.HTTPError) as exc:
             error = _upstream_error(exc)
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (401, 403):
                 raise PermanentUpstreamError(f"{error}: {EXPORT_REFUSED}") from exc
             raise error from exc
-        return _raw_page(found)
+        try:
+            page = response.json()
+        except ValueError:
+            page = None
+        if not isinstance(page, dict):
+            raise UpstreamError("Zendesk answered the export with no JSON page")
+        return page
 
     def whoami(self) -> str:
         """Return the name and role of the agent the API token belongs to."""

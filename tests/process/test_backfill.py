@@ -326,6 +326,21 @@ def test_records_of_one_batch_link_customers_as_webhooks_would(core, api):
     assert [tuple(r) for r in line] == [(ann, True), (bea, True), (cy, True)]
 
 
+def test_a_page_that_is_not_json_is_asked_again_and_the_import_stops_after_five_tries(
+    core, api, monkeypatch
+):
+    """A proxy's error page where the export should be is a failure to retry with backoff,
+    then a stop that says what came back, with nothing imported and no cursor kept."""
+    monkeypatch.setattr(backfill, "FIRST_BACKOFF_S", 0.001)
+    api.get(EXPORT, body="<html>Bad gateway</html>", content_type="text/html")
+    state = import_history(core, "zendesk")
+    assert (state.status, state.imported) == (STOPPED, 0)
+    assert "no JSON page" in (state.last_error or "") and "5 tries" in (state.last_error or "")
+    assert len(asked(api, EXPORT)) == 5
+    with core.engine.connect() as conn:
+        assert conn.execute(select(history_imports.c.cursor)).scalar() is None
+
+
 def test_an_import_stops_when_the_mapping_in_use_has_no_history_event(core, api):
     """A mapping saved before imports existed cannot map them: the import says so."""
     mapping = core.mappings["zendesk"]
