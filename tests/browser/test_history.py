@@ -203,6 +203,10 @@ def test_an_import_shows_its_plan_then_advances_page_by_page_to_its_summary(
     gate.let_through()
 
     expect(cell(section, "Last import")).to_contain_text("done")
+    # Times read as the installation's clock tells them (timezone, UTC here), to the minute.
+    expect(cell(section, "Last import")).to_contain_text(
+        re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    )
     expect(cell(section, "Records")).to_contain_text(SUMMARY)
     expect(cell(section, "Why").get_by_role("listitem")).to_have_text(
         ["skipped: deleted in Zendesk (1)", "refused: requester_id is not a Zendesk id (1)"]
