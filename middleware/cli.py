@@ -102,6 +102,8 @@ def _parse_ref(ref: str) -> tuple[str, int]:
 
 def cmd_deliveries_list(args: argparse.Namespace, core: Installation) -> int:
     """List recent inbound deliveries and outbound writes."""
+    if not _migrated(core):
+        return 2
     print(f"{'id':<10} {'plugin':<11} {'status':<11} {'tries':>5}  detail")
     for row in core.inbox.listing(args.status, args.limit):
         detail = row.last_error or row.event_keys
@@ -114,21 +116,30 @@ def cmd_deliveries_list(args: argparse.Namespace, core: Installation) -> int:
 
 def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
     """Queue deliveries or writes again: the given ids, or every dead one."""
+    if not args.dead and not args.ids:
+        print("carryover: give ids to replay, or --dead", file=sys.stderr)
+        return 2
+    try:
+        refs = [_parse_ref(r) for r in args.ids]
+    except ValueError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    if not _migrated(core):
+        return 2
     if args.dead:
         count = core.inbox.replay() + core.outbox.replay()
-    else:
-        if not args.ids:
-            print("carryover: give ids to replay, or --dead", file=sys.stderr)
-            return 2
-        try:
-            refs = [_parse_ref(r) for r in args.ids]
-        except ValueError as exc:
-            print(f"carryover: {exc}", file=sys.stderr)
-            return 2
-        count = core.inbox.replay([n for k, n in refs if k == "in"]) + core.outbox.replay(
-            [n for k, n in refs if k == "out"]
-        )
+        print(f"carryover: {count} queued again")
+        return 0
+    queues = {"in": core.inbox, "out": core.outbox}
+    wanted = {kind: sorted({n for k, n in refs if k == kind}) for kind in queues}
+    found = {kind: queues[kind].existing(ids) if ids else set() for kind, ids in wanted.items()}
+    missing = [f"{kind}:{n}" for kind, ids in wanted.items() for n in ids if n not in found[kind]]
+    count = sum(queues[kind].replay(sorted(ids)) for kind, ids in found.items() if ids)
     print(f"carryover: {count} queued again")
+    if missing:
+        print(f"carryover: no such delivery or write: {', '.join(missing)} (see `carryover "
+              "deliveries list`)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

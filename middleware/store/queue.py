@@ -201,6 +201,12 @@ class LeasedQueue:
                     failing_since=failing_since, **values)  # fmt: skip
         return str(values.get("status", row.status))
 
+    def existing(self, ids: Sequence[int]) -> set[int]:
+        """Return which of the ids are rows of this queue."""
+        t = self.table
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(t.c.id).where(t.c.id.in_(ids))).scalars())
+
     def replay(self, ids: Sequence[int] | None = None) -> int:
         """Put rows (or every dead row when ids is None) back in the queue; return the count."""
         t = self.table

@@ -111,6 +111,14 @@ def test_server_errors_retry_until_retry_for_s_then_dead_letter_then_replay(
 
     with fake_zendesk._lock:
         fake_zendesk._failures.clear()
+    assert (
+        main(["deliveries", "replay", f"out:{row.id}", "in:999999", "--config", str(config)]) == 1
+    )
+    told = capsys.readouterr()
+    assert "1 queued again" in told.out
+    assert "no such delivery or write: in:999999" in told.err
+    with core.engine.begin() as conn:
+        conn.execute(update(writes).values(status=DEAD))
     assert main(["deliveries", "replay", "--dead", "--config", str(config)]) == 0
     assert "1 queued again" in capsys.readouterr().out
     make_due(core)  # Zendesk's pause after its last 503 is over
