@@ -364,9 +364,20 @@ def _checkout_demo() -> ModuleType | None:
     return importlib.import_module("devkit.demo")
 
 
+def _version() -> str:
+    """Return the installed version (the checkout's, when run from one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("carryover")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the command line."""
     parser = argparse.ArgumentParser(prog="carryover", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"carryover {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="config file (default: $CARRYOVER_CONFIG, ./config.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -446,3 +446,15 @@ def test_a_command_on_a_store_never_migrated_says_how_to_migrate_it(tmp_path, ca
     for command in (["deliveries", "list"], ["deliveries", "replay", "in:1"]):
         assert main([*command, "--config", str(config)]) == 2
         assert "run `carryover db upgrade`" in capsys.readouterr().err
+
+
+def test_the_version_is_the_installed_one(capsys):
+    """`carryover --version` says which version runs, as pip knows it."""
+    from importlib.metadata import version
+
+    from middleware.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"carryover {version('carryover')}"
