@@ -166,6 +166,11 @@ def cmd_admin_create(args: argparse.Namespace, core: Installation) -> int:
 
     if not _migrated(core):
         return 2
+    if args.username.strip() in _admin_names(core):  # said before the password is asked
+        print(f"carryover: username: {args.username.strip()!r} is taken (change its password "
+              f"with `carryover admin password --username {args.username.strip()}`)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     password = _new_password(args)
     if password is None:
         return 2
@@ -235,12 +240,15 @@ def _migrated(core: Installation) -> bool:
     return False
 
 
-def _admin_exists(core: Installation, username: str) -> bool:
-    """Tell whether the admin exists, before asking for a password in vain."""
+def _admin_names(core: Installation) -> set[str]:
     from middleware.admin.accounts import list_admins
 
-    names = {a.username for a in list_admins(core.engine, core.config.admin["idle_timeout_s"])}
-    if username.strip() in names:
+    return {a.username for a in list_admins(core.engine, core.config.admin["idle_timeout_s"])}
+
+
+def _admin_exists(core: Installation, username: str) -> bool:
+    """Tell whether the admin exists, before asking for a password in vain."""
+    if username.strip() in _admin_names(core):
         return True
     print(f"carryover: username: no admin {username.strip()!r}", file=sys.stderr)
     return False
@@ -254,9 +262,14 @@ def _new_password(args: argparse.Namespace) -> str | None:
 
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    password = getpass.getpass(f"Password for {args.username} (at least {MIN_PASSWORD_CHARS} "
-                               "characters, hard to guess): ")  # fmt: skip
-    if getpass.getpass("Again: ") != password:
+    try:
+        asked = f"Password for {args.username} (at least {MIN_PASSWORD_CHARS} characters, hard "
+        password = getpass.getpass(asked + "to guess): ")
+        again = getpass.getpass("Again: ")
+    except EOFError:  # stdin closed: nobody to ask
+        print("\ncarryover: no password given (or pass --password-stdin)", file=sys.stderr)
+        return None
+    if again != password:
         print("carryover: the passwords differ", file=sys.stderr)
         return None
     return password
@@ -473,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args, core))
+    except KeyboardInterrupt:  # Ctrl-C at a prompt, or before a command had its own handler
+        print("\ncarryover: interrupted; nothing more was done", file=sys.stderr)
+        return 130
     finally:
         core.dispose()
 

@@ -182,6 +182,34 @@ def test_admin_password_and_remove_name_an_unknown_admin(config_file, ada, capsy
         assert "username: no admin 'grace'" in capsys.readouterr().err
 
 
+def test_admin_create_refuses_a_taken_name_before_asking_for_a_password(
+    config_file, ada, monkeypatch, capsys
+):
+    """A taken username is said at once: nobody types a password twice for nothing."""
+
+    def no_prompt(prompt=""):
+        raise AssertionError(f"asked {prompt!r}")
+
+    monkeypatch.setattr("getpass.getpass", no_prompt)
+    assert main(["admin", "create", "--config", config_file, "--username", " ada "]) == 2
+    assert "username: 'ada' is taken" in capsys.readouterr().err
+
+
+def test_ctrl_c_at_the_password_prompt_ends_the_command_cleanly(config_file, monkeypatch, capsys):
+    """Ctrl-C while the password is asked for: a line saying so and status 130, no traceback,
+    no admin."""
+
+    def interrupted(prompt=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("getpass.getpass", interrupted)
+    assert main(["admin", "create", "--config", config_file, "--username", "grace"]) == 130
+    told = capsys.readouterr()
+    assert "interrupted; nothing more was done" in told.err and "Traceback" not in told.err
+    assert main(["admin", "list", "--config", config_file]) == 0
+    assert "no admins yet" in capsys.readouterr().out
+
+
 def test_every_admin_page_needs_a_login(client, ada):
     """Without a session the overview redirects to the login form, which names where to return."""
     response = client.get("/admin/")
