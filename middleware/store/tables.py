@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -378,12 +380,23 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
+def _create_private(database: Path) -> None:
+    """Create a new SQLite file readable by its owner only, as its key beside it is.
+
+    It holds customers' words and identities; SQLite gives its -wal and -shm files the
+    database's own permissions. An existing file keeps the permissions its admin gave it.
+    """
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def make_engine(database_url: str) -> Engine:
     """Create an engine for SQLite (durable, WAL) or PostgreSQL."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(url.database))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         _prepare_sqlite(engine)
         return engine

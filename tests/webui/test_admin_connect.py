@@ -16,7 +16,14 @@ from middleware.installation import Installation, build_installation
 from middleware.integrations.saved import IntegrationVersions
 from middleware.process.worker import Worker
 from middleware.store.sealed import SealError, SecretBox, installation_key, key_file
-from middleware.store.tables import document_versions, reading
+from middleware.store.tables import (
+    customers,
+    document_versions,
+    make_engine,
+    reading,
+    upgrade,
+    utcnow,
+)
 from middleware.web.app import create_app
 from tests.actions import AdminActions, ConfigFactory
 from tests.payloads import cti_body, cti_headers, fixture_bytes
@@ -227,3 +234,23 @@ def test_postgresql_without_secret_key_cannot_seal_and_says_so(bare, fake_zendes
     unsealed = IntegrationVersions(bare.engine, bare.registry.classes, bare.config, None)
     with pytest.raises(ConfigError, match="secret_key: required to store secrets"):
         unsealed.connect("zendesk", zendesk_form(fake_zendesk.url), "ada")
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only_and_an_existing_one_kept(tmp_path):
+    """The store holds customers' words: created 0600 like its key, WAL files alike; a file
+    whose permissions its admin chose keeps them."""
+    database = tmp_path / "var" / "carryover.db"
+    engine = make_engine(f"sqlite:///{database}")
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:  # a write, so that the WAL file exists
+            conn.execute(customers.insert().values(name="Ann", created_at=utcnow()))
+        for path in (database, database.with_name("carryover.db-wal")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        engine.dispose()
+    shared = tmp_path / "shared.db"
+    shared.touch(mode=0o640)
+    shared.chmod(0o640)
+    make_engine(f"sqlite:///{shared}").dispose()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
