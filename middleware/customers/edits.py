@@ -87,15 +87,41 @@ def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
             select(identities.c.customer_id).where(identities.c.value == phone)))  # fmt: skip
     elif text:
         pattern = f"%{text.casefold()}%"
+        # Part of a phone number, or one with a dialling prefix, as digits among phones.
+        phones = [identities.c.value.like(f"%{digits}%") for digits in phone_fragments(text)]
         query = query.where(or_(
             func.lower(customers.c.name).like(pattern),
             customers.c.id.in_(select(identities.c.customer_id).where(
                 func.lower(identities.c.value).like(pattern))),
+            *([customers.c.id.in_(select(identities.c.customer_id).where(
+                identities.c.type == "phone", or_(*phones)))] if phones else []),
         ))  # fmt: skip
     ids = [
         row.id for row in conn.execute(query.order_by(customers.c.id.desc()).limit(SEARCH_LIMIT))
     ]
     return [_found(conn, customer_id) for customer_id in ids]
+
+
+PHONE_CHARACTERS = frozenset("0123456789 +-().")
+MIN_PHONE_DIGITS = 4
+
+
+def phone_fragments(text: str) -> tuple[str, ...]:
+    """Return the digit runs a phone number written in part, or with a dialling prefix, can
+    be found by among stored E.164 numbers: "555-0142" → 5550142; "001 415 555 0142" →
+    0014155550142 and 14155550142 (00 and 011 dial abroad; a leading 0 is a trunk prefix).
+    Nothing for text that is not a phone number's characters."""
+    if not text or not set(text) <= PHONE_CHARACTERS:
+        return ()
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if len(digits) < MIN_PHONE_DIGITS:
+        return ()
+    found = [digits]
+    for prefix in ("011", "00", "0"):
+        if digits.startswith(prefix) and len(digits) - len(prefix) >= MIN_PHONE_DIGITS:
+            found.append(digits[len(prefix) :])
+            break
+    return tuple(found)
 
 
 def _found(conn: Connection, customer_id: int) -> Found:
