@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -69,6 +70,28 @@ def _checked(path: str, value: Any, setting: Setting) -> Any:
     if isinstance(value, int | float) and value < 0:
         raise ConfigError(f"{path}: must not be negative")
     return value
+
+
+def public_url(value: str) -> str:
+    """Check public_url, the base of the webhook URLs pasted into each tool; without a final /.
+
+    A path is allowed (a reverse proxy may serve Carryover under one); what a URL to paste
+    cannot hold is refused: another scheme, no host, credentials, a query or a fragment.
+    """
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    example = "e.g. https://carryover.example.com"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"public_url: expected the http(s) URL the tools reach Carryover at "
+                          f"({example}), got {value!r}")  # fmt: skip
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"public_url: expected a base URL with no user, query or fragment "
+                          f"({example}), got {value!r}")  # fmt: skip
+    try:
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        raise ConfigError(f"public_url: the port of {value!r} is not a number") from None
+    return url
 
 
 def validate_section(path: str, raw: Any, schema: Mapping[str, Setting]) -> dict[str, Any]:
@@ -273,7 +296,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
     mappings_dir = top["mappings_dir"]
     templates_dir = top["templates_dir"]
     return Config(
-        public_url=top["public_url"].rstrip("/"),
+        public_url=public_url(top["public_url"]),
         database_url=top["database_url"],
         secret_key=top["secret_key"],
         agent_api_keys=tuple(top["agent_api_keys"]),

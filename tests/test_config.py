@@ -458,3 +458,18 @@ def test_the_version_is_the_installed_one(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"carryover {version('carryover')}"
+
+
+@pytest.mark.parametrize(
+    "value", ["acme.example.com", "ftp://x", "https://", "https://user:pw@example.com",
+              "https://example.com/?a=1", "https://example.com/#top", "https://example.com:http"],
+)  # fmt: skip
+def test_a_public_url_that_cannot_be_pasted_into_a_tool_is_refused(value, schemas):
+    """public_url is the base of each webhook URL: a scheme, a host, at most a path."""
+    with pytest.raises(ConfigError, match="public_url"):
+        parse_config({"public_url": value}, schemas)
+
+
+def test_a_public_url_keeps_its_path_without_the_final_slash(schemas):
+    config = parse_config({"public_url": " https://example.com/carryover/ "}, schemas)
+    assert config.public_url == "https://example.com/carryover"

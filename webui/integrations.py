@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import (
     Blueprint,
@@ -22,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from middleware.config import ConfigError, Setting
 from middleware.errors import UpstreamError
 from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
+from middleware.integrations.network import parse_address
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
@@ -205,6 +206,27 @@ def _page(
     )  # fmt: skip
 
 
+def reach_warning(url: str, tool: str) -> str | None:
+    """Say why the tool may not be able to send to public_url, or None when it looks right.
+
+    The webhook URL is public_url + /hooks/<key>; the default, http://127.0.0.1:8080, is
+    fine for trying Carryover out and reaches no vendor.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    address = parse_address(host)
+    fix = ("set public_url to the https:// address at which the internet reaches this "
+           "server (a reverse proxy in front of it)")  # fmt: skip
+    if host == "localhost" or host.endswith(".localhost") or (address and address.is_loopback):
+        return f"{host} is this machine only: {tool}'s servers cannot reach it; {fix}"
+    if address is not None and (address.is_private or address.is_link_local):
+        return f"{host} is a private network address: {tool}'s servers cannot reach it; {fix}"
+    if parts.scheme != "https":
+        return (f"it is not HTTPS: {tool} would send customers' messages unencrypted over the "
+                f"internet; {fix}")  # fmt: skip
+    return None
+
+
 def _saved_default(key: str, name: str) -> Any:
     settings = _saved_settings(key)
     return settings.get(name) if settings else None
@@ -223,6 +245,7 @@ def _integration_row(
         "problem": core.registry.problems.get(key),
         "capabilities": sorted(str(c) for c in cls.capabilities),
         "webhook_url": f"{core.config.public_url}/hooks/{key}",
+        "reach": reach_warning(core.config.public_url, cls.title),
         "last_delivery": core.inbox.last_received_at(conn, key),
         "last_error": latest_error(conn, key),  # the newest by time: of calls, webhooks, notes
         "upstream": faults,  # None when it never called an upstream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -50,3 +51,23 @@ def test_salesforce_is_connected_and_tested_from_the_browser_alone(
     answered = f"Salesforce answered at {fake_salesforce.url.removeprefix('http://')}"
     expect(page.get_by_role("status")).to_contain_text(answered)
     assert fake_salesforce.logins == 1
+
+
+def test_the_webhook_url_says_when_the_tool_cannot_reach_it_and_copies_in_one_click(
+    admin_page: Page,
+) -> None:
+    """The test installation's public_url is the default, on this machine only: the page
+    says Zendesk cannot reach it and what to set; Copy puts the exact URL on the clipboard."""
+    page = admin_page
+    origin = page.url.split("/admin")[0]
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
+    page.goto("/admin/integrations/zendesk")
+    row = page.get_by_role("row", name=re.compile(r"^Webhook URL"))
+    expect(row.get_by_role("note")).to_contain_text(
+        "Zendesk may not reach this URL: 127.0.0.1 is this machine only"
+    )
+    expect(row.get_by_role("note")).to_contain_text("set public_url to the https:// address")
+    row.get_by_role("button", name="Copy").click()
+    expect(row.get_by_role("button", name="Copied")).to_be_visible()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == page.locator("#webhook-url").inner_text() and copied.endswith("/hooks/zendesk")

@@ -69,3 +69,14 @@ def test_an_integration_without_an_api_says_there_is_nothing_to_test(admin_clien
 def test_the_connection_test_needs_the_csrf_token(admin_client):
     """A forged test request is refused."""
     assert admin_client.post("/admin/integrations/zendesk/test").status_code == 400
+
+
+def test_the_webhook_url_warning_names_what_keeps_the_tool_out():
+    """Loopback and private addresses, and plain HTTP, are said; a public https URL is not."""
+    from webui.integrations import reach_warning
+
+    assert "this machine only" in (reach_warning("http://127.0.0.1:8080", "Zendesk") or "")
+    assert "this machine only" in (reach_warning("https://localhost", "Zendesk") or "")
+    assert "private network" in (reach_warning("https://10.0.0.5", "Twilio") or "")
+    assert "not HTTPS" in (reach_warning("http://carryover.example.com", "Twilio") or "")
+    assert reach_warning("https://carryover.example.com/support", "Zendesk") is None
