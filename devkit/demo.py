@@ -27,6 +27,8 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -174,9 +176,8 @@ def running_demo(
     With `history`, the tools first hold a year of history, which `carryover backfill`
     imports (its progress on this process's terminal) before Carryover serves.
     """
-    if folder.exists():
-        shutil.rmtree(folder)  # a fresh store each time: the journeys start from nothing
-    folder.mkdir(parents=True)
+    _fresh_folder(folder)  # a fresh store each time: the journeys start from nothing
+    _check_port_free(port)
     url = f"http://127.0.0.1:{port}"
     secrets = Secrets()
     zendesk = FakeZendesk(email=ZENDESK_BOT, api_token=secrets.zendesk_token)
@@ -200,6 +201,37 @@ def running_demo(
             phone = TwilioPhone(url, secrets.twilio_token, pause=pace)
             yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone,
                        bob_contact, pace, say, seeded)  # fmt: skip
+
+
+MARKER = ".carryover-demo"  # the demo's folders hold it: only those are ever emptied
+
+
+class DemoRefused(RuntimeError):
+    """The demo cannot start as asked (a folder it must not empty, a port in use)."""
+
+
+def _fresh_folder(folder: Path) -> None:
+    """Empty the demo's folder of an earlier demo, or make it; never remove anything else.
+
+    `--folder var` would otherwise delete the real store and its key.
+    """
+    if folder.exists():
+        if not folder.is_dir() or (any(folder.iterdir()) and not (folder / MARKER).is_file()):
+            raise DemoRefused(f"{folder} exists and is not a demo's folder (it has no {MARKER}): "
+                              "it is left as it is; choose another --folder")  # fmt: skip
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("made by carryover demo: emptied by the next one\n")
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port something listens on: the journeys would play against it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise DemoRefused(f"port {port} is in use on 127.0.0.1: stop what listens there, "
+                              "or choose another with --port") from None  # fmt: skip
 
 
 def _seed(zendesk: FakeZendesk, salesforce: FakeSalesforce) -> str:
@@ -503,11 +535,14 @@ def play(demo: Demo) -> None:
 
 def run(folder: Path, port: int, pace: float, exit_after: bool, history: bool = False) -> int:
     """Run `carryover demo`: play the journeys, then keep everything up until Ctrl-C."""
+    # SIGTERM (kill, a service manager) ends the demo as Ctrl-C does: the `carryover serve`
+    # it started and the simulators stop with it instead of being left behind.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with running_demo(folder, port, pace, history=history) as demo:
             print(f"carryover demo: Carryover at {demo.url}, the tools simulated beside it")
             play(demo)
-            print(explore(demo))
+            print(explore(demo, staying=not exit_after))
             if exit_after:
                 return 0
             while True:
@@ -517,11 +552,18 @@ def run(folder: Path, port: int, pace: float, exit_after: bool, history: bool = 
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"carryover demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def explore(demo: Demo) -> str:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def explore(demo: Demo, staying: bool = True) -> str:
     """Return what to look at next, with the URLs and the admin's password."""
     history = "; each one's History: what was imported" if demo.history else ""
+    end = "Ctrl-C stops the demo." if staying else "The demo stops now (--exit)."
     return f"""
 Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
 
@@ -532,5 +574,5 @@ Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
 
 In the admin UI: Customers (search "Ann", split or merge an identity), Deliveries (every
 webhook and note, replay), Mappings (live preview), Integrations (the three tools, connected
-from the admin UI: test a connection{history}). Ctrl-C stops the demo.
+from the admin UI: test a connection{history}). {end}
 """

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import html
 import re
+import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -141,7 +144,59 @@ def test_carryover_demo_plays_every_journey_and_exits(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Wednesday: she emails" in out and "password" in out
+    assert "The demo stops now (--exit)." in out and "Ctrl-C stops the demo" not in out
     assert (folder / "carryover.db").exists() and (folder / "carryover.log").exists()
+    assert main(argv) == 0, "the folder of an earlier demo is emptied and used again"
+
+
+def test_the_demo_never_empties_a_folder_that_is_not_a_demos(tmp_path, capsys):
+    """`--folder var` must not delete the real store and its key: refused, left as it was."""
+    real = tmp_path / "var"
+    real.mkdir()
+    (real / "carryover.db").write_bytes(b"the real store")
+    argv = ["demo", "--pace", "0", "--exit", "--port", str(free_port()), "--folder", str(real)]
+    assert main(argv) == 1
+    assert "is not a demo's folder" in capsys.readouterr().err
+    assert (real / "carryover.db").read_bytes() == b"the real store"
+
+
+def test_the_demo_refuses_a_port_in_use_instead_of_playing_against_it(tmp_path, capsys):
+    """Something already listens on the port: said in one line, exit 1, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["demo", "--pace", "0", "--exit", "--port", str(port),
+                "--folder", str(tmp_path / "demo")]  # fmt: skip
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"port {port} is in use" in err and "Traceback" not in err
+
+
+def test_sigterm_stops_the_demo_and_the_carryover_it_started(tmp_path):
+    """Killed with SIGTERM (as a service manager stops it), the demo takes its `carryover
+    serve` down with it instead of leaving it serving."""
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "middleware.cli", "demo", "--pace", "0", "--port", str(port),
+         "--folder", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        for line in demo.stdout or ():  # the journeys have been played: it stays up
+            if "Ctrl-C stops the demo" in line:
+                break
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
 
 
 @pytest.fixture(scope="module")
