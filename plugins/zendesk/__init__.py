@@ -58,6 +58,9 @@ IDENTITY_TYPES = {
 }
 
 ZENDESK_ID = re.compile(r"^[0-9]{1,20}$")  # tickets, users, comments: 64-bit integers
+# An export cursor is base64 text ("MTc4MjExNzAwMC4wfHw1MDEwfA=="); it goes into the next
+# request's query, so anything else (an & or # that would add to it) is refused.
+EXPORT_CURSOR = re.compile(r"[A-Za-z0-9+/=_-]{1,512}")
 SHOW_MANY = 100  # users one show_many call returns
 MAX_TIME_CHARS = 40  # 2026-03-01T10:00:00.123456+00:00 and no longer: it goes into a key
 
@@ -312,6 +315,9 @@ class ZendeskPlugin(Plugin):
         cursor = page.get("after_cursor")
         if not isinstance(tickets, list) or not isinstance(cursor, str | None):
             raise UpstreamError("Zendesk sent an export page without tickets or cursor")
+        if cursor is not None and not EXPORT_CURSOR.fullmatch(cursor):
+            # Refused before the page is recorded, so the cursor is never stored or asked for.
+            raise PermanentUpstreamError("Zendesk sent an export cursor that is not one")
         users = {str(u.get("id")): u for u in page.get("users") or [] if isinstance(u, dict)}
         events, skipped, refused = [], [], []
         for ticket in tickets:

@@ -6,6 +6,7 @@ import math
 import re
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from zenpy import Zenpy
@@ -118,7 +119,8 @@ class ZendeskClient:
 
         The first page starts at a time, the next ones at the cursor the last one gave.
         """
-        wanted = {"cursor": cursor} if cursor else {"start_time": start_time}
+        # zenpy joins the query's values as they are: the cursor's + / = must be escaped here.
+        wanted = {"cursor": quote(cursor, safe="")} if cursor else {"start_time": start_time}
         tickets = self.api.tickets
         try:
             # zenpy's incremental() would turn the 1,000 tickets and their users into objects,

@@ -222,6 +222,26 @@ def test_an_import_stopped_half_way_continues_from_its_cursor_and_counts_once(co
     assert count(core, history_imports) == 1
 
 
+def test_a_cursor_is_sent_back_exactly_and_one_that_could_add_to_the_query_is_refused(core, api):
+    """Zendesk's base64 cursors hold + / =, which reach Zendesk as they were sent; a cursor
+    with & or # in it would add to the next request, and stops the import before it is
+    kept or asked for."""
+    tickets = ZENDESK_PAGE["tickets"]
+    api.get(EXPORT, json=export_page(tickets[:1], "MTc4+/fA==", end=False))
+    api.get(SHOW_MANY, json=ANN_USERS)
+    stopping = threading.Event()
+    import_history(core, "zendesk", stopping=stopping, on_progress=lambda s: stopping.set())
+    api.replace(responses.GET, EXPORT,
+                json=export_page(tickets[1:2], "x&include=ticket_forms", end=True))  # fmt: skip
+    state = import_history(core, "zendesk")
+    assert asked(api, EXPORT)[-1]["cursor"] == ["MTc4+/fA=="]
+    assert (state.status, state.imported) == (STOPPED, 1)
+    assert "export cursor that is not one" in (state.last_error or "")
+    assert len(asked(api, EXPORT)) == 2, "the forged cursor is never asked for"
+    with core.engine.connect() as conn:
+        assert conn.execute(select(history_imports.c.cursor)).scalar() == "MTc4+/fA=="
+
+
 def test_a_page_answered_429_is_asked_again_after_retry_after(core, api):
     """Zendesk's export limit answers 429 with Retry-After: the import waits, then goes on."""
     api.get(EXPORT, status=429, headers={"Retry-After": "1"}, body="Too Many Requests")
