@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -37,6 +35,7 @@ from middleware.process.backfill import (
 from middleware.store.tables import reading
 from middleware.terminal import duration
 from middleware.web.current import current_installation
+from webui.clock import local_time
 
 log = logging.getLogger(__name__)
 bp = Blueprint("history", __name__, url_prefix="/integrations")
@@ -66,7 +65,7 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         "rate": f"{state.rate:,.0f}" if state and state.rate and not waiting else None,
         "left": duration(left) if left is not None and left >= 1 else None,
         "took": duration(state.elapsed_s) if state else None,
-        "at": _local_time,
+        "at": local_time,
         "reasons": sorted(state.reasons.items(), key=lambda r: -r[1]) if state else [],
         # A "since" that was refused comes back for the admin to correct, not replaced.
         "since": request.args.get("since", DEFAULT_SINCE)[:MAX_SINCE_CHARS],
@@ -74,12 +73,6 @@ def history_section(plugin: Plugin | None) -> dict[str, Any] | None:
         # cases), and an upstream that does not answer must not hold the page up.
         "plan": _plan(plugin, asked=False),
     }
-
-
-def _local_time(moment: datetime) -> str:
-    """Return a stored (naive UTC) time in the installation's time zone, to the minute."""
-    zone = ZoneInfo(current_installation().config.timezone)
-    return moment.replace(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _plan(plugin: Plugin, *, asked: bool) -> dict[str, Any]:

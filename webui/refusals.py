@@ -7,12 +7,12 @@ shows the same figures, whichever process refused the deliveries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from middleware.ingest.refusals import KEPT_DAYS, RefusalReport, refusal_reports
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
+from webui.clock import local_time
 
 RECENT_S = 3600  # a refusal this fresh makes the overview's line an alert
 
@@ -25,12 +25,11 @@ class RefusalsShown:
     title: str
     report: RefusalReport | None
     recent: bool  # the newest refusal is under RECENT_S old: the setup is wrong right now
-    zone: ZoneInfo  # the installation's time zone, in which times are shown
     kept_days: int = KEPT_DAYS
 
     def at(self, moment: datetime) -> str:
-        """Return a stored (naive UTC) time as the installation's zone tells it."""
-        return moment.replace(tzinfo=UTC).astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        """Return a stored (naive UTC) time in the installation's zone, to the second."""
+        return local_time(moment, seconds=True)
 
 
 def _hints() -> dict[str, dict[str, str]]:
@@ -39,10 +38,9 @@ def _hints() -> dict[str, dict[str, str]]:
 
 
 def _shown(key: str, title: str, report: RefusalReport | None, now: datetime) -> RefusalsShown:
-    zone = ZoneInfo(current_installation().config.timezone)
     last = report.last_at if report else None
     recent = last is not None and (now - last).total_seconds() < RECENT_S
-    return RefusalsShown(key, title, report, recent, zone)
+    return RefusalsShown(key, title, report, recent)
 
 
 def refusals_section(key: str, title: str) -> RefusalsShown:
