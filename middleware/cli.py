@@ -102,8 +102,6 @@ def _parse_ref(ref: str) -> tuple[str, int]:
 
 def cmd_deliveries_list(args: argparse.Namespace, core: Installation) -> int:
     """List recent inbound deliveries and outbound writes."""
-    if not _migrated(core):
-        return 2
     print(f"{'id':<10} {'plugin':<11} {'status':<11} {'tries':>5}  detail")
     for row in core.inbox.listing(args.status, args.limit):
         detail = row.last_error or row.event_keys
@@ -123,8 +121,6 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
         refs = [_parse_ref(r) for r in args.ids]
     except ValueError as exc:
         print(f"carryover: {exc}", file=sys.stderr)
-        return 2
-    if not _migrated(core):
         return 2
     if args.dead:
         count = core.inbox.replay() + core.outbox.replay()
@@ -164,8 +160,6 @@ def cmd_admin_create(args: argparse.Namespace, core: Installation) -> int:
     """Create an admin of the web UI (the password is asked for, or read from stdin)."""
     from middleware.admin.accounts import AdminError, create_admin
 
-    if not _migrated(core):
-        return 2
     if args.username.strip() in _admin_names(core):  # said before the password is asked
         print(f"carryover: username: {args.username.strip()!r} is taken (change its password "
               f"with `carryover admin password --username {args.username.strip()}`)",
@@ -187,8 +181,6 @@ def cmd_admin_list(args: argparse.Namespace, core: Installation) -> int:
     """List the admins of the web UI, with their last login and open sessions."""
     from middleware.admin.accounts import list_admins
 
-    if not _migrated(core):
-        return 2
     accounts = list_admins(core.engine, core.config.admin["idle_timeout_s"])
     if not accounts:
         print("carryover: no admins yet; create one with `carryover admin create --username NAME`")
@@ -204,7 +196,7 @@ def cmd_admin_password(args: argparse.Namespace, core: Installation) -> int:
     """Change an admin's password (asked for, or read from stdin); their sessions end."""
     from middleware.admin.accounts import AdminError, set_password
 
-    if not _migrated(core) or not _admin_exists(core, args.username):
+    if not _admin_exists(core, args.username):
         return 2
     password = _new_password(args)
     if password is None:
@@ -222,8 +214,6 @@ def cmd_admin_remove(args: argparse.Namespace, core: Installation) -> int:
     """Remove an admin of the web UI; their sessions end."""
     from middleware.admin.accounts import AdminError, remove_admin
 
-    if not _migrated(core):
-        return 2
     try:
         ended = remove_admin(core.engine, args.username)
     except AdminError as exc:
@@ -231,13 +221,6 @@ def cmd_admin_remove(args: argparse.Namespace, core: Installation) -> int:
         return 2
     print(f"carryover: admin {args.username} removed; {ended} open session(s) ended")
     return 0
-
-
-def _migrated(core: Installation) -> bool:
-    if migrations_applied(core.engine):
-        return True
-    print(NEEDS_MIGRATIONS, file=sys.stderr)
-    return False
 
 
 def _admin_names(core: Installation) -> set[str]:
@@ -419,26 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing = dsub.add_parser("list", parents=[common], help=cmd_deliveries_list.__doc__)
     listing.add_argument("--status", choices=["pending", "attempting", "done", "dead"])
     listing.add_argument("--limit", type=int, default=50)
-    listing.set_defaults(func=cmd_deliveries_list)
+    listing.set_defaults(func=cmd_deliveries_list, migrated=True)
     replay = dsub.add_parser("replay", parents=[common], help=cmd_deliveries_replay.__doc__)
     replay.add_argument("ids", nargs="*", help="delivery ids (12 or in:12) or write ids (out:7)")
     replay.add_argument("--dead", action="store_true", help="replay every dead letter")
-    replay.set_defaults(func=cmd_deliveries_replay)
+    replay.set_defaults(func=cmd_deliveries_replay, migrated=True)
 
     admin = sub.add_parser("admin", help="admins of the web UI")
     asub = admin.add_subparsers(dest="admin", required=True)
     asub.add_parser("list", parents=[common], help=cmd_admin_list.__doc__).set_defaults(
-        func=cmd_admin_list
+        func=cmd_admin_list, migrated=True
     )
     for name, command in (("create", cmd_admin_create), ("password", cmd_admin_password)):
         setting = asub.add_parser(name, parents=[common], help=command.__doc__)
         setting.add_argument("--username", required=True)
         setting.add_argument("--password-stdin", action="store_true",
                              help="read the password from the first line of stdin")  # fmt: skip
-        setting.set_defaults(func=command)
+        setting.set_defaults(func=command, migrated=True)
     remove = asub.add_parser("remove", parents=[common], help=cmd_admin_remove.__doc__)
     remove.add_argument("--username", required=True)
-    remove.set_defaults(func=cmd_admin_remove)
+    remove.set_defaults(func=cmd_admin_remove, migrated=True)
 
     backfill = sub.add_parser("backfill", parents=[common], help=cmd_backfill.__doc__)
     backfill.add_argument("--since", default="90d",
@@ -485,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"carryover: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "migrated", False) and not migrations_applied(core.engine):
+            print(NEEDS_MIGRATIONS, file=sys.stderr)  # the store's tables are not there yet
+            return 2
         return int(args.func(args, core))
     except KeyboardInterrupt:  # Ctrl-C at a prompt, or before a command had its own handler
         print("\ncarryover: interrupted; nothing more was done", file=sys.stderr)

@@ -438,12 +438,14 @@ def test_timezone_defaults_to_utc_and_takes_an_iana_name(schemas):
 
 
 def test_a_command_on_a_store_never_migrated_says_how_to_migrate_it(tmp_path, capsys):
-    """`carryover deliveries …` on a new, empty store: the fix in words, not a traceback."""
+    """`carryover deliveries …` or `admin …` on a new, empty store: the fix in words, not a
+    traceback."""
     from middleware.cli import main
 
     config = tmp_path / "config.yaml"
     config.write_text(f"database_url: sqlite:///{tmp_path / 'empty.db'}\n")
-    for command in (["deliveries", "list"], ["deliveries", "replay", "in:1"]):
+    for command in (["deliveries", "list"], ["deliveries", "replay", "in:1"], ["admin", "list"],
+                    ["admin", "remove", "--username", "ada"]):  # fmt: skip
         assert main([*command, "--config", str(config)]) == 2
         assert "run `carryover db upgrade`" in capsys.readouterr().err
 
