@@ -67,6 +67,7 @@ from middleware.interaction import (
     Interaction,
     http_link,
 )
+from middleware.process.yaml_problems import yaml_problem
 
 FIELDS = {
     "kind", "external_id", "channel", "direction", "occurred_at", "updated_at", "status",
@@ -91,7 +92,14 @@ EPOCH_RANGE = (0, 253402300799)  # 1970 to 9999: what a datetime holds
 
 
 class MappingError(ValueError):
-    """A mapping file is invalid, or does not fit a payload; the message names the path."""
+    """A mapping file is invalid, or does not fit a payload; the message names the path.
+
+    `line` and `column` (from 1) place a YAML syntax error in the text, for an editor to mark.
+    """
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line, self.column = line, column
 
 
 @dataclass(frozen=True)
@@ -446,5 +454,12 @@ def load_mapping(source: str, path: Path) -> PluginMapping:
     except OSError as exc:
         raise MappingError(f"{path}: cannot read ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: not valid YAML ({exc})") from exc
+        raise not_yaml(str(path), exc) from exc
     return parse_mapping(source, raw, origin=str(path))
+
+
+def not_yaml(origin: str, exc: yaml.YAMLError) -> MappingError:
+    """Return the error of a mapping text that is not YAML, in plain words and placed."""
+    problem = yaml_problem(exc)
+    said = f"at {problem}" if problem.line else f"({problem})"
+    return MappingError(f"{origin}: not valid YAML {said}", problem.line, problem.column)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import Engine
 
-from middleware.process.mapping import MappingError, PluginMapping, parse_mapping
+from middleware.process.mapping import MappingError, PluginMapping, not_yaml, parse_mapping
 from middleware.store.documents import DocumentVersions
 
 
@@ -17,7 +17,7 @@ def parse_document(key: str, document: str, origin: str) -> PluginMapping:
     try:
         raw = yaml.safe_load(document)
     except yaml.YAMLError as exc:
-        raise MappingError(f"{origin}: not valid YAML ({exc})") from None
+        raise not_yaml(origin, exc) from None
     return parse_mapping(key, raw, origin=origin)
 
 
