@@ -50,7 +50,7 @@ RUNTIME_FILES = (
     "plugins/*/fixtures/*.*",  # the admin's mapping preview
     "plugins/*/fixtures/history/*.json",  # pages of past records, in the preview too
     "webui/templates/**/*.html",
-    "webui/static/*",
+    "webui/static/**/*",  # the admin's styles and scripts, the editor's vendored files too
 )
 MAY_BE_NONE = {"plugins/*/templates/*.j2"}
 PLUGINS = ("cti", "salesforce", "twilio", "zendesk")
@@ -269,7 +269,8 @@ def test_the_wheel_holds_the_runtime_and_none_of_the_development_packages(wheel)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert not {n for n in names if n.split("/")[0] in DEVELOPMENT}
     files = {pattern: {p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern)
-                       if "__pycache__" not in p.parts} for pattern in RUNTIME_FILES}  # fmt: skip
+                       if p.is_file() and "__pycache__" not in p.parts}
+             for pattern in RUNTIME_FILES}  # fmt: skip
     assert all(files[p] for p in RUNTIME_FILES if p not in MAY_BE_NONE), "a pattern found nothing"
     assert set().union(*files.values()) <= names
     assert {f"mappings/{key}.yaml" for key in PLUGINS} <= names
@@ -319,11 +320,14 @@ def test_serve_starts_with_every_integration(served):
 
 
 def test_the_admin_pages_are_served_with_their_styles(served):
-    """The admin login page renders from the shipped templates, its stylesheet from static."""
+    """The admin login page renders from the shipped templates, its stylesheet and the editor's
+    vendored script from static."""
     login = requests.get(f"{served}/admin/login", timeout=5)
     assert login.status_code == 200 and 'name="csrf_token"' in login.text
     style = requests.get(f"{served}/admin/static/admin.css", timeout=5)
     assert style.status_code == 200 and style.text.strip()
+    editor = requests.get(f"{served}/admin/static/vendor/codemirror/codemirror.js", timeout=5)
+    assert editor.status_code == 200 and "CodeMirror" in editor.text
 
 
 @pytest.mark.parametrize("key", sorted(DELIVERIES))
