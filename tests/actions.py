@@ -1,14 +1,15 @@
 """What the fixtures of conftest.py hand out: senders that post webhooks, an admin at the form.
 
 Tests get these from the fixtures (``hooks``, ``hooks_for``, ``admin``, ``admin_for``,
-``make_config``) and import names from here only to annotate them.
+``make_config``, the browser tests' ``code_editor``) and import names from here only to
+annotate them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from flask.testing import FlaskClient
@@ -18,6 +19,9 @@ from middleware.config import Config
 from plugins.twilio import sign as twilio_sign
 from tests.payloads import cti_headers, zendesk_headers
 from tests.values import ADMIN_PASSWORD, PUBLIC_URL, SOAP_HEADERS, TWILIO_TOKEN
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 ConfigFactory = Callable[..., Config]
 # written_before(target, target_ref, marker)
@@ -76,3 +80,16 @@ class AdminActions:
         token = self.csrf(self.client.get("/admin/login").data)
         form = {"username": username, "password": password, "csrf_token": token, **extra}
         return self.client.post("/admin/login", data=form)
+
+
+class CodeEditor:
+    """The mapping or template editor of a page in a browser (CodeMirror over the textarea)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def fill(self, text: str) -> None:
+        """Replace the editor's text as an admin does: select all of it, then type."""
+        self.page.locator(".CodeMirror").click()
+        self.page.keyboard.press("Control+A")
+        self.page.keyboard.insert_text(text)

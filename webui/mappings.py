@@ -27,6 +27,7 @@ from middleware.process.mapping import MappingError, PluginMapping
 from middleware.process.mapping_source import parse_document
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
+from webui.editing import PlacedError
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
 RECENT_DELIVERIES = 5
@@ -75,8 +76,8 @@ def editor(key: str) -> str:
     return _editor_page(plugin, document, version)
 
 
-def _editor_page(plugin: Plugin, document: str, version: int | None, error: str | None = None,
-                 note: str = "") -> str:  # fmt: skip
+def _editor_page(plugin: Plugin, document: str, version: int | None,
+                 error: PlacedError | None = None, note: str = "") -> str:  # fmt: skip
     previews, preview_error = _preview_of(plugin, document)
     return render_template(
         "admin/mapping.html", key=plugin.key, title=plugin.title, document=document,
@@ -104,7 +105,7 @@ def save(key: str) -> ResponseReturnValue:
         current_installation().mappings.save(key, document, g.admin.username, note)
     except MappingError as exc:
         _, version = current_installation().mappings.document(key)
-        return _editor_page(plugin, document, version, error=str(exc), note=note), 400
+        return _editor_page(plugin, document, version, error=PlacedError.of(exc), note=note), 400
     flash(f"The {plugin.title} mapping is saved and in use.")
     return redirect(url_for("admin.mappings.editor", key=key))
 
@@ -122,12 +123,12 @@ def rollback(key: str, version_id: int) -> ResponseReturnValue:
 
 
 # -- the preview -------------------------------------------------------------------------------
-def _preview_of(plugin: Plugin, document: str) -> tuple[list[Preview], str | None]:
+def _preview_of(plugin: Plugin, document: str) -> tuple[list[Preview], PlacedError | None]:
     """Map the plugin's fixtures and its last real deliveries with a document."""
     try:
         mapping = parse_document(plugin.key, document, "mapping")
     except MappingError as exc:
-        return [], str(exc)
+        return [], PlacedError.of(exc)
     previews = [_preview_sample(plugin, mapping, name, req) for name, req in _samples(plugin)]
     return previews + _history_previews(plugin, mapping), None
 

@@ -31,8 +31,10 @@ from middleware.process.updates import NEWS_KINDS
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
+from webui.editing import PlacedError
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
+NO_CUSTOMER = "No customer yet: the preview needs one customer in the timeline."
 
 
 def _saved_templates() -> DocumentVersions[str]:
@@ -70,7 +72,7 @@ def _customer_arg() -> int | None:
 
 
 def _editor_page(name: str, text: str, version: int | None, customer_id: int | None,
-                 error: str | None = None, note: str = "") -> str:  # fmt: skip
+                 error: PlacedError | None = None, note: str = "") -> str:  # fmt: skip
     customer_id, preview, preview_error = _preview(name, text, customer_id)
     return render_template(
         "admin/template.html", name=name, text=text, version=version, error=error, note=note,
@@ -97,7 +99,8 @@ def save(name: str) -> ResponseReturnValue:
         _saved_templates().save(name, text, g.admin.username, note)
     except DocumentError as exc:
         _, version = _saved_templates().document(name)
-        return _editor_page(name, text, version, _customer_arg(), error=str(exc), note=note), 400
+        error = PlacedError.of(exc)
+        return _editor_page(name, text, version, _customer_arg(), error=error, note=note), 400
     current_installation().renderer.failures.forget(name)
     flash(f"{name} is saved and in use.")
     return redirect(url_for("admin.templates.editor", name=name, customer=_customer_arg()))
@@ -140,20 +143,20 @@ def _check_renders(name: str, text: str, customer_id: int | None) -> None:
         try:
             renderer.preview(name, text, values)
         except DocumentError as exc:
-            raise DocumentError(f"fails for {label}: {exc}") from None
+            raise DocumentError(f"fails for {label}: {exc}", exc.line) from None
     customer_id, _, error = _preview(name, text, customer_id)
     if customer_id is not None and error is not None:
-        raise DocumentError(f"fails for customer #{customer_id}: {error}")
+        raise DocumentError(f"fails for customer #{customer_id}: {error.text}", error.line)
 
 
 def _preview(name: str, text: str, customer_id: int | None
-             ) -> tuple[int | None, str | None, str | None]:  # fmt: skip
+             ) -> tuple[int | None, str | None, PlacedError | None]:  # fmt: skip
     """Render a text for a real customer (the one asked for, else the last one in touch)."""
     renderer = current_installation().renderer
     with reading(current_installation().engine) as conn:
         customer_id = _pick_customer(conn, customer_id)
         if customer_id is None:
-            return None, None, "No customer yet: the preview needs one customer in the timeline."
+            return None, None, PlacedError(NO_CUSTOMER)
         if name == CALL_NOTE_TEMPLATE:
             call = latest_call(conn, customer_id)
             values = {"call": call_facts(conn, call) if call else SAMPLE_CALL,
@@ -169,7 +172,7 @@ def _preview(name: str, text: str, customer_id: int | None
     try:
         return customer_id, renderer.preview(name, text, values), None
     except DocumentError as exc:
-        return customer_id, None, str(exc)
+        return customer_id, None, PlacedError.of(exc)
 
 
 def _latest_news(conn: Any, customer_id: int) -> dict[str, Any]:

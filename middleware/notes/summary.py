@@ -373,7 +373,7 @@ class SummaryRenderer:
         try:
             self.env.parse(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise DocumentError(f"{origin}: line {exc.lineno}: {exc.message}") from None
+            raise DocumentError(f"{origin}: line {exc.lineno}: {exc.message}", exc.lineno) from None
         return source
 
     def render(self, target: str, context: CustomerContext, **extra: Any) -> str:
@@ -402,7 +402,7 @@ class SummaryRenderer:
             raise
         except Exception as exc:  # any way a template fails is a reason not to save it
             line = template_line(exc.__traceback__, "<template>")
-            raise DocumentError(f"{name}: {describe(exc, line)}") from None
+            raise DocumentError(f"{name}: {describe(exc, line)}", line) from None
 
     def variables(self, context: CustomerContext) -> dict[str, Any]:
         """Return the variables a summary template sees for a customer context."""

@@ -22,7 +22,14 @@ CHECK_EVERY_S = 5.0
 
 
 class DocumentError(ValueError):
-    """A document is not valid for its kind; the message says where and why."""
+    """A document is not valid for its kind; the message says where and why.
+
+    `line` (from 1) places the error in the text, where it has a place, for an editor to mark.
+    """
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class DocumentVersions(Generic[T]):

@@ -31,7 +31,7 @@ from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import Admin, create_admin
 from middleware.installation import Installation, build_installation
 from middleware.process.worker import Worker
-from tests.actions import ConfigFactory, Hooks
+from tests.actions import CodeEditor, ConfigFactory, Hooks
 from tests.browser.live_server import LiveServer
 from tests.payloads import fixture_bytes
 from tests.values import ADMIN_PASSWORD
@@ -155,6 +155,12 @@ def admin_page(ada: Admin, page: Page) -> Page:
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     return page
+
+
+@pytest.fixture
+def code_editor(admin_page: Page) -> CodeEditor:
+    """Return the editor of the pages Ada opens in admin_page."""
+    return CodeEditor(admin_page)
 
 
 @pytest.fixture

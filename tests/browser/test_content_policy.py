@@ -17,7 +17,7 @@ from playwright.sync_api import Page, Route, expect
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.installation import Installation, build_installation
 from middleware.reads.context_api import ANY_PHONE, signed_path
-from tests.actions import ConfigFactory
+from tests.actions import CodeEditor, ConfigFactory
 
 ANN_PHONE = "+14155550142"
 SOFTPHONE = "https://softphone.example.com"  # listed in pop.frame_ancestors below
@@ -72,16 +72,16 @@ def test_the_pop_goes_live_with_its_styles_and_no_policy_violation(
 
 @pytest.mark.usefixtures("ann")
 def test_the_mapping_and_template_editors_preview_with_no_policy_violation(
-    admin_page: Page, policy_violations: list[str]
+    admin_page: Page, code_editor: CodeEditor, policy_violations: list[str]
 ) -> None:
     """Both editors' script previews what is typed (fetch allowed), breaking no rule."""
     page = admin_page
     page.goto("/admin/mappings/zendesk")
-    page.locator("#document").fill("events: [unclosed")
+    code_editor.fill("events: [unclosed")
     expect(page.locator("#preview [role=alert]")).to_contain_text("not valid YAML")
 
     page.goto("/admin/templates/zendesk.txt.j2?customer=1")
-    page.locator("#document").fill("Context for {{ customer.name }}")
+    code_editor.fill("Context for {{ customer.name }}")
     expect(page.locator("#preview pre")).to_have_text("Context for Ann Example")
     expect(page.locator("header.top")).to_have_css("display", "flex")  # admin.css applied
     assert policy_violations == []

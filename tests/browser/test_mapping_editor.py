@@ -6,6 +6,8 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
+from tests.actions import CodeEditor
+
 EDITOR = "/admin/mappings/zendesk"
 MAIL = "    mail: email\n"
 
@@ -16,13 +18,13 @@ def mail_channel(page: Page) -> Locator:
     return sample.locator("tr:has(td:text-is('channel')) td").nth(1)
 
 
-def edit_mail_as(page: Page, channel: str, shipped: str) -> None:
+def edit_mail_as(editor: CodeEditor, channel: str, shipped: str) -> None:
     """Type a document into the editor that maps Zendesk's `mail` channel to another one."""
-    page.locator("#document").fill(shipped.replace(MAIL, f"    mail: {channel}\n", 1))
+    editor.fill(shipped.replace(MAIL, f"    mail: {channel}\n", 1))
 
 
 def test_the_preview_follows_typing_errors_name_the_path_and_versions_roll_back(
-    admin_page: Page,
+    admin_page: Page, code_editor: CodeEditor
 ) -> None:
     """Edits re-map the fixtures as typed; a bad channel is named; a rollback restores v1."""
     page = admin_page
@@ -34,21 +36,21 @@ def test_the_preview_follows_typing_errors_name_the_path_and_versions_roll_back(
     assert MAIL in shipped
     expect(mail_channel(page)).to_have_text("email")
 
-    edit_mail_as(page, "sms", shipped)  # the page's script previews as you type
+    edit_mail_as(code_editor, "sms", shipped)  # the page's script previews as you type
     expect(mail_channel(page)).to_have_text("sms")
     expect(page.locator("#preview")).to_contain_text("Charged twice for my January invoice")
 
-    edit_mail_as(page, "carrier-pigeon", shipped)
+    edit_mail_as(code_editor, "carrier-pigeon", shipped)
     error = page.locator("#preview [role=alert]")
     expect(error).to_contain_text("channel.table (channels.mail)")
     expect(error).to_contain_text("carrier-pigeon")
-    page.locator("#document").fill("events: [unclosed")
+    code_editor.fill("events: [unclosed")
     expect(error).to_contain_text("not valid YAML")
 
     # Save once the preview shows the edit: the admin saves what they saw, and no preview
     # request is still running (its answer rewrites the session cookie, which can bring back
     # a flash message already shown).
-    edit_mail_as(page, "sms", shipped)
+    edit_mail_as(code_editor, "sms", shipped)
     expect(mail_channel(page)).to_have_text("sms")
     page.get_by_label("Note").fill("mail is our SMS bridge")
     page.get_by_role("button", name="Save as a new version").click()
@@ -59,7 +61,7 @@ def test_the_preview_follows_typing_errors_name_the_path_and_versions_roll_back(
     )
     expect(mail_channel(page)).to_have_text("sms")  # the saved version, rendered by the server
 
-    edit_mail_as(page, "chat", shipped)
+    edit_mail_as(code_editor, "chat", shipped)
     expect(mail_channel(page)).to_have_text("chat")
     page.get_by_role("button", name="Save as a new version").click()
     expect(page.locator("h1")).to_contain_text("version 2")

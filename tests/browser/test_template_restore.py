@@ -6,6 +6,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from tests.actions import CodeEditor
 from tests.payloads import fixture_bytes
 from tests.webui.test_admin_templates import FAILS_ON_REAL_WORDS
 
@@ -13,12 +14,12 @@ EDITOR = "/admin/templates/zendesk.txt.j2"
 
 
 def test_a_failing_template_is_named_on_the_overview_and_restored(
-    admin_page: Page, core, hooks, worker
+    admin_page: Page, code_editor: CodeEditor, core, hooks, worker
 ) -> None:
     """The overview links to the failing template; Restore puts the shipped text in use."""
     page = admin_page
     page.goto(EDITOR)  # no customer yet: the samples render this text, so it is saved
-    page.locator("#document").fill(FAILS_ON_REAL_WORDS)
+    code_editor.fill(FAILS_ON_REAL_WORDS)
     page.get_by_role("button", name="Save as a new version").click()
     expect(page.locator("h1")).to_contain_text("version 1")
     for name in ("ticket_created__mail.json", "ticket_created__facebook_message.json"):

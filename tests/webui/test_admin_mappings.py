@@ -138,3 +138,64 @@ def test_saving_needs_the_csrf_token_and_an_unknown_plugin_is_a_404(admin_client
     assert response.status_code == 400
     assert core.mappings.history("zendesk") == []
     assert admin_client.get("/admin/mappings/salesforce").status_code == 404
+
+
+def alert_of(page: str) -> tuple[str, dict[str, str]]:
+    """Return the text of the page's placed error and its data attributes (line, column)."""
+    import html
+    import re
+
+    found = re.search(r'<p class="error placed" role="alert"([^>]*)>(.*?)</p>', page, re.DOTALL)
+    assert found, "no error shown"
+    return html.unescape(found[2]), dict(re.findall(r'data-(\w+)="(\d+)"', found[1]))
+
+
+def test_a_yaml_error_is_said_in_plain_words_at_its_line_and_column(admin_client, core):
+    """A misplaced colon is named by line and column, in the preview and when saving."""
+    document = shipped_document(admin_client).replace(
+        "    mail: email\n", "    mail: email: sms\n", 1
+    )
+    line = document.splitlines().index("    mail: email: sms") + 1
+    said = (
+        f"not valid YAML at line {line}, column 16: a “key: value” is not allowed here "
+        "(check this line's indentation, and put a value that holds “: ” in quotes)"
+    )
+    preview = post(admin_client, f"{EDITOR}/preview", document=document).data.decode()
+    assert alert_of(preview) == (f"mapping: {said}", {"line": str(line), "column": "16"})
+    saved = post(admin_client, EDITOR, document=document)
+    assert saved.status_code == 400
+    assert alert_of(saved.data.decode()) == (
+        f"Not saved: mapping: {said}",
+        {"line": str(line), "column": "16"},
+    )
+    assert "ScannerError" not in saved.data.decode() and "<unicode string>" not in preview
+    assert core.mappings.history("zendesk") == []
+
+
+def test_an_unclosed_list_is_placed_where_it_opens(admin_client):
+    """A "[" never closed is reported at the bracket, not at the end of the text."""
+    document = "tables: {}\nevents:\n  ticket.created: [creates\n\n"
+    preview = post(admin_client, f"{EDITOR}/preview", document=document).data.decode()
+    assert alert_of(preview) == (
+        "mapping: not valid YAML at line 3, column 19: the “[” here is never closed by a “]”, "
+        "or a comma is missing between its items",
+        {"line": "3", "column": "19"},
+    )
+
+
+def test_an_error_of_the_mapping_itself_has_no_place(admin_client):
+    """A valid YAML text that is not a valid mapping names the path, with no line to mark."""
+    document = with_mail_as(shipped_document(admin_client), "carrier-pigeon")
+    text, place = alert_of(post(admin_client, f"{EDITOR}/preview", document=document).data.decode())
+    assert "channel.table (channels.mail)" in text and place == {}
+
+
+def test_the_editor_is_the_textarea_upgraded_by_the_vendored_editor(admin_client):
+    """The page posts a plain textarea and loads the editor from Carryover's own files."""
+    page = admin_client.get(EDITOR).data.decode()
+    assert '<textarea name="document" id="document"' in page and 'data-mode="yaml"' in page
+    for script in ("vendor/codemirror/codemirror.js", "vendor/codemirror/yaml.js", "editor.js"):
+        assert f'src="/admin/static/{script}"' in page
+    for script in ("codemirror.js", "yaml.js", "jinja2.js"):
+        with admin_client.get(f"/admin/static/vendor/codemirror/{script}") as served:
+            assert served.status_code == 200 and b"CodeMirror" in served.data

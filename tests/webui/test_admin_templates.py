@@ -196,3 +196,32 @@ def test_a_rollback_to_a_failing_version_is_refused(
     response = post(admin_client, f"{EDITOR}/versions/1/rollback")
     assert response.status_code == 409 and "nmae" in response.data.decode()
     assert [v.id for v in core.renderer.saved.history("zendesk.txt.j2")] == [2, 1]
+
+
+def test_a_syntax_error_is_placed_at_its_line(admin_client, core, worker, hooks, fake_zendesk):
+    """A tag never closed is placed where the template ends; a bad "}" on its own line."""
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    worker.drain()
+    broken = "Hello.\n\n{% if customer.name %}\n{{ customer.name }}\n"
+    preview = post(admin_client, f"{EDITOR}/preview", document=broken).data.decode()
+    assert (
+        'role="alert" data-line="4"' in preview and "line 4: Unexpected end of template" in preview
+    )
+    response = post(admin_client, EDITOR, document="Hello {{ customer.name }\n")
+    page = response.data.decode()
+    assert response.status_code == 400
+    assert '<p class="error placed" role="alert" data-line="1">Not saved: ' in page
+    assert "line 1: unexpected &#39;}&#39;" in page
+    assert core.renderer.saved.history("zendesk.txt.j2") == []
+
+
+def test_a_template_failing_when_rendered_is_placed_at_its_line(admin_client, core):
+    """An unknown variable on line 2 is refused with line 2 for the editor to mark."""
+    response = post(admin_client, EDITOR, document="Hello.\n{{ nmae }}\n")
+    page = response.data.decode()
+    assert response.status_code == 400
+    assert '<p class="error placed" role="alert" data-line="2">Not saved: ' in page
+    assert "&#39;nmae&#39; is undefined" in page
+    assert (
+        'data-mode="jinja2"' in page and 'src="/admin/static/vendor/codemirror/jinja2.js"' in page
+    )
