@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from middleware.config import ConfigError, config_path, load_config
+from middleware.config import ConfigError, check_listener, config_path, load_config
 from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import Plugin
 from middleware.integrations.registry import PluginRegistry
@@ -44,12 +45,10 @@ def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     elif not migrations_applied(core.engine):
         print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
-    settings = dict(core.config.server)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("carryover: --threads: must be at least 1", file=sys.stderr)
-            return 2
-        settings["threads"] = args.threads
+    settings = _serve_settings(args, core.config.server)
+    if settings is None:
+        return 2
+    host, port = settings["host"], settings["port"]
     app = create_app(core=core)
     # Each open screen-pop holds a thread; keep some for webhooks, which must never wait.
     core.live.limit_streams(settings["threads"] - WEBHOOK_THREADS)
@@ -57,13 +56,31 @@ def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     if worker:
         worker.start()
     integrations = ", ".join(sorted(core.registry.instances)) or "none"
-    print(f"carryover: serving on http://{args.host}:{args.port} (integrations: {integrations})")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"carryover: serving on http://{shown}:{port} (integrations: {integrations})")
     try:
-        serve(app, settings, args.host, args.port)
+        serve(app, settings, host, port)
     finally:
         if worker:
             worker.stop()
     return 0
+
+
+def _serve_settings(args: argparse.Namespace, server: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the server settings with --host, --port and --threads over the config's."""
+    settings = dict(server)
+    for name in ("host", "port", "threads"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    try:
+        check_listener(settings["host"], settings["port"], "--")
+    except ConfigError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return None
+    if settings["threads"] < 1:
+        print("carryover: --threads: must be at least 1", file=sys.stderr)
+        return None
+    return settings
 
 
 def cmd_worker(args: argparse.Namespace, core: Installation) -> int:
@@ -379,8 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help=cmd_serve.__doc__)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host",
+        help="address to listen on (default: server.host, 127.0.0.1; "
+        "0.0.0.0 for every interface, e.g. behind a proxy on another host)",
+    )
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8080)")
     serve.add_argument(
         "--threads", type=int,
         help="web server threads (default: server.threads, 40); each open screen-pop holds one, "

@@ -151,6 +151,8 @@ ADMIN = {
     "failed_login_window_s": Setting(int, 900),
 }
 SERVER = {
+    "host": Setting(str, "127.0.0.1"),
+    "port": Setting(int, 8080),
     "threads": Setting(int, 40),
     "connection_limit": Setting(int, 1000),
     "channel_timeout_s": Setting(int, 75),
@@ -236,6 +238,15 @@ def check_timezone(name: str) -> str:
     return name
 
 
+def check_listener(host: str, port: int, where: str) -> None:
+    """Check the address `carryover serve` listens on; raise ConfigError naming the key."""
+    if not host.strip() or any(c.isspace() for c in host) or "/" in host:
+        raise ConfigError(f"{where}host: expected an address or name to listen on (127.0.0.1, "
+                          f"0.0.0.0, ::), got {host!r}")  # fmt: skip
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}port: expected a port from 1 to 65535, got {port}")
+
+
 def frame_ancestor(path: str, value: str) -> str:
     """Check one source of pop.frame_ancestors: 'self' or scheme://host[:port]."""
     if value in ("self", "'self'"):  # YAML reads ['self'] as the bare word self
@@ -287,6 +298,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:
             raise ConfigError(f"{path}: must be greater than 0")
+    check_listener(sections["server"]["host"], sections["server"]["port"], "server.")
     ancestors = sections["pop"]["frame_ancestors"]
     if not ancestors:
         raise ConfigError("pop.frame_ancestors: list at least one source (self: only Carryover)")
