@@ -1,4 +1,5 @@
-"""The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, link, demo."""
+"""The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, purge,
+link, demo."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from middleware.config import ConfigError, check_listener, config_path, load_config
 from middleware.installation import Installation, build_installation
@@ -21,6 +22,9 @@ from middleware.integrations.plugin import Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.process.mapping import MappingError
 from middleware.store.tables import migrations_applied, upgrade
+
+if TYPE_CHECKING:
+    from middleware.customers.retention import Purged
 
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
 WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
@@ -357,6 +361,38 @@ def _backfill_one(core: Installation, plugin: Plugin, since: datetime) -> bool:
     return state.status == DONE
 
 
+def cmd_purge(args: argparse.Namespace, core: Installation) -> int:
+    """Delete raw webhooks and timeline items older than the retention periods (now)."""
+    from middleware.customers.retention import count_purgeable, keeps_everything, purge
+    from middleware.store.tables import utcnow
+
+    retention = core.config.retention
+    print(f"carryover: keeping raw webhooks {_days(retention['deliveries_days'])} after they "
+          f"are done or dead, the timeline {_days(retention['timeline_days'])} after its last "
+          "change")  # fmt: skip
+    if keeps_everything(retention):
+        print("carryover: nothing to purge: both periods are 0 (keep for ever)")
+        return 0
+    if args.dry_run:
+        found = count_purgeable(core.engine, retention, utcnow())
+        print(f"carryover: would remove {_purged(found)} (nothing was deleted)")
+        return 0
+    removed = purge(core.engine, retention)
+    print(f"carryover: removed {_purged(removed)}")
+    return 0
+
+
+def _days(days: int) -> str:
+    return "for ever" if not days else f"{days} day{'' if days == 1 else 's'}"
+
+
+def _purged(purged: Purged) -> str:
+    """Say what a purge removed, e.g. '12 raw webhooks, 3 timeline items, 1 note, 0 customers'."""
+    kinds = (("raw webhook", purged.deliveries), ("timeline item", purged.timeline_items),
+             ("note", purged.notes), ("customer", purged.customers))  # fmt: skip
+    return ", ".join(f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in kinds)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play the journeys beside simulated upstream tools (needs no account; from a checkout)."""
     demo = _checkout_demo()
@@ -467,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill), so that the journeys' notes name the past",
     )
     demo.set_defaults(func=cmd_demo, standalone=True)
+
+    purge = sub.add_parser("purge", parents=[common], help=cmd_purge.__doc__)
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    purge.set_defaults(func=cmd_purge, migrated=True)
 
     link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)
     link.add_argument("path", help="e.g. /api/v1/context")

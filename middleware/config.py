@@ -158,9 +158,14 @@ SERVER = {
     "channel_timeout_s": Setting(int, 75),
     "request_timeout_s": Setting(float, 10.0),
 }
+# How long raw webhook bodies and the timeline are kept (0: for ever); see store/retention.py.
+RETENTION = {
+    "deliveries_days": Setting(int, 30),
+    "timeline_days": Setting(int, 730),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
-    "server": SERVER,
+    "server": SERVER, "retention": RETENTION,
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
@@ -195,6 +200,9 @@ class Config:
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
     admin: dict[str, Any] = field(default_factory=lambda: validate_section("admin", {}, ADMIN))
     server: dict[str, Any] = field(default_factory=lambda: validate_section("server", {}, SERVER))
+    retention: dict[str, Any] = field(
+        default_factory=lambda: validate_section("retention", {}, RETENTION)
+    )
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

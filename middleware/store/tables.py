@@ -137,6 +137,7 @@ interactions = Table(
     Column("said_by", String(16)),  # who wrote `text`: customer, agent, or NULL (unknown)
     UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
     Index("ix_interactions_customer", "customer_id", "occurred_at"),
+    Index("ix_interactions_updated", "updated_at"),  # the timeline's purge finds the oldest
 )
 
 writes = Table(
@@ -324,6 +325,19 @@ refusals = Table(
     Column("at", DateTime, nullable=False),
     Column("address", String(64), nullable=False),
     Index("ix_refusals_plugin", "plugin", "id"),
+)
+
+# Each purge of old webhook bodies and timeline items (see customers/retention.py): when it
+# ran and what it removed, for the overview; the newest few are kept.
+purge_runs = Table(
+    "purge_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("finished_at", DateTime, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("timeline_items", Integer, nullable=False),
+    Column("notes", Integer, nullable=False),
+    Column("customers", Integer, nullable=False),
 )
 
 
