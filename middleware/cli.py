@@ -1,5 +1,5 @@
 """The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, purge,
-link, demo."""
+export, link, demo."""
 
 from __future__ import annotations
 
@@ -393,6 +393,30 @@ def _purged(purged: Purged) -> str:
     return ", ".join(f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in kinds)
 
 
+def cmd_export(args: argparse.Namespace, core: Installation) -> int:
+    """Print one customer's data as JSON (the counterpart of erasing them)."""
+    import json
+
+    from middleware.customers.edits import live_customer
+    from middleware.customers.export import export_customer
+    from middleware.store.tables import MAX_ID, reading
+
+    live, data = None, None
+    if 0 < args.customer <= MAX_ID:  # a larger number is no customer, not a store error
+        with reading(core.engine) as conn:
+            live = live_customer(conn, args.customer)
+            data = export_customer(conn, live) if live is not None else None
+    if data is None:
+        print(f"carryover: --customer: there is no customer {args.customer} (find one on the "
+              "admin's Customers page)", file=sys.stderr)  # fmt: skip
+        return 1
+    if live != args.customer:
+        print(f"carryover: customer {args.customer} was merged into {live}: exporting {live}",
+              file=sys.stderr)  # fmt: skip
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play the journeys beside simulated upstream tools (needs no account; from a checkout)."""
     demo = _checkout_demo()
@@ -507,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", parents=[common], help=cmd_purge.__doc__)
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     purge.set_defaults(func=cmd_purge, migrated=True)
+
+    export = sub.add_parser("export", parents=[common], help=cmd_export.__doc__)
+    export.add_argument("--customer", type=int, required=True, help="the customer's number")
+    export.set_defaults(func=cmd_export, migrated=True)
 
     link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)
     link.add_argument("path", help="e.g. /api/v1/context")
