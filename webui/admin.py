@@ -35,7 +35,7 @@ from middleware.admin.accounts import (
     renew_session,
 )
 from middleware.admin.figures import overview_figures
-from middleware.customers.retention import last_purge
+from middleware.customers.retention import PurgeRun, last_purge
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
 from middleware.store.tables import reading, utcnow
@@ -228,4 +228,14 @@ def overview() -> str:
                            template_failures=failures, refused=refused,
                            refused_by_key={r.key: r for r in refused},
                            retention=core.config.retention, purged=purged,
+                           purged_parts=_purged_parts(purged),
                            local_time=local_time)  # fmt: skip
+
+
+def _purged_parts(run: PurgeRun | None) -> list[str]:
+    """Say what the last purge removed, kind by kind, leaving out the kinds it removed none of."""
+    if run is None:
+        return []
+    kinds = (("raw webhook", run.purged.deliveries), ("timeline item", run.purged.timeline_items),
+             ("note", run.purged.notes), ("customer", run.purged.customers))  # fmt: skip
+    return [f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in kinds if n]

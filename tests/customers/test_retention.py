@@ -187,7 +187,13 @@ def test_the_overview_shows_the_periods_and_the_last_purge(core, admin_client, t
     age(core, deliveries, ids_of(core, deliveries)[:2], next_attempt_at=31, finished_at=31)
     purge(core.engine, KEEP)
     page = admin_client.get("/admin/").data.decode()
-    assert "Last purge: " in page and " UTC, removed 2 raw webhooks, 0 timeline items" in page
+    assert "Last purge: " in page and " UTC, removed 2 raw webhooks." in page
+    age(core, interactions, ids_of(core, interactions), updated_at=731)
+    purge(core.engine, KEEP)
+    page = admin_client.get("/admin/").data.decode()
+    assert "removed 3 timeline items, 1 note." in page
+    purge(core.engine, KEEP)
+    assert "nothing was old enough to remove." in admin_client.get("/admin/").data.decode()
 
 
 @pytest.fixture
