@@ -30,12 +30,12 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Table,
     and_,
     delete,
     exists,
     func,
     not_,
-    or_,
     select,
 )
 
@@ -127,16 +127,18 @@ def _orphans(cutoff: datetime) -> ColumnElement[bool]:
     """Return the condition of customers nothing is left of: no identity, item, merge or split."""
     c = customers.c
     folded = customers.alias("folded")
+    # Merges and splits are few beside customers: each list is read once per statement.
+    merged = select(merges.c.from_customer).union(select(merges.c.into_customer))
+    apart = select(separations.c.customer_a).union(select(separations.c.customer_b))
     return and_(
         c.created_at < cutoff,
         c.merged_into.is_(None),
         not_(exists().where(identities.c.customer_id == c.id)),
         not_(exists().where(interactions.c.customer_id == c.id)),
         not_(exists().where(folded.c.merged_into == c.id)),
-        not_(exists().where(or_(merges.c.from_customer == c.id, merges.c.into_customer == c.id))),
-        not_(exists().where(or_(separations.c.customer_a == c.id,
-                                separations.c.customer_b == c.id))),
-    )  # fmt: skip
+        c.id.not_in(merged),
+        c.id.not_in(apart),
+    )
 
 
 def count_purgeable(engine: Engine, retention: Mapping[str, Any], now: datetime) -> Purged:
@@ -180,74 +182,73 @@ def purge(
     """
     cutoffs = Cutoffs.of(retention, now or utcnow())
     stopping = stopping or threading.Event()
-    removed = Purged()
-    steps: list[tuple[Step, Any]] = []
+    kinds: list[tuple[Table, ColumnElement[bool], Remove]] = []
     if cutoffs.deliveries:
-        steps += [
-            (_delete_deliveries, condition) for condition in _old_deliveries(cutoffs.deliveries)
+        kinds += [
+            (deliveries, old, _delete_deliveries) for old in _old_deliveries(cutoffs.deliveries)
         ]
     if cutoffs.timeline:
-        steps += [(_delete_items, cutoffs.timeline), (_delete_orphans, cutoffs.timeline)]
-    for step, argument in steps:
-        removed += _in_batches(engine, stopping, step, argument, batch)
+        kinds += [(interactions, _old_items(cutoffs.timeline), _delete_items),
+                  (customers, _orphans(cutoffs.timeline), _delete_customers)]  # fmt: skip
+    removed = Purged()
+    for table, condition, remove in kinds:
+        removed += _in_batches(engine, stopping, table, condition, remove, batch)
     _record(engine, removed)
     return removed
 
 
-Step = Callable[[Connection, Any, int], tuple[Purged, bool]]
+# Deletes rows of the given ids (already checked to still be old, and locked) in a write.
+Remove = Callable[[Connection, list[int]], Purged]
 
 
 def _in_batches(
-    engine: Engine, stopping: threading.Event, step: Step, argument: Any, batch: int
-) -> Purged:
-    """Run one kind of deletion batch after batch, a transaction each, until none is left."""
+    engine: Engine, stopping: threading.Event, table: Table, condition: ColumnElement[bool],
+    remove: Remove, batch: int,
+) -> Purged:  # fmt: skip
+    """Delete the table's rows that meet condition, batch after batch, until none is left.
+
+    Each batch is found in a read, which holds up no writer (SQLite's WAL, PostgreSQL), then
+    deleted in a short write that checks those rows again: a row changed meanwhile (an old
+    ticket updated, a dead letter replayed) is left alone.
+    """
     removed = Purged()
+    find = select(table.c.id).where(condition).order_by(table.c.id).limit(batch)
     while not stopping.is_set():
+        with reading(engine) as conn:
+            ids = [int(i) for i in conn.execute(find).scalars()]
+        if not ids:
+            break
         with engine.begin() as conn:
-            done, more = step(conn, argument, batch)
+            if table is not deliveries:  # as erasure: no record is linked meanwhile
+                lock_identities(conn)
+            still = select(table.c.id).where(table.c.id.in_(ids), condition)
+            if conn.dialect.name == "postgresql":
+                still = still.with_for_update(of=table)
+            old = [int(i) for i in conn.execute(still).scalars()]
+            done = remove(conn, old) if old else Purged()
         removed += done
-        if not more:
+        if len(ids) < batch or not done.total:
             break
     return removed
 
 
-def _batch_ids(conn: Connection, query: Any, batch: int) -> list[int]:
-    if conn.dialect.name == "postgresql":
-        # Rows another transaction is changing right now are left for the next purge.
-        query = query.with_for_update(skip_locked=True)
-    return [int(i) for i in conn.execute(query.limit(batch)).scalars()]
-
-
-def _delete_deliveries(
-    conn: Connection, condition: ColumnElement[bool], batch: int
-) -> tuple[Purged, bool]:
-    ids = _batch_ids(conn, select(deliveries.c.id).where(condition), batch)
-    if not ids:
-        return Purged(), False
+def _delete_deliveries(conn: Connection, ids: list[int]) -> Purged:
     # The foreign keys cascade too; deleting explicitly does not depend on them.
     conn.execute(delete(delivery_keys).where(delivery_keys.c.delivery_id.in_(ids)))
     conn.execute(delete(delivery_customers).where(delivery_customers.c.delivery_id.in_(ids)))
-    gone = conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids), condition)).rowcount
-    return Purged(deliveries=int(gone or 0)), len(ids) == batch
+    gone = conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids))).rowcount
+    return Purged(deliveries=int(gone or 0))
 
 
-def _delete_items(conn: Connection, cutoff: datetime, batch: int) -> tuple[Purged, bool]:
-    lock_identities(conn)  # as erasure: no record is linked to a customer meanwhile
-    ids = _batch_ids(conn, select(interactions.c.id).where(_old_items(cutoff)), batch)
-    if not ids:
-        return Purged(), False
+def _delete_items(conn: Connection, ids: list[int]) -> Purged:
     notes = conn.execute(delete(writes).where(writes.c.interaction_id.in_(ids))).rowcount
     items = conn.execute(delete(interactions).where(interactions.c.id.in_(ids))).rowcount
-    return Purged(timeline_items=int(items or 0), notes=int(notes or 0)), len(ids) == batch
+    return Purged(timeline_items=int(items or 0), notes=int(notes or 0))
 
 
-def _delete_orphans(conn: Connection, cutoff: datetime, batch: int) -> tuple[Purged, bool]:
-    lock_identities(conn)
-    ids = _batch_ids(conn, select(customers.c.id).where(_orphans(cutoff)), batch)
-    if not ids:
-        return Purged(), False
+def _delete_customers(conn: Connection, ids: list[int]) -> Purged:
     gone = conn.execute(delete(customers).where(customers.c.id.in_(ids))).rowcount
-    return Purged(customers=int(gone or 0)), len(ids) == batch
+    return Purged(customers=int(gone or 0))
 
 
 def _record(engine: Engine, removed: Purged) -> None:

@@ -73,6 +73,8 @@ delivery_keys = Table(
     Column("plugin", String(32), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    # Deleting deliveries (the purge, an erasure) finds their keys by it.
+    Index("ix_delivery_keys_delivery", "delivery_id"),
 )
 
 customers = Table(
@@ -83,6 +85,7 @@ customers = Table(
     Column("created_at", DateTime, nullable=False),
     Column("merged_into", Id, ForeignKey("customers.id")),
     Column("preferred_channels", Text),
+    Index("ix_customers_merged_into", "merged_into"),  # who was merged into a customer
 )
 
 identities = Table(
@@ -165,6 +168,7 @@ writes = Table(
     Index("uq_writes_purpose", "target", "target_ref", "interaction_id", "purpose", unique=True),
     Index("ix_writes_due", "status", "next_attempt_at"),
     Index("ix_writes_done", "target", "done_at"),
+    Index("ix_writes_interaction", "interaction_id"),  # a timeline item's notes, to delete
 )
 
 # Which deliveries spoke of which customer: erasing a customer erases these raw deliveries too.

@@ -1,6 +1,6 @@
 """Retention: a table of purge runs (when the last purge ran and what it removed, for the
-overview), and an index that lets the purge find the oldest timeline items without reading
-them all.
+overview), and indexes that let the purge find the oldest timeline items, their notes, the
+keys of deleted deliveries and customers merged into others without reading whole tables.
 
 Revision ID: 0015
 Revises: 0011
@@ -14,6 +14,12 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
+INDEXES = [
+    ("ix_interactions_updated", "interactions", "updated_at"),
+    ("ix_writes_interaction", "writes", "interaction_id"),
+    ("ix_delivery_keys_delivery", "delivery_keys", "delivery_id"),
+    ("ix_customers_merged_into", "customers", "merged_into"),
+]
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -27,9 +33,11 @@ def upgrade() -> None:
         sa.Column("notes", sa.Integer, nullable=False),
         sa.Column("customers", sa.Integer, nullable=False),
     )
-    op.create_index("ix_interactions_updated", "interactions", ["updated_at"])
+    for name, table, column in INDEXES:
+        op.create_index(name, table, [column])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_interactions_updated", table_name="interactions")
+    for name, table, _ in INDEXES:
+        op.drop_index(name, table_name=table)
     op.drop_table("purge_runs")
