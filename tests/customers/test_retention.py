@@ -253,3 +253,30 @@ def test_migration_0015_adds_the_purge_table_and_indexes_and_takes_them_back(cor
         upgrade(core.engine)
     assert "purge_runs" in inspect(core.engine).get_table_names()
     assert purge_indexes(core.engine) == set(PURGE_INDEXES)
+
+
+def test_the_periods_default_to_30_and_730_days_and_refuse_a_negative():
+    """retention defaults suit support data; a negative period names its key."""
+    from middleware.config import ConfigError, parse_config
+
+    assert parse_config({}, {}).retention == {"deliveries_days": 30, "timeline_days": 730}
+    with pytest.raises(ConfigError, match="retention.timeline_days: must not be negative"):
+        parse_config({"retention": {"timeline_days": -1}}, {})
+    with pytest.raises(ConfigError, match="retention.days: unknown key"):
+        parse_config({"retention": {"days": 30}}, {})
+
+
+def test_carryover_purge_with_both_periods_zero_deletes_nothing(
+    core, traffic, tmp_path, database_url, capsys
+):
+    """With both periods 0 the command says nothing is purged, and nothing is."""
+    path = tmp_path / "forever.yaml"
+    raw = {"database_url": database_url,
+           "retention": {"deliveries_days": 0, "timeline_days": 0}}  # fmt: skip
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    age(core, deliveries, ids_of(core, deliveries), next_attempt_at=3000, finished_at=3000)
+    assert main(["purge", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "keeping raw webhooks for ever" in out and "the timeline for ever" in out
+    assert "nothing to purge: both periods are 0 (keep for ever)" in out
+    assert count(core, deliveries) == 4
