@@ -1,4 +1,5 @@
-"""The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, link, demo."""
+"""The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, purge,
+export, link, demo."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from middleware.config import ConfigError, config_path, load_config
+from middleware.config import ConfigError, check_listener, config_path, load_config
 from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.process.mapping import MappingError
 from middleware.store.tables import migrations_applied, upgrade
+
+if TYPE_CHECKING:
+    from middleware.customers.retention import Purged
 
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
 WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
@@ -44,12 +49,10 @@ def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     elif not migrations_applied(core.engine):
         print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
-    settings = dict(core.config.server)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("carryover: --threads: must be at least 1", file=sys.stderr)
-            return 2
-        settings["threads"] = args.threads
+    settings = _serve_settings(args, core.config.server)
+    if settings is None:
+        return 2
+    host, port = settings["host"], settings["port"]
     app = create_app(core=core)
     # Each open screen-pop holds a thread; keep some for webhooks, which must never wait.
     core.live.limit_streams(settings["threads"] - WEBHOOK_THREADS)
@@ -57,13 +60,31 @@ def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     if worker:
         worker.start()
     integrations = ", ".join(sorted(core.registry.instances)) or "none"
-    print(f"carryover: serving on http://{args.host}:{args.port} (integrations: {integrations})")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"carryover: serving on http://{shown}:{port} (integrations: {integrations})")
     try:
-        serve(app, settings, args.host, args.port)
+        serve(app, settings, host, port)
     finally:
         if worker:
             worker.stop()
     return 0
+
+
+def _serve_settings(args: argparse.Namespace, server: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the server settings with --host, --port and --threads over the config's."""
+    settings = dict(server)
+    for name in ("host", "port", "threads"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    try:
+        check_listener(settings["host"], settings["port"], "--")
+    except ConfigError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return None
+    if settings["threads"] < 1:
+        print("carryover: --threads: must be at least 1", file=sys.stderr)
+        return None
+    return settings
 
 
 def cmd_worker(args: argparse.Namespace, core: Installation) -> int:
@@ -340,6 +361,62 @@ def _backfill_one(core: Installation, plugin: Plugin, since: datetime) -> bool:
     return state.status == DONE
 
 
+def cmd_purge(args: argparse.Namespace, core: Installation) -> int:
+    """Delete raw webhooks and timeline items older than the retention periods (now)."""
+    from middleware.customers.retention import count_purgeable, keeps_everything, purge
+    from middleware.store.tables import utcnow
+
+    retention = core.config.retention
+    print(f"carryover: keeping raw webhooks {_days(retention['deliveries_days'])} after they "
+          f"are done or dead, the timeline {_days(retention['timeline_days'])} after its last "
+          "change")  # fmt: skip
+    if keeps_everything(retention):
+        print("carryover: nothing to purge: both periods are 0 (keep for ever)")
+        return 0
+    if args.dry_run:
+        found = count_purgeable(core.engine, retention, utcnow())
+        print(f"carryover: would remove {_purged(found)} (nothing was deleted)")
+        return 0
+    removed = purge(core.engine, retention)
+    print(f"carryover: removed {_purged(removed)}")
+    return 0
+
+
+def _days(days: int) -> str:
+    return "for ever" if not days else f"{days} day{'' if days == 1 else 's'}"
+
+
+def _purged(purged: Purged) -> str:
+    """Say what a purge removed, e.g. '12 raw webhooks, 3 timeline items, 1 note, 0 customers'."""
+    kinds = (("raw webhook", purged.deliveries), ("timeline item", purged.timeline_items),
+             ("note", purged.notes), ("customer", purged.customers))  # fmt: skip
+    return ", ".join(f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in kinds)
+
+
+def cmd_export(args: argparse.Namespace, core: Installation) -> int:
+    """Print one customer's data as JSON (the counterpart of erasing them)."""
+    import json
+
+    from middleware.customers.edits import live_customer
+    from middleware.customers.export import export_customer
+    from middleware.store.tables import MAX_ID, reading
+
+    live, data = None, None
+    if 0 < args.customer <= MAX_ID:  # a larger number is no customer, not a store error
+        with reading(core.engine) as conn:
+            live = live_customer(conn, args.customer)
+            data = export_customer(conn, live) if live is not None else None
+    if data is None:
+        print(f"carryover: --customer: there is no customer {args.customer} (find one on the "
+              "admin's Customers page)", file=sys.stderr)  # fmt: skip
+        return 1
+    if live != args.customer:
+        print(f"carryover: customer {args.customer} was merged into {live}: exporting {live}",
+              file=sys.stderr)  # fmt: skip
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Play the journeys beside simulated upstream tools (needs no account; from a checkout)."""
     demo = _checkout_demo()
@@ -379,8 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help=cmd_serve.__doc__)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host",
+        help="address to listen on (default: server.host, 127.0.0.1; "
+        "0.0.0.0 for every interface, e.g. behind a proxy on another host)",
+    )
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8080)")
     serve.add_argument(
         "--threads", type=int,
         help="web server threads (default: server.threads, 40); each open screen-pop holds one, "
@@ -446,6 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill), so that the journeys' notes name the past",
     )
     demo.set_defaults(func=cmd_demo, standalone=True)
+
+    purge = sub.add_parser("purge", parents=[common], help=cmd_purge.__doc__)
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    purge.set_defaults(func=cmd_purge, migrated=True)
+
+    export = sub.add_parser("export", parents=[common], help=cmd_export.__doc__)
+    export.add_argument("--customer", type=int, required=True, help="the customer's number")
+    export.set_defaults(func=cmd_export, migrated=True)
 
     link = sub.add_parser("link", parents=[common], help=cmd_link.__doc__)
     link.add_argument("path", help="e.g. /api/v1/context")

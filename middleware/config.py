@@ -151,14 +151,21 @@ ADMIN = {
     "failed_login_window_s": Setting(int, 900),
 }
 SERVER = {
+    "host": Setting(str, "127.0.0.1"),
+    "port": Setting(int, 8080),
     "threads": Setting(int, 40),
     "connection_limit": Setting(int, 1000),
     "channel_timeout_s": Setting(int, 75),
     "request_timeout_s": Setting(float, 10.0),
 }
+# How long raw webhook bodies and the timeline are kept (0: for ever); see store/retention.py.
+RETENTION = {
+    "deliveries_days": Setting(int, 30),
+    "timeline_days": Setting(int, 730),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
-    "server": SERVER,
+    "server": SERVER, "retention": RETENTION,
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
@@ -193,6 +200,9 @@ class Config:
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
     admin: dict[str, Any] = field(default_factory=lambda: validate_section("admin", {}, ADMIN))
     server: dict[str, Any] = field(default_factory=lambda: validate_section("server", {}, SERVER))
+    retention: dict[str, Any] = field(
+        default_factory=lambda: validate_section("retention", {}, RETENTION)
+    )
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -234,6 +244,15 @@ def check_timezone(name: str) -> str:
             "America/New_York)"
         ) from None
     return name
+
+
+def check_listener(host: str, port: int, where: str) -> None:
+    """Check the address `carryover serve` listens on; raise ConfigError naming the key."""
+    if not host.strip() or any(c.isspace() for c in host) or "/" in host:
+        raise ConfigError(f"{where}host: expected an address or name to listen on (127.0.0.1, "
+                          f"0.0.0.0, ::), got {host!r}")  # fmt: skip
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}port: expected a port from 1 to 65535, got {port}")
 
 
 def frame_ancestor(path: str, value: str) -> str:
@@ -287,6 +306,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:
             raise ConfigError(f"{path}: must be greater than 0")
+    check_listener(sections["server"]["host"], sections["server"]["port"], "server.")
     ancestors = sections["pop"]["frame_ancestors"]
     if not ancestors:
         raise ConfigError("pop.frame_ancestors: list at least one source (self: only Carryover)")

@@ -35,6 +35,7 @@ from middleware.admin.accounts import (
     renew_session,
 )
 from middleware.admin.figures import overview_figures
+from middleware.customers.retention import PurgeRun, last_purge
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
 from middleware.store.tables import reading, utcnow
@@ -46,6 +47,7 @@ from webui import integrations as integration_pages
 from webui import mappings as mapping_pages
 from webui import summary_templates as template_pages
 from webui.charts import line_chart, stacked_bars
+from webui.clock import local_time
 from webui.refusals import refusals_last_day
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
@@ -205,6 +207,7 @@ def overview() -> str:
         figures = overview_figures(conn, upstream_keys(core.registry))
         inbound = core.inbox.count_by_status(conn)
         outbound = core.outbox.count_by_status(conn)
+        purged = last_purge(conn)
     plugins = [
         {"key": key, "title": cls.title, "configured": key in core.registry.instances,
          "webhook_url": f"{core.config.public_url}/hooks/{key}"}
@@ -223,4 +226,16 @@ def overview() -> str:
                            outbound=outbound, figures=figures, traffic_chart=traffic,
                            context_chart=context, titles=titles, now=utcnow(),
                            template_failures=failures, refused=refused,
-                           refused_by_key={r.key: r for r in refused})  # fmt: skip
+                           refused_by_key={r.key: r for r in refused},
+                           retention=core.config.retention, purged=purged,
+                           purged_parts=_purged_parts(purged),
+                           local_time=local_time)  # fmt: skip
+
+
+def _purged_parts(run: PurgeRun | None) -> list[str]:
+    """Say what the last purge removed, kind by kind, leaving out the kinds it removed none of."""
+    if run is None:
+        return []
+    kinds = (("raw webhook", run.purged.deliveries), ("timeline item", run.purged.timeline_items),
+             ("note", run.purged.notes), ("customer", run.purged.customers))  # fmt: skip
+    return [f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in kinds if n]

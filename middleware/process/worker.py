@@ -20,6 +20,13 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.exc import SQLAlchemyError
 
+from middleware.customers.retention import (
+    PURGE_EVERY_S,
+    Purged,
+    keeps_everything,
+    purge,
+    purge_due,
+)
 from middleware.errors import (
     InboundError,
     NotApplied,
@@ -51,6 +58,10 @@ from middleware.throttled_log import ThrottledLog, store_error
 log = logging.getLogger(__name__)
 BATCH = 20
 GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on this process
+# Every process with a worker checks this often whether an hour passed since the last purge
+# of any of them; the first check waits a little, so that a start is not slowed by it.
+PURGE_CHECK_S = 300.0
+PURGE_FIRST_AFTER_S = 60.0
 HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
 
 
@@ -336,8 +347,33 @@ class Worker:
                 self.faults.log(logging.WARNING, "renew", "could not renew leases: %s",
                                 store_error(exc))  # fmt: skip
 
+    def purge_when_due(self, every_s: float = PURGE_EVERY_S) -> Purged | None:
+        """Purge what is past the retention periods, unless a process did within every_s."""
+        retention = self.core.config.retention
+        if keeps_everything(retention) or not purge_due(self.core.engine, utcnow(), every_s):
+            return None
+        removed = purge(self.core.engine, retention, stopping=self.stopping)
+        if removed.total:
+            log.info("purged %d raw webhooks, %d timeline items, %d notes and %d customers past "
+                     "the retention periods", removed.deliveries, removed.timeline_items,
+                     removed.notes, removed.customers)  # fmt: skip
+        return removed
+
+    def purging(self) -> None:
+        """Purge every PURGE_EVERY_S until stop(), the first time soon after the start."""
+        wait = PURGE_FIRST_AFTER_S
+        while not self.stopping.wait(wait):
+            wait = PURGE_CHECK_S
+            try:
+                self.purge_when_due()
+            except SQLAlchemyError as exc:
+                self.faults.log(logging.WARNING, "purge", "could not purge old data: %s",
+                                store_error(exc))  # fmt: skip
+            except Exception as exc:  # a bug: said, and tried again at the next check
+                self._unexpected(exc, "purge failed")
+
     def start(self) -> list[threading.Thread]:
-        """Run one daemon thread per lane, and the heartbeat."""
+        """Run one daemon thread per lane, the heartbeat, and the purge."""
         self._wakes = {lane: threading.Event() for lane in self.lanes()}
         self._threads.append(
             threading.Thread(target=self._relay, name="carryover-wake", daemon=True)
@@ -348,6 +384,9 @@ class Worker:
                                                   name=name, daemon=True))  # fmt: skip
         self._threads.append(
             threading.Thread(target=self.heartbeat, name="carryover-heartbeat", daemon=True)
+        )
+        self._threads.append(
+            threading.Thread(target=self.purging, name="carryover-purge", daemon=True)
         )
         for thread in self._threads:
             thread.start()

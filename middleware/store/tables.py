@@ -73,6 +73,8 @@ delivery_keys = Table(
     Column("plugin", String(32), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    # Deleting deliveries (the purge, an erasure) finds their keys by it.
+    Index("ix_delivery_keys_delivery", "delivery_id"),
 )
 
 customers = Table(
@@ -83,6 +85,7 @@ customers = Table(
     Column("created_at", DateTime, nullable=False),
     Column("merged_into", Id, ForeignKey("customers.id")),
     Column("preferred_channels", Text),
+    Index("ix_customers_merged_into", "merged_into"),  # who was merged into a customer
 )
 
 identities = Table(
@@ -137,6 +140,7 @@ interactions = Table(
     Column("said_by", String(16)),  # who wrote `text`: customer, agent, or NULL (unknown)
     UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
     Index("ix_interactions_customer", "customer_id", "occurred_at"),
+    Index("ix_interactions_updated", "updated_at"),  # the timeline's purge finds the oldest
 )
 
 writes = Table(
@@ -164,6 +168,7 @@ writes = Table(
     Index("uq_writes_purpose", "target", "target_ref", "interaction_id", "purpose", unique=True),
     Index("ix_writes_due", "status", "next_attempt_at"),
     Index("ix_writes_done", "target", "done_at"),
+    Index("ix_writes_interaction", "interaction_id"),  # a timeline item's notes, to delete
 )
 
 # Which deliveries spoke of which customer: erasing a customer erases these raw deliveries too.
@@ -324,6 +329,19 @@ refusals = Table(
     Column("at", DateTime, nullable=False),
     Column("address", String(64), nullable=False),
     Index("ix_refusals_plugin", "plugin", "id"),
+)
+
+# Each purge of old webhook bodies and timeline items (see customers/retention.py): when it
+# ran and what it removed, for the overview; the newest few are kept.
+purge_runs = Table(
+    "purge_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("finished_at", DateTime, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("timeline_items", Integer, nullable=False),
+    Column("notes", Integer, nullable=False),
+    Column("customers", Integer, nullable=False),
 )
 
 

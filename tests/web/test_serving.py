@@ -167,9 +167,11 @@ def trickle(sock: socket.socket) -> bool:
 
 
 def test_server_defaults_hold_hundreds_of_connections_and_enforce_a_deadline():
-    """By default: 1000 connections, idle ones closed at 75 s, late requests at 10 s."""
+    """By default: 127.0.0.1:8080, 1000 connections, idle ones closed at 75 s, late requests
+    at 10 s."""
     settings = validate_section("server", {}, SERVER)
-    assert settings == {"threads": 40, "connection_limit": 1000, "channel_timeout_s": 75,
+    assert settings == {"host": "127.0.0.1", "port": 8080, "threads": 40,
+                        "connection_limit": 1000, "channel_timeout_s": 75,
                         "request_timeout_s": 10.0}  # fmt: skip
 
 
