@@ -241,6 +241,7 @@ admins = Table(
     Column("password_hash", String(255), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("last_login_at", DateTime),
+    Column("disabled_at", DateTime),  # set: the admin cannot log in (another admin may enable)
 )
 
 # Admin sessions, so that logout and a password change end them on the server. The cookie
@@ -324,6 +325,23 @@ refusals = Table(
     Column("at", DateTime, nullable=False),
     Column("address", String(64), nullable=False),
     Index("ix_refusals_plugin", "plugin", "id"),
+)
+
+# Admin changes, newest last: who (an admin's name, or "cli (os user)"), what, to what. Never a
+# secret or a password; a customer is named by number (customer_id), and the page shows the
+# name the customer has now, so an erasure leaves no name behind here.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("customer_id", Id),
+    Index("ix_audit_log_actor", "actor", "id"),
+    Index("ix_audit_log_action", "action", "id"),
 )
 
 
