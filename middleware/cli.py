@@ -382,6 +382,13 @@ def _backfill_one(core: Installation, plugin: Plugin, since: datetime) -> bool:
     except ImportBusy as exc:
         print(f"{plugin.title}: {exc}", file=sys.stderr)
         return False
+    record(
+        core.engine,
+        cli_actor(),
+        "history.start",
+        f"integration {plugin.key}",
+        f"since {since:%Y-%m-%d}",
+    )
     if job.resumed:
         print(f"{plugin.title}: continuing the import begun {state.started_at:%Y-%m-%d %H:%M} "
               f"UTC ({state.records:,} records so far)")  # fmt: skip

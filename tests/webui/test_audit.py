@@ -201,6 +201,22 @@ def test_replays_of_one_and_of_every_dead_letter_are_recorded(admin_client, core
     ]
 
 
+def test_history_imports_started_and_stopped_in_the_browser_are_recorded(
+    admin_client, core, monkeypatch
+):
+    """Start since a date, then stop: two entries naming the integration and the date."""
+    monkeypatch.setattr("webui.history.HistoryImport.run", lambda job: job.stopping.wait(10))
+    page = "/admin/integrations/zendesk"
+    assert post(admin_client, f"{page}/history", page, since="2026-01-31").status_code == 302
+    assert post(admin_client, f"{page}/history/stop", page).status_code == 302
+    assert logged(core) == [
+        ("ada", "history.start", "integration zendesk", "since 2026-01-31"),
+        ("ada", "history.stop", "integration zendesk", ""),
+    ]
+    assert post(admin_client, f"{page}/history", page, since="someday").status_code == 302
+    assert len(logged(core)) == 2  # not started: nothing to record
+
+
 # -- admin accounts and the command line -----------------------------------------------------
 def test_account_changes_in_the_browser_are_recorded(admin_client, core):
     """Disable, enable, unlock, password reset and removal of another admin: one line each."""
