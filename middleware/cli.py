@@ -125,7 +125,8 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
         return 2
     if args.dead:
         count = core.inbox.replay() + core.outbox.replay()
-        record(core.engine, cli_actor(), "delivery.replay_dead", "dead letters", f"{count} queued")
+        dead = "dead deliveries and notes"  # as the deliveries page says
+        record(core.engine, cli_actor(), "delivery.replay_dead", dead, f"{count} queued again")
         print(f"carryover: {count} queued again")
         return 0
     queues = {"in": core.inbox, "out": core.outbox}
@@ -135,7 +136,7 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
     count = sum(queues[kind].replay(sorted(ids)) for kind, ids in found.items() if ids)
     for kind, ids in found.items():
         for number in sorted(ids):
-            target = f"{'delivery' if kind == 'in' else 'note'} {kind}:{number}"
+            target = f"{'delivery' if kind == 'in' else 'note'} {number}"  # as the pages say
             record(core.engine, cli_actor(), "delivery.replay", target)
     print(f"carryover: {count} queued again")
     if missing:

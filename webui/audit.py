@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, g, render_template, request
-from sqlalchemy import Connection
 
 from middleware.admin.audit import ACTIONS, actors, entries, record
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
 from webui.clock import local_time
+
+if TYPE_CHECKING:  # the pages run no SQL of their own; the core's calls take a connection
+    from sqlalchemy import Connection
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 PAGE = 50

@@ -242,7 +242,7 @@ def config_file(tmp_path, database_url) -> str:
 
 
 def test_command_line_changes_are_recorded_as_cli_with_the_system_user(
-    config_file, core, monkeypatch
+    config_file, core, monkeypatch, hooks
 ):
     """Account changes and replays from the shell are recorded as "cli (os user)"."""
     monkeypatch.setattr("getpass.getuser", lambda: "ops")
@@ -255,6 +255,9 @@ def test_command_line_changes_are_recorded_as_cli_with_the_system_user(
     monkeypatch.setattr("sys.stdin", io.StringIO("yet another long passphrase\n"))
     assert main(["admin", "password", *base, "--password-stdin"]) == 0
     assert main(["admin", "remove", *base]) == 0
+    assert main(["deliveries", "replay", "in:1", "--config", config_file]) == 1  # no such one
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    assert main(["deliveries", "replay", "in:1", "--config", config_file]) == 0
     assert main(["deliveries", "replay", "--dead", "--config", config_file]) == 0
     entries = logged(core)
     assert entries[:6] == [
@@ -262,7 +265,10 @@ def test_command_line_changes_are_recorded_as_cli_with_the_system_user(
          if change == "unlock" else "")
         for change in ("create", "disable", "enable", "unlock", "password", "remove")
     ]  # fmt: skip
-    assert entries[6] == ("cli (ops)", "delivery.replay_dead", "dead letters", "0 queued")
+    assert entries[6:] == [
+        ("cli (ops)", "delivery.replay", "delivery 1", ""),
+        ("cli (ops)", "delivery.replay_dead", "dead deliveries and notes", "0 queued again"),
+    ]
 
 
 def test_a_failed_command_records_nothing(config_file, core, capsys):
