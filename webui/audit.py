@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from flask import Blueprint, g, render_template, request
 
-from middleware.admin.audit import ACTIONS, actors, entries, record
+from middleware.admin.audit import ACTIONS, Transaction, actors, entries, record
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
 from webui.clock import local_time
-
-if TYPE_CHECKING:  # the pages run no SQL of their own; the core's calls take a connection
-    from sqlalchemy import Connection
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 PAGE = 50
 
 
 def log_change(
-    action: str, target: str, detail: str = "", conn: Connection | None = None,
+    action: str, target: str, detail: str = "", conn: Transaction | None = None,
     customer: int | None = None,
 ) -> None:  # fmt: skip
     """Record a change the logged-in admin made (in conn's transaction, when given one)."""
@@ -27,7 +22,7 @@ def log_change(
     record(where, g.admin.username, action, target, detail, customer)
 
 
-def log_customer_change(action: str, customer_id: int, detail: str, conn: Connection) -> None:
+def log_customer_change(action: str, customer_id: int, detail: str, conn: Transaction) -> None:
     """Record a change to a customer, in the change's transaction (the page adds the name)."""
     log_change(action, f"customer {customer_id}", detail, conn, customer_id)
 

@@ -44,6 +44,8 @@ ACTIONS = {
     "admin.password": "Password reset",
     "admin.remove": "Admin removed",
 }
+# A handler's open transaction, which an entry joins (the pages import no SQLAlchemy).
+Transaction = Connection
 DETAIL_CHARS = 500  # a detail is a line, not a document (an upstream's error may be long)
 
 
