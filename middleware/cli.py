@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from middleware.admin.audit import cli_actor, record
 from middleware.config import ConfigError, check_listener, config_path, load_config
 from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import Plugin
@@ -145,6 +146,8 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
         return 2
     if args.dead:
         count = core.inbox.replay() + core.outbox.replay()
+        dead = "dead deliveries and notes"  # as the deliveries page says
+        record(core.engine, cli_actor(), "delivery.replay_dead", dead, f"{count} queued again")
         print(f"carryover: {count} queued again")
         return 0
     queues = {"in": core.inbox, "out": core.outbox}
@@ -152,6 +155,10 @@ def cmd_deliveries_replay(args: argparse.Namespace, core: Installation) -> int:
     found = {kind: queues[kind].existing(ids) if ids else set() for kind, ids in wanted.items()}
     missing = [f"{kind}:{n}" for kind, ids in wanted.items() for n in ids if n not in found[kind]]
     count = sum(queues[kind].replay(sorted(ids)) for kind, ids in found.items() if ids)
+    for kind, ids in found.items():
+        for number in sorted(ids):
+            target = f"{'delivery' if kind == 'in' else 'note'} {number}"  # as the pages say
+            record(core.engine, cli_actor(), "delivery.replay", target)
     print(f"carryover: {count} queued again")
     if missing:
         print(f"carryover: no such delivery or write: {', '.join(missing)} (see `carryover "
@@ -194,22 +201,28 @@ def cmd_admin_create(args: argparse.Namespace, core: Installation) -> int:
     except AdminError as exc:
         print(f"carryover: {exc}", file=sys.stderr)
         return 2
+    record(core.engine, cli_actor(), "admin.create", f"admin {args.username.strip()}")
     print(f"carryover: admin {args.username} created; log in at {core.config.public_url}/admin/")
     return 0
 
 
 def cmd_admin_list(args: argparse.Namespace, core: Installation) -> int:
     """List the admins of the web UI, with their last login and open sessions."""
-    from middleware.admin.accounts import list_admins
+    from middleware.admin.accounts import Throttle, list_admins
 
-    accounts = list_admins(core.engine, core.config.admin["idle_timeout_s"])
+    options = core.config.admin
+    accounts = list_admins(core.engine, options["idle_timeout_s"], Throttle.from_options(options))
     if not accounts:
         print("carryover: no admins yet; create one with `carryover admin create --username NAME`")
         return 0
     print(f"{'username':<24} {'created (UTC)':<16}  {'last login (UTC)':<16}  open sessions")
     for account in accounts:
         created, last_login = _minute(account.created_at), _minute(account.last_login_at)
-        print(f"{account.username:<24} {created:<16}  {last_login:<16}  {account.open_sessions}")
+        states = [s for s, on in (("disabled", account.disabled_at), ("locked out", account.locked))
+                  if on]  # fmt: skip
+        state = f"  ({', '.join(states)})" if states else ""
+        print(f"{account.username:<24} {created:<16}  {last_login:<16}  "
+              f"{account.open_sessions}{state}")  # fmt: skip
     return 0
 
 
@@ -227,6 +240,7 @@ def cmd_admin_password(args: argparse.Namespace, core: Installation) -> int:
     except AdminError as exc:
         print(f"carryover: {exc}", file=sys.stderr)
         return 2
+    record(core.engine, cli_actor(), "admin.password", f"admin {args.username.strip()}")
     print(f"carryover: password of {args.username} changed; {ended} open session(s) ended")
     return 0
 
@@ -240,7 +254,58 @@ def cmd_admin_remove(args: argparse.Namespace, core: Installation) -> int:
     except AdminError as exc:
         print(f"carryover: {exc}", file=sys.stderr)
         return 2
+    record(core.engine, cli_actor(), "admin.remove", f"admin {args.username.strip()}")
     print(f"carryover: admin {args.username} removed; {ended} open session(s) ended")
+    return 0
+
+
+def cmd_admin_disable(args: argparse.Namespace, core: Installation) -> int:
+    """Stop an admin from logging in (the account stays); their sessions end."""
+    from middleware.admin.accounts import AdminError, disable_admin, enabled_count
+
+    try:
+        ended = disable_admin(core.engine, args.username)
+    except AdminError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    record(core.engine, cli_actor(), "admin.disable", f"admin {args.username.strip()}")
+    print(f"carryover: admin {args.username.strip()} disabled; {ended} open session(s) ended")
+    if not enabled_count(core.engine):
+        print("carryover: no admin can log in now; `carryover admin enable --username NAME` "
+              "lets one in again")  # fmt: skip
+    return 0
+
+
+def cmd_admin_enable(args: argparse.Namespace, core: Installation) -> int:
+    """Let a disabled admin log in again."""
+    from middleware.admin.accounts import AdminError, enable_admin
+
+    try:
+        changed = enable_admin(core.engine, args.username)
+    except AdminError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    if not changed:
+        print(f"carryover: admin {args.username.strip()} was not disabled; nothing changed")
+        return 0
+    record(core.engine, cli_actor(), "admin.enable", f"admin {args.username.strip()}")
+    print(f"carryover: admin {args.username.strip()} enabled; they can log in again")
+    return 0
+
+
+def cmd_admin_unlock(args: argparse.Namespace, core: Installation) -> int:
+    """Clear an admin's failed logins, so a locked-out name can log in again at once."""
+    from middleware.admin.accounts import AdminError, unlock_admin
+
+    try:
+        cleared = unlock_admin(core.engine, args.username)
+    except AdminError as exc:
+        print(f"carryover: {exc}", file=sys.stderr)
+        return 2
+    record(core.engine, cli_actor(), "admin.unlock", f"admin {args.username.strip()}",
+           f"{cleared} failed login(s) forgotten")  # fmt: skip
+    print(f"carryover: admin {args.username.strip()} unlocked; {cleared} failed login(s) "
+          "forgotten")  # fmt: skip
     return 0
 
 
@@ -339,6 +404,13 @@ def _backfill_one(core: Installation, plugin: Plugin, since: datetime) -> bool:
     except ImportBusy as exc:
         print(f"{plugin.title}: {exc}", file=sys.stderr)
         return False
+    record(
+        core.engine,
+        cli_actor(),
+        "history.start",
+        f"integration {plugin.key}",
+        f"since {since:%Y-%m-%d}",
+    )
     if job.resumed:
         print(f"{plugin.title}: continuing the import begun {state.started_at:%Y-%m-%d %H:%M} "
               f"UTC ({state.records:,} records so far)")  # fmt: skip
@@ -500,9 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
         setting.add_argument("--password-stdin", action="store_true",
                              help="read the password from the first line of stdin")  # fmt: skip
         setting.set_defaults(func=command, migrated=True)
-    remove = asub.add_parser("remove", parents=[common], help=cmd_admin_remove.__doc__)
-    remove.add_argument("--username", required=True)
-    remove.set_defaults(func=cmd_admin_remove, migrated=True)
+    for name, command in (("remove", cmd_admin_remove), ("disable", cmd_admin_disable),
+                          ("enable", cmd_admin_enable), ("unlock", cmd_admin_unlock)):  # fmt: skip
+        changing = asub.add_parser(name, parents=[common], help=command.__doc__)
+        changing.add_argument("--username", required=True)
+        changing.set_defaults(func=command, migrated=True)
 
     backfill = sub.add_parser("backfill", parents=[common], help=cmd_backfill.__doc__)
     backfill.add_argument("--since", default="90d",

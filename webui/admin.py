@@ -40,6 +40,8 @@ from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
+from webui import admins as admin_pages
+from webui import audit as audit_pages
 from webui import customers as customer_pages
 from webui import deliveries as deliveries_pages
 from webui import history as history_pages
@@ -59,6 +61,8 @@ bp.register_blueprint(history_pages.bp)
 bp.register_blueprint(customer_pages.bp)
 bp.register_blueprint(mapping_pages.bp)
 bp.register_blueprint(template_pages.bp)
+bp.register_blueprint(admin_pages.bp)
+bp.register_blueprint(audit_pages.bp)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_ENDPOINTS = frozenset({"admin.login", "admin.static"})
 
@@ -145,12 +149,7 @@ def login() -> Any:
     target = _local_target(request.values.get("next"))
     if request.method == "GET":
         return render_template("admin/login.html", next=target)
-    options = current_installation().config.admin
-    throttle = Throttle(
-        per_username=options["failed_logins_per_username"],
-        per_address=options["failed_logins_per_address"],
-        window_s=options["failed_login_window_s"],
-    )
+    throttle = Throttle.from_options(current_installation().config.admin)
     username, password = request.form.get("username", ""), request.form.get("password", "")
     try:
         opened = log_in(current_installation().engine, username, password, _client_address(),

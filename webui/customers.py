@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import (
     Blueprint,
     abort,
@@ -29,6 +31,7 @@ from middleware.interaction import CHANNELS
 from middleware.notes.summary import build_context
 from middleware.store.tables import MAX_ID, reading
 from middleware.web.current import current_installation
+from webui.audit import log_change, log_customer_change
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -67,6 +70,7 @@ def split(customer_id: int, identity_id: int) -> ResponseReturnValue:
             new_customer = split_identity(conn, customer_id, identity_id, g.admin.username)
         except CustomerError as exc:
             abort(409, str(exc))
+        log_customer_change("customer.split", customer_id, f"to new customer {new_customer}", conn)
     flash(f"The identity is now customer {new_customer}'s; the two stay apart.")
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
@@ -82,6 +86,7 @@ def merge(customer_id: int) -> ResponseReturnValue:
             merge_by_admin(conn, other, customer_id, g.admin.username)
         except CustomerError as exc:
             abort(409, str(exc))
+        log_customer_change("customer.merge", customer_id, f"customer {other} merged in", conn)
     flash(f"Customer {other} is merged into this one.")
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
@@ -106,6 +111,7 @@ def preferred_channels(customer_id: int) -> ResponseReturnValue:
             set_preferred_channels(conn, customer_id, request.form.getlist("channel"))
         except CustomerError as exc:
             abort(400, str(exc))
+        log_customer_change("customer.channels", customer_id, channels_said(request.form), conn)
     flash("Preferred channels saved.")
     return redirect(url_for("admin.customers.profile", customer_id=customer_id))
 
@@ -119,7 +125,18 @@ def erase(customer_id: int) -> ResponseReturnValue:
         if live_customer(conn, customer_id) != customer_id:
             abort(404, f"There is no customer {customer_id}.")
         counts = erase_customer(conn, customer_id)
+        log_change("customer.erase", f"customer {customer_id}", counted(counts), conn)
     current_app.logger.info("admin %s erased customer %s: %s", g.admin.username, customer_id,
                             counts)  # fmt: skip
     flash(f"Customer {customer_id} is erased: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     return redirect(url_for("admin.customers.search"))
+
+
+def channels_said(form: Any) -> str:
+    """Name the preferred channels a form sets, for the audit log."""
+    return ", ".join(form.getlist("channel")) or "none"
+
+
+def counted(counts: dict[str, int]) -> str:
+    """Say what an erasure removed: "3 notes, 1 deliveries, …" (no name: it is erased)."""
+    return "removed " + ", ".join(f"{n} {kind}" for kind, n in counts.items())

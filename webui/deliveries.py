@@ -12,6 +12,7 @@ from middleware.integrations.plugin import decode_form
 from middleware.store.queue import LeasedQueue
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
+from webui.audit import log_change
 
 bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
 PAGE = 100
@@ -92,6 +93,7 @@ def replay(direction: str, row_id: int) -> ResponseReturnValue:
     if not queue.replay([row_id]):
         abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
     current_installation().wake.set()
+    log_change("delivery.replay", f"{'delivery' if direction == 'in' else 'note'} {row_id}")
     flash(f"{'Delivery' if direction == 'in' else 'Note'} {row_id} is queued again.")
     return redirect(url_for("admin.deliveries.detail", direction=direction, row_id=row_id))
 
@@ -101,5 +103,6 @@ def replay_dead() -> ResponseReturnValue:
     """Queue every dead delivery and note again."""
     count = current_installation().inbox.replay() + current_installation().outbox.replay()
     current_installation().wake.set()
+    log_change("delivery.replay_dead", "dead deliveries and notes", f"{count} queued again")
     flash(f"{count} dead letter{'s' if count != 1 else ''} queued again.")
     return redirect(url_for("admin.deliveries.listing", status="dead"))

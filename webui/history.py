@@ -35,6 +35,7 @@ from middleware.process.backfill import (
 from middleware.store.tables import reading
 from middleware.terminal import duration
 from middleware.web.current import current_installation
+from webui.audit import log_change
 from webui.clock import local_time
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def start(key: str) -> ResponseReturnValue:
     thread.start()
     current_app.logger.info("admin %s started a %s history import since %s",
                             g.admin.username, key, since.date())  # fmt: skip
+    log_change("history.start", f"integration {key}", f"since {since:%Y-%m-%d}")
     verb = "Continuing the import of" if job.resumed else "Importing"
     flash(f"{verb} {plugin.title} history since {since:%Y-%m-%d}; nothing is written to it.")
     return back
@@ -151,6 +153,7 @@ def stop(key: str) -> ResponseReturnValue:
         abort(409, "No import of this integration runs in this web process (one started with "
                    "`carryover backfill` stops with Ctrl-C).")  # fmt: skip
     job.stopping.set()
+    log_change("history.stop", f"integration {key}")
     flash("Stopping after the current page; start it again to continue where it stopped.")
     return redirect(url_for("admin.integrations.detail", key=key) + "#history")
 

@@ -19,6 +19,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from middleware.admin.audit import changed_settings
 from middleware.config import ConfigError, Setting
 from middleware.errors import UpstreamError
 from middleware.integrations.faults import UpstreamFaults, latest_error, read_faults, upstream_keys
@@ -26,6 +27,7 @@ from middleware.integrations.network import parse_address
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
+from webui.audit import log_change
 from webui.history import history_section
 from webui.refusals import refusals_last_day, refusals_section
 
@@ -65,12 +67,18 @@ def connect(key: str) -> ResponseReturnValue:
     """Save settings entered in the browser: checked, secrets sealed, in use within seconds."""
     cls = _class(key)
     core = current_installation()
+    before = _saved_settings(key)
     try:
         settings = settings_from_form(key, cls.settings, request.form, _saved_settings(key))
         core.integrations.connect(key, settings, g.admin.username)
     except ConfigError as exc:
         return _page(cls, error=str(exc), entered=request.form), 400
     current_app.logger.info("admin %s connected %s", g.admin.username, key)
+    log_change(
+        "integration.connect",
+        f"integration {key}",
+        changed_settings(before, settings, cls.settings),
+    )
     flash(f"Saved: {cls.title} is connected. Test the connection to check the credentials.")
     return redirect(url_for("admin.integrations.detail", key=key))
 
@@ -84,6 +92,7 @@ def disconnect(key: str) -> ResponseReturnValue:
         abort(409, f"{cls.title} is configured in the configuration file; change it there.")
     core.integrations.disconnect(key, g.admin.username)
     current_app.logger.info("admin %s disconnected %s", g.admin.username, key)
+    log_change("integration.disconnect", f"integration {key}")
     flash(f"{cls.title} is disconnected; its webhooks now get 404.")
     return redirect(url_for("admin.integrations.detail", key=key))
 
@@ -102,6 +111,7 @@ def generate_secret(key: str) -> ResponseReturnValue:
     except ConfigError as exc:
         return _page(cls, error=str(exc)), 400
     current_app.logger.info("admin %s made a new %s secret", g.admin.username, key)
+    log_change("integration.new_secret", f"integration {key}", f"replaced {cls.generated_secret}")
     return _page(cls, revealed=value)
 
 
@@ -115,8 +125,10 @@ def test_connection(key: str) -> ResponseReturnValue:
         answer = plugin.check_connection()
     except UpstreamError as exc:
         flash(f"Connection test failed: {exc}", "error")
+        log_change("integration.test", f"integration {key}", f"failed: {exc}")
     else:
         flash(answer or f"{plugin.title} only sends webhooks: there is no API to test.")
+        log_change("integration.test", f"integration {key}", "passed")
     return redirect(url_for("admin.integrations.detail", key=key))
 
 

@@ -27,6 +27,7 @@ from middleware.process.mapping import MappingError, PluginMapping
 from middleware.process.mapping_source import parse_document
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
+from webui.audit import log_change
 from webui.editing import PlacedError
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
@@ -106,6 +107,7 @@ def save(key: str) -> ResponseReturnValue:
     except MappingError as exc:
         _, version = current_installation().mappings.document(key)
         return _editor_page(plugin, document, version, error=PlacedError.of(exc), note=note), 400
+    log_change("mapping.save", f"mapping {key}", note)
     flash(f"The {plugin.title} mapping is saved and in use.")
     return redirect(url_for("admin.mappings.editor", key=key))
 
@@ -118,6 +120,7 @@ def rollback(key: str, version_id: int) -> ResponseReturnValue:
         current_installation().mappings.roll_back(key, version_id, g.admin.username)
     except ValueError as exc:  # no such version, or it no longer validates
         abort(409, str(exc))
+    log_change("mapping.restore", f"mapping {key}", f"version {version_id}")
     flash(f"Version {version_id} is in use again.")
     return redirect(url_for("admin.mappings.editor", key=key))
 

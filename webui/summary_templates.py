@@ -31,6 +31,7 @@ from middleware.process.updates import NEWS_KINDS
 from middleware.store.documents import DocumentError, DocumentVersions
 from middleware.store.tables import reading
 from middleware.web.current import current_installation
+from webui.audit import log_change
 from webui.editing import PlacedError
 
 bp = Blueprint("templates", __name__, url_prefix="/templates")
@@ -102,6 +103,7 @@ def save(name: str) -> ResponseReturnValue:
         error = PlacedError.of(exc)
         return _editor_page(name, text, version, _customer_arg(), error=error, note=note), 400
     current_installation().renderer.failures.forget(name)
+    log_change("template.save", f"template {name}", note)
     flash(f"{name} is saved and in use.")
     return redirect(url_for("admin.templates.editor", name=name, customer=_customer_arg()))
 
@@ -117,6 +119,7 @@ def rollback(name: str, version_id: int) -> ResponseReturnValue:
     except DocumentError as exc:
         abort(409, f"Not rolled back: {exc}")
     current_installation().renderer.failures.forget(name)
+    log_change("template.restore", f"template {name}", f"version {version_id}")
     flash(f"Version {version_id} of {name} is in use again.")
     return redirect(url_for("admin.templates.editor", name=name))
 
@@ -128,6 +131,7 @@ def restore(name: str) -> ResponseReturnValue:
     saved.save(_known_template(name), saved.read_default(name), g.admin.username,
                note="restored the shipped template")  # fmt: skip
     current_installation().renderer.failures.forget(name)
+    log_change("template.restore", f"template {name}", "the shipped template")
     flash(f"The shipped {name} is in use again.")
     return redirect(url_for("admin.templates.editor", name=name))
 

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,6 +80,9 @@ class AdminAccount:
     created_at: datetime
     last_login_at: datetime | None
     open_sessions: int
+    id: int = 0
+    disabled_at: datetime | None = None
+    locked: bool = False  # too many failed logins lately: refused until unlocked or the window ends
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,15 @@ class Throttle:
     per_username: int = 5
     per_address: int = 20
     window_s: int = 900
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Throttle:
+        """Build the throttle that the configuration's `admin` section describes."""
+        return cls(
+            per_username=options["failed_logins_per_username"],
+            per_address=options["failed_logins_per_address"],
+            window_s=options["failed_login_window_s"],
+        )
 
 
 def create_admin(engine: Engine, username: str, password: str) -> Admin:
@@ -155,6 +168,44 @@ def set_password(engine: Engine, username: str, password: str) -> int:
         return _end_sessions_of(conn, admin_id)
 
 
+def disable_admin(engine: Engine, username: str) -> int:
+    """Stop an admin from logging in and end their sessions; return how many were open."""
+    with engine.begin() as conn:
+        admin_id = _lock_admin(conn, username)
+        # As for a password change: a login finishing now waits for this row, then opens nothing.
+        conn.execute(update(admins).where(admins.c.id == admin_id, admins.c.disabled_at.is_(None))
+                     .values(disabled_at=utcnow()))  # fmt: skip
+        return _end_sessions_of(conn, admin_id)
+
+
+def enable_admin(engine: Engine, username: str) -> bool:
+    """Let a disabled admin log in again; return False when they were not disabled."""
+    with engine.begin() as conn:
+        admin_id = _lock_admin(conn, username)
+        changed = conn.execute(
+            update(admins).where(admins.c.id == admin_id, admins.c.disabled_at.is_not(None))
+            .values(disabled_at=None)
+        ).rowcount  # fmt: skip
+    return bool(changed)
+
+
+def unlock_admin(engine: Engine, username: str) -> int:
+    """Forget an admin's failed logins, which lock the name out; return how many there were."""
+    with engine.begin() as conn:
+        _lock_admin(conn, username)
+        cleared = conn.execute(
+            delete(login_failures).where(login_failures.c.username == username.strip())
+        ).rowcount
+    return int(cleared)
+
+
+def enabled_count(engine: Engine) -> int:
+    """Return how many admins can log in (are not disabled)."""
+    query = select(func.count()).select_from(admins).where(admins.c.disabled_at.is_(None))
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
 def remove_admin(engine: Engine, username: str) -> int:
     """Remove an admin and end their sessions; return how many were open."""
     with engine.begin() as conn:
@@ -174,18 +225,30 @@ def _lock_admin(conn: Connection, username: str) -> int:
     return int(found.id)
 
 
-def list_admins(engine: Engine, idle_timeout_s: int) -> list[AdminAccount]:
-    """Return every admin, by name, with their last login and the sessions still open."""
-    idle_since = utcnow() - timedelta(seconds=idle_timeout_s)
+def list_admins(
+    engine: Engine, idle_timeout_s: int, throttle: Throttle | None = None
+) -> list[AdminAccount]:
+    """Return every admin, by name, with their last login, open sessions and whether locked."""
+    throttle = throttle or Throttle()
+    now = utcnow()
+    idle_since = now - timedelta(seconds=idle_timeout_s)
     sessions = (
         select(func.count()).select_from(admin_sessions)
         .where(admin_sessions.c.admin_id == admins.c.id, admin_sessions.c.seen_at >= idle_since)
         .scalar_subquery()
     )  # fmt: skip
-    query = select(admins.c.username, admins.c.created_at, admins.c.last_login_at, sessions)
+    failures = (
+        select(func.count()).select_from(login_failures)
+        .where(login_failures.c.username == admins.c.username,
+               login_failures.c.at >= now - timedelta(seconds=throttle.window_s))
+        .scalar_subquery()
+    )  # fmt: skip
+    query = select(admins.c.username, admins.c.created_at, admins.c.last_login_at, sessions,
+                   admins.c.id, admins.c.disabled_at, failures)  # fmt: skip
     with reading(engine) as conn:
         rows = conn.execute(query.order_by(admins.c.username)).all()
-    return [AdminAccount(row[0], row[1], row[2], int(row[3] or 0)) for row in rows]
+    return [AdminAccount(row[0], row[1], row[2], int(row[3] or 0), int(row[4]), row[5],
+                         int(row[6] or 0) >= throttle.per_username) for row in rows]  # fmt: skip
 
 
 def admin_count(engine: Engine) -> int:
@@ -208,6 +271,8 @@ def log_in(
     valid = check_password_hash(row.password_hash if row else DUMMY_HASH, password)
     if row is None or not valid:
         raise LoginRefused("Wrong username or password.")  # the attempt stays a failure
+    if row.disabled_at is not None:  # said only to whoever knows the password
+        raise LoginRefused("This admin account is disabled; another admin can enable it again.")
     with engine.begin() as conn:
         token = _open_session(conn, row, idle_timeout_s)
         if token is not None:
@@ -250,13 +315,14 @@ def _claim_attempt(
 def _open_session(conn: Connection, row: Row[Any], idle_timeout_s: int) -> str | None:
     """Open a session for the admin whose password was just checked; return its token.
 
-    Only while that password is still the admin's: a password change or a removal that
-    committed meanwhile wins (the UPDATE waits for it, then matches nothing), and None is
-    returned.
+    Only while that password is still the admin's and the account enabled: a password change,
+    a disabling or a removal that committed meanwhile wins (the UPDATE waits for it, then
+    matches nothing), and None is returned.
     """
     now = utcnow()
     still = conn.execute(
-        update(admins).where(admins.c.id == row.id, admins.c.password_hash == row.password_hash)
+        update(admins).where(admins.c.id == row.id, admins.c.password_hash == row.password_hash,
+                             admins.c.disabled_at.is_(None))
         .values(last_login_at=now)
     ).rowcount  # fmt: skip
     if not still:
@@ -298,7 +364,7 @@ def renew_session(engine: Engine, token: str, idle_timeout_s: int) -> Admin | No
         select(admin_sessions.c.id, admin_sessions.c.seen_at, admins.c.id.label("admin_id"),
                admins.c.username)
         .join_from(admin_sessions, admins, admin_sessions.c.admin_id == admins.c.id)
-        .where(admin_sessions.c.token_hash == _token_hash(token))
+        .where(admin_sessions.c.token_hash == _token_hash(token), admins.c.disabled_at.is_(None))
     )  # fmt: skip
     with reading(engine) as conn:
         row = conn.execute(query).first()

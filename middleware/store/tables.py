@@ -246,6 +246,7 @@ admins = Table(
     Column("password_hash", String(255), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("last_login_at", DateTime),
+    Column("disabled_at", DateTime),  # set: the admin cannot log in (another admin may enable)
 )
 
 # Admin sessions, so that logout and a password change end them on the server. The cookie
@@ -342,6 +343,24 @@ purge_runs = Table(
     Column("timeline_items", Integer, nullable=False),
     Column("notes", Integer, nullable=False),
     Column("customers", Integer, nullable=False),
+)
+
+
+# Admin changes, newest last: who (an admin's name, or "cli (os user)"), what, to what. Never a
+# secret or a password; a customer is named by number (customer_id), and the page shows the
+# name the customer has now, so an erasure leaves no name behind here.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("customer_id", Id),
+    Index("ix_audit_log_actor", "actor", "id"),
+    Index("ix_audit_log_action", "action", "id"),
 )
 
 

@@ -238,14 +238,14 @@ def purge_indexes(engine) -> set[str]:
     return {name for name, table in found if PURGE_INDEXES.get(name) == table}
 
 
-def test_migration_0015_adds_the_purge_table_and_indexes_and_takes_them_back(core):
-    """Downgrading past 0015 drops purge_runs and the purge's indexes; upgrading restores them."""
+def test_migration_0014_adds_the_purge_table_and_indexes_and_takes_them_back(core):
+    """Downgrading past 0014 drops purge_runs and the purge's indexes; upgrading restores them."""
     from alembic import command
     from sqlalchemy import inspect
 
     from middleware.store.tables import _alembic_config, upgrade
 
-    command.downgrade(_alembic_config(core.engine), "0011")
+    command.downgrade(_alembic_config(core.engine), "0013")
     try:
         assert "purge_runs" not in inspect(core.engine).get_table_names()
         assert purge_indexes(core.engine) == set()

@@ -2,15 +2,15 @@
 overview), and indexes that let the purge find the oldest timeline items, their notes, the
 keys of deleted deliveries and customers merged into others without reading whole tables.
 
-Revision ID: 0015
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0011"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
