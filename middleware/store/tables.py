@@ -137,6 +137,8 @@ interactions = Table(
     Column("said_by", String(16)),  # who wrote `text`: customer, agent, or NULL (unknown)
     UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
     Index("ix_interactions_customer", "customer_id", "occurred_at"),
+    Index("ix_interactions_external_id", "external_id"),  # the deliveries search
+    Index("ix_interactions_number", "number"),
 )
 
 writes = Table(
@@ -164,6 +166,7 @@ writes = Table(
     Index("uq_writes_purpose", "target", "target_ref", "interaction_id", "purpose", unique=True),
     Index("ix_writes_due", "status", "next_attempt_at"),
     Index("ix_writes_done", "target", "done_at"),
+    Index("ix_writes_interaction", "interaction_id"),
 )
 
 # Which deliveries spoke of which customer: erasing a customer erases these raw deliveries too.
@@ -173,6 +176,15 @@ delivery_customers = Table(
     Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
     Column("customer_id", Id, primary_key=True),
     Index("ix_delivery_customers_customer", "customer_id"),
+)
+
+# Which interactions each delivery recorded: a delivery is found by its ticket, case or call.
+delivery_records = Table(
+    "delivery_records",
+    metadata,
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
+    Column("interaction_id", Id, primary_key=True),
+    Index("ix_delivery_records_interaction", "interaction_id"),
 )
 
 # Customers an admin split apart (customer_a < customer_b): no record joins them again.
