@@ -86,13 +86,14 @@ def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
         query = query.where(customers.c.id.in_(
             select(identities.c.customer_id).where(identities.c.value == phone)))  # fmt: skip
     elif text:
-        pattern = f"%{text.casefold()}%"
+        # What was typed is matched as text: a % or _ in it is that character, no wildcard.
+        pattern = f"%{like_escaped(text.casefold())}%"
         # Part of a phone number, or one with a dialling prefix, as digits among phones.
         phones = [identities.c.value.like(f"%{digits}%") for digits in phone_fragments(text)]
         query = query.where(or_(
-            func.lower(customers.c.name).like(pattern),
+            func.lower(customers.c.name).like(pattern, escape="\\"),
             customers.c.id.in_(select(identities.c.customer_id).where(
-                func.lower(identities.c.value).like(pattern))),
+                func.lower(identities.c.value).like(pattern, escape="\\"))),
             *([customers.c.id.in_(select(identities.c.customer_id).where(
                 identities.c.type == "phone", or_(*phones)))] if phones else []),
         ))  # fmt: skip
@@ -100,6 +101,11 @@ def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
         row.id for row in conn.execute(query.order_by(customers.c.id.desc()).limit(SEARCH_LIMIT))
     ]
     return [_found(conn, customer_id) for customer_id in ids]
+
+
+def like_escaped(text: str) -> str:
+    """Return text for a LIKE pattern (escape character \\) that matches it literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 PHONE_CHARACTERS = frozenset("0123456789 +-().")
