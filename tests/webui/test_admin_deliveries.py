@@ -437,3 +437,21 @@ def test_a_case_is_found_by_its_id_and_by_its_case_number(
             assert f"Webhooks that carried salesforce case {number}." in page
         finally:
             built.dispose()
+
+
+def test_the_command_line_lists_the_status_words_the_pages_show(
+    admin_client, worker, hooks, core, database_url, tmp_path, capsys
+):
+    """`carryover deliveries list` says "dead, 1 failed try" and "pending, not tried yet" too."""
+    from middleware.cli import main
+
+    hooks.zendesk(mail_ticket_with_bad_date())
+    worker.drain()
+    hooks.cti(cti_body("newCall.json"))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database_url: {database_url}\n")
+    assert main(["deliveries", "list", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.match(r"in:2 +cti +pending, not tried yet +\[", lines[1])
+    assert re.match(r"in:1 +zendesk +dead, 1 failed try +events\.ticket\.created", lines[2])
+    assert "dead, 1 failed try" in admin_client.get("/admin/deliveries/").data.decode()
