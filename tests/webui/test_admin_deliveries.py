@@ -455,3 +455,22 @@ def test_the_command_line_lists_the_status_words_the_pages_show(
     assert re.match(r"in:2 +cti +pending, not tried yet +\[", lines[1])
     assert re.match(r"in:1 +zendesk +dead, 1 failed try +events\.ticket\.created", lines[2])
     assert "dead, 1 failed try" in admin_client.get("/admin/deliveries/").data.decode()
+
+
+def test_migration_0013_links_webhooks_processed_before_it_by_their_trails(
+    admin_client, worker, hooks, core, fake_zendesk
+):
+    """Webhooks processed before 0013 are found by their ticket once it is applied."""
+    from alembic import command
+
+    from middleware.store.tables import _alembic_config, upgrade
+
+    ann_wrote_twice(hooks, worker)
+    command.downgrade(_alembic_config(core.engine), "0011")
+    upgrade(core.engine)
+    assert listed(admin_client, q="5141") == ["in:1"]
+    assert listed(admin_client, q="5149") == ["in:2"]
+    assert (
+        '<a href="/admin/deliveries/out/1">out:1</a>'
+        in admin_client.get("/admin/deliveries/in/2").data.decode()
+    )
