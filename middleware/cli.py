@@ -22,6 +22,7 @@ from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.process.mapping import MappingError
+from middleware.store.queue import status_words
 from middleware.store.tables import migrations_applied, upgrade
 
 if TYPE_CHECKING:
@@ -124,13 +125,15 @@ def _parse_ref(ref: str) -> tuple[str, int]:
 
 def cmd_deliveries_list(args: argparse.Namespace, core: Installation) -> int:
     """List recent inbound deliveries and outbound writes."""
-    print(f"{'id':<10} {'plugin':<11} {'status':<11} {'tries':>5}  detail")
+    print(f"{'id':<10} {'plugin':<11} {'status':<27} detail")
     for row in core.inbox.listing(args.status, args.limit):
         detail = row.last_error or row.event_keys
-        print(f"in:{row.id:<7} {row.plugin:<11} {row.status:<11} {row.attempts:>5}  {detail}")
+        status = status_words(row.status, row.attempts)
+        print(f"in:{row.id:<7} {row.plugin:<11} {status:<27} {detail}")
     for row in core.outbox.listing(args.status, args.limit):
         detail = row.last_error or f"note on {row.target_ref} ({row.purpose})"
-        print(f"out:{row.id:<6} {row.target:<11} {row.status:<11} {row.attempts:>5}  {detail}")
+        status = status_words(row.status, row.attempts)
+        print(f"out:{row.id:<6} {row.target:<11} {status:<27} {detail}")
     return 0
 
 

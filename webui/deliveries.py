@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from typing import Any
 
 from defusedxml.minidom import parseString
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Connection, Row, select
 
+from middleware.admin.delivery_search import inbound_filter, outbound_filter, page_of, read_search
+from middleware.customers.edits import live_customer
 from middleware.integrations.plugin import decode_form
-from middleware.store.queue import LeasedQueue
-from middleware.store.tables import reading
+from middleware.store.queue import FAILED_TRIES_KEPT, LeasedQueue, status_words
+from middleware.store.tables import (
+    MAX_ID,
+    customers,
+    deliveries,
+    delivery_customers,
+    delivery_records,
+    interactions,
+    reading,
+    writes,
+)
 from middleware.web.current import current_installation
 from webui.audit import log_change
+from webui.clock import local_time
 
 bp = Blueprint("deliveries", __name__, url_prefix="/deliveries")
-PAGE = 100
+PAGE = 50
 STATUSES = ("pending", "attempting", "done", "dead")
+SEARCH_HINT = (
+    "Ticket or case id, CaseNumber, call SID or call id, or a customer's name, email, "
+    'phone or "customer 12"'
+)
 
 
 def _queues() -> dict[str, LeasedQueue]:
@@ -25,40 +44,123 @@ def _queues() -> dict[str, LeasedQueue]:
     return {"in": core.inbox, "out": core.outbox}
 
 
+def _row_id(name: str) -> int | None:
+    """Read an id from the query string for paging; a malformed one is a 400."""
+    value = request.args.get(name, "")
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+        abort(400, f"{name} must be a delivery or note number, not {value[:40]!r}.")
+    return int(value)
+
+
 @bp.get("/")
 def listing() -> str:
-    """List the newest deliveries, filtered by direction, plugin and status."""
-    direction = request.args.get("direction", "in")
-    direction = direction if direction == "out" else "in"
-    queues = _queues()
+    """List deliveries newest first, a page at a time: searched, by direction, plugin, status."""
+    direction = "out" if request.args.get("direction") == "out" else "in"
     plugin, status = request.args.get("plugin", ""), request.args.get("status", "")
-    with reading(current_installation().engine) as conn:
-        rows = queues[direction].newest(
-            conn, plugin, status if status in STATUSES else "", limit=PAGE
-        )
-        dead = {name: queue.dead_count(conn) for name, queue in queues.items()}
+    status = status if status in STATUSES else ""
+    plugin = plugin if plugin in current_installation().registry.classes else ""
+    text = request.args.get("q", "").strip()
+    before, after = _row_id("before"), _row_id("after")
+    core = current_installation()
+    table = core.inbox.table if direction == "in" else core.outbox.table
+    with reading(core.engine) as conn:
+        matched = read_search(conn, text, core.config.default_region) if text else None
+        searched = inbound_filter(matched) if direction == "in" else outbound_filter(matched)
+        conditions = [] if searched is None else [searched]
+        if plugin:
+            conditions.append(_queues()[direction].lane_column == plugin)
+        page = page_of(conn, table, conditions, status, PAGE, before=before, after=after)
+        dead = {name: queue.dead_count(conn) for name, queue in _queues().items()}
+    args = {"direction": direction, "plugin": plugin, "status": status, "q": text}
     return render_template(
-        "admin/deliveries.html", rows=rows, direction=direction,
-        plugin=plugin, status=status, statuses=STATUSES, dead=dead,
-        plugins=sorted(current_installation().registry.classes), page=PAGE,
+        "admin/deliveries.html", page=page, rows=page.rows, direction=direction,
+        words=status_words, at=local_time, plugin=plugin, status=status, statuses=STATUSES,
+        dead=dead, q=text, matched=matched,
+        plugins=sorted(core.registry.classes), size=PAGE, hint=SEARCH_HINT,
+        args={k: v for k, v in args.items() if v}, paged=before is not None or after is not None,
     )  # fmt: skip
 
 
 @bp.get("/<any(in, out):direction>/<id:row_id>")
 def detail(direction: str, row_id: int) -> str:
-    """Show one delivery: its payload as stored (redacted), its trail and its last error."""
+    """Show one delivery: its payload as stored (redacted), its trail, records and notes."""
     with reading(current_installation().engine) as conn:
         row = _queues()[direction].stored(conn, row_id)
-    if row is None:
-        abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
-    if direction == "out":
-        return render_template("admin/delivery_out.html", row=row)
+        if row is None:
+            abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
+        if direction == "out":
+            return render_template("admin/delivery_out.html", row=row, words=status_words,
+                                   at=local_time, **links_of_note(conn, row))  # fmt: skip
+        links = links_of_delivery(conn, row_id)
     headers = json.loads(row.headers)
     return render_template(
-        "admin/delivery_in.html", row=row, headers=headers,
+        "admin/delivery_in.html", row=row, headers=headers, words=status_words, at=local_time,
         body=readable_body(bytes(row.body), headers.get("content-type", "")),
-        trail=json.loads(row.trail or "[]"), keys=json.loads(row.event_keys),
+        trail=readable_trail(row.trail), keys=json.loads(row.event_keys), **links,
+        kept=FAILED_TRIES_KEPT,
     )  # fmt: skip
+
+
+def readable_trail(trail_json: str | None) -> list[dict[str, Any]]:
+    """Return a delivery's trail with each step's time in the installation's zone."""
+    trail = json.loads(trail_json or "[]")
+    for step in trail:
+        try:
+            moment = datetime.fromisoformat(str(step.get("at", "")).removesuffix("Z"))
+        except ValueError:  # shown as stored
+            step["when"] = step.get("at", "")
+        else:
+            step["when"] = local_time(moment.replace(tzinfo=None), seconds=True)
+    return list(trail)
+
+
+def links_of_delivery(conn: Connection, delivery_id: int) -> dict[str, Any]:
+    """Return what a delivery links to: the customers it spoke of, its records, their notes."""
+    spoke_of = conn.execute(
+        select(delivery_customers.c.customer_id)
+        .where(delivery_customers.c.delivery_id == delivery_id)
+        .order_by(delivery_customers.c.customer_id)
+    ).scalars()
+    people = [_customer(conn, customer_id) for customer_id in spoke_of]
+    records = list(conn.execute(
+        select(interactions)
+        .join(delivery_records, delivery_records.c.interaction_id == interactions.c.id)
+        .where(delivery_records.c.delivery_id == delivery_id)
+        .order_by(interactions.c.id)
+    ))  # fmt: skip
+    notes = list(conn.execute(
+        select(writes).where(writes.c.interaction_id.in_([r.id for r in records]))
+        .order_by(writes.c.id)
+    )) if records else []  # fmt: skip
+    return {"people": [p for p in people if p is not None], "records": records, "notes": notes}
+
+
+def links_of_note(conn: Connection, row: Row) -> dict[str, Any]:
+    """Return what a note links to: the record that caused it, its customer, its deliveries."""
+    record = conn.execute(
+        select(interactions).where(interactions.c.id == row.interaction_id)
+    ).first()
+    person = _customer(conn, record.customer_id) if record and record.customer_id else None
+    carried = list(conn.execute(
+        select(deliveries.c.id, deliveries.c.plugin, deliveries.c.received_at,
+               deliveries.c.status, deliveries.c.attempts, deliveries.c.event_keys)
+        .join(delivery_records, delivery_records.c.delivery_id == deliveries.c.id)
+        .where(delivery_records.c.interaction_id == row.interaction_id)
+        .order_by(deliveries.c.id)
+    ))  # fmt: skip
+    return {"record": record, "person": person, "carried": carried}
+
+
+def _customer(conn: Connection, customer_id: int) -> Row | None:
+    """Return the customer an id stands for now (merges followed), with its name."""
+    live = live_customer(conn, customer_id)
+    if live is None:
+        return None
+    return conn.execute(
+        select(customers.c.id, customers.c.name).where(customers.c.id == live)
+    ).first()
 
 
 def readable_body(body: bytes, content_type: str) -> str:

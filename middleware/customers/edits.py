@@ -21,6 +21,7 @@ from middleware.store.tables import (
     customers,
     deliveries,
     delivery_customers,
+    delivery_records,
     dialect_insert,
     identities,
     interactions,
@@ -86,13 +87,14 @@ def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
         query = query.where(customers.c.id.in_(
             select(identities.c.customer_id).where(identities.c.value == phone)))  # fmt: skip
     elif text:
-        pattern = f"%{text.casefold()}%"
+        # What was typed is matched as text: a % or _ in it is that character, no wildcard.
+        pattern = f"%{like_escaped(text.casefold())}%"
         # Part of a phone number, or one with a dialling prefix, as digits among phones.
         phones = [identities.c.value.like(f"%{digits}%") for digits in phone_fragments(text)]
         query = query.where(or_(
-            func.lower(customers.c.name).like(pattern),
+            func.lower(customers.c.name).like(pattern, escape="\\"),
             customers.c.id.in_(select(identities.c.customer_id).where(
-                func.lower(identities.c.value).like(pattern))),
+                func.lower(identities.c.value).like(pattern, escape="\\"))),
             *([customers.c.id.in_(select(identities.c.customer_id).where(
                 identities.c.type == "phone", or_(*phones)))] if phones else []),
         ))  # fmt: skip
@@ -100,6 +102,11 @@ def search_customers(conn: Connection, text: str, region: str) -> list[Found]:
         row.id for row in conn.execute(query.order_by(customers.c.id.desc()).limit(SEARCH_LIMIT))
     ]
     return [_found(conn, customer_id) for customer_id in ids]
+
+
+def like_escaped(text: str) -> str:
+    """Return text for a LIKE pattern (escape character \\) that matches it literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 PHONE_CHARACTERS = frozenset("0123456789 +-().")
@@ -255,6 +262,8 @@ def erase_customer(conn: Connection, customer_id: int) -> dict[str, int]:
     their_deliveries = select(delivery_customers.c.delivery_id).where(
         delivery_customers.c.customer_id.in_(ids)
     )
+    conn.execute(delete(delivery_records).where(
+        delivery_records.c.interaction_id.in_(their_interactions)))  # fmt: skip
     counts = {
         "notes": _delete(conn, delete(writes).where(
             writes.c.interaction_id.in_(their_interactions))),

@@ -46,6 +46,7 @@ from middleware.store.tables import (
     deliveries,
     delivery_customers,
     delivery_keys,
+    delivery_records,
     identities,
     interactions,
     merges,
@@ -242,6 +243,7 @@ def _delete_deliveries(conn: Connection, ids: list[int]) -> Purged:
 
 def _delete_items(conn: Connection, ids: list[int]) -> Purged:
     notes = conn.execute(delete(writes).where(writes.c.interaction_id.in_(ids))).rowcount
+    conn.execute(delete(delivery_records).where(delivery_records.c.interaction_id.in_(ids)))
     items = conn.execute(delete(interactions).where(interactions.c.id.in_(ids))).rowcount
     return Purged(timeline_items=int(items or 0), notes=int(notes or 0))
 

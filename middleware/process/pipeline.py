@@ -20,7 +20,12 @@ from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
 from middleware.process.calls import record_transfer, stored_call
 from middleware.process.updates import queue_call_notes, queue_news_notes
-from middleware.store.tables import delivery_customers, dialect_insert, interactions
+from middleware.store.tables import (
+    delivery_customers,
+    delivery_records,
+    dialect_insert,
+    interactions,
+)
 
 SUMMARY = "summary"
 
@@ -150,6 +155,7 @@ def record_event(
     appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
                       absent=absent)  # fmt: skip
     remember_delivery(conn, delivery_id, appended.customer_id)
+    remember_record(conn, delivery_id, appended.id)
     queued = 0
     if interaction.kind == "call":
         # A call new to the store (absent) had no agent before: no transfer to record.
@@ -190,6 +196,16 @@ def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: in
         return
     statement = dialect_insert(conn, delivery_customers).values(
         delivery_id=delivery_id, customer_id=customer_id
+    )
+    conn.execute(statement.on_conflict_do_nothing())
+
+
+def remember_record(conn: Connection, delivery_id: int | None, interaction_id: int) -> None:
+    """Note that a delivery recorded an interaction, so that it is found by that record."""
+    if delivery_id is None:
+        return
+    statement = dialect_insert(conn, delivery_records).values(
+        delivery_id=delivery_id, interaction_id=interaction_id
     )
     conn.execute(statement.on_conflict_do_nothing())
 

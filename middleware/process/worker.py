@@ -50,6 +50,7 @@ from middleware.store.queue import (
     Lane,
     LeasedQueue,
     RetryPolicy,
+    add_failure,
     add_trail,
 )
 from middleware.store.tables import utcnow
@@ -213,15 +214,17 @@ class Worker:
                               after_s=exc.retry_after, count_attempt=False,
                               waiting_for=PAUSED_UPSTREAM)  # fmt: skip
         except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
-            trail = add_trail(row.trail, "failed", str(exc))
+            trail = add_failure(row.trail, str(exc))
             inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail,
                          attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
         except UpstreamError as exc:
-            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True)
+            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
+                              trail=add_failure(row.trail, str(exc)))  # fmt: skip
         except Exception as exc:  # never let one delivery stop the worker
             self._unexpected(exc, "delivery %s failed", row.id)
-            inbox.retry_later(row, self.owner, f"{type(exc).__name__}: {exc}", self.policy,
-                              transient=False)  # fmt: skip
+            error = f"{type(exc).__name__}: {exc}"
+            inbox.retry_later(row, self.owner, error, self.policy, transient=False,
+                              trail=add_failure(row.trail, error))  # fmt: skip
         else:
             trail = row.trail
             for step in steps or ["no events"]:

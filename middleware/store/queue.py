@@ -42,6 +42,8 @@ PENDING = "pending"
 PAUSED_UPSTREAM = "pause"  # its upstream is paused (429, or 5xx and timeouts in a row)
 NOTE_BUDGET = "budget"  # the upstream's notes-per-minute budget is used up
 UNKNOWN_OUTCOME = "outcome"  # a write got no answer: it is looked for upstream after a grace
+FAILED_STEP = "failed"
+FAILED_TRIES_KEPT = 10  # the trail keeps the last few failed tries, not each of a long outage
 
 
 @dataclass(frozen=True)
@@ -269,3 +271,19 @@ def add_trail(trail_json: str, step: str, detail: str = "") -> str:
     trail.append({"at": utcnow().isoformat(timespec="milliseconds") + "Z", "step": step,
                   "detail": detail})  # fmt: skip
     return dumps(trail)
+
+
+def add_failure(trail_json: str, error: str, keep: int = FAILED_TRIES_KEPT) -> str:
+    """Append a failed try to a row's trail, keeping only the last `keep` failed tries."""
+    trail = json.loads(add_trail(trail_json, FAILED_STEP, error))
+    failed = [i for i, entry in enumerate(trail) if entry.get("step") == FAILED_STEP]
+    dropped = set(failed[:-keep]) if len(failed) > keep else set()
+    return dumps([entry for i, entry in enumerate(trail) if i not in dropped])
+
+
+def status_words(status: str, attempts: int) -> str:
+    """Say where a row stands: "done", "pending, not tried yet", "dead, 1 failed try"."""
+    if not attempts:
+        return f"{status}, not tried yet" if status == PENDING else status
+    tries = f"{attempts} failed tr{'y' if attempts == 1 else 'ies'}"
+    return f"{status}, after {tries}" if status == DONE else f"{status}, {tries}"

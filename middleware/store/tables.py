@@ -141,6 +141,8 @@ interactions = Table(
     UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
     Index("ix_interactions_customer", "customer_id", "occurred_at"),
     Index("ix_interactions_updated", "updated_at"),  # the timeline's purge finds the oldest
+    Index("ix_interactions_external_id", "external_id"),  # the deliveries search
+    Index("ix_interactions_number", "number"),
 )
 
 writes = Table(
@@ -178,6 +180,15 @@ delivery_customers = Table(
     Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
     Column("customer_id", Id, primary_key=True),
     Index("ix_delivery_customers_customer", "customer_id"),
+)
+
+# Which interactions each delivery recorded: a delivery is found by its ticket, case or call.
+delivery_records = Table(
+    "delivery_records",
+    metadata,
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
+    Column("interaction_id", Id, primary_key=True),
+    Index("ix_delivery_records_interaction", "interaction_id"),
 )
 
 # Customers an admin split apart (customer_a < customer_b): no record joins them again.

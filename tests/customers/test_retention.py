@@ -225,8 +225,8 @@ def test_carryover_purge_counts_in_a_dry_run_and_deletes_when_run(
 
 
 PURGE_INDEXES = {
-    "ix_interactions_updated": "interactions", "ix_writes_interaction": "writes",
-    "ix_delivery_keys_delivery": "delivery_keys", "ix_customers_merged_into": "customers",
+    "ix_interactions_updated": "interactions", "ix_delivery_keys_delivery": "delivery_keys",
+    "ix_customers_merged_into": "customers",
 }  # fmt: skip
 
 

@@ -16,7 +16,6 @@ depends_on = None
 
 INDEXES = [
     ("ix_interactions_updated", "interactions", "updated_at"),
-    ("ix_writes_interaction", "writes", "interaction_id"),
     ("ix_delivery_keys_delivery", "delivery_keys", "delivery_id"),
     ("ix_customers_merged_into", "customers", "merged_into"),
 ]
