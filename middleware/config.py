@@ -156,9 +156,15 @@ SERVER = {
     "channel_timeout_s": Setting(int, 75),
     "request_timeout_s": Setting(float, 10.0),
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+LOGGING = {
+    "level": Setting(str, "INFO"),
+    "format": Setting(str, "text"),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
-    "server": SERVER,
+    "server": SERVER, "logging": LOGGING,
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
@@ -193,6 +199,9 @@ class Config:
     worker: dict[str, Any] = field(default_factory=lambda: validate_section("worker", {}, WORKER))
     admin: dict[str, Any] = field(default_factory=lambda: validate_section("admin", {}, ADMIN))
     server: dict[str, Any] = field(default_factory=lambda: validate_section("server", {}, SERVER))
+    logging: dict[str, Any] = field(
+        default_factory=lambda: validate_section("logging", {}, LOGGING)
+    )
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -249,6 +258,20 @@ def frame_ancestor(path: str, value: str) -> str:
     return source
 
 
+def checked_logging(section: dict[str, Any]) -> dict[str, Any]:
+    """Check the logging section: a level the logging module knows, text or json."""
+    level = section["level"].strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"logging.level: {section['level']!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    if section["format"] not in LOG_FORMATS:
+        raise ConfigError(
+            f"logging.format: {section['format']!r} is not one of {', '.join(LOG_FORMATS)}"
+        )
+    return {**section, "level": level}
+
+
 def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
     """Validate a raw configuration mapping; plugin_schemas gives each integration's keys."""
     if raw is None:
@@ -283,6 +306,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     sections = {name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()}
+    sections["logging"] = checked_logging(sections["logging"])
     for path in POSITIVE:
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:
