@@ -162,9 +162,15 @@ LOGGING = {
     "level": Setting(str, "INFO"),
     "format": Setting(str, "text"),
 }
+METRICS = {
+    "enabled": Setting(bool, True),
+    # Who may read /metrics without the token: addresses or CIDR networks.
+    "allow": Setting(list, ["127.0.0.1/32", "::1/128"]),
+    "bearer_token": Setting(str, None, secret=True),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
-    "server": SERVER, "logging": LOGGING,
+    "server": SERVER, "logging": LOGGING, "metrics": METRICS,
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
@@ -202,6 +208,8 @@ class Config:
     logging: dict[str, Any] = field(
         default_factory=lambda: validate_section("logging", {}, LOGGING)
     )
+    # metrics.allow holds networks (IPNetwork), read from the strings of the file.
+    metrics: dict[str, Any] = field(default_factory=lambda: checked_metrics({}))
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -272,6 +280,18 @@ def checked_logging(section: dict[str, Any]) -> dict[str, Any]:
     return {**section, "level": level}
 
 
+def checked_metrics(raw: Any) -> dict[str, Any]:
+    """Check the metrics section; its allow list becomes networks."""
+    section = validate_section("metrics", raw, METRICS)
+    try:
+        allow = parse_networks(section["allow"], "metrics.allow")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if section["bearer_token"] is not None and not section["bearer_token"].strip():
+        raise ConfigError("metrics.bearer_token: empty (leave it out for no token)")
+    return {**section, "allow": allow}
+
+
 def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
     """Validate a raw configuration mapping; plugin_schemas gives each integration's keys."""
     if raw is None:
@@ -307,6 +327,7 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         raise ConfigError(str(exc)) from None
     sections = {name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()}
     sections["logging"] = checked_logging(sections["logging"])
+    sections["metrics"] = checked_metrics(raw.get("metrics"))
     for path in POSITIVE:
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:

@@ -111,7 +111,7 @@ def test_a_note_written_logs_its_write_ticket_and_customer(
     assert line.getMessage().startswith(
         "note out:1 written to zendesk 5149 for customer 1, "
     )  # fmt: skip
-    assert line.getMessage().endswith(" s after it was queued")
+    assert line.getMessage().endswith(" s after its webhook")
     fields = {k: getattr(line, k) for k in ("write_id", "integration", "target_ref", "customer_id")}
     assert fields == {"write_id": 1, "integration": "zendesk", "target_ref": "5149",
                       "customer_id": 1}  # fmt: skip
@@ -192,3 +192,17 @@ def test_the_level_is_read_in_any_case():
     """level: warning reads as WARNING; the defaults are INFO and text."""
     assert parse_config({"logging": {"level": "warning"}}, {}).logging["level"] == "WARNING"
     assert parse_config({}, {}).logging == {"level": "INFO", "format": "text"}
+
+
+def test_a_delivery_that_must_wait_logs_a_retry_with_the_error(
+    hooks: Hooks, worker: Worker, caplog
+):
+    """A delivery whose upstream cannot be reached logs "retried later" with why, as a warning."""
+    caplog.set_level(logging.INFO)
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))  # Zendesk is unreachable here
+    worker.drain()
+    [retry] = records(caplog, "retry")
+    assert retry.levelno == logging.WARNING
+    assert retry.getMessage().startswith("processed zendesk delivery in:1 in ")
+    assert " ms: retried later: Zendesk unreachable: " in retry.getMessage()
+    assert retry.error.startswith("Zendesk unreachable: ")  # type: ignore[attr-defined]

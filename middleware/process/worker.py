@@ -56,8 +56,9 @@ HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store
 
 
 def _log_processed(row: Row, outcome: str, busy_s: float, error: str | None, notes: int) -> None:
-    """Log how processing a delivery ended: done, retried later (pending) or dead."""
-    fields = {"delivery_id": row.id, "integration": row.plugin, "outcome": outcome,
+    """Log how processing a delivery ended: done, retried later (still pending) or dead."""
+    said_outcome = outcome if outcome in (DONE, DEAD) else "retry"
+    fields = {"delivery_id": row.id, "integration": row.plugin, "outcome": said_outcome,
               "duration_ms": round(busy_s * 1000, 1), "notes_queued": notes}  # fmt: skip
     if outcome == DONE:
         log.info("processed %s delivery in:%d in %.0f ms: done, %d note%s queued", row.plugin,
@@ -241,6 +242,7 @@ class Worker:
             inbox.settle(row.id, self.owner, status=DONE, finished_at=utcnow(), trail=trail,
                          last_error=None, failing_since=None, waiting_for=None)  # fmt: skip
             outcome = DONE
+            self.core.metrics.notes_queued(queued, row.received_at)
         finally:
             queued_notes.reset(timing)
         _log_processed(row, outcome, time.monotonic() - started, error, len(queued))
@@ -325,13 +327,13 @@ class Worker:
         """Settle a note written (or found written upstream), time it and log it."""
         self.core.outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None,
                                 failing_since=None, waiting_for=None)  # fmt: skip
-        seconds = max(0.0, (utcnow() - row.created_at).total_seconds())
+        seconds = self.core.metrics.note_written(row.target, row.id, row.created_at)
         if not log.isEnabledFor(logging.INFO):
             return
         customer_id = self._customer_of(row.interaction_id)
         how = "found already written on" if found else "written to"
         log.info(
-            "note out:%d %s %s %s for customer %s, %.1f s after it was queued", row.id, how,
+            "note out:%d %s %s %s for customer %s, %.1f s after its webhook", row.id, how,
             row.target, row.target_ref, customer_id or "unknown", seconds,
             extra={"write_id": row.id, "integration": row.target, "target_ref": row.target_ref,
                    "customer_id": customer_id, "purpose": row.purpose, "found_upstream": found,
