@@ -21,6 +21,7 @@ from middleware.config import ConfigError, check_listener, config_path, load_con
 from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import Plugin
 from middleware.integrations.registry import PluginRegistry
+from middleware.logs import configure_logging, start_logging
 from middleware.process.mapping import MappingError
 from middleware.store.queue import status_words
 from middleware.store.tables import migrations_applied, upgrade
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
 WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
 DEMO_NEEDS_CHECKOUT = "carryover demo: the demo runs from a source checkout: make demo"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _core(args: argparse.Namespace) -> Installation:
@@ -43,6 +43,8 @@ def _core(args: argparse.Namespace) -> Installation:
 def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     """Serve the web app and an embedded worker in one process."""
     from middleware.process.worker import Worker
+
+    configure_logging(core.config.logging)
     from middleware.web.app import create_app
     from middleware.web.serving import serve
 
@@ -92,6 +94,8 @@ def _serve_settings(args: argparse.Namespace, server: dict[str, Any]) -> dict[st
 def cmd_worker(args: argparse.Namespace, core: Installation) -> int:
     """Run a worker only, next to web processes that share the database."""
     from middleware.process.worker import Worker
+
+    configure_logging(core.config.logging)
 
     if not migrations_applied(core.engine):
         print(NEEDS_MIGRATIONS, file=sys.stderr)
@@ -355,6 +359,7 @@ def cmd_backfill(args: argparse.Namespace, core: Installation) -> int:
     """Import the history the tools already hold (past tickets, cases, calls), no notes."""
     from middleware.process.backfill import importable, parse_since
 
+    configure_logging(core.config.logging)
     try:
         since = parse_since(args.since)
     except ValueError as exc:
@@ -623,8 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the carryover command."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    start_logging()  # until the configuration is read: serve, worker and backfill apply it
     args = build_parser().parse_args(argv)
     if getattr(args, "standalone", False):  # builds its own installations
         return int(args.func(args))

@@ -158,14 +158,26 @@ SERVER = {
     "channel_timeout_s": Setting(int, 75),
     "request_timeout_s": Setting(float, 10.0),
 }
-# How long raw webhook bodies and the timeline are kept (0: for ever); see store/retention.py.
+# How long raw webhook bodies and the timeline are kept (0: for ever); see customers/retention.py.
 RETENTION = {
     "deliveries_days": Setting(int, 30),
     "timeline_days": Setting(int, 730),
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+LOGGING = {
+    "level": Setting(str, "INFO"),
+    "format": Setting(str, "text"),
+}
+METRICS = {
+    "enabled": Setting(bool, True),
+    # Who may read /metrics without the token: addresses or CIDR networks.
+    "allow": Setting(list, ["127.0.0.1/32", "::1/128"]),
+    "bearer_token": Setting(str, None, secret=True),
+}
 SECTIONS = {
     "summary": SUMMARY, "call_notes": CALL_NOTES, "pop": POP, "worker": WORKER, "admin": ADMIN,
-    "server": SERVER, "retention": RETENTION,
+    "server": SERVER, "retention": RETENTION, "logging": LOGGING, "metrics": METRICS,
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
@@ -203,6 +215,11 @@ class Config:
     retention: dict[str, Any] = field(
         default_factory=lambda: validate_section("retention", {}, RETENTION)
     )
+    logging: dict[str, Any] = field(
+        default_factory=lambda: validate_section("logging", {}, LOGGING)
+    )
+    # metrics.allow holds networks (IPNetwork), read from the strings of the file.
+    metrics: dict[str, Any] = field(default_factory=lambda: checked_metrics({}))
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -268,6 +285,32 @@ def frame_ancestor(path: str, value: str) -> str:
     return source
 
 
+def checked_logging(section: dict[str, Any]) -> dict[str, Any]:
+    """Check the logging section: a level the logging module knows, text or json."""
+    level = section["level"].strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"logging.level: {section['level']!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    if section["format"] not in LOG_FORMATS:
+        raise ConfigError(
+            f"logging.format: {section['format']!r} is not one of {', '.join(LOG_FORMATS)}"
+        )
+    return {**section, "level": level}
+
+
+def checked_metrics(raw: Any) -> dict[str, Any]:
+    """Check the metrics section; its allow list becomes networks."""
+    section = validate_section("metrics", raw, METRICS)
+    try:
+        allow = parse_networks(section["allow"], "metrics.allow")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if section["bearer_token"] is not None and not section["bearer_token"].strip():
+        raise ConfigError("metrics.bearer_token: empty (leave it out for no token)")
+    return {**section, "allow": allow}
+
+
 def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) -> Config:
     """Validate a raw configuration mapping; plugin_schemas gives each integration's keys."""
     if raw is None:
@@ -302,6 +345,8 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     sections = {name: validate_section(name, raw.get(name), s) for name, s in SECTIONS.items()}
+    sections["logging"] = checked_logging(sections["logging"])
+    sections["metrics"] = checked_metrics(raw.get("metrics"))
     for path in POSITIVE:
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:

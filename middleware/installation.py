@@ -18,6 +18,7 @@ from middleware.integrations.plugin import Capability, InboundEvent, Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.integrations.saved import IntegrationVersions
 from middleware.integrations.upstreams import UpstreamHealth
+from middleware.metrics import Metrics
 from middleware.notes.outbox import NoteMarkers, Outbox
 from middleware.notes.summary import SummaryRenderer
 from middleware.process.mapping_source import MappingVersions
@@ -44,11 +45,12 @@ class Installation:
     identity_types: IdentityTypes
     id_fields: IdFields
     refusals: RefusalRecorder  # deliveries refused before they were stored, by reason
+    live: LiveUpdates  # the board open screen-pops wait on
+    metrics: Metrics  # what GET /metrics shows (its own registry)
     wake: threading.Event = field(default_factory=threading.Event)
     # When this process last received a webhook (time.monotonic()); its embedded worker
     # gives way to the web threads while webhooks arrive (see Worker.give_way).
     webhook_seen_at: float = float("-inf")
-    live: LiveUpdates = field(default_factory=LiveUpdates)
     # Signs agent links and admin sessions: the installation's secret key (see sealed.py),
     # else, on PostgreSQL without secret_key, a key of this process only (links made by a
     # page of this process for itself, such as a pop's live stream, still work).
@@ -94,6 +96,7 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         and (key in registry.instances or (config.mappings_dir / f"{key}.yaml").exists())
     ]
     mappings = MappingVersions(engine, config.mappings_dir, receiving)
+    live = LiveUpdates()
     core = Installation(
         config=config,
         engine=engine,
@@ -115,6 +118,8 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         identity_types=IdentityTypes(registry.identity_types()),
         id_fields=IdFields(registry.id_fields()),
         refusals=RefusalRecorder(engine),
+        live=live,
+        metrics=Metrics(engine, health, live),
     )
     if key:
         core.link_secret = key

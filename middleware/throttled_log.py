@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -35,8 +36,15 @@ class ThrottledLog:
         self._kinds: dict[str, _Kind] = {}
         self._lock = threading.Lock()  # web threads report at the same time
 
-    def log(self, level: int, kind: str, message: str, *args: Any, exc_info: bool = False) -> None:
-        """Log message for kind unless one was logged within the interval; else count it."""
+    def log(
+        self, level: int, kind: str, message: str, *args: Any, exc_info: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Log message for kind unless one was logged within the interval; else count it.
+
+        extra: the line's fields (see middleware/logs.py); a line after the interval also
+        carries `left_out`, how many were not logged since the last one.
+        """
         now = monotonic()
         with self._lock:
             last = self._kinds.get(kind)
@@ -44,11 +52,13 @@ class ThrottledLog:
                 last.left_out += 1
                 return
             self._kinds[kind] = _Kind(now)
+        fields = dict(extra or {})
         if last is not None and last.left_out:
             message += " (%d more in the %.0f s since the last such line)"
             args += (last.left_out, now - last.logged_at)
+            fields["left_out"] = last.left_out
         # stacklevel: the line names the caller, not this module.
-        self.logger.log(level, message, *args, exc_info=exc_info, stacklevel=2)
+        self.logger.log(level, message, *args, exc_info=exc_info, stacklevel=2, extra=fields)
 
 
 def store_error(exc: BaseException) -> str:

@@ -16,11 +16,13 @@ from middleware.errors import InboundError, MalformedPayload, TryLater, Unsuppor
 from middleware.ingest.refusals import describe
 from middleware.installation import Installation
 from middleware.integrations.network import client_address, within
-from middleware.integrations.plugin import Capability, InboundRequest, Plugin
+from middleware.integrations.plugin import Capability, InboundEvent, InboundRequest, Plugin
+from middleware.process.mapping import PluginMapping
 from middleware.throttled_log import ThrottledLog, store_error
 from middleware.web.current import current_installation
 
 bp = Blueprint("hooks", __name__)
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_CHARS = 200
 RETRY_AFTER_S = 30  # what a sender refused for want of a store is told to wait
@@ -55,6 +57,24 @@ def _record_refusal(core: Installation, plugin: Plugin, reason: str, address: st
         core.refusals.record(plugin.key, describe(reason, plugin.refusal_hints), address)
     except Exception:  # a bug in recording: the sender still gets its 401 or 400
         current_app.logger.exception("could not record a refused %s delivery", plugin.key)
+
+
+def _log_accepted(
+    mapping: PluginMapping, key: str, delivery_id: int | None, events: list[InboundEvent]
+) -> None:
+    """Log a stored delivery with its events and the records they are about (no body)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    types = list(dict.fromkeys(e.type for e in events))
+    records = [r for r in dict.fromkeys(mapping.record_ref(e.type, e.payload) for e in events) if r]
+    about = ", ".join(records) or "no record named"
+    fields = {"integration": key, "events": types, "records": records}
+    if delivery_id is None:  # a sender's retry: every event was stored before
+        log.info("%s delivery seen before, nothing stored: %s (%s)", key, ", ".join(types),
+                 about, extra={**fields, "outcome": "duplicate"})  # fmt: skip
+        return
+    log.info("accepted %s delivery in:%d: %s (%s)", key, delivery_id, ", ".join(types), about,
+             extra={**fields, "delivery_id": delivery_id, "outcome": "accepted"})  # fmt: skip
 
 
 def _check_key(key: str) -> None:
@@ -155,6 +175,7 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         response = jsonify(error="the store is unavailable; retry later")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response, 503
+    _log_accepted(mapping, key, delivery_id, used)
     if delivery_id is not None and not core.wake.is_set():
         core.wake.set()
     ack, content_type = plugin.acknowledgement()

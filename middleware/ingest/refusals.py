@@ -160,6 +160,8 @@ class RefusalRecorder:
         self._log.log(
             logging.WARNING, f"{plugin}:{reason.key}", "refused a %s delivery from %s: %s; %s",
             plugin, address or "an unknown address", reason.label, reason.hint,
+            extra={"integration": plugin, "reason": reason.key, "client": address,
+                   "outcome": "refused"},
         )  # fmt: skip
 
     def flush(self) -> bool:

@@ -162,6 +162,11 @@ class UpstreamGuard:
         if self.health is not None:
             self.health.failed(self.target, detail)
 
+    def counted(self, status: str) -> None:
+        """Count a call made, by the HTTP status it got (or that it got none)."""
+        if self.health is not None:
+            self.health.count_call(self.target, status)
+
     def answered(self) -> None:
         """Note an answer that says the upstream is well (2xx to 4xx other than 429)."""
         if self.health is not None:

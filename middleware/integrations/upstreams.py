@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 CACHE_S = 0.5  # how stale a process's view of a pause may be
 FIRST_PAUSE_S = 1.0  # the pause after one 5xx or timeout; it doubles with each in a row
 BUDGET_WINDOW_S = 60.0
+NO_ANSWER = "error"  # the status counted for a call that got no answer (see /metrics)
 
 
 def call_failed(title: str, exc: requests.RequestException) -> UpstreamError:
@@ -76,9 +78,11 @@ def send_observed(
     try:
         response = send()
     except requests.RequestException as exc:
+        guard.counted(NO_ANSWER)
         error = call_failed(title, exc)
         guard.failed(str(error))
         raise error from exc
+    guard.counted(str(response.status_code))
     limit = limited(response)
     if limit is not None:
         reason, refusal = limit
@@ -140,6 +144,18 @@ class UpstreamHealth:
         self.pause_max_s = pause_max_s
         self._seen: dict[str, tuple[float, UpstreamStatus | None]] = {}
         self._lock = threading.Lock()
+        # The calls this process made, by (target, HTTP status or NO_ANSWER), for /metrics.
+        self._calls: Counter[tuple[str, str]] = Counter()
+
+    def count_call(self, target: str, status: str) -> None:
+        """Count one call this process made to the upstream, by the status it got."""
+        with self._lock:
+            self._calls[target, status] += 1
+
+    def call_counts(self) -> dict[tuple[str, str], int]:
+        """Return the calls this process made, by (target, status)."""
+        with self._lock:
+            return dict(self._calls)
 
     # -- before and after each call -----------------------------------------------------
     def check(self, target: str, title: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from contextvars import ContextVar
 
 from sqlalchemy import Connection, Engine, Row, select
 
@@ -26,6 +27,9 @@ from middleware.store.queue import PENDING, LeasedQueue
 from middleware.store.tables import dialect_insert, utcnow, writes
 
 ATTEMPTING = "attempting"
+# The ids of the notes queued while the worker processes one delivery (see Worker._process):
+# each is timed from that delivery's arrival to being written (/metrics). Unset elsewhere.
+queued_notes: ContextVar[list[int] | None] = ContextVar("queued_notes", default=None)
 MARKER_LINE = "[Carryover ref {marker}]"
 SHORTENED = "\n[… shortened to fit the upstream's size limit]"
 MARKER_PATTERN = re.compile(r"\[Carryover ref (co-\d{1,19}-[a-z_]{1,32}(?:-[0-9a-f]{12})?)\]")
@@ -139,7 +143,13 @@ class Outbox(LeasedQueue):
             .on_conflict_do_nothing()
             .returning(writes.c.id)
         )
-        return conn.execute(statement).first() is not None
+        queued = conn.execute(statement).first()
+        if queued is None:
+            return False
+        timed = queued_notes.get()
+        if timed is not None:
+            timed.append(int(queued.id))
+        return True
 
     def for_ticket(self, target: str, target_ref: str) -> list[Row]:
         """Return the writes queued for one ticket or case."""

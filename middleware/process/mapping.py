@@ -201,6 +201,28 @@ class PluginMapping:
             said_by=said_by,
         )
 
+    def record_ref(self, event_type: str, payload: Mapping[str, Any]) -> str | None:
+        """Return the record an event is about ("zendesk:ticket:5149"), or None if unclear.
+
+        Two fields of the payload only, so that a delivery can be named in the log when it is
+        accepted; the full mapping runs later, in the worker.
+        """
+        mapping = self.events.get(event_type)
+        if mapping is None:
+            return None
+        try:
+            if mapping.record == "customer":
+                kind: Any = event_type.split(".")[0]
+            else:
+                kind = self._evaluate(mapping.fields.get("kind"), payload, "kind")
+            found = self._evaluate(mapping.fields.get("external_id"), payload, "external_id")
+            external_id = _external_id(found, "external_id")
+        except (MappingError, LookupError, TypeError, ValueError):
+            return None
+        if mapping.record != "customer" and kind not in KINDS:
+            return None
+        return f"{self.source}:{kind}:{external_id}"
+
     def _identities(
         self, mapping: EventMapping, payload: Mapping[str, Any], where: str
     ) -> tuple[Identity, ...]:

@@ -17,7 +17,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.customers.retention import (
@@ -37,7 +37,7 @@ from middleware.errors import (
 from middleware.installation import Installation
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.integrations.usage import ApiUsage, record_usage
-from middleware.notes.outbox import ATTEMPTING
+from middleware.notes.outbox import ATTEMPTING, queued_notes
 from middleware.process.mapping import MappingError
 from middleware.process.pipeline import NotConfigured, process_delivery
 from middleware.store.queue import (
@@ -53,7 +53,7 @@ from middleware.store.queue import (
     add_failure,
     add_trail,
 )
-from middleware.store.tables import utcnow
+from middleware.store.tables import interactions, utcnow
 from middleware.throttled_log import ThrottledLog, store_error
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,23 @@ GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on th
 # of any of them; the first check waits a little, so that a start is not slowed by it.
 PURGE_CHECK_S = 300.0
 PURGE_FIRST_AFTER_S = 60.0
+MAX_LOGGED_ERROR = 300  # an error is kept whole in the store; the log line gets its start
 HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
+
+
+def _log_processed(row: Row, outcome: str, busy_s: float, error: str | None, notes: int) -> None:
+    """Log how processing a delivery ended: done, retried later (still pending) or dead."""
+    said_outcome = outcome if outcome in (DONE, DEAD) else "retry"
+    fields = {"delivery_id": row.id, "integration": row.plugin, "outcome": said_outcome,
+              "duration_ms": round(busy_s * 1000, 1), "notes_queued": notes}  # fmt: skip
+    if outcome == DONE:
+        log.info("processed %s delivery in:%d in %.0f ms: done, %d note%s queued", row.plugin,
+                 row.id, busy_s * 1000, notes, "" if notes == 1 else "s", extra=fields)  # fmt: skip
+        return
+    said = (error or "")[:MAX_LOGGED_ERROR]
+    level, how = (logging.ERROR, "dead") if outcome == DEAD else (logging.WARNING, "retried later")
+    log.log(level, "processed %s delivery in:%d in %.0f ms: %s: %s", row.plugin, row.id,
+            busy_s * 1000, how, said, extra={**fields, "error": said})  # fmt: skip
 
 
 class Worker:
@@ -207,30 +223,43 @@ class Worker:
         inbox = self.core.inbox
         if not self._renew(inbox, row):  # claimed in a batch: its lease may have run out
             return
+        started = time.monotonic()
+        queued: list[int] = []
+        timing = queued_notes.set(queued)
+        error = None
         try:
             steps = process_delivery(self.core, row)
         except RateLimited as exc:  # its upstream is paused: nothing was sent
-            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
-                              after_s=exc.retry_after, count_attempt=False,
-                              waiting_for=PAUSED_UPSTREAM)  # fmt: skip
+            error = str(exc)
+            outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=True,
+                                        after_s=exc.retry_after, count_attempt=False,
+                                        waiting_for=PAUSED_UPSTREAM)  # fmt: skip
         except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
-            trail = add_failure(row.trail, str(exc))
-            inbox.settle(row.id, self.owner, status=DEAD, last_error=str(exc), trail=trail,
+            error = str(exc)
+            trail = add_failure(row.trail, error)
+            inbox.settle(row.id, self.owner, status=DEAD, last_error=error, trail=trail,
                          attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
+            outcome = DEAD
         except UpstreamError as exc:
-            inbox.retry_later(row, self.owner, str(exc), self.policy, transient=True,
-                              trail=add_failure(row.trail, str(exc)))  # fmt: skip
+            error = str(exc)
+            outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=True,
+                                        trail=add_failure(row.trail, error))  # fmt: skip
         except Exception as exc:  # never let one delivery stop the worker
             self._unexpected(exc, "delivery %s failed", row.id)
             error = f"{type(exc).__name__}: {exc}"
-            inbox.retry_later(row, self.owner, error, self.policy, transient=False,
-                              trail=add_failure(row.trail, error))  # fmt: skip
+            outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=False,
+                                        trail=add_failure(row.trail, error))  # fmt: skip
         else:
             trail = row.trail
             for step in steps or ["no events"]:
                 trail = add_trail(trail, "processed", step)
             inbox.settle(row.id, self.owner, status=DONE, finished_at=utcnow(), trail=trail,
                          last_error=None, failing_since=None, waiting_for=None)  # fmt: skip
+            outcome = DONE
+            self.core.metrics.notes_queued(queued, row.received_at)
+        finally:
+            queued_notes.reset(timing)
+        _log_processed(row, outcome, time.monotonic() - started, error, len(queued))
 
     # -- notes -----------------------------------------------------------------------------
     def _write(self, row: Row) -> None:
@@ -257,7 +286,7 @@ class Worker:
                                   waiting_for=UNKNOWN_OUTCOME)  # fmt: skip
                     return
                 if plugin.note_exists(row.target_ref, row.marker):
-                    self._written(row)
+                    self._written(row, found=True)
                     return
             budget = plugin.write_budget_per_minute()
             wait = self.core.health.reserve_write(row.target, budget) if budget else 0.0
@@ -308,9 +337,33 @@ class Worker:
             return {}
         return {"status": PENDING, "attempted_at": None}
 
-    def _written(self, row: Row) -> None:
+    def _written(self, row: Row, found: bool = False) -> None:
+        """Settle a note written (or found written upstream), time it and log it."""
         self.core.outbox.settle(row.id, self.owner, status=DONE, done_at=utcnow(), last_error=None,
                                 failing_since=None, waiting_for=None)  # fmt: skip
+        seconds = self.core.metrics.note_written(row.target, row.id, row.created_at)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        customer_id = self._customer_of(row.interaction_id)
+        how = "found already written on" if found else "written to"
+        log.info(
+            "note out:%d %s %s %s for customer %s, %.1f s after its webhook", row.id, how,
+            row.target, row.target_ref, customer_id or "unknown", seconds,
+            extra={"write_id": row.id, "integration": row.target, "target_ref": row.target_ref,
+                   "customer_id": customer_id, "purpose": row.purpose, "found_upstream": found,
+                   "latency_s": round(seconds, 3)},
+        )  # fmt: skip
+
+    def _customer_of(self, interaction_id: int) -> int | None:
+        """Return the customer of a note's interaction, for the log (None if unknown)."""
+        try:
+            with self.core.engine.connect() as conn:
+                found = conn.execute(
+                    select(interactions.c.customer_id).where(interactions.c.id == interaction_id)
+                ).scalar()
+        except SQLAlchemyError:
+            return None
+        return int(found) if found is not None else None
 
     # -- the loop ----------------------------------------------------------------------------
     def run_forever(self, lane: Lane | None = None) -> None:

@@ -23,6 +23,13 @@ class LiveUpdates:
         self._seq = 0
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=KEEP)
         self._streams = threading.BoundedSemaphore(DEFAULT_STREAMS)
+        self._open = 0  # streams open now, for /metrics
+        self._open_lock = threading.Lock()
+
+    @property
+    def open_streams(self) -> int:
+        """Return how many streams (open screen-pops) this process holds now."""
+        return self._open
 
     def limit_streams(self, count: int) -> None:
         """Allow at most `count` open streams (each holds a web server thread)."""
@@ -30,10 +37,16 @@ class LiveUpdates:
 
     def open_stream(self) -> bool:
         """Take a stream slot; False when every slot is taken."""
-        return self._streams.acquire(blocking=False)
+        if not self._streams.acquire(blocking=False):
+            return False
+        with self._open_lock:
+            self._open += 1
+        return True
 
     def close_stream(self) -> None:
         """Give a stream slot back."""
+        with self._open_lock:
+            self._open -= 1
         self._streams.release()
 
     @property

@@ -62,7 +62,7 @@ def create_app(
     """Build the web app for one installation (the worker is started by the caller)."""
     from middleware.ingest import hooks
     from middleware.reads import context_api
-    from middleware.web import health, security_headers
+    from middleware.web import health, metrics, security_headers
 
     core = core or build_installation(config or Config(), registry)
     app = Flask(__name__, template_folder=None)
@@ -77,7 +77,7 @@ def create_app(
     app.session_interface = AdminSessionInterface()
     app.extensions["carryover"] = core
     app.url_map.converters["id"] = StoreIdConverter
-    for blueprint in (hooks.bp, context_api.bp, health.bp, *page_blueprints()):
+    for blueprint in (hooks.bp, context_api.bp, health.bp, metrics.bp, *page_blueprints()):
         app.register_blueprint(blueprint)
     security_headers.init_app(app)
 
