@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 
-from middleware.customers.edits import LONGEST_SEARCHED, search_customers
+from middleware.customers.edits import LONGEST_SEARCHED, live_customer, search_customers
 from middleware.store.tables import (
     customers,
     deliveries,
@@ -199,3 +199,50 @@ def _exists(
     conn: Connection, t: Table, wanted: list[ColumnElement[bool]], beyond: ColumnElement[bool]
 ) -> bool:
     return conn.execute(select(t.c.id).where(*wanted, beyond).limit(1)).first() is not None
+
+
+def links_of_delivery(conn: Connection, delivery_id: int) -> dict[str, Any]:
+    """Return what a delivery links to: the customers it spoke of, its records, their notes."""
+    spoke_of = conn.execute(
+        select(delivery_customers.c.customer_id)
+        .where(delivery_customers.c.delivery_id == delivery_id)
+        .order_by(delivery_customers.c.customer_id)
+    ).scalars()
+    people = [_customer(conn, customer_id) for customer_id in spoke_of]
+    records = list(conn.execute(
+        select(interactions)
+        .join(delivery_records, delivery_records.c.interaction_id == interactions.c.id)
+        .where(delivery_records.c.delivery_id == delivery_id)
+        .order_by(interactions.c.id)
+    ))  # fmt: skip
+    notes = list(conn.execute(
+        select(writes).where(writes.c.interaction_id.in_([r.id for r in records]))
+        .order_by(writes.c.id)
+    )) if records else []  # fmt: skip
+    return {"people": [p for p in people if p is not None], "records": records, "notes": notes}
+
+
+def links_of_note(conn: Connection, row: Row) -> dict[str, Any]:
+    """Return what a note links to: the record that caused it, its customer, its deliveries."""
+    record = conn.execute(
+        select(interactions).where(interactions.c.id == row.interaction_id)
+    ).first()
+    person = _customer(conn, record.customer_id) if record and record.customer_id else None
+    carried = list(conn.execute(
+        select(deliveries.c.id, deliveries.c.plugin, deliveries.c.received_at,
+               deliveries.c.status, deliveries.c.attempts, deliveries.c.event_keys)
+        .join(delivery_records, delivery_records.c.delivery_id == deliveries.c.id)
+        .where(delivery_records.c.interaction_id == row.interaction_id)
+        .order_by(deliveries.c.id)
+    ))  # fmt: skip
+    return {"record": record, "person": person, "carried": carried}
+
+
+def _customer(conn: Connection, customer_id: int) -> Row | None:
+    """Return the customer an id stands for now (merges followed), with its name."""
+    live = live_customer(conn, customer_id)
+    if live is None:
+        return None
+    return conn.execute(
+        select(customers.c.id, customers.c.name).where(customers.c.id == live)
+    ).first()

@@ -466,7 +466,7 @@ def test_migration_0013_links_webhooks_processed_before_it_by_their_trails(
     from middleware.store.tables import _alembic_config, upgrade
 
     ann_wrote_twice(hooks, worker)
-    command.downgrade(_alembic_config(core.engine), "0011")
+    command.downgrade(_alembic_config(core.engine), "0012")
     upgrade(core.engine)
     assert listed(admin_client, q="5141") == ["in:1"]
     assert listed(admin_client, q="5149") == ["in:2"]
