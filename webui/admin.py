@@ -205,8 +205,10 @@ def overview() -> str:
         figures = overview_figures(conn, upstream_keys(core.registry))
         inbound = core.inbox.count_by_status(conn)
         outbound = core.outbox.count_by_status(conn)
+    faults = {u.key: u for u in figures.upstreams}
     plugins = [
         {"key": key, "title": cls.title, "configured": key in core.registry.instances,
+         "connection": integration_pages.connection_of(cls, faults.get(key)),
          "webhook_url": f"{core.config.public_url}/hooks/{key}"}
         for key, cls in sorted(core.registry.classes.items())
     ]  # fmt: skip

@@ -159,3 +159,13 @@ def test_the_deliveries_pages_need_a_login(client):
     """Without a session, the list redirects to the login form."""
     assert client.get("/admin/deliveries/").status_code == 302
     assert client.post("/admin/deliveries/replay-dead").status_code == 400  # no CSRF token
+
+
+def test_replaying_a_row_that_does_not_exist_goes_back_saying_so(admin_client, admin):
+    """No such delivery: a redirect to the list with the reason, not an error page."""
+    token = admin.csrf(admin_client.get("/admin/deliveries/").data)
+    response = admin_client.post("/admin/deliveries/in/999/replay", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/admin/deliveries/?direction=in")
+    page = admin_client.get(response.headers["Location"]).data.decode()
+    assert "Not queued: there is no delivery 999." in page
