@@ -79,7 +79,9 @@ def connect(key: str) -> ResponseReturnValue:
     if core.registry.source_of(key) == "file":
         return _back(key, _why_not_disconnected(cls))
     settings, errors = read_form(key, cls.settings, request.form, _saved_settings(key))
-    if not errors:
+    if errors:
+        errors.update(_more_errors(key, cls, settings, errors))
+    else:
         try:
             core.integrations.connect(key, settings, g.admin.username)
         except ConfigError as exc:
@@ -233,6 +235,25 @@ def read_form(
         except (ConfigError, UpstreamRefused) as exc:
             errors[name] = _plain(key, str(exc))
     return settings, errors
+
+
+def _more_errors(
+    key: str, cls: type[Plugin], settings: Mapping[str, Any], errors: Mapping[str, str]
+) -> dict[str, str]:
+    """Find the plugin's own error of another field, with the wrong ones left out if it can.
+
+    The plugin checks formats and combinations (an org id, a complete login) one after the
+    other; with an optional wrong field left blank it can still name a second field at fault.
+    """
+    if any(cls.settings[name].required for name in errors if name in cls.settings):
+        return {}
+    rest = {name: None if name in errors else value for name, value in settings.items()}
+    try:
+        current_installation().integrations.check(key, rest)
+    except ConfigError as exc:
+        found = field_error(key, cls.settings, str(exc))
+        return {name: text for name, text in found.items() if name and name not in errors}
+    return {}
 
 
 def _form_value(setting: Setting, form: Mapping[str, str], name: str, saved: Any) -> Any:
