@@ -136,6 +136,8 @@ def disconnect(key: str) -> ResponseReturnValue:
 def confirm_generate_secret(key: str) -> ResponseReturnValue:
     """Ask before a new webhook secret replaces the one the sender uses."""
     cls = _generating(key)
+    if current_installation().registry.source_of(key) == "file":
+        return _back(key, _why_not_disconnected(cls))
     name = cls.generated_secret
     facts = [f"Carryover makes a new {name}, saves it and shows it to you once, on the next page."]
     if (_saved_settings(key) or {}).get(str(name)):
@@ -156,9 +158,11 @@ def generate_secret(key: str) -> ResponseReturnValue:
     a URL; the page takes it out, so a reload shows it no more and makes no other.
     """
     cls = _generating(key)
+    core = current_installation()
+    if core.registry.source_of(key) == "file":
+        return _back(key, _why_not_disconnected(cls))
     if request.form.get("confirmed") != "yes":
         return redirect(url_for("admin.integrations.confirm_generate_secret", key=key))
-    core = current_installation()
     value = cls.generate_secret()
     settings = {**(_saved_settings(key) or {}), str(cls.generated_secret): value}
     try:

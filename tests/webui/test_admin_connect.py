@@ -347,6 +347,19 @@ def test_a_generated_cti_secret_is_asked_for_shown_once_and_verifies_signed_even
     assert bare.registry.get("cti").options["secret"] == secret  # the reload made no other
 
 
+def test_a_secret_of_the_configuration_file_is_not_replaced_from_the_browser(admin_client):
+    """The PBX's secret set in the file stays: asking or posting goes back saying why."""
+    secret = admin_client.application.extensions["carryover"].registry.get("cti").options["secret"]
+    for answer in (admin_client.get("/admin/integrations/cti/generate-secret"),
+                   submit(admin_client, "/admin/integrations/cti/generate-secret",
+                          confirmed="yes")):  # fmt: skip
+        assert answer.status_code == 302 and answer.headers["Location"].endswith("/cti")
+    page = admin_client.get("/admin/integrations/cti").data.decode()
+    assert "configured in the configuration file; change it there." in page
+    assert admin_client.application.extensions["carryover"].registry.get("cti").options[
+        "secret"] == secret  # fmt: skip
+
+
 def test_plugins_that_take_their_secret_from_the_sender_generate_none(browser):
     """Zendesk makes its own signing secret; there is nothing for Carryover to generate."""
     assert submit(browser, "/admin/integrations/zendesk/generate-secret").status_code == 404
