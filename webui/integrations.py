@@ -34,6 +34,7 @@ from webui.history import history_section
 from webui.refusals import refusals_last_day, refusals_section
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
+PASSED, FAILED, NOT_SENT = "passed", "failed", "not sent"  # how a connection test went
 REVEAL = "revealed_secret"  # the session key of a new secret shown on the next page view
 # Words that a setting's name abbreviates, as an admin reads them in a label.
 LABEL_WORDS = {"api": "API", "url": "URL", "id": "ID", "sid": "SID", "cti": "CTI",
@@ -96,8 +97,11 @@ def connect(key: str) -> ResponseReturnValue:
     outcome = run_connection_test(plugin) if plugin is not None else None
     if outcome is None:
         flash(f"Saved: {cls.title} is connected.")
-    elif outcome[0]:
+    elif outcome[0] == PASSED:
         flash(f"Saved: {cls.title} is connected, and the connection test passed: {outcome[1]}")
+    elif outcome[0] == NOT_SENT:
+        flash(f"Saved, not checked yet: the connection test was not sent ({outcome[1]}); "
+              "test the connection once the pause is over.", "error")  # fmt: skip
     else:
         flash(f"Saved, but {cls.title} is not working: the connection test failed: {outcome[1]}",
               "error")  # fmt: skip
@@ -184,30 +188,32 @@ def test_connection(key: str) -> ResponseReturnValue:
     outcome = run_connection_test(plugin)
     if outcome is None:
         flash(f"{plugin.title} only sends webhooks: there is no API to test.")
-    elif outcome[0]:
+    elif outcome[0] == PASSED:
         flash(outcome[1])
+    elif outcome[0] == NOT_SENT:
+        flash(f"Not tested: {outcome[1]}.", "error")
     else:
         flash(f"Connection test failed: {outcome[1]}", "error")
     return redirect(url_for("admin.integrations.detail", key=key))
 
 
-def run_connection_test(plugin: Plugin) -> tuple[bool, str] | None:
-    """Call the upstream once, record how it answered, and return (passed, what it said).
+def run_connection_test(plugin: Plugin) -> tuple[str, str] | None:
+    """Call the upstream once, record how it answered; return (PASSED/FAILED/NOT_SENT, words).
 
-    None when the plugin has no API. A call not sent (the upstream is paused) says so and
-    records nothing: it is not an answer.
+    None when the plugin has no API. A call not sent (the upstream is paused) records
+    nothing: it is not an answer.
     """
     try:
         answer = plugin.check_connection()
     except UpstreamPaused as exc:
-        return False, f"not sent: {exc}"
+        return NOT_SENT, str(exc)
     except UpstreamError as exc:
         current_installation().health.checked(plugin.key, str(exc))
-        return False, str(exc)
+        return FAILED, str(exc)
     if answer is None:
         return None
     current_installation().health.checked(plugin.key, None)
-    return True, answer
+    return PASSED, answer
 
 
 def read_form(

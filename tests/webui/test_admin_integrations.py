@@ -113,3 +113,19 @@ def test_a_failed_connection_test_turns_every_page_from_green_until_one_passes(
     page = admin_client.get("/admin/integrations/zendesk").data.decode()
     assert 'id="connection-state">connected</span>' in page and "is not working" not in page
     assert '<td class="ok">connected</td>' in admin_client.get("/admin/").data.decode()
+
+
+def test_a_connection_test_during_a_pause_is_not_sent_and_says_so(
+    admin_client, admin, fake_zendesk
+):
+    """After a 429 the state is "paused", not "not working"; a test then sends nothing."""
+    fake_zendesk.fail_next(429, headers={"Retry-After": "60"}, body={"error": "TooManyRequests"})
+    token = admin.csrf(admin_client.get("/admin/integrations/zendesk").data)
+    admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token})
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert 'id="connection-state">paused</span>' in page
+    calls = len(fake_zendesk.requests_log)
+    admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token})
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert "Not tested: Zendesk paused (Zendesk answered 429)" in page
+    assert len(fake_zendesk.requests_log) == calls  # nothing sent while paused
