@@ -207,8 +207,10 @@ def overview() -> str:
         inbound = core.inbox.count_by_status(conn)
         outbound = core.outbox.count_by_status(conn)
         purged = last_purge(conn)
+    faults = {u.key: u for u in figures.upstreams}
     plugins = [
         {"key": key, "title": cls.title, "configured": key in core.registry.instances,
+         "connection": integration_pages.connection_of(cls, faults.get(key)),
          "webhook_url": f"{core.config.public_url}/hooks/{key}"}
         for key, cls in sorted(core.registry.classes.items())
     ]  # fmt: skip

@@ -142,7 +142,9 @@ def replay(direction: str, row_id: int) -> ResponseReturnValue:
     """Queue one delivery or note again."""
     queue = current_installation().inbox if direction == "in" else current_installation().outbox
     if not queue.replay([row_id]):
-        abort(404, f"There is no {'delivery' if direction == 'in' else 'note'} {row_id}.")
+        flash(f"Not queued: there is no {'delivery' if direction == 'in' else 'note'} {row_id}.",
+              "error")  # fmt: skip
+        return redirect(url_for("admin.deliveries.listing", direction=direction))
     current_installation().wake.set()
     log_change("delivery.replay", f"{'delivery' if direction == 'in' else 'note'} {row_id}")
     flash(f"{'Delivery' if direction == 'in' else 'Note'} {row_id} is queued again.")

@@ -117,7 +117,9 @@ def start(key: str) -> ResponseReturnValue:
     core = current_installation()
     plugin = core.registry.get(key)
     if plugin is None or not plugin.has_capability(Capability.IMPORT_HISTORY):
-        abort(404, "This integration is not connected, or does not import history.")
+        flash("Not started: this integration is not connected, or does not import history.",
+              "error")  # fmt: skip
+        return redirect(url_for("admin.integrations.detail", key=key))
     back = redirect(url_for("admin.integrations.detail", key=key) + "#history")
     typed = request.form.get("since") or DEFAULT_SINCE
     try:
@@ -150,8 +152,9 @@ def stop(key: str) -> ResponseReturnValue:
     """Stop an import this process runs after its current page (it can be continued)."""
     job = _jobs().get(key)
     if job is None:
-        abort(409, "No import of this integration runs in this web process (one started with "
-                   "`carryover backfill` stops with Ctrl-C).")  # fmt: skip
+        flash("Nothing to stop: no import of this integration runs in this web process (one "
+              "started with `carryover backfill` stops with Ctrl-C).", "error")  # fmt: skip
+        return redirect(url_for("admin.integrations.detail", key=key) + "#history")
     job.stopping.set()
     log_change("history.stop", f"integration {key}")
     flash("Stopping after the current page; start it again to continue where it stopped.")

@@ -119,7 +119,8 @@ def rollback(key: str, version_id: int) -> ResponseReturnValue:
     try:
         current_installation().mappings.roll_back(key, version_id, g.admin.username)
     except ValueError as exc:  # no such version, or it no longer validates
-        abort(409, str(exc))
+        flash(f"Not rolled back: {exc}", "error")
+        return redirect(url_for("admin.mappings.editor", key=key))
     log_change("mapping.restore", f"mapping {key}", f"version {version_id}")
     flash(f"Version {version_id} is in use again.")
     return redirect(url_for("admin.mappings.editor", key=key))

@@ -117,7 +117,8 @@ def rollback(name: str, version_id: int) -> ResponseReturnValue:
             _check_renders(name, old[0].document, None)
         _saved_templates().roll_back(name, version_id, g.admin.username)
     except DocumentError as exc:
-        abort(409, f"Not rolled back: {exc}")
+        flash(f"Not rolled back: {exc}", "error")
+        return redirect(url_for("admin.templates.editor", name=name))
     current_installation().renderer.failures.forget(name)
     log_change("template.restore", f"template {name}", f"version {version_id}")
     flash(f"Version {version_id} of {name} is in use again.")

@@ -111,7 +111,7 @@ def check_url(url: str, allow_private: bool, where: str) -> None:
     """Refuse an upstream URL by its form and literal host (no lookup); UpstreamRefused."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UpstreamRefused(f"{where}: expected an http:// or https:// URL, got {url!r}")
+        raise UpstreamRefused(f"{where}: {_not_a_web_address(url)}")
     if "@" in parts.netloc:
         raise UpstreamRefused(f"{where}: credentials do not belong in the URL")
     try:
@@ -126,6 +126,19 @@ def check_url(url: str, allow_private: bool, where: str) -> None:
         reason = _forbidden(literal, allow_private)
         if reason:
             raise UpstreamRefused(f"{where}: {host} is {reason}")
+
+
+def _not_a_web_address(url: str) -> str:
+    """Say what is wrong with a URL that is not http(s)://host…, and how to write it."""
+    if "://" not in url:
+        host = url.strip().lstrip("/")
+        if not host:
+            return "a URL is required, such as https://acme.example.com"
+        return f"{url!r} lacks its scheme: write https://{host}"
+    scheme = url.split("://", 1)[0]
+    if scheme.lower() not in ("http", "https"):
+        return f"{url!r} is not a web address: only http:// and https:// URLs can be called"
+    return f"{url!r} has no host name: write it as https://host, such as https://acme.example.com"
 
 
 class UpstreamGuard:
@@ -166,6 +179,11 @@ class UpstreamGuard:
         """Count a call made, by the HTTP status it got (or that it got none)."""
         if self.health is not None:
             self.health.count_call(self.target, status)
+
+    def refused(self, detail: str) -> None:
+        """Record an answer that refuses the credentials (401): no pause, but not well."""
+        if self.health is not None:
+            self.health.refused(self.target, detail)
 
     def answered(self) -> None:
         """Note an answer that says the upstream is well (2xx to 4xx other than 429)."""

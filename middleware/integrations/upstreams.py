@@ -41,6 +41,7 @@ CACHE_S = 0.5  # how stale a process's view of a pause may be
 FIRST_PAUSE_S = 1.0  # the pause after one 5xx or timeout; it doubles with each in a row
 BUDGET_WINDOW_S = 60.0
 NO_ANSWER = "error"  # the status counted for a call that got no answer (see /metrics)
+UNAUTHORIZED = 401
 
 
 def call_failed(title: str, exc: requests.RequestException) -> UpstreamError:
@@ -69,9 +70,10 @@ def send_observed(
     """Send one upstream call through its guard, and let every process see how it went.
 
     Nothing is sent to a refused host or while the upstream is paused (UpstreamPaused). No
-    answer or a 5xx counts as a failure in a row; any other answer clears the run. An answer
-    that `limited` calls a rate limit, as (the pause's reason, the error to raise), pauses
-    the upstream until the error's retry_after and raises the error.
+    answer or a 5xx counts as a failure in a row; a 401 (the credentials refused) is
+    recorded as the upstream's latest answer without a pause; any other answer clears both.
+    An answer that `limited` calls a rate limit, as (the pause's reason, the error to
+    raise), pauses the upstream until the error's retry_after and raises the error.
     """
     # UpstreamRefused: a permanent failure of the call; UpstreamPaused: not sent, retry
     guard.check(url)
@@ -90,6 +92,8 @@ def send_observed(
         raise refusal
     if response.status_code >= 500:
         guard.failed(f"{title} answered {response.status_code}")
+    elif response.status_code == UNAUTHORIZED:
+        guard.refused(f"{title} refused the credentials (answered {UNAUTHORIZED})")
     else:
         guard.answered()
     return response
@@ -129,11 +133,35 @@ class UpstreamStatus:
             return 0.0
         return max(0.0, (self.blocked_until - now).total_seconds())
 
+    @property
+    def last_answer_failed(self) -> bool:
+        """Tell whether the newest answer recorded is an error (no success since it).
+
+        A rate limit's error is not one: it paused the upstream until after it was met.
+        """
+        if self.last_error_at is None:
+            return False
+        if self.blocked_until is not None and self.blocked_until >= self.last_error_at:
+            return False
+        return self.last_ok_at is None or self.last_ok_at < self.last_error_at
+
+    @property
+    def last_answer_at(self) -> datetime | None:
+        """Return when the upstream last answered, well or not, as far as the store knows."""
+        times = [t for t in (self.last_ok_at, self.last_error_at) if t is not None]
+        return max(times) if times else None
+
     def state(self, now: datetime) -> str:
-        """Return "paused", "failing" (not paused, failed last time) or "ok"."""
+        """Return "paused", "failing" (not paused, failed last time), "refused" or "ok".
+
+        "refused": the upstream answered, but with an error that no pause helps (a refused
+        token, a failed connection test); nothing waits for it, and a success clears it.
+        """
         if self.paused_for(now) > 0:
             return "paused"
-        return "failing" if self.failures else "ok"
+        if self.failures:
+            return "failing"
+        return "refused" if self.last_answer_failed else "ok"
 
 
 class UpstreamHealth:
@@ -210,10 +238,40 @@ class UpstreamHealth:
             )
         )
 
+    def refused(self, target: str, detail: str) -> None:
+        """Record an answer that refuses the call for good (a 401): shown, but no pause."""
+        now = utcnow()
+        with self._best_effort(target), self.engine.begin() as conn:
+            self._ensure_row(conn, target)
+            conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(last_error=detail, last_error_at=now)
+            )
+        self._forget(target)
+
+    def checked(self, target: str, error: str | None) -> None:
+        """Record the outcome of a connection test: a success, or the error it met.
+
+        A success clears a run of failures and dates the upstream's last good answer; an
+        error becomes its latest answer, without a pause (an admin asked for this call).
+        """
+        if error is not None:
+            self.refused(target, error)
+            return
+        with self._best_effort(target), self.engine.begin() as conn:
+            self._ensure_row(conn, target)
+            conn.execute(
+                update(upstream_state)
+                .where(upstream_state.c.target == target)
+                .values(failures=0, last_ok_at=utcnow())
+            )
+        self._forget(target)
+
     def succeeded(self, target: str) -> None:
         """Clear a run of failures once the upstream answers again (a write only when needed)."""
         status = self._cached(target)
-        if status is None or status.failures == 0:
+        if status is None or not (status.failures or status.last_answer_failed):
             return
         with self._best_effort(target), self.engine.begin() as conn:
             conn.execute(

@@ -44,7 +44,9 @@ def test_an_identity_split_off_becomes_a_customer_and_merging_brings_it_back(
     expect(page.locator("h1")).to_have_text(f"Ann Example #{ann}")
     expect(identity_row(page, ANN_PHONE)).to_have_count(1)
 
-    identity_row(page, ANN_PHONE).get_by_role("button", name="Split off").click()
+    identity_row(page, ANN_PHONE).get_by_role("link", name="Split off…").click()
+    expect(page.get_by_role("heading", name=f"Split {ANN_PHONE} off Ann Example?")).to_be_visible()
+    page.get_by_role("button", name="Split it off").click()
     expect(page.get_by_role("status")).to_contain_text("the two stay apart")
     expect(identity_row(page, ANN_PHONE)).to_have_count(0)
     expect(identity_row(page, ANN_EMAIL)).to_have_count(1)
@@ -57,6 +59,7 @@ def test_an_identity_split_off_becomes_a_customer_and_merging_brings_it_back(
 
     page.goto(f"/admin/customers/{ann}")
     page.get_by_label("Customer number").fill(str(caller))
+    page.get_by_role("button", name=f"Merge into #{ann}…").click()
     page.get_by_role("button", name=f"Merge into #{ann}").click()
     expect(page.get_by_role("status")).to_have_text(f"Customer {caller} is merged into this one.")
     expect(identity_row(page, ANN_PHONE)).to_have_count(1)
@@ -76,6 +79,8 @@ def test_erasing_needs_the_typed_number_and_then_search_finds_nobody(admin_page:
     """A wrong confirmation is refused; the right one erases Ann, whom search no longer finds."""
     page = admin_page
     ann = open_profile(page, ANN_EMAIL)
+    page.get_by_role("link", name=f"Erase customer #{ann}…").click()
+    expect(page.get_by_role("heading", name="Erase Ann Example?")).to_be_visible()
     erase = page.get_by_role("button", name=f"Erase customer #{ann}")
     page.get_by_label("to confirm").fill(str(ann + 1))
     erase.click()
@@ -84,6 +89,7 @@ def test_erasing_needs_the_typed_number_and_then_search_finds_nobody(admin_page:
     )
     assert open_profile(page, ANN_EMAIL) == ann  # still there
 
+    page.get_by_role("link", name=f"Erase customer #{ann}…").click()
     page.get_by_label("to confirm").fill(str(ann))
     erase.click()
     expect(page.get_by_role("status")).to_contain_text(f"Customer {ann} is erased:")

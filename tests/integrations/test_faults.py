@@ -295,3 +295,43 @@ def test_an_upstream_is_paused_while_blocked_else_failing_after_a_failure(
     until = now + timedelta(seconds=blocked_for_s) if blocked_for_s is not None else None
     status = UpstreamStatus("zendesk", until, failures, None, None, None, None)
     assert status.state(now) == state
+
+
+@pytest.mark.parametrize(
+    ("error_s", "ok_s", "blocked_s", "state"),
+    [(-5, None, None, "refused"), (-5, -10, None, "refused"), (-10, -5, None, "ok"),
+     (-5, None, -5 + 37, "paused"), (-50, None, -50 + 37, "ok")],
+)  # fmt: skip
+def test_an_upstream_whose_last_answer_was_an_error_is_refused_until_a_success(
+    error_s, ok_s, blocked_s, state
+):
+    """A 401 or a failed test is the latest answer until a success; a 429's pause is not one."""
+    now = utcnow()
+    at = {k: now + timedelta(seconds=v) if v is not None else None
+          for k, v in {"error": error_s, "ok": ok_s, "blocked": blocked_s}.items()}  # fmt: skip
+    status = UpstreamStatus("zendesk", at["blocked"], 0, None, "Zendesk answered 401",
+                            at["error"], at["ok"])  # fmt: skip
+    assert status.state(now) == state
+
+
+def test_a_note_refused_for_its_credentials_shows_zendesk_not_working_until_a_success(
+    queued_note, admin_client, worker, fake_zendesk, core
+):
+    """A 401 on a note: no pause, but the pages and /readyz say it; the next success clears it."""
+    fake_zendesk.fail_next(401, body={"error": "Couldn't authenticate you"})
+    worker.drain()
+    assert core.health.paused_for("zendesk") == 0  # nothing waits for a pause
+    page = page_text(admin_client, "/admin/integrations/zendesk")
+    assert "Zendesk not working" in page
+    assert "Zendesk is not working : its last answer" in page
+    assert "refused the credentials" in page
+    assert "not working" in page_text(admin_client, "/admin/integrations/")
+    assert "Zendesk is not working" in page_text(admin_client, "/admin/")
+    body = admin_client.get("/readyz").get_json()
+    assert (body["status"], body["upstreams"]["zendesk"]["state"]) == ("degraded", "refused")
+
+    core.registry.get("zendesk").check_connection()  # answered: the token works again
+    core.health._forget()
+    page = page_text(admin_client, "/admin/integrations/zendesk")
+    assert "Zendesk connected" in page and "is not working" not in page
+    assert admin_client.get("/readyz").get_json()["status"] == "ready"

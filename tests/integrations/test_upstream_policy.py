@@ -62,11 +62,11 @@ def connect_zendesk(client: FlaskClient, url: str, **extra: str):
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("ftp://acme.zendesk.com", "http:// or https://"),
-        ("file:///etc/passwd", "http:// or https://"),
-        ("gopher://acme.zendesk.com", "http:// or https://"),
-        ("acme.zendesk.com", "http:// or https://"),
-        ("https://user:pw@acme.zendesk.com", "credentials"),
+        ("ftp://acme.zendesk.com", "only http:// and https:// URLs can be called"),
+        ("file:///etc/passwd", "only http:// and https:// URLs can be called"),
+        ("gopher://acme.zendesk.com", "only http:// and https:// URLs can be called"),
+        ("acme.zendesk.com", "lacks its scheme: write https://acme.zendesk.com"),
+        ("https://user:pw@acme.zendesk.com", "Credentials do not belong in the URL"),
         ("http://169.254.169.254/latest/meta-data", "link-local"),
         ("http://[fe80::1]/", "link-local"),
         ("http://[::ffff:169.254.169.254]/", "link-local"),

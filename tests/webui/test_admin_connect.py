@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import stat
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from sqlalchemy import select
 from middleware.admin.accounts import create_admin
 from middleware.config import Config, ConfigError
 from middleware.installation import Installation, build_installation
+from middleware.integrations.faults import UpstreamFaults
 from middleware.integrations.saved import IntegrationVersions
+from middleware.integrations.upstreams import UpstreamStatus
 from middleware.process.worker import Worker
 from middleware.store.sealed import SealError, SecretBox, installation_key, key_file
 from middleware.store.tables import (
@@ -28,6 +32,7 @@ from middleware.web.app import create_app
 from tests.actions import AdminActions, ConfigFactory
 from tests.payloads import cti_body, cti_headers, fixture_bytes
 from tests.values import ADMIN_PASSWORD, ZENDESK_EMAIL, ZENDESK_SECRET, ZENDESK_TOKEN
+from webui.integrations import connection_state as connection_state_of
 
 
 @pytest.fixture
@@ -83,6 +88,64 @@ def test_zendesk_connected_in_the_browser_takes_webhooks_and_writes_notes(
     assert bare.inbox.listing()[0].status == "done"
 
 
+def connection_state(page: str) -> str:
+    """Return what the integration page's heading says of the connection."""
+    return page.split('id="connection-state">')[1].split("</span>")[0]
+
+
+def test_saving_a_refused_token_is_not_connected_until_a_test_passes(bare, browser, fake_zendesk):
+    """Saving tests at once: a 401 shows "not working" with the error; a later pass clears it."""
+    fake_zendesk.fail_next(401, body={"error": "Couldn't authenticate you"})
+    saved = submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))
+    assert saved.status_code == 302
+    page = browser.get("/admin/integrations/zendesk").data.decode()
+    assert (
+        "Saved, but Zendesk is not working: the connection test failed: Zendesk answered 401"
+        in (page)
+    )
+    assert connection_state(page) == "not working"
+    assert "<strong>Zendesk is not working</strong>" in page
+    latest = page.split("<th>Latest error</th>")[1].split("</tr>")[0]
+    assert "Zendesk answered 401" in latest
+    assert (
+        '<span class="error">not working</span>'
+        in browser.get("/admin/integrations/").data.decode()
+    )
+
+    passed = submit(browser, "/admin/integrations/zendesk/test")
+    assert passed.status_code == 302
+    page = browser.get("/admin/integrations/zendesk").data.decode()
+    assert "Zendesk answered as" in page
+    assert connection_state(page) == "connected" and "Zendesk is not working" not in page
+
+
+def test_saving_settings_that_work_says_so(bare, browser, fake_zendesk):
+    """The save's own test passes: connected, and who answered."""
+    submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))
+    page = browser.get("/admin/integrations/zendesk").data.decode()
+    assert "Saved: Zendesk is connected, and the connection test passed: Zendesk answered as" in (
+        page
+    )
+    assert connection_state(page) == "connected"
+
+
+def test_settings_saved_after_the_last_answer_are_not_checked_yet(bare, fake_zendesk):
+    """Until the upstream answers after a save, the state says so rather than "connected"."""
+    cls = bare.registry.classes["zendesk"]
+    now = utcnow()
+    answered = UpstreamFaults("zendesk", "ok", UpstreamStatus("zendesk", None, 0, None, None,
+                                                              None, now))  # fmt: skip
+    assert connection_state_of(cls, True, answered, now + timedelta(seconds=1)) == (
+        "caution", "not checked yet")  # fmt: skip
+    assert connection_state_of(cls, True, None, now) == ("caution", "not checked yet")
+    assert connection_state_of(cls, True, answered, now - timedelta(seconds=1)) == (
+        "ok", "connected")  # fmt: skip
+    assert connection_state_of(cls, True, None, None) == ("ok", "connected")  # the file's
+    assert connection_state_of(cls, False, answered, None) == ("muted", "not connected")
+    pbx = bare.registry.classes["cti"]  # no API to call: connected once configured
+    assert connection_state_of(pbx, True, None, now) == ("ok", "connected")
+
+
 def test_secrets_are_stored_sealed_and_never_shown_back(bare, browser, fake_zendesk):
     """The store holds no secret in clear, the page shows only that one is set."""
     submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))
@@ -103,38 +166,83 @@ def test_a_blank_secret_keeps_the_saved_one_and_clear_removes_it(bare, browser, 
     assert plugin.options["api_token"] == ZENDESK_TOKEN and plugin.options["timeout_s"] == 7.0
     cleared = submit(browser, "/admin/integrations/zendesk", **form, **{"clear-api_token": "1"})
     assert cleared.status_code == 400
-    assert "integrations.zendesk.api_token: required" in cleared.data.decode()
+    assert field_error(cleared.data.decode(), "api_token") == "Required: fill this in."
     assert bare.registry.get("zendesk").options["api_token"] == ZENDESK_TOKEN  # unchanged
 
 
+def field_error(page: str, name: str) -> str | None:
+    """Return the error shown next to a setting's field, None when it has none."""
+    marker = f'<p class="field-error" id="error-{name}">'
+    if marker not in page:
+        return None
+    return html.unescape(page.split(marker)[1].split("</p>")[0])
+
+
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "name", "message"),
     [
-        ({"url": ""}, "integrations.zendesk.url: required"),
-        ({"timeout_s": "ten"}, "zendesk.timeout_s: expected a number, got &#39;ten&#39;"),
-        ({"user_cache_ttl_s": "-5"}, "zendesk.user_cache_ttl_s: must not be negative"),
-        ({"timeout_s": "nan"}, "zendesk.timeout_s: expected a finite number, got nan"),
-        ({"timeout_s": "1e400"}, "zendesk.timeout_s: expected a finite number, got inf"),
+        ({"url": ""}, "url", "Required: fill this in."),
+        ({"timeout_s": "ten"}, "timeout_s", "Enter a number, such as 7.5; “ten” is not one."),
+        ({"ticket_updates_per_minute": "1.5"}, "ticket_updates_per_minute",
+         "Enter a whole number, such as 30; “1.5” is not one."),
+        ({"user_cache_ttl_s": "-5"}, "user_cache_ttl_s", "Must not be negative"),
+        ({"timeout_s": "nan"}, "timeout_s", "Expected a finite number, got nan"),
+        ({"timeout_s": "1e400"}, "timeout_s", "Expected a finite number, got inf"),
+        ({"url": "acme.zendesk.com"}, "url",
+         "'acme.zendesk.com' lacks its scheme: write https://acme.zendesk.com"),
+        ({"url": "ftp://x"}, "url",
+         "'ftp://x' is not a web address: only http:// and https:// URLs can be called"),
     ],
-)
-def test_bad_settings_are_refused_naming_the_key_and_nothing_is_saved(
-    bare, browser, fake_zendesk, changes, message
+)  # fmt: skip
+def test_bad_settings_are_refused_next_to_their_field_and_nothing_is_saved(
+    bare, browser, fake_zendesk, changes, name, message
 ):
-    """The form comes back with the error and what was typed; the store is unchanged."""
+    """The form comes back with the error beside the field, in words, and what was typed."""
     response = submit(browser, "/admin/integrations/zendesk",
                       **zendesk_form(fake_zendesk.url, **changes))  # fmt: skip
     assert response.status_code == 400
     page = response.data.decode()
-    assert message in page
+    assert field_error(page, name) == message
+    alert = page.split('role="alert">')[1].split("</div>")[0]
+    assert "integrations.zendesk." not in alert  # the file's key path is not the message
     assert ZENDESK_EMAIL in page  # the typed values are kept
     assert stored_documents(bare) == "" and bare.registry.get("zendesk") is None
+
+
+def test_every_field_error_is_shown_at_once_with_its_label(bare, browser, fake_zendesk):
+    """Three wrong fields get three errors in one answer, listed by label at the top."""
+    form = zendesk_form(fake_zendesk.url, url="acme.zendesk.com", email="", timeout_s="ten")
+    response = submit(browser, "/admin/integrations/zendesk", **form)
+    assert response.status_code == 400
+    page = response.data.decode()
+    assert "Not saved: 3 settings need a change." in page
+    assert {n for n in ("url", "email", "timeout_s", "api_token") if field_error(page, n)} == {
+        "url", "email", "timeout_s"}  # fmt: skip
+    assert '<a href="#setting-url">URL</a>' in page
+    assert '<a href="#setting-timeout_s">Timeout (seconds)</a>' in page
+    assert 'value="acme.zendesk.com"' in page and 'value="ten"' in page
+    assert stored_documents(bare) == ""
+
+
+def test_a_secret_typed_into_a_refused_form_is_not_sent_back(bare, browser, fake_zendesk):
+    """The page asks for the secret again instead of echoing it into the HTML."""
+    form = zendesk_form(fake_zendesk.url, url="ftp://x")
+    page = submit(browser, "/admin/integrations/zendesk", **form).data.decode()
+    assert ZENDESK_TOKEN not in page and ZENDESK_SECRET not in page
+    assert page.count("type it again") == 2  # api_token and webhook_secret
+
+
+def test_the_configuration_file_refuses_the_same_urls(database_url, make_config):
+    """A URL without its scheme stops the start with the message the admin UI shows."""
+    with pytest.raises(ConfigError, match="lacks its scheme: write https://acme.zendesk.com"):
+        build_installation(make_config(database_url, "acme.zendesk.com"))
 
 
 def test_a_bad_combination_is_refused_by_the_plugin_itself(bare, browser):
     """Salesforce needs one complete login; its own check names what is missing."""
     response = submit(browser, "/admin/integrations/salesforce", organization_id="00D70000000IVNp")
     assert response.status_code == 400
-    assert "configure a login" in response.data.decode()
+    assert "Not saved: Configure a login" in response.data.decode()
 
 
 def test_other_processes_pick_the_change_up(bare, browser, fake_zendesk, database_url, make_config):
@@ -149,27 +257,47 @@ def test_other_processes_pick_the_change_up(bare, browser, fake_zendesk, databas
         other.dispose()
 
 
-def test_disconnect_turns_the_webhooks_off_and_forgets_the_secrets(
+def test_disconnect_asks_first_then_turns_the_webhooks_off_and_forgets_the_secrets(
     bare, browser, fake_zendesk, hooks_for
 ):
-    """After a disconnect the endpoint answers 404 and no sealed secret is left."""
+    """The button leads to a question; only its confirmation disconnects, then 404 and no secret."""
     submit(browser, "/admin/integrations/zendesk", **zendesk_form(fake_zendesk.url))
-    assert submit(browser, "/admin/integrations/zendesk/disconnect").status_code == 302
+    page = browser.get("/admin/integrations/zendesk").data.decode()
+    assert 'href="/admin/integrations/zendesk/disconnect"' in page  # a link to the question
+    question = browser.get("/admin/integrations/zendesk/disconnect").data.decode()
+    assert "Disconnect Zendesk?" in question and "webhooks get 404" in question
+    assert (
+        'name="confirmed" value="yes"' in question
+        and 'href="/admin/integrations/zendesk"' in question
+    )
+
+    unasked = submit(browser, "/admin/integrations/zendesk/disconnect")  # not from the question
+    assert unasked.status_code == 302
+    assert unasked.headers["Location"].endswith("/admin/integrations/zendesk/disconnect")
+    assert bare.registry.get("zendesk") is not None
+
+    done = submit(browser, "/admin/integrations/zendesk/disconnect", confirmed="yes")
+    assert done.status_code == 302 and done.headers["Location"].endswith("/integrations/zendesk")
     body = fixture_bytes("ticket_created__mail.json")
     assert hooks_for(browser).zendesk(body).status_code == 404
     assert stored_documents(bare) == '{"off": true}'
-    assert "not connected" in browser.get("/admin/integrations/zendesk").data.decode()
+    after = browser.get("/admin/integrations/zendesk").data.decode()
+    assert "Zendesk is disconnected" in after and "not connected" in after
 
 
 def test_an_integration_of_the_configuration_file_is_read_only(admin_client):
-    """Its settings show as the file's; saving or disconnecting it is refused."""
+    """Its settings show as the file's; saving or disconnecting goes back saying why."""
     page = admin_client.get("/admin/integrations/zendesk").data.decode()
     assert "from the configuration file" in page and "Save and connect" not in page
-    refused = submit(admin_client, "/admin/integrations/zendesk", url="http://elsewhere")
-    assert refused.status_code == 400
-    assert "configured in the configuration file; change it there" in refused.data.decode()
-    gone = submit(admin_client, "/admin/integrations/zendesk/disconnect")
-    assert gone.status_code == 409
+    assert "Disconnect" not in page
+    for gone in (submit(admin_client, "/admin/integrations/zendesk", url="http://elsewhere"),
+                 submit(admin_client, "/admin/integrations/zendesk/disconnect", confirmed="yes"),
+                 admin_client.get("/admin/integrations/zendesk/disconnect")):  # fmt: skip
+        assert gone.status_code == 302 and gone.headers["Location"].endswith("/zendesk")
+    after = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert "configured in the configuration file; change it there." in after
+    core = admin_client.application.extensions["carryover"]
+    assert core.registry.get("zendesk").options["url"] != "http://elsewhere"
 
 
 def test_secrets_sealed_under_another_key_keep_the_integration_off_and_say_why(
@@ -185,19 +313,51 @@ def test_secrets_sealed_under_another_key_keep_the_integration_off_and_say_why(
         rekeyed.dispose()
 
 
-def test_a_generated_cti_secret_is_shown_once_and_verifies_signed_events(bare, browser):
-    """The PBX gets a whsec_ secret to paste; the next page view no longer shows it."""
-    response = submit(browser, "/admin/integrations/cti/generate-secret")
-    assert response.status_code == 200
-    page = response.data.decode()
-    secret = page.split('<code id="revealed-secret">')[1].split("</code>")[0]
-    assert secret.startswith("whsec_") and len(secret) > 40
+def revealed_secret(page: str) -> str | None:
+    """Return the new secret a page shows, None when it shows none."""
+    if '<code id="revealed-secret">' not in page:
+        return None
+    return page.split('<code id="revealed-secret">')[1].split("</code>")[0]
+
+
+def test_a_generated_cti_secret_is_asked_for_shown_once_and_verifies_signed_events(bare, browser):
+    """Asked first; made by the confirmed POST, shown on the page it redirects to, once."""
+    question = browser.get("/admin/integrations/cti/generate-secret").data.decode()
+    assert "Generate a new Generic CTI (any PBX) secret?" in question
+    assert 'name="confirmed" value="yes"' in question
+    unasked = submit(browser, "/admin/integrations/cti/generate-secret")
+    assert unasked.status_code == 302 and unasked.headers["Location"].endswith("/generate-secret")
+    assert stored_documents(bare) == ""  # nothing made without the confirmation
+
+    response = submit(browser, "/admin/integrations/cti/generate-secret", confirmed="yes")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/admin/integrations/cti")
+    secret = revealed_secret(browser.get(response.headers["Location"]).data.decode())
+    assert secret is not None and secret.startswith("whsec_") and len(secret) > 40
+    assert secret not in response.headers["Location"]
+    cookie = browser.get_cookie("session")
+    assert cookie is None or secret not in cookie.value  # sealed while it travels
     body = cti_body("newCall.json")
     accepted = browser.post("/hooks/cti", data=body, headers=cti_headers(body, secret=secret))
     assert accepted.status_code == 200
-    assert secret not in browser.get("/admin/integrations/cti").data.decode()
+    reloaded = browser.get("/admin/integrations/cti").data.decode()
+    assert revealed_secret(reloaded) is None and secret not in reloaded
     forged = browser.post("/hooks/cti", data=body, headers=cti_headers(body))  # another secret
     assert forged.status_code == 401
+    assert bare.registry.get("cti").options["secret"] == secret  # the reload made no other
+
+
+def test_a_secret_of_the_configuration_file_is_not_replaced_from_the_browser(admin_client):
+    """The PBX's secret set in the file stays: asking or posting goes back saying why."""
+    secret = admin_client.application.extensions["carryover"].registry.get("cti").options["secret"]
+    for answer in (admin_client.get("/admin/integrations/cti/generate-secret"),
+                   submit(admin_client, "/admin/integrations/cti/generate-secret",
+                          confirmed="yes")):  # fmt: skip
+        assert answer.status_code == 302 and answer.headers["Location"].endswith("/cti")
+    page = admin_client.get("/admin/integrations/cti").data.decode()
+    assert "configured in the configuration file; change it there." in page
+    assert admin_client.application.extensions["carryover"].registry.get("cti").options[
+        "secret"] == secret  # fmt: skip
 
 
 def test_plugins_that_take_their_secret_from_the_sender_generate_none(browser):

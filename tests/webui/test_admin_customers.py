@@ -84,8 +84,14 @@ def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
     with core.engine.connect() as conn:
         phone_id = conn.execute(select(identities.c.id).where(
             identities.c.customer_id == ann, identities.c.value == ANN_PHONE)).scalar()  # fmt: skip
-    response = post_form(admin_client, f"/admin/customers/{ann}/identities/{phone_id}/split",
-                         f"/admin/customers/{ann}")  # fmt: skip
+    split_path = f"/admin/customers/{ann}/identities/{phone_id}/split"
+    assert f'href="{split_path}"' in admin_client.get(f"/admin/customers/{ann}").data.decode()
+    question = admin_client.get(split_path).data.decode()
+    assert f"Split {ANN_PHONE} off Ann Example?" in question
+    unasked = post_form(admin_client, split_path, f"/admin/customers/{ann}")
+    assert unasked.status_code == 302 and unasked.headers["Location"].endswith(split_path)
+    assert context(admin_client, phone=ANN_PHONE)["customer"]["id"] == ann  # not split yet
+    response = post_form(admin_client, split_path, split_path, confirmed="yes")
     assert response.status_code == 302
     caller = context(admin_client, phone=ANN_PHONE)["customer"]
     assert caller is not None and caller["id"] != ann
@@ -103,18 +109,20 @@ def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
 
 
 def test_the_only_identity_cannot_be_split_off(admin_client, core, hooks):
-    """A customer with one identity has nothing to split: 409 with the reason."""
+    """A customer with one identity has nothing to split: back to the profile with the reason."""
     hooks.twilio(twilio_fields("call_started__ringing.form"))
     from middleware.process.worker import Worker
 
     Worker(core, name="w").drain()
     with core.engine.connect() as conn:
         row = conn.execute(select(identities)).one()
-    response = post_form(admin_client,
-                         f"/admin/customers/{row.customer_id}/identities/{row.id}/split",
-                         f"/admin/customers/{row.customer_id}")  # fmt: skip
-    assert response.status_code == 409
-    assert b"only identity" in response.data
+    profile = f"/admin/customers/{row.customer_id}"
+    response = post_form(admin_client, f"{profile}/identities/{row.id}/split", profile,
+                         confirmed="yes")  # fmt: skip
+    assert response.status_code == 302 and response.headers["Location"].endswith(profile)
+    assert "Not split: this is the customer&#39;s only identity" in (
+        admin_client.get(profile).data.decode()
+    )
 
 
 def test_merging_folds_one_customer_into_another(admin_client, worker, core, hooks, fake_zendesk):
@@ -123,8 +131,16 @@ def test_merging_folds_one_customer_into_another(admin_client, worker, core, hoo
     hooks.twilio(twilio_fields("call_started__ringing.form", From="+14155550199"))
     worker.drain()
     caller = context(admin_client, phone="+14155550199")["customer"]["id"]
+    question = admin_client.get(f"/admin/customers/{ann}/merge?other={caller}").data.decode()
+    assert f"Merge customer #{caller} into Ann Example?" in question
+    assert "ann.example@example.com" in question and "+14155550199" in question  # both shown
+    unasked = post_form(admin_client, f"/admin/customers/{ann}/merge",
+                        f"/admin/customers/{ann}", other=str(caller))  # fmt: skip
+    assert unasked.status_code == 302
+    assert unasked.headers["Location"].endswith(f"/admin/customers/{ann}/merge?other={caller}")
+    assert context(admin_client, phone="+14155550199")["customer"]["id"] == caller
     response = post_form(admin_client, f"/admin/customers/{ann}/merge",
-                         f"/admin/customers/{ann}", other=str(caller))  # fmt: skip
+                         f"/admin/customers/{ann}", other=str(caller), confirmed="yes")  # fmt: skip
     assert response.status_code == 302
     merged = context(admin_client, phone="+14155550199")
     assert merged["customer"]["id"] == ann
@@ -132,20 +148,31 @@ def test_merging_folds_one_customer_into_another(admin_client, worker, core, hoo
     old = admin_client.get(f"/admin/customers/{caller}")
     assert old.status_code == 302 and old.headers["Location"].endswith(f"/admin/customers/{ann}")
     again = post_form(admin_client, f"/admin/customers/{ann}/merge", f"/admin/customers/{ann}",
-                      other=str(caller))  # fmt: skip
-    assert again.status_code == 409
+                      other=str(caller), confirmed="yes")  # fmt: skip
+    assert again.status_code == 302 and again.headers["Location"].endswith(f"/customers/{ann}")
+    assert "Not merged:" in admin_client.get(f"/admin/customers/{ann}").data.decode()
 
 
-def test_merging_into_a_number_that_cannot_be_a_customer_gets_400(
+def test_merging_into_a_number_that_cannot_be_a_customer_goes_back_saying_so(
     admin_client, worker, fake_zendesk
 ):
-    """A typed number in another script (²) or past 64 bits is refused, not a 500."""
+    """A typed number in another script (²), past 64 bits or unknown is refused, not a 500."""
     ann = ann_with_two_tickets(admin_client, worker)
+    profile = f"/admin/customers/{ann}"
     for other in ("²", "٣", str(2**63), "9" * 5000, "0", "-1", ""):
-        response = post_form(admin_client, f"/admin/customers/{ann}/merge",
-                             f"/admin/customers/{ann}", other=other)  # fmt: skip
-        assert response.status_code == 400, other
-        assert b"Give the number of the customer" in response.data
+        asked = admin_client.get(f"{profile}/merge", query_string={"other": other})
+        assert asked.status_code == 302 and asked.headers["Location"].endswith(profile), other
+        assert "Give the number of the customer" in admin_client.get(profile).data.decode()
+        posted = post_form(admin_client, f"{profile}/merge", profile, other=other,
+                           confirmed="yes")  # fmt: skip
+        assert posted.status_code == 302 and posted.headers["Location"].endswith(profile), other
+        assert "Give the number of the customer" in admin_client.get(profile).data.decode()
+    unknown = admin_client.get(f"{profile}/merge", query_string={"other": "999999"})
+    assert unknown.status_code == 302
+    assert "There is no customer 999999." in admin_client.get(profile).data.decode()
+    itself = admin_client.get(f"{profile}/merge", query_string={"other": str(ann)})
+    assert itself.status_code == 302
+    assert "is this customer already" in admin_client.get(profile).data.decode()
 
 
 def test_preferred_channels_are_what_the_customer_said(admin_client, worker, admin, fake_zendesk):
@@ -158,7 +185,9 @@ def test_preferred_channels_are_what_the_customer_said(admin_client, worker, adm
     assert response.status_code == 302
     assert context(admin_client, email="ann.example@example.com")["customer"][
         "preferred_channels"] == ["whatsapp", "sms"]  # fmt: skip
-    assert post_form(admin_client, path, page, channel="pigeon").status_code == 400
+    refused = post_form(admin_client, path, page, channel="pigeon")
+    assert refused.status_code == 302 and refused.headers["Location"].endswith(page)
+    assert "Not saved:" in admin_client.get(page).data.decode()
 
 
 def test_erasing_a_customer_deletes_every_row_about_them_and_nothing_else(
@@ -171,9 +200,14 @@ def test_erasing_a_customer_deletes_every_row_about_them_and_nothing_else(
     other = context(admin_client, phone="+14155550199")["customer"]["id"]
     assert count(core, writes) == 1 and count(core, deliveries) == 3
 
-    page = f"/admin/customers/{ann}"
+    page = f"/admin/customers/{ann}/erase"
+    assert f'href="{page}"' in admin_client.get(f"/admin/customers/{ann}").data.decode()
+    question = admin_client.get(page).data.decode()
+    assert "Erase Ann Example?" in question and "ann.example@example.com" in question
     wrong = post_form(admin_client, f"/admin/customers/{ann}/erase", page, confirm="1234")
-    assert wrong.status_code == 400 and count(core, customers, customers.c.id == ann) == 1
+    assert wrong.status_code == 302 and wrong.headers["Location"].endswith(page)
+    assert count(core, customers, customers.c.id == ann) == 1
+    assert f"Type the customer&#39;s number ({ann})" in admin_client.get(page).data.decode()
     response = post_form(admin_client, f"/admin/customers/{ann}/erase", page, confirm=str(ann))
     assert response.status_code == 302
     assert "is erased" in admin_client.get(response.headers["Location"]).data.decode()

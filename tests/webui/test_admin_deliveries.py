@@ -474,3 +474,13 @@ def test_migration_0013_links_webhooks_processed_before_it_by_their_trails(
         '<a href="/admin/deliveries/out/1">out:1</a>'
         in admin_client.get("/admin/deliveries/in/2").data.decode()
     )
+
+
+def test_replaying_a_row_that_does_not_exist_goes_back_saying_so(admin_client, admin):
+    """No such delivery: a redirect to the list with the reason, not an error page."""
+    token = admin.csrf(admin_client.get("/admin/deliveries/").data)
+    response = admin_client.post("/admin/deliveries/in/999/replay", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/admin/deliveries/?direction=in")
+    page = admin_client.get(response.headers["Location"]).data.decode()
+    assert "Not queued: there is no delivery 999." in page

@@ -80,3 +80,52 @@ def test_the_webhook_url_warning_names_what_keeps_the_tool_out():
     assert "private network" in (reach_warning("https://10.0.0.5", "Twilio") or "")
     assert "not HTTPS" in (reach_warning("http://carryover.example.com", "Twilio") or "")
     assert reach_warning("https://carryover.example.com/support", "Zendesk") is None
+
+
+def test_stopping_an_import_that_does_not_run_goes_back_saying_so(admin_client, admin):
+    """Nothing to stop: a redirect to the import section with the reason, not a 409 page."""
+    token = admin.csrf(admin_client.get("/admin/integrations/zendesk").data)
+    response = admin_client.post("/admin/integrations/zendesk/history/stop",
+                                 data={"csrf_token": token})  # fmt: skip
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/admin/integrations/zendesk#history")
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert "Nothing to stop: no import of this integration runs in this web process" in page
+
+
+def test_a_failed_connection_test_turns_every_page_from_green_until_one_passes(
+    admin_client, admin, fake_zendesk
+):
+    """After a 401 the page, the list and the overview say "not working"; a pass clears it."""
+    fake_zendesk.fail_next(401, body={"error": "Couldn't authenticate you"})
+    token = admin.csrf(admin_client.get("/admin/integrations/zendesk").data)
+    admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token})
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert 'id="connection-state">not working</span>' in page
+    assert "<strong>Zendesk is not working</strong>" in page and "Zendesk answered 401" in page
+    listing = admin_client.get("/admin/integrations/").data.decode()
+    assert '<span class="error">not working</span>' in listing
+    overview = admin_client.get("/admin/").data.decode()
+    assert '<td class="error">not working</td>' in overview
+    assert "<strong>Zendesk is not working</strong>" in overview
+
+    admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token})
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert 'id="connection-state">connected</span>' in page and "is not working" not in page
+    assert '<td class="ok">connected</td>' in admin_client.get("/admin/").data.decode()
+
+
+def test_a_connection_test_during_a_pause_is_not_sent_and_says_so(
+    admin_client, admin, fake_zendesk
+):
+    """After a 429 the state is "paused", not "not working"; a test then sends nothing."""
+    fake_zendesk.fail_next(429, headers={"Retry-After": "60"}, body={"error": "TooManyRequests"})
+    token = admin.csrf(admin_client.get("/admin/integrations/zendesk").data)
+    admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token})
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert 'id="connection-state">paused</span>' in page
+    calls = fake_zendesk.traffic().api
+    admin_client.post("/admin/integrations/zendesk/test", data={"csrf_token": token})
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert "Not tested: Zendesk paused (Zendesk answered 429)" in page
+    assert fake_zendesk.traffic().api == calls == 1  # nothing sent while paused

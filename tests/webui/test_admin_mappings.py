@@ -113,7 +113,10 @@ def test_rolling_back_puts_an_earlier_version_in_use_as_a_new_one(
     hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     worker.drain()
     assert channel_of_ticket(core, "5141") == "chat"
-    assert post(admin_client, f"{EDITOR}/versions/99/rollback").status_code == 409
+    refused = post(admin_client, f"{EDITOR}/versions/99/rollback")
+    assert refused.status_code == 302 and refused.headers["Location"].endswith(EDITOR)
+    assert "Not rolled back:" in admin_client.get(EDITOR).data.decode()
+    assert [v.id for v in core.mappings.history("zendesk")] == [3, 2, 1]
 
 
 def test_another_process_notices_a_saved_version(admin_client, core):
