@@ -132,8 +132,9 @@ def _idle_timeout_s() -> int:
 
 @bp.app_context_processor
 def template_helpers() -> dict[str, Any]:
-    """Give templates the CSRF token and the logged-in admin."""
-    return {"csrf_token": csrf_token, "admin": g.get("admin")}
+    """Give templates the CSRF token, the logged-in admin and local_time (stored times in the
+    installation's zone)."""
+    return {"csrf_token": csrf_token, "admin": g.get("admin"), "local_time": local_time}
 
 
 @bp.errorhandler(HTTPException)
@@ -214,7 +215,9 @@ def overview() -> str:
          "webhook_url": f"{core.config.public_url}/hooks/{key}"}
         for key, cls in sorted(core.registry.classes.items())
     ]  # fmt: skip
-    traffic = line_chart(figures.minutes, figures.traffic or {"none": [0] * len(figures.minutes)},
+    titles = {key: cls.title for key, cls in core.registry.classes.items()}
+    by_title = {titles.get(key, key): counts for key, counts in figures.traffic.items()}
+    traffic = line_chart(figures.minutes, by_title or {"none": [0] * len(figures.minutes)},
                          "Webhooks a minute, last hour, by integration")  # fmt: skip
     context = stacked_bars([d[5:] for d in figures.days], figures.new_items,
                            ("with context", "without (first contact)"),

@@ -41,6 +41,14 @@ REVEAL = "revealed_secret"  # the session key of a new secret shown on the next 
 # Words that a setting's name abbreviates, as an admin reads them in a label.
 LABEL_WORDS = {"api": "API", "url": "URL", "id": "ID", "sid": "SID", "cti": "CTI",
                "jwt": "JWT", "ttl": "TTL", "pbx": "PBX", "s": "(seconds)"}  # fmt: skip
+# What a plugin can do, as the integration page says it (in this order).
+CAPABILITY_WORDS = {
+    Capability.RECEIVE: "receives its webhooks",
+    Capability.ENRICH: "looks customers up",
+    Capability.FIND_OPEN_ITEMS: "finds open tickets or cases",
+    Capability.WRITE_NOTE: "writes notes",
+    Capability.IMPORT_HISTORY: "imports past history",
+}
 
 
 def masked(value: Any) -> str:
@@ -474,7 +482,7 @@ def _integration_row(
         "connection": connection_of(cls, faults),
         "source": source,
         "problem": core.registry.problems.get(key),
-        "capabilities": sorted(str(c) for c in cls.capabilities),
+        "capabilities": [words for c, words in CAPABILITY_WORDS.items() if c in cls.capabilities],
         "webhook_url": f"{core.config.public_url}/hooks/{key}",
         "reach": reach_warning(core.config.public_url, cls.title),
         "last_delivery": core.inbox.last_received_at(conn, key),

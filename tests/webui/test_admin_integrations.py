@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.payloads import fixture_bytes
 from tests.values import TWILIO_TOKEN, ZENDESK_SECRET, ZENDESK_TOKEN
 from webui.integrations import masked
@@ -14,7 +16,7 @@ def test_every_installed_integration_is_listed_with_its_state(admin_client, hook
     for title in ("Zendesk", "Salesforce Service Cloud", "Twilio"):
         assert title in page
     assert "not connected" in page  # Salesforce is off in this installation
-    assert page.count("Z</td>") >= 1  # Zendesk's last webhook time
+    assert page.count(" UTC</td>") >= 1  # Zendesk's last webhook time, in the zone (UTC)
 
 
 def test_the_detail_shows_setup_and_webhook_url_and_never_a_whole_secret(admin_client):
@@ -129,3 +131,19 @@ def test_a_connection_test_during_a_pause_is_not_sent_and_says_so(
     page = admin_client.get("/admin/integrations/zendesk").data.decode()
     assert "Not tested: Zendesk paused (Zendesk answered 429)" in page
     assert fake_zendesk.traffic().api == calls == 1  # nothing sent while paused
+
+
+def test_the_detail_says_what_an_integration_does_and_when_in_words(admin_client, hooks):
+    """Capabilities in words, not enum names; the last webhook in the installation's zone."""
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    page = admin_client.get("/admin/integrations/zendesk").data.decode()
+    assert "receives its webhooks, looks customers up" in page and "write_note" not in page
+    assert re.search(r"<th>Last webhook</th><td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", page)
+
+
+def test_the_overview_names_integrations_by_title_in_the_traffic_chart(admin_client, hooks):
+    """The chart's legend says "Zendesk", as the rest of the page does."""
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    page = admin_client.get("/admin/").data.decode()
+    chart = page[page.index("Webhooks a minute") :]
+    assert ">Zendesk<" in chart and ">zendesk<" not in chart
