@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CACHE_S = 0.5  # how stale a process's view of a pause may be
 FIRST_PAUSE_S = 1.0  # the pause after one 5xx or timeout; it doubles with each in a row
 BUDGET_WINDOW_S = 60.0
+OK_REFRESH_S = 60.0  # how often a run of good answers dates the last one in the store
 NO_ANSWER = "error"  # the status counted for a call that got no answer (see /metrics)
 UNAUTHORIZED = 401
 
@@ -269,11 +270,19 @@ class UpstreamHealth:
         self._forget(target)
 
     def succeeded(self, target: str) -> None:
-        """Clear a run of failures once the upstream answers again (a write only when needed)."""
+        """Clear a run of failures once the upstream answers again, and date its last good
+        answer (a write only after failures, or once a minute: the admin pages say "connected"
+        from it)."""
         status = self._cached(target)
-        if status is None or not (status.failures or status.last_answer_failed):
+        stale = (
+            status is None
+            or status.last_ok_at is None
+            or ((utcnow() - status.last_ok_at).total_seconds() >= OK_REFRESH_S)
+        )
+        if status is not None and not (status.failures or status.last_answer_failed or stale):
             return
         with self._best_effort(target), self.engine.begin() as conn:
+            self._ensure_row(conn, target)
             conn.execute(
                 update(upstream_state)
                 .where(upstream_state.c.target == target)

@@ -129,6 +129,22 @@ def test_saving_settings_that_work_says_so(bare, browser, fake_zendesk):
     assert connection_state(page) == "connected"
 
 
+def test_settings_saved_without_a_test_are_connected_once_a_real_call_succeeds(
+    bare, browser, fake_zendesk, hooks_for
+):
+    """Saved with the test unsent (Zendesk paused then), the first note written proves them."""
+    bare.integrations.connect("zendesk", {"url": fake_zendesk.url, "email": ZENDESK_EMAIL,
+                                          "api_token": ZENDESK_TOKEN,
+                                          "webhook_secret": ZENDESK_SECRET}, "ada")  # fmt: skip
+    page = browser.get("/admin/integrations/zendesk").data.decode()
+    assert connection_state(page) == "not checked yet"
+    hooks_for(browser).zendesk(fixture_bytes("ticket_created__mail.json"))
+    Worker(bare, name="t").drain()  # looks the requester up: a good answer from Zendesk
+    bare.health._forget()
+    page = browser.get("/admin/integrations/zendesk").data.decode()
+    assert connection_state(page) == "connected"
+
+
 def test_settings_saved_after_the_last_answer_are_not_checked_yet(bare, fake_zendesk):
     """Until the upstream answers after a save, the state says so rather than "connected"."""
     cls = bare.registry.classes["zendesk"]
