@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.actions import CodeEditor
 from tests.browser.live_server import LiveServer
 from tests.values import ADMIN_PASSWORD
 
@@ -43,13 +44,13 @@ def test_wrong_password_stays_on_login_right_one_reaches_overview_logout_ends_it
 
 
 def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
-    admin_page: Page,
+    admin_page: Page, code_editor: CodeEditor
 ) -> None:
     """A save whose token field was removed gets the 400 page; the mapping stays unsaved."""
     page = admin_page
     page.goto("/admin/mappings/zendesk")
-    document = page.locator("#document")
-    document.fill(document.input_value().replace("    mail: email\n", "    mail: sms\n", 1))
+    shipped = page.locator("#document").input_value()
+    code_editor.fill(shipped.replace("    mail: email\n", "    mail: sms\n", 1))
     page.locator("#mapping-form input[name=csrf_token]").evaluate("field => field.remove()")
     # The editor's live preview POSTs too (after each edit): wait for the save's answer.
     saved = "/admin/mappings/zendesk"
