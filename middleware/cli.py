@@ -24,7 +24,7 @@ from middleware.integrations.registry import PluginRegistry
 from middleware.logs import configure_logging, start_logging
 from middleware.process.mapping import MappingError
 from middleware.store.queue import status_words
-from middleware.store.tables import migrations_applied, upgrade
+from middleware.store.tables import migrations_applied, store_revision, upgrade
 
 if TYPE_CHECKING:
     from middleware.customers.retention import Purged
@@ -115,8 +115,16 @@ def cmd_worker(args: argparse.Namespace, core: Installation) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace, core: Installation) -> int:
     """Apply the database migrations."""
+    before = store_revision(core.engine)
     upgrade(core.engine)
-    print(f"carryover: database is up to date ({core.engine.url.render_as_string()})")
+    after = store_revision(core.engine)
+    where = core.engine.url.render_as_string()
+    if before is None:
+        print(f"carryover: database created, at migration {after} ({where})")
+    elif before != after:
+        print(f"carryover: database upgraded from migration {before} to {after} ({where})")
+    else:
+        print(f"carryover: database is up to date, at migration {after} ({where})")
     return 0
 
 

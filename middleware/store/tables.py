@@ -465,6 +465,13 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
+def store_revision(engine: Engine) -> str | None:
+    """Return the newest migration the store has (None: a store with no tables yet)."""
+    with engine.connect() as connection:
+        heads = MigrationContext.configure(connection).get_current_heads()
+    return max(heads) if heads else None
+
+
 def migrations_applied(engine: Engine) -> bool:
     """Tell whether the store is at the newest migration."""
     heads = set(ScriptDirectory.from_config(_alembic_config(engine)).get_heads())
