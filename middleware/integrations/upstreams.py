@@ -260,14 +260,7 @@ class UpstreamHealth:
         if error is not None:
             self.refused(target, error)
             return
-        with self._best_effort(target), self.engine.begin() as conn:
-            self._ensure_row(conn, target)
-            conn.execute(
-                update(upstream_state)
-                .where(upstream_state.c.target == target)
-                .values(failures=0, last_ok_at=utcnow())
-            )
-        self._forget(target)
+        self._answered_well(target)
 
     def succeeded(self, target: str) -> None:
         """Clear a run of failures once the upstream answers again, and date its last good
@@ -281,6 +274,10 @@ class UpstreamHealth:
         )
         if status is not None and not (status.failures or status.last_answer_failed or stale):
             return
+        self._answered_well(target)
+
+    def _answered_well(self, target: str) -> None:
+        """Clear the upstream's failures in a row and date its last good answer now."""
         with self._best_effort(target), self.engine.begin() as conn:
             self._ensure_row(conn, target)
             conn.execute(
