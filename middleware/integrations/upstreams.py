@@ -16,6 +16,8 @@ the last one.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -24,11 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from middleware.errors import NotApplied, RateLimited, UpstreamError, UpstreamPaused
 from middleware.store.tables import dialect_insert, upstream_state, utcnow, write_slots
@@ -50,15 +53,41 @@ def call_failed(title: str, exc: requests.RequestException) -> UpstreamError:
 
     A connection that was never made (refused, no route, TLS handshake failed, connect
     timeout) cannot have changed anything upstream. A read timeout or a dropped connection
-    may have: the upstream can still apply the request after we stopped waiting.
+    may have: the upstream can still apply the request after we stopped waiting. The words
+    are an admin's ("the name … could not be found"), not the client library's repr.
     """
+    why = why_no_answer(exc)
     if isinstance(exc, requests.ConnectTimeout | requests.exceptions.SSLError):
-        return NotApplied(f"{title} unreachable: {exc}")
+        return NotApplied(f"{title} unreachable: {why}")
     if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
-        return NotApplied(f"{title} unreachable: {exc}")
+        return NotApplied(f"{title} unreachable: {why}")
     if isinstance(exc, requests.ReadTimeout):
-        return UpstreamError(f"{title} did not answer in time ({exc})")
-    return UpstreamError(f"{title}: no answer ({type(exc).__name__}: {exc})")
+        return UpstreamError(f"{title} did not answer in time: {why}")
+    return UpstreamError(f"{title}: no answer: {why}")
+
+
+def why_no_answer(exc: requests.RequestException) -> str:
+    """Say in plain words why a request got no answer, naming the host it went to."""
+    url = exc.request.url if exc.request is not None and exc.request.url else ""
+    parts = urlsplit(str(url))
+    host = parts.hostname or "the server"
+    where = parts.netloc or host
+    causes = list(_causes(exc))
+    if any(isinstance(c, socket.gaierror | NameResolutionError) for c in causes):
+        return f"the name {host} could not be found (check the URL, or this server's DNS)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        reasons = [c for c in causes if isinstance(c, ssl.SSLError)]
+        detail = reasons[-1].reason or reasons[-1].strerror if reasons else None
+        return f"the TLS handshake with {where} failed ({detail or 'certificate or protocol'})"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return f"{where} refused the connection (nothing listens there)"
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no connection to {where} within the timeout"
+    if isinstance(exc, requests.ReadTimeout):
+        return f"{where} sent no answer within the timeout"
+    if isinstance(exc, requests.ConnectionError):
+        return f"the connection to {where} failed or was dropped"
+    return f"the request to {where} failed ({type(exc).__name__})"
 
 
 def send_observed(
@@ -101,19 +130,22 @@ def send_observed(
 
 
 def _never_connected(exc: BaseException) -> bool:
+    return any(isinstance(c, NewConnectionError | ConnectionRefusedError) for c in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """Yield an exception and what caused it, down the chain (urllib3 keeps it in .reason)."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, NewConnectionError | ConnectionRefusedError):
-            return True
+        yield cause
         reason = getattr(cause, "reason", None)
         if isinstance(reason, BaseException):
             cause = reason
             continue
         args = [a for a in getattr(cause, "args", ()) if isinstance(a, BaseException)]
         cause = args[0] if args else cause.__cause__ or cause.__context__
-    return False
 
 
 @dataclass(frozen=True)
