@@ -160,6 +160,8 @@ def test_settings_saved_after_the_last_answer_are_not_checked_yet(bare, fake_zen
     assert connection_state_of(cls, False, answered, None) == ("muted", "not connected")
     pbx = bare.registry.classes["cti"]  # no API to call: connected once configured
     assert connection_state_of(pbx, True, None, now) == ("ok", "connected")
+    twilio = bare.registry.classes["twilio"]  # an API (history), but no connection test
+    assert connection_state_of(twilio, True, None, now) == ("ok", "connected")
 
 
 def test_secrets_are_stored_sealed_and_never_shown_back(bare, browser, fake_zendesk):
