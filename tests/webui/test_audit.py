@@ -90,12 +90,12 @@ def test_connecting_names_the_settings_changed_and_never_a_secret_value(
 def test_disconnect_new_secret_and_connection_tests_are_recorded(bare, browser, fake_zendesk):
     """A new CTI secret names the setting only; a test says passed; a disconnect is one line."""
     cti = "/admin/integrations/cti"
-    assert post(browser, f"{cti}/generate-secret", cti).status_code == 200
+    assert post(browser, f"{cti}/generate-secret", cti, confirmed="yes").status_code == 302
     zendesk = "/admin/integrations/zendesk"
     post(browser, zendesk, zendesk, url=fake_zendesk.url, email=ZENDESK_EMAIL,
          api_token=ZENDESK_TOKEN, webhook_secret=ZENDESK_SECRET)  # fmt: skip
     assert post(browser, f"{zendesk}/test", zendesk).status_code == 302
-    assert post(browser, f"{zendesk}/disconnect", zendesk).status_code == 302
+    assert post(browser, f"{zendesk}/disconnect", zendesk, confirmed="yes").status_code == 302
     entries = logged(bare)
     assert entries[0] == ("ada", "integration.new_secret", "integration cti", "replaced secret")
     assert entries[2:] == [
@@ -149,11 +149,12 @@ def test_merge_split_and_channels_are_recorded_and_shown_with_the_customers_name
     """Entries keep the customer's number; the page adds the name the customer has now."""
     ann, bob = people(core)
     profile = f"/admin/customers/{ann}"
-    assert post(admin_client, f"{profile}/merge", profile, other=str(bob)).status_code == 302
+    merged = post(admin_client, f"{profile}/merge", profile, other=str(bob), confirmed="yes")
+    assert merged.status_code == 302
     with core.engine.connect() as conn:
         phone = conn.execute(select(identities.c.id).where(identities.c.type == "phone")).scalar()
     split = f"{profile}/identities/{phone}/split"
-    assert post(admin_client, split, profile).status_code == 302
+    assert post(admin_client, split, profile, confirmed="yes").status_code == 302
     channels = f"{profile}/preferred-channels"
     assert post(admin_client, channels, profile, channel=["sms", "email"]).status_code == 302
     assert logged(core) == [
@@ -180,10 +181,12 @@ def test_an_erasure_is_recorded_and_leaves_no_name_in_the_log(admin_client, core
 
 
 def test_a_refused_change_records_nothing(admin_client, core):
-    """A merge of an unknown customer (409) leaves the log as it was: no half-stored entry."""
+    """A merge of an unknown customer, refused, leaves the log as it was: no half-stored entry."""
     ann, _ = people(core)
     profile = f"/admin/customers/{ann}"
-    assert post(admin_client, f"{profile}/merge", profile, other="999").status_code == 409
+    refused = post(admin_client, f"{profile}/merge", profile, other="999", confirmed="yes")
+    assert refused.status_code == 302  # back to the profile, saying why
+    assert "Not merged" in admin_client.get(profile).data.decode()
     assert logged(core) == []
 
 
