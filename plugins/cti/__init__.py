@@ -33,8 +33,8 @@ SETUP = """\
    integrations.cti.secret: a whsec_… secret for a PBX that signs Standard Webhooks (base64
    of 24 to 64 random bytes), a long random token for one that cannot sign.
 2. In the PBX (or its CTI connector), send call events in Zammad's generic-CTI schema
-   (event = newCall, answer, hangup; from, to, direction, callId, user, answeringNumber,
-   cause) as JSON or form to:
+   (event = newCall, answer, hangup; from, to, direction, callId or call_id, user or user[],
+   answeringNumber, queue, cause) as JSON or form to:
    - {public_url}/hooks/cti, with webhook-id, webhook-timestamp and webhook-signature
      headers signed with the whsec_ secret; or
    - {public_url}/hooks/cti/<secret> (the secret percent-encoded), when it cannot sign.
@@ -112,9 +112,11 @@ class CtiPlugin(Plugin):
             raise MalformedPayload("event: missing (newCall, answer or hangup)")
         if event not in EVENTS:
             raise UnsupportedEvent(event)
-        call_id = fields.get("callId")
+        call_id = fields.get("callId", fields.get("call_id"))  # Zammad reads either spelling
         if not isinstance(call_id, str | int) or not str(call_id).strip():
-            raise MalformedPayload("callId: missing (the id that ties a call's events together)")
+            raise MalformedPayload(
+                "callId: missing (the id that ties a call's events together; call_id also works)"
+            )
         call_id = str(call_id).strip()
         if len(call_id) > MAX_CALL_ID or not call_id.isprintable():
             raise MalformedPayload(f"callId: expected at most {MAX_CALL_ID} printable characters")
