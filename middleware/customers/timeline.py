@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, not_, or_, select, update
 
-from middleware.interaction import CLOSED_STATUSES, Interaction
+from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, Interaction
 from middleware.store.tables import dumps, inserted_id, interactions
 
 CONTACT_KINDS = ("ticket", "case", "call", "message")
@@ -79,6 +79,10 @@ def append(
         value = getattr(interaction, name)
         if value is not None and (newer or getattr(row, name) is None):
             changes[name] = value
+    # Events come out of order (an answer after the hang-up): an ended call stays ended.
+    ended = interaction.kind == "call" and row.status in CALL_ENDED_STATUSES
+    if ended and changes.get("status") not in CALL_ENDED_STATUSES:
+        changes.pop("status", None)
     for name in FILL_GAPS:
         value = getattr(interaction, name)
         if value and (interaction.creates or not getattr(row, name)):

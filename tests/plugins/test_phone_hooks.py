@@ -403,3 +403,25 @@ def test_cti_anonymous_caller_links_to_nobody(client, worker, core, hooks):
     [call] = calls(core)
     assert call.customer_id is None
     assert count(core, identities) == 0
+
+
+def test_cti_call_id_spelling_and_a_bare_hangup_end_the_same_call(client, worker, core, hooks):
+    """call_id is read as callId; a hang-up with only direction, call id and cause ends it."""
+    ringing = json.loads(cti_body("newCall.json"))
+    call_id = ringing.pop("callId")
+    assert hooks.cti(json.dumps({**ringing, "call_id": call_id}).encode()).status_code == 200
+    bare = {"event": "hangup", "direction": "in", "call_id": call_id, "cause": "noAnswer"}
+    assert hooks.cti(json.dumps(bare).encode()).status_code == 200
+    worker.drain()
+    [call] = calls(core)
+    assert (call.external_id, call.status) == (call_id, "no-answer")
+    assert json.loads(call.identities) == [["phone", "+14155550142"]]  # kept from newCall
+
+
+def test_cti_answer_after_the_hangup_leaves_the_call_ended(client, worker, core, hooks):
+    """Events can arrive out of order: an answer after the hang-up does not reopen the call."""
+    for name in ("newCall.json", "hangup.json", "answer.json"):
+        assert hooks.cti(cti_body(name)).status_code == 200
+        worker.drain()
+    [call] = calls(core)
+    assert call.status == "completed"
