@@ -178,5 +178,5 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     _log_accepted(mapping, key, delivery_id, used)
     if delivery_id is not None and not core.wake.is_set():
         core.wake.set()
-    ack, content_type = plugin.acknowledgement()
+    ack, content_type = plugin.acknowledge(inbound, used)
     return Response(ack, status=200, content_type=content_type)

@@ -246,6 +246,17 @@ class Plugin:
         """Return the body and content type that tell the sender a delivery was accepted."""
         return b"{}", "application/json"
 
+    def acknowledge(
+        self, request: InboundRequest, events: Sequence[InboundEvent]
+    ) -> tuple[bytes, str]:
+        """Return the reply to an accepted delivery: by default, the fixed acknowledgement.
+
+        For senders that take instructions in the reply (sipgate.io subscribes to a call's
+        later events through the URLs its first event's reply names); `events` are the events
+        used, and the reply is the same when the delivery is a retry.
+        """
+        return self.acknowledgement()
+
     def ignored_reply(self, event_type: str) -> tuple[bytes, str]:
         """Return the reply to an authentic delivery that Carryover does not use."""
         return json.dumps({"ignored": event_type}).encode(), "application/json"
@@ -383,6 +394,23 @@ def decode_form(body: bytes) -> list[tuple[str, str]]:
         return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayload(f"body is not a form (name=value&…): {exc}") from None
+
+
+def decode_form_fields(body: bytes) -> dict[str, Any]:
+    """Read a form as PBXs send it: name[]=a&name[]=b as a list under name, else the first value.
+
+    A name sent as a value and then as a list (user=a&user[]=b) is refused, as Rails does.
+    """
+    fields: dict[str, Any] = {}
+    for name, value in decode_form(body):
+        if name.endswith("[]"):
+            values = fields.setdefault(name[:-2], [])
+            if not isinstance(values, list):
+                raise MalformedPayload(f"{name[:-2]}: sent both as {name[:-2]} and as {name}")
+            values.append(value)
+        else:
+            fields.setdefault(name, value)
+    return fields
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:

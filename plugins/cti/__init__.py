@@ -17,7 +17,7 @@ from middleware.integrations.plugin import (
     InboundEvent,
     InboundRequest,
     Plugin,
-    decode_form,
+    decode_form_fields,
     decode_json_object,
     looks_like_json,
 )
@@ -154,17 +154,7 @@ def signing_key(secret: str) -> bytes:
 def _fields(request: InboundRequest) -> dict[str, Any]:
     if looks_like_json(request):
         return decode_json_object(request.body)
-    fields: dict[str, Any] = {}
-    for name, value in decode_form(request.body):
-        if name.endswith("[]"):  # user[]=Emma&user[]=Bob
-            values = fields.setdefault(name[:-2], [])
-            if not isinstance(values, list):
-                # user=Emma&user[]=Bob: one name as a value and a list (Zammad's Rails says 400).
-                raise MalformedPayload(f"{name[:-2]}: sent both as {name[:-2]} and as {name}")
-            values.append(value)
-        else:
-            fields.setdefault(name, value)
-    return fields
+    return decode_form_fields(request.body)  # user[]=Emma&user[]=Bob: a list under user
 
 
 def _agent(fields: dict[str, Any]) -> str | None:
