@@ -22,15 +22,18 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
 import requests
 import yaml
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "plugins"
@@ -53,7 +56,7 @@ RUNTIME_FILES = (
     "webui/static/**/*",  # the admin's styles and scripts, the editor's vendored files too
 )
 MAY_BE_NONE = {"plugins/*/templates/*.j2"}
-PLUGINS = ("cti", "salesforce", "twilio", "zendesk")
+PLUGINS = ("cti", "salesforce", "sipgate", "twilio", "zendesk")
 ZENDESK_SECRET = "wheel-zendesk-webhook-secret"
 TWILIO_TOKEN = "wheel-twilio-auth-token"
 CTI_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -158,6 +161,9 @@ def write_config(folder: Path, port: int) -> Path:
                            "allowed_networks": ["127.0.0.1/32"]},
             "twilio": {"auth_token": TWILIO_TOKEN},
             "cti": {"secret": CTI_SECRET},
+            "sipgate": {"public_key": sipgate_key().public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+            ).decode()},
         },
     }  # fmt: skip
     path = folder / "config.yaml"
@@ -243,6 +249,27 @@ def cti_delivery(url: str) -> tuple[bytes, dict[str, str]]:
                   "webhook-timestamp": stamp, "webhook-signature": f"v1,{signature}"}  # fmt: skip
 
 
+@cache
+def sipgate_key() -> rsa.RSAPrivateKey:
+    """Return the key pair that signs in place of sipgate's (its public half is configured)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def sipgate_delivery(url: str) -> tuple[bytes, dict[str, str]]:
+    """Sign a newCall push as sipgate does: RSA-SHA256 (PKCS#1 v1.5) over the body."""
+    body = fixture("sipgate", "newCall.form")
+    signature = sipgate_key().sign(body, padding.PKCS1v15(), hashes.SHA256())
+    return body, {"Content-Type": "application/x-www-form-urlencoded",
+                  "X-Sipgate-Signature": base64.b64encode(signature).decode()}  # fmt: skip
+
+
+def sipgate_ack(url: str) -> bytes:
+    """Return the reply to a newCall: the URLs of its answer and hangup events."""
+    hook = f"{url}/hooks/sipgate"
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<Response onAnswer="{hook}" onHangup="{hook}"/>').encode()  # fmt: skip
+
+
 SOAP_ACK = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'
     b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
@@ -255,11 +282,15 @@ SOAP_ACK = (
     b" </soapenv:Body>\n"
     b"</soapenv:Envelope>\n"
 )
-DELIVERIES = {  # each sender's delivery and the acknowledgement it takes as delivered
+# Each sender's delivery and the acknowledgement it takes as delivered (a function of the
+# served URL where the reply names URLs).
+Ack = bytes | Callable[[str], bytes]
+DELIVERIES: dict[str, tuple[Callable[[str], tuple[bytes, dict[str, str]]], Ack, str]] = {
     "zendesk": (zendesk_delivery, b"{}", "application/json"),
     "salesforce": (salesforce_delivery, SOAP_ACK, "text/xml; charset=utf-8"),
     "twilio": (twilio_delivery, b'<?xml version="1.0" encoding="UTF-8"?><Response/>', "text/xml"),
     "cti": (cti_delivery, b"{}", "application/json"),
+    "sipgate": (sipgate_delivery, sipgate_ack, "application/xml"),
 }
 
 
@@ -313,7 +344,7 @@ def test_the_demo_asks_for_a_source_checkout(installed):
 
 
 def test_serve_starts_with_every_integration(served):
-    """The served wheel reads the shipped mappings and is ready with all four integrations."""
+    """The served wheel reads the shipped mappings and is ready with every integration."""
     ready = requests.get(f"{served}/readyz", timeout=5).json()
     assert ready["migrations"] == "applied"
     assert ready["integrations"] == sorted(PLUGINS)
@@ -336,5 +367,6 @@ def test_a_signed_webhook_gets_its_acknowledgement(served, key):
     build, ack, content_type = DELIVERIES[key]
     body, headers = build(served)
     response = requests.post(f"{served}/hooks/{key}", data=body, headers=headers, timeout=10)
-    assert (response.status_code, response.content) == (200, ack), response.text
+    expected = ack(served) if callable(ack) else ack
+    assert (response.status_code, response.content) == (200, expected), response.text
     assert response.headers["Content-Type"] == content_type
