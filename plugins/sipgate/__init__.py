@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from middleware.config import Config, ConfigError, Setting
 from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
+from middleware.integrations.network import parse_networks, within
 from middleware.integrations.plugin import (
     Capability,
     InboundEvent,
@@ -68,6 +69,8 @@ M+TfPtOUumI/NHMTvsRW9+ECAwEAAQ==
 -----END PUBLIC KEY-----
 """
 
+# Step 4's addresses are those sipgate's Node SDK checks (lib/webhook/webhook.ts,
+# SIPGATE_WEBHOOK_IP_ADDRESSES); offered, not assumed, as they may change.
 SETUP = """\
 1. Book the sipgate.io feature in your sipgate account (Feature Store), then open
    sipgate.io → Webhooks → URLs in the sipgate console.
@@ -79,7 +82,10 @@ SETUP = """\
    nothing to copy. For pushes that arrive unsigned (a relay in between), press "Generate
    a secret" here for a path token and use {public_url}/hooks/sipgate/<path_token> as the
    URL instead; Carryover's answer then names that URL for the later events too.
-4. Numbers come without a plus (492111234567) and are read as international numbers.
+4. Optionally, accept pushes only from sipgate's addresses: its SDK lists 217.116.118.254
+   and 212.9.46.32; set allowed_networks to ["217.116.118.254/32", "212.9.46.32/32"] (and
+   trusted_proxies when a proxy is in front).
+5. Numbers come without a plus (492111234567) and are read as international numbers.
 """
 
 
@@ -106,6 +112,9 @@ class SipgatePlugin(Plugin):
             doc="empty for sipgate's published key (PEM); replace only if sipgate publishes "
             "another",
         ),
+        "allowed_networks": Setting(
+            list, [], doc="optional: only these source networks (CIDR) may push; others get 401"
+        ),
     }
     event_types = EVENTS
     setup_doc = SETUP
@@ -117,11 +126,19 @@ class SipgatePlugin(Plugin):
         "path_token; generating a new one replaces the old",
         "missing-signature": "the push is neither signed (X-Sipgate-Signature) nor sent to "
         "/hooks/sipgate/<path_token>: is something else posting to this URL?",
+        "source-network": "check allowed_networks holds the addresses sipgate pushes from, "
+        "and trusted_proxies if a proxy is in front",
     }
 
     def __init__(self, settings: Mapping[str, Any], config: Config) -> None:
         super().__init__(settings, config)
         self.public_key = load_public_key(self.options.get("public_key") or SIPGATE_PUBLIC_KEY)
+        try:
+            self.networks = parse_networks(
+                self.options.get("allowed_networks") or [], "integrations.sipgate.allowed_networks"
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @classmethod
     def generate_secret(cls) -> str:
@@ -130,7 +147,15 @@ class SipgatePlugin(Plugin):
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> str:
-        """Accept the configured path token, or else a valid X-Sipgate-Signature."""
+        """Accept the configured path token, or else a valid X-Sipgate-Signature.
+
+        With allowed_networks set, a push from any other address is refused first.
+        """
+        if self.networks and not within(request.remote_addr, self.networks):
+            raise InvalidSignature(
+                f"source address {request.remote_addr or '?'} is not in allowed_networks",
+                "source-network",
+            )
         if request.path_token is not None:
             self._check_path_token(request.path_token)
             return "path token"

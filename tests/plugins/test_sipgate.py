@@ -175,6 +175,23 @@ def test_a_signature_that_cannot_be_one_gets_401(client, core, signature):
     assert count(core, deliveries) == 0
 
 
+def test_allowed_networks_refuse_other_addresses_before_any_other_check():
+    """With allowed_networks, a signed push from elsewhere is 401; sipgate's address passes."""
+    plugin = SipgatePlugin({"allowed_networks": ["217.116.118.254/32", "212.9.46.32/32"]},
+                           Config())  # fmt: skip
+    signed = {"x-sipgate-signature": SDK_SIGNATURE}
+    ours = InboundRequest(path="/hooks/sipgate", url="", headers=signed, body=SDK_BODY,
+                          remote_addr="212.9.46.32")  # fmt: skip
+    assert plugin.verify(ours) == "signature"
+    other = InboundRequest(path="/hooks/sipgate", url="", headers=signed, body=SDK_BODY,
+                           remote_addr="203.0.113.7")  # fmt: skip
+    with pytest.raises(InvalidSignature, match="203.0.113.7 is not in allowed_networks") as no:
+        plugin.verify(other)
+    assert no.value.reason == "source-network"
+    with pytest.raises(ConfigError, match="integrations.sipgate.allowed_networks"):
+        SipgatePlugin({"allowed_networks": ["not-a-network"]}, Config())
+
+
 # -- the path token --------------------------------------------------------------------------
 
 
