@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-KINDS = ("ticket", "case", "call", "message", "note", "transfer")
+KINDS = ("ticket", "case", "call", "message", "note", "transfer", "order")
+# Purchases: part of a customer's timeline, never contacts nor open items that get notes.
+ORDER_KINDS = ("order",)
 CHANNELS = (
     "phone", "sms", "email", "chat", "web", "facebook", "twitter", "whatsapp",
     "messaging", "api", "other",
