@@ -47,6 +47,7 @@ EXAMPLE_ENV = {
     "SF_PASSWORD": "example-password",
     "SF_SECURITY_TOKEN": "example-security-token",
     "SF_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----",
+    "SHOPIFY_WEBHOOK_SECRET": "example-shopify-secret",
 }
 
 
