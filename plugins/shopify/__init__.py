@@ -101,7 +101,8 @@ class ShopifyPlugin(Plugin):
     setup_doc = SETUP
     refusal_hints = {
         "signature": "check webhook_secret is the client secret of the app that subscribed "
-        "(or the key shown under Settings > Notifications > Webhooks for admin-made ones)",
+        "(or the key shown under Settings > Notifications > Webhooks for admin-made ones); "
+        "an app's subscriptions are not signed with that key, nor the admin's with the app's",
         "missing-signature": "Shopify signs every webhook: is something else posting to this "
         "URL, or does a proxy in front drop X-Shopify-Hmac-Sha256?",
         "shop": "check shop_url is this shop's https://<shop>.myshopify.com address: the "
