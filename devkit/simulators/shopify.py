@@ -146,7 +146,9 @@ class ShopifyShop:
         self.url = carryover_url.rstrip("/") + HOOK_PATH
         self.secret = secret
         self.shop = shop
-        self.session = session or requests.Session()
+        # No pooled connection by default: a kept-alive one would outlive the Carryover it
+        # went to (the demo binds the same port again).
+        self.session = session
         self.sent: list[Delivery] = []
         self._ids = itertools.count(FIRST_ORDER_ID)
         self._numbers = itertools.count(FIRST_NUMBER)
@@ -211,7 +213,8 @@ class ShopifyShop:
             "X-Shopify-API-Version": API_VERSION,
             "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
         }
-        response = self.session.post(self.url, data=body, headers=headers, timeout=10)
+        poster = self.session or requests
+        response = poster.post(self.url, data=body, headers=headers, timeout=10)
         delivery = Delivery(topic, webhook_id, response.status_code, response.text)
         self.sent.append(delivery)
         if response.status_code != 200:
