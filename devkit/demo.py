@@ -1,6 +1,7 @@
-"""`carryover demo`: Carryover beside simulated Zendesk, Salesforce and Twilio, playing journeys.
+"""`carryover demo`: Carryover beside simulated Zendesk, Salesforce, Twilio and a Shopify shop,
+playing journeys.
 
-The demo needs no account anywhere. It starts local simulators of the three tools, which
+The demo needs no account anywhere. It starts local simulators of the four tools, which
 speak their real formats and sign their webhooks; connects them to a fresh Carryover (its own
 SQLite store in var/demo/) the way an admin does in the browser; serves Carryover with
 `carryover serve`, as in production; then plays the journeys Carryover is for, telling what
@@ -13,6 +14,8 @@ happens while notes and pops appear:
    manager's pop shows it, and the call transferred from billing to the manager is noted on
    both, handoff note and all.
 3. A call on Monday and an email on Wednesday: the email's ticket names Monday's call.
+4. A customer buys online: her order and its refund come from the shop, and the ticket she
+   then opens gets a note naming both.
 
 With `--history`, the tools first hold a year of made-up history (the three customers' own
 past among it), which `carryover backfill` imports before the journeys: their notes and pops
@@ -36,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from secrets import token_urlsafe
 
@@ -44,6 +48,7 @@ import yaml
 
 from devkit.history import HistorySummary, seed_history
 from devkit.simulators.salesforce import FakeSalesforce
+from devkit.simulators.shopify import LineItem, ShopifyShop
 from devkit.simulators.twilio import TwilioPhone
 from devkit.simulators.twilio_rest import FakeTwilio
 from devkit.simulators.zendesk import FakeZendesk
@@ -60,6 +65,7 @@ from middleware.store.tables import upgrade
 ADMIN = "demo"
 SUPPORT_LINE = "+14155550100"
 BILLING_LINE = "+14155550111"
+SHOP = "acme-demo.myshopify.com"  # the simulated shop's domain (nothing is ever called there)
 # What billing tells the manager through the pop, so that Bob need not.
 HANDOFF_NOTE = ("Bob was charged twice for INV-1042; wants one $49 charge refunded. "
                 "Refund approved up to $50 — needs manager sign-off.")  # fmt: skip
@@ -105,6 +111,7 @@ class Secrets:
     salesforce_password: str = field(default_factory=lambda: token_urlsafe(12))
     salesforce_token: str = field(default_factory=lambda: token_urlsafe(12))
     twilio_token: str = field(default_factory=lambda: token_urlsafe(24))
+    shopify_webhook: str = field(default_factory=lambda: token_urlsafe(32))
 
 
 @dataclass
@@ -122,6 +129,7 @@ class Demo:
     pace: float
     say: Callable[[str], None]
     history: HistorySummary | None = None  # what --history seeded (and then imported)
+    shop: ShopifyShop | None = None  # the online shop, sending its order webhooks
 
     def pause(self, beats: float = 1.0) -> None:
         """Give the watcher time to look (nothing in tests, where pace is 0)."""
@@ -199,8 +207,9 @@ def running_demo(
         salesforce.subscribe(f"{url}/hooks/salesforce")
         with _serving(config_file, port, folder / "carryover.log"):
             phone = TwilioPhone(url, secrets.twilio_token, pause=pace)
+            shop = ShopifyShop(url, secrets.shopify_webhook, SHOP)
             yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone,
-                       bob_contact, pace, say, seeded)  # fmt: skip
+                       bob_contact, pace, say, seeded, shop)  # fmt: skip
 
 
 MARKER = ".carryover-demo"  # the demo's folders hold it: only those are ever emptied
@@ -356,6 +365,8 @@ def _install(
                                "security_token": secrets.salesforce_token}, ADMIN)  # fmt: skip
         calls = {"account_sid": twilio.account_sid, "api_url": twilio.api_url} if twilio else {}
         connect("twilio", {"auth_token": secrets.twilio_token, **calls}, ADMIN)
+        connect("shopify", {"shop_url": f"https://{SHOP}",
+                            "webhook_secret": secrets.shopify_webhook}, ADMIN)  # fmt: skip
     finally:
         core.dispose()
     key = installation_key(config)
@@ -522,7 +533,32 @@ def monday_call_wednesday_email(demo: Demo) -> int:
     return ticket
 
 
-JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email)
+def bought_online(demo: Demo) -> int:
+    """Ann buys a spare jug online and is refunded: her next ticket names both."""
+    say, zendesk, shop = demo.say, demo.zendesk, demo.shop
+    assert shop is not None, "the demo's shop sends the order"
+    say("\n4. A customer buys online")
+    jug = shop.order([LineItem("Spare blender jug", 1, Decimal("24.00"))], ANN.email,
+                     ANN.phone, ("Ann", "Example"))  # fmt: skip
+    say(f"   Ann buys a spare jug in the shop: Shopify order #{jug.number} joins her timeline "
+        "(an order is no ticket: no note).")  # fmt: skip
+    demo.pause(2)
+    shop.refund(jug, jug.total, note="arrived cracked")
+    demo.wait_for("record the refund", lambda: "refund of" in demo.pop_page(ANN.phone))
+    say(f"   The jug arrives cracked too: the shop refunds {jug.total} {jug.currency}.")
+    demo.pause(2)
+    ticket = zendesk.open_ticket(
+        ANN.zendesk_id, "Do I send the cracked jug back?",
+        "The shop refunded the spare jug, which arrived cracked. Do you need it back?",
+        channel="email",
+    )  # fmt: skip
+    note = demo.new_note(ticket, 0, "name the order and its refund on the ticket")
+    say(f"   She emails: ticket #{ticket} gets a note with the order and its refund:")
+    show_note(say, note)
+    return ticket
+
+
+JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email, bought_online)
 
 
 def play(demo: Demo) -> None:
@@ -573,6 +609,6 @@ Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
   Ann's pop        {demo.pop_link(ANN.phone)}
 
 In the admin UI: Customers (search "Ann", split or merge an identity), Deliveries (every
-webhook and note, replay), Mappings (live preview), Integrations (the three tools, connected
+webhook and note, replay), Mappings (live preview), Integrations (the four tools, connected
 from the admin UI: test a connection{history}). {end}
 """

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-KINDS = ("ticket", "case", "call", "message", "note", "transfer")
+KINDS = ("ticket", "case", "call", "message", "note", "transfer", "order")
+# Purchases: part of a customer's timeline, never contacts nor open items that get notes.
+ORDER_KINDS = ("order",)
+# The statuses of an order that an agent should know about before answering (the mappings
+# name them so): money went back, or the order will not arrive.
+ORDER_PROBLEM_STATUSES = frozenset({"refunded", "partially refunded", "cancelled"})
 CHANNELS = (
     "phone", "sms", "email", "chat", "web", "facebook", "twitter", "whatsapp",
     "messaging", "api", "other",

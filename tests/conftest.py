@@ -35,6 +35,8 @@ from tests.values import (
     SF_INSTANCE,
     SF_ORG,
     SF_SESSION,
+    SHOPIFY_SECRET,
+    SHOPIFY_SHOP,
     TWILIO_TOKEN,
     UNREACHABLE_URL,
     ZENDESK_EMAIL,
@@ -124,12 +126,14 @@ def build_config(
     phone: bool = False,
     salesforce: dict[str, Any] | None = None,
     twilio: dict[str, Any] | None = None,
+    shopify: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Config:
     """Build a validated configuration for tests (zendesk_options override plugin settings).
 
     phone=True also connects Twilio (twilio: more of its settings) and the generic CTI;
-    salesforce (settings over the test org's defaults) connects Salesforce.
+    salesforce (settings over the test org's defaults) connects Salesforce; shopify
+    (settings over the test shop's) connects Shopify.
     """
     raw: dict[str, Any] = {
         "database_url": database_url,
@@ -167,6 +171,13 @@ def build_config(
             # unproven messages set this to []).
             "allowed_networks": ["127.0.0.1/32"],
             **salesforce,
+        }
+    if shopify is not None:
+        raw.setdefault("integrations", {})
+        raw["integrations"]["shopify"] = {
+            "shop_url": f"https://{SHOPIFY_SHOP}",
+            "webhook_secret": SHOPIFY_SECRET,
+            **shopify,
         }
     return parse_config(raw, PluginRegistry.from_entry_points().schemas())
 

@@ -10,8 +10,16 @@ from typing import Any
 
 from middleware.integrations.plugin import decode_form
 from plugins.cti import sign as cti_sign
+from plugins.shopify import sign as shopify_sign
 from plugins.zendesk import sign
-from tests.values import CTI_SECRET, FIXTURES, PLUGINS_DIR, ZENDESK_SECRET
+from tests.values import (
+    CTI_SECRET,
+    FIXTURES,
+    PLUGINS_DIR,
+    SHOPIFY_SECRET,
+    SHOPIFY_SHOP,
+    ZENDESK_SECRET,
+)
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -101,3 +109,29 @@ def outbound_message(name: str, notifications: int = 1, **fields: str) -> bytes:
                                 f"<sf:Id>{record_id[:-8]}{i:08d}</sf:Id>")  # fmt: skip
         copies.append(copy)
     return (text[:start] + "".join(copies) + text[end:]).encode()
+
+
+def shopify_body(name: str, **changes: Any) -> bytes:
+    """Return a Shopify fixture with some top-level fields changed."""
+    payload = json.loads((PLUGINS_DIR / "shopify" / "fixtures" / name).read_bytes())
+    payload.update(changes)
+    return json.dumps(payload).encode()
+
+
+def shopify_headers(
+    body: bytes,
+    topic: str,
+    secret: str = SHOPIFY_SECRET,
+    shop: str = SHOPIFY_SHOP,
+    webhook_id: str | None = None,
+) -> dict:
+    """Sign a body and name its topic, shop and delivery as Shopify does."""
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Hmac-Sha256": shopify_sign(secret, body),
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-API-Version": "2025-10",
+        "X-Shopify-Webhook-Id": webhook_id or str(uuid.uuid4()),
+        "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
+    }

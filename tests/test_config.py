@@ -48,6 +48,7 @@ EXAMPLE_ENV = {
     "SF_SECURITY_TOKEN": "example-security-token",
     "SF_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----",
     "SIPGATE_PATH_TOKEN": "example-sipgate-path-token",
+    "SHOPIFY_WEBHOOK_SECRET": "example-shopify-secret",
 }
 
 

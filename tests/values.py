@@ -23,3 +23,5 @@ SF_INSTANCE = "https://acme.my.salesforce.com"
 SF_SESSION = "00D70000000IVNp!AQ4AQ.session-for-tests"
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
 ADMIN_PASSWORD = "correct horse battery"
+SHOPIFY_SECRET = "shopify-client-secret-for-tests"
+SHOPIFY_SHOP = "acme-test.myshopify.com"

@@ -141,7 +141,10 @@ def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
     """Return the plugin's fixtures and its newest stored deliveries, as inbound requests."""
     samples = []
     for path in sorted((plugin.folder() / "fixtures").glob("*.*")):
-        headers = {"content-type": CONTENT_TYPES.get(path.suffix, "application/octet-stream")}
+        headers = {
+            "content-type": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+            **plugin.fixture_headers(path),
+        }
         fixture = InboundRequest(path=f"/hooks/{plugin.key}", url="", headers=headers,
                                  body=path.read_bytes())  # fmt: skip
         samples.append((f"fixture {path.name}", fixture))

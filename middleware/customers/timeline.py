@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, not_, or_, select, update
 
-from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, Interaction
+from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, ORDER_KINDS, Interaction
 from middleware.store.tables import dumps, inserted_id, interactions
 
 CONTACT_KINDS = ("ticket", "case", "call", "message")
@@ -17,6 +17,8 @@ ITEM_KINDS = ("ticket", "case")
 # Later facts of a record (status, agent) replace earlier ones; descriptive fields fill gaps.
 LATEST_WINS = ("status", "agent", "team", "duration_s", "direction")
 FILL_GAPS = ("subject", "text", "customer_name", "link", "number")
+# An order's text is what last happened to it (a refund, a cancellation): the newest says it.
+LATEST_TEXT_KINDS = ORDER_KINDS
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ def append(
 
     changes: dict[str, object] = {}
     newer = interaction.updated_at >= row.updated_at
-    for name in LATEST_WINS:
+    latest = LATEST_WINS + (("text",) if interaction.kind in LATEST_TEXT_KINDS else ())
+    for name in latest:
         value = getattr(interaction, name)
         if value is not None and (newer or getattr(row, name) is None):
             changes[name] = value

@@ -61,7 +61,10 @@ NOTE_SETTINGS = {
         "calls, writes or opens something in another tool",
     ),
 }
-NEUTRAL_LABELS = {"ticket": "ticket", "case": "case", "call": "phone call", "message": "message"}
+NEUTRAL_LABELS = {
+    "ticket": "ticket", "case": "case", "call": "phone call", "message": "message",
+    "order": "order",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,15 @@ class Plugin:
     def folder(cls) -> Path:
         """Return the plugin's folder (fixtures, templates)."""
         return Path(sys.modules[cls.__module__].__file__ or ".").resolve().parent
+
+    @classmethod
+    def fixture_headers(cls, path: Path) -> dict[str, str]:
+        """Return the headers (lower-case) a sender sends with a fixture file's body.
+
+        For senders that name the event in a header, not in the body (Shopify's topic); the
+        contract tests and the mapping preview read the fixtures with them.
+        """
+        return {}
 
     @classmethod
     def templates_folder(cls) -> Path:

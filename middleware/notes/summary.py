@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, func, select
 
 from middleware.customers.timeline import (
     answered_by,
@@ -25,7 +25,7 @@ from middleware.customers.timeline import (
     scope,
 )
 from middleware.integrations.plugin import Plugin
-from middleware.interaction import http_link
+from middleware.interaction import ORDER_KINDS, ORDER_PROBLEM_STATUSES, http_link
 from middleware.notes.mood import mood_of
 from middleware.notes.template_checks import (
     SAVED_PREFIX,
@@ -48,7 +48,10 @@ LATELY_DAYS = 30  # "3 contacts in 30 days: phone, email"
 # The identity types an agent knows by name, said first in "Recognised by email and phone".
 PLAIN_IDENTITIES = ("email", "phone")
 # Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
+# Orders are purchases, not contacts: they have a section of their own.
 LISTED_KINDS = ("ticket", "case", "call", "message")
+ORDERS_SHOWN = 5
+PROBLEM_DAYS = 30  # a refund or cancellation older than this is history, not a problem
 # What one operator of an admin-edited template may build: a note is a few KB of text, and a
 # template must not be able to stall the worker with "x" * 10**9 or 9 ** 9 ** 9.
 MAX_REPEAT = 10_000
@@ -72,6 +75,9 @@ class CustomerContext:
     contacts_lately: int = 0  # contacts within LATELY_DAYS
     channels_lately: list[str] = field(default_factory=list)  # their channels, most used first
     recognised_by: list[str] = field(default_factory=list)  # identity types, email and phone first
+    orders: list[dict[str, Any]] = field(default_factory=list)  # the latest purchases
+    # Orders refunded or cancelled within PROBLEM_DAYS, the latest change first.
+    order_problems: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def repeat_contact(self) -> bool:
@@ -121,6 +127,27 @@ def item_of(row: Row) -> dict[str, Any]:
     }
 
 
+def order_of(row: Row) -> dict[str, Any]:
+    """Describe one stored order: an item, when it last changed, and its problem if any."""
+    item = item_of(row)
+    item["updated_at"] = iso(row.updated_at)
+    problem = (row.status or "").lower() in ORDER_PROBLEM_STATUSES
+    item["problem"] = (excerpt(row.text) or row.status) if problem else None
+    return item
+
+
+def order_problems(conn: Connection, where: list[Any], since: datetime) -> list[Row]:
+    """Return the customer's orders refunded or cancelled since a moment, latest change first."""
+    query = select(interactions).where(
+        *where,
+        interactions.c.kind.in_(ORDER_KINDS),
+        func.lower(interactions.c.status).in_(sorted(ORDER_PROBLEM_STATUSES)),
+        interactions.c.updated_at >= since,
+    )
+    order = (interactions.c.updated_at.desc(), interactions.c.id.desc())
+    return list(conn.execute(query.order_by(*order).limit(ORDERS_SHOWN)))
+
+
 def _with_agents(conn: Connection, item: dict[str, Any], row: Row) -> dict[str, Any]:
     """Give a call's item `agents`: everyone who answered it, transfers included."""
     if row.kind == "call":
@@ -153,7 +180,8 @@ def build_context(
     now: datetime | None = None,
     mood: bool = True,
 ) -> CustomerContext:
-    """Gather who the customer is, open items, recent contacts, words, channel and mood.
+    """Gather who the customer is, open items, recent contacts, orders and their problems,
+    words, channel and mood.
 
     With mood false (`summary.mood` off) the mood is None.
     """
@@ -168,6 +196,8 @@ def build_context(
     preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
     texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
     lately = [*where, interactions.c.occurred_at >= now - timedelta(days=LATELY_DAYS)]
+    orders = history(conn, customer_id, ORDERS_SHOWN, exclude_thread, kinds=ORDER_KINDS)
+    problems = order_problems(conn, where, now - timedelta(days=PROBLEM_DAYS))
     return CustomerContext(
         customer={
             "id": person.id,
@@ -195,6 +225,8 @@ def build_context(
         contacts_lately=contacts_since(conn, lately, now - timedelta(days=LATELY_DAYS)),
         channels_lately=[c for c, _ in channel_counts(conn, lately)],
         recognised_by=[i.type for i in ids],
+        orders=[order_of(r) for r in orders],
+        order_problems=[order_of(r) for r in problems],
     )
 
 
@@ -408,7 +440,7 @@ class SummaryRenderer:
         """Return the variables a summary template sees for a customer context."""
         values = {**context.as_dict(), "repeat_contact": context.repeat_contact}
         values["recognised_by"] = recognised_by(context.recognised_by, self.system_ids)
-        for name in ("open_items", "interactions"):
+        for name in ("open_items", "interactions", "orders", "order_problems"):
             values[name] = [self.named(item) for item in values[name]]
         listed = {(i["source"], i["external_id"]) for i in values["open_items"]}
         for item in values["interactions"]:  # said once, under its open item

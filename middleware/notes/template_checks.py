@@ -46,6 +46,14 @@ _ITEM = {
     "link": "https://helpdesk.example.com/tickets/5141", "duration_s": None, "number": "5141",
     "said_by": "customer", "said": "Hello, I was charged twice for my January invoice.",
 }  # fmt: skip
+_ORDER: dict[str, Any] = {
+    "source": "shop", "external_id": "450789469", "kind": "order", "channel": "web",
+    "direction": None, "status": "refunded", "subject": "2× Blue mug · 38.00 EUR",
+    "excerpt": "refund of 19.00 EUR", "occurred_at": "2025-01-28T17:40:00Z",
+    "updated_at": "2025-02-01T10:05:00Z", "agent": None, "agents": [], "team": None,
+    "link": "https://shop.example.com/admin/orders/450789469", "duration_s": None,
+    "number": "#1001", "said_by": None, "said": None, "problem": "refund of 19.00 EUR",
+}  # fmt: skip
 
 
 def sample_contexts(renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]]]:
@@ -95,6 +103,8 @@ def sample_contexts(renderer: SummaryRenderer) -> list[tuple[str, dict[str, Any]
         contacts_lately=2,
         channels_lately=["email", "voice"],
         recognised_by=["email"],
+        orders=[dict(_ORDER)],
+        order_problems=[dict(_ORDER)],
     )
     new = CustomerContext(
         customer={"id": 2, "name": None, "preferred_channels": [], "identities": []},

@@ -1,4 +1,4 @@
-"""The demo: three journeys through simulated tools, each leaving the notes it promises."""
+"""The demo: four journeys through simulated tools, each leaving the notes it promises."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from devkit.demo import (
     HANDOFF_NOTE,
     PAST_TICKETS,
     billing_transfers,
+    bought_online,
     facebook_then_phone,
     monday_call_wednesday_email,
     running_demo,
@@ -114,10 +115,25 @@ def test_a_call_on_monday_and_an_email_on_wednesday(demo):
     )  # Monday's call by its time, never its CallSid
 
 
+def test_an_order_bought_online_and_refunded_is_named_on_the_next_ticket(demo):
+    """The shop's order and refund reach Ann's next ticket, linked to the shop's admin."""
+    ticket = bought_online(demo)
+    (note,) = demo.zendesk.notes(ticket)
+    order = "https://acme-demo.myshopify.com/admin/orders/450789469"
+    body = unmarked(note["body"])
+    assert f"Order problems:\n- #1001: refund of 24.00 USD, <when> (today) · {order}\n" in body
+    line = f"- <when> (today) · #1001 · refunded · Spare blender jug · 24.00 USD · {order}\n"
+    assert f"Recent orders:\n{line}" in body
+    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
+    assert f'<a href="{order}" target="_blank" rel="noopener">#1001</a>: refund of 24.00 USD' in pop
+
+
 def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser(demo):
     """The watcher reads what happens; the admin UI shows the tools connected from it."""
     story = "\n".join(demo.told)
-    for heading in ("1. A Facebook message", "2. A billing error", "3. A call on Monday"):
+    headings = ("1. A Facebook message", "2. A billing error", "3. A call on Monday",
+                "4. A customer buys online")  # fmt: skip
+    for heading in headings:
         assert heading in story
     assert "     │ Phone call " in story  # the notes themselves, as the agent reads them
     assert "     │ Recognised by email and phone" in story
@@ -125,7 +141,7 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     assert "[Carryover ref" not in story
     page = admin_session(demo).get(f"{demo.url}/admin/integrations/", timeout=5).text
     text = re.sub(r"<[^>]+>", "", page)  # as the admin reads it
-    assert text.count("connected (admin UI)") == 3
+    assert text.count("connected (admin UI)") == 4
 
 
 def admin_session(demo) -> requests.Session:

@@ -45,8 +45,9 @@ def plugin_instance(key: str) -> Plugin:
 
 
 def fixture_request(path: Path) -> InboundRequest:
-    """Wrap a fixture file as an inbound delivery."""
-    return InboundRequest(path="/hooks/fixture", url="", headers={}, body=path.read_bytes())
+    """Wrap a fixture file as an inbound delivery, with the headers its sender adds."""
+    headers = CLASSES[path.parent.parent.name].fixture_headers(path)
+    return InboundRequest(path="/hooks/fixture", url="", headers=headers, body=path.read_bytes())
 
 
 def fixtures_of(key: str) -> list[Path]:
