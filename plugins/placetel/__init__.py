@@ -64,7 +64,9 @@ class PlacetelPlugin(Plugin):
     title = "Placetel"
     short_title = "Placetel"
     capabilities = frozenset({Capability.RECEIVE})
-    id_fields = ("call_id",)  # a call id of digits may pass the Luhn check
+    # Never taken for card numbers: a call id of digits, and numbers such as 004930609854181
+    # (international form with 00) may pass the Luhn check.
+    id_fields = ("call_id", "from", "to", "peer")
     id_formats = {"call": re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")}
     settings = {
         "secret": Setting(str, secret=True, doc="the shared secret set in Placetel (Settings → "

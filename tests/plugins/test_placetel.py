@@ -261,6 +261,18 @@ def test_a_repeated_notification_is_acknowledged_and_causes_nothing_new(client, 
     assert len(people(core)) == 1
 
 
+def test_a_number_that_passes_the_luhn_check_is_stored_and_linked_as_sent(client, worker, core):
+    """A caller in international form (00…) whose digits look like a card stays a number."""
+    caller = "004930609854181"  # 15 digits that pass the Luhn check
+    body = fixture("IncomingCall.form").replace(b"from=030609854180", f"from={caller}".encode())
+    assert signed(client, body).status_code == 200
+    with core.engine.connect() as conn:
+        stored = bytes(conn.execute(select(deliveries.c.body)).scalar_one())
+    assert stored == body
+    worker.drain()
+    assert calls(core)[CALL]["identities"] == [["phone", "+4930609854181"]]
+
+
 def test_anonymous_caller_is_nobody(client, worker, core):
     """A caller who withholds the number rings as a call of no customer."""
     assert signed(client, fixture("IncomingCall__anonymous.form")).status_code == 200
