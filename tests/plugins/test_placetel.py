@@ -11,15 +11,21 @@ recognised by it); 030609854180, a Berlin number, stands in for it.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from middleware.config import Config, ConfigError
 from middleware.installation import Installation, build_installation
+from middleware.integrations.plugin import decode_form
 from middleware.process.calls import call_facts
+from middleware.store.queue import DONE
 from middleware.store.tables import customers, deliveries, interactions
 from plugins.placetel import ACKNOWLEDGEMENT, PlacetelPlugin, sign
 from tests.actions import ConfigFactory
@@ -373,3 +379,88 @@ def test_zammads_log_call_with_peer_names_the_sip_user_as_agent(client, worker, 
         "1234567890-2": "777008478072@example.com",
         "1234567890-3": "777008478072@example.com",
     }
+
+
+# -- hostile input -------------------------------------------------------------------------------
+
+ODD_VALUES = [
+    "", " ", "anonymous", "0", "\x00", "a\x00b", "\ud800", "\u202eevil", "💥", "\r\n",
+    "../../admin", "%00", "x" * 300, "7" * 40, "4111 1111 1111 1111", "+266696687",
+    "<Response/>", "javascript:alert(1)", "IncomingCall", "in", "out", "-1", "1e400",
+]  # fmt: skip
+FIELD_NAMES = ["event", "call_id", "from", "to", "peer", "user", "type", "duration",
+               "direction", "event[]", ""]  # fmt: skip
+odd = st.sampled_from(ODD_VALUES) | st.text(max_size=20)
+FIXTURE_FIELDS = [decode_form(p.read_bytes()) for p in sorted(FIXTURES.glob("*.form"))]
+HOSTILE = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                          HealthCheck.too_slow])  # fmt: skip
+
+
+@st.composite
+def mutated_forms(draw: st.DrawFn) -> bytes:
+    """Draw a fixture with fields dropped, replaced or added, a fresh call id most times."""
+    fields = list(draw(st.sampled_from(FIXTURE_FIELDS)))
+    if draw(st.integers(0, 3)):
+        fields = [(n, uuid.uuid4().hex if n == "call_id" else v) for n, v in fields]
+    for _ in range(draw(st.integers(0, 3))):
+        index = draw(st.integers(0, len(fields) - 1)) if fields else 0
+        operation = draw(st.sampled_from(["drop", "replace", "add"]))
+        if operation == "drop" and fields:
+            del fields[index]
+        elif operation == "replace" and fields:
+            fields[index] = (fields[index][0], draw(odd))
+        else:
+            fields.append((draw(st.sampled_from(FIELD_NAMES) | st.text(max_size=5)), draw(odd)))
+    return "&".join(
+        f"{quote_plus(n.encode('utf-8', 'surrogatepass'))}="
+        f"{quote_plus(v.encode('utf-8', 'surrogatepass'))}"
+        for n, v in fields
+    ).encode()
+
+
+def settled(core: Installation, worker, before: int) -> list[str]:
+    """Drain the worker; return the status of each delivery stored since `before`."""
+    worker.drain()
+    with core.engine.connect() as conn:
+        return list(conn.execute(
+            select(deliveries.c.status).where(deliveries.c.id > before)).scalars())  # fmt: skip
+
+
+def top_delivery(core: Installation) -> int:
+    with core.engine.connect() as conn:
+        return int(conn.execute(select(func.max(deliveries.c.id))).scalar() or 0)
+
+
+@HOSTILE
+@given(body=mutated_forms() | st.binary(max_size=60), by_path=st.booleans())
+def test_any_signed_notification_gets_xml_or_a_clear_400_and_never_fails_the_worker(
+    client, worker, core, body, by_path
+):
+    """Signed (or sent to the token URL), any form is acknowledged, ignored or refused as 400;
+    what is stored is processed without error."""
+    before = top_delivery(core)
+    response = by_token(client, body) if by_path else signed(client, body)
+    assert response.status_code in (200, 400), (body, response.data[:300])
+    if response.status_code == 400:
+        assert response.get_json()["error"]
+        assert top_delivery(core) == before
+    else:
+        assert response.data == ACKNOWLEDGEMENT or response.get_json()["ignored"] is not None
+    assert set(settled(core, worker, before)) <= {DONE}
+
+
+@HOSTILE
+@given(body=mutated_forms(), signature=st.text(st.characters(min_codepoint=0x20,
+       max_codepoint=0xFF, exclude_characters="\x7f"), max_size=70), token=odd)  # fmt: skip
+def test_any_unsigned_or_badly_signed_notification_gets_401(client, core, body, signature, token):
+    """A wrong signature or a wrong token is refused with 401 and stores nothing."""
+    before = top_delivery(core)
+    headers = {"X-PLACETEL-SIGNATURE": signature}
+    refused = client.post("/hooks/placetel", data=body, headers=headers, content_type=FORM)
+    assert refused.status_code == 401, refused.data[:300]
+    if token and token != TOKEN and "\n" not in token and not token.startswith("/"):
+        path = "/hooks/placetel/" + quote(token.encode("utf-8", "surrogatepass"), safe="")
+        wrong = client.post(path, data=body, content_type=FORM)
+        assert wrong.status_code in (308, 401, 404), wrong.data[:300]  # no route for odd paths
+    assert top_delivery(core) == before
