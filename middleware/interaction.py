@@ -21,9 +21,10 @@ DIRECTIONS = ("inbound", "outbound", "internal")
 AUTHORS = ("customer", "agent")
 OPEN_STATUSES = frozenset({"new", "open", "pending", "hold", "on-hold", "working", "escalated"})
 CLOSED_STATUSES = frozenset({"solved", "closed", "deleted", "resolved"})
-# Final statuses of a call (Twilio's CallStatus, and the hang-up causes of generic CTI).
+# Final statuses of a call (Twilio's CallStatus, the hang-up causes of generic CTI, and
+# Placetel's hang-up types: a call sent to voicemail, or blocked).
 CALL_ENDED_STATUSES = frozenset(
-    {"completed", "busy", "no-answer", "failed", "canceled", "forwarded"}
+    {"completed", "busy", "no-answer", "failed", "canceled", "forwarded", "voicemail", "blocked"}
 )
 CALL_ANSWERED_STATUS = "in-progress"
 MAX_LINK = 2048

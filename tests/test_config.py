@@ -42,6 +42,8 @@ EXAMPLE_ENV = {
     "ZENDESK_API_TOKEN": "example-token",
     "TWILIO_AUTH_TOKEN": "example-twilio-token",
     "CTI_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "PLACETEL_SECRET": "example-placetel-secret",
+    "PLACETEL_TOKEN": "example-placetel-path-token",
     "ZENDESK_WEBHOOK_SECRET": "example-webhook-secret",
     "SF_SESSION": "00D000000000001!example-session",
     "SF_PASSWORD": "example-password",
