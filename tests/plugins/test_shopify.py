@@ -213,7 +213,8 @@ def test_a_refund_before_its_order_loses_nothing(core, hooks, worker):
     assert (row.status, row.text, row.number, row.customer_id) == (
         "refunded", "refund of 209.00 USD", None, None,
     )  # fmt: skip
-    hooks.shopify(order(age=timedelta(days=3)), "orders/create")
+    created = stamp(timedelta(days=3))
+    hooks.shopify(order(created_at=created, updated_at=created), "orders/create")
     worker.drain()
     [row] = orders(core)
     assert (row.status, row.text, row.number, row.subject, row.channel) == (
@@ -221,7 +222,7 @@ def test_a_refund_before_its_order_loses_nothing(core, hooks, worker):
         "web",
     )  # fmt: skip
     assert row.customer_id is not None
-    assert row.occurred_at == datetime.fromisoformat(stamp(timedelta(days=3))).replace(tzinfo=None)
+    assert row.occurred_at == datetime.fromisoformat(created).replace(tzinfo=None)
 
 
 def test_a_new_order_writes_no_note(core, hooks, worker, fake_zendesk):
