@@ -8,8 +8,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from middleware.ingest import standard_webhooks
 from middleware.integrations.plugin import decode_form
-from plugins.cti import sign as cti_sign
 from plugins.zendesk import sign
 from tests.values import CTI_SECRET, FIXTURES, PLUGINS_DIR, ZENDESK_SECRET
 
@@ -61,14 +61,9 @@ def cti_body(name: str, **changes: Any) -> bytes:
 def cti_headers(body: bytes, secret: str = CTI_SECRET, timestamp: int | None = None,
                 webhook_id: str | None = None) -> dict[str, str]:  # fmt: skip
     """Sign a body as a Standard Webhooks sender does."""
-    stamp = str(int(datetime.now(UTC).timestamp()) if timestamp is None else timestamp)
     webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
-    return {
-        "Content-Type": "application/json",
-        "webhook-id": webhook_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": "v1," + cti_sign(secret, webhook_id, stamp, body),
-    }
+    signed = standard_webhooks.headers(secret, webhook_id, body, timestamp)
+    return {"Content-Type": "application/json", **signed}
 
 
 def salesforce_fixture(name: str) -> bytes:
