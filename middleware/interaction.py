@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-KINDS = ("ticket", "case", "call", "message", "note", "transfer")
+KINDS = ("ticket", "case", "call", "message", "note", "transfer", "visit", "survey")
 CHANNELS = (
     "phone", "sms", "email", "chat", "web", "facebook", "twitter", "whatsapp",
-    "messaging", "api", "other",
+    "messaging", "api", "in_person", "letter", "other",
 )  # fmt: skip
+# How a channel is said to agents where its name is not a plain word.
+CHANNEL_WORDS = {"in_person": "in person"}
 DIRECTIONS = ("inbound", "outbound", "internal")
 # Who wrote an interaction's text; None when the payload does not tell (and on older rows).
 AUTHORS = ("customer", "agent")
@@ -77,6 +79,9 @@ class Interaction:
     number: str | None = None
     # Who wrote `text`: "customer", "agent", or None when unknown.
     said_by: str | None = None
+    # The channels the customer said they prefer (a survey answer), as the payload named
+    # them; None when the record says nothing about it.
+    preferred_channels: tuple[str, ...] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -93,6 +98,11 @@ class CustomerRecord:
     record_ref: str
     customer_name: str | None = None
     identities: tuple[Identity, ...] = field(default_factory=tuple)
+
+
+def channel_word(channel: str | None) -> str:
+    """Return a channel's name as agents read it ("in person" for in_person)."""
+    return CHANNEL_WORDS.get(channel or "", channel or "")
 
 
 def is_open_status(status: str | None) -> bool:

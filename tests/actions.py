@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 
 from middleware.config import Config
 from plugins.twilio import sign as twilio_sign
-from tests.payloads import cti_headers, zendesk_headers
+from tests.payloads import cti_headers, generic_headers, zendesk_headers
 from tests.values import ADMIN_PASSWORD, PUBLIC_URL, SOAP_HEADERS, TWILIO_TOKEN
 
 if TYPE_CHECKING:
@@ -54,6 +54,12 @@ class Hooks:
     def cti(self, body: bytes, **kwargs: Any) -> TestResponse:
         """POST a signed generic-CTI event to /hooks/cti."""
         return self.client.post("/hooks/cti", data=body, headers=cti_headers(body, **kwargs))
+
+    def generic(self, body: bytes, **kwargs: Any) -> TestResponse:
+        """POST a Standard Webhooks event to /hooks/generic, signed with GENERIC_SECRET."""
+        return self.client.post(
+            "/hooks/generic", data=body, headers=generic_headers(body, **kwargs)
+        )
 
     def salesforce(self, body: bytes) -> TestResponse:
         """POST an Outbound Message to /hooks/salesforce as Salesforce does."""

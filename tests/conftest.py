@@ -31,6 +31,7 @@ from tests.values import (
     AGENT_KEY,
     ANN,
     CTI_SECRET,
+    GENERIC_SECRET,
     PG_URL,
     SF_INSTANCE,
     SF_ORG,
@@ -124,12 +125,14 @@ def build_config(
     phone: bool = False,
     salesforce: dict[str, Any] | None = None,
     twilio: dict[str, Any] | None = None,
+    generic: bool = False,
     **extra: Any,
 ) -> Config:
     """Build a validated configuration for tests (zendesk_options override plugin settings).
 
     phone=True also connects Twilio (twilio: more of its settings) and the generic CTI;
-    salesforce (settings over the test org's defaults) connects Salesforce.
+    salesforce (settings over the test org's defaults) connects Salesforce; generic=True
+    connects the generic inbound integration (Standard Webhooks, GENERIC_SECRET).
     """
     raw: dict[str, Any] = {
         "database_url": database_url,
@@ -155,6 +158,9 @@ def build_config(
         raw.setdefault("integrations", {})
         raw["integrations"]["twilio"] = {"auth_token": TWILIO_TOKEN, **(twilio or {})}
         raw["integrations"]["cti"] = {"secret": CTI_SECRET}
+    if generic:
+        raw.setdefault("integrations", {})
+        raw["integrations"]["generic"] = {"secret": GENERIC_SECRET}
     if salesforce is not None:
         raw.setdefault("integrations", {})
         raw["integrations"]["salesforce"] = {

@@ -11,7 +11,7 @@ from typing import Any
 from middleware.ingest import standard_webhooks
 from middleware.integrations.plugin import decode_form
 from plugins.zendesk import sign
-from tests.values import CTI_SECRET, FIXTURES, PLUGINS_DIR, ZENDESK_SECRET
+from tests.values import CTI_SECRET, FIXTURES, GENERIC_SECRET, PLUGINS_DIR, ZENDESK_SECRET
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -64,6 +64,18 @@ def cti_headers(body: bytes, secret: str = CTI_SECRET, timestamp: int | None = N
     webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
     signed = standard_webhooks.headers(secret, webhook_id, body, timestamp)
     return {"Content-Type": "application/json", **signed}
+
+
+def generic_body(name: str, **data: Any) -> bytes:
+    """Return a generic inbound fixture as JSON bytes, with some data fields changed."""
+    payload = json.loads((PLUGINS_DIR / "generic" / "fixtures" / name).read_bytes())
+    payload["data"].update(data)
+    return json.dumps(payload).encode()
+
+
+def generic_headers(body: bytes, secret: str = GENERIC_SECRET, **kwargs: Any) -> dict[str, str]:
+    """Sign a body for /hooks/generic as a Standard Webhooks sender does."""
+    return cti_headers(body, secret, **kwargs)
 
 
 def salesforce_fixture(name: str) -> bytes:

@@ -61,7 +61,10 @@ NOTE_SETTINGS = {
         "calls, writes or opens something in another tool",
     ),
 }
-NEUTRAL_LABELS = {"ticket": "ticket", "case": "case", "call": "phone call", "message": "message"}
+NEUTRAL_LABELS = {
+    "ticket": "ticket", "case": "case", "call": "phone call", "message": "message",
+    "visit": "visit", "survey": "survey answer",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 CALL_NOTE = "call"  # the purpose of a call's note (its marker says co-<id>-call)
 UPDATE_NOTE = "update"  # the purpose of the note about a new ticket, case or message
-NEWS_KINDS = (*ITEM_KINDS, "message")
+NEWS_KINDS = (*ITEM_KINDS, "message", "visit")
 
 
 def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
