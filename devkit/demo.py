@@ -13,6 +13,9 @@ happens while notes and pops appear:
    manager's pop shows it, and the call transferred from billing to the manager is noted on
    both, handoff note and all.
 3. A call on Monday and an email on Wednesday: the email's ticket names Monday's call.
+4. A chat with the shop's bot (a system without a plugin, sending to /hooks/generic): Ann's
+   open ticket learns what she told the bot (her lines, not the bot's), and her survey
+   answer makes phone her preferred channel.
 
 With `--history`, the tools first hold a year of made-up history (the three customers' own
 past among it), which `carryover backfill` imports before the journeys: their notes and pops
@@ -43,12 +46,14 @@ import requests
 import yaml
 
 from devkit.history import HistorySummary, seed_history
+from devkit.simulators.generic import Customer, GenericSender
 from devkit.simulators.salesforce import FakeSalesforce
 from devkit.simulators.twilio import TwilioPhone
 from devkit.simulators.twilio_rest import FakeTwilio
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
 from middleware.config import load_config
+from middleware.ingest import standard_webhooks
 from middleware.installation import build_installation
 from middleware.integrations.registry import PluginRegistry
 from middleware.notes.outbox import MARKER_PATTERN
@@ -67,6 +72,7 @@ ZENDESK_BOT = "carryover@acme.example"
 SF_USER = "carryover@acme.example"
 WAIT_S = 20.0  # the longest a step waits for Carryover to write a note
 HISTORY_SINCE = "365d"
+BLENDER_SUBJECT = "Blender arrived with a cracked jug"  # Ann's ticket of the first journey
 RECORDS = {"zendesk": "tickets", "salesforce": "cases", "twilio": "calls"}  # what each imports
 
 
@@ -105,6 +111,7 @@ class Secrets:
     salesforce_password: str = field(default_factory=lambda: token_urlsafe(12))
     salesforce_token: str = field(default_factory=lambda: token_urlsafe(12))
     twilio_token: str = field(default_factory=lambda: token_urlsafe(24))
+    generic_secret: str = field(default_factory=standard_webhooks.generate_secret)
 
 
 @dataclass
@@ -118,6 +125,7 @@ class Demo:
     zendesk: FakeZendesk
     salesforce: FakeSalesforce
     phone: TwilioPhone
+    inbound: GenericSender  # the shop's chatbot and survey tool, through /hooks/generic
     bob_contact: str
     pace: float
     say: Callable[[str], None]
@@ -199,7 +207,8 @@ def running_demo(
         salesforce.subscribe(f"{url}/hooks/salesforce")
         with _serving(config_file, port, folder / "carryover.log"):
             phone = TwilioPhone(url, secrets.twilio_token, pause=pace)
-            yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone,
+            inbound = GenericSender(url, secrets.generic_secret)
+            yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone, inbound,
                        bob_contact, pace, say, seeded)  # fmt: skip
 
 
@@ -356,6 +365,7 @@ def _install(
                                "security_token": secrets.salesforce_token}, ADMIN)  # fmt: skip
         calls = {"account_sid": twilio.account_sid, "api_url": twilio.api_url} if twilio else {}
         connect("twilio", {"auth_token": secrets.twilio_token, **calls}, ADMIN)
+        connect("generic", {"secret": secrets.generic_secret}, ADMIN)
     finally:
         core.dispose()
     key = installation_key(config)
@@ -398,7 +408,7 @@ def facebook_then_phone(demo: Demo) -> int:
     say, zendesk = demo.say, demo.zendesk
     say("\n1. A Facebook message, continued by phone")
     ticket = zendesk.open_ticket(
-        ANN.zendesk_id, "Blender arrived with a cracked jug",
+        ANN.zendesk_id, BLENDER_SUBJECT,
         "Hi! The blender from order 4411 arrived with a cracked jug. Can you send a new one?",
         channel="facebook",
     )  # fmt: skip
@@ -522,7 +532,37 @@ def monday_call_wednesday_email(demo: Demo) -> int:
     return ticket
 
 
-JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email)
+# What Ann tells the shop's chatbot in the fourth journey (the bot's own lines are not hers).
+CHAT_LINES = ("Is the new jug for my blender on its way?",
+              "Please call me about it, I rarely read my email.")  # fmt: skip
+
+
+def chat_with_the_bot(demo: Demo) -> int:
+    """Ann chats with the shop's bot: her open ticket learns her words, her survey her wish."""
+    say, zendesk = demo.say, demo.zendesk
+    say("\n4. A chat with the shop's bot, and a survey after it")
+    # The Facebook ticket of the first journey, still open.
+    ticket = max(i for i, t in zendesk.tickets.items() if t["subject"] == BLENDER_SUBJECT)
+    seen = len(zendesk.notes(ticket))
+    ann = Customer(email=ANN.email, name=ANN.name)
+    demo.inbound.chat(ann, CHAT_LINES, topic="Replacement jug")
+    say("   Ann asks the shop's chatbot about her replacement jug (a system without a plugin, "
+        "sending Standard Webhooks to /hooks/generic).")  # fmt: skip
+    note = demo.new_note(ticket, seen, "tell the ticket about the chat")
+    say(f"   Her open ticket #{ticket} learns what she told the bot, not what the bot said:")
+    show_note(say, note)
+    demo.pause(2)
+    demo.inbound.survey(ann, ["phone"], "Quick answers, thanks.")
+    demo.wait_for(
+        "take the survey's preference", lambda: "Prefers phone" in demo.pop_page(ANN.phone)
+    )
+    say(f"   The after-chat survey says she prefers the phone: her screen-pop says so now "
+        f"({demo.pop_link(ANN.phone)}).")  # fmt: skip
+    return ticket
+
+
+JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email,
+            chat_with_the_bot)  # fmt: skip
 
 
 def play(demo: Demo) -> None:
@@ -573,6 +613,6 @@ Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
   Ann's pop        {demo.pop_link(ANN.phone)}
 
 In the admin UI: Customers (search "Ann", split or merge an identity), Deliveries (every
-webhook and note, replay), Mappings (live preview), Integrations (the three tools, connected
+webhook and note, replay), Mappings (live preview), Integrations (the four integrations, connected
 from the admin UI: test a connection{history}). {end}
 """

@@ -66,7 +66,6 @@ class GenericSender:
         self.url = carryover_url.rstrip("/") + HOOK_PATH
         self.secret = secret
         self.timeout_s = timeout_s
-        self.session = requests.Session()
 
     def send(
         self, event_type: str, data: Mapping[str, object], webhook_id: str | None = None
@@ -76,7 +75,9 @@ class GenericSender:
         body = json.dumps({"type": event_type, "timestamp": _now(), "data": data}).encode()
         headers = {"Content-Type": "application/json",
                    **standard_webhooks.headers(self.secret, webhook_id, body)}  # fmt: skip
-        response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout_s)
+        # No kept-alive session: a connection left open would hold Carryover's port after it
+        # stops (the demo checks the port is free before it starts again).
+        response = requests.post(self.url, data=body, headers=headers, timeout=self.timeout_s)
         if response.status_code != 200:
             raise RejectedEvent(f"{event_type}: {response.status_code} {response.text[:200]}")
         return Sent(webhook_id, event_type, response.status_code, response.json())

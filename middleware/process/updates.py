@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 CALL_NOTE = "call"  # the purpose of a call's note (its marker says co-<id>-call)
 UPDATE_NOTE = "update"  # the purpose of the note about a new ticket, case or message
-NEWS_KINDS = (*ITEM_KINDS, "message", "visit")
+NEWS_KINDS = (*ITEM_KINDS, "message")
 
 
 def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
@@ -74,10 +74,10 @@ def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
 
 def is_news(interaction: Interaction) -> bool:
     """Tell whether an event announces something new worth an update elsewhere: a ticket or
-    case being opened, or a message from the customer."""
+    case being opened, or a message or visit from the customer."""
     if not interaction.creates:
         return False
-    if interaction.kind == "message":
+    if interaction.kind in ("message", "visit"):
         return interaction.direction == "inbound"
     return interaction.kind in ITEM_KINDS
 

@@ -1,4 +1,4 @@
-"""The demo: three journeys through simulated tools, each leaving the notes it promises."""
+"""The demo: four journeys through simulated tools, each leaving the notes it promises."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import requests
 from devkit.demo import (
     ANN,
     BOB,
+    CHAT_LINES,
     HANDOFF_NOTE,
     PAST_TICKETS,
     billing_transfers,
+    chat_with_the_bot,
     facebook_then_phone,
     monday_call_wednesday_email,
     running_demo,
@@ -114,10 +116,22 @@ def test_a_call_on_monday_and_an_email_on_wednesday(demo):
     )  # Monday's call by its time, never its CallSid
 
 
+def test_a_chat_with_the_bot_and_a_survey(demo):
+    """Ann's open ticket learns her chat lines (not the bot's); her survey sets the phone."""
+    ticket = chat_with_the_bot(demo)
+    update = demo.zendesk.notes(ticket)[-1]
+    assert unmarked(update["body"]) == (
+        f'Ann Example sent a message by chat, <when>\n"{CHAT_LINES[0]} {CHAT_LINES[1]}"'
+    )
+    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
+    assert "Prefers phone" in pop
+
+
 def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser(demo):
     """The watcher reads what happens; the admin UI shows the tools connected from it."""
     story = "\n".join(demo.told)
-    for heading in ("1. A Facebook message", "2. A billing error", "3. A call on Monday"):
+    for heading in ("1. A Facebook message", "2. A billing error", "3. A call on Monday",
+                    "4. A chat with the shop's bot"):  # fmt: skip
         assert heading in story
     assert "     │ Phone call " in story  # the notes themselves, as the agent reads them
     assert "     │ Recognised by email and phone" in story
@@ -125,7 +139,7 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     assert "[Carryover ref" not in story
     page = admin_session(demo).get(f"{demo.url}/admin/integrations/", timeout=5).text
     text = re.sub(r"<[^>]+>", "", page)  # as the admin reads it
-    assert text.count("connected (admin UI)") == 3
+    assert text.count("connected (admin UI)") == 4
 
 
 def admin_session(demo) -> requests.Session:
