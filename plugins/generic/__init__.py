@@ -74,6 +74,7 @@ class GenericPlugin(Plugin):
     title = "Generic inbound (any other channel)"
     short_title = "Inbound"
     capabilities = frozenset({Capability.RECEIVE})
+    id_fields = ("id",)  # data.id: a sender's record id may be a long number, never a card
     settings = {
         "secret": Setting(str, required=True, secret=True, doc="whsec_… Standard Webhooks secret"),
         "tolerance_s": Setting(int, 300, doc="how far webhook-timestamp may be off"),

@@ -184,6 +184,18 @@ def test_every_fixture_lands_on_the_right_customer(client, core, hooks, worker):
     assert context(client, phone="+14155550177")["customer"]["name"] == "Carla Rossi"
 
 
+def test_a_long_numeric_id_is_kept_and_a_card_number_in_text_is_redacted(client, hooks, worker):
+    """A record id that passes the Luhn check stays; the same digits in the text do not."""
+    hooks.generic(generic_body("letter_scanned.json", id="4111111111111111",
+                               text="Please refund card 4111 1111 1111 1111."))  # fmt: skip
+    worker.drain()
+    [item] = context(client, email="dan.ortiz@example.com")["interactions"]
+    assert item["external_id"] == "4111111111111111"
+    assert context(client, email="dan.ortiz@example.com")["said"][0]["text"] == (
+        "Please refund card [card ending 1111]."
+    )
+
+
 def test_a_chatbot_conversation_says_only_the_customers_lines(client, core, hooks, worker):
     """Only the customer's chat lines are what they already said; the bot's are not."""
     hooks.generic(generic_body("chatbot_conversation.json"))
