@@ -48,13 +48,13 @@ SETUP = """\
    service), send each event as a Standard Webhooks message to {public_url}/hooks/generic:
    a POST with a JSON body {"type": "<event type>", "timestamp": "<ISO 8601>", "data": {...}}
    and the headers webhook-id (unique per event, kept on retries), webhook-timestamp (unix
-   seconds, at most 5 minutes off) and webhook-signature (v1,<base64 HMAC-SHA256 of
-   "<webhook-id>.<webhook-timestamp>.<body>"> keyed with the secret's base64 part). The
+   seconds, at most 5 minutes off) and webhook-signature ("v1," and the base64 HMAC-SHA256
+   of "<webhook-id>.<webhook-timestamp>.<body>", keyed with the secret's base64 part). The
    Standard Webhooks libraries (standardwebhooks on PyPI and npm) do exactly this.
 3. The shipped mapping (Mappings → generic) reads these types; their data:
    - store.visit (a visit at a store, or a kiosk session): data.id, data.customer (email,
      phone, name), data.location, data.staff, data.channel ("in_person", the default),
-     data.subject, data.notes (what the customer asked for).
+     data.subject, data.notes (the staff's notes on what the customer came for).
    - chatbot.conversation: data.id, data.customer, data.bot, data.topic, data.messages (a
      list of {"from": "customer" or "bot", "text": ...}); the customer's lines are what
      they already said, the bot's are not.
