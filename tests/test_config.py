@@ -42,6 +42,7 @@ EXAMPLE_ENV = {
     "ZENDESK_API_TOKEN": "example-token",
     "TWILIO_AUTH_TOKEN": "example-twilio-token",
     "CTI_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "GENERIC_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "ZENDESK_WEBHOOK_SECRET": "example-webhook-secret",
     "SF_SESSION": "00D000000000001!example-session",
     "SF_PASSWORD": "example-password",
