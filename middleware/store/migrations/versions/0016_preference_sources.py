@@ -23,9 +23,8 @@ COLUMNS: list[tuple[str, sa.types.TypeEngine[Any]]] = [
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("customers") as batch:
-        for name, kind in COLUMNS:
-            batch.add_column(sa.Column(name, kind))
+    for name, kind in COLUMNS:
+        op.add_column("customers", sa.Column(name, kind))
     # Preferences set before sources were kept were set on the admin customer page.
     op.execute(
         "UPDATE customers SET preferred_source = 'admin', preferred_caused_by = 'admin' "
@@ -34,6 +33,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("customers") as batch:
-        for name, _ in reversed(COLUMNS):
-            batch.drop_column(name)
+    # Plain DROP COLUMN (SQLite 3.35+ and PostgreSQL): a batch would copy the customers table,
+    # and SQLite refuses to drop a table that identities and interactions point to.
+    for name, _ in reversed(COLUMNS):
+        op.execute(f"ALTER TABLE customers DROP COLUMN {name}")
