@@ -38,7 +38,7 @@ from bench.generate import (
 from bench.report import latency_figures, progress
 from bench.servers import AGENT_KEY, CTI_SECRET, HOST, Server, free_port, write_phone_config
 from middleware.config import POP, WORKER
-from plugins.cti import sign
+from middleware.ingest.standard_webhooks import sign
 
 READ_CUSTOMERS = 1_000  # random customers per endpoint, each read once
 HEAVY_READS = 200  # reads of the heavy customer per endpoint

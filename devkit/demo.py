@@ -14,8 +14,9 @@ happens while notes and pops appear:
    manager's pop shows it, and the call transferred from billing to the manager is noted on
    both, handoff note and all.
 3. A call on Monday and an email on Wednesday: the email's ticket names Monday's call.
-4. A customer buys online: her order and its refund come from the shop, and the ticket she
-   then opens gets a note naming both.
+4. A customer buys online, chats with the shop's bot (a system without a plugin, sending to
+   /hooks/generic), answers its survey and calls: her order and its refund, what she told the
+   bot (her lines, not the bot's) and her preferred channel reach the pop and her tickets.
 
 With `--history`, the tools first hold a year of made-up history (the three customers' own
 past among it), which `carryover backfill` imports before the journeys: their notes and pops
@@ -47,6 +48,7 @@ import requests
 import yaml
 
 from devkit.history import HistorySummary, seed_history
+from devkit.simulators.generic import Customer, GenericSender
 from devkit.simulators.salesforce import FakeSalesforce
 from devkit.simulators.shopify import LineItem, ShopifyShop
 from devkit.simulators.twilio import TwilioPhone
@@ -54,6 +56,7 @@ from devkit.simulators.twilio_rest import FakeTwilio
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
 from middleware.config import load_config
+from middleware.ingest import standard_webhooks
 from middleware.installation import build_installation
 from middleware.integrations.registry import PluginRegistry
 from middleware.notes.outbox import MARKER_PATTERN
@@ -73,6 +76,7 @@ ZENDESK_BOT = "carryover@acme.example"
 SF_USER = "carryover@acme.example"
 WAIT_S = 20.0  # the longest a step waits for Carryover to write a note
 HISTORY_SINCE = "365d"
+BLENDER_SUBJECT = "Blender arrived with a cracked jug"  # Ann's ticket of the first journey
 RECORDS = {"zendesk": "tickets", "salesforce": "cases", "twilio": "calls"}  # what each imports
 
 
@@ -112,6 +116,7 @@ class Secrets:
     salesforce_token: str = field(default_factory=lambda: token_urlsafe(12))
     twilio_token: str = field(default_factory=lambda: token_urlsafe(24))
     shopify_webhook: str = field(default_factory=lambda: token_urlsafe(32))
+    generic_secret: str = field(default_factory=standard_webhooks.generate_secret)
 
 
 @dataclass
@@ -125,6 +130,7 @@ class Demo:
     zendesk: FakeZendesk
     salesforce: FakeSalesforce
     phone: TwilioPhone
+    inbound: GenericSender  # the shop's chatbot and survey tool, through /hooks/generic
     bob_contact: str
     pace: float
     say: Callable[[str], None]
@@ -208,7 +214,8 @@ def running_demo(
         with _serving(config_file, port, folder / "carryover.log"):
             phone = TwilioPhone(url, secrets.twilio_token, pause=pace)
             shop = ShopifyShop(url, secrets.shopify_webhook, SHOP)
-            yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone,
+            inbound = GenericSender(url, secrets.generic_secret)
+            yield Demo(url, folder, secrets, link_secret, zendesk, salesforce, phone, inbound,
                        bob_contact, pace, say, seeded, shop)  # fmt: skip
 
 
@@ -367,6 +374,7 @@ def _install(
         connect("twilio", {"auth_token": secrets.twilio_token, **calls}, ADMIN)
         connect("shopify", {"shop_url": f"https://{SHOP}",
                             "webhook_secret": secrets.shopify_webhook}, ADMIN)  # fmt: skip
+        connect("generic", {"secret": secrets.generic_secret}, ADMIN)
     finally:
         core.dispose()
     key = installation_key(config)
@@ -409,7 +417,7 @@ def facebook_then_phone(demo: Demo) -> int:
     say, zendesk = demo.say, demo.zendesk
     say("\n1. A Facebook message, continued by phone")
     ticket = zendesk.open_ticket(
-        ANN.zendesk_id, "Blender arrived with a cracked jug",
+        ANN.zendesk_id, BLENDER_SUBJECT,
         "Hi! The blender from order 4411 arrived with a cracked jug. Can you send a new one?",
         channel="facebook",
     )  # fmt: skip
@@ -558,7 +566,37 @@ def bought_online(demo: Demo) -> int:
     return ticket
 
 
-JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email, bought_online)
+# What Ann tells the shop's chatbot in the fourth journey (the bot's own lines are not hers).
+CHAT_LINES = ("Is the new jug for my blender on its way?",
+              "Please call me about it, I rarely read my email.")  # fmt: skip
+
+
+def chat_with_the_bot(demo: Demo) -> int:
+    """Ann chats with the shop's bot: her open ticket learns her words, her survey her wish."""
+    say, zendesk = demo.say, demo.zendesk
+    say("\n4. A chat with the shop's bot, and a survey after it")
+    # The Facebook ticket of the first journey, still open.
+    ticket = max(i for i, t in zendesk.tickets.items() if t["subject"] == BLENDER_SUBJECT)
+    seen = len(zendesk.notes(ticket))
+    ann = Customer(email=ANN.email, name=ANN.name)
+    demo.inbound.chat(ann, CHAT_LINES, topic="Replacement jug")
+    say("   Ann asks the shop's chatbot about her replacement jug (a system without a plugin, "
+        "sending Standard Webhooks to /hooks/generic).")  # fmt: skip
+    note = demo.new_note(ticket, seen, "tell the ticket about the chat")
+    say(f"   Her open ticket #{ticket} learns what she told the bot, not what the bot said:")
+    show_note(say, note)
+    demo.pause(2)
+    demo.inbound.survey(ann, ["phone"], "Quick answers, thanks.")
+    demo.wait_for(
+        "take the survey's preference", lambda: "Prefers phone" in demo.pop_page(ANN.phone)
+    )
+    say(f"   The after-chat survey says she prefers the phone: her screen-pop says so now "
+        f"({demo.pop_link(ANN.phone)}).")  # fmt: skip
+    return ticket
+
+
+JOURNEYS = (facebook_then_phone, billing_transfers, monday_call_wednesday_email,
+            bought_online, chat_with_the_bot)  # fmt: skip
 
 
 def play(demo: Demo) -> None:
@@ -609,6 +647,6 @@ Carryover is serving at {demo.url} (its log: {demo.folder / "carryover.log"}).
   Ann's pop        {demo.pop_link(ANN.phone)}
 
 In the admin UI: Customers (search "Ann", split or merge an identity), Deliveries (every
-webhook and note, replay), Mappings (live preview), Integrations (the four tools, connected
+webhook and note, replay), Mappings (live preview), Integrations (the five integrations, connected
 from the admin UI: test a connection{history}). {end}
 """

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-KINDS = ("ticket", "case", "call", "message", "note", "transfer", "order")
+KINDS = ("ticket", "case", "call", "message", "note", "transfer", "order", "visit", "survey")
 # Purchases: part of a customer's timeline, never contacts nor open items that get notes.
 ORDER_KINDS = ("order",)
 # The statuses of an order that an agent should know about before answering (the mappings
@@ -14,8 +14,10 @@ ORDER_KINDS = ("order",)
 ORDER_PROBLEM_STATUSES = frozenset({"refunded", "partially refunded", "cancelled"})
 CHANNELS = (
     "phone", "sms", "email", "chat", "web", "facebook", "twitter", "whatsapp",
-    "messaging", "api", "other",
+    "messaging", "api", "in_person", "letter", "other",
 )  # fmt: skip
+# How a channel is said to agents where its name is not a plain word.
+CHANNEL_WORDS = {"in_person": "in person"}
 DIRECTIONS = ("inbound", "outbound", "internal")
 # Who wrote an interaction's text; None when the payload does not tell (and on older rows).
 AUTHORS = ("customer", "agent")
@@ -83,6 +85,9 @@ class Interaction:
     number: str | None = None
     # Who wrote `text`: "customer", "agent", or None when unknown.
     said_by: str | None = None
+    # The channels the customer said they prefer (a survey answer), as the payload named
+    # them; None when the record says nothing about it.
+    preferred_channels: tuple[str, ...] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -99,6 +104,11 @@ class CustomerRecord:
     record_ref: str
     customer_name: str | None = None
     identities: tuple[Identity, ...] = field(default_factory=tuple)
+
+
+def channel_word(channel: str | None) -> str:
+    """Return a channel's name as agents read it ("in person" for in_person)."""
+    return CHANNEL_WORDS.get(channel or "", channel or "")
 
 
 def is_open_status(status: str | None) -> bool:

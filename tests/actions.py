@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 
 from middleware.config import Config
 from plugins.twilio import sign as twilio_sign
-from tests.payloads import cti_headers, shopify_headers, zendesk_headers
+from tests.payloads import cti_headers, generic_headers, shopify_headers, zendesk_headers
 from tests.values import ADMIN_PASSWORD, PUBLIC_URL, SOAP_HEADERS, TWILIO_TOKEN
 
 if TYPE_CHECKING:
@@ -59,6 +59,12 @@ class Hooks:
         """POST a signed Shopify webhook of a topic to /hooks/shopify."""
         return self.client.post(
             "/hooks/shopify", data=body, headers=shopify_headers(body, topic, **kwargs)
+        )
+
+    def generic(self, body: bytes, **kwargs: Any) -> TestResponse:
+        """POST a Standard Webhooks event to /hooks/generic, signed with GENERIC_SECRET."""
+        return self.client.post(
+            "/hooks/generic", data=body, headers=generic_headers(body, **kwargs)
         )
 
     def salesforce(self, body: bytes) -> TestResponse:

@@ -31,6 +31,7 @@ from tests.values import (
     AGENT_KEY,
     ANN,
     CTI_SECRET,
+    GENERIC_SECRET,
     PG_URL,
     SF_INSTANCE,
     SF_ORG,
@@ -127,13 +128,15 @@ def build_config(
     salesforce: dict[str, Any] | None = None,
     twilio: dict[str, Any] | None = None,
     shopify: dict[str, Any] | None = None,
+    generic: bool = False,
     **extra: Any,
 ) -> Config:
     """Build a validated configuration for tests (zendesk_options override plugin settings).
 
     phone=True also connects Twilio (twilio: more of its settings) and the generic CTI;
     salesforce (settings over the test org's defaults) connects Salesforce; shopify
-    (settings over the test shop's) connects Shopify.
+    (settings over the test shop's) connects Shopify; generic=True
+    connects the generic inbound integration (Standard Webhooks, GENERIC_SECRET).
     """
     raw: dict[str, Any] = {
         "database_url": database_url,
@@ -159,6 +162,9 @@ def build_config(
         raw.setdefault("integrations", {})
         raw["integrations"]["twilio"] = {"auth_token": TWILIO_TOKEN, **(twilio or {})}
         raw["integrations"]["cti"] = {"secret": CTI_SECRET}
+    if generic:
+        raw.setdefault("integrations", {})
+        raw["integrations"]["generic"] = {"secret": GENERIC_SECRET}
     if salesforce is not None:
         raw.setdefault("integrations", {})
         raw["integrations"]["salesforce"] = {

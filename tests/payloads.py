@@ -8,13 +8,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from middleware.ingest import standard_webhooks
 from middleware.integrations.plugin import decode_form
-from plugins.cti import sign as cti_sign
 from plugins.shopify import sign as shopify_sign
 from plugins.zendesk import sign
 from tests.values import (
     CTI_SECRET,
     FIXTURES,
+    GENERIC_SECRET,
     PLUGINS_DIR,
     SHOPIFY_SECRET,
     SHOPIFY_SHOP,
@@ -69,14 +70,21 @@ def cti_body(name: str, **changes: Any) -> bytes:
 def cti_headers(body: bytes, secret: str = CTI_SECRET, timestamp: int | None = None,
                 webhook_id: str | None = None) -> dict[str, str]:  # fmt: skip
     """Sign a body as a Standard Webhooks sender does."""
-    stamp = str(int(datetime.now(UTC).timestamp()) if timestamp is None else timestamp)
     webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
-    return {
-        "Content-Type": "application/json",
-        "webhook-id": webhook_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": "v1," + cti_sign(secret, webhook_id, stamp, body),
-    }
+    signed = standard_webhooks.headers(secret, webhook_id, body, timestamp)
+    return {"Content-Type": "application/json", **signed}
+
+
+def generic_body(name: str, **data: Any) -> bytes:
+    """Return a generic inbound fixture as JSON bytes, with some data fields changed."""
+    payload = json.loads((PLUGINS_DIR / "generic" / "fixtures" / name).read_bytes())
+    payload["data"].update(data)
+    return json.dumps(payload).encode()
+
+
+def generic_headers(body: bytes, secret: str = GENERIC_SECRET, **kwargs: Any) -> dict[str, str]:
+    """Sign a body for /hooks/generic as a Standard Webhooks sender does."""
+    return cti_headers(body, secret, **kwargs)
 
 
 def salesforce_fixture(name: str) -> bytes:

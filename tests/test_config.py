@@ -44,6 +44,7 @@ EXAMPLE_ENV = {
     "CTI_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "PLACETEL_SECRET": "example-placetel-secret",
     "PLACETEL_TOKEN": "example-placetel-path-token",
+    "GENERIC_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "ZENDESK_WEBHOOK_SECRET": "example-webhook-secret",
     "SF_SESSION": "00D000000000001!example-session",
     "SF_PASSWORD": "example-password",

@@ -16,6 +16,7 @@ UNREACHABLE_URL = "http://127.0.0.1:9"
 AGENT_KEY = "agent-key-for-tests"
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
 CTI_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+GENERIC_SECRET = "whsec_Z2VuZXJpYy1zZWNyZXQtZm9yLXRlc3RzLW9ubHkh"
 PUBLIC_URL = "http://127.0.0.1:8080"  # the default public_url, which Twilio signs
 ANN = 8447388090501
 SF_ORG = "00D70000000IVNp"  # the org of the Salesforce fixtures, in its 15-character form

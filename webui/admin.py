@@ -38,6 +38,7 @@ from middleware.admin.figures import overview_figures
 from middleware.customers.retention import PurgeRun, last_purge
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
+from middleware.interaction import channel_word
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui import admins as admin_pages
@@ -128,6 +129,12 @@ def check_csrf() -> None:
 
 def _idle_timeout_s() -> int:
     return int(current_installation().config.admin["idle_timeout_s"])
+
+
+@bp.app_template_filter("channel")
+def channel_filter(channel: str | None) -> str:
+    """Say a channel as agents read it ("in person" for in_person)."""
+    return channel_word(channel)
 
 
 @bp.app_context_processor

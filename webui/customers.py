@@ -29,11 +29,17 @@ from middleware.customers.edits import (
     set_preferred_channels,
     split_identity,
 )
+from middleware.customers.preferences import (
+    BEHAVIOUR,
+    SURVEY,
+    Preference,
+)
 from middleware.interaction import CHANNELS
 from middleware.notes.summary import build_context
 from middleware.store.tables import MAX_ID, reading
 from middleware.web.current import current_installation
 from webui.audit import log_change, log_customer_change
+from webui.clock import local_time
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -60,8 +66,21 @@ def profile(customer_id: int) -> ResponseReturnValue:
         person = customer_profile(conn, customer_id)
         settings = current_installation().config.summary
         context = build_context(conn, customer_id, settings["recent_limit"], mood=settings["mood"])
+        origin = preference_origin(person["preference"], person["preference_delivery"])
     return render_template("admin/customer.html", person=person, context=context,
-                           channels=CHANNELS)  # fmt: skip
+                           channels=CHANNELS, origin=origin)  # fmt: skip
+
+
+def preference_origin(preference: Preference | None, delivery: int | None) -> dict[str, Any]:
+    """Say where the preferred channels came from, with the delivery of a survey answer."""
+    if preference is None:
+        return {"source": BEHAVIOUR, "text": "from behaviour: the most used channels"}
+    at = local_time(preference.at)
+    if preference.source == SURVEY:
+        return {"source": SURVEY, "text": f"from a survey answer on {at}",
+                "delivery": delivery}  # fmt: skip
+    who = preference.caused_by.removeprefix("admin:")
+    return {"source": preference.source, "text": f"set by admin {who} on {at}"}
 
 
 @bp.get("/<id:customer_id>/identities/<id:identity_id>/split")
@@ -164,7 +183,8 @@ def preferred_channels(customer_id: int) -> ResponseReturnValue:
         if live_customer(conn, customer_id) != customer_id:
             abort(404, f"There is no customer {customer_id}.")
         try:
-            set_preferred_channels(conn, customer_id, request.form.getlist("channel"))
+            set_preferred_channels(conn, customer_id, request.form.getlist("channel"),
+                                   g.admin.username)  # fmt: skip
         except CustomerError as exc:
             return _back(customer_id, f"Not saved: {exc}.")
         log_customer_change("customer.channels", customer_id, channels_said(request.form), conn)

@@ -36,8 +36,8 @@ HISTORY_PREVIEW_SINCE = datetime(2000, 1, 1)  # the fixtures' pages, whatever th
 CONTENT_TYPES = {".json": "application/json", ".form": "application/x-www-form-urlencoded",
                  ".xml": "text/xml; charset=utf-8"}  # fmt: skip
 SHOWN_FIELDS = ("kind", "external_id", "number", "channel", "direction", "status", "subject",
-                "said_by", "customer_name", "agent", "team", "occurred_at",
-                "duration_s")  # fmt: skip
+                "text", "said_by", "customer_name", "agent", "team", "occurred_at",
+                "duration_s", "preferred_channels")  # fmt: skip
 
 
 @dataclass
@@ -137,6 +137,11 @@ def _preview_of(plugin: Plugin, document: str) -> tuple[list[Preview], PlacedErr
     return previews + _history_previews(plugin, mapping), None
 
 
+def _shown(value: Any) -> Any:
+    """Return a mapped value as the preview shows it (a list of names joined by commas)."""
+    return ", ".join(value) if isinstance(value, tuple) else value
+
+
 def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
     """Return the plugin's fixtures and its newest stored deliveries, as inbound requests."""
     samples = []
@@ -192,7 +197,7 @@ def _preview_events(mapping: PluginMapping, result: Preview, events: list[Inboun
                 entry["identities"] = record.identities
             else:
                 interaction = mapping.apply(event.type, event.payload, utcnow())
-                entry["interaction"] = {f: getattr(interaction, f) for f in SHOWN_FIELDS}
+                entry["interaction"] = {f: _shown(getattr(interaction, f)) for f in SHOWN_FIELDS}
                 entry["identities"] = interaction.identities
         except MappingError as exc:
             entry["error"] = str(exc)

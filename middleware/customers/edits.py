@@ -16,6 +16,15 @@ from middleware.customers.identity import (
     normalise_email,
     normalise_phone,
 )
+from middleware.customers.preferences import (
+    ADMIN,
+    SURVEY,
+    Preference,
+    delivery_of_record,
+    known_channels,
+    preference_of,
+    set_preference,
+)
 from middleware.interaction import CHANNELS
 from middleware.store.tables import (
     customers,
@@ -161,11 +170,19 @@ def customer_profile(conn: Connection, customer_id: int) -> dict[str, Any]:
         select(separations).where(or_(separations.c.customer_a == customer_id,
                                       separations.c.customer_b == customer_id))
     ).all()  # fmt: skip
+    preference = preference_of(person)
     return {
         "id": person.id,
         "name": person.name,
         "created_at": person.created_at,
         "preferred_channels": json.loads(person.preferred_channels or "[]"),
+        "preference": preference,
+        # The delivery of the survey answer that set the preference, to link it.
+        "preference_delivery": (
+            delivery_of_record(conn, preference.caused_by)
+            if preference is not None and preference.source == SURVEY
+            else None
+        ),
         "identities": held,
         "merges": history,
         "separations": [
@@ -237,14 +254,15 @@ def merge_by_admin(conn: Connection, source: int, target: int, admin: str) -> No
     merge_customers(conn, source, target, f"admin:{admin}", "merged by an admin")
 
 
-def set_preferred_channels(conn: Connection, customer_id: int, channels: list[str]) -> None:
-    """Record the channels the customer said they prefer (empty: derive from their contacts)."""
-    unknown = [c for c in channels if c not in CHANNELS]
+def set_preferred_channels(
+    conn: Connection, customer_id: int, channels: list[str], admin: str = "admin"
+) -> None:
+    """Record the channels an admin says the customer prefers (empty: derive from contacts)."""
+    known, unknown = known_channels(channels)
     if unknown:
         raise CustomerError(f"{unknown[0]!r} is not one of {', '.join(CHANNELS)}")
-    value = json.dumps(list(dict.fromkeys(channels))) if channels else None
-    conn.execute(update(customers).where(customers.c.id == customer_id)
-                 .values(preferred_channels=value))  # fmt: skip
+    preference = Preference(known, ADMIN, utcnow(), f"admin:{admin}") if known else None
+    set_preference(conn, customer_id, preference)
 
 
 def erase_customer(conn: Connection, customer_id: int) -> dict[str, int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
+from middleware.customers.preferences import BEHAVIOUR, preference_of
 from middleware.store.tables import (
     customers,
     deliveries,
@@ -47,6 +48,14 @@ def folded_customers(conn: Connection, customer_id: int) -> list[int]:
         ids |= more
 
 
+def _preference_source(person: Any) -> dict[str, Any]:
+    """Say where the preferred channels came from: survey or admin (when, what), or behaviour."""
+    explicit = preference_of(person)
+    if explicit is None:
+        return {"source": BEHAVIOUR}
+    return {"source": explicit.source, "at": _time(explicit.at), "caused_by": explicit.caused_by}
+
+
 def export_customer(conn: Connection, customer_id: int) -> dict[str, Any] | None:
     """Return everything held about a customer as JSON-ready data; None if there is none."""
     person = conn.execute(select(customers).where(customers.c.id == customer_id)).first()
@@ -61,6 +70,7 @@ def export_customer(conn: Connection, customer_id: int) -> dict[str, Any] | None
             "name": person.name,
             "created_at": _time(person.created_at),
             "preferred_channels": json.loads(person.preferred_channels or "[]"),
+            "preferred_channels_source": _preference_source(person),
             "merged_into": person.merged_into,
             "merged_from": [i for i in ids if i != customer_id],
         },

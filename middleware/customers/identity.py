@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import phonenumbers
 from sqlalchemy import Connection, bindparam, func, select, text, update
 
+from middleware.customers.preferences import newer_preference, set_preference
 from middleware.integrations.plugin import IdentityType
 from middleware.interaction import Identity
 from middleware.store.tables import (
@@ -307,6 +308,7 @@ def merge_customers(
         name=func.coalesce(customers.c.name, select(customers.c.name).where(
             customers.c.id == source).scalar_subquery())
     ))  # fmt: skip
+    _keep_newer_preference(conn, source, target)
     conn.execute(update(customers).where(customers.c.id == source).values(merged_into=target))
     conn.execute(
         merges.insert().values(
@@ -314,6 +316,14 @@ def merge_customers(
             at=utcnow(),
         )
     )  # fmt: skip
+
+
+def _keep_newer_preference(conn: Connection, source: int, target: int) -> None:
+    """Give the merged customer the newer explicit preference of the two (if any)."""
+    rows = {
+        r.id: r for r in conn.execute(select(customers).where(customers.c.id.in_((source, target))))
+    }
+    set_preference(conn, target, newer_preference(rows[source], rows[target]))
 
 
 def lock_identities(conn: Connection) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, not_, or_, select
 from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, ORDER_KINDS, Interaction
 from middleware.store.tables import dumps, inserted_id, interactions
 
-CONTACT_KINDS = ("ticket", "case", "call", "message")
+CONTACT_KINDS = ("ticket", "case", "call", "message", "visit")
 ITEM_KINDS = ("ticket", "case")
 # Later facts of a record (status, agent) replace earlier ones; descriptive fields fill gaps.
 LATEST_WINS = ("status", "agent", "team", "duration_s", "direction")

@@ -64,6 +64,7 @@ NOTE_SETTINGS = {
 NEUTRAL_LABELS = {
     "ticket": "ticket", "case": "case", "call": "phone call", "message": "message",
     "order": "order",
+    "visit": "visit", "survey": "survey answer",
 }  # fmt: skip
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Connection, Engine, Row, func, select
 
+from middleware.customers.preferences import BEHAVIOUR, preference_of
 from middleware.customers.timeline import (
     answered_by,
     channel_counts,
@@ -25,7 +25,7 @@ from middleware.customers.timeline import (
     scope,
 )
 from middleware.integrations.plugin import Plugin
-from middleware.interaction import ORDER_KINDS, ORDER_PROBLEM_STATUSES, http_link
+from middleware.interaction import ORDER_KINDS, ORDER_PROBLEM_STATUSES, channel_word, http_link
 from middleware.notes.mood import mood_of
 from middleware.notes.template_checks import (
     SAVED_PREFIX,
@@ -49,7 +49,7 @@ LATELY_DAYS = 30  # "3 contacts in 30 days: phone, email"
 PLAIN_IDENTITIES = ("email", "phone")
 # Transfers and notes belong to a call or ticket; the recent contacts list the contacts.
 # Orders are purchases, not contacts: they have a section of their own.
-LISTED_KINDS = ("ticket", "case", "call", "message")
+LISTED_KINDS = ("ticket", "case", "call", "message", "visit", "survey")
 ORDERS_SHOWN = 5
 PROBLEM_DAYS = 30  # a refund or cancellation older than this is history, not a problem
 # What one operator of an admin-edited template may build: a note is a few KB of text, and a
@@ -192,8 +192,10 @@ def build_context(
     ).all()
     where = scope(customer_id, exclude_thread)
     recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
-    preferred = json.loads(person.preferred_channels) if person.preferred_channels else []
+    explicit = preference_of(person)
+    preferred = list(explicit.channels) if explicit else []
     preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
+    source = explicit.source if explicit else BEHAVIOUR
     texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
     lately = [*where, interactions.c.occurred_at >= now - timedelta(days=LATELY_DAYS)]
     orders = history(conn, customer_id, ORDERS_SHOWN, exclude_thread, kinds=ORDER_KINDS)
@@ -207,6 +209,8 @@ def build_context(
                 for i in ids
             ],
             "preferred_channels": preferred,
+            # survey, admin or behaviour (the most used channels): see customers/preferences.py
+            "preferred_channels_source": source,
         },
         open_items=[item_of(r) for r in open_items(conn, where)],
         interactions=[_with_agents(conn, item_of(r), r) for r in recent],
@@ -320,6 +324,7 @@ class NoteTemplates(ImmutableSandboxedEnvironment):
         self.filters["excerpt"] = excerpt
         self.filters["duration"] = duration
         self.filters["and_list"] = and_list
+        self.filters["channel"] = channel_word  # "in person", not in_person
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Repeat a string or list at most MAX_REPEAT times; compute only small powers."""

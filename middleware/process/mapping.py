@@ -29,6 +29,17 @@ tells who wrote a text:
     said_by: {path: event.comment.author.id, equals: detail.requester_id, table: authors}
     # with  tables: {authors: {"true": customer, "false": agent}}
 
+A list of items (a chat's messages) becomes one value with `where` (keep the items whose
+fields have these values), `pick` (a dotted path inside each kept item) and `join` (the text
+that separates the picked values; without it the value is the list). Each item is looked at
+once, so a long list costs its length; it is how a mapping keeps only the customer's lines:
+
+    text: {path: data.messages, where: {from: customer}, pick: text, join: "\n"}
+
+`preferred_channels` names the channels a customer said they prefer (a list, or a text of
+names separated by commas); the pipeline sets them on the customer and drops names that are
+not channels, saying so in the delivery's trail.
+
 A value that depends on another field is a table too (the case's Origin: web and email
 descriptions are the customer's, any other origin an agent's):
 
@@ -72,13 +83,14 @@ from middleware.process.yaml_problems import yaml_problem
 FIELDS = {
     "kind", "external_id", "channel", "direction", "occurred_at", "updated_at", "status",
     "subject", "text", "customer_name", "agent", "team", "link", "duration_s", "identities",
-    "number", "said_by",
+    "number", "said_by", "preferred_channels",
 }  # fmt: skip
 REQUIRED_FIELDS = ("kind", "external_id")
 CUSTOMER_FIELDS = {"external_id", "customer_name", "identities"}
 RECORD_KINDS = ("interaction", "customer")
 SPEC_KEYS = {
     "path", "format", "first", "table", "lower", "default", "required", "value", "equals",
+    "where", "pick", "join",
 }  # fmt: skip
 VOCABULARIES = {"kind": KINDS, "channel": CHANNELS, "direction": DIRECTIONS, "said_by": AUTHORS}
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
@@ -199,6 +211,7 @@ class PluginMapping:
             creates=mapping.creates,
             number=short["number"],
             said_by=said_by,
+            preferred_channels=_names(values.get("preferred_channels")),
         )
 
     def record_ref(self, event_type: str, payload: Mapping[str, Any]) -> str | None:
@@ -256,6 +269,8 @@ class PluginMapping:
                 value = self._evaluate(option, payload, f"{where}.first[{i}]")
                 if value not in (None, ""):
                     break
+        if isinstance(value, list) and ("where" in spec or "pick" in spec or "join" in spec):
+            value = _items(value, spec)
         if "equals" in spec:
             other = lookup(payload, spec["equals"])
             if value in (None, "") or other in (None, "") or isinstance(value, (list, dict)):
@@ -288,6 +303,32 @@ def lookup(payload: Any, path: str) -> Any:
         else:
             return None
     return current
+
+
+def _items(items: list[Any], spec: Mapping[str, Any]) -> Any:
+    """Keep the items that match `where`, take `pick` of each, and `join` them if asked."""
+    wanted = {str(k): str(v) for k, v in (spec.get("where") or {}).items()}
+    picked = []
+    for item in items:
+        if wanted and not (
+            isinstance(item, Mapping) and all(str(item.get(k)) == v for k, v in wanted.items())
+        ):
+            continue
+        found = lookup(item, spec["pick"]) if "pick" in spec else item
+        if found not in (None, "") and not isinstance(found, dict | list):
+            picked.append(str(found))
+    if "join" in spec:
+        return str(spec["join"]).join(picked) or None
+    return picked or None
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    """Return channel names as given (a list, or a text separated by commas), lower-case."""
+    if value in (None, ""):
+        return None
+    raw = value if isinstance(value, list) else str(value).split(",")
+    names = (_text(v) for v in raw if not isinstance(v, dict | list))
+    return tuple(dict.fromkeys(n.strip().lower()[:32] for n in names if n and n.strip()))
 
 
 def _text(value: Any, limit: int | None = None) -> str | None:
@@ -378,6 +419,15 @@ def _check_spec(spec: Any, where: str, tables: Mapping[str, Any]) -> None:
             _check_spec(option, f"{where}.first[{i}]", tables)
     if "equals" in spec and not isinstance(spec["equals"], str):
         raise MappingError(f"{where}.equals: expected a dotted path")
+    if "where" in spec and not (
+        isinstance(spec["where"], dict)
+        and all(not isinstance(v, dict | list) for v in spec["where"].values())
+    ):
+        raise MappingError(f"{where}.where: expected a mapping of field names to values")
+    if "pick" in spec and not isinstance(spec["pick"], str):
+        raise MappingError(f"{where}.pick: expected a dotted path")
+    if "join" in spec and not isinstance(spec["join"], str):
+        raise MappingError(f"{where}.join: expected a string")
     if "table" in spec and spec["table"] not in tables:
         raise MappingError(f"{where}.table: unknown table {spec['table']!r}")
 

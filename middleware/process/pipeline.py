@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Row, select
 
 from middleware.customers.identity import KnownHolders, Resolution, resolve_customer
+from middleware.customers.preferences import record_preference
 from middleware.customers.redaction import redact
 from middleware.customers.timeline import ITEM_KINDS, Appended, append, history, thread_of
 from middleware.ingest.inbox import request_of
@@ -156,6 +157,12 @@ def record_event(
                       absent=absent)  # fmt: skip
     remember_delivery(conn, delivery_id, appended.customer_id)
     remember_record(conn, delivery_id, appended.id)
+    said = ""
+    if interaction.preferred_channels is not None and appended.customer_id is not None:
+        said = "; " + record_preference(
+            conn, appended.customer_id, interaction.preferred_channels, interaction.record_ref,
+            interaction.occurred_at,
+        )  # fmt: skip
     queued = 0
     if interaction.kind == "call":
         # A call new to the store (absent) had no agent before: no transfer to record.
@@ -167,7 +174,7 @@ def record_event(
         queued += queue_news_notes(core, conn, plugin, interaction, appended)
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
-    step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}"
+    step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}{said}"
     return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
 
 

@@ -74,10 +74,10 @@ def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
 
 def is_news(interaction: Interaction) -> bool:
     """Tell whether an event announces something new worth an update elsewhere: a ticket or
-    case being opened, or a message from the customer."""
+    case being opened, or a message or visit from the customer."""
     if not interaction.creates:
         return False
-    if interaction.kind == "message":
+    if interaction.kind in ("message", "visit"):
         return interaction.direction == "inbound"
     return interaction.kind in ITEM_KINDS
 

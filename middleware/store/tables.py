@@ -85,6 +85,10 @@ customers = Table(
     Column("created_at", DateTime, nullable=False),
     Column("merged_into", Id, ForeignKey("customers.id")),
     Column("preferred_channels", Text),
+    # Where an explicit preference came from (survey or admin), when, and what caused it.
+    Column("preferred_source", String(16)),
+    Column("preferred_at", DateTime),
+    Column("preferred_caused_by", String(255)),
     Index("ix_customers_merged_into", "merged_into"),  # who was merged into a customer
 )
 

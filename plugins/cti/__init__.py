@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import hmac
-import secrets
-import time
 from typing import Any
 
 from middleware.config import Setting
 from middleware.errors import InvalidSignature, MalformedPayload, UnsupportedEvent
+from middleware.ingest import standard_webhooks
 from middleware.integrations.plugin import (
     Capability,
     InboundEvent,
@@ -23,9 +19,7 @@ from middleware.integrations.plugin import (
 )
 
 EVENTS = ("newCall", "answer", "hangup")
-SECRET_PREFIX = "whsec_"
 MAX_CALL_ID = 200
-MAX_TIMESTAMP = 12  # digits of unix seconds, far beyond any real time
 
 SETUP = """\
 1. Choose a secret: press "Generate a secret" on this page, which makes a whsec_… secret
@@ -70,7 +64,7 @@ class CtiPlugin(Plugin):
     @classmethod
     def generate_secret(cls) -> str:
         """Return a Standard Webhooks secret: whsec_ and base64 of 32 random bytes."""
-        return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        return standard_webhooks.generate_secret()
 
     # -- receiving -------------------------------------------------------------------------
     def verify(self, request: InboundRequest) -> str:
@@ -80,28 +74,13 @@ class CtiPlugin(Plugin):
             if not hmac.compare_digest(request.path_token.encode(), secret.encode()):
                 raise InvalidSignature("the secret in the path does not match", "path-token")
             return "path token"
-        webhook_id = request.headers.get("webhook-id", "")
-        timestamp = request.headers.get("webhook-timestamp", "")
-        signatures = request.headers.get("webhook-signature", "")
-        if not (webhook_id and timestamp and signatures):
-            raise InvalidSignature(
-                "missing webhook-id, webhook-timestamp or webhook-signature "
-                "(or POST to /hooks/cti/<secret>)",
-                "missing-signature",
-            )
-        # Unix seconds have 10 digits; int() of thousands of digits would raise (or crawl).
-        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP:
-            raise InvalidSignature("webhook-timestamp: expected unix seconds", "timestamp")
-        tolerance = self.options["tolerance_s"]
-        if abs(time.time() - int(timestamp)) > tolerance:
-            raise InvalidSignature(
-                f"webhook-timestamp {timestamp} is over {tolerance}s off", "timestamp"
-            )
-        expected = sign(secret, webhook_id, timestamp, request.body).encode()
-        given = [s.partition(",")[2].encode() for s in signatures.split() if s.startswith("v1,")]
-        # Several signatures let a sender rotate its secret; any one of them may match.
-        if not any([hmac.compare_digest(expected, g) for g in given]):
-            raise InvalidSignature("webhook-signature does not match")
+        standard_webhooks.verify(
+            secret,
+            request.headers,
+            request.body,
+            self.options["tolerance_s"],
+            missing_hint=" (or POST to /hooks/cti/<secret>)",
+        )
         return "signature"
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
@@ -132,23 +111,6 @@ class CtiPlugin(Plugin):
             # A transfer is a second answer within one call: keep it apart from a retry.
             key += f":{payload['agent'] or ''}"
         return [InboundEvent(key=key[:255], type=event, payload=payload)]
-
-
-def sign(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
-    """Return the Standard Webhooks v1 signature of a message (without the 'v1,' prefix)."""
-    digest = hmac.new(signing_key(secret), f"{webhook_id}.{timestamp}.".encode() + body,
-                      hashlib.sha256).digest()  # fmt: skip
-    return base64.b64encode(digest).decode()
-
-
-def signing_key(secret: str) -> bytes:
-    """Return the HMAC key: the base64 part of a whsec_ secret, else the secret's bytes."""
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-        except binascii.Error:
-            pass
-    return secret.encode()
 
 
 def _fields(request: InboundRequest) -> dict[str, Any]:

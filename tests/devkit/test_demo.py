@@ -15,10 +15,12 @@ import requests
 from devkit.demo import (
     ANN,
     BOB,
+    CHAT_LINES,
     HANDOFF_NOTE,
     PAST_TICKETS,
     billing_transfers,
     bought_online,
+    chat_with_the_bot,
     facebook_then_phone,
     monday_call_wednesday_email,
     running_demo,
@@ -128,11 +130,22 @@ def test_an_order_bought_online_and_refunded_is_named_on_the_next_ticket(demo):
     assert f'<a href="{order}" target="_blank" rel="noopener">#1001</a>: refund of 24.00 USD' in pop
 
 
+def test_a_chat_with_the_bot_and_a_survey(demo):
+    """Ann's open ticket learns her chat lines (not the bot's); her survey sets the phone."""
+    ticket = chat_with_the_bot(demo)
+    update = demo.zendesk.notes(ticket)[-1]
+    assert unmarked(update["body"]) == (
+        f'Ann Example sent a message by chat, <when>\n"{CHAT_LINES[0]} {CHAT_LINES[1]}"'
+    )
+    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
+    assert "Prefers phone" in pop
+
+
 def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser(demo):
     """The watcher reads what happens; the admin UI shows the tools connected from it."""
     story = "\n".join(demo.told)
     headings = ("1. A Facebook message", "2. A billing error", "3. A call on Monday",
-                "4. A customer buys online")  # fmt: skip
+                "4. A customer buys online", "4. A chat with the shop's bot")  # fmt: skip
     for heading in headings:
         assert heading in story
     assert "     │ Phone call " in story  # the notes themselves, as the agent reads them

@@ -43,6 +43,7 @@ from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
 from middleware.customers.identity import IdentityTypes
 from middleware.errors import MalformedPayload
+from middleware.ingest.standard_webhooks import sign as cti_sign
 from middleware.installation import Installation, build_installation
 from middleware.integrations.plugin import decode_form
 from middleware.integrations.registry import PluginRegistry
@@ -56,7 +57,6 @@ from middleware.store.tables import (
     identities,
     writes,
 )
-from plugins.cti import sign as cti_sign
 from plugins.salesforce.outbound import SOAP_NS
 from plugins.twilio import sign as twilio_sign
 from plugins.zendesk import EVENT_PREFIX

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 
 from middleware.config import Config
 from middleware.errors import InvalidSignature
+from middleware.ingest.standard_webhooks import sign as cti_sign
 from middleware.integrations.plugin import InboundRequest
 from middleware.store.tables import deliveries, identities, interactions
 from plugins.cti import CtiPlugin
-from plugins.cti import sign as cti_sign
 from plugins.twilio import EMPTY_TWIML, TwilioPlugin, url_variants
 from plugins.twilio import sign as twilio_sign
 from tests.payloads import cti_body, cti_headers, twilio_fields

@@ -619,3 +619,58 @@ def test_a_said_by_that_a_payload_makes_unknown_is_refused_naming_the_field():
     }}}})  # fmt: skip
     with pytest.raises(MappingError, match="said_by: 'bot' is not one of"):
         mapping.apply("comment.added", {"id": "1", "who": "bot"}, RECEIVED)
+
+
+# -- lists of items (a chat's messages) and preferred channels ---------------------------------
+
+
+def chat_mapping(text_spec: dict[str, Any]) -> PluginMapping:
+    """Return a mapping whose chat text is read with the given spec."""
+    return parse_mapping("crm", {"events": {"chat.ended": {"interaction": {
+        "kind": "message", "external_id": {"path": "id"}, "text": text_spec,
+        "preferred_channels": {"path": "prefers"},
+    }}}})  # fmt: skip
+
+
+CHAT = {"id": "c1", "messages": [
+    {"from": "bot", "text": "Hello"}, {"from": "customer", "text": "My parcel is late"},
+    {"from": "customer", "text": ""}, "not an item", {"from": "customer", "text": {"x": 1}},
+    {"from": "customer", "text": "Order 1043"},
+]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [({"path": "messages", "where": {"from": "customer"}, "pick": "text", "join": " / "},
+      "My parcel is late / Order 1043"),
+     ({"path": "messages", "pick": "text", "join": "\n"}, "Hello\nMy parcel is late\nOrder 1043"),
+     ({"path": "messages", "where": {"from": "agent"}, "pick": "text", "join": " "}, None)],
+)  # fmt: skip
+def test_where_pick_and_join_keep_the_matching_items_values(spec, text):
+    """where keeps matching items (others and non-objects skipped), pick reads each, join joins."""
+    assert chat_mapping(spec).apply("chat.ended", CHAT, RECEIVED).text == text
+
+
+@pytest.mark.parametrize(
+    ("prefers", "channels"),
+    [(["Phone", "email", "phone"], ("phone", "email")), ("sms, pigeon", ("sms", "pigeon")),
+     (None, None), ([{"a": 1}], ())],
+)  # fmt: skip
+def test_preferred_channels_are_read_as_lower_case_names_in_order(prefers, channels):
+    """A list or a comma-separated text becomes names, lower-case, once each; the pipeline
+    drops the names that are no channel."""
+    payload = {"id": "c1", "prefers": prefers}
+    mapping = chat_mapping({"path": "messages"})
+    assert mapping.apply("chat.ended", payload, RECEIVED).preferred_channels == channels
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [({"path": "m", "where": ["from"]}, "text.where: expected a mapping of field names"),
+     ({"path": "m", "pick": 3}, "text.pick: expected a dotted path"),
+     ({"path": "m", "join": 1}, "text.join: expected a string")],
+)  # fmt: skip
+def test_a_bad_where_pick_or_join_is_refused_when_the_mapping_is_loaded(spec, message):
+    """where must map names to values, pick be a path and join a string."""
+    with pytest.raises(MappingError, match=re.escape(message)):
+        chat_mapping(spec)
