@@ -77,6 +77,9 @@ class Interaction:
     number: str | None = None
     # Who wrote `text`: "customer", "agent", or None when unknown.
     said_by: str | None = None
+    # Where agents listen to a call's recording (an http(s) link, e.g. the phone system's
+    # console page of it); None when the call was not recorded.
+    recording: str | None = None
 
     @property
     def is_open(self) -> bool:

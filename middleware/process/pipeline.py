@@ -15,11 +15,16 @@ from middleware.customers.timeline import ITEM_KINDS, Appended, append, history,
 from middleware.ingest.inbox import request_of
 from middleware.installation import Installation
 from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent, Plugin
-from middleware.interaction import CustomerRecord, Identity, Interaction
+from middleware.interaction import CALL_ENDED_STATUSES, CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
 from middleware.process.calls import record_transfer, stored_call
-from middleware.process.updates import queue_call_notes, queue_news_notes
+from middleware.process.updates import (
+    CALL_NOTE,
+    CALL_WORDS_NOTE,
+    queue_call_notes,
+    queue_news_notes,
+)
 from middleware.store.tables import (
     delivery_customers,
     delivery_records,
@@ -42,14 +47,18 @@ def process_delivery(core: Installation, row: Row) -> list[str]:
     keys = set(json.loads(row.event_keys))
     request = request_of(row)
     events = [e for e in plugin.parse(request) if e.key in keys]
-    if request.proof != UNVERIFIED:
-        return [handle_event(core, plugin, e, row.received_at, row.id) for e in events]
-    # Nothing in an unverified delivery is believed: each record is read back upstream.
+    unverified = request.proof == UNVERIFIED
     steps = []
     for event in events:
+        # Nothing in an unverified delivery is believed, and some webhooks only name their
+        # record: such records are read back upstream, here in the worker.
+        if not (unverified or event.type in plugin.read_back_types):
+            steps.append(handle_event(core, plugin, event, row.received_at, row.id))
+            continue
         confirmed = plugin.read_back(event)
         if confirmed is None:
-            steps.append(f"{event.key}: not found upstream (unverified delivery), ignored")
+            why = "unverified delivery" if unverified else "nothing to record"
+            steps.append(f"{event.key}: not found upstream ({why}), ignored")
         else:
             steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id))
     return steps
@@ -161,7 +170,8 @@ def record_event(
         # A call new to the store (absent) had no agent before: no transfer to record.
         ended = None if absent else record_transfer(conn, interaction, before)
         if ended is not None and notes:
-            queued = queue_call_notes(core, conn, ended)
+            purpose = CALL_WORDS_NOTE if brings_late_words(before, interaction) else CALL_NOTE
+            queued = queue_call_notes(core, conn, ended, purpose)
     elif notes:
         queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
         queued += queue_news_notes(core, conn, plugin, interaction, appended)
@@ -169,6 +179,16 @@ def record_event(
     queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
     step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}"
     return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
+
+
+def brings_late_words(before: Row | None, interaction: Interaction) -> bool:
+    """Tell whether an event brings a recording or the caller's words to a call that had
+    ended already (its note has gone out without them: Twilio sends both after the call)."""
+    if before is None or (before.status or "") not in CALL_ENDED_STATUSES:
+        return False
+    late_recording = bool(interaction.recording) and not before.recording
+    late_words = bool(interaction.text) and not before.text
+    return late_recording or late_words
 
 
 def _link_customer_record(
