@@ -50,8 +50,9 @@ def fixture_request(path: Path) -> InboundRequest:
 
 
 def fixtures_of(key: str) -> list[Path]:
-    """Return a plugin's fixture files."""
-    return sorted((CLASSES[key].folder() / "fixtures").glob("*.*"))
+    """Return a plugin's fixture files (a README.md beside them cites their sources)."""
+    found = (CLASSES[key].folder() / "fixtures").glob("*.*")
+    return sorted(p for p in found if p.name != "README.md")
 
 
 def shipped(key: str) -> PluginMapping:
