@@ -23,7 +23,7 @@ from middleware.store.tables import deliveries, interactions, utcnow, writes
 from plugins.twilio import TwilioPlugin
 from plugins.twilio import sign as twilio_sign
 from plugins.twilio.words import console_link
-from tests.payloads import twilio_fields, zendesk_event
+from tests.payloads import cti_body, twilio_fields, zendesk_event
 from tests.values import ANN, PLUGINS_DIR, PUBLIC_URL, TWILIO_TOKEN
 
 CALL_SID = "CA5d8e2b7f4a9c41e08f3b6d2a7c9e1f40"
@@ -40,6 +40,7 @@ WORDS = (
     "charge refunded."
 )
 CARD_WORDS = "My card is 4111 1111 1111 1111 and it was charged twice, please refund it."
+PBX_CALL = "9f2c1e7a-4b3d-4e8f-a6c5-0d7b2e9f1a34"
 INTELLIGENCE = "https://intelligence.twilio.example"
 API = "https://api.twilio.example"
 INTEL_DIR = PLUGINS_DIR / "twilio" / "fixtures" / "intelligence"
@@ -373,3 +374,29 @@ def test_an_unreachable_intelligence_api_retries_and_loses_nothing(intel_core):
     with intel_core.engine.connect() as conn:
         assert conn.execute(select(deliveries.c.status)).scalar() == "done"
     assert stored_call(intel_core).said_by == "customer"
+
+
+# -- calls from other PBXs ---------------------------------------------------------------------
+
+
+def test_a_pbx_hangup_can_carry_the_recording_and_the_callers_words(core, hooks, worker):
+    """The generic CTI's recordingUrl and transcript become the call's recording and words."""
+    assert hooks.cti(cti_body("newCall.json", callId=PBX_CALL)).status_code == 200
+    assert hooks.cti(cti_body("hangup__recorded.json", callId=PBX_CALL)).status_code == 200
+    worker.drain()
+    call = stored_call(core)
+    assert (call.status, call.recording, call.text, call.said_by) == (
+        "completed",
+        "https://pbx.example.com/recordings/9f2c1e7a-4b3d-4e8f-a6c5-0d7b2e9f1a34.mp3",
+        "Hi, I am calling about the refund for order 1042, it has not arrived yet.",
+        "customer",
+    )
+
+
+def test_a_recording_link_that_is_not_http_is_dropped(core, hooks, worker):
+    """A javascript: recording link never becomes an href; the words still count."""
+    body = cti_body("hangup__recorded.json", recordingUrl="javascript:alert(1)")
+    assert hooks.cti(body).status_code == 200
+    worker.drain()
+    call = stored_call(core)
+    assert (call.recording, call.said_by) == (None, "customer")
