@@ -21,6 +21,7 @@ from middleware.notes.summary import build_context
 from middleware.process.calls import record_transfer, stored_call
 from middleware.process.updates import (
     CALL_NOTE,
+    CALL_RECORDING_NOTE,
     CALL_WORDS_NOTE,
     queue_call_notes,
     queue_news_notes,
@@ -170,8 +171,7 @@ def record_event(
         # A call new to the store (absent) had no agent before: no transfer to record.
         ended = None if absent else record_transfer(conn, interaction, before)
         if ended is not None and notes:
-            purpose = CALL_WORDS_NOTE if brings_late_words(before, interaction) else CALL_NOTE
-            queued = queue_call_notes(core, conn, ended, purpose)
+            queued = queue_call_notes(core, conn, ended, late_call_purpose(before, interaction))
     elif notes:
         queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
         queued += queue_news_notes(core, conn, plugin, interaction, appended)
@@ -181,14 +181,16 @@ def record_event(
     return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
 
 
-def brings_late_words(before: Row | None, interaction: Interaction) -> bool:
-    """Tell whether an event brings a recording or the caller's words to a call that had
-    ended already (its note has gone out without them: Twilio sends both after the call)."""
+def late_call_purpose(before: Row | None, interaction: Interaction) -> str:
+    """Return the purpose of an ended call's note: its words or recording arriving after it
+    ended (Twilio sends both after the call) go out once more, each once; else the call's."""
     if before is None or (before.status or "") not in CALL_ENDED_STATUSES:
-        return False
-    late_recording = bool(interaction.recording) and not before.recording
-    late_words = bool(interaction.text) and not before.text
-    return late_recording or late_words
+        return CALL_NOTE
+    if interaction.text and not before.text:
+        return CALL_WORDS_NOTE
+    if interaction.recording and not before.recording:
+        return CALL_RECORDING_NOTE
+    return CALL_NOTE
 
 
 def _link_customer_record(

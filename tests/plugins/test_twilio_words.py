@@ -263,27 +263,32 @@ def test_a_transcribed_call_puts_the_callers_words_into_the_next_tickets_note(
 def test_words_after_the_call_note_queue_it_once_more_and_retries_change_nothing(
     core, hooks, worker
 ):
-    """An ended call's note was queued without words; the late transcription queues the
-    note with them once, and Twilio's retry of it queues nothing."""
-    with core.engine.begin() as conn:
+    """An ended call's note went out without them: the late recording queues the note with
+    its link, the late transcription with the words, each once; retries queue nothing."""
+    assert hooks.twilio(twilio_fields("call_started__ringing.form")).status_code == 200
+    worker.drain()
+    customer = stored_call(core).customer_id
+    with core.engine.begin() as conn:  # the caller's open Zendesk ticket
         conn.execute(interactions.insert().values(
             source="zendesk", external_id="5158", kind="ticket", channel="email",
             occurred_at=utcnow(), updated_at=utcnow(), status="open", identities="[]",
+            customer_id=customer,
         ))  # fmt: skip
-    play_call(hooks, worker)
-    customer = stored_call(core).customer_id
-    with core.engine.begin() as conn:
-        conn.execute(update(interactions).where(interactions.c.kind == "ticket")
-                     .values(customer_id=customer))  # fmt: skip
-    fields = twilio_fields("call_transcribed__completed.form")
-    assert hooks.twilio(fields).status_code == 200
-    assert hooks.twilio(fields).status_code == 200
+    for name in ("call_answered__in_progress.form", "call_ended__completed.form"):
+        assert hooks.twilio(twilio_fields(name)).status_code == 200
     worker.drain()
+    recorded = twilio_fields("call_recorded__completed.form")
+    transcribed = twilio_fields("call_transcribed__completed.form")
+    for fields in (recorded, transcribed, transcribed, recorded):
+        assert hooks.twilio(fields).status_code == 200
+        worker.drain()
     with core.engine.connect() as conn:
-        queued = conn.execute(select(writes.c.purpose, writes.c.body)).all()
-    assert [w.purpose for w in queued] == ["words"]
-    assert f'Caller said: "{WORDS}"' in queued[0].body
-    assert f"Recording: {RECORDING_LINK}" in queued[0].body
+        queued = conn.execute(select(writes.c.purpose, writes.c.body).order_by(writes.c.id)).all()
+    assert [w.purpose for w in queued] == ["call", "recording", "words"]
+    assert "Caller said" not in queued[0].body and "Recording:" not in queued[0].body
+    assert f"Recording: {RECORDING_LINK}" in queued[1].body and "Caller said" not in queued[1].body
+    assert f'Caller said: "{WORDS}"' in queued[2].body
+    assert f"Recording: {RECORDING_LINK}" in queued[2].body
 
 
 # -- Voice Intelligence ------------------------------------------------------------------------
