@@ -88,6 +88,9 @@ class Interaction:
     # The channels the customer said they prefer (a survey answer), as the payload named
     # them; None when the record says nothing about it.
     preferred_channels: tuple[str, ...] | None = None
+    # Where agents listen to a call's recording (an http(s) link, e.g. the phone system's
+    # console page of it); None when the call was not recorded.
+    recording: str | None = None
 
     @property
     def is_open(self) -> bool:

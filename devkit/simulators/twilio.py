@@ -10,7 +10,12 @@ Carryover's setup asks (statusCallbackEvent "initiated ringing answered complete
 - each agent the call is put through to is a child leg with a CallSid of its own
   (Direction outbound-dial, ParentCallSid the call, To client:<agent>) reporting initiated,
   ringing, in-progress and completed; legs to agents one after the other are transfers;
-- an incoming SMS is one POST of the "A message comes in" webhook.
+- an incoming SMS is one POST of the "A message comes in" webhook;
+- after the call, a recorded call reports its recording (recordingStatusCallback, the
+  parent call's CallSid), a <Record transcribe> its transcription (transcribeCallback, with
+  the standard voice parameters), and a Voice Intelligence Service that the transcript is
+  available (a JSON webhook signed over the URL with bodySHA256; its sentences are read from
+  the REST API, twilio_rest.py).
 
 Legs are dialled with answerOnBridge: the call reports in-progress when the first agent
 answers. Twilio cannot place the simulated numbers, so the geo fields are sent empty.
@@ -22,6 +27,8 @@ answers. Twilio cannot place the simulated numbers, so the geo fields are sent e
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import re
@@ -44,6 +51,8 @@ CALLBACK_SOURCE = "call-progress-events"
 ANONYMOUS = frozenset({"anonymous", "restricted", "+266696687"})
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 GEO_FIELDS = ("City", "Country", "State", "Zip")
+ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
+TRANSCRIPT_AVAILABLE = "voice_intelligence_transcript_available"
 # GSM 03.38: a text of these fits 160 characters a segment (153 when split); the extension
 # characters take two. Any other character makes the text UCS-2: 70 (67 when split).
 GSM7_BASIC = frozenset(
@@ -107,6 +116,12 @@ def agent_address(agent: str) -> str:
 def describe(callback: Callback) -> str:
     """Say in one line what a webhook was about, for logs and the demo."""
     fields = dict(callback.params)
+    if "transcript_sid" in fields:
+        return f"transcript {fields['transcript_sid']} available"
+    if "TranscriptionSid" in fields:
+        return f"call {fields['CallSid']} transcribed: {fields['TranscriptionText']!r}"
+    if "RecordingStatus" in fields:
+        return f"call {fields['CallSid']} recording {fields['RecordingSid']} completed"
     if "CallSid" not in fields:
         return f"sms {fields['MessageSid']} from {fields['From']}: {fields['Body']!r}"
     line = f"call {fields['CallSid']} {fields['CallStatus']}"
@@ -185,6 +200,7 @@ class PhoneCall:
             phone.clock,
         )
         self._leg: _Progress | None = None
+        self.recording_sid: str | None = None  # set once the recording is reported
 
     @property
     def status(self) -> str:
@@ -218,6 +234,42 @@ class PhoneCall:
         else:
             seconds = self._call.elapsed_s() if duration_s is None else duration_s
             self._report(self._call, "completed", seconds)
+
+    def record(self, duration_s: int | None = None, sid: str | None = None) -> Callback:
+        """Report the call's recording completed, as recordingStatusCallback does once the
+        recording is processed (after the call); return the callback."""
+        self._expect("report a recording", *ENDED)
+        self.recording_sid = sid or new_sid("RE")
+        seconds = self._call.elapsed_s() if duration_s is None else duration_s
+        account = self.phone.account_sid
+        return self.phone.send([
+            ("AccountSid", account), ("CallSid", self.sid), ("ErrorCode", "0"),
+            ("RecordingChannels", "2"), ("RecordingDuration", str(seconds)),
+            ("RecordingSid", self.recording_sid), ("RecordingSource", "DialVerb"),
+            ("RecordingStartTime", twilio_time(self.phone.clock())),
+            ("RecordingStatus", "completed"), ("RecordingTrack", "both"),
+            ("RecordingUrl", f"https://api.twilio.com/{API_VERSION}/Accounts/{account}"
+                             f"/Recordings/{self.recording_sid}"),
+        ])  # fmt: skip
+
+    def transcribe(self, text: str, status: str = "completed") -> Callback:
+        """Report the <Record transcribe> transcription of what the caller said."""
+        self._expect("report a transcription", *ENDED)
+        recording = self.recording_sid or new_sid("RE")
+        account, transcription = self.phone.account_sid, new_sid("TR")
+        recording_url = (
+            f"https://api.twilio.com/{API_VERSION}/Accounts/{account}/Recordings/{recording}"
+        )
+        return self.phone.send([
+            ("AccountSid", account), ("ApiVersion", API_VERSION), ("CallSid", self.sid),
+            ("CallStatus", self.status), ("Called", self.number), ("Caller", self.caller),
+            ("Direction", "inbound"), ("From", self.caller), ("RecordingSid", recording),
+            ("RecordingUrl", recording_url), ("To", self.number),
+            ("TranscriptionSid", transcription), ("TranscriptionStatus", status),
+            ("TranscriptionText", text if status == "completed" else ""),
+            ("TranscriptionType", "fast"),
+            ("TranscriptionUrl", f"{recording_url}/Transcriptions/{transcription}"),
+        ])  # fmt: skip
 
     def _dial(self, agent: str) -> None:
         """Dial a child leg toward the agent, which rings and answers."""
@@ -299,6 +351,37 @@ class TwilioPhone:
         if self.on_sent is not None:
             self.on_sent(callback)
         return callback
+
+    def send_json(self, payload: dict[str, str]) -> Callback:
+        """POST a JSON body as Twilio signs one: its SHA-256 in the URL, the URL signed."""
+        body = json.dumps(payload).encode()
+        query = f"?bodySHA256={hashlib.sha256(body).hexdigest()}"
+        signature = sign(self.auth_token, self.signed_url + query, [])
+        response = requests.post(
+            self.hook_url + query,
+            data=body,
+            headers={"X-Twilio-Signature": signature, "Content-Type": "application/json"},
+            timeout=self.timeout_s,
+        )
+        if response.status_code != 200:
+            raise RejectedCallback(response.status_code, response.text)
+        callback = Callback(tuple(payload.items()), response.text)
+        self.sent.append(callback)
+        if self.on_sent is not None:
+            self.on_sent(callback)
+        return callback
+
+    def transcript_available(
+        self, transcript_sid: str, customer_key: str | None = None
+    ) -> Callback:
+        """Tell Carryover that a Voice Intelligence transcript is ready, as the Service's
+        webhook does; Carryover then reads it from the REST API (twilio_rest.py)."""
+        payload = {
+            "account_sid": self.account_sid, "service_sid": new_sid("GA"),
+            "transcript_sid": transcript_sid, "customer_key": customer_key or "",
+            "event_type": TRANSCRIPT_AVAILABLE,
+        }  # fmt: skip
+        return self.send_json(payload)
 
     def ring(self, from_: str, to: str) -> PhoneCall:
         """Start an inbound call that rings; return it to answer and end later."""

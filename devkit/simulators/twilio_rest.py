@@ -1,7 +1,10 @@
-"""Local fake of Twilio's REST API: an account's call log, as a history import reads it.
+"""Local fake of Twilio's REST API: an account's call log, as a history import reads it, its
+recordings, and Voice Intelligence transcripts with their sentences.
 
 The phone network itself (status callbacks played into Carryover) is twilio.py beside this;
-this fake answers the other direction, Carryover asking Twilio for the calls of the past.
+this fake answers the other direction, Carryover asking Twilio for the calls of the past and
+for what was said on a call. It stands in for both api.twilio.com and
+intelligence.twilio.com: set api_url and intelligence_url to its URL.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import html
 import json
 import math
 import threading
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -49,9 +53,19 @@ AUTH_FAILED = {
     "status": 401,
 }
 
+SENTENCES_PAGE_DEFAULT = 50
+SENTENCES_PAGE_MAX = 5000
+
 ROUTES = Map(
-    [Rule(f"/{API_VERSION}/Accounts/<account_sid>/Calls.json", endpoint="calls", methods=["GET"])]
-)
+    [
+        Rule(f"/{API_VERSION}/Accounts/<account_sid>/Calls.json", endpoint="calls",
+             methods=["GET"]),
+        Rule(f"/{API_VERSION}/Accounts/<account_sid>/Recordings/<sid>.json",
+             endpoint="recording", methods=["GET"]),
+        Rule("/v2/Transcripts/<sid>", endpoint="transcript", methods=["GET"]),
+        Rule("/v2/Transcripts/<sid>/Sentences", endpoint="sentences", methods=["GET"]),
+    ]
+)  # fmt: skip
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> Response:
@@ -95,7 +109,8 @@ def _started_within(started: datetime, operator: str, bound: date | datetime) ->
 
 
 class FakeTwilio(FakeUpstream):
-    """Serve a fake Twilio REST API (the Calls list of one account) on 127.0.0.1."""
+    """Serve a fake Twilio REST API on 127.0.0.1: the Calls list and Recordings of one
+    account, and its Voice Intelligence transcripts."""
 
     def __init__(
         self,
@@ -109,6 +124,9 @@ class FakeTwilio(FakeUpstream):
         self.delay_seconds: float = 0.0
         self.requests_log: list[tuple[str, str, bytes, float]] = []
         self.calls: dict[str, dict[str, Any]] = {}
+        self.recordings: dict[str, dict[str, Any]] = {}
+        self.transcripts: dict[str, dict[str, Any]] = {}
+        self.sentences: dict[str, list[dict[str, Any]]] = {}
         self._started: dict[str, datetime] = {}
         self._lock = threading.RLock()
         super().__init__(host, port)
@@ -195,6 +213,70 @@ class FakeTwilio(FakeUpstream):
             "uri": f"{uri}.json",
         }
 
+    def add_recording(self, call_sid: str, duration_s: int = 60, sid: str | None = None) -> str:
+        """Add a completed dual-channel recording of a call, as the Recording resource."""
+        recording_sid = sid or new_sid("RE")
+        now = datetime.now(UTC).replace(microsecond=0)
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{recording_sid}"
+        with self._lock:
+            self.recordings[recording_sid] = {
+                "account_sid": self.account_sid, "api_version": API_VERSION,
+                "call_sid": call_sid, "conference_sid": None,
+                "date_created": twilio_time(now), "date_updated": twilio_time(now),
+                "start_time": twilio_time(now - timedelta(seconds=duration_s)),
+                "duration": str(duration_s), "sid": recording_sid, "price": None,
+                "price_unit": "USD", "status": "completed", "channels": 2,
+                "source": "DialVerb", "error_code": None, "uri": f"{uri}.json",
+                "encryption_details": None, "media_url": f"{self.url}{uri}",
+                "subresource_uris": {"add_on_results": f"{uri}/AddOnResults.json",
+                                     "transcriptions": f"{uri}/Transcriptions.json"},
+            }  # fmt: skip
+        return recording_sid
+
+    def add_transcript(
+        self,
+        recording_sid: str,
+        turns: Sequence[tuple[str, str]],
+        *,
+        roles: bool = True,
+        customer_key: str | None = None,
+    ) -> str:
+        """Add a completed transcript of a recording and return its SID.
+
+        `turns` are (speaker, sentence) in order, speaker "agent" (channel 1) or "customer"
+        (channel 2); with `roles` false the participants are not named, as when a transcript
+        is created without them.
+        """
+        transcript_sid = new_sid("GT")
+        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        base = f"{self.url}/v2/Transcripts/{transcript_sid}"
+        channel: dict[str, Any] = {"media_properties": {"source_sid": recording_sid}}
+        if roles:
+            channel["participants"] = [
+                {"channel_participant": 1, "role": "Agent", "user_id": "agent"},
+                {"channel_participant": 2, "role": "Customer", "user_id": "customer"},
+            ]
+        links = {"sentences": "Sentences", "encrypted_sentences": "Sentences/Encrypted",
+                 "media": "Media", "operator_results": "OperatorResults",
+                 "encrypted_operator_results": "OperatorResults/Encrypted"}  # fmt: skip
+        with self._lock:
+            self.transcripts[transcript_sid] = {
+                "account_sid": self.account_sid, "service_sid": new_sid("GA"),
+                "sid": transcript_sid, "date_created": now, "date_updated": now,
+                "status": "completed", "channel": channel, "data_logging": False,
+                "language_code": "en-US", "customer_key": customer_key,
+                "media_start_time": now, "duration": 0, "url": base, "redaction": True,
+                "encryption_credential_sid": None,
+                "links": {name: f"{base}/{path}" for name, path in links.items()},
+            }  # fmt: skip
+            self.sentences[transcript_sid] = [
+                {"media_channel": 2 if speaker == "customer" else 1, "sentence_index": index,
+                 "start_time": None, "end_time": None, "transcript": text,
+                 "sid": new_sid("GX"), "confidence": None, "words": None}
+                for index, (speaker, text) in enumerate(turns)
+            ]  # fmt: skip
+        return transcript_sid
+
     def _api(self, request: Request, received: float) -> Response:
         auth = request.authorization
         given = (auth.username, auth.password) if auth and auth.type == "basic" else None
@@ -206,19 +288,19 @@ class FakeTwilio(FakeUpstream):
             endpoint, args = ROUTES.bind_to_environ(request.environ).match()
         except HTTPException:
             return _error(404, 20404, f"The requested resource {request.path} was not found")
-        if args["account_sid"] != self.account_sid:
+        if args.get("account_sid", self.account_sid) != self.account_sid:
             # Credentials of one account never read another's log.
             response = _json(AUTH_FAILED, 401)
             response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
             return response
         with self._lock:
-            result: Response = getattr(self, f"_api_{endpoint}")(request)
+            result: Response = getattr(self, f"_api_{endpoint}")(request, **args)
             return result
 
     # Call resource, Read multiple Call resources (filters, paging, the list envelope):
     # https://www.twilio.com/docs/voice/api/call-resource
     # Paging with Page, PageSize and PageToken: https://www.twilio.com/docs/usage/twilios-response
-    def _api_calls(self, request: Request) -> Response:
+    def _api_calls(self, request: Request, account_sid: str) -> Response:
         try:
             listed = self._filtered(request)
         except ValueError as error:
@@ -231,6 +313,40 @@ class FakeTwilio(FakeUpstream):
             return _error(400, 20001, "Invalid PageToken")
         calls = listed[offset : offset + size]
         return _json(self._envelope(request, calls, page, size, offset + size < len(listed)))
+
+    # Fetch a Recording resource: https://www.twilio.com/docs/voice/api/recording
+    def _api_recording(self, request: Request, account_sid: str, sid: str) -> Response:
+        if sid not in self.recordings:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        return _json(self.recordings[sid])
+
+    # Voice Intelligence's Transcript and its Sentences (twilio/twilio-oai,
+    # spec/json/twilio_intelligence_v2.json): a page of sentences and meta.next_page_url.
+    def _api_transcript(self, request: Request, sid: str) -> Response:
+        if sid not in self.transcripts:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        return _json(self.transcripts[sid])
+
+    def _api_sentences(self, request: Request, sid: str) -> Response:
+        if sid not in self.sentences:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        size = min(max(request.args.get("PageSize", SENTENCES_PAGE_DEFAULT, type=int) or 1, 1),
+                   SENTENCES_PAGE_MAX)  # fmt: skip
+        page = max(request.args.get("Page", 0, type=int) or 0, 0)
+        listed = self.sentences[sid]
+        found = listed[page * size : (page + 1) * size]
+        base = f"{self.url}/v2/Transcripts/{sid}/Sentences?PageSize={size}"
+        more = (page + 1) * size < len(listed)
+        return _json({
+            "sentences": found,
+            "meta": {
+                "key": "sentences", "page": page, "page_size": size,
+                "first_page_url": f"{base}&Page=0", "url": f"{base}&Page={page}",
+                "next_page_url": f"{base}&Page={page + 1}&PageToken=PA{page + 1}" if more
+                else None,
+                "previous_page_url": f"{base}&Page={page - 1}" if page > 0 else None,
+            },
+        })  # fmt: skip
 
     def _filtered(self, request: Request) -> list[dict[str, Any]]:
         """Return the calls the request's filters select, newest first."""

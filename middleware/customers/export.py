@@ -125,7 +125,7 @@ def _timeline(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
          "occurred_at": _time(r.occurred_at), "updated_at": _time(r.updated_at),
          "status": r.status, "subject": r.subject, "text": r.text, "said_by": r.said_by,
          "name_given": r.customer_name, "agent": r.agent, "team": r.team, "link": r.link,
-         "duration_s": r.duration_s}
+         "duration_s": r.duration_s, "recording": r.recording}
         for r in conn.execute(query)
     ]  # fmt: skip
 

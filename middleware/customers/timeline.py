@@ -16,7 +16,7 @@ CONTACT_KINDS = ("ticket", "case", "call", "message", "visit")
 ITEM_KINDS = ("ticket", "case")
 # Later facts of a record (status, agent) replace earlier ones; descriptive fields fill gaps.
 LATEST_WINS = ("status", "agent", "team", "duration_s", "direction")
-FILL_GAPS = ("subject", "text", "customer_name", "link", "number")
+FILL_GAPS = ("subject", "text", "customer_name", "link", "number", "recording")
 # An order's text is what last happened to it (a refund, a cancellation): the newest says it.
 LATEST_TEXT_KINDS = ORDER_KINDS
 
@@ -72,6 +72,7 @@ def append(
             "candidates": dumps(list(candidates)) if candidates else None,
             "number": interaction.number,
             "said_by": interaction.said_by if interaction.text else None,
+            "recording": interaction.recording,
         })  # fmt: skip
         return Appended(inserted_id(result), True, customer_id)
 

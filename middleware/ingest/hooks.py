@@ -141,7 +141,9 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
         if stored is not body:
             inbound = replace(inbound, body=stored)
         events = plugin.parse(inbound)
-        used = [e for e in events if mapping.handles(e.type) and not core.is_own_note(plugin, e)]
+        # An event of read_back_types is mapped as the record the worker reads for it.
+        mapped = [e for e in events if mapping.handles(e.type) or e.type in plugin.read_back_types]
+        used = [e for e in mapped if not core.is_own_note(plugin, e)]
         for event in used:
             _check_key(event.key)
         if not used:

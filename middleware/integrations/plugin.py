@@ -172,6 +172,9 @@ class Plugin:
     # The event types of past records read through the API (see history()); the mapping maps
     # them like webhook events.
     history_event_types: ClassVar[tuple[str, ...]] = ()
+    # The event types whose webhook only names a record (a transcript that is ready): the
+    # worker reads the record through read_back() before mapping it, never the request.
+    read_back_types: ClassVar[tuple[str, ...]] = ()
     # What to check when a delivery is refused, by reason (see ingest/refusals.py): which
     # setting, and where the vendor shows the right value. Reasons left out get the core's.
     refusal_hints: ClassVar[Mapping[str, str]] = {}
@@ -286,7 +289,8 @@ class Plugin:
         """Return the event with its record as the upstream API has it, None if it has none.
 
         Called for the events of UNVERIFIED deliveries, so that nothing a forger wrote
-        reaches the timeline or the identities.
+        reaches the timeline or the identities, and for events of read_back_types, whose
+        webhook only names the record. Raise UpstreamError or RateLimited to be retried.
         """
         return None
 

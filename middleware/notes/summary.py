@@ -124,6 +124,7 @@ def item_of(row: Row) -> dict[str, Any]:
         "number": row.number,  # the record's number as agents know it (CaseNumber, ticket id)
         "said_by": row.said_by,  # who wrote the text: customer, agent, or None (unknown)
         "said": _customer_words(row),
+        "recording": http_link(row.recording),  # where agents listen to a call's recording
     }
 
 

@@ -36,6 +36,8 @@ SAMPLE_CALL: dict[str, Any] = {
                    "text": "Transferred from emma to bob"}],
     "handoffs": [{"at": "2025-02-03T09:32:40Z", "by": "emma",
                   "text": "Charged twice for the January invoice; refund approved up to $50."}],
+    "recording": "https://pbx.example.com/recordings/call-sample.mp3",
+    "said": "Hello, I was charged twice for my January invoice.",
 }  # fmt: skip
 
 _ITEM = {
@@ -45,6 +47,7 @@ _ITEM = {
     "occurred_at": "2025-02-03T09:12:00Z", "agent": "emma", "agents": ["emma"], "team": "billing",
     "link": "https://helpdesk.example.com/tickets/5141", "duration_s": None, "number": "5141",
     "said_by": "customer", "said": "Hello, I was charged twice for my January invoice.",
+    "recording": None,
 }  # fmt: skip
 _ORDER: dict[str, Any] = {
     "source": "shop", "external_id": "450789469", "kind": "order", "channel": "web",
@@ -122,7 +125,7 @@ def sample_calls() -> list[tuple[str, dict[str, Any]]]:
     return [("the sample call", {"call": SAMPLE_CALL, "customer_name": "Ann Example"}),
             ("a sample call of an unknown caller",
              {"call": {**SAMPLE_CALL, "agents": [], "team": None, "transfers": [],
-                       "handoffs": []},
+                       "handoffs": [], "recording": None, "said": None},
               "customer_name": None})]  # fmt: skip
 
 

@@ -28,14 +28,16 @@ from middleware.interaction import (
     CALL_ENDED_STATUSES,
     Identity,
     Interaction,
+    http_link,
 )
-from middleware.notes.summary import iso
+from middleware.notes.summary import excerpt, iso
 from middleware.store.tables import interactions, utcnow
 
 MAX_AGENT = 200
 HANDOFF = "handoff"
 MAX_HANDOFF_CHARS = 500  # a few sentences: what the next agent needs, not a transcript
 MAX_HANDOFFS = 20  # per call: the call note stays short, and a leaked link cannot flood it
+SAID_CHARS = 280  # of what the caller said: a glance, the recording holds the rest
 
 
 class UnusableHandoff(ValueError):
@@ -205,7 +207,7 @@ def _record_transfer(
 
 def call_facts(conn: Connection, call: Row) -> dict[str, Any]:
     """Describe one call for notes and pops: when, who, how long, who answered, transfers,
-    and the handoff notes agents left."""
+    the handoff notes agents left, its recording and what the caller said on it."""
     transfers = transfers_of(conn, call)
     agents = agents_in_order(call.agent, transfers)
     phones = [value for kind, value in json.loads(call.identities or "[]") if kind == "phone"]
@@ -235,4 +237,7 @@ def call_facts(conn: Connection, call: Row) -> dict[str, Any]:
             {"at": iso(h.occurred_at), "by": h.agent, "text": h.text}
             for h in handoffs_of(conn, call)
         ],
+        "recording": http_link(call.recording),
+        # Only the caller's own words (a transcript of their channel), never an agent's.
+        "said": excerpt(call.text, SAID_CHARS) if call.said_by == "customer" else None,
     }

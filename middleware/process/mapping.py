@@ -47,7 +47,9 @@ descriptions are the customer's, any other origin an agent's):
 
 `number` is the record's number as agents know it (a CaseNumber, a ticket id); `said_by` is
 who wrote `text`: "customer", "agent", or nothing when the payload does not tell. Only the
-customer's own texts count as what they already said.
+customer's own texts count as what they already said. `recording` is where agents listen to
+a call's recording (an http(s) link; any other value is dropped); a PBX's mapping may set it,
+and `text` with `said_by: customer` for what the caller said.
 
 An event that describes who a customer is rather than a contact with them (a Salesforce
 Contact) has `customer:` instead of `interaction:`, with `external_id`, `customer_name` and
@@ -83,7 +85,7 @@ from middleware.process.yaml_problems import yaml_problem
 FIELDS = {
     "kind", "external_id", "channel", "direction", "occurred_at", "updated_at", "status",
     "subject", "text", "customer_name", "agent", "team", "link", "duration_s", "identities",
-    "number", "said_by", "preferred_channels",
+    "number", "said_by", "preferred_channels", "recording",
 }  # fmt: skip
 REQUIRED_FIELDS = ("kind", "external_id")
 CUSTOMER_FIELDS = {"external_id", "customer_name", "identities"}
@@ -212,6 +214,7 @@ class PluginMapping:
             number=short["number"],
             said_by=said_by,
             preferred_channels=_names(values.get("preferred_channels")),
+            recording=http_link(_text(values.get("recording"))),
         )
 
     def record_ref(self, event_type: str, payload: Mapping[str, Any]) -> str | None:

@@ -16,11 +16,17 @@ from middleware.customers.timeline import ITEM_KINDS, Appended, append, history,
 from middleware.ingest.inbox import request_of
 from middleware.installation import Installation
 from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent, Plugin
-from middleware.interaction import CustomerRecord, Identity, Interaction
+from middleware.interaction import CALL_ENDED_STATUSES, CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
 from middleware.process.calls import record_transfer, stored_call
-from middleware.process.updates import queue_call_notes, queue_news_notes
+from middleware.process.updates import (
+    CALL_NOTE,
+    CALL_RECORDING_NOTE,
+    CALL_WORDS_NOTE,
+    queue_call_notes,
+    queue_news_notes,
+)
 from middleware.store.tables import (
     delivery_customers,
     delivery_records,
@@ -43,14 +49,18 @@ def process_delivery(core: Installation, row: Row) -> list[str]:
     keys = set(json.loads(row.event_keys))
     request = request_of(row)
     events = [e for e in plugin.parse(request) if e.key in keys]
-    if request.proof != UNVERIFIED:
-        return [handle_event(core, plugin, e, row.received_at, row.id) for e in events]
-    # Nothing in an unverified delivery is believed: each record is read back upstream.
+    unverified = request.proof == UNVERIFIED
     steps = []
     for event in events:
+        # Nothing in an unverified delivery is believed, and some webhooks only name their
+        # record: such records are read back upstream, here in the worker.
+        if not (unverified or event.type in plugin.read_back_types):
+            steps.append(handle_event(core, plugin, event, row.received_at, row.id))
+            continue
         confirmed = plugin.read_back(event)
         if confirmed is None:
-            steps.append(f"{event.key}: not found upstream (unverified delivery), ignored")
+            why = "unverified delivery" if unverified else "nothing to record"
+            steps.append(f"{event.key}: not found upstream ({why}), ignored")
         else:
             steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id))
     return steps
@@ -168,7 +178,7 @@ def record_event(
         # A call new to the store (absent) had no agent before: no transfer to record.
         ended = None if absent else record_transfer(conn, interaction, before)
         if ended is not None and notes:
-            queued = queue_call_notes(core, conn, ended)
+            queued = queue_call_notes(core, conn, ended, late_call_purpose(before, interaction))
     elif notes:
         queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
         queued += queue_news_notes(core, conn, plugin, interaction, appended)
@@ -176,6 +186,18 @@ def record_event(
     queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
     step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}{said}"
     return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
+
+
+def late_call_purpose(before: Row | None, interaction: Interaction) -> str:
+    """Return the purpose of an ended call's note: its words or recording arriving after it
+    ended (Twilio sends both after the call) go out once more, each once; else the call's."""
+    if before is None or (before.status or "") not in CALL_ENDED_STATUSES:
+        return CALL_NOTE
+    if interaction.text and not before.text:
+        return CALL_WORDS_NOTE
+    if interaction.recording and not before.recording:
+        return CALL_RECORDING_NOTE
+    return CALL_NOTE
 
 
 def _link_customer_record(

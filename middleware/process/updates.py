@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from middleware.installation import Installation
 
 CALL_NOTE = "call"  # the purpose of a call's note (its marker says co-<id>-call)
+# The call's note again, once each, when the caller's words or its recording arrive after it
+# ended (so an agent reading the ticket learns of them).
+CALL_WORDS_NOTE = "words"
+CALL_RECORDING_NOTE = "recording"
 UPDATE_NOTE = "update"  # the purpose of the note about a new ticket, case or message
 NEWS_KINDS = (*ITEM_KINDS, "message")
 
@@ -66,10 +70,12 @@ def queue_update_notes(
     return queued
 
 
-def queue_call_notes(core: Installation, conn: Connection, call: Row) -> int:
+def queue_call_notes(
+    core: Installation, conn: Connection, call: Row, purpose: str = CALL_NOTE
+) -> int:
     """Queue one short note about an ended call on each open ticket or case of its customer."""
     body = core.renderer.render_call(call_facts(conn, call), customer_name(conn, call.customer_id))
-    return queue_update_notes(core, conn, call, CALL_NOTE, body)
+    return queue_update_notes(core, conn, call, purpose, body)
 
 
 def is_news(interaction: Interaction) -> bool:

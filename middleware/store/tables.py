@@ -142,6 +142,7 @@ interactions = Table(
     Column("candidates", Text),
     Column("number", String(64)),  # the record's number as agents know it (CaseNumber, ticket id)
     Column("said_by", String(16)),  # who wrote `text`: customer, agent, or NULL (unknown)
+    Column("recording", Text),  # where agents listen to a call's recording (an http(s) link)
     UniqueConstraint("source", "kind", "external_id", name="uq_interactions_record"),
     Index("ix_interactions_customer", "customer_id", "occurred_at"),
     Index("ix_interactions_updated", "updated_at"),  # the timeline's purge finds the oldest

@@ -33,6 +33,10 @@ SETUP = """\
      headers signed with the whsec_ secret; or
    - {public_url}/hooks/cti/<secret> (the secret percent-encoded), when it cannot sign.
 3. Numbers without a country code are read in default_region.
+4. Recorded calls (optional, beyond Zammad's schema, which ignores extra parameters): send
+   recordingUrl (an http(s) link where agents listen to the recording) and transcript (what
+   the caller said, their side only) with the hangup, or in a later hangup of the same
+   callId; the call note and the pop show both. Edit mappings/cti.yaml for other names.
 """
 
 

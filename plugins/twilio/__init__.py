@@ -1,4 +1,5 @@
-"""Twilio: voice status callbacks and incoming SMS in; the reply is empty TwiML."""
+"""Twilio: voice status callbacks, recordings, transcriptions and incoming SMS in; the reply
+is empty TwiML."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ from middleware.integrations.plugin import (
     period_progress,
 )
 from plugins.twilio.client import CALLS_PAGE, NOT_CALLS, TwilioClient
+from plugins.twilio.words import (
+    CALL_SID_ANY,
+    RECORDING_SID,
+    console_link,
+    customer_channel,
+    customer_words,
+    intelligence_event,
+    recording_event,
+    source_of,
+    transcription_event,
+)
 
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -39,6 +51,11 @@ SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 NO_ACCOUNT = "set integrations.twilio.account_sid (Console → Account info) to import calls"
+NO_ACCOUNT_WORDS = (
+    "set integrations.twilio.account_sid (Console → Account info) to read Voice Intelligence "
+    "transcripts"
+)
+INTELLIGENCE_EVENT = "intelligence.transcript.available"
 # CallStatus values, grouped into the three moments of a call Carryover cares about.
 STARTED = frozenset({"queued", "initiated", "ringing"})
 ANSWERED = frozenset({"in-progress", "answered"})
@@ -57,6 +74,15 @@ SETUP = """\
 3. Copy the account's Auth Token into auth_token below (or integrations.twilio.auth_token
    in the configuration file), and set public_url in the configuration file to the exact
    base URL Twilio calls (Twilio signs the URL it called).
+4. Recorded calls: set recordingStatusCallback="{public_url}/hooks/twilio" on the <Dial>,
+   <Record>, <Start><Recording> or the API call that records (completed recordings only).
+   Carryover links the recording's Console page in the call note and the pop.
+5. What the caller said: on a <Record transcribe="true">, set
+   transcribeCallback="{public_url}/hooks/twilio". With Voice Intelligence, set the
+   Service's Webhook URL (Console → Voice → Voice Intelligence → Services → your service,
+   HTTP POST) to {public_url}/hooks/twilio and fill account_sid below: Carryover reads each
+   transcript's sentences through the API and keeps the participant whose role is Customer
+   (name the roles when you create transcripts; without them nothing counts as the caller's).
 """
 
 
@@ -71,13 +97,19 @@ class TwilioPlugin(Plugin):
         "call": re.compile(r"^CA[0-9a-f]{32}$"),
         "message": re.compile(r"^(SM|MM)[0-9a-f]{32}$"),
         "account": re.compile(r"^AC[0-9a-f]{32}$"),
+        "recording": re.compile(r"^RE[0-9a-fA-F]{32}$"),
+        "transcript": re.compile(r"^GT[0-9a-fA-F]{32}$"),
     }
     settings = {
         "auth_token": Setting(str, required=True, secret=True, doc="the account's Auth Token"),
         "account_sid": Setting(str, doc="AC…, the account's SID: needed to import past calls"),
         "api_url": Setting(str, "https://api.twilio.com", doc="Twilio's REST API, or any base URL"),
+        "intelligence_url": Setting(
+            str, "https://intelligence.twilio.com",
+            doc="Twilio's Voice Intelligence API (transcripts), or any base URL",
+        ),
         "timeout_s": Setting(float, 10.0),
-    }
+    }  # fmt: skip
     history_event_types = ("history.call",)
     event_types = (
         "call.started",
@@ -88,7 +120,12 @@ class TwilioPlugin(Plugin):
         "call.leg.ended",
         "message.received",
         "message.status",
+        "call.recorded",
+        "call.transcribed",
+        INTELLIGENCE_EVENT,
     )
+    # A Voice Intelligence webhook names a transcript only: the worker reads its sentences.
+    read_back_types = (INTELLIGENCE_EVENT,)
     setup_doc = SETUP
     refusal_hints = {
         "signature": "check auth_token is the Auth Token of the account whose number calls "
@@ -109,7 +146,8 @@ class TwilioPlugin(Plugin):
             )
         self.client = (
             TwilioClient(self.upstream_url("api_url"), sid, self.options["auth_token"],
-                         self.options["timeout_s"], self.upstream_guard)
+                         self.options["timeout_s"], self.upstream_guard,
+                         self.upstream_url("intelligence_url"))
             if sid
             else None
         )  # fmt: skip
@@ -127,6 +165,9 @@ class TwilioPlugin(Plugin):
             if not hmac.compare_digest(digest.encode(), query["bodySHA256"][0].encode()):
                 raise InvalidSignature("bodySHA256 does not match the body")
             params: list[tuple[str, str]] = []
+        elif looks_like_json(request):
+            # Twilio signs a JSON body through its hash in the URL: without it, nothing did.
+            raise InvalidSignature("a JSON body needs bodySHA256 in the signed URL")
         else:
             params = decode_form(request.body) if request.body else []
         if not _signed(token, request.url, params, signature):
@@ -140,8 +181,15 @@ class TwilioPlugin(Plugin):
         return "signature"
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
-        """Turn a voice status callback or an incoming message into one event."""
+        """Turn a voice status callback, a recording or transcription callback, a Voice
+        Intelligence webhook or an incoming message into one event."""
         fields = _fields(request)
+        if "transcript_sid" in fields:
+            return [intelligence_event(fields)]
+        if fields.get("TranscriptionSid"):
+            return [transcription_event(_with_customer(fields))]
+        if fields.get("RecordingStatus"):
+            return [recording_event(fields)]
         if fields.get("CallSid"):
             return [_call_event(fields)]
         if fields.get("MessageSid") or fields.get("SmsSid"):
@@ -149,6 +197,39 @@ class TwilioPlugin(Plugin):
         raise MalformedPayload(
             "body: neither a voice status callback (CallSid) nor a message (MessageSid)"
         )
+
+    def read_back(self, event: InboundEvent) -> InboundEvent | None:
+        """Read a Voice Intelligence transcript: the call it was made from, and the sentences
+        of its customer's channel, as call.transcribed; None when no call can be found."""
+        if event.type != INTELLIGENCE_EVENT:
+            return None
+        if self.client is None:
+            raise PermanentUpstreamError(NO_ACCOUNT_WORDS)
+        sid = str(event.payload["transcript_sid"])  # checked against its format in parse
+        transcript = self.client.transcript(sid)
+        if str(transcript.get("status") or "").lower() != "completed":
+            raise UpstreamError(f"Twilio's transcript is {transcript.get('status')!r}, not ready")
+        source = source_of(transcript)
+        recording = console_link(source) if source and RECORDING_SID.fullmatch(source) else None
+        call_id = self._call_of(source, transcript.get("customer_key"))
+        if call_id is None:
+            return None
+        words = customer_words(self.client.sentences(sid), customer_channel(transcript))
+        payload = {**event.payload, "call_id": call_id, "recording": recording, "words": words}
+        return InboundEvent(event.key, "call.transcribed", payload)
+
+    def _call_of(self, source: str | None, customer_key: Any) -> str | None:
+        """Find a transcript's call: its source (a call, or a recording of one), else a
+        customer_key that is a call SID."""
+        assert self.client is not None
+        call_id: Any = None
+        if source and CALL_SID_ANY.fullmatch(source):
+            call_id = source
+        elif source and RECORDING_SID.fullmatch(source):
+            call_id = self.client.recording_call(source)
+        if not (isinstance(call_id, str) and CALL_SID_ANY.fullmatch(call_id)):
+            call_id = customer_key
+        return call_id if isinstance(call_id, str) and CALL_SID_ANY.fullmatch(call_id) else None
 
     def acknowledgement(self) -> tuple[bytes, str]:
         """Answer with empty TwiML: Carryover never routes a call or replies to a text."""
@@ -306,6 +387,14 @@ def _call_event(fields: dict[str, Any]) -> InboundEvent:
         payload["customer"] = fields.get("From" if direction == "inbound" else "To")
         event_type = f"call.{moment}"
     return InboundEvent(key=f"call:{call_sid}:{status}", type=event_type, payload=payload)
+
+
+def _with_customer(fields: dict[str, Any]) -> dict[str, Any]:
+    """Add the outside party of a call (as in _call_event) unless the leg is an agent's."""
+    if fields.get("ParentCallSid"):
+        return fields
+    direction = str(fields.get("Direction") or "inbound")
+    return dict(fields, customer=fields.get("From" if direction == "inbound" else "To"))
 
 
 def _message_event(fields: dict[str, Any]) -> InboundEvent:

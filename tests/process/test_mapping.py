@@ -53,7 +53,7 @@ def fixture_request(path: Path) -> InboundRequest:
 
 
 def fixtures_of(key: str) -> list[Path]:
-    """Return a plugin's fixture files (a README.md there cites their sources)."""
+    """Return a plugin's fixture files (a README.md beside them cites their sources)."""
     found = (CLASSES[key].folder() / "fixtures").glob("*.*")
     return sorted(p for p in found if p.name != "README.md")
 

@@ -2,7 +2,7 @@
 the record or admin that set them (no source: derived from behaviour).
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 """
 
 from typing import Any
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
