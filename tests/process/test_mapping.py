@@ -53,9 +53,8 @@ def fixture_request(path: Path) -> InboundRequest:
 
 
 def fixtures_of(key: str) -> list[Path]:
-    """Return a plugin's fixture files (a README.md beside them cites their sources)."""
-    found = (CLASSES[key].folder() / "fixtures").glob("*.*")
-    return sorted(p for p in found if p.name != "README.md")
+    """Return a plugin's fixture files (FIXTURES.md beside the folder cites their sources)."""
+    return sorted((CLASSES[key].folder() / "fixtures").glob("*.*"))
 
 
 def shipped(key: str) -> PluginMapping:
