@@ -16,11 +16,12 @@ from devkit.demo import (
     ANN,
     BOB,
     CHAT_LINES,
+    DANA_PHONE,
     HANDOFF_NOTE,
     PAST_TICKETS,
+    VOICEMAIL,
     billing_transfers,
-    bought_online,
-    chat_with_the_bot,
+    bought_chatted_called,
     facebook_then_phone,
     monday_call_wednesday_email,
     running_demo,
@@ -117,35 +118,28 @@ def test_a_call_on_monday_and_an_email_on_wednesday(demo):
     )  # Monday's call by its time, never its CallSid
 
 
-def test_an_order_bought_online_and_refunded_is_named_on_the_next_ticket(demo):
-    """The shop's order and refund reach Ann's next ticket, linked to the shop's admin."""
-    ticket = bought_online(demo)
-    (note,) = demo.zendesk.notes(ticket)
+def test_bought_online_chatted_with_the_bot_then_called(demo):
+    """The second call's pop shows the order and refund, the chat, the voicemail, the wish."""
+    call = bought_chatted_called(demo)
+    pop = requests.get(demo.pop_link(DANA_PHONE), timeout=5).text
+    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", pop)))  # as read
     order = "https://acme-demo.myshopify.com/admin/orders/450789469"
-    body = unmarked(note["body"])
-    assert f"Order problems:\n- #1001: refund of 24.00 USD, <when> (today) · {order}\n" in body
-    line = f"- <when> (today) · #1001 · refunded · Spare blender jug · 24.00 USD · {order}\n"
-    assert f"Recent orders:\n{line}" in body
-    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
-    assert f'<a href="{order}" target="_blank" rel="noopener">#1001</a>: refund of 24.00 USD' in pop
-
-
-def test_a_chat_with_the_bot_and_a_survey(demo):
-    """Ann's open ticket learns her chat lines (not the bot's); her survey sets the phone."""
-    ticket = chat_with_the_bot(demo)
-    update = demo.zendesk.notes(ticket)[-1]
-    assert unmarked(update["body"]) == (
-        f'Ann Example sent a message by chat, <when>\n"{CHAT_LINES[0]} {CHAT_LINES[1]}"'
-    )
-    pop = requests.get(demo.pop_link(ANN.phone), timeout=5).text
-    assert "Prefers phone" in pop
+    assert f'<a href="{order}" target="_blank" rel="noopener">#1001</a>: refund of 39.00 USD' in pop
+    assert "Glass kettle · 39.00 USD" in text
+    assert f"{CHAT_LINES[0]} {CHAT_LINES[1]}" in text  # her lines, joined
+    assert "How can I help" not in text  # never the bot's
+    assert VOICEMAIL in text
+    assert "Prefers phone (said in a survey)" in text
+    recording = re.search(r'<a href="([^"]+)"[^>]*>recording</a>', pop)
+    assert recording and recording.group(1).startswith("https://console.twilio.com/")
+    assert call.status == "completed"
 
 
 def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser(demo):
     """The watcher reads what happens; the admin UI shows the tools connected from it."""
     story = "\n".join(demo.told)
     headings = ("1. A Facebook message", "2. A billing error", "3. A call on Monday",
-                "4. A customer buys online", "4. A chat with the shop's bot")  # fmt: skip
+                "4. Bought online, a chat with the shop's bot, then a call")  # fmt: skip
     for heading in headings:
         assert heading in story
     assert "     │ Phone call " in story  # the notes themselves, as the agent reads them
@@ -154,7 +148,7 @@ def test_the_story_is_told_and_the_integrations_were_connected_as_in_the_browser
     assert "[Carryover ref" not in story
     page = admin_session(demo).get(f"{demo.url}/admin/integrations/", timeout=5).text
     text = re.sub(r"<[^>]+>", "", page)  # as the admin reads it
-    assert text.count("connected (admin UI)") == 4
+    assert text.count("connected (admin UI)") == 5
 
 
 def admin_session(demo) -> requests.Session:
