@@ -73,8 +73,14 @@ def queue_update_notes(
 def queue_call_notes(
     core: Installation, conn: Connection, call: Row, purpose: str = CALL_NOTE
 ) -> int:
-    """Queue one short note about an ended call on each open ticket or case of its customer."""
-    body = core.renderer.render_call(call_facts(conn, call), customer_name(conn, call.customer_id))
+    """Queue one short note about an ended call on each open ticket or case of its customer.
+
+    A late note (its recording or the caller's words, after the call's note) says only what is
+    new: the agent read the rest in the call's note."""
+    facts = call_facts(conn, call)
+    if purpose in (CALL_WORDS_NOTE, CALL_RECORDING_NOTE):
+        facts["late"] = purpose
+    body = core.renderer.render_call(facts, customer_name(conn, call.customer_id))
     return queue_update_notes(core, conn, call, purpose, body)
 
 
