@@ -190,6 +190,17 @@ def test_every_plugin_documents_its_setup_and_marks_secrets(key):
     assert any(s.secret for s in cls.settings.values())
 
 
+@pytest.mark.parametrize("key", PLUGINS)
+def test_every_fixture_file_is_named_with_its_source_in_fixtures_md(key):
+    """Each plugin's FIXTURES.md names every file under fixtures/ (path in backticks)."""
+    folder = CLASSES[key].folder()
+    cited = (folder / "FIXTURES.md").read_text(encoding="utf-8")
+    files = (folder / "fixtures").rglob("*")
+    names = sorted(p.relative_to(folder / "fixtures").as_posix() for p in files if p.is_file())
+    unnamed = [name for name in names if f"`{name}`" not in cited]
+    assert unnamed == []
+
+
 # -- the Zendesk fixtures, exactly ----------------------------------------------------------
 
 
