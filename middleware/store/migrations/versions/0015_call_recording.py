@@ -18,10 +18,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("interactions") as batch:
-        batch.add_column(sa.Column("recording", sa.Text))
+    op.add_column("interactions", sa.Column("recording", sa.Text))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("interactions") as batch:
-        batch.drop_column("recording")
+    # Plain DROP COLUMN (SQLite 3.35+ and PostgreSQL): a batch would copy the table, and
+    # SQLite refuses to drop interactions while writes and delivery records point to it.
+    op.execute("ALTER TABLE interactions DROP COLUMN recording")
