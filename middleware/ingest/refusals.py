@@ -60,6 +60,10 @@ REASONS: dict[str, tuple[str, str]] = {
         "wrong organization",
         "check organization_id: messages from any other organization are refused",
     ),
+    "account": (
+        "another account",
+        "the delivery names another account (shop, workspace) than the one configured here",
+    ),
     "url": (
         "URL mismatch",
         "the sender signs the URL it calls: check public_url",

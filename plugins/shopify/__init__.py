@@ -105,7 +105,7 @@ class ShopifyPlugin(Plugin):
         "an app's subscriptions are not signed with that key, nor the admin's with the app's",
         "missing-signature": "Shopify signs every webhook: is something else posting to this "
         "URL, or does a proxy in front drop X-Shopify-Hmac-Sha256?",
-        "shop": "check shop_url is this shop's https://<shop>.myshopify.com address: the "
+        "account": "check shop_url is this shop's https://<shop>.myshopify.com address: the "
         "delivery came from another shop",
     }
 
@@ -159,7 +159,7 @@ class ShopifyPlugin(Plugin):
         if not hmac.compare_digest(shop.encode(), self.shop_domain.encode()):
             shown = shop[:80] if SHOP_DOMAIN.fullmatch(shop) else "no valid shop"
             raise InvalidSignature(
-                f"X-Shopify-Shop-Domain: {shown} is not the configured shop", "shop"
+                f"X-Shopify-Shop-Domain: {shown} is not the configured shop", "account"
             )
         return "signature"
 
