@@ -455,9 +455,10 @@ def reach_warning(url: str, tool: str) -> str | None:
     fix = ("set public_url to the https:// address at which the internet reaches this "
            "server (a reverse proxy in front of it)")  # fmt: skip
     if host == "localhost" or host.endswith(".localhost") or (address and address.is_loopback):
-        return f"{host} is this machine only: {tool}'s servers cannot reach it; {fix}"
+        return f"{host} is this machine only: nothing outside it can send here; {fix}"
     if address is not None and (address.is_private or address.is_link_local):
-        return f"{host} is a private network address: {tool}'s servers cannot reach it; {fix}"
+        return (f"{host} is a private network address: nothing outside that network can send "
+                f"here; {fix}")  # fmt: skip
     if parts.scheme != "https":
         return (f"it is not HTTPS: {tool} would send customers' messages unencrypted over the "
                 f"internet; {fix}")  # fmt: skip
