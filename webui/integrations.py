@@ -436,7 +436,7 @@ def _page(
         "admin/integration.html", state=state, settings=settings, setup=setup, source=source,
         editable=source != "file", error=errors.get(""),
         wrong=[s for s in settings if s["error"]], revealed=revealed,
-        revealed_path=quote(revealed, safe="") if revealed else None,
+        revealed_path=quote(revealed, safe="") if revealed and cls.secret_in_path else None,
         saved=saved[0] if saved and source else None, generated=cls.generated_secret,
         can_seal=core.secret_box is not None, now=utcnow(), history=history_section(plugin),
         refusals=refusals_section(key, cls.title) if receives else None,

@@ -159,6 +159,9 @@ class Plugin:
     # The setting holding a webhook secret that Carryover makes (see generate_secret), for
     # senders that take one instead of giving one.
     generated_secret: ClassVar[str | None] = None
+    # Whether the generated secret may also be sent in the URL, /hooks/<key>/<secret>, by
+    # senders that cannot sign (the setup page then shows that URL).
+    secret_in_path: ClassVar[bool] = False
 
     # -- declarations the core reads (it names no vendor) -----------------------------
     # The identity types this plugin brings beyond the core's phone, email and customer.

@@ -55,6 +55,7 @@ class CtiPlugin(Plugin):
     event_types = EVENTS
     setup_doc = SETUP
     generated_secret = "secret"
+    secret_in_path = True
     refusal_hints = {
         "signature": "check the PBX signs with the secret set here (whsec_...); generating a "
         "new secret replaces the old one",

@@ -77,6 +77,7 @@ class PlacetelPlugin(Plugin):
     event_types = tuple(EVENTS)
     setup_doc = SETUP
     generated_secret = "token"
+    secret_in_path = True
     refusal_hints = {
         "signature": "check secret is the shared secret set in Placetel (Settings > External "
         "APIs); Placetel signs the body exactly as it posts it",

@@ -119,6 +119,7 @@ class SipgatePlugin(Plugin):
     event_types = EVENTS
     setup_doc = SETUP
     generated_secret = "path_token"
+    secret_in_path = True
     refusal_hints = {
         "signature": "X-Sipgate-Signature does not verify with sipgate's key: if sipgate has "
         "published a new key, set it as public_key; otherwise the push was not sipgate's",

@@ -7,6 +7,7 @@ import stat
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
@@ -363,6 +364,17 @@ def test_a_generated_cti_secret_is_asked_for_shown_once_and_verifies_signed_even
     forged = browser.post("/hooks/cti", data=body, headers=cti_headers(body))  # another secret
     assert forged.status_code == 401
     assert bare.registry.get("cti").options["secret"] == secret  # the reload made no other
+
+
+@pytest.mark.parametrize(("key", "in_path"), [("cti", True), ("generic", False)])
+def test_the_secret_url_is_offered_only_where_the_path_is_a_proof(bare, browser, key, in_path):
+    """A PBX may put the secret in the URL; the generic inbound takes signatures only."""
+    response = submit(browser, f"/admin/integrations/{key}/generate-secret", confirmed="yes")
+    page = browser.get(response.headers["Location"]).data.decode()
+    secret = revealed_secret(page)
+    assert secret is not None
+    offered = f"/hooks/{key}/{quote(secret, safe='')}" in page
+    assert offered is in_path
 
 
 def test_a_secret_of_the_configuration_file_is_not_replaced_from_the_browser(admin_client):
