@@ -76,6 +76,20 @@ def test_the_profile_shows_each_identity_with_the_record_that_linked_it(
     assert "zendesk ticket 5149" in page and "Charged twice for my January invoice" in page
 
 
+def test_the_profile_tells_contact_times_in_the_installations_zone(
+    admin_client, core, worker, fake_zendesk
+):
+    """Each contact's time reads as the admin's clock does, never as raw ISO 8601 UTC."""
+    ann = ann_with_two_tickets(admin_client, worker)
+    with core.engine.connect() as conn:
+        query = select(interactions.c.occurred_at).where(interactions.c.customer_id == ann)
+        stored = conn.execute(query.order_by(interactions.c.id)).scalars().all()
+    page = admin_client.get(f"/admin/customers/{ann}").data.decode()
+    for moment in stored:
+        assert f"<td>{moment:%Y-%m-%d %H:%M} UTC</td>" in page  # the test installation's zone
+        assert moment.isoformat() not in page
+
+
 def test_splitting_a_phone_off_gives_its_calls_to_a_new_customer_kept_apart(
     admin_client, worker, core, hooks, fake_zendesk
 ):
