@@ -275,3 +275,17 @@ def test_the_pop_and_the_context_show_the_order(core, client, hooks, worker, fak
     assert [o["number"] for o in context["order_problems"]] == ["#1001"]
     assert [i["kind"] for i in context["interactions"]] == ["ticket"]
     assert context["open_items"][0]["kind"] == "ticket"
+
+
+def test_the_admin_customer_page_lists_the_order(core, admin_client, hooks, worker):
+    """The admin sees the customer's order, linked to the shop's admin, with its refund."""
+    hooks.shopify(order(age=timedelta(days=3)), "orders/create")
+    hooks.shopify(refund(timedelta(days=2)), "refunds/create")
+    worker.drain()
+    [row] = orders(core)
+    page = admin_client.get(f"/admin/customers/{row.customer_id}").get_data(as_text=True)
+    link = f'<a href="{ORDER_URL}" target="_blank" rel="noopener">#1001</a>'
+    refunded = f"{row.updated_at:%Y-%m-%d %H:%M} UTC"
+    assert f"<td>{link}</td>" in page
+    assert f"<td>refunded: refund of 209.00 USD, {refunded}</td>" in page
+    assert "<td>2× IPod Nano - 8gb - green · 409.94 USD</td>" in page
