@@ -56,21 +56,8 @@ class TwilioClient:
         else:
             start = since.isoformat() if since else ""
             uri = f"{self.calls_path}?{urlencode({'StartTime>': start, 'PageSize': CALLS_PAGE})}"
-        url = self.api_url + uri
-        send = partial(self.session.get, url, timeout=self.timeout, allow_redirects=False)
-        self.sent += 1
-        response = send_observed(self.guard, "Twilio", url, send, _rate_limit)
-        if response.status_code in (401, 403):
-            raise PermanentUpstreamError(f"Twilio answered {response.status_code}: {REFUSED}")
-        if response.status_code != 200:
-            raise UpstreamError(f"Twilio answered {response.status_code}")
-        try:
-            page = response.json()
-        except ValueError:
-            raise UpstreamError("Twilio answered with no JSON page") from None
-        if not isinstance(page, dict):
-            raise UpstreamError("Twilio answered with no JSON page")
-        return page
+        # A 404 of the list is no missing record: it is retried like any other failure.
+        return self._get_json(self.api_url + uri, "the calls page", missing_is_final=False)
 
     def recording_call(self, recording_sid: str) -> str | None:
         """Return the SID of the call a recording belongs to (a SID checked by the caller)."""
@@ -109,13 +96,14 @@ class TwilioClient:
             raise PermanentUpstreamError(NOT_SENTENCES)
         return f"{path}?{parts.query}"
 
-    def _get_json(self, url: str, what: str) -> dict[str, Any]:
+    def _get_json(self, url: str, what: str, *, missing_is_final: bool = True) -> dict[str, Any]:
+        """GET one JSON object; raise as the history and read-back callers expect."""
         send = partial(self.session.get, url, timeout=self.timeout, allow_redirects=False)
         self.sent += 1
         response = send_observed(self.guard, "Twilio", url, send, _rate_limit)
         if response.status_code in (401, 403):
             raise PermanentUpstreamError(f"Twilio answered {response.status_code}: {REFUSED}")
-        if response.status_code == 404:
+        if response.status_code == 404 and missing_is_final:
             raise PermanentUpstreamError(f"Twilio has no such record ({what}): 404")
         if response.status_code != 200:
             raise UpstreamError(f"Twilio answered {response.status_code} for {what}")
