@@ -22,12 +22,12 @@ from flask.typing import ResponseReturnValue
 from middleware.errors import InboundError
 from middleware.ingest.inbox import request_of
 from middleware.integrations.plugin import Capability, InboundEvent, InboundRequest, Plugin
-from middleware.notes.summary import iso
 from middleware.process.mapping import MappingError, PluginMapping
 from middleware.process.mapping_source import parse_document
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui.audit import log_change
+from webui.clock import local_time
 from webui.editing import PlacedError
 
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
@@ -156,7 +156,9 @@ def _samples(plugin: Plugin) -> list[tuple[str, InboundRequest]]:
     core = current_installation()
     with reading(core.engine) as conn:
         rows = core.inbox.newest(conn, plugin.key, limit=RECENT_DELIVERIES)
-    samples += [(f"delivery in:{row.id} ({iso(row.received_at)})", request_of(row)) for row in rows]
+    samples += [
+        (f"delivery in:{row.id} ({local_time(row.received_at)})", request_of(row)) for row in rows
+    ]
     return samples
 
 
