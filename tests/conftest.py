@@ -148,15 +148,15 @@ def build_config(
         **extra,
     }
     if zendesk_url:
-        raw["integrations"] = {
-            "zendesk": {
-                "url": zendesk_url,
-                "email": ZENDESK_EMAIL,
-                "api_token": ZENDESK_TOKEN,
-                "webhook_secret": ZENDESK_SECRET,
-                "timeout_s": 5,
-                **(zendesk_options or {}),
-            }
+        # Kept beside integrations given in extra (a PBX's settings, say).
+        raw.setdefault("integrations", {})
+        raw["integrations"]["zendesk"] = {
+            "url": zendesk_url,
+            "email": ZENDESK_EMAIL,
+            "api_token": ZENDESK_TOKEN,
+            "webhook_secret": ZENDESK_SECRET,
+            "timeout_s": 5,
+            **(zendesk_options or {}),
         }
     if phone:
         raw.setdefault("integrations", {})

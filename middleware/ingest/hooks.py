@@ -130,6 +130,10 @@ def receive(key: str, token: str | None = None) -> Response | tuple[Response, in
     plugin = core.registry.get(key)
     if plugin is None or not plugin.has_capability(Capability.RECEIVE):
         return _error(404, f"no integration {key!r} is configured")
+    if token is not None and not plugin.secret_in_path:
+        # Only senders that cannot sign put a secret in the path; for the others the rest
+        # of the path was ignored, so a signed delivery to any /hooks/<key>/... was taken.
+        return _error(404, f"integration {key!r} takes no token in its path")
     inbound = _inbound(core, key, token)
     body = inbound.body
     mapping = core.mappings[key]

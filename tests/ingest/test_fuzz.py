@@ -31,6 +31,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import responses
+from cryptography.hazmat.primitives.asymmetric import rsa
 from defusedxml.ElementTree import fromstring
 from flask import Flask
 from flask.testing import FlaskClient
@@ -39,6 +40,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from devkit.simulators.salesforce import FakeSalesforce
+from devkit.simulators.sipgate import new_key, public_pem
+from devkit.simulators.sipgate import sign as sipgate_sign
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.admin.accounts import create_admin
 from middleware.customers.identity import IdentityTypes
@@ -57,19 +60,24 @@ from middleware.store.tables import (
     identities,
     writes,
 )
+from plugins.placetel import sign as placetel_sign
 from plugins.salesforce.outbound import SOAP_NS
+from plugins.shopify import sign as shopify_sign
 from plugins.twilio import sign as twilio_sign
 from plugins.zendesk import EVENT_PREFIX
 from plugins.zendesk import sign as zendesk_sign
 from tests.actions import AdminActions, ConfigFactory, Hooks
-from tests.payloads import cti_headers, twilio_fields, zendesk_headers
+from tests.payloads import cti_headers, generic_headers, twilio_fields, zendesk_headers
 from tests.values import (
     ADMIN_PASSWORD,
     AGENT_KEY,
     CTI_SECRET,
+    GENERIC_SECRET,
     PUBLIC_URL,
     SF_ORG,
     SF_SESSION,
+    SHOPIFY_SECRET,
+    SHOPIFY_SHOP,
     TWILIO_TOKEN,
 )
 
@@ -92,6 +100,12 @@ FUZZ = settings(
 )
 # The contact behind the Salesforce fixtures' cases, known to the fake org.
 SF_CONTACT = "0037000000xicp7AAA"
+# The PBXs' proofs: sipgate signs with its key (a throwaway one here) or posts to a path
+# token; Placetel signs with a shared secret or posts to a token path.
+SIPGATE_TOKEN = "sipgate-path-token-for-fuzzing/with+odd=chars"
+PLACETEL_SECRET = "placetel-shared-secret-for-fuzzing"
+PLACETEL_TOKEN = "placetel-path-token-for-fuzzing-0123456789"
+FORM = "application/x-www-form-urlencoded"
 
 
 class Long(str):
@@ -224,6 +238,13 @@ JSON_FIXTURES = {
     "zendesk": json_fixtures("zendesk"),
     "cti": json_fixtures("cti"),
     "twilio": [dict(twilio_fields(name)) for name in TWILIO_FIXTURES],
+    "intelligence": json_fixtures("twilio"),  # Voice Intelligence's webhook
+    "generic": json_fixtures("generic"),
+}
+# Shopify's fixtures with the topic each is delivered under (orders_create.json: orders/create).
+SHOPIFY_FIXTURES = {
+    p.stem.split("__")[0].replace("_", "/", 1): json.loads(p.read_bytes())
+    for p in sorted((PLUGINS / "shopify" / "fixtures").glob("*.json"))
 }
 
 
@@ -232,8 +253,13 @@ TYPE_FIELDS = {
     "zendesk": ("type", "event"),
     "cti": ("event",),
     "twilio": ("CallStatus", "SmsStatus", "MessageStatus", "Direction"),
+    "intelligence": ("event_type",),
+    "generic": ("type",),
+    "shopify": ("financial_status", "fulfillment_status", "cancel_reason", "kind"),
 }
-ODD_TYPES = ["a\nb", "ticket.created\n", "\r\n", "\x1b[31m", "ticket.", "ticket.created ", "ping"]
+ODD_TYPES = ["a\nb", "ticket.created\n", "\r\n", "\x1b[31m", "ticket.", "ticket.created ", "ping",
+             "store.visit", "survey.answered", "letter.scanned", "chatbot.conversation", "a..b",
+             ".store", "store.visit.", "voice_intelligence_transcript_available"]  # fmt: skip
 
 
 def paths_of(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -255,13 +281,19 @@ def fresh(draw: st.DrawFn) -> bool:
 
 
 @st.composite
-def mutated_json(draw: st.DrawFn, key: str, refresh: Callable[[dict, str], None]) -> bytes:
+def mutated_json(
+    draw: st.DrawFn,
+    key: str,
+    refresh: Callable[[dict, str], None],
+    fixtures: list[dict[str, Any]] | None = None,
+) -> bytes:
     """Draw a fixture with fields dropped, replaced, nested or added, written as JSON.
 
     refresh gives the payload a fresh event id, so that most examples are new deliveries
-    and reach the worker rather than stop at the duplicate check.
+    and reach the worker rather than stop at the duplicate check; fixtures, when given,
+    are drawn from in place of the plugin's.
     """
-    payload = copy.deepcopy(draw(st.sampled_from(JSON_FIXTURES[key])))
+    payload = copy.deepcopy(draw(st.sampled_from(fixtures or JSON_FIXTURES[key])))
     if fresh(draw):
         refresh(payload, uuid.uuid4().hex)
     raws: dict[str, str] = {}
@@ -272,7 +304,8 @@ def mutated_json(draw: st.DrawFn, key: str, refresh: Callable[[dict, str], None]
         if operation == "retype":  # the field that names the event: where a type is read
             field = draw(st.sampled_from(TYPE_FIELDS[key]))
             value = draw(odd_text | st.sampled_from(ODD_TYPES))
-            payload[field] = EVENT_PREFIX + value if field == "type" else value
+            zendesk = key == "zendesk" and field == "type"
+            payload[field] = EVENT_PREFIX + value if zendesk else value
             continue
         if operation == "add" or not paths:
             objects = [p for p in paths if isinstance(_at(payload, p), dict)]
@@ -385,10 +418,16 @@ def salesforce_proof(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="module")
+def sipgate_key() -> rsa.RSAPrivateKey:
+    """Return a throwaway key pair that signs in place of sipgate's."""
+    return new_key()
+
+
 @pytest.fixture
 def core(
     database_url: str, fake_zendesk: FakeZendesk, fake_salesforce: FakeSalesforce,
-    request: pytest.FixtureRequest, make_config: ConfigFactory,
+    request: pytest.FixtureRequest, make_config: ConfigFactory, sipgate_key: rsa.RSAPrivateKey,
 ) -> Iterator[Installation]:  # fmt: skip
     """Build an installation with every plugin, each upstream a local fake."""
     proof = "network"
@@ -399,7 +438,12 @@ def core(
     # The test client's address is a trusted proxy: X-Forwarded-For is believed. Failed
     # logins lock nobody out, so that fuzzed logins keep reaching the form's checks.
     unthrottled = {"failed_logins_per_username": 10**6, "failed_logins_per_address": 10**6}
+    pbxs = {
+        "sipgate": {"public_key": public_pem(sipgate_key), "path_token": SIPGATE_TOKEN},
+        "placetel": {"secret": PLACETEL_SECRET, "token": PLACETEL_TOKEN},
+    }
     config = make_config(database_url, fake_zendesk.url, phone=True, salesforce=salesforce,
+                         shopify={}, generic=True, integrations=pbxs,
                          trusted_proxies=["127.0.0.1/32"], admin=unthrottled)  # fmt: skip
     built = build_installation(config)
     yield built
@@ -612,13 +656,20 @@ def test_zendesk_signed_over_an_odd_timestamp(client, watch, body, timestamp):
 # -- Twilio --------------------------------------------------------------------------------------
 
 
+# The parameters that carry a Twilio resource's SID: fresh ones make a new delivery.
+SID_PREFIXES = {"CallSid": "CA", "MessageSid": "CA", "SmsSid": "CA", "RecordingSid": "RE",
+                "TranscriptionSid": "TR"}  # fmt: skip
+# The recording status callbacks and <Record> transcriptions.
+TWILIO_WORDS = [n for n in TWILIO_FIXTURES if n.startswith(("call_recorded", "call_transcribed"))]
+
+
 @st.composite
-def twilio_forms(draw: st.DrawFn) -> list[tuple[str, str]]:
+def twilio_forms(draw: st.DrawFn, names: list[str] = TWILIO_FIXTURES) -> list[tuple[str, str]]:
     """Draw a Twilio fixture's parameters with some dropped, changed, repeated or added."""
-    fields = twilio_fields(draw(st.sampled_from(TWILIO_FIXTURES)))
+    fields = twilio_fields(draw(st.sampled_from(names)))
     if fresh(draw):
-        sid = "CA" + uuid.uuid4().hex
-        fields = [(n, sid if n in ("CallSid", "MessageSid", "SmsSid") else v) for n, v in fields]
+        sid = uuid.uuid4().hex
+        fields = [(n, SID_PREFIXES[n] + sid if n in SID_PREFIXES else v) for n, v in fields]
     for _ in range(draw(st.integers(0, 4))):
         operation = draw(st.sampled_from(["drop", "replace", "repeat", "add"]))
         index = draw(st.integers(0, max(0, len(fields) - 1)))
@@ -634,6 +685,11 @@ def twilio_forms(draw: st.DrawFn) -> list[tuple[str, str]]:
                         "Body",
                         "MessageSid",
                         "SmsStatus",
+                        "RecordingSid",
+                        "RecordingStatus",
+                        "RecordingUrl",
+                        "TranscriptionText",
+                        "TranscriptionStatus",
                     ]
                 )
                 | st.text(max_size=8)
@@ -842,6 +898,317 @@ def test_cti_unsigned_or_badly_signed(client, watch, body, token, webhook_id, ti
         headers["webhook-signature"] = signature
     response = client.post("/hooks/cti", data=body, headers=headers)
     watch.reply(response, "cti")
+    assert response.status_code in (401, 413), response.data[:300]
+
+
+@FUZZ
+@given(
+    fields=twilio_forms(TWILIO_WORDS),
+    content_type=mostly(st.just(FORM), content_types),
+)
+def test_twilio_recordings_and_transcriptions(client, watch, fields, content_type):
+    """Signed recording status callbacks and <Record> transcriptions of any shape get 200 or 400."""
+    watch.begin()
+    body = form_body(fields)
+    signature = twilio_sign(TWILIO_TOKEN, PUBLIC_URL + "/hooks/twilio", form_params(body))
+    headers = {"X-Twilio-Signature": signature, "Content-Type": content_type}
+    response = client.post("/hooks/twilio", data=body, headers=headers)
+    watch.reply(response, "twilio", repr(body[:200]))
+
+
+def refresh_intelligence(payload: dict, new_id: str) -> None:
+    payload["transcript_sid"] = "GT" + new_id
+
+
+@FUZZ
+@given(
+    body=mostly(mutated_json("intelligence", refresh_intelligence), random_bodies()),
+    digest=mostly(st.just("right"), st.sampled_from(["", "A" * 64, "right-upper"]) | odd_text),
+)
+def test_twilio_intelligence_webhooks(client, watch, body, digest):
+    """Voice Intelligence JSON signed through bodySHA256 gets 200 or a clear 400; a wrong
+    bodySHA256 gets 401."""
+    watch.begin()
+    right = hashlib.sha256(body).hexdigest()
+    sent = {"right": right, "right-upper": right.upper()}.get(digest, digest)
+    url = f"/hooks/twilio?bodySHA256={percent(sent)}"
+    headers = {"X-Twilio-Signature": twilio_sign(TWILIO_TOKEN, PUBLIC_URL + url, []),
+               "Content-Type": "application/json"}  # fmt: skip
+    response = client.post(url, data=body, headers=headers)
+    watch.reply(response, "twilio", repr(body[:200]))
+    if sent.lower() != right:
+        assert response.status_code in (400, 401), response.data[:300]
+
+
+# -- Shopify -------------------------------------------------------------------------------------
+
+SHOPIFY_TOPICS = [*SHOPIFY_FIXTURES]
+
+
+@st.composite
+def shopify_deliveries(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Draw a Shopify fixture, mutated, with its topic (now and then another one)."""
+    topic = draw(st.sampled_from(SHOPIFY_TOPICS))
+    body = draw(mutated_json("shopify", lambda payload, new_id: None, [SHOPIFY_FIXTURES[topic]]))
+    if draw(st.integers(0, 5)) == 0:
+        odd_topics = ["orders/updated", "app/uninstalled", "orders/Create", "orders/create ",
+                      "orders/create/x", "orders", "customers/data_request"]  # fmt: skip
+        topic = draw(st.sampled_from(SHOPIFY_TOPICS + odd_topics) | header_text)
+    return body, topic
+
+
+shopify_webhook_ids = mostly(
+    st.just("fresh"),
+    st.sampled_from(["fixed-webhook-id", "", "1234567890", "a" * 65]) | header_text,
+)
+
+
+@FUZZ
+@given(
+    sent=mostly(shopify_deliveries(), st.tuples(random_bodies(), st.sampled_from(SHOPIFY_TOPICS))),
+    webhook_id=shopify_webhook_ids,
+    shop=mostly(st.sampled_from([SHOPIFY_SHOP, SHOPIFY_SHOP.upper(), f" {SHOPIFY_SHOP} "]),
+                st.sampled_from(["other.myshopify.com", ""]) | header_text),
+    content_type=mostly(st.just("application/json"), content_types),
+    extra=extra_headers,
+)  # fmt: skip
+def test_shopify_signed_deliveries(client, watch, sent, webhook_id, shop, content_type, extra):
+    """Signed Shopify orders and refunds of any shape get 200 or a clear 400 (401 for
+    another shop)."""
+    watch.begin()
+    body, topic = sent
+    headers = {
+        **extra,
+        "Content-Type": content_type,
+        "X-Shopify-Hmac-Sha256": shopify_sign(SHOPIFY_SECRET, body),
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()) if webhook_id == "fresh" else webhook_id,
+    }
+    response = client.post("/hooks/shopify", data=body, headers=headers)
+    watch.reply(response, "shopify", repr((topic, body[:200])))
+    if shop.strip().lower() != SHOPIFY_SHOP:
+        assert response.status_code in (401, 413), response.data[:300]
+
+
+@FUZZ
+@given(
+    sent=shopify_deliveries(),
+    signature=st.none() | header_text | st.sampled_from(["other secret", ""]),
+)
+def test_shopify_unsigned_or_badly_signed(client, watch, sent, signature):
+    """A missing or wrong X-Shopify-Hmac-Sha256 gets 401, whatever the body."""
+    watch.begin()
+    body, topic = sent
+    headers = {"Content-Type": "application/json", "X-Shopify-Topic": topic,
+               "X-Shopify-Shop-Domain": SHOPIFY_SHOP,
+               "X-Shopify-Webhook-Id": str(uuid.uuid4())}  # fmt: skip
+    if signature in ("other secret", ""):  # right for the body, but with another secret
+        signature = shopify_sign(signature or "x", body)
+    if signature is not None:
+        headers["X-Shopify-Hmac-Sha256"] = signature
+    response = client.post("/hooks/shopify", data=body, headers=headers)
+    watch.reply(response, "shopify")
+    assert response.status_code in (401, 413), response.data[:300]
+
+
+# -- generic inbound -----------------------------------------------------------------------------
+
+generic_bodies = mostly(mutated_json("generic", lambda payload, new_id: None), random_bodies())
+
+
+@FUZZ
+@given(
+    body=generic_bodies,
+    webhook_id=mostly(st.just(""), st.sampled_from(["msg_fixed", "a" * 201, "a b"]) | header_text),
+    content_type=mostly(st.just("application/json"), content_types),
+    extra=extra_headers,
+)
+def test_generic_signed_events(client, watch, body, webhook_id, content_type, extra):
+    """Standard Webhooks-signed generic events of any shape get 200, ignored or a clear 400."""
+    watch.begin()
+    headers = {**extra, **generic_headers(body, webhook_id=webhook_id or None)}
+    headers["Content-Type"] = content_type
+    response = client.post("/hooks/generic", data=body, headers=headers)
+    watch.reply(response, "generic", repr(body[:200]))
+
+
+@FUZZ
+@given(
+    body=generic_bodies,
+    webhook_id=header_text,
+    timestamp=st.none() | cti_timestamps,
+    signature=st.none() | header_text | st.sampled_from(["right", "cti secret"]),
+    token=st.none() | odd_text,
+)
+def test_generic_unsigned_or_badly_signed(client, watch, body, webhook_id, timestamp, signature,
+                                          token):  # fmt: skip
+    """Missing, stale or wrong Standard Webhooks headers get 401; no path takes a token."""
+    watch.begin()
+    if token is not None:
+        response = client.post(f"/hooks/generic/{percent(token) or '%20'}", data=body,
+                               headers=generic_headers(body))  # fmt: skip
+        # The generic inbound takes signatures only: no path with a token is its hook.
+        assert response.status_code in (308, 404), response.data[:300]
+        assert count(watch.core, deliveries) == watch.stored
+        return
+    headers = {"webhook-id": webhook_id, "Content-Type": "application/json"}
+    if timestamp is not None:
+        headers["webhook-timestamp"] = timestamp
+    if signature in ("right", "cti secret"):  # right over an odd timestamp, or another secret
+        secret = GENERIC_SECRET if signature == "right" else CTI_SECRET
+        signature = "v1," + cti_sign(secret, webhook_id, timestamp or "", body)
+    if signature is not None:
+        headers["webhook-signature"] = signature
+    response = client.post("/hooks/generic", data=body, headers=headers)
+    watch.reply(response, "generic")
+    assert response.status_code in (401, 413), response.data[:300]
+
+
+# -- sipgate.io and Placetel -------------------------------------------------------------------
+
+
+def form_fixtures(key: str) -> list[list[tuple[str, str]]]:
+    """Load a plugin's form fixtures as their parameters."""
+    return [
+        decode_form(p.read_bytes()) for p in sorted((PLUGINS / key / "fixtures").glob("*.form"))
+    ]
+
+
+PBX_FORMS = {"sipgate": form_fixtures("sipgate"), "placetel": form_fixtures("placetel")}
+# The parameter that names a PBX's call, and the others its events carry.
+PBX_CALL_IDS = {"sipgate": "callId", "placetel": "call_id"}
+PBX_NAMES = {
+    "sipgate": ["event", "from", "to", "direction", "callId", "origCallId", "user[]", "userId[]",
+                "fullUserId[]", "cause", "answeringNumber", "diversion", "dtmf", "xcid"],
+    "placetel": ["event", "call_id", "from", "to", "peer", "type", "duration", "direction",
+                 "event[]"],
+}  # fmt: skip
+
+
+@st.composite
+def pbx_forms(draw: st.DrawFn, key: str) -> bytes:
+    """Draw a PBX fixture's parameters with some dropped, changed, repeated or added."""
+    fields = list(draw(st.sampled_from(PBX_FORMS[key])))
+    if fresh(draw):
+        call = uuid.uuid4().hex.upper()
+        fields = [(n, call if n in (PBX_CALL_IDS[key], "origCallId") else v) for n, v in fields]
+    for _ in range(draw(st.integers(0, 4))):
+        operation = draw(st.sampled_from(["drop", "replace", "repeat", "add"]))
+        index = draw(st.integers(0, max(0, len(fields) - 1)))
+        if operation == "add" or not fields:
+            name = draw(st.sampled_from(PBX_NAMES[key]) | st.text(max_size=8))
+            fields.append((name, draw(odd_text)))
+        elif operation == "drop":
+            del fields[index]
+        elif operation == "replace":
+            fields[index] = (fields[index][0], draw(odd_text))
+        else:
+            fields.insert(index, (fields[index][0], draw(odd_text)))
+    return form_body(fields)
+
+
+@FUZZ
+@given(
+    body=mostly(pbx_forms("sipgate"), raw_forms),
+    by_path=st.booleans(),
+    content_type=mostly(st.just(FORM), content_types),
+    extra=extra_headers,
+)
+def test_sipgate_signed_pushes(client, watch, sipgate_key, body, by_path, content_type, extra):
+    """Signed sipgate pushes (or pushes to the token path) of any shape get 200 or a clear 400."""
+    watch.begin()
+    if by_path:
+        url, headers = f"/hooks/sipgate/{quote(SIPGATE_TOKEN, safe='')}", {}
+    else:
+        url, headers = "/hooks/sipgate", {"X-Sipgate-Signature": sipgate_sign(sipgate_key, body)}
+    headers = {**extra, **headers, "Content-Type": content_type}
+    watch.reply(client.post(url, data=body, headers=headers), "sipgate", repr(body[:200]))
+
+
+@pytest.fixture(scope="module")
+def other_key() -> rsa.RSAPrivateKey:
+    """Return a key pair that is not the configured one."""
+    return new_key()
+
+
+@FUZZ
+@given(
+    body=pbx_forms("sipgate"),
+    signature=st.none() | header_text | st.sampled_from(["other key", "other body"]),
+    token=st.none() | odd_text.filter(lambda t: t != SIPGATE_TOKEN),
+)
+def test_sipgate_unsigned_or_badly_signed(client, watch, sipgate_key, other_key, body, signature,
+                                          token):  # fmt: skip
+    """A missing or wrong X-Sipgate-Signature, or a wrong path token, gets 401."""
+    watch.begin()
+    if signature == "other key":
+        signature = sipgate_sign(other_key, body)
+    elif signature == "other body":
+        signature = sipgate_sign(sipgate_key, body + b"&x=1")
+    headers = {"Content-Type": FORM}
+    if signature is not None:
+        headers["X-Sipgate-Signature"] = signature
+    if token is None:
+        response = client.post("/hooks/sipgate", data=body, headers=headers)
+    else:
+        response = client.post(f"/hooks/sipgate/{percent(token) or '%20'}", data=body,
+                               headers=headers)  # fmt: skip
+        if "\n" in token or token.startswith("/"):  # no route takes such a path (see CTI)
+            assert response.status_code in (308, 401, 404)
+            assert count(watch.core, deliveries) == watch.stored
+            return
+    watch.reply(response, "sipgate")
+    assert response.status_code in (401, 413), response.data[:300]
+
+
+@FUZZ
+@given(
+    body=mostly(pbx_forms("placetel"), raw_forms),
+    proof=st.sampled_from(["signature", "token", "both", "upper-case signature"]),
+    content_type=mostly(st.just(FORM), content_types),
+    extra=extra_headers,
+)
+def test_placetel_signed_notifications(client, watch, body, proof, content_type, extra):
+    """Signed Placetel notifications (or to the token path) of any shape get 200 or a clear 400."""
+    watch.begin()
+    url, headers = "/hooks/placetel", {}
+    if proof in ("token", "both"):
+        url = f"/hooks/placetel/{PLACETEL_TOKEN}"
+    if proof != "token":
+        signature = placetel_sign(PLACETEL_SECRET, body)
+        headers["X-PLACETEL-SIGNATURE"] = signature.upper() if "upper" in proof else signature
+    headers = {**extra, **headers, "Content-Type": content_type}
+    watch.reply(client.post(url, data=body, headers=headers), "placetel", repr(body[:200]))
+
+
+@FUZZ
+@given(
+    body=mostly(pbx_forms("placetel"), raw_forms),
+    signature=st.none() | header_text | st.sampled_from(["other secret", "right"]),
+    token=st.none() | odd_text.filter(lambda t: t != PLACETEL_TOKEN),
+)
+def test_placetel_unsigned_or_badly_signed(client, watch, body, signature, token):
+    """A wrong or missing signature, or a wrong token (even beside a right signature), gets 401."""
+    watch.begin()
+    if signature in ("other secret", "right"):
+        secret = PLACETEL_SECRET if signature == "right" else "other-secret"
+        signature = placetel_sign(secret, body)
+    if signature == placetel_sign(PLACETEL_SECRET, body) and token is None:
+        signature = None  # a right signature alone is a proof: it is tried beside a wrong token
+    headers = {"Content-Type": FORM}
+    if signature is not None:
+        headers["X-PLACETEL-SIGNATURE"] = signature
+    if token is None:
+        response = client.post("/hooks/placetel", data=body, headers=headers)
+    else:
+        response = client.post(f"/hooks/placetel/{percent(token) or '%20'}", data=body,
+                               headers=headers)  # fmt: skip
+        if "\n" in token or token.startswith("/"):  # no route takes such a path (see CTI)
+            assert response.status_code in (308, 401, 404)
+            assert count(watch.core, deliveries) == watch.stored
+            return
+    watch.reply(response, "placetel")
     assert response.status_code in (401, 413), response.data[:300]
 
 

@@ -215,6 +215,16 @@ def test_the_cti_path_token_is_not_stored_or_shown(admin_client, core):
     assert "/hooks/cti/[path token]" in page
 
 
+@pytest.mark.parametrize("tail", ["x", "whsec_abc", "a/b"])
+def test_a_path_token_for_a_plugin_that_takes_none_is_404(client, core, tail):
+    """A signed Zendesk delivery to /hooks/zendesk/<anything> gets 404 and stores nothing."""
+    body = fixture_bytes("ticket_created.json")
+    response = client.post(f"/hooks/zendesk/{tail}", data=body, headers=zendesk_headers(body))
+    assert (response.status_code, response.get_json()) == (
+        404, {"error": "integration 'zendesk' takes no token in its path"})  # fmt: skip
+    assert count(core) == 0
+
+
 def test_headers_named_like_credentials_are_not_stored(client, core):
     """X-Api-Key, X-Auth-Token and the like are dropped; a sender's x-carryover- headers too."""
     body = fixture_bytes("ticket_created__mail.json")
