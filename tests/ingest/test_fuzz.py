@@ -858,6 +858,24 @@ def test_cti_events_to_the_secret_path(client, watch, sent):
     watch.reply(response, "cti", repr(body[:200]))
 
 
+def assert_refused(client, watch, key: str, body: bytes, headers: dict[str, str],
+                   token: str | None) -> None:  # fmt: skip
+    """POST to /hooks/<key>, or to /hooks/<key>/<token>, and check the 401 stored nothing."""
+    if token is None:
+        response = client.post(f"/hooks/{key}", data=body, headers=headers)
+    else:
+        response = client.post(f"/hooks/{key}/{percent(token) or '%20'}", data=body,
+                               headers=headers)  # fmt: skip
+        if "\n" in token or token.startswith("/"):
+            # No route may take such a path (werkzeug's path converter matches no line break
+            # after the first character, and merges a double slash with a redirect).
+            assert response.status_code in (308, 401, 404)
+            assert count(watch.core, deliveries) == watch.stored
+            return
+    watch.reply(response, key)
+    assert response.status_code in (401, 413), response.data[:300]
+
+
 cti_timestamps = st.one_of(
     header_text,
     st.sampled_from(
@@ -879,15 +897,7 @@ def test_cti_unsigned_or_badly_signed(client, watch, body, token, webhook_id, ti
     """A wrong path token, or missing, stale or wrong Standard Webhooks headers, get 401."""
     watch.begin()
     if token is not None:
-        response = client.post(f"/hooks/cti/{percent(token) or '%20'}", data=body)
-        if "\n" in token or token.startswith("/"):
-            # No route may take such a path (werkzeug's path converter matches no line break
-            # after the first character, and merges a double slash with a redirect).
-            assert response.status_code in (308, 401, 404)
-            assert count(watch.core, deliveries) == watch.stored
-            return
-        watch.reply(response, "cti")
-        assert response.status_code in (401, 413), response.data[:300]
+        assert_refused(client, watch, "cti", body, {}, token)
         return
     headers = {"webhook-id": webhook_id}
     if timestamp is not None:
@@ -896,9 +906,7 @@ def test_cti_unsigned_or_badly_signed(client, watch, body, token, webhook_id, ti
         signature = "v1," + cti_sign(CTI_SECRET, webhook_id, timestamp or "", body)
     if signature is not None:
         headers["webhook-signature"] = signature
-    response = client.post("/hooks/cti", data=body, headers=headers)
-    watch.reply(response, "cti")
-    assert response.status_code in (401, 413), response.data[:300]
+    assert_refused(client, watch, "cti", body, headers, None)
 
 
 @FUZZ
@@ -1149,17 +1157,7 @@ def test_sipgate_unsigned_or_badly_signed(client, watch, sipgate_key, other_key,
     headers = {"Content-Type": FORM}
     if signature is not None:
         headers["X-Sipgate-Signature"] = signature
-    if token is None:
-        response = client.post("/hooks/sipgate", data=body, headers=headers)
-    else:
-        response = client.post(f"/hooks/sipgate/{percent(token) or '%20'}", data=body,
-                               headers=headers)  # fmt: skip
-        if "\n" in token or token.startswith("/"):  # no route takes such a path (see CTI)
-            assert response.status_code in (308, 401, 404)
-            assert count(watch.core, deliveries) == watch.stored
-            return
-    watch.reply(response, "sipgate")
-    assert response.status_code in (401, 413), response.data[:300]
+    assert_refused(client, watch, "sipgate", body, headers, token)
 
 
 @FUZZ
@@ -1199,17 +1197,7 @@ def test_placetel_unsigned_or_badly_signed(client, watch, body, signature, token
     headers = {"Content-Type": FORM}
     if signature is not None:
         headers["X-PLACETEL-SIGNATURE"] = signature
-    if token is None:
-        response = client.post("/hooks/placetel", data=body, headers=headers)
-    else:
-        response = client.post(f"/hooks/placetel/{percent(token) or '%20'}", data=body,
-                               headers=headers)  # fmt: skip
-        if "\n" in token or token.startswith("/"):  # no route takes such a path (see CTI)
-            assert response.status_code in (308, 401, 404)
-            assert count(watch.core, deliveries) == watch.stored
-            return
-    watch.reply(response, "placetel")
-    assert response.status_code in (401, 413), response.data[:300]
+    assert_refused(client, watch, "placetel", body, headers, token)
 
 
 # -- Salesforce ----------------------------------------------------------------------------------
