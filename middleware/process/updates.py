@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from middleware.installation import Installation
 
 CALL_NOTE = "call"  # the purpose of a call's note (its marker says co-<id>-call)
-# The call's note again, once each, when the caller's words or its recording arrive after it
-# ended (so an agent reading the ticket learns of them).
+# A short follow-up to the call's note, once each, when the caller's words or its recording
+# arrive after the call ended (so an agent reading the ticket learns of them).
 CALL_WORDS_NOTE = "words"
 CALL_RECORDING_NOTE = "recording"
 UPDATE_NOTE = "update"  # the purpose of the note about a new ticket, case or message
