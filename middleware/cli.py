@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
     # Each open screen-pop holds a thread; keep some for webhooks, which must never wait.
     core.live.limit_streams(settings["threads"] - WEBHOOK_THREADS)
     worker = Worker(core) if core.config.worker["enabled"] else None
+    core.wakeups.start()  # on PostgreSQL: what other processes store or change wakes this one
     if worker:
         worker.start()
     integrations = ", ".join(sorted(core.registry.instances)) or "none"
@@ -103,6 +104,7 @@ def cmd_worker(args: argparse.Namespace, core: Installation) -> int:
     worker = Worker(core)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     print(f"carryover: worker {worker.owner} started")
+    core.wakeups.start()  # on PostgreSQL, a webhook stored by a web process wakes it at once
     worker.start()
     try:
         while not worker.stopping.wait(1.0):

@@ -25,6 +25,7 @@ from middleware.process.mapping_source import MappingVersions
 from middleware.reads.live import LiveUpdates
 from middleware.store.sealed import SecretBox, installation_key
 from middleware.store.tables import make_engine
+from middleware.store.wakeups import Wakeups
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Installation:
     refusals: RefusalRecorder  # deliveries refused before they were stored, by reason
     live: LiveUpdates  # the board open screen-pops wait on
     metrics: Metrics  # what GET /metrics shows (its own registry)
+    # The other processes on the same PostgreSQL store, woken by work_arrived and changed.
+    wakeups: Wakeups
     wake: threading.Event = field(default_factory=threading.Event)
     # When this process last received a webhook (time.monotonic()); its embedded worker
     # gives way to the web threads while webhooks arrive (see Worker.give_way).
@@ -61,6 +64,16 @@ class Installation:
         """Return the markers that sign Carryover's notes (keyed with link_secret)."""
         return NoteMarkers(self.link_secret, self.engine)
 
+    def work_arrived(self) -> None:
+        """Wake the workers (this process's, and on PostgreSQL every process's): work is due."""
+        self.wake.set()
+        self.wakeups.work()
+
+    def changed(self, topics: set[str] | frozenset[str]) -> None:
+        """Wake the open pops showing these topics, in this process and every other one."""
+        self.live.publish(topics)
+        self.wakeups.topics(topics)
+
     def is_own_note(self, plugin: Plugin, event: InboundEvent) -> bool:
         """Tell whether an event is one of Carryover's own notes coming back."""
         comment = plugin.comment_of(event)
@@ -72,6 +85,7 @@ class Installation:
 
     def dispose(self) -> None:
         """Write the refusals gathered, and close the store's connections."""
+        self.wakeups.stop()
         self.refusals.close()
         self.inbox.close()
         self.engine.dispose()
@@ -97,6 +111,7 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
     ]
     mappings = MappingVersions(engine, config.mappings_dir, receiving)
     live = LiveUpdates()
+    wake = threading.Event()
     core = Installation(
         config=config,
         engine=engine,
@@ -120,7 +135,11 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         refusals=RefusalRecorder(engine),
         live=live,
         metrics=Metrics(engine, health, live),
+        wakeups=Wakeups(engine, on_work=wake.set, on_topics=live.publish),
+        wake=wake,
     )
+    if core.wakeups.enabled:
+        core.inbox.announce = core.wakeups.work_in
     if key:
         core.link_secret = key
     return core

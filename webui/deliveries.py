@@ -145,7 +145,7 @@ def replay(direction: str, row_id: int) -> ResponseReturnValue:
         flash(f"Not queued: there is no {'delivery' if direction == 'in' else 'note'} {row_id}.",
               "error")  # fmt: skip
         return redirect(url_for("admin.deliveries.listing", direction=direction))
-    current_installation().wake.set()
+    current_installation().work_arrived()
     log_change("delivery.replay", f"{'delivery' if direction == 'in' else 'note'} {row_id}")
     flash(f"{'Delivery' if direction == 'in' else 'Note'} {row_id} is queued again.")
     return redirect(url_for("admin.deliveries.detail", direction=direction, row_id=row_id))
@@ -155,7 +155,7 @@ def replay(direction: str, row_id: int) -> ResponseReturnValue:
 def replay_dead() -> ResponseReturnValue:
     """Queue every dead delivery and note again."""
     count = current_installation().inbox.replay() + current_installation().outbox.replay()
-    current_installation().wake.set()
+    current_installation().work_arrived()
     log_change("delivery.replay_dead", "dead deliveries and notes", f"{count} queued again")
     flash(f"{count} dead letter{'s' if count != 1 else ''} queued again.")
     return redirect(url_for("admin.deliveries.listing", status="dead"))

@@ -84,7 +84,7 @@ def handoff() -> tuple[Response, int]:
         return jsonify(error=str(exc)), 400
     except (NoCallInProgress, TooManyHandoffs) as exc:
         return jsonify(error=str(exc)), 409
-    core.live.publish({f"phone:{phone}", f"customer:{saved.customer_id}"})
+    core.changed({f"phone:{phone}", f"customer:{saved.customer_id}"})
     return jsonify(saved=True, text=saved.text), 201
 
 

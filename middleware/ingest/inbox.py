@@ -6,7 +6,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -126,6 +126,9 @@ class DeliveryInbox(LeasedQueue):
         self._own: Any = None  # the SQLite path's connection, kept while it works
         # Datetimes stored exactly as SQLAlchemy stores them, so queries compare like with like.
         self._to_db = DateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        # Called in a group's transaction when it stored a delivery, to wake the workers of
+        # other processes at its commit (Wakeups.work_in); none on SQLite.
+        self.announce: Callable[[Connection], None] | None = None
 
     def accept(self, plugin: str, request: InboundRequest, keys: Sequence[str]) -> int | None:
         """Commit a delivery (its body already redacted by redact_body) with its unseen keys.
@@ -285,6 +288,8 @@ class DeliveryInbox(LeasedQueue):
                         SET_EVENT_KEYS, {"delivery_id": delivery_id, "event_keys": dumps(kept)}
                     )
                 item.delivery_id = delivery_id
+            if self.announce is not None and any(item.delivery_id for item in batch):
+                self.announce(conn)
 
     def get(self, delivery_id: int) -> Row | None:
         """Return one delivery row."""

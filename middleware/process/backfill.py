@@ -352,7 +352,7 @@ class HistoryImport:
             if not _refused_value(exc):
                 raise
             topics = self._write_batch(batch, counts, reasons, page, careful=True)
-        self.core.live.publish(topics)
+        self.core.changed(topics)
         assert self.state is not None
         self.on_progress(self.state)
 

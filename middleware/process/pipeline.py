@@ -101,6 +101,7 @@ def handle_event(
         return prepared
     with core.engine.begin() as conn:
         recorded = record_event(core, conn, plugin, prepared, delivery_id)
+        core.wakeups.topics_in(conn, recorded.topics)  # the other processes' pops, at commit
     core.live.publish(recorded.topics)
     return recorded.step
 
