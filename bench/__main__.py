@@ -7,6 +7,8 @@ python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
 python -m bench mood        # 9 only: the mood on labelled messages (bench/mood.py), about 2 s
 python -m bench history     # 10 only: importing history against the fakes (bench/history.py);
                             # on PostgreSQL too when CARRYOVER_TEST_DATABASE_URL is set
+python -m bench across      # ring → pop with the worker in another process, on PostgreSQL
+                            # (bench/across.py; needs CARRYOVER_TEST_DATABASE_URL)
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -24,6 +26,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from bench.across import across_benchmark
 from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
 from bench.faults import faults_benchmark
@@ -39,6 +42,7 @@ from bench.servers import HOST, ZENDESK_EMAIL, ZENDESK_TOKEN, Server, free_port,
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import WORKER
 
+PG_ENV = "CARRYOVER_TEST_DATABASE_URL"  # the scale-out rows need PostgreSQL
 CONNECTIONS = 16
 WARMUP_S = 2.0
 REPEATS = 5
@@ -224,6 +228,7 @@ PARTS = {
     "phone": "about 40 s",
     "salesforce": "about 70 s",
     "faults": "about 90 s on PostgreSQL",
+    "across": "about 90 s on PostgreSQL",
     "mood": "about 2 s",
     "history": "about 40 s (twice that with PostgreSQL)",
 }
@@ -263,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         results["mood"] = mood_benchmark()
     if part in ("all", "history"):
         results["history"] = history_benchmark()
+    if part in ("all", "across") and (part == "across" or os.environ.get(PG_ENV)):
+        results["across"] = across_benchmark()
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

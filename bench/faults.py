@@ -461,8 +461,12 @@ class Figures:
         periods = 1 + math.ceil((window.seconds if window else 0.0) / self.retry_after_s)
         return 2 * self.workers_during_faults * periods
 
-    def failures(self) -> list[str]:
-        """Return what the end state or the figures got wrong (empty when all is well)."""
+    def failures(self, timed: bool = True) -> list[str]:
+        """Return what the end state or the figures got wrong (empty when all is well).
+
+        timed=False leaves out the time limits (takeover, drain): they are the benchmark's
+        to report, since a loaded machine moves them; the test checks only that both happen.
+        """
         found = [f"process died: {d}" for d in self.died]
         if self.refused or self.acknowledged != self.unique_deliveries:
             found.append(
@@ -487,7 +491,7 @@ class Figures:
             found.append(f"{self.notes_on_earlier_tickets} notes on first contacts")
         if self.held_at_kill == 0:
             found.append("the killed worker held no row: no takeover to measure")
-        elif self.takeover_s is None or self.takeover_s > TAKEOVER_LIMIT_S:
+        elif self.takeover_s is None or (timed and self.takeover_s > TAKEOVER_LIMIT_S):
             found.append(f"takeover {self.takeover_s} s after kill -9, limit {TAKEOVER_LIMIT_S} s")
         limited = self.windows.get("429")
         if limited and limited.requests > self.rate_limited_allowed():
@@ -496,7 +500,7 @@ class Figures:
                 f"(Retry-After {self.retry_after_s:g} s), at most "
                 f"{self.rate_limited_allowed()} expected"
             )
-        if self.drain_s is None or self.drain_s > DRAIN_LIMIT_S:
+        if self.drain_s is None or (timed and self.drain_s > DRAIN_LIMIT_S):
             found.append(f"drain {self.drain_s} s after recovery, limit {DRAIN_LIMIT_S} s")
         return found
 

@@ -400,6 +400,24 @@ def history_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def across_lines(results: dict[str, Any]) -> list[str]:
+    """Return the report's lines for this benchmark."""
+    a, t = results["across"], results["together"]
+    return [
+        "",
+        "Ring → pop with the worker in another process (PostgreSQL)",
+        f"  {results['rounds']} rounds × {results['calls_per_round']} calls per layout; "
+        "medians of the rounds",
+        f"  across processes: p50 {a['p50_ms']} ms, p95 {a['p95_ms']} ms, max {a['max_ms']} ms, "
+        f"{a['missed']} missed",
+        f"  one process (baseline): p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms, "
+        f"max {t['max_ms']} ms, {t['missed']} missed",
+        f"  p95 across ÷ one process: {results['ratio_p95']}; goal p95 ≤ "
+        f"{results['goal_p95_ms']:g} ms (aim ≤ {results['aim_p95_ms']:g} ms): "
+        f"{'met' if results['met'] else 'NOT met'}",
+    ]
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -409,6 +427,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += _reads(results) + _ring(results)
     if "salesforce" in results:
         lines += _salesforce_ack(results) + _salesforce_comment(results)
+    if "across" in results:
+        lines += across_lines(results["across"])
     if "faults" in results:
         lines += _faults(results)
     if "mood" in results:

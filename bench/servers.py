@@ -113,6 +113,17 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not listen on {self.port}:\n{self.log_tail()}")
 
+    def wait_output(self, words: str, timeout: float = 30.0) -> Server:
+        """Block until the process says `words` (a process without a port: a worker)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+            if words in self.log_tail():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not say {words!r}:\n{self.log_tail()}")
+
     def cpu_seconds(self) -> float:
         """Return the user + system CPU time the process has used so far (Linux /proc)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()

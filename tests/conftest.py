@@ -120,7 +120,14 @@ def fake_zendesk() -> Iterator[FakeZendesk]:
         yield fake
 
 
-def build_config(
+def build_config(database_url: str, *args: Any, **kwargs: Any) -> Config:
+    """Build a validated configuration for tests (the arguments of raw_config)."""
+    return parse_config(
+        raw_config(database_url, *args, **kwargs), PluginRegistry.from_entry_points().schemas()
+    )
+
+
+def raw_config(
     database_url: str,
     zendesk_url: str | None = None,
     zendesk_options: dict[str, Any] | None = None,
@@ -130,8 +137,8 @@ def build_config(
     shopify: dict[str, Any] | None = None,
     generic: bool = False,
     **extra: Any,
-) -> Config:
-    """Build a validated configuration for tests (zendesk_options override plugin settings).
+) -> dict[str, Any]:
+    """Return a test configuration as written in YAML (zendesk_options override its settings).
 
     phone=True also connects Twilio (twilio: more of its settings) and the generic CTI;
     salesforce (settings over the test org's defaults) connects Salesforce; shopify
@@ -185,7 +192,7 @@ def build_config(
             "webhook_secret": SHOPIFY_SECRET,
             **shopify,
         }
-    return parse_config(raw, PluginRegistry.from_entry_points().schemas())
+    return raw
 
 
 @pytest.fixture

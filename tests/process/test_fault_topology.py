@@ -36,8 +36,11 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def test_through_kill_429_503_stall_and_late_writes_each_note_is_written_once(
     store_url: str, processes: Processes, tmp_path: Path
 ) -> None:
-    """Every delivery is done once, every note written once, nothing dead, takeover in seconds."""
+    """Every delivery is done once, every note written once, nothing dead, a takeover happens.
+
+    How soon (the takeover, the drain) is the benchmark's figure (`python -m bench faults`).
+    """
     figures = run_scenario(store_url, tmp_path, processes)
     report = "\n".join(["Faults across the topology", *figures.render()])
     print(report)
-    assert figures.failures() == [], report
+    assert figures.failures(timed=False) == [], report
