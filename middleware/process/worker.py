@@ -38,6 +38,7 @@ from middleware.installation import Installation
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.integrations.usage import ApiUsage, record_usage
 from middleware.notes.outbox import ATTEMPTING, queued_notes
+from middleware.process import liveness
 from middleware.process.mapping import MappingError
 from middleware.process.pipeline import NotConfigured, process_delivery
 from middleware.store.queue import (
@@ -399,6 +400,7 @@ class Worker:
             try:
                 self.core.inbox.renew_all(self.owner, lease_s)
                 self.core.outbox.renew_all(self.owner, lease_s)
+                liveness.beat(self.core, self.owner, self.stopping)
             except SQLAlchemyError as exc:
                 self.faults.log(logging.WARNING, "renew", "could not renew leases: %s",
                                 store_error(exc))  # fmt: skip
@@ -458,3 +460,4 @@ class Worker:
         self.stopping.set()
         self.core.wake.set()
         self._nudge()
+        liveness.farewell(self.core, self.owner)

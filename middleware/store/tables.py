@@ -380,6 +380,22 @@ audit_log = Table(
 )
 
 
+# Each worker alive (a `carryover worker` process, or the worker embedded in a web process),
+# written by its heartbeat: an operator sees which are running, and since when. A worker that
+# stops cleanly removes its row; one that died leaves it, silent, until a day has passed.
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(255), primary_key=True),  # the worker's lease owner (host:pid:thread)
+    Column("kind", String(16), nullable=False),  # worker (a process of its own) or embedded
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False),  # its first heartbeat
+    Column("seen_at", DateTime, nullable=False),  # its latest heartbeat
+    Column("alive_until", DateTime, nullable=False),  # seen_at + 3 leases: silent after that
+)
+
+
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (the store's convention)."""
     return datetime.now(UTC).replace(tzinfo=None)
