@@ -1,5 +1,5 @@
 """The `carryover` command: serve, worker, db upgrade, backfill, deliveries, admin, purge,
-export, link, demo."""
+workers, export, link, demo."""
 
 from __future__ import annotations
 
@@ -483,6 +483,29 @@ def _purged(purged: Purged) -> str:
     return ", ".join(f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in kinds)
 
 
+def cmd_workers(args: argparse.Namespace, core: Installation) -> int:
+    """List the workers of the last day: host, pid, since when, last seen, alive or silent."""
+    from middleware.process.liveness import workers_seen
+    from middleware.store.tables import reading, utcnow
+
+    with reading(core.engine) as conn:
+        seen = workers_seen(conn)
+    if not seen:
+        print("carryover: no worker has run in the last day; start one with `carryover worker`")
+        return 0
+    now = utcnow()
+    print(f"{'host':<24} {'pid':>7}  {'kind':<8}  {'since (UTC)':<16}  {'last seen (UTC)':<19}  "
+          "state")  # fmt: skip
+    for worker in seen:
+        state = "alive" if worker.alive(now) else "silent"
+        print(f"{worker.host:<24} {worker.pid:>7}  {worker.kind:<8}  {_minute(worker.started_at)}"
+              f"  {worker.seen_at:%Y-%m-%d %H:%M:%S}  {state}")  # fmt: skip
+    alive = sum(worker.alive(now) for worker in seen)
+    print(f"carryover: {alive} of {len(seen)} alive (a worker is silent when it missed three "
+          "leases of heartbeats: stopped, hung or cut off from the store)")  # fmt: skip
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, core: Installation) -> int:
     """Print one customer's data as JSON (the counterpart of erasing them)."""
     import json
@@ -623,6 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", parents=[common], help=cmd_purge.__doc__)
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     purge.set_defaults(func=cmd_purge, migrated=True)
+
+    sub.add_parser("workers", parents=[common], help=cmd_workers.__doc__).set_defaults(
+        func=cmd_workers, migrated=True
+    )
 
     export = sub.add_parser("export", parents=[common], help=cmd_export.__doc__)
     export.add_argument("--customer", type=int, required=True, help="the customer's number")

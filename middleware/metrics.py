@@ -2,8 +2,9 @@
 
 What every process shares is read from the store at the scrape, so that the web processes
 and the workers agree whatever process is scraped: deliveries and notes by status, the
-queues' depth and lag, refusals by reason. The reads group in SQL and are kept for
-STORE_CACHE_S, so a scraper (or several) costs the store one read of each table that often.
+queues' depth and lag, refusals by reason, the workers alive. The reads group in SQL and are
+kept for STORE_CACHE_S, so a scraper (or several) costs the store one read of each table that
+often.
 
 What only happens in a process is counted in it: the calls it made to the upstreams, how
 long its notes took from the delivery's arrival to being written, the screen-pops it holds
@@ -32,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.ingest.refusals import refusal_reports
 from middleware.notes.outbox import ATTEMPTING
+from middleware.process.liveness import alive_count
 from middleware.store.queue import PENDING
 from middleware.store.tables import deliveries, reading, utcnow, writes
 from middleware.throttled_log import ThrottledLog, store_error
@@ -84,7 +86,7 @@ class StoreFigures(Collector):
 
 
 def store_families(conn: Connection, now: datetime) -> list[Metric]:
-    """Return deliveries and notes by status, the queues' depth and lag, refusals by reason."""
+    """Return deliveries and notes by status, queue depth and lag, refusals, workers alive."""
     stored = GaugeMetricFamily(
         "carryover_deliveries", "Webhook deliveries in the store, by integration and status "
         "(pending: waiting for the worker, done: processed, dead: given up)",
@@ -125,7 +127,12 @@ def store_families(conn: Connection, now: datetime) -> list[Metric]:
     for plugin, report in sorted(refusal_reports(conn, {}, now, recent=False).items()):
         for reason in report.by_reason:
             refused.add_metric([plugin, reason.reason.key], reason.last_day)
-    return [stored, notes, depth, lag, refused]
+    alive = GaugeMetricFamily(
+        "carryover_workers_alive", "Workers (processes of their own and embedded ones) whose "
+        "heartbeat was seen within their last three leases",
+    )  # fmt: skip
+    alive.add_metric([], alive_count(conn, now))
+    return [stored, notes, depth, lag, refused, alive]
 
 
 class ProcessFigures(Collector):

@@ -39,6 +39,7 @@ from middleware.customers.retention import PurgeRun, last_purge
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
 from middleware.interaction import channel_word
+from middleware.process.liveness import workers_seen
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui import admins as admin_pages
@@ -208,13 +209,14 @@ def _local_target(value: str | None) -> str:
 # -- the overview ------------------------------------------------------------------------------
 @bp.get("/")
 def overview() -> str:
-    """Show traffic, lag, upstream faults, the cross-channel figures, and the integrations."""
+    """Show traffic, lag, upstream faults, cross-channel figures, integrations and workers."""
     core = current_installation()
     with reading(core.engine) as conn:
         figures = overview_figures(conn, upstream_keys(core.registry))
         inbound = core.inbox.count_by_status(conn)
         outbound = core.outbox.count_by_status(conn)
         purged = last_purge(conn)
+        seen = workers_seen(conn)
     faults = {u.key: u for u in figures.upstreams}
     plugins = [
         {"key": key, "title": cls.title, "configured": key in core.registry.instances,
@@ -239,7 +241,8 @@ def overview() -> str:
                            template_failures=failures, refused=refused,
                            refused_by_key={r.key: r for r in refused},
                            retention=core.config.retention, purged=purged,
-                           purged_parts=_purged_parts(purged),
+                           purged_parts=_purged_parts(purged), workers=seen,
+                           lease_s=core.config.worker["lease_s"],
                            local_time=local_time)  # fmt: skip
 
 

@@ -3,20 +3,30 @@
 /readyz answers 503 only when the store cannot take webhooks (unreachable, or migrations
 pending). A paused or failing upstream does not stop webhooks from being accepted and
 stored, so a load balancer must keep sending them: the answer stays 200, and says
-"degraded", naming each upstream's state and the work waiting for it.
+"degraded", naming each upstream's state and the work waiting for it. It also counts the
+workers that beat lately (`workers_alive`), without naming them: webhooks are taken with none,
+but nothing is processed until one runs.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.integrations.faults import readiness, upstream_keys
-from middleware.store.tables import migrations_applied, reading
+from middleware.process.liveness import alive_count, serve_web
+from middleware.store.tables import migrations_applied, reading, utcnow
 from middleware.web.current import current_installation
 
 bp = Blueprint("health", __name__)
+
+
+@bp.record
+def _serving(state: BlueprintSetupState) -> None:
+    """Note that this process serves the installation: its worker, if any, is embedded."""
+    serve_web(state.app.extensions["carryover"])
 
 
 @bp.get("/healthz")
@@ -36,6 +46,7 @@ def readyz() -> tuple[Response, int]:
         if migrated:
             with reading(core.engine) as conn:
                 unwell, upstreams = readiness(conn, upstream_keys(core.registry))
+                alive = alive_count(conn, utcnow())
     except SQLAlchemyError:
         return jsonify(status="unavailable", store="unreachable"), 503
     if not migrated:
@@ -43,5 +54,5 @@ def readyz() -> tuple[Response, int]:
     return jsonify(
         status="degraded" if unwell else "ready", store="ok", migrations="applied",
         degraded_upstreams=unwell, integrations=sorted(core.registry.instances),
-        upstreams=upstreams,
+        upstreams=upstreams, workers_alive=alive,
     ), 200  # fmt: skip
