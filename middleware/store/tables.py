@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -491,6 +492,22 @@ def store_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
     return max(heads) if heads else None
+
+
+def migrated_by_newer_release(engine: Engine) -> bool:
+    """Tell whether the store is at a migration this release does not know (a newer one's).
+
+    Migrations only add, so while a rolling upgrade replaces processes one by one, those of
+    the release before keep working on the upgraded store.
+    """
+    revision = store_revision(engine)
+    if revision is None:
+        return False
+    try:
+        ScriptDirectory.from_config(_alembic_config(engine)).get_revision(revision)
+    except CommandError:  # "Can't locate revision": not one of ours
+        return True
+    return False
 
 
 def migrations_applied(engine: Engine) -> bool:
