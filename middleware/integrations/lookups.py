@@ -86,7 +86,8 @@ class LookupStore:
         rows = [
             {"plugin": plugin, "kind": kind, "key": key, "value": dumps(value),
              "fetched_at": now, "expires_at": now + timedelta(seconds=ttl_s)}
-            for key, value in found.items()
+            # In key order: two processes writing the same keys lock them in the same order.
+            for key, value in sorted(found.items())
         ]  # fmt: skip
         try:
             with self.engine.begin() as conn:
@@ -95,9 +96,10 @@ class LookupStore:
             self._failed("write", exc)
 
     def _failed(self, action: str, exc: SQLAlchemyError) -> None:
+        # One kind for reads and writes: a store that fails says so once, not twice.
         self.failures.log(
-            logging.WARNING, action, "could not %s the shared lookup cache (asking the "
-            "upstream instead): %s", action, store_error(exc),
+            logging.WARNING, "store", "could not %s the shared lookup cache (look-ups go "
+            "to the upstream meanwhile): %s", action, store_error(exc),
         )  # fmt: skip
 
 
@@ -211,8 +213,14 @@ def erase_lookups(conn: Connection, customer_ids: Iterable[int]) -> int:
     return int(gone.rowcount or 0)
 
 
-def purge_expired_lookups(engine: Engine, now: datetime | None = None) -> int:
-    """Delete the stored look-ups that have expired; return how many."""
-    with engine.begin() as conn:
-        gone = conn.execute(delete(lookup_cache).where(_c.expires_at <= (now or utcnow())))
-    return int(gone.rowcount or 0)
+def purge_expired_lookups(engine: Engine, now: datetime | None = None, batch: int = 500) -> int:
+    """Delete the stored look-ups that have expired, a short transaction a batch; count them."""
+    expired = select(_c.kind, _c.key, _c.plugin).where(_c.expires_at <= (now or utcnow()))
+    gone = delete(lookup_cache).where(tuple_(_c.kind, _c.key, _c.plugin).in_(expired.limit(batch)))
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            deleted = int(conn.execute(gone).rowcount or 0)
+        removed += deleted
+        if deleted < batch:
+            return removed
