@@ -14,8 +14,8 @@ Support data is personal data: it is kept as long as it serves, then goes.
   admins decided (merges, splits, preferred channels); erasing a customer removes a person.
   Only a customer left with no identity, no item and no merge or split naming it goes.
 
-Look-ups cached from the upstreams' APIs (see integrations/lookups.py) go once they expire,
-whatever the periods: they are copies, kept only as long as the plugin's cache TTL.
+Each purge also deletes the look-ups cached from the upstreams' APIs that have expired (see
+integrations/lookups.py), whatever the periods: they are copies, kept for the plugin's TTL.
 
 0 keeps for ever. The purge deletes in small batches, each in a transaction of its own, so
 that it never holds the store's locks for long beside webhooks being stored.

@@ -221,6 +221,7 @@ class SalesforcePlugin(Plugin):
             lambda contact_id: _kept_contact(contact_id, self.client.contact(contact_id)),
             key=normalise_contact,
         )  # fmt: skip
+        # Kept in this process only, never in the shared store: a verdict on a live credential.
         self._sessions: TTLCache[str, bool] = TTLCache(maxsize=1000, ttl=SESSION_CHECKS_KEPT_S)
         self._last_parsed = threading.local()
 
