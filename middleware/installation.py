@@ -14,6 +14,7 @@ from middleware.customers.identity import IdentityTypes
 from middleware.customers.redaction import IdFields
 from middleware.ingest.inbox import DeliveryInbox
 from middleware.ingest.refusals import RefusalRecorder
+from middleware.integrations.lookups import LookupStore
 from middleware.integrations.plugin import Capability, InboundEvent, Plugin
 from middleware.integrations.registry import PluginRegistry
 from middleware.integrations.saved import IntegrationVersions
@@ -97,6 +98,7 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
     engine = make_engine(config.database_url)
     health = UpstreamHealth(engine, config.worker["upstream_pause_max_s"])
     registry.health = health
+    registry.lookup_store = LookupStore(engine)
     key = installation_key(config)
     box = SecretBox(key) if key else None
     integrations = IntegrationVersions(engine, registry.classes, config, box)

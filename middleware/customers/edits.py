@@ -25,6 +25,7 @@ from middleware.customers.preferences import (
     preference_of,
     set_preference,
 )
+from middleware.integrations.lookups import erase_lookups
 from middleware.interaction import CHANNELS
 from middleware.store.tables import (
     customers,
@@ -282,6 +283,7 @@ def erase_customer(conn: Connection, customer_id: int) -> dict[str, int]:
     )
     conn.execute(delete(delivery_records).where(
         delivery_records.c.interaction_id.in_(their_interactions)))  # fmt: skip
+    looked_up = erase_lookups(conn, ids)  # found by the identities, so before they go
     counts = {
         "notes": _delete(conn, delete(writes).where(
             writes.c.interaction_id.in_(their_interactions))),
@@ -290,6 +292,7 @@ def erase_customer(conn: Connection, customer_id: int) -> dict[str, int]:
         "interactions": _delete(conn, delete(interactions).where(
             interactions.c.customer_id.in_(ids))),
         "identities": _delete(conn, delete(identities).where(identities.c.customer_id.in_(ids))),
+        "cached lookups": looked_up,
     }  # fmt: skip
     conn.execute(delete(delivery_customers).where(delivery_customers.c.customer_id.in_(ids)))
     conn.execute(delete(merges).where(or_(merges.c.from_customer.in_(ids),

@@ -14,6 +14,9 @@ Support data is personal data: it is kept as long as it serves, then goes.
   admins decided (merges, splits, preferred channels); erasing a customer removes a person.
   Only a customer left with no identity, no item and no merge or split naming it goes.
 
+Each purge also deletes the look-ups cached from the upstreams' APIs that have expired (see
+integrations/lookups.py), whatever the periods: they are copies, kept for the plugin's TTL.
+
 0 keeps for ever. The purge deletes in small batches, each in a transaction of its own, so
 that it never holds the store's locks for long beside webhooks being stored.
 """
@@ -40,6 +43,7 @@ from sqlalchemy import (
 )
 
 from middleware.customers.identity import lock_identities
+from middleware.integrations.lookups import purge_expired_lookups
 from middleware.store.queue import DEAD, DONE
 from middleware.store.tables import (
     customers,
@@ -181,8 +185,10 @@ def purge(
 
     Stops between batches once `stopping` is set; what was removed until then is recorded.
     """
-    cutoffs = Cutoffs.of(retention, now or utcnow())
+    now = now or utcnow()
+    cutoffs = Cutoffs.of(retention, now)
     stopping = stopping or threading.Event()
+    purge_expired_lookups(engine, now)
     kinds: list[tuple[Table, ColumnElement[bool], Remove]] = []
     if cutoffs.deliveries:
         kinds += [

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from middleware.config import ConfigError, Setting
 from middleware.errors import InboundError, MalformedPayload
 from middleware.ingest import json_input
+from middleware.integrations.lookups import PluginLookups
 from middleware.integrations.network import UpstreamGuard, UpstreamRefused, check_url
 
 if TYPE_CHECKING:
@@ -187,6 +188,9 @@ class Plugin:
         self.config = config
         # Checks every upstream call's host (see integrations/network.py); the clients use it.
         self.upstream_guard = UpstreamGuard(config.allow_private_upstreams, self.key, self.title)
+        # What it looks up upstream, cached in memory and in the store every process shares
+        # (see integrations/lookups.py; the registry attaches the store).
+        self.lookups = PluginLookups(self.key)
 
     def upstream_url(self, name: str) -> str:
         """Return a URL setting, refused with ConfigError unless Carryover may call it."""

@@ -12,6 +12,7 @@ from middleware.integrations.plugin import Capability, IdentityType, Plugin
 
 if TYPE_CHECKING:
     from middleware.config import Config
+    from middleware.integrations.lookups import LookupStore
     from middleware.integrations.saved import IntegrationVersions
     from middleware.integrations.upstreams import UpstreamHealth
 
@@ -46,6 +47,8 @@ class PluginRegistry:
         self.problems: dict[str, str] = {}  # why a saved integration is not running
         # Shared upstream pauses; the plugins' calls go through it once attached.
         self.health: UpstreamHealth | None = None
+        # The look-ups every process shares; the plugins' look-ups go through it once attached.
+        self.lookup_store: LookupStore | None = None
 
     @classmethod
     def from_entry_points(cls) -> PluginRegistry:
@@ -91,6 +94,7 @@ class PluginRegistry:
     def _made(self, key: str, settings: Mapping[str, Any], config: Config) -> Plugin:
         plugin = self.classes[key](settings, config)
         plugin.upstream_guard.health = self.health
+        plugin.lookups.store = self.lookup_store
         return plugin
 
     @property

@@ -380,6 +380,22 @@ audit_log = Table(
     Index("ix_audit_log_action", "action", "id"),
 )
 
+# What plugins looked up upstream (a Zendesk user, a Salesforce contact), shared by every
+# process so that a second worker does not ask again (see integrations/lookups.py). `kind` is
+# the identity type the key is, so erasing a customer finds the rows by their identities.
+# Personal data (names, emails, phones), never a credential; expired rows are purged.
+lookup_cache = Table(
+    "lookup_cache",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("plugin", String(32), primary_key=True),
+    Column("value", Text, nullable=False),  # the looked-up value as JSON
+    Column("fetched_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_lookup_cache_expires", "expires_at"),
+)
+
 
 # Each worker alive (a `carryover worker` process, or the worker embedded in a web process),
 # written by its heartbeat: an operator sees which are running, and since when. A worker that

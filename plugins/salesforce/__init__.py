@@ -9,12 +9,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
 from typing import Any
 from urllib.parse import urlsplit
 
-from cachetools import TTLCache, cachedmethod
-from cachetools.keys import hashkey
+from cachetools import TTLCache
 
 from middleware.config import ConfigError, Setting
 from middleware.errors import (
@@ -67,6 +65,8 @@ HISTORY_FIELDS = (
     "LastModifiedDate, ContactId, SuppliedName, SuppliedEmail, SuppliedPhone, Contact.Name, "
     "Contact.Email, Contact.Phone, Contact.MobilePhone"
 )
+# What a contact look-up keeps (in memory and in the store every process shares): what
+# enrich() reads, never the contact's other fields.
 CONTACT_FIELDS = ("Name", "Email", "Phone", "MobilePhone")
 LOGIN_HINT = (
     "check integrations.salesforce: session_id and instance_url, or username, password and "
@@ -215,10 +215,13 @@ class SalesforcePlugin(Plugin):
                 "that checks the certificate (only its headers are believed)"
             )
         self.client = SalesforceClient(self.options, self.upstream_guard)
-        self._contacts: TTLCache[Any, dict[str, Any]] = TTLCache(
-            maxsize=10_000, ttl=self.options["contact_cache_ttl_s"]
-        )
-        self._contacts_lock = threading.Lock()
+        # Keyed by the 18-character id: its 15-character form names the same contact.
+        self._contacts = self.lookups.cached(
+            "salesforce_contact", self.options["contact_cache_ttl_s"],
+            lambda contact_id: _kept_contact(contact_id, self.client.contact(contact_id)),
+            key=normalise_contact,
+        )  # fmt: skip
+        # Kept in this process only, never in the shared store: a verdict on a live credential.
         self._sessions: TTLCache[str, bool] = TTLCache(maxsize=1000, ttl=SESSION_CHECKS_KEPT_S)
         self._last_parsed = threading.local()
 
@@ -360,11 +363,9 @@ class SalesforcePlugin(Plugin):
             customer_name=contact.get("Name") or interaction.customer_name,
         )
 
-    # The 15- and 18-character forms of an id name the same contact: one cache entry.
-    @cachedmethod(attrgetter("_contacts"), key=lambda _self, contact_id: hashkey(contact_id[:15]),
-                  lock=attrgetter("_contacts_lock"))  # fmt: skip
     def _contact(self, contact_id: str) -> dict[str, Any]:
-        return self.client.contact(contact_id)
+        """Return a contact's fields: from memory, the shared store, or the REST API."""
+        return self._contacts(contact_id)
 
     def write_note(self, target_ref: str, body: str) -> None:
         """Add a private CaseComment (IsPublished false) to the case."""
@@ -458,13 +459,13 @@ class SalesforcePlugin(Plugin):
 
     def _remember_contacts(self, batch: Mapping[str, Any]) -> None:
         """Keep the contacts a batch names (its Contact.* fields), for enrich() to find."""
-        with self._contacts_lock:
-            for found in batch.get("records") or []:
-                contact = found.get("Contact") if isinstance(found, dict) else None
-                contact_id = found.get("ContactId") if isinstance(found, dict) else None
-                if isinstance(contact, dict) and isinstance(contact_id, str):
-                    fields = {k: v for k, v in contact.items() if k in CONTACT_FIELDS}
-                    self._contacts[hashkey(contact_id[:15])] = {"Id": contact_id, **fields}
+        found = {}
+        for record in batch.get("records") or []:
+            contact = record.get("Contact") if isinstance(record, dict) else None
+            contact_id = record.get("ContactId") if isinstance(record, dict) else None
+            if isinstance(contact, dict) and isinstance(contact_id, str):
+                found[contact_id] = _kept_contact(contact_id, contact)
+        self._contacts.remember(found)
 
     def check_connection(self) -> str | None:
         """Log in and make one REST call."""
@@ -473,6 +474,13 @@ class SalesforcePlugin(Plugin):
     def api_usage(self) -> ApiUsage | None:
         """Return the org's API usage from the last Sforce-Limit-Info header."""
         return self.client.session.usage
+
+
+def _kept_contact(contact_id: str, contact: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what a contact look-up keeps: its id and CONTACT_FIELDS ({} if it is gone)."""
+    if not contact:
+        return {}
+    return {"Id": contact_id, **{k: contact[k] for k in CONTACT_FIELDS if k in contact}}
 
 
 def _cases_since(start: datetime, *, count: bool = False) -> str:

@@ -7,15 +7,10 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
-
-from cachetools import TTLCache, cachedmethod
-from cachetools.keys import hashkey
 
 from middleware.config import Setting
 from middleware.errors import (
@@ -63,6 +58,10 @@ ZENDESK_ID = re.compile(r"^[0-9]{1,20}$")  # tickets, users, comments: 64-bit in
 EXPORT_CURSOR = re.compile(r"[A-Za-z0-9+/=_-]{1,512}")
 SHOW_MANY = 100  # users one show_many call returns
 MAX_TIME_CHARS = 40  # 2026-03-01T10:00:00.123456+00:00 and no longer: it goes into a key
+# What a user look-up keeps (in memory and in the store every process shares): what enrich()
+# reads, never the user's notes, details, tags or custom fields.
+KEPT_USER_FIELDS = ("name", "email", "phone")
+KEPT_IDENTITY_FIELDS = ("type", "value")
 
 
 def normalise_user(value: str) -> str | None:
@@ -139,10 +138,9 @@ class ZendeskPlugin(Plugin):
             self.upstream_url("url"), self.options["email"], self.options["api_token"],
             self.options["timeout_s"], self.upstream_guard,
         )  # fmt: skip
-        self._users: TTLCache[Any, tuple[dict[str, Any], list[dict[str, Any]]]] = TTLCache(
-            maxsize=10_000, ttl=self.options["user_cache_ttl_s"]
+        self._users = self.lookups.cached(
+            "zendesk_user", self.options["user_cache_ttl_s"], self._fetch_user, key=zendesk_id
         )
-        self._users_lock = threading.Lock()
         # The export has a rate limit of its own: its 429s must not pause notes and lookups.
         self.exports = ZendeskClient(
             self.upstream_url("url"), self.options["email"], self.options["api_token"],
@@ -260,9 +258,13 @@ class ZendeskPlugin(Plugin):
             customer_name=interaction.customer_name or user.get("name"),
         )
 
-    @cachedmethod(attrgetter("_users"), lock=attrgetter("_users_lock"))
     def _user(self, user_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return self.client.user_with_identities(user_id)
+        """Return a user and their identities: from memory, the shared store, or the API."""
+        found = self._users(str(user_id))
+        return found["user"], found["identities"]
+
+    def _fetch_user(self, user_id: str) -> dict[str, Any]:
+        return _kept_user(*self.client.user_with_identities(int(user_id)))
 
     def write_note(self, target_ref: str, body: str) -> None:
         """Add a private comment (public: false) to the ticket, as rich text with links.
@@ -355,9 +357,7 @@ class ZendeskPlugin(Plugin):
 
     def _look_up_requesters(self, user_ids: Iterable[Any]) -> None:
         """Look the requesters not yet known up, 100 a call, for enrich() to find."""
-        wanted = sorted({int(u) for u in map(zendesk_id, user_ids) if u is not None})
-        with self._users_lock:
-            wanted = [u for u in wanted if hashkey(u) not in self._users]
+        wanted = sorted(int(u) for u in self._users.missing(user_ids))
         for i in range(0, len(wanted), SHOW_MANY):
             chunk = wanted[i : i + SHOW_MANY]
             users, identities = self.client.users_with_identities(chunk)
@@ -367,9 +367,8 @@ class ZendeskPlugin(Plugin):
                 if owner is not None and int(owner) in by_user:
                     by_user[int(owner)].append(item)
             found = {int(u["id"]): u for u in users if zendesk_id(u.get("id")) is not None}
-            with self._users_lock:
-                for user_id in chunk:  # a user gone since is known as gone: not asked again
-                    self._users[hashkey(user_id)] = (found.get(user_id, {}), by_user[user_id])
+            # A user gone since is known as gone: not asked again.
+            self._users.remember({str(u): _kept_user(found.get(u, {}), by_user[u]) for u in chunk})
 
     def check_connection(self) -> str | None:
         """Ask Zendesk who the API token belongs to."""
@@ -389,6 +388,18 @@ def _time(text: str) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _kept_user(user: Mapping[str, Any], identities: Iterable[Any]) -> dict[str, Any]:
+    """Return what a user look-up keeps of a user and their identities."""
+    return {
+        "user": {k: user[k] for k in KEPT_USER_FIELDS if k in user},
+        "identities": [
+            {k: item[k] for k in KEPT_IDENTITY_FIELDS if k in item}
+            for item in identities
+            if isinstance(item, dict)
+        ],
+    }
 
 
 def _texts(*values: Any) -> tuple[str, ...]:
