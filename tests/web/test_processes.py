@@ -61,6 +61,16 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stored_deliveries(database_url: str) -> int:
+    """Count the deliveries in the store."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(deliveries)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 # -- serve --processes and server.processes -----------------------------------------------------
 @pytest.fixture
 def forked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
@@ -173,8 +183,7 @@ def test_the_wsgi_entry_serves_webhooks_from_the_configured_store(tmp_path, data
     body = cti_body("newCall.json")
     response = app.test_client().post("/hooks/cti", data=body, headers=cti_headers(body))
     assert (response.status_code, response.get_json()) == (200, {})
-    with make_engine(database_url).connect() as conn:
-        assert conn.execute(select(func.count()).select_from(deliveries)).scalar() == 1
+    assert stored_deliveries(database_url) == 1
 
 
 def test_the_wsgi_entry_runs_no_worker_and_takes_the_configured_streams(
@@ -307,8 +316,7 @@ def test_two_web_processes_serve_webhooks_and_pops_and_end_cleanly_on_sigterm(
         headers = cti_headers(body) | {"Connection": "close"}
         response = requests.post(f"{url}/hooks/cti", data=body, headers=headers)
         assert (response.status_code, response.json()) == (200, {})
-    with make_engine(database_url).connect() as conn:
-        assert conn.execute(select(func.count()).select_from(deliveries)).scalar() == 6
+    assert stored_deliveries(database_url) == 6
     agent = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
     agent.request("GET", "/pop/events?phone=%2B14155550142",
                   headers={"Authorization": f"Bearer {AGENT_KEY}"})  # fmt: skip
