@@ -11,6 +11,7 @@ them open. The figures are medians of the runs.
 
 from __future__ import annotations
 
+import http.client
 import os
 import resource
 import selectors
@@ -105,11 +106,12 @@ class PopStreams:
         self.selector.close()
 
 
-def web_process_rss_kib(master_pid: int) -> int:
+def web_process_rss_kib(server: Server) -> int:
     """Return the resident memory (KiB) of the one web process a gunicorn master runs."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    if len(children) != 1:
-        raise RuntimeError(f"expected one web process, found {children}")
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    if len(children) != 1:  # gunicorn restarts a web process that missed its heartbeats
+        raise RuntimeError(f"expected one web process, found {children}:\n{server.log_tail()}")
     for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -131,7 +133,14 @@ def start_web_process(config: Path, port: int, log_dir: Path, run: int) -> Serve
     settings = {name: setting.default for name, setting in SERVER.items()} | {"processes": 1}
     command = gunicorn_command(settings, HOST, port)
     command[-1:-1] = ["--env", f"CARRYOVER_CONFIG={config}"]
-    return Server(f"pops-{run}", command, port, log_dir).wait_ready()
+    server = Server(f"pops-{run}", command, port, log_dir).wait_ready()
+    answered = 0
+    while answered != 200:  # the master listens before its web process has booted
+        connection = http.client.HTTPConnection(HOST, port, timeout=30)
+        connection.request("GET", "/healthz")
+        answered = connection.getresponse().status
+        connection.close()
+    return server
 
 
 def one_run(config: Path, port: int, log_dir: Path, run: int) -> dict[str, Any]:
@@ -141,11 +150,11 @@ def one_run(config: Path, port: int, log_dir: Path, run: int) -> dict[str, Any]:
     try:
         open_loop(HOST, port, RATE, 2.0, CONNECTIONS)  # warm-up: imports, pool, pages
         baseline = open_loop(HOST, port, RATE, SECONDS, CONNECTIONS)
-        rss_none = web_process_rss_kib(server.process.pid)
+        rss_none = web_process_rss_kib(server)
         started = time.perf_counter()
         streams.open(STREAMS)
         opening_s = time.perf_counter() - started
-        rss_open = web_process_rss_kib(server.process.pid)
+        rss_open = web_process_rss_kib(server)
         loaded = open_loop(HOST, port, RATE, SECONDS, CONNECTIONS)
         closed = streams.closed_by_server
     finally:

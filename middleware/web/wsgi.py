@@ -43,6 +43,7 @@ def build_web_app() -> Flask:
         raise RuntimeError(NEEDS_MIGRATIONS)
     core.live.limit_streams(core.config.server["pop_streams"])
     end_streams_on_sigterm(core)
+    core.wakeups.start()  # on PostgreSQL: the workers' changes reach this process's pops
     return create_app(core=core)
 
 

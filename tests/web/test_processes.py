@@ -189,11 +189,14 @@ def test_the_wsgi_entry_serves_webhooks_from_the_configured_store(tmp_path, data
 def test_the_wsgi_entry_runs_no_worker_and_takes_the_configured_streams(
     tmp_path, database_url, entry
 ):
-    """The web process starts no worker thread; its stream limit is server.pop_streams."""
+    """The web process listens for other processes' changes but runs no worker; its stream
+    limit is server.pop_streams."""
     before = {thread.name for thread in threading.enumerate()}
     app = entry(write_config(tmp_path, database_url, server={"pop_streams": 2}))
     core = app.extensions["carryover"]
-    assert {thread.name for thread in threading.enumerate()} <= before
+    # The listener of other processes' wake-ups (on PostgreSQL), and no worker's threads.
+    listener = {"carryover-listen"} if core.wakeups.enabled else set()
+    assert {thread.name for thread in threading.enumerate()} - before == listener
     assert [core.live.open_stream() for _ in range(3)] == [True, True, False]
 
 
