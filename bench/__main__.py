@@ -9,6 +9,9 @@ python -m bench history     # 10 only: importing history against the fakes (benc
                             # on PostgreSQL too when CARRYOVER_TEST_DATABASE_URL is set
 python -m bench across      # ring → pop with the worker in another process, on PostgreSQL
                             # (bench/across.py; needs CARRYOVER_TEST_DATABASE_URL)
+python -m bench pops        # 11 only: ack latency with 2,000 open pops on one web process
+                            # (bench/pops.py); on PostgreSQL when CARRYOVER_TEST_DATABASE_URL
+                            # is set
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -35,6 +38,7 @@ from bench.load import closed_loop, open_loop
 from bench.mood import mood_benchmark
 from bench.note_latency import NoteProbe, seed_requester
 from bench.phone import phone_benchmark
+from bench.pops import pops_benchmark
 from bench.report import latency_figures, median, progress, render_report, write_json
 from bench.salesforce import salesforce_benchmark
 from bench.serve_bare import SERVER_DEFAULTS
@@ -223,7 +227,7 @@ def note_benchmark(workdir: Path, fake: FakeZendesk) -> dict[str, Any]:
 
 # How long each part takes; the phone part generates its store on the first run (30 s more).
 PARTS = {
-    "all": "about 5 min",
+    "all": "about 7 min",
     "zendesk": "about 100 s",
     "phone": "about 40 s",
     "salesforce": "about 70 s",
@@ -231,6 +235,7 @@ PARTS = {
     "across": "about 90 s on PostgreSQL",
     "mood": "about 2 s",
     "history": "about 40 s (twice that with PostgreSQL)",
+    "pops": "about 2 min",
 }
 
 
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         results["history"] = history_benchmark()
     if part in ("all", "across") and (part == "across" or os.environ.get(PG_ENV)):
         results["across"] = across_benchmark()
+    if part in ("all", "pops"):
+        results["pops"] = pops_benchmark()
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

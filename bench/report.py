@@ -418,6 +418,23 @@ def across_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def pops_lines(pops: dict[str, Any]) -> list[str]:
+    """Return the report's lines for benchmark 11."""
+    verdict = "met" if pops["met"] else "NOT MET"
+    return [
+        "",
+        f"11. Ack latency with {pops['streams']} open pops on one web process ({pops['store']}; "
+        f"open loop {pops['rate']}/s, medians of {len(pops['runs'])} runs)",
+        f"    no stream open (baseline): p50 {pops['baseline_p50_ms']} ms, "
+        f"p99 {pops['baseline_p99_ms']} ms",
+        f"    {pops['streams']} streams open:        p50 {pops['p50_ms']} ms, "
+        f"p99 {pops['p99_ms']} ms (× {pops['p99_ratio']} the baseline); goal p99 ≤ "
+        f"{pops['goal_p99_ms']:g} ms: {verdict}",
+        f"    memory: {pops['kib_per_stream']} KiB RSS per open stream; "
+        f"{pops['errors']} webhook(s) not answered 200",
+    ]
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -435,6 +452,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += mood_lines(results["mood"])
     if "history" in results:
         lines += history_lines(results["history"])
+    if "pops" in results:
+        lines += pops_lines(results["pops"])
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

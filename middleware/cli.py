@@ -24,6 +24,7 @@ from middleware.integrations.registry import PluginRegistry
 from middleware.logs import configure_logging, start_logging
 from middleware.process.mapping import MappingError
 from middleware.store.queue import status_words
+from middleware.store.sealed import installation_key
 from middleware.store.tables import migrations_applied, store_revision, upgrade
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 NEEDS_MIGRATIONS = "carryover: the database needs migrations: run `carryover db upgrade`"
 WEBHOOK_THREADS = 8  # server threads that open screen-pops never take
+SQLITE_PROCESSES = (
+    "carryover: several web processes on SQLite: each commit holds its whole process (gevent), "
+    "so webhooks wait in turn; use PostgreSQL for several processes"
+)
 DEMO_NEEDS_CHECKOUT = "carryover demo: the demo runs from a source checkout: make demo"
 
 
@@ -41,44 +46,66 @@ def _core(args: argparse.Namespace) -> Installation:
 
 
 def cmd_serve(args: argparse.Namespace, core: Installation) -> int:
-    """Serve the web app and an embedded worker in one process."""
-    from middleware.process.worker import Worker
-
+    """Serve the web app: with an embedded worker in one process, or in several processes."""
     configure_logging(core.config.logging)
-    from middleware.web.app import create_app
-    from middleware.web.serving import serve
-
     if core.engine.dialect.name == "sqlite":
-        upgrade(core.engine)
+        upgrade(core.engine)  # once, before any web process starts
     elif not migrations_applied(core.engine):
         print(NEEDS_MIGRATIONS, file=sys.stderr)
         return 2
-    settings = _serve_settings(args, core.config.server)
+    settings = _serve_settings(args, core)
     if settings is None:
         return 2
+    integrations = ", ".join(sorted(core.registry.instances)) or "none"
     host, port = settings["host"], settings["port"]
+    shown = f"[{host}]" if ":" in host else host
+    served = f"carryover: serving on http://{shown}:{port} (integrations: {integrations})"
+    if settings["processes"] > 1:
+        if core.engine.dialect.name == "sqlite":
+            print(SQLITE_PROCESSES, file=sys.stderr)
+        return _serve_processes(settings, served, config_path(args.config))
+    return _serve_one_process(core, settings, served)
+
+
+def _serve_one_process(core: Installation, settings: dict[str, Any], served: str) -> int:
+    """Serve with waitress and the embedded worker, until interrupted."""
+    from middleware.process.worker import Worker
+    from middleware.web.app import create_app
+    from middleware.web.serving import serve
+
     app = create_app(core=core)
     # Each open screen-pop holds a thread; keep some for webhooks, which must never wait.
-    core.live.limit_streams(settings["threads"] - WEBHOOK_THREADS)
+    core.live.limit_streams(min(settings["pop_streams"], settings["threads"] - WEBHOOK_THREADS))
     worker = Worker(core) if core.config.worker["enabled"] else None
     core.wakeups.start()  # on PostgreSQL: what other processes store or change wakes this one
     if worker:
         worker.start()
-    integrations = ", ".join(sorted(core.registry.instances)) or "none"
-    shown = f"[{host}]" if ":" in host else host
-    print(f"carryover: serving on http://{shown}:{port} (integrations: {integrations})")
+    print(served)
     try:
-        serve(app, settings, host, port)
+        serve(app, settings, settings["host"], settings["port"])
     finally:
         if worker:
             worker.stop()
     return 0
 
 
-def _serve_settings(args: argparse.Namespace, server: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the server settings with --host, --port and --threads over the config's."""
-    settings = dict(server)
-    for name in ("host", "port", "threads"):
+def _serve_processes(settings: dict[str, Any], served: str, config: Path | None) -> int:
+    """Become gunicorn serving the app in several web processes, none with a worker."""
+    from middleware.web.serving import serve_processes
+
+    print(
+        f"{served} in {settings['processes']} web processes; they run no worker: "
+        "run `carryover worker` beside them"
+    )
+    serve_processes(settings, settings["host"], settings["port"], config)
+    return 0  # not reached: the process is gunicorn now
+
+
+def _serve_settings(args: argparse.Namespace, core: Installation) -> dict[str, Any] | None:
+    """Return the server settings with --host, --port, --threads and --processes over the
+    config's; None (after saying why) when they cannot serve."""
+    settings = dict(core.config.server)
+    for name in ("host", "port", "threads", "processes"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     try:
@@ -86,8 +113,16 @@ def _serve_settings(args: argparse.Namespace, server: dict[str, Any]) -> dict[st
     except ConfigError as exc:
         print(f"carryover: {exc}", file=sys.stderr)
         return None
-    if settings["threads"] < 1:
-        print("carryover: --threads: must be at least 1", file=sys.stderr)
+    for name in ("threads", "processes"):
+        if settings[name] < 1:
+            print(f"carryover: --{name}: must be at least 1 (server.{name})", file=sys.stderr)
+            return None
+    if settings["processes"] > 1 and installation_key(core.config) is None:
+        print(
+            "carryover: --processes: several web processes need secret_key set, so that "
+            "a link signed by one (a pop's live stream) is accepted by the others",
+            file=sys.stderr,
+        )
         return None
     return settings
 
@@ -579,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int,
         help="web server threads (default: server.threads, 40); each open screen-pop holds one, "
         "8 stay for webhooks",
+    )  # fmt: skip
+    serve.add_argument(
+        "--processes", type=int,
+        help="web processes (default: server.processes, 1); more than 1 serves under gunicorn, "
+        "with no embedded worker",
     )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 

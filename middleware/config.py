@@ -157,6 +157,10 @@ SERVER = {
     "connection_limit": Setting(int, 1000),
     "channel_timeout_s": Setting(int, 75),
     "request_timeout_s": Setting(float, 10.0),
+    # Several web processes run under gunicorn with gevent: an open screen-pop then costs a
+    # greenlet, not a thread, so each process holds thousands (see middleware/web/serving.py).
+    "processes": Setting(int, 1),
+    "pop_streams": Setting(int, 2500),
 }
 # How long raw webhook bodies and the timeline are kept (0: for ever); see customers/retention.py.
 RETENTION = {
@@ -181,7 +185,7 @@ SECTIONS = {
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
-            "server.request_timeout_s")  # fmt: skip
+            "server.request_timeout_s", "server.processes", "server.pop_streams")  # fmt: skip
 
 
 @dataclass(frozen=True)

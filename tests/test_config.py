@@ -388,7 +388,15 @@ def test_cli_with_a_missing_env_variable_exits_non_zero_naming_it(tmp_path, caps
 
 
 @pytest.mark.parametrize(
-    "key", ["threads", "connection_limit", "channel_timeout_s", "request_timeout_s"]
+    "key",
+    [
+        "threads",
+        "connection_limit",
+        "channel_timeout_s",
+        "request_timeout_s",
+        "processes",
+        "pop_streams",
+    ],
 )
 def test_server_settings_of_zero_are_refused(schemas, key):
     """A server setting of 0 (no thread, no connection, every request late) stops the start."""

@@ -144,8 +144,8 @@ def events() -> Response | tuple[Response, int]:
                 else:
                     yield server_event("pop", html)
                     shown = html
-                if time.monotonic() >= deadline:
-                    return
+                if time.monotonic() >= deadline or core.live.ending:
+                    return  # the page reconnects (to another process, when this one stops)
                 core.live.wait(seq, view.topics(), settings["poll_s"])
         finally:
             core.live.close_stream()

@@ -17,9 +17,11 @@ it has arrived whole, so slow clients cost no threads; but it stops accepting co
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from waitress.adjustments import Adjustments
@@ -41,6 +43,9 @@ FILES_BESIDES = 64
 # body far past the app's own limit is refused by waitress right away, without being stored.
 # Bodies a little over MAX_BODY_BYTES still reach the app, which answers its JSON 413.
 MAX_BUFFERED_BODY_BYTES = 2 * MAX_BODY_BYTES
+# After SIGTERM, how long a web process under gunicorn lets its requests finish: a webhook
+# takes milliseconds, pop streams end at once (see middleware/web/wsgi.py).
+GRACEFUL_TIMEOUT_S = 30
 
 
 class DeadlineChannel(HTTPChannel):
@@ -152,3 +157,47 @@ def serve(app: Any, settings: Mapping[str, Any], host: str, port: int) -> None:
     server = build_server(app, settings, host, port)
     server.print_listen("Serving on http://{}:{}")
     server.run()
+
+
+def gunicorn_command(settings: Mapping[str, Any], host: str, port: int) -> list[str]:
+    """Return the gunicorn command that serves `middleware.web.wsgi:app` in several processes.
+
+    gevent workers: an open pop stream waits as a greenlet, so thousands cost memory, not
+    threads. Each process takes server.pop_streams streams on top of server.connection_limit
+    other connections, so open pops never crowd out webhooks.
+    """
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gevent",
+        "--workers", str(settings["processes"]),
+        "--worker-connections", str(settings["connection_limit"] + settings["pop_streams"]),
+        "--bind", bind,
+        "--keep-alive", str(settings["channel_timeout_s"]),
+        "--graceful-timeout", str(GRACEFUL_TIMEOUT_S),
+        "--no-control-socket",  # one per machine by default: a second gunicorn would clash
+        "middleware.web.wsgi:app",
+    ]  # fmt: skip
+
+
+def serve_processes(settings: Mapping[str, Any], host: str, port: int, config: Path | None) -> None:
+    """Replace this process with gunicorn serving the app in server.processes web processes.
+
+    A fresh interpreter, not a fork of this one: gevent must patch the standard library
+    before psycopg is first imported, which this process has already done.
+    """
+    streams = settings["connection_limit"] + settings["pop_streams"]
+    connections = fit_open_files(streams, 1)  # the limit is inherited by gunicorn's processes
+    if connections < streams:
+        print(
+            f"carryover: server.connection_limit + server.pop_streams ({streams}) do not fit the "
+            f"open-files limit (ulimit -n): raise ulimit -n (LimitNOFILE= under systemd)",
+            file=sys.stderr,
+        )
+    environment = dict(os.environ)
+    if config is not None:
+        environment["CARRYOVER_CONFIG"] = str(config.resolve())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    command = gunicorn_command(settings, host, port)
+    os.execve(command[0], command, environment)
