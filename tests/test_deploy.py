@@ -27,9 +27,6 @@ from middleware.integrations.registry import PluginRegistry
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNITS = DEPLOY / "systemd"
-# Names deploy/ uses that the serving change adds (`carryover serve --processes N` and its
-# key server.processes): checked once it is merged, when this tuple is emptied.
-PENDING_MERGE = ("--processes", "server.processes")
 RUNNING = {"web": cmd_serve, "worker": cmd_worker}  # the long-running processes
 PROCFILE_LINE = re.compile(r"(?P<name>[A-Za-z0-9_-]+):[ \t]*(?P<command>\S.*)")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY")
@@ -38,13 +35,8 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY")
 def carryover_args(argv: list[str]) -> argparse.Namespace:
     """Parse a `carryover …` command line with the real parser; fail naming what it refused."""
     assert Path(argv[0]).name == "carryover", f"{argv}: not a carryover command"
-    args = argv[1:]
-    if "--processes" in PENDING_MERGE and "--processes" in args:
-        at = args.index("--processes")
-        assert args[at + 1].isdigit(), f"{argv}: --processes takes a number"
-        args = args[:at] + args[at + 2 :]
     try:
-        return build_parser().parse_args(args)
+        return build_parser().parse_args(argv[1:])
     except SystemExit:
         pytest.fail(f"`{shlex.join(argv)}`: the carryover command line refuses it (see stderr)")
 
@@ -112,13 +104,6 @@ def test_a_command_or_option_the_cli_lacks_is_refused():
     """The check of commands fails on an option carryover does not have."""
     with pytest.raises(pytest.fail.Exception, match="refuses it"):
         carryover_args(["carryover", "worker", "--threads", "4"])
-
-
-def test_the_pending_names_are_used_in_deploy():
-    """Each name left to the merge is really used in deploy/ (the list stays short and true)."""
-    text = "\n".join(p.read_text(encoding="utf-8") for p in DEPLOY.rglob("*") if p.is_file())
-    for name in PENDING_MERGE:
-        assert name.rpartition(".")[2] in text, name
 
 
 # -- Procfile ---------------------------------------------------------------------------------
@@ -221,11 +206,6 @@ def test_the_example_configuration_passes_the_real_parser(tmp_path, monkeypatch)
     text = (DEPLOY / "config.yaml").read_text(encoding="utf-8")
     for name in env_names(text):
         monkeypatch.setenv(name, f"example-{name.lower().replace('_', '-')}")
-    for dotted in PENDING_MERGE:  # a key of a section: its line, indented under the section
-        section, _, key = dotted.partition(".")
-        if key:
-            text, removed = re.subn(rf"(?m)^  {key}:.*\n", "", text)
-            assert removed == 1 and f"\n{section}:\n" in text, dotted
     checked = tmp_path / "config.yaml"
     checked.write_text(text, encoding="utf-8")
 
@@ -233,5 +213,6 @@ def test_the_example_configuration_passes_the_real_parser(tmp_path, monkeypatch)
     assert isinstance(config, Config)
     assert config.database_url.startswith("postgresql+psycopg://carryover:example-")
     assert config.worker["enabled"] is False
+    assert config.server["processes"] > 1  # several web processes, under gunicorn
     assert config.secret_key == "example-carryover-secret-key"
     assert set(config.integrations) == {"zendesk", "salesforce", "twilio", "cti"}
