@@ -1,14 +1,14 @@
 """The scale-out topology end to end: two web processes and two workers on one PostgreSQL.
 
-Real processes, as an operator runs them: two web processes (no embedded worker) and two
-`carryover worker` processes share one store, beside a fake Zendesk and a fake Salesforce.
+Real processes, as an operator runs them: `carryover serve --processes 2` (two web processes
+under gunicorn, no embedded worker) and two `carryover worker` processes share one store,
+beside a fake Zendesk and a fake Salesforce.
 
-- A pop open in one web process shows a call that the other web process stored and a worker
-  (a third process) processed; `pop.poll_s` is a minute, so only the store's notification
-  can bring it in time.
+- A pop open in a web process shows a call that a worker (another process) processed;
+  `pop.poll_s` is a minute, so only the store's notification can bring it in time.
 - Signed webhooks of every kind (Zendesk, Salesforce, Twilio calls and SMS, CTI, Shopify, the
-  generic inbound) go to either web process, some twice (to the other one), while the fakes
-  answer slowly; one worker is killed with SIGKILL while it holds work.
+  generic inbound) go to the web processes, some twice, while the fakes answer slowly; one
+  worker is killed with SIGKILL while it holds work.
 - Then every acknowledged delivery was stored once and processed, every note the store
   counts as written is found upstream exactly once (by its marker), and no marker twice.
 """
@@ -16,7 +16,6 @@ Real processes, as an operator runs them: two web processes (no embedded worker)
 from __future__ import annotations
 
 import html
-import itertools
 import json
 import re
 import signal
@@ -99,28 +98,22 @@ class Sent:
 
 
 class Senders:
-    """Post deliveries to the web processes in turn; remember what each one acknowledged."""
+    """Post deliveries to the web processes; remember how many were acknowledged."""
 
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = itertools.cycle(urls)
-        self.others = urls
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.acknowledged = 0  # distinct deliveries answered 200
         self.failures: list[str] = []
 
     def post(self, sent: Sent, again: bool = False) -> None:
-        """Post one delivery; with again, post it a second time to the other web process."""
-        url = next(self.urls)
-        answer = requests.post(url + sent.path, data=sent.body, headers=sent.headers, timeout=30)
-        if answer.status_code != 200:
-            self.failures.append(f"{sent.path} → {answer.status_code} {answer.text[:200]}")
-            return
-        self.acknowledged += 1
-        if again:
-            other = next(u for u in self.others if u != url)
-            retry = requests.post(other + sent.path, data=sent.body, headers=sent.headers,
-                                  timeout=30)  # fmt: skip
-            if retry.status_code != 200:
-                self.failures.append(f"again {sent.path} → {retry.status_code}")
+        """Post one delivery (each on a connection of its own); with again, a second time."""
+        for attempt in range(2 if again else 1):
+            answer = requests.post(self.url + sent.path, data=sent.body, headers=sent.headers,
+                                   timeout=30)  # fmt: skip
+            if answer.status_code != 200:
+                self.failures.append(f"{sent.path} → {answer.status_code} {answer.text[:200]}")
+                return
+            self.acknowledged += attempt == 0
 
 
 # -- the deliveries, one builder per kind --------------------------------------------------------
@@ -228,15 +221,15 @@ def write_config(path: Path, store_url: str, zendesk: FakeZendesk, salesforce: F
 
 @dataclass
 class Topology:
-    """The running processes: two web processes and two workers."""
+    """The running processes: gunicorn's web processes and two workers."""
 
-    webs: list[Server]
+    web: Server
     workers: list[Server]
 
     @property
-    def urls(self) -> list[str]:
-        """Return the web processes' base URLs."""
-        return [f"http://{HOST}:{web.port}" for web in self.webs]
+    def url(self) -> str:
+        """Return the web processes' base URL."""
+        return f"http://{HOST}:{self.web.port}"
 
 
 @pytest.fixture
@@ -249,18 +242,15 @@ def topology(
     web_config = write_config(tmp_path / "web.yaml", store_url, zendesk, salesforce, False)
     worker_config = write_config(tmp_path / "worker.yaml", store_url, zendesk, salesforce, True)
     try:
-        webs = []
-        for name in ("web-1", "web-2"):
-            port = free_port()
-            webs.append(processes.start(name, "serve", "--config", str(web_config), "--host",
-                                        HOST, "--port", str(port), port=port))  # fmt: skip
+        port = free_port()
+        web = processes.start("web", "serve", "--config", str(web_config), "--host", HOST,
+                              "--port", str(port), "--processes", "2", port=port)  # fmt: skip
         workers = [processes.start(name, "worker", "--config", str(worker_config))
                    for name in ("worker-1", "worker-2")]  # fmt: skip
-        for web in webs:
-            web.wait_ready()
+        web.wait_ready(timeout=60)
         for worker in workers:
             worker.wait_output("started")
-        yield Topology(webs, workers)
+        yield Topology(web, workers)
     finally:
         processes.close()
 
@@ -279,13 +269,13 @@ def open_pop(url: str, phone: str) -> EventStream:
     return stream
 
 
-def test_a_pop_in_one_web_process_shows_a_call_processed_by_a_worker_in_another(
+def test_a_pop_in_a_web_process_shows_a_call_processed_by_a_worker_in_another(
     topology: Topology,
 ) -> None:
-    """Stored by web 2, processed by a worker process, shown by the pop web 1 holds."""
-    stream = open_pop(topology.urls[0], phone_of(0))
+    """Stored by a web process, processed by a worker process, shown by an open pop."""
+    stream = open_pop(topology.url, phone_of(0))
     try:
-        Senders(topology.urls[1:]).post(cti_event("newCall", 0, str(uuid.uuid4())))
+        Senders(topology.url).post(cti_event("newCall", 0, str(uuid.uuid4())))
         shown = None
         for _ in range(20):  # the next few events: the stream says nothing else meanwhile
             name, data = stream.next_event()
@@ -305,7 +295,7 @@ def test_every_kind_of_webhook_through_a_worker_killed_midway_is_done_once(
     """Each acknowledged delivery stored once and done; each note upstream exactly once."""
     zendesk, salesforce = fakes
     contact = salesforce.add_contact("Casey", "Contact", email=email_of(0), phone=phone_of(0))
-    senders = Senders(topology.urls)
+    senders = Senders(topology.url)
     for index in range(CUSTOMERS):  # the history first: each later contact is due a note
         senders.post(zendesk_ticket(FIRST_EARLIER_TICKET + index, index))
     senders.post(salesforce_case(salesforce, contact, "earlier case"))
