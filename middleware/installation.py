@@ -114,6 +114,7 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
     mappings = MappingVersions(engine, config.mappings_dir, receiving)
     live = LiveUpdates()
     wake = threading.Event()
+    wakeups = Wakeups(engine, on_work=wake.set, on_topics=live.publish)
     core = Installation(
         config=config,
         engine=engine,
@@ -136,8 +137,8 @@ def build_installation(config: Config, registry: PluginRegistry | None = None) -
         id_fields=IdFields(registry.id_fields()),
         refusals=RefusalRecorder(engine),
         live=live,
-        metrics=Metrics(engine, health, live),
-        wakeups=Wakeups(engine, on_work=wake.set, on_topics=live.publish),
+        metrics=Metrics(engine, health, live, wakeups),
+        wakeups=wakeups,
         wake=wake,
     )
     if core.wakeups.enabled:

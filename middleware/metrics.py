@@ -41,6 +41,7 @@ from middleware.throttled_log import ThrottledLog, store_error
 if TYPE_CHECKING:
     from middleware.integrations.upstreams import UpstreamHealth
     from middleware.reads.live import LiveUpdates
+    from middleware.store.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 STORE_CACHE_S = 5.0
@@ -138,9 +139,10 @@ def store_families(conn: Connection, now: datetime) -> list[Metric]:
 class ProcessFigures(Collector):
     """Report what this process counted: upstream calls by status, open screen-pops."""
 
-    def __init__(self, health: UpstreamHealth, live: LiveUpdates) -> None:
+    def __init__(self, health: UpstreamHealth, live: LiveUpdates, wakeups: Wakeups) -> None:
         self.health = health
         self.live = live
+        self.wakeups = wakeups
 
     def collect(self) -> Iterator[Metric]:
         """Yield the upstream calls made and the pops open in this process."""
@@ -156,16 +158,26 @@ class ProcessFigures(Collector):
         pops.add_metric([], self.live.open_streams)
         yield calls
         yield pops
+        if self.wakeups.enabled:  # PostgreSQL: the other processes' changes wake this one
+            listening = GaugeMetricFamily(
+                "carryover_listening", "1 while this process listens for the other processes' "
+                "changes (LISTEN); 0: it finds them only by polling, e.g. behind a pooler in "
+                "transaction mode",
+            )  # fmt: skip
+            listening.add_metric([], int(self.wakeups.listening))
+            yield listening
 
 
 class Metrics:
     """One installation's figures: a registry of its own, and the note latency it times."""
 
-    def __init__(self, engine: Engine, health: UpstreamHealth, live: LiveUpdates) -> None:
+    def __init__(
+        self, engine: Engine, health: UpstreamHealth, live: LiveUpdates, wakeups: Wakeups
+    ) -> None:
         self.registry = CollectorRegistry()
         self.store = StoreFigures(engine)
         self.registry.register(self.store)
-        self.registry.register(ProcessFigures(health, live))
+        self.registry.register(ProcessFigures(health, live, wakeups))
         ProcessCollector(registry=self.registry)
         self.note_latency = Histogram(
             "carryover_note_latency_seconds", "From a webhook's arrival to the note it caused "

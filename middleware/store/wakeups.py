@@ -154,6 +154,11 @@ class Wakeups:
         self._thread = threading.Thread(target=self._listen, name="carryover-listen", daemon=True)
         self._thread.start()
 
+    @property
+    def listening(self) -> bool:
+        """Tell whether the listener is connected now (for /metrics)."""
+        return self._listening.is_set()
+
     def wait_listening(self, timeout: float) -> bool:
         """Wait until the listener is connected (for tests and the start of a process)."""
         return self._listening.wait(timeout)

@@ -148,6 +148,19 @@ def test_open_pops_are_counted(client: FlaskClient, core: Installation):
     assert value(scrape(client), "carryover_open_pops") == 1
 
 
+def test_listening_says_whether_other_processes_can_wake_this_one(
+    client: FlaskClient, core: Installation
+):
+    """On PostgreSQL, 0 until the listener is connected, then 1; SQLite has no such figure."""
+    if not core.wakeups.enabled:
+        assert value(scrape(client), "carryover_listening") is None
+        return
+    assert value(scrape(client), "carryover_listening") == 0
+    core.wakeups.start()
+    assert core.wakeups.wait_listening(10)
+    assert value(scrape(client), "carryover_listening") == 1
+
+
 def test_a_scrape_from_outside_the_allowed_networks_is_refused(client: FlaskClient):
     """Another address than this host's gets 403 and no figure."""
     response = client.get("/metrics", environ_base=OUTSIDE)
