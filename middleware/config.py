@@ -143,6 +143,7 @@ WORKER = {
     "backoff_max_s": Setting(float, 300.0),
     "unknown_outcome_grace_s": Setting(float, 120.0),
     "upstream_pause_max_s": Setting(float, 60.0),
+    "upstream_concurrency": Setting(int, 32),
 }
 ADMIN = {
     "idle_timeout_s": Setting(int, 1800),
@@ -181,7 +182,7 @@ SECTIONS = {
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
-            "server.request_timeout_s")  # fmt: skip
+            "server.request_timeout_s", "worker.upstream_concurrency")  # fmt: skip
 
 
 @dataclass(frozen=True)
