@@ -7,6 +7,9 @@ python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
 python -m bench mood        # 9 only: the mood on labelled messages (bench/mood.py), about 2 s
 python -m bench history     # 10 only: importing history against the fakes (bench/history.py);
                             # on PostgreSQL too when CARRYOVER_TEST_DATABASE_URL is set
+python -m bench fanout      # 11 only: one `carryover worker` against a fake Zendesk answering
+                            # 300 ms late (bench/fanout.py); on PostgreSQL when
+                            # CARRYOVER_TEST_DATABASE_URL is set
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
+from bench.fanout import fanout_benchmark
 from bench.faults import faults_benchmark
 from bench.history import history_benchmark
 from bench.load import closed_loop, open_loop
@@ -226,6 +230,7 @@ PARTS = {
     "faults": "about 90 s on PostgreSQL",
     "mood": "about 2 s",
     "history": "about 40 s (twice that with PostgreSQL)",
+    "fanout": "about 3 min",
 }
 
 
@@ -263,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         results["mood"] = mood_benchmark()
     if part in ("all", "history"):
         results["history"] = history_benchmark()
+    if part in ("all", "fanout"):
+        results["fanout"] = fanout_benchmark()
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
