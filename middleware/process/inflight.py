@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from sqlalchemy import Row
@@ -112,17 +113,43 @@ def _one_after_another(write: Callable[[Row], Any], chain: list[Row]) -> None:
         write(row)
 
 
-def look_up(core: Installation, plugin: Plugin, row: Row) -> None:
+class NamedLocks:
+    """Locks by name, always taken in one order, so that two holders never wait on each other."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def holding(self, names: Iterable[str]) -> Iterator[None]:
+        """Hold the locks of all the names while the block runs."""
+        with self._guard:
+            locks = [self._locks.setdefault(name, threading.Lock()) for name in sorted(set(names))]
+        with ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield
+
+
+def look_up(core: Installation, plugin: Plugin, row: Row, records: NamedLocks) -> None:
     """Make the lookups that processing a delivery will make, so that it finds them cached.
 
     Only for events taken as sent: an unverified delivery's records, and records that the
-    webhook only names, are read back first when processed. Nothing is stored here, and a
+    webhook only names, are read back first when processed. Two deliveries that name one
+    record (two tickets of one requester) look it up one after the other, holding the
+    record's lock in `records`: the second finds it cached. Nothing is stored here, and a
     failure is left to the processing, which meets it again and handles it.
     """
     request = request_of(row)
     if request.proof == UNVERIFIED:
         return
     keys = set(json.loads(row.event_keys))
+    mapping = core.mappings[plugin.key]
     for event in plugin.parse(request):
-        if event.key in keys and event.type not in plugin.read_back_types:
+        if event.key not in keys or event.type in plugin.read_back_types:
+            continue
+        if not mapping.handles(event.type) or mapping.describes_customer(event.type):
+            continue  # no lookup: nothing recorded, or a record that names itself
+        named = mapping.apply(event.type, event.payload, row.received_at).identities
+        with records.holding(f"{i.type}:{i.value}" for i in named):
             prepare_event(core, plugin, event, row.received_at)

@@ -40,7 +40,7 @@ from middleware.installation import Installation
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.integrations.usage import ApiUsage, record_usage
 from middleware.notes.outbox import ATTEMPTING, queued_notes
-from middleware.process.inflight import UpstreamCalls, look_up
+from middleware.process.inflight import NamedLocks, UpstreamCalls, look_up
 from middleware.process.mapping import MappingError
 from middleware.process.pipeline import NotConfigured, process_delivery
 from middleware.store.queue import (
@@ -161,19 +161,20 @@ class Worker:
         unwell = self._upstreams(paused_only=False)
         rows = self.core.inbox.claim(self.owner, self.settings["lease_s"], self.batch,
                                      skip=unwell)  # fmt: skip
-        return [(row, self._look_up(row)) for row in rows]
+        records = NamedLocks()
+        return [(row, self._look_up(row, records)) for row in rows]
 
-    def _look_up(self, row: Row) -> Future[None] | None:
+    def _look_up(self, row: Row, records: NamedLocks) -> Future[None] | None:
         """Start the lookups a delivery will need on its upstream's pool (None: it needs none)."""
         plugin = self.core.registry.get(row.plugin)
         if plugin is None or not plugin.has_capability(Capability.ENRICH):
             return None
-        return self.calls.submit(plugin.key, self._looked_up, plugin, row)
+        return self.calls.submit(plugin.key, self._looked_up, plugin, row, records)
 
-    def _looked_up(self, plugin: Plugin, row: Row) -> None:
+    def _looked_up(self, plugin: Plugin, row: Row, records: NamedLocks) -> None:
         """Look up what a delivery needs; a failure is the processing's to meet and handle."""
         try:
-            look_up(self.core, plugin, row)
+            look_up(self.core, plugin, row, records)
         except Exception:  # processing meets the same failure, and handles it
             log.debug("looking up ahead for delivery %s failed", row.id, exc_info=True)
 
