@@ -156,7 +156,7 @@ def worker_process(
     config.write_text(
         f"database_url: '{database_url}'\n"
         "worker: {lease_s: 2, poll_interval_s: 0.2, backoff_base_s: 0.1,\n"
-        f"         unknown_outcome_grace_s: 1, upstream_concurrency: {CONCURRENCY}}}\n"
+        f"         unknown_outcome_grace_s: 3, upstream_concurrency: {CONCURRENCY}}}\n"
         "allow_private_upstreams: true\n"
         "integrations:\n"
         "  zendesk:\n"
@@ -199,7 +199,9 @@ def test_a_worker_killed_with_notes_in_flight_leaves_each_note_written_once(
     """kill -9 while several notes are in flight: the next worker writes each exactly once."""
     for ticket in tickets:
         queue_note(core, "zendesk", str(ticket))
-    fake_zendesk.delay_seconds = 3  # the notes reach Zendesk, and are applied after the kill
+    # The notes reach Zendesk and are applied after the kill, within the grace after which
+    # the next worker looks for them.
+    fake_zendesk.delay_seconds = 1
     doomed = worker_process()
     wait_for(lambda: fake_zendesk.most_in_flight >= 2, 30, "notes in flight at once")
     doomed.send_signal(signal.SIGKILL)
