@@ -12,6 +12,9 @@ python -m bench across      # ring → pop with the worker in another process, o
 python -m bench pops        # 11 only: ack latency with 2,000 open pops on one web process
                             # (bench/pops.py); on PostgreSQL when CARRYOVER_TEST_DATABASE_URL
                             # is set
+python -m bench fanout      # 12 only: one `carryover worker` against a fake Zendesk answering
+                            # 300 ms late (bench/fanout.py); on PostgreSQL when
+                            # CARRYOVER_TEST_DATABASE_URL is set
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -32,6 +35,7 @@ from typing import Any
 from bench.across import across_benchmark
 from bench.deliveries import HOOK_PATH, TicketCreated
 from bench.environment import OtherLoad, describe_environment
+from bench.fanout import fanout_benchmark
 from bench.faults import faults_benchmark
 from bench.history import history_benchmark
 from bench.load import closed_loop, open_loop
@@ -236,6 +240,7 @@ PARTS = {
     "mood": "about 2 s",
     "history": "about 40 s (twice that with PostgreSQL)",
     "pops": "about 2 min",
+    "fanout": "about 3 min",
 }
 
 
@@ -277,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         results["across"] = across_benchmark()
     if part in ("all", "pops"):
         results["pops"] = pops_benchmark()
+    if part in ("all", "fanout"):
+        results["fanout"] = fanout_benchmark()
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

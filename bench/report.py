@@ -435,6 +435,26 @@ def pops_lines(pops: dict[str, Any]) -> list[str]:
     ]
 
 
+def fanout_lines(results: dict[str, Any]) -> list[str]:
+    """Return the report's lines for benchmark 12."""
+    late, at_once = results["late"], results["at_once"]
+    concurrency = results["upstream_concurrency"] or "none (one call at a time)"
+    verdict = "met" if results["met"] else "NOT MET"
+    late_label = f"{results['late_ms']:.0f} ms late"
+    return [
+        "",
+        "12. Upstream latency (bench/fanout.py): one `carryover worker`, a burst of "
+        f"{results['burst']:,} ticket.created (a lookup and a note each) on {results['store']}",
+        f"   median of {results['repeats']} runs each; worker.upstream_concurrency "
+        f"{concurrency}; baseline: the same burst with Zendesk answering at once",
+        f"   {'Zendesk answers':<18} {'deliveries/s':>12} {'notes/s':>8}",
+        f"   {'at once':<18} {at_once['deliveries_per_s']:>12.1f} {at_once['notes_per_s']:>8.1f}",
+        f"   {late_label:<18} {late['deliveries_per_s']:>12.1f} {late['notes_per_s']:>8.1f}",
+        f"   late ÷ at once: {results['late_over_at_once']:.2f}; goal ≥ "
+        f"{results['goal_per_s']:.0f} deliveries/s at {results['late_ms']:.0f} ms: {verdict}",
+    ]
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -454,6 +474,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += history_lines(results["history"])
     if "pops" in results:
         lines += pops_lines(results["pops"])
+    if "fanout" in results:
+        lines += fanout_lines(results["fanout"])
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from collections import Counter
 from typing import Any, Self
 
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -87,6 +88,16 @@ class FakeUpstream(FakeServer):
     delay_seconds: float  # how long each API request waits before it is answered
     _lock: threading.RLock
 
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        # How many API requests were being answered at once, at most: all of them, and
+        # those to one path (a note to a ticket).
+        self.most_in_flight = 0
+        self.most_in_flight_per_path: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        super().__init__(host, port, ssl_context)
+
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)
         if request.method == "GET" and request.path in AGENT_PATHS:
@@ -97,9 +108,24 @@ class FakeUpstream(FakeServer):
         path = f"{request.path}?{query}" if query else request.path
         with self._lock:
             self.requests_log.append((request.method, path, request.get_data(), received))
-        if self.delay_seconds > 0:
-            time.sleep(self.delay_seconds)
-        return self._api(request, received)(environ, start_response)
+            self._count_in_flight(path, 1)
+        try:
+            if self.delay_seconds > 0:
+                time.sleep(self.delay_seconds)
+            response = self._api(request, received)
+        finally:
+            with self._lock:
+                self._count_in_flight(path, -1)
+        return response(environ, start_response)
+
+    def _count_in_flight(self, path: str, change: int) -> None:
+        """Count a request in (1) or out (-1), keeping the most seen at once (under _lock)."""
+        self._in_flight[path] += change
+        self._in_flight[""] += change  # every path
+        self.most_in_flight = max(self.most_in_flight, self._in_flight[""])
+        self.most_in_flight_per_path[path] = max(
+            self.most_in_flight_per_path[path], self._in_flight[path]
+        )
 
     def _agent_view(self) -> Response:
         raise NotImplementedError

@@ -143,7 +143,10 @@ WORKER = {
     "backoff_max_s": Setting(float, 300.0),
     "unknown_outcome_grace_s": Setting(float, 120.0),
     "upstream_pause_max_s": Setting(float, 60.0),
+    "upstream_concurrency": Setting(int, 8),
 }
+# Calls in flight to one upstream at most: each is a worker thread and an open connection.
+MAX_UPSTREAM_CONCURRENCY = 128
 ADMIN = {
     "idle_timeout_s": Setting(int, 1800),
     "failed_logins_per_username": Setting(int, 5),
@@ -185,7 +188,8 @@ SECTIONS = {
 }  # fmt: skip
 # Keys that a zero would break (no thread, no connection, every connection closed at once).
 POSITIVE = ("server.threads", "server.connection_limit", "server.channel_timeout_s",
-            "server.request_timeout_s", "server.processes", "server.pop_streams")  # fmt: skip
+            "server.request_timeout_s", "server.processes", "server.pop_streams",
+            "worker.upstream_concurrency")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,8 @@ def parse_config(raw: Any, plugin_schemas: Mapping[str, Mapping[str, Setting]]) 
         name, _, key = path.partition(".")
         if not sections[name][key] > 0:
             raise ConfigError(f"{path}: must be greater than 0")
+    if sections["worker"]["upstream_concurrency"] > MAX_UPSTREAM_CONCURRENCY:
+        raise ConfigError(f"worker.upstream_concurrency: at most {MAX_UPSTREAM_CONCURRENCY}")
     check_listener(sections["server"]["host"], sections["server"]["port"], "server.")
     ancestors = sections["pop"]["frame_ancestors"]
     if not ancestors:

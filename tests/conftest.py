@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.config import Config, parse_config
 from middleware.installation import Installation, build_installation
 from middleware.integrations.registry import PluginRegistry
+from middleware.notes.outbox import Outbox
 from middleware.process.worker import Worker
-from middleware.store.tables import make_engine, metadata, upgrade
+from middleware.store.tables import interactions, make_engine, metadata, upgrade, utcnow, writes
 from middleware.web.app import create_app
 from tests.actions import AdminActions, ConfigFactory, Hooks, NoteRecorder
 from tests.values import (
@@ -300,3 +301,20 @@ def written_before(core: Installation) -> NoteRecorder:
             ))  # fmt: skip
 
     return record
+
+
+@pytest.fixture
+def queue_note() -> Callable[..., int]:
+    """Return a function that queues one note to a ticket or case, as the pipeline does."""
+
+    def queue(core: Installation, target: str, target_ref: str, text: str = "note") -> int:
+        """Queue the note and return the write's id."""
+        with core.engine.begin() as conn:
+            interaction = conn.execute(interactions.insert().values(
+                source=target, external_id=f"{target_ref}-{text}", kind="ticket", channel="email",
+                occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
+            )).inserted_primary_key[0]  # fmt: skip
+            Outbox.enqueue(conn, core.markers, target, target_ref, interaction, "summary", text)
+            return int(conn.execute(select(func.max(writes.c.id))).scalar_one())
+
+    return queue

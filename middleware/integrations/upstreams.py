@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
+from middleware.config import MAX_UPSTREAM_CONCURRENCY
 from middleware.errors import NotApplied, RateLimited, UpstreamError, UpstreamPaused
 from middleware.store.tables import dialect_insert, upstream_state, utcnow, write_slots
 
@@ -88,6 +89,17 @@ def why_no_answer(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ConnectionError):
         return f"the connection to {where} failed or was dropped"
     return f"the request to {where} failed ({type(exc).__name__})"
+
+
+def keep_connections(session: requests.Session) -> None:
+    """Keep open as many connections to the upstream as the worker may have calls in flight.
+
+    requests keeps 10 a host: each call past them would open a connection of its own, and
+    close it again with a warning in the log.
+    """
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=MAX_UPSTREAM_CONCURRENCY)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
 
 
 def send_observed(

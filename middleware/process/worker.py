@@ -1,10 +1,11 @@
 """The worker: claims deliveries and writes with a lease and carries them through.
 
-Each upstream with an API gets a lane of its own (a thread that carries only the deliveries
-from it and the notes to it), and one more lane carries the rest: a helpdesk that stalls
-holds up its own work only, never another tool's notes or a call's screen-pop. A heartbeat
-renews the worker's short leases while it works, so another worker takes over within
-seconds of a crash, never while this one is alive.
+Each upstream with an API gets a lane of its own (a thread that carries only the notes to
+it), and one more lane carries the deliveries and the rest: a helpdesk that stalls holds up
+its own work only, never another tool's notes or a call's screen-pop. Within a lane, the
+upstream calls are many at once (see inflight.py): a slow API does not make the worker wait
+for each answer in turn. A heartbeat renews the worker's short leases while it works, so
+another worker takes over within seconds of a crash, never while this one is alive.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future, wait
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +41,7 @@ from middleware.integrations.plugin import Capability, Plugin
 from middleware.integrations.usage import ApiUsage, record_usage
 from middleware.notes.outbox import ATTEMPTING, queued_notes
 from middleware.process import liveness
+from middleware.process.inflight import NamedLocks, UpstreamCalls, look_up
 from middleware.process.mapping import MappingError
 from middleware.process.pipeline import NotConfigured, process_delivery
 from middleware.store.queue import (
@@ -98,6 +101,12 @@ class Worker:
         # deliveries' lane wake the upstreams' lanes at once (see _nudge).
         self._wakes: dict[Lane, threading.Event] = {}
         self.faults = ThrottledLog(log)  # a store outage repeats a failure on every item
+        self.calls = UpstreamCalls(self.settings["upstream_concurrency"])
+        # A batch holds as many rows as can be in flight to one upstream, so that it keeps
+        # the upstream busy; the deliveries claimed ahead are looked up while others are
+        # processed (see _deliveries).
+        self.batch = max(BATCH, self.calls.limit)
+        self._ahead: list[tuple[Row, Future[None] | None]] = []
 
     def lanes(self) -> list[Lane]:
         """Return one lane per upstream that takes notes, and one for deliveries and the rest."""
@@ -118,22 +127,57 @@ class Worker:
         timeout; that upstream's own lane finds out when it is back (see _probe).
         """
         handled = 0
-        lease_s = self.settings["lease_s"]
         if lane is None or lane.upstream is None:
-            unwell = self._upstreams(paused_only=False)
-            for row in self.core.inbox.claim(self.owner, lease_s, BATCH, skip=unwell):
-                handled += self._timed(self._process, row)
+            handled += self._deliveries()
             if handled:
                 self._nudge()  # the notes they queued are for the upstreams' lanes
         paused = self._upstreams(paused_only=True)
-        for row in self.core.outbox.claim(self.owner, lease_s, BATCH, lane, paused):
-            handled += self._timed(self._write, row)
+        rows = self.core.outbox.claim(self.owner, self.settings["lease_s"], self.batch, lane,
+                                      paused)  # fmt: skip
+        self.calls.write_in_turn(rows, lambda row: self._timed(self._write, row))
+        handled += len(rows)
         for plugin in self.core.registry.instances.values():
             if lane is None or lane.upstream == plugin.key:
                 self._probe(plugin)
         if handled:
             self._record_usage()
         return handled
+
+    def _deliveries(self) -> int:
+        """Process due deliveries in the order they came; return how many.
+
+        The next batch is claimed before this one is processed, and its lookups start at
+        once: they are answered while this batch is processed, one delivery after the other.
+        """
+        rows = self._ahead or self._claim_deliveries()
+        self._ahead = self._claim_deliveries() if rows else []
+        for row, lookups in rows:
+            if lookups is not None:
+                wait([lookups])  # never two lookups of one record at once
+            self._timed(self._process, row)
+        return len(rows)
+
+    def _claim_deliveries(self) -> list[tuple[Row, Future[None] | None]]:
+        """Claim due deliveries and start looking up what they will need."""
+        unwell = self._upstreams(paused_only=False)
+        rows = self.core.inbox.claim(self.owner, self.settings["lease_s"], self.batch,
+                                     skip=unwell)  # fmt: skip
+        records = NamedLocks()
+        return [(row, self._look_up(row, records)) for row in rows]
+
+    def _look_up(self, row: Row, records: NamedLocks) -> Future[None] | None:
+        """Start the lookups a delivery will need on its upstream's pool (None: it needs none)."""
+        plugin = self.core.registry.get(row.plugin)
+        if plugin is None or not plugin.has_capability(Capability.ENRICH):
+            return None
+        return self.calls.submit(plugin.key, self._looked_up, plugin, row, records)
+
+    def _looked_up(self, plugin: Plugin, row: Row, records: NamedLocks) -> None:
+        """Look up what a delivery needs; a failure is the processing's to meet and handle."""
+        try:
+            look_up(self.core, plugin, row, records)
+        except Exception:  # processing meets the same failure, and handles it
+            log.debug("looking up ahead for delivery %s failed", row.id, exc_info=True)
 
     def _timed(self, step: Any, row: Row) -> int:
         started = time.monotonic()
@@ -380,6 +424,17 @@ class Worker:
                 wake = self._wakes.get(lane, self.core.wake) if lane else self.core.wake
                 wake.wait(interval)
                 wake.clear()
+        if lane is None or lane.upstream is None:
+            self._release_ahead()
+
+    def _release_ahead(self) -> None:
+        """Give back the deliveries claimed ahead, so that another worker takes them at once."""
+        for row, _lookups in self._ahead:
+            try:
+                self.core.inbox.settle(row.id, self.owner)
+            except SQLAlchemyError:  # their leases run out instead, in lease_s
+                break
+        self._ahead = []
 
     def _nudge(self) -> None:
         """Wake every lane thread."""
@@ -456,8 +511,9 @@ class Worker:
             thread.join(timeout)
 
     def stop(self) -> None:
-        """Ask every lane to finish its pass and return."""
+        """Ask every lane to finish its pass and return; start no upstream call not started."""
         self.stopping.set()
+        self.calls.close()
         self.core.wake.set()
         self._nudge()
         liveness.farewell(self.core, self.owner)

@@ -19,7 +19,7 @@ from simple_salesforce.exceptions import (
 
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.integrations.network import UpstreamGuard
-from middleware.integrations.upstreams import send_observed
+from middleware.integrations.upstreams import keep_connections, send_observed
 from middleware.integrations.usage import ApiUsage
 from middleware.store.tables import utcnow
 from plugins.salesforce.ids import SALESFORCE_ID
@@ -95,6 +95,7 @@ class SalesforceSession(requests.Session):
         self.guard = guard or UpstreamGuard(allow_private=True)
         self.usage: ApiUsage | None = None
         self.sent = 0  # requests sent, for the API calls an import reports
+        keep_connections(self)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Send the request to the configured base; raise our errors for limits and sessions."""

@@ -15,7 +15,7 @@ from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyExce
 
 from middleware.errors import NotApplied, PermanentUpstreamError, RateLimited, UpstreamError
 from middleware.integrations.network import UpstreamGuard
-from middleware.integrations.upstreams import send_observed
+from middleware.integrations.upstreams import keep_connections, send_observed
 
 # zenpy builds https://<subdomain>.zendesk.com URLs and reads its replies by that host; we
 # give it this placeholder and send each request to the configured base URL instead.
@@ -39,6 +39,7 @@ class RebasedSession(requests.Session):
         self.base_url = base_url.rstrip("/")
         self.guard = guard or UpstreamGuard(allow_private=True)
         self.sent = 0  # requests sent, for the API calls an import reports
+        keep_connections(self)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Send the request to the real base URL; raise RateLimited on 429."""

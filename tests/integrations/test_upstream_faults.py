@@ -16,10 +16,10 @@ from sqlalchemy import func, select, update
 from devkit.simulators.salesforce import FakeSalesforce
 from devkit.simulators.zendesk import FakeZendesk
 from middleware.installation import Installation, build_installation
-from middleware.notes.outbox import ATTEMPTING, Outbox
+from middleware.notes.outbox import ATTEMPTING
 from middleware.process.worker import Worker
 from middleware.store.queue import DEAD, DONE, NOTE_BUDGET, PENDING, UNKNOWN_OUTCOME
-from middleware.store.tables import deliveries, interactions, utcnow, writes
+from middleware.store.tables import deliveries, utcnow, writes
 from middleware.web.app import create_app
 from tests.actions import ConfigFactory
 from tests.payloads import cti_body, zendesk_event
@@ -70,23 +70,6 @@ def faulty_core(
 def another_process(core: Installation) -> Installation:
     """Build a second installation on the same store, as another worker process would."""
     return build_installation(core.config)
-
-
-@pytest.fixture
-def queue_note() -> Callable[..., int]:
-    """Return a function that queues one note to a ticket or case, as the pipeline does."""
-
-    def queue(core: Installation, target: str, target_ref: str, text: str = "note") -> int:
-        """Queue the note and return the write's id."""
-        with core.engine.begin() as conn:
-            interaction = conn.execute(interactions.insert().values(
-                source=target, external_id=f"{target_ref}-{text}", kind="ticket", channel="email",
-                occurred_at=utcnow(), updated_at=utcnow(), identities="[]",
-            )).inserted_primary_key[0]  # fmt: skip
-            Outbox.enqueue(conn, core.markers, target, target_ref, interaction, "summary", text)
-            return int(conn.execute(select(func.max(writes.c.id))).scalar_one())
-
-    return queue
 
 
 def the_write(core: Installation, write_id: int) -> Any:
