@@ -25,7 +25,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from middleware.customers.retention import (
     PURGE_EVERY_S,
     Purged,
-    keeps_everything,
     purge,
     purge_due,
 )
@@ -461,9 +460,12 @@ class Worker:
                                 store_error(exc))  # fmt: skip
 
     def purge_when_due(self, every_s: float = PURGE_EVERY_S) -> Purged | None:
-        """Purge what is past the retention periods, unless a process did within every_s."""
+        """Purge what is past the retention periods, unless a process did within every_s.
+
+        It runs even when both periods keep everything: expired cached look-ups go anyway.
+        """
         retention = self.core.config.retention
-        if keeps_everything(retention) or not purge_due(self.core.engine, utcnow(), every_s):
+        if not purge_due(self.core.engine, utcnow(), every_s):
             return None
         removed = purge(self.core.engine, retention, stopping=self.stopping)
         if removed.total:

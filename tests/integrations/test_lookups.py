@@ -17,6 +17,7 @@ from middleware.customers.retention import purge
 from middleware.installation import Installation, build_installation
 from middleware.integrations.lookups import LookupStore
 from middleware.interaction import Identity, Interaction
+from middleware.process.worker import Worker
 from middleware.store.tables import identities, lookup_cache, reading, utcnow
 from tests.payloads import fixture_bytes
 from tests.values import ANN, SF_INSTANCE, ZENDESK_TOKEN
@@ -199,6 +200,23 @@ def test_the_purge_removes_expired_lookups_only(core):
                      .values(expires_at=utcnow() - timedelta(minutes=1)))  # fmt: skip
     purge(core.engine, KEEP)
     assert [row[2] for row in stored(core)] == ["2"]
+
+
+def test_the_worker_purges_expired_lookups_even_when_both_periods_keep_everything(
+    database_url, make_config
+):
+    """Retention 0 keeps the timeline for ever, but a cached look-up only for its TTL."""
+    kept = build_installation(
+        make_config(database_url, retention={"deliveries_days": 0, "timeline_days": 0})
+    )
+    try:
+        LookupStore(kept.engine).write("zendesk", "zendesk_user", {"1": {"user": {}}}, 300)
+        with kept.engine.begin() as conn:
+            conn.execute(update(lookup_cache).values(expires_at=utcnow() - timedelta(minutes=1)))
+        Worker(kept).purge_when_due()
+        assert stored(kept) == []
+    finally:
+        kept.dispose()
 
 
 def test_two_processes_writing_the_same_key_both_succeed(core, second):
