@@ -7,6 +7,8 @@ python -m bench salesforce  # 6 and 7 only (bench/salesforce.py)
 python -m bench mood        # 9 only: the mood on labelled messages (bench/mood.py), about 2 s
 python -m bench history     # 10 only: importing history against the fakes (bench/history.py);
                             # on PostgreSQL too when CARRYOVER_TEST_DATABASE_URL is set
+python -m bench drain       # 11 only: a 10,000-delivery burst drained by `carryover worker`
+                            # (bench/drain.py); on PostgreSQL too when the URL is set
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.deliveries import HOOK_PATH, TicketCreated
+from bench.drain import BURST, RUNS, drain_benchmark
 from bench.environment import OtherLoad, describe_environment
 from bench.faults import faults_benchmark
 from bench.history import history_benchmark
@@ -226,6 +229,7 @@ PARTS = {
     "faults": "about 90 s on PostgreSQL",
     "mood": "about 2 s",
     "history": "about 40 s (twice that with PostgreSQL)",
+    "drain": "minutes: a 10,000-delivery burst, 3 runs per store and worker count",
 }
 
 
@@ -249,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("part", nargs="?", choices=sorted(PARTS), default="all")
-    part = parser.parse_args(argv).part
+    parser.add_argument("--burst", type=int, default=BURST, help="deliveries in the drain's burst")
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs of the drain per store")
+    args = parser.parse_args(argv)
+    part = args.part
     results: dict[str, Any] = {"environment": describe_environment(), "settings": settings()}
     other_load = OtherLoad()
     progress(f"{PARTS[part]}; keep the machine otherwise idle ({os.cpu_count()} CPUs)")
@@ -263,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         results["mood"] = mood_benchmark()
     if part in ("all", "history"):
         results["history"] = history_benchmark()
+    if part in ("all", "drain"):
+        results["drain"] = drain_benchmark(args.burst, args.runs)
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
