@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
@@ -41,8 +42,16 @@ class NotConfigured(Exception):
     """A stored delivery names an integration that is not configured any more."""
 
 
-def process_delivery(core: Installation, row: Row) -> list[str]:
-    """Run every unseen event of a stored delivery through the pipeline; return the trail."""
+# Settles a delivery in the transaction that records its last event, given the trail's steps.
+Finish = Callable[[Connection, list[str]], None]
+
+
+def process_delivery(core: Installation, row: Row, finish: Finish | None = None) -> list[str]:
+    """Run every unseen event of a stored delivery through the pipeline; return the trail.
+
+    `finish` runs in the transaction of the last event recorded (or in one of its own when
+    that event records nothing), so the delivery is settled with its last record, or neither.
+    """
     plugin = core.registry.get(row.plugin)
     if plugin is None:
         raise NotConfigured(f"integration {row.plugin!r} is not configured")
@@ -50,19 +59,30 @@ def process_delivery(core: Installation, row: Row) -> list[str]:
     request = request_of(row)
     events = [e for e in plugin.parse(request) if e.key in keys]
     unverified = request.proof == UNVERIFIED
-    steps = []
+    steps: list[str] = []
+    finished = False
+
+    def then(conn: Connection, step: str) -> None:
+        nonlocal finished
+        if finish is not None and len(steps) == len(events) - 1:  # the last event
+            finish(conn, [*steps, step])
+            finished = True
+
     for event in events:
         # Nothing in an unverified delivery is believed, and some webhooks only name their
         # record: such records are read back upstream, here in the worker.
         if not (unverified or event.type in plugin.read_back_types):
-            steps.append(handle_event(core, plugin, event, row.received_at, row.id))
+            steps.append(handle_event(core, plugin, event, row.received_at, row.id, then))
             continue
         confirmed = plugin.read_back(event)
         if confirmed is None:
             why = "unverified delivery" if unverified else "nothing to record"
             steps.append(f"{event.key}: not found upstream ({why}), ignored")
         else:
-            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id))
+            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id, then))
+    if finish is not None and not finished:
+        with core.engine.begin() as conn:
+            finish(conn, steps)
     return steps
 
 
@@ -94,13 +114,19 @@ def handle_event(
     event: InboundEvent,
     received: datetime,
     delivery_id: int | None = None,
+    then: Callable[[Connection, str], None] | None = None,
 ) -> str:
-    """Map, enrich, resolve and append one event, and queue the notes it calls for."""
+    """Map, enrich, resolve and append one event, and queue the notes it calls for.
+
+    `then` runs with the step in the transaction that recorded the event, before its commit.
+    """
     prepared = prepare_event(core, plugin, event, received)
     if isinstance(prepared, str):
         return prepared
     with core.engine.begin() as conn:
         recorded = record_event(core, conn, plugin, prepared, delivery_id)
+        if then is not None:
+            then(conn, recorded.step)
     core.live.publish(recorded.topics)
     return recorded.step
 
