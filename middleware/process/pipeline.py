@@ -13,14 +13,21 @@ from sqlalchemy import Connection, Row, select
 from middleware.customers.identity import KnownHolders, Resolution, resolve_customer
 from middleware.customers.preferences import record_preference
 from middleware.customers.redaction import redact
-from middleware.customers.timeline import ITEM_KINDS, Appended, append, history, thread_of
+from middleware.customers.timeline import (
+    ITEM_KINDS,
+    Appended,
+    append,
+    history,
+    stored_record,
+    thread_of,
+)
 from middleware.ingest.inbox import request_of
 from middleware.installation import Installation
 from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent, Plugin
 from middleware.interaction import CALL_ENDED_STATUSES, CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
-from middleware.process.calls import record_transfer, stored_call
+from middleware.process.calls import record_transfer
 from middleware.process.updates import (
     CALL_NOTE,
     CALL_RECORDING_NOTE,
@@ -31,7 +38,7 @@ from middleware.process.updates import (
 from middleware.store.tables import (
     delivery_customers,
     delivery_records,
-    dialect_insert,
+    insert_unless_there,
     interactions,
 )
 
@@ -186,11 +193,11 @@ def record_event(
         )  # fmt: skip
     else:
         resolution = Resolution(_thread_customer(conn, interaction))
-    before = None
-    if interaction.kind == "call" and not absent:
-        before = stored_call(conn, interaction.source, interaction.external_id)
+    # A call's stored state is read once (and locked): the transfer and the note need it.
+    looked_up = interaction.kind == "call" and not absent
+    before = stored_record(conn, interaction) if looked_up else None
     appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
-                      absent=absent)  # fmt: skip
+                      absent=absent or (looked_up and before is None), stored=before)  # fmt: skip
     remember_delivery(conn, delivery_id, appended.customer_id)
     remember_record(conn, delivery_id, appended.id)
     said = ""
@@ -249,20 +256,16 @@ def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: in
     """Note that a delivery spoke of a customer, so that erasing the customer erases it too."""
     if delivery_id is None or customer_id is None:
         return
-    statement = dialect_insert(conn, delivery_customers).values(
-        delivery_id=delivery_id, customer_id=customer_id
-    )
-    conn.execute(statement.on_conflict_do_nothing())
+    statement = insert_unless_there(conn, delivery_customers)
+    conn.execute(statement, {"delivery_id": delivery_id, "customer_id": customer_id})
 
 
 def remember_record(conn: Connection, delivery_id: int | None, interaction_id: int) -> None:
     """Note that a delivery recorded an interaction, so that it is found by that record."""
     if delivery_id is None:
         return
-    statement = dialect_insert(conn, delivery_records).values(
-        delivery_id=delivery_id, interaction_id=interaction_id
-    )
-    conn.execute(statement.on_conflict_do_nothing())
+    statement = insert_unless_there(conn, delivery_records)
+    conn.execute(statement, {"delivery_id": delivery_id, "interaction_id": interaction_id})
 
 
 def _topics(
