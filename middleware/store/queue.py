@@ -114,7 +114,7 @@ class LeasedQueue:
         lane: Lane | None = None,
         skip: Sequence[str] = (),
     ) -> list[Row]:
-        """Lease up to `limit` due rows to `owner` and return them, oldest first.
+        """Lease up to `limit` due rows to `owner` and return them in the order they came.
 
         Only rows of the lane if one is given, and none of the upstreams in `skip`. One
         UPDATE … RETURNING leases and reads them (SQLite 3.35+, PostgreSQL).
@@ -139,6 +139,8 @@ class LeasedQueue:
                 due = due.with_for_update(skip_locked=True)
             if not conn.dialect.update_returning:  # an SQLite older than 3.35
                 ids = list(conn.execute(due).scalars())
+                if not ids:
+                    return []
                 conn.execute(update(t).where(t.c.id.in_(ids)).values(lease))
                 return list(conn.execute(select(t).where(t.c.id.in_(ids)).order_by(t.c.id)))
             leased = update(t).where(t.c.id.in_(due.scalar_subquery())).values(lease)

@@ -344,8 +344,13 @@ def test_a_delivery_whose_lease_is_taken_over_mid_way_records_nothing(
     assert (stored.status, stored.lease_owner) == (PENDING, "other-worker")
 
 
-def test_a_claim_leases_the_oldest_due_rows_and_returns_them_in_order(hooks, core):
-    """One claim returns the due rows oldest first, each leased to the claimer; no more."""
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "without-returning"])
+def test_a_claim_leases_the_oldest_due_rows_and_returns_them_in_order(
+    hooks, core, monkeypatch, returning
+):
+    """A claim returns the due rows oldest first, each leased to the claimer, with or without
+    UPDATE … RETURNING (an SQLite older than 3.35)."""
+    monkeypatch.setattr(core.engine.dialect, "update_returning", returning)
     for name in ("ticket_created__mail.json", "ticket_created__facebook_message.json",
                  "ticket_comment_added.json"):  # fmt: skip
         hooks.zendesk(fixture_bytes(name))
