@@ -15,6 +15,8 @@ python -m bench pops        # 11 only: ack latency with 2,000 open pops on one w
 python -m bench fanout      # 12 only: one `carryover worker` against a fake Zendesk answering
                             # 300 ms late (bench/fanout.py); on PostgreSQL when
                             # CARRYOVER_TEST_DATABASE_URL is set
+python -m bench drain       # 13 only: a 10,000-delivery burst drained by `carryover worker`
+                            # (bench/drain.py); on PostgreSQL too when the URL is set
 python -m bench faults      # 8 only, not part of `all`: faults across web + 2 workers on
                             # PostgreSQL (bench/faults.py; needs CARRYOVER_TEST_DATABASE_URL)
 """
@@ -34,6 +36,7 @@ from typing import Any
 
 from bench.across import across_benchmark
 from bench.deliveries import HOOK_PATH, TicketCreated
+from bench.drain import BURST, RUNS, drain_benchmark
 from bench.environment import OtherLoad, describe_environment
 from bench.fanout import fanout_benchmark
 from bench.faults import faults_benchmark
@@ -241,6 +244,7 @@ PARTS = {
     "history": "about 40 s (twice that with PostgreSQL)",
     "pops": "about 2 min",
     "fanout": "about 3 min",
+    "drain": "minutes: a 10,000-delivery burst, 3 runs per store and worker count",
 }
 
 
@@ -264,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("part", nargs="?", choices=sorted(PARTS), default="all")
-    part = parser.parse_args(argv).part
+    parser.add_argument("--burst", type=int, default=BURST, help="deliveries in the drain's burst")
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs of the drain per store")
+    args = parser.parse_args(argv)
+    part = args.part
     results: dict[str, Any] = {"environment": describe_environment(), "settings": settings()}
     other_load = OtherLoad()
     progress(f"{PARTS[part]}; keep the machine otherwise idle ({os.cpu_count()} CPUs)")
@@ -284,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         results["pops"] = pops_benchmark()
     if part in ("all", "fanout"):
         results["fanout"] = fanout_benchmark()
+    if part in ("all", "drain"):
+        results["drain"] = drain_benchmark(args.burst, args.runs)
     if part == "faults":
         results["faults"] = faults_benchmark()
     results["environment"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

@@ -455,6 +455,23 @@ def fanout_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def drain_lines(results: dict[str, Any]) -> list[str]:
+    """Render benchmark 13: the drain rate, and the worker's CPU against a bare request's."""
+    title = f"13. Drain of a {results['burst']:,}-delivery burst (bench/drain.py)"
+    lines = ["", f"{title}, medians of {results['runs']} runs",
+             "   store       workers  deliveries/s  worker CPU ms/delivery  bare ms/request"
+             "  ratio"]  # fmt: skip
+    for name, row in results.items():
+        if not isinstance(row, dict):
+            continue
+        store, workers = name.rsplit("_", 1)
+        lines.append(f"   {store:<11} {workers[:-1]:>7}  {row['median_per_s']:>12.1f}  "
+                     f"{row['median_cpu_ms']:>22.2f}  {row['median_bare_cpu_ms']:>15.3f}  "
+                     f"{row['median_cpu_ratio']:>4.1f}×")  # fmt: skip
+    lines.append(f"   goal: worker CPU ≤ {results['goal_ratio']:g}× a bare request's")
+    return lines
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the printed report: the header, then the benchmarks that were run."""
     lines = _header(results)
@@ -476,6 +493,8 @@ def render_report(results: dict[str, Any]) -> str:
         lines += pops_lines(results["pops"])
     if "fanout" in results:
         lines += fanout_lines(results["fanout"])
+    if "drain" in results:
+        lines += drain_lines(results["drain"])
     lines += ["", f"Figures written to {JSON_PATH.relative_to(ROOT)}"]
     return "\n".join(lines)
 

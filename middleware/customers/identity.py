@@ -349,6 +349,8 @@ def resolve_customer(
     if not known.locked:
         lock_identities(conn)
         known.locked = True
+    if len(found) > 1:
+        known.load(conn, found)  # one query for the holders of every identity
     strong = [i for i in found if i.type != PHONE]
     phones = [i for i in found if i.type == PHONE]
 

@@ -39,6 +39,14 @@ _BY_KEY_FOR_UPDATE = _BY_KEY.with_for_update()
 _INSERT = interactions.insert()
 
 
+def stored_record(conn: Connection, interaction: Interaction) -> Row | None:
+    """Return the stored record of the interaction's upstream id, locked until the commit."""
+    query = _BY_KEY_FOR_UPDATE if conn.dialect.name == "postgresql" else _BY_KEY
+    key = {"source": interaction.source, "kind": interaction.kind,
+           "external_id": interaction.external_id}  # fmt: skip
+    return conn.execute(query, key).first()
+
+
 def append(
     conn: Connection,
     interaction: Interaction,
@@ -46,18 +54,16 @@ def append(
     candidates: tuple[int, ...] = (),
     *,
     absent: bool = False,
+    stored: Row | None = None,
 ) -> Appended:
     """Insert the interaction, or update the stored record of the same upstream id.
 
     `absent` tells that the caller knows no record of that id is stored (an import that
-    looked a whole batch up at once).
+    looked a whole batch up at once), `stored` gives the one it read (`stored_record`).
     """
-    row = None
-    if not absent:
-        query = _BY_KEY_FOR_UPDATE if conn.dialect.name == "postgresql" else _BY_KEY
-        key = {"source": interaction.source, "kind": interaction.kind,
-               "external_id": interaction.external_id}  # fmt: skip
-        row = conn.execute(query, key).first()
+    row = stored
+    if row is None and not absent:
+        row = stored_record(conn, interaction)
     ids = dumps([[i.type, i.value] for i in interaction.identities])
     if row is None:
         result = conn.execute(_INSERT, {

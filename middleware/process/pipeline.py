@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
@@ -12,14 +13,21 @@ from sqlalchemy import Connection, Row, select
 from middleware.customers.identity import KnownHolders, Resolution, resolve_customer
 from middleware.customers.preferences import record_preference
 from middleware.customers.redaction import redact
-from middleware.customers.timeline import ITEM_KINDS, Appended, append, history, thread_of
+from middleware.customers.timeline import (
+    ITEM_KINDS,
+    Appended,
+    append,
+    history,
+    stored_record,
+    thread_of,
+)
 from middleware.ingest.inbox import request_of
 from middleware.installation import Installation
 from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent, Plugin
 from middleware.interaction import CALL_ENDED_STATUSES, CustomerRecord, Identity, Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import build_context
-from middleware.process.calls import record_transfer, stored_call
+from middleware.process.calls import record_transfer
 from middleware.process.updates import (
     CALL_NOTE,
     CALL_RECORDING_NOTE,
@@ -30,7 +38,7 @@ from middleware.process.updates import (
 from middleware.store.tables import (
     delivery_customers,
     delivery_records,
-    dialect_insert,
+    insert_unless_there,
     interactions,
 )
 
@@ -41,8 +49,16 @@ class NotConfigured(Exception):
     """A stored delivery names an integration that is not configured any more."""
 
 
-def process_delivery(core: Installation, row: Row) -> list[str]:
-    """Run every unseen event of a stored delivery through the pipeline; return the trail."""
+# Settles a delivery in the transaction that records its last event, given the trail's steps.
+Finish = Callable[[Connection, list[str]], None]
+
+
+def process_delivery(core: Installation, row: Row, finish: Finish | None = None) -> list[str]:
+    """Run every unseen event of a stored delivery through the pipeline; return the trail.
+
+    `finish` runs in the transaction of the last event recorded (or in one of its own when
+    that event records nothing), so the delivery is settled with its last record, or neither.
+    """
     plugin = core.registry.get(row.plugin)
     if plugin is None:
         raise NotConfigured(f"integration {row.plugin!r} is not configured")
@@ -50,19 +66,30 @@ def process_delivery(core: Installation, row: Row) -> list[str]:
     request = request_of(row)
     events = [e for e in plugin.parse(request) if e.key in keys]
     unverified = request.proof == UNVERIFIED
-    steps = []
+    steps: list[str] = []
+    finished = False
+
+    def then(conn: Connection, step: str) -> None:
+        nonlocal finished
+        if finish is not None and len(steps) == len(events) - 1:  # the last event
+            finish(conn, [*steps, step])
+            finished = True
+
     for event in events:
         # Nothing in an unverified delivery is believed, and some webhooks only name their
         # record: such records are read back upstream, here in the worker.
         if not (unverified or event.type in plugin.read_back_types):
-            steps.append(handle_event(core, plugin, event, row.received_at, row.id))
+            steps.append(handle_event(core, plugin, event, row.received_at, row.id, then))
             continue
         confirmed = plugin.read_back(event)
         if confirmed is None:
             why = "unverified delivery" if unverified else "nothing to record"
             steps.append(f"{event.key}: not found upstream ({why}), ignored")
         else:
-            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id))
+            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id, then))
+    if finish is not None and not finished:
+        with core.engine.begin() as conn:
+            finish(conn, steps)
     return steps
 
 
@@ -94,14 +121,20 @@ def handle_event(
     event: InboundEvent,
     received: datetime,
     delivery_id: int | None = None,
+    then: Callable[[Connection, str], None] | None = None,
 ) -> str:
-    """Map, enrich, resolve and append one event, and queue the notes it calls for."""
+    """Map, enrich, resolve and append one event, and queue the notes it calls for.
+
+    `then` runs with the step in the transaction that recorded the event, before its commit.
+    """
     prepared = prepare_event(core, plugin, event, received)
     if isinstance(prepared, str):
         return prepared
     with core.engine.begin() as conn:
         recorded = record_event(core, conn, plugin, prepared, delivery_id)
         core.wakeups.topics_in(conn, recorded.topics)  # the other processes' pops, at commit
+        if then is not None:
+            then(conn, recorded.step)
     core.live.publish(recorded.topics)
     return recorded.step
 
@@ -161,11 +194,11 @@ def record_event(
         )  # fmt: skip
     else:
         resolution = Resolution(_thread_customer(conn, interaction))
-    before = None
-    if interaction.kind == "call" and not absent:
-        before = stored_call(conn, interaction.source, interaction.external_id)
+    # A call's stored state is read once (and locked): the transfer and the note need it.
+    looked_up = interaction.kind == "call" and not absent
+    before = stored_record(conn, interaction) if looked_up else None
     appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
-                      absent=absent)  # fmt: skip
+                      absent=absent or (looked_up and before is None), stored=before)  # fmt: skip
     remember_delivery(conn, delivery_id, appended.customer_id)
     remember_record(conn, delivery_id, appended.id)
     said = ""
@@ -224,20 +257,16 @@ def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: in
     """Note that a delivery spoke of a customer, so that erasing the customer erases it too."""
     if delivery_id is None or customer_id is None:
         return
-    statement = dialect_insert(conn, delivery_customers).values(
-        delivery_id=delivery_id, customer_id=customer_id
-    )
-    conn.execute(statement.on_conflict_do_nothing())
+    statement = insert_unless_there(conn, delivery_customers)
+    conn.execute(statement, {"delivery_id": delivery_id, "customer_id": customer_id})
 
 
 def remember_record(conn: Connection, delivery_id: int | None, interaction_id: int) -> None:
     """Note that a delivery recorded an interaction, so that it is found by that record."""
     if delivery_id is None:
         return
-    statement = dialect_insert(conn, delivery_records).values(
-        delivery_id=delivery_id, interaction_id=interaction_id
-    )
-    conn.execute(statement.on_conflict_do_nothing())
+    statement = insert_unless_there(conn, delivery_records)
+    conn.execute(statement, {"delivery_id": delivery_id, "interaction_id": interaction_id})
 
 
 def _topics(

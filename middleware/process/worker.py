@@ -19,7 +19,7 @@ from concurrent.futures import Future, wait
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Connection, Row, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.customers.retention import (
@@ -52,6 +52,7 @@ from middleware.store.queue import (
     UNKNOWN_OUTCOME,
     Lane,
     LeasedQueue,
+    LeaseLost,
     RetryPolicy,
     add_failure,
     add_trail,
@@ -255,9 +256,19 @@ class Worker:
             self.faults.log(logging.ERROR, type(exc).__name__, message, *args, exc_info=True)
 
     def _renew(self, queue: LeasedQueue, row: Row, **values: Any) -> bool:
-        """Extend this worker's lease on a row; False when another worker has taken it over."""
-        until = utcnow() + timedelta(seconds=self.settings["lease_s"])
-        if queue.touch(row.id, self.owner, lease_expires_at=until, **values):
+        """Extend this worker's lease on a row; False when another worker has taken it over.
+
+        With nothing else to change, a lease that has more than half its time left as claimed
+        is not renewed: no other worker can claim the row before it runs out, the heartbeat
+        extends it meanwhile, and the settle checks it again.
+        """
+        lease_s = self.settings["lease_s"]
+        now = utcnow()
+        left = row.lease_expires_at - now if row.lease_owner == self.owner else None
+        if not values and left is not None and left > timedelta(seconds=lease_s / 2):
+            return True
+        if queue.touch(row.id, self.owner, lease_expires_at=now + timedelta(seconds=lease_s),
+                       **values):  # fmt: skip
             return True
         log.warning("%s %s: lease ran out and was taken over; leaving it", queue.table.name, row.id)
         return False
@@ -271,8 +282,23 @@ class Worker:
         queued: list[int] = []
         timing = queued_notes.set(queued)
         error = None
+
+        def finish(conn: Connection, steps: list[str]) -> None:
+            """Settle the delivery as done with what it recorded, or undo it all."""
+            trail = row.trail
+            for step in steps or ["no events"]:
+                trail = add_trail(trail, "processed", step)
+            if not inbox.settle_in(conn, row.id, self.owner, status=DONE, finished_at=utcnow(),
+                                   trail=trail, last_error=None, failing_since=None,
+                                   waiting_for=None):  # fmt: skip
+                raise LeaseLost(row.id)
+
         try:
-            steps = process_delivery(self.core, row)
+            process_delivery(self.core, row, finish)
+        except LeaseLost:
+            log.warning("%s %s: lease ran out and was taken over; leaving it", inbox.table.name,
+                        row.id)  # fmt: skip
+            return
         except RateLimited as exc:  # its upstream is paused: nothing was sent
             error = str(exc)
             outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=True,
@@ -294,11 +320,6 @@ class Worker:
             outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=False,
                                         trail=add_failure(row.trail, error))  # fmt: skip
         else:
-            trail = row.trail
-            for step in steps or ["no events"]:
-                trail = add_trail(trail, "processed", step)
-            inbox.settle(row.id, self.owner, status=DONE, finished_at=utcnow(), trail=trail,
-                         last_error=None, failing_since=None, waiting_for=None)  # fmt: skip
             outcome = DONE
             self.core.metrics.notes_queued(queued, row.received_at)
         finally:

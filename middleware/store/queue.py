@@ -26,6 +26,8 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
+    Update,
+    bindparam,
     func,
     or_,
     select,
@@ -44,6 +46,10 @@ NOTE_BUDGET = "budget"  # the upstream's notes-per-minute budget is used up
 UNKNOWN_OUTCOME = "outcome"  # a write got no answer: it is looked for upstream after a grace
 FAILED_STEP = "failed"
 FAILED_TRIES_KEPT = 10  # the trail keeps the last few failed tries, not each of a long outage
+
+
+class LeaseLost(Exception):
+    """Another worker took a row over: what this one did for it must not be committed."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class LeasedQueue:
         self.lane_column = table.c[lane_column]  # the plugin or target that names its upstream
         self.ready = tuple(ready)
         self.replay_as = replay_as
+        # Built once per set of updated columns: building a statement costs more than running it.
+        self._leased_updates: dict[tuple[str, ...], Update] = {}
 
     def claim(
         self,
@@ -106,56 +114,73 @@ class LeasedQueue:
         lane: Lane | None = None,
         skip: Sequence[str] = (),
     ) -> list[Row]:
-        """Lease up to `limit` due rows to `owner` and return them.
+        """Lease up to `limit` due rows to `owner` and return them in the order they came.
 
-        Only rows of the lane if one is given, and none of the upstreams in `skip`.
+        Only rows of the lane if one is given, and none of the upstreams in `skip`. One
+        UPDATE … RETURNING leases and reads them (SQLite 3.35+, PostgreSQL).
         """
         t = self.table
         now = utcnow()
+        due = (
+            select(t.c.id)
+            .where(
+                t.c.status.in_(self.ready),
+                t.c.next_attempt_at <= now,
+                or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now),
+                lane.clause(self.lane_column) if lane is not None else true(),
+                self.lane_column.not_in(skip) if skip else true(),
+            )
+            .order_by(t.c.next_attempt_at, t.c.id)
+            .limit(limit)
+        )
+        lease = {"lease_owner": owner, "lease_expires_at": now + timedelta(seconds=lease_s)}
         with self.engine.begin() as conn:
-            query = (
-                select(t.c.id)
-                .where(
-                    t.c.status.in_(self.ready),
-                    t.c.next_attempt_at <= now,
-                    or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now),
-                    lane.clause(self.lane_column) if lane is not None else true(),
-                    self.lane_column.not_in(skip) if skip else true(),
-                )
-                .order_by(t.c.next_attempt_at, t.c.id)
-                .limit(limit)
-            )
             if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids = list(conn.execute(query).scalars())
-            if not ids:
-                return []
-            conn.execute(
-                update(t)
-                .where(t.c.id.in_(ids))
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
-            )
-            return list(conn.execute(select(t).where(t.c.id.in_(ids)).order_by(t.c.id)))
+                due = due.with_for_update(skip_locked=True)
+            if not conn.dialect.update_returning:  # an SQLite older than 3.35
+                ids = list(conn.execute(due).scalars())
+                if not ids:
+                    return []
+                conn.execute(update(t).where(t.c.id.in_(ids)).values(lease))
+                return list(conn.execute(select(t).where(t.c.id.in_(ids)).order_by(t.c.id)))
+            leased = update(t).where(t.c.id.in_(due.scalar_subquery())).values(lease)
+            return sorted(conn.execute(leased.returning(*t.c)), key=lambda row: int(row.id))
 
     def settle(self, row_id: int, owner: str, **values: Any) -> bool:
         """Update a leased row and drop the lease; False when the lease was lost."""
-        t = self.table
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(t)
-                .where(t.c.id == row_id, t.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None, **values)
-            )
-            return bool(result.rowcount)
+            return self.settle_in(conn, row_id, owner, **values)
+
+    def settle_in(self, conn: Connection, row_id: int, owner: str, **values: Any) -> bool:
+        """Settle a leased row in the caller's transaction; False when the lease was lost.
+
+        The work the row stood for commits with its settlement, or neither does.
+        """
+        values.update(lease_owner=None, lease_expires_at=None)
+        return self._update_leased(conn, row_id, owner, values)
 
     def touch(self, row_id: int, owner: str, **values: Any) -> bool:
         """Update a leased row and keep the lease; False when the lease was lost."""
-        t = self.table
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(t).where(t.c.id == row_id, t.c.lease_owner == owner).values(**values)
+            return self._update_leased(conn, row_id, owner, values)
+
+    def _update_leased(
+        self, conn: Connection, row_id: int, owner: str, values: dict[str, Any]
+    ) -> bool:
+        """Update a row only while `owner` holds its lease, with a statement built once."""
+        names = tuple(sorted(values))
+        statement = self._leased_updates.get(names)
+        if statement is None:
+            t = self.table
+            statement = (
+                update(t)
+                .where(t.c.id == bindparam("row_id"), t.c.lease_owner == bindparam("owner"))
+                .values({name: bindparam(f"new_{name}") for name in names})
             )
-            return bool(result.rowcount)
+            self._leased_updates[names] = statement
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        result = conn.execute(statement, {"row_id": row_id, "owner": owner, **parameters})
+        return bool(result.rowcount)
 
     def renew_all(self, owner: str, lease_s: float) -> int:
         """Extend every lease `owner` holds (its heartbeat); return how many."""

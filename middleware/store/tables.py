@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from datetime import UTC, datetime
@@ -429,6 +430,21 @@ def dialect_insert(conn: Connection | Engine, table: Table) -> Any:
     """Return an INSERT of the store's dialect, which has on_conflict_do_nothing/do_update."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def insert_unless_there(conn: Connection, table: Table) -> Any:
+    """Return an INSERT … ON CONFLICT DO NOTHING of the table, built once per dialect.
+
+    Give the values as parameters of the execution: a statement built per row costs more
+    than running it.
+    """
+    return _insert_unless_there(conn.dialect.name, table)
+
+
+@functools.cache
+def _insert_unless_there(dialect_name: str, table: Table) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps builds one a call

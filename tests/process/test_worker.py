@@ -12,6 +12,7 @@ from devkit.simulators.zendesk import FakeZendesk
 from middleware.cli import main
 from middleware.installation import Installation, build_installation
 from middleware.notes.outbox import ATTEMPTING, Outbox
+from middleware.process import pipeline
 from middleware.process.worker import Worker
 from middleware.store.queue import DEAD, DONE, PENDING
 from middleware.store.tables import deliveries, interactions, upstream_state, utcnow, writes
@@ -323,3 +324,41 @@ def test_the_embedded_worker_gives_way_while_webhooks_arrive(
     worker.stopping.pauses.clear()
     worker.give_way(0.004)
     assert worker.stopping.pauses == []
+
+
+def test_a_delivery_whose_lease_is_taken_over_mid_way_records_nothing(
+    hooks, core, worker, fake_zendesk, monkeypatch
+):
+    """A worker that loses its lease while processing commits neither the record nor the settle."""
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    row = core.inbox.claim(worker.owner, 30, 1)[0]
+    prepare = pipeline.prepare_event
+
+    def taken_over_meanwhile(*args, **kwargs):
+        with core.engine.begin() as conn:  # another worker claims the row meanwhile
+            conn.execute(update(deliveries).values(lease_owner="other-worker"))
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prepare_event", taken_over_meanwhile)
+    worker._process(row)
+    with core.engine.connect() as conn:
+        assert conn.execute(select(interactions)).all() == []
+        stored = conn.execute(select(deliveries)).one()
+    assert (stored.status, stored.lease_owner) == (PENDING, "other-worker")
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "without-returning"])
+def test_a_claim_leases_the_oldest_due_rows_and_returns_them_in_order(
+    hooks, core, monkeypatch, returning
+):
+    """A claim returns the due rows oldest first, each leased to the claimer, with or without
+    UPDATE … RETURNING (an SQLite older than 3.35)."""
+    monkeypatch.setattr(core.engine.dialect, "update_returning", returning)
+    for name in ("ticket_created__mail.json", "ticket_created__facebook_message.json",
+                 "ticket_comment_added.json"):  # fmt: skip
+        hooks.zendesk(fixture_bytes(name))
+    claimed = core.inbox.claim("w", 30, 2)
+    assert [row.id for row in claimed] == [1, 2]
+    assert {row.lease_owner for row in claimed} == {"w"}
+    assert all(row.lease_expires_at > utcnow() + timedelta(seconds=25) for row in claimed)
+    assert [row.id for row in core.inbox.claim("v", 30, 10)] == [3]
