@@ -18,16 +18,13 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.faults import Processes, fresh_schema
-from bench.phone import RING_GAP_S, RING_WARMUP, RingProbe
+from bench.phone import RING_WARMUP, ring_each
 from bench.report import latency_figures, progress
-from bench.servers import AGENT_KEY, CTI_SECRET, HOST, LINK_SECRET, free_port
+from bench.servers import HOST, free_port, write_phone_config
 from middleware.config import POP, WORKER
 
 SCHEMA = "carryover_bench_across"
@@ -36,21 +33,6 @@ CALLS = 30  # counted per round and layout, after RING_WARMUP
 FIRST_CALLER = 1  # phone_of(1) onwards: on a fresh store, numbers nobody holds yet
 GOAL_P95_MS = 300.0
 AIM_P95_MS = 50.0
-
-
-def write_config(directory: Path, name: str, database_url: str, port: int, worker: bool) -> Path:
-    """Write one process's config: the shared store, CTI, the agent key, the worker or not."""
-    config: dict[str, Any] = {
-        "public_url": f"http://{HOST}:{port}",
-        "database_url": database_url,
-        "secret_key": LINK_SECRET,
-        "agent_api_keys": [AGENT_KEY],
-        "worker": {"enabled": worker},
-        "integrations": {"cti": {"secret": CTI_SECRET}},
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 class Callers:
@@ -68,23 +50,13 @@ class Callers:
 
 def measure(port: int, callers: list[int]) -> list[float]:
     """Ring each caller in turn; return the seconds to the ringing pop (misses: inf)."""
-    probe = RingProbe(port)
-    timings = []
-    try:
-        for index, caller in enumerate(callers):
-            time.sleep(RING_GAP_S)
-            timing = probe.one(caller)
-            if index >= RING_WARMUP:
-                timings.append(timing.pop_s if timing.pop_s is not None else float("inf"))
-    finally:
-        probe.close()
-    return timings
+    return [t.pop_s if t.pop_s is not None else float("inf") for t in ring_each(port, callers)]
 
 
 def one_round(processes: Processes, workdir: Path, url: str, callers: Callers) -> dict[str, Any]:
     """Measure both layouts once, the baseline first; return their timings."""
     port = free_port()
-    config = write_config(workdir, "together", url, port, worker=True)
+    config = write_phone_config(workdir, "together", port, url)
     together = processes.start("together", "serve", "--config", str(config), "--host", HOST,
                                "--port", str(port), port=port)  # fmt: skip
     try:
@@ -92,8 +64,8 @@ def one_round(processes: Processes, workdir: Path, url: str, callers: Callers) -
     finally:
         together.stop()
     port = free_port()
-    web_config = write_config(workdir, "web", url, port, worker=False)
-    worker_config = write_config(workdir, "worker", url, port, worker=True)
+    web_config = write_phone_config(workdir, "web", port, url, worker=False)
+    worker_config = write_phone_config(workdir, "worker", port, url)
     web = processes.start("web", "serve", "--config", str(web_config), "--host", HOST,
                           "--port", str(port), port=port)  # fmt: skip
     worker = processes.start("worker", "worker", "--config", str(worker_config))

@@ -306,8 +306,8 @@ class RingProbe:
         self.hooks.close()
 
 
-def measure_ring_to_pop(port: int, callers: list[int]) -> dict[str, Any]:
-    """Ring each caller in turn (the first RING_WARMUP are not counted); summarise."""
+def ring_each(port: int, callers: list[int]) -> list[RingTiming]:
+    """Ring each caller in turn; return the timings after the first RING_WARMUP."""
     probe = RingProbe(port)
     timings = []
     try:
@@ -318,6 +318,12 @@ def measure_ring_to_pop(port: int, callers: list[int]) -> dict[str, Any]:
                 timings.append(timing)
     finally:
         probe.close()
+    return timings
+
+
+def measure_ring_to_pop(port: int, callers: list[int]) -> dict[str, Any]:
+    """Ring each caller in turn (the first RING_WARMUP are not counted); summarise."""
+    timings = ring_each(port, callers)
     arrived = [t.pop_s for t in timings if t.pop_s is not None]
     missed = len(timings) - len(arrived)
     figures: dict[str, Any] = latency_figures(arrived) if arrived else {}
@@ -363,7 +369,7 @@ def phone_benchmark() -> dict[str, Any]:
         progress(f"phone: copying the store ({store.stat().st_size / 1e6:.0f} MB) to {tmp}")
         database = copy_store(store, workdir)
         port = free_port()
-        config = write_phone_config(workdir, "phone", port, database)
+        config = write_phone_config(workdir, "phone", port, f"sqlite:///{database}")
         server = Server.carryover(config, port, workdir, "carryover-phone")
         try:
             server.wait_ready()

@@ -60,14 +60,16 @@ def write_config(
     return path
 
 
-def write_phone_config(directory: Path, name: str, port: int, database: Path) -> Path:
+def write_phone_config(
+    directory: Path, name: str, port: int, database_url: str, worker: bool = True
+) -> Path:
     """Write a Carryover config.yaml for the phone features: a given store, CTI, agent key."""
     config: dict[str, Any] = {
         "public_url": f"http://{HOST}:{port}",
-        "database_url": f"sqlite:///{database}",
+        "database_url": database_url,
         "secret_key": LINK_SECRET,
         "agent_api_keys": [AGENT_KEY],
-        "worker": {"enabled": True},
+        "worker": {"enabled": worker},
         "integrations": {"cti": {"secret": CTI_SECRET}},
     }
     path = directory / f"{name}.yaml"

@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import Future, wait
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Row, select
@@ -106,7 +107,7 @@ class Worker:
         # the upstream busy; the deliveries claimed ahead are looked up while others are
         # processed (see _deliveries).
         self.batch = max(BATCH, self.calls.limit)
-        self._ahead: list[tuple[Row, Future[None] | None]] = []
+        self._ahead: list[tuple[Row, Future[UpstreamError | None] | None]] = []
 
     def lanes(self) -> list[Lane]:
         """Return one lane per upstream that takes notes, and one for deliveries and the rest."""
@@ -152,12 +153,14 @@ class Worker:
         rows = self._ahead or self._claim_deliveries()
         self._ahead = self._claim_deliveries() if rows else []
         for row, lookups in rows:
+            failed = None
             if lookups is not None:
                 wait([lookups])  # never two lookups of one record at once
-            self._timed(self._process, row)
+                failed = None if lookups.cancelled() else lookups.result()
+            self._timed(partial(self._process, failed_ahead=failed), row)
         return len(rows)
 
-    def _claim_deliveries(self) -> list[tuple[Row, Future[None] | None]]:
+    def _claim_deliveries(self) -> list[tuple[Row, Future[UpstreamError | None] | None]]:
         """Claim due deliveries and start looking up what they will need."""
         unwell = self._upstreams(paused_only=False)
         rows = self.core.inbox.claim(self.owner, self.settings["lease_s"], self.batch,
@@ -165,19 +168,27 @@ class Worker:
         records = NamedLocks()
         return [(row, self._look_up(row, records)) for row in rows]
 
-    def _look_up(self, row: Row, records: NamedLocks) -> Future[None] | None:
+    def _look_up(self, row: Row, records: NamedLocks) -> Future[UpstreamError | None] | None:
         """Start the lookups a delivery will need on its upstream's pool (None: it needs none)."""
         plugin = self.core.registry.get(row.plugin)
         if plugin is None or not plugin.has_capability(Capability.ENRICH):
             return None
         return self.calls.submit(plugin.key, self._looked_up, plugin, row, records)
 
-    def _looked_up(self, plugin: Plugin, row: Row, records: NamedLocks) -> None:
-        """Look up what a delivery needs; a failure is the processing's to meet and handle."""
+    def _looked_up(self, plugin: Plugin, row: Row, records: NamedLocks) -> UpstreamError | None:
+        """Look up what a delivery needs; return the upstream's failure, if it failed.
+
+        The processing takes that failure as its own (see _process): asking again would
+        cost a second call for one try, and meet a pause the first call caused instead of
+        the failure itself. Any other failure is met again by the processing, which handles it.
+        """
         try:
             look_up(self.core, plugin, row, records)
+        except UpstreamError as exc:
+            return exc
         except Exception:  # processing meets the same failure, and handles it
             log.debug("looking up ahead for delivery %s failed", row.id, exc_info=True)
+        return None
 
     def _timed(self, step: Any, row: Row) -> int:
         started = time.monotonic()
@@ -274,7 +285,8 @@ class Worker:
         return False
 
     # -- deliveries ------------------------------------------------------------------------
-    def _process(self, row: Row) -> None:
+    def _process(self, row: Row, failed_ahead: UpstreamError | None = None) -> None:
+        """Process one delivery; failed_ahead: how its lookups made ahead failed, if they did."""
         inbox = self.core.inbox
         if not self._renew(inbox, row):  # claimed in a batch: its lease may have run out
             return
@@ -294,6 +306,8 @@ class Worker:
                 raise LeaseLost(row.id)
 
         try:
+            if failed_ahead is not None:
+                raise failed_ahead  # this try's call to the upstream, made ahead
             process_delivery(self.core, row, finish)
         except LeaseLost:
             log.warning("%s %s: lease ran out and was taken over; leaving it", inbox.table.name,

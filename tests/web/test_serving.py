@@ -168,11 +168,12 @@ def trickle(sock: socket.socket) -> bool:
 
 def test_server_defaults_hold_hundreds_of_connections_and_enforce_a_deadline():
     """By default: 127.0.0.1:8080, 1000 connections, idle ones closed at 75 s, late requests
-    at 10 s."""
+    at 10 s; one process (waitress), which under several would hold 2,500 pops each."""
     settings = validate_section("server", {}, SERVER)
     assert settings == {"host": "127.0.0.1", "port": 8080, "threads": 40,
                         "connection_limit": 1000, "channel_timeout_s": 75,
-                        "request_timeout_s": 10.0}  # fmt: skip
+                        "request_timeout_s": 10.0, "processes": 1,
+                        "pop_streams": 2500}  # fmt: skip
 
 
 def test_webhooks_flow_while_hundreds_of_connections_trickle_or_idle(served):
