@@ -36,4 +36,5 @@ def test_the_overview_lists_the_workers_alive_and_silent(
     expect(rows.nth(2).locator("td").nth(1)).to_have_text(str(os.getpid()))
     expect(rows.nth(2)).to_contain_text("in a web process")
     expect(rows.nth(2).locator("td").last).to_have_text("alive")
-    expect(admin_page.locator("#workers + p")).to_contain_text("silent after 90 s without a beat")
+    explained = admin_page.locator("#workers + p")
+    expect(explained).to_contain_text("beats every 10 s; it is silent after 90 s without a beat")
