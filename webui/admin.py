@@ -39,7 +39,7 @@ from middleware.customers.retention import PurgeRun, last_purge
 from middleware.integrations.faults import upstream_keys
 from middleware.integrations.network import client_address
 from middleware.interaction import channel_word
-from middleware.process.liveness import workers_seen
+from middleware.process.liveness import heartbeat_s, silent_after_s, workers_seen
 from middleware.store.tables import reading, utcnow
 from middleware.web.current import current_installation
 from webui import admins as admin_pages
@@ -235,6 +235,7 @@ def overview() -> str:
     names = core.renderer.saved.names() if core.renderer.saved else []
     failures = [f for f in map(core.renderer.failure, names) if f is not None]
     refused = refusals_last_day(titles)
+    lease_s = core.config.worker["lease_s"]
     return render_template("admin/overview.html", plugins=plugins, inbound=inbound,
                            outbound=outbound, figures=figures, traffic_chart=traffic,
                            context_chart=context, titles=titles, now=utcnow(),
@@ -242,7 +243,7 @@ def overview() -> str:
                            refused_by_key={r.key: r for r in refused},
                            retention=core.config.retention, purged=purged,
                            purged_parts=_purged_parts(purged), workers=seen,
-                           lease_s=core.config.worker["lease_s"],
+                           beat_s=heartbeat_s(lease_s), silent_s=silent_after_s(lease_s),
                            local_time=local_time)  # fmt: skip
 
 

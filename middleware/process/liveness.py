@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from middleware.installation import Installation
 
 log = logging.getLogger(__name__)
+HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
 SILENT_AFTER_LEASES = 3  # a worker silent this many leases has stopped, hangs or lost the store
 FORGOTTEN_AFTER = timedelta(days=1)  # a silent worker's row is kept this long, then deleted
 EMBEDDED = "embedded"  # a worker thread inside a web process (`carryover serve`)
@@ -64,13 +65,23 @@ def serve_web(core: Installation) -> None:
     _served.add(core.engine)
 
 
+def heartbeat_s(lease_s: float) -> float:
+    """Return how often a worker beats (and renews its leases)."""
+    return lease_s / HEARTBEATS_PER_LEASE
+
+
+def silent_after_s(lease_s: float) -> float:
+    """Return how long after its latest beat a worker counts as silent."""
+    return SILENT_AFTER_LEASES * lease_s
+
+
 def beat(core: Installation, name: str, stopping: threading.Event) -> None:
     """Record that the worker is alive now, and forget workers silent for a day."""
     with _writing:
         if stopping.is_set():  # stopped while this beat waited: its farewell was said
             return
         now = utcnow()
-        until = now + timedelta(seconds=SILENT_AFTER_LEASES * core.config.worker["lease_s"])
+        until = now + timedelta(seconds=silent_after_s(core.config.worker["lease_s"]))
         kind = EMBEDDED if core.engine in _served else OWN_PROCESS
         with core.engine.begin() as conn:
             row = dialect_insert(conn, workers).values(

@@ -69,7 +69,6 @@ GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on th
 PURGE_CHECK_S = 300.0
 PURGE_FIRST_AFTER_S = 60.0
 MAX_LOGGED_ERROR = 300  # an error is kept whole in the store; the log line gets its start
-HEARTBEATS_PER_LEASE = 3  # a lease survives two missed heartbeats (a slow store, a pause)
 
 
 def _log_processed(row: Row, outcome: str, busy_s: float, error: str | None, notes: int) -> None:
@@ -485,7 +484,7 @@ class Worker:
     def heartbeat(self) -> None:
         """Renew this worker's leases until stop(), so none runs out while it is alive."""
         lease_s = self.settings["lease_s"]
-        while not self.stopping.wait(lease_s / HEARTBEATS_PER_LEASE):
+        while not self.stopping.wait(liveness.heartbeat_s(lease_s)):
             try:
                 self.core.inbox.renew_all(self.owner, lease_s)
                 self.core.outbox.renew_all(self.owner, lease_s)
