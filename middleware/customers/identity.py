@@ -7,6 +7,7 @@ that caused it, so a link can be explained and undone.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -164,8 +165,9 @@ def _holders(conn: Connection, identity: Identity) -> list[tuple[int, bool]]:
 class KnownHolders:
     """Who holds which identities, as resolution goes: read once, kept up to date.
 
-    Resolution holds the identity lock until its transaction ends, so what it read stays
-    true there, changed only by resolution itself, which tells this cache. An import reads
+    Resolution holds its identities' locks and their holders' rows (or the whole identity
+    lock: `locked`) until its transaction ends, so what it read stays true there, changed
+    only by resolution itself, which tells this cache. An import reads
     the holders of a whole batch of records in one query (`load`); a webhook's resolution
     uses a cache of its own. After a merge, or a rolled-back savepoint, `forget` drops it all.
     """
@@ -326,10 +328,67 @@ def _keep_newer_preference(conn: Connection, source: int, target: int) -> None:
     set_preference(conn, target, newer_preference(rows[source], rows[target]))
 
 
+# On PostgreSQL, resolution locks only what it touches, so that workers resolve different
+# customers side by side: the identities a record carries (advisory locks keyed by a hash of
+# each, taken in sorted order), then the rows of the customers holding them. Whatever rewrites
+# customers wholesale (an admin's edit, erasure, the purge, an import's batch) takes the whole
+# lock instead, which waits for every resolution under way and keeps new ones out. SQLite
+# needs none of it: its BEGIN IMMEDIATE lets one writer in at a time.
+WHOLE_LOCK = 7240001  # shared by every resolution, exclusive for the whole
+IDENTITY_LOCK_SPACE = 7240002  # one identity: the first key of its two-key advisory lock
+_LOCK_WHOLE = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=WHOLE_LOCK)
+_LOCK_SOME = text(
+    "SELECT pg_advisory_xact_lock_shared(:whole), count(pg_advisory_xact_lock(:space, key))"
+    " FROM (SELECT key FROM unnest(CAST(:keys AS integer[])) WITH ORDINALITY AS k(key, n)"
+    " ORDER BY n) AS sorted"
+).bindparams(whole=WHOLE_LOCK, space=IDENTITY_LOCK_SPACE)
+_LOCK_CUSTOMERS = (
+    select(customers.c.id, customers.c.merged_into)
+    .where(customers.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(customers.c.id)
+    .with_for_update()
+)
+RESOLVE_TRIES = 5  # a holder merged away meanwhile is read again; a merge per try is plenty
+
+
+class ResolutionRaced(Exception):
+    """Customers kept being merged away while a record was being resolved; try it later."""
+
+
 def lock_identities(conn: Connection) -> None:
-    """Serialise identity resolution across workers (SQLite's BEGIN IMMEDIATE already does)."""
+    """Take the whole identity lock until commit, for a change that may touch any customer."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(7240001)"))
+        conn.execute(_LOCK_WHOLE)
+
+
+def lock_some(conn: Connection, found: Iterable[Identity]) -> None:
+    """Lock the identities a record carries until commit (none: only keep the whole out).
+
+    Taken in one statement, in sorted order, so two resolutions never wait in a circle.
+    """
+    if conn.dialect.name == "postgresql":
+        keys = sorted({identity_key(i) for i in found})
+        conn.execute(_LOCK_SOME, {"keys": keys})
+
+
+def identity_key(identity: Identity) -> int:
+    """Return the 32-bit signed advisory-lock key of an identity (collisions only wait)."""
+    digest = hashlib.blake2b(f"{identity.type}\x00{identity.value}".encode(), digest_size=4)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def lock_customers(conn: Connection, ids: Iterable[int]) -> bool:
+    """Lock customers' rows until commit; False when one was merged away or erased meanwhile.
+
+    A resolution holds the rows of the customers it read as holders, so that no merge moves
+    their identities or records under it; a merge that committed before the lock was granted
+    shows here, and the caller reads the holders again.
+    """
+    wanted = sorted(set(ids))
+    if not wanted or conn.dialect.name != "postgresql":
+        return True
+    rows = conn.execute(_LOCK_CUSTOMERS, {"ids": wanted}).all()
+    return len(rows) == len(wanted) and all(row.merged_into is None for row in rows)
 
 
 def resolve_customer(
@@ -347,10 +406,16 @@ def resolve_customer(
     """
     known = known if known is not None else KnownHolders()
     if not known.locked:
-        lock_identities(conn)
-        known.locked = True
-    if len(found) > 1:
-        known.load(conn, found)  # one query for the holders of every identity
+        lock_some(conn, found)
+    for _ in range(RESOLVE_TRIES):
+        if len(found) > 1:
+            known.load(conn, found)  # one query for the holders of every identity
+        read = {holder for i in found for holder, _ in known.of(conn, i)}
+        if known.locked or lock_customers(conn, read):
+            break
+        known.forget()  # a holder was merged away before its lock was granted: read again
+    else:
+        raise ResolutionRaced(f"the customers of {caused_by} kept changing; tried {RESOLVE_TRIES}")
     strong = [i for i in found if i.type != PHONE]
     phones = [i for i in found if i.type == PHONE]
 

@@ -10,7 +10,15 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Row, select
 
-from middleware.customers.identity import KnownHolders, Resolution, resolve_customer
+from middleware.customers.identity import (
+    RESOLVE_TRIES,
+    KnownHolders,
+    Resolution,
+    ResolutionRaced,
+    lock_customers,
+    lock_some,
+    resolve_customer,
+)
 from middleware.customers.preferences import record_preference
 from middleware.customers.redaction import redact
 from middleware.customers.timeline import (
@@ -193,7 +201,7 @@ def record_event(
             types=core.identity_types, known=known,
         )  # fmt: skip
     else:
-        resolution = Resolution(_thread_customer(conn, interaction))
+        resolution = thread_resolution(conn, interaction)
     # A call's stored state is read once (and locked): the transfer and the note need it.
     looked_up = interaction.kind == "call" and not absent
     before = stored_record(conn, interaction) if looked_up else None
@@ -295,11 +303,22 @@ def redact_interaction(interaction: Interaction) -> Interaction:
     return replace(cleaned, subject=redact(cleaned.subject), text=redact(cleaned.text))
 
 
-def _thread_customer(conn: Connection, interaction: Interaction) -> int | None:
-    """Find the customer of the ticket or case a comment belongs to."""
+def thread_resolution(conn: Connection, interaction: Interaction) -> Resolution:
+    """Give a record that carries no identity the customer of its ticket or case (a comment),
+    holding that customer's row as a resolution holds its holders' (see lock_customers)."""
     thread = thread_of(interaction.external_id)
     if thread == interaction.external_id:
-        return None
+        return Resolution(None)
+    lock_some(conn, ())
+    for _ in range(RESOLVE_TRIES):
+        customer_id = _thread_customer(conn, interaction, thread)
+        if customer_id is None or lock_customers(conn, [customer_id]):
+            return Resolution(customer_id)
+    raise ResolutionRaced(f"the customer of {interaction.record_ref} kept changing")
+
+
+def _thread_customer(conn: Connection, interaction: Interaction, thread: str) -> int | None:
+    """Find the customer of the ticket or case a comment belongs to."""
     return conn.execute(
         select(interactions.c.customer_id).where(
             interactions.c.source == interaction.source,
