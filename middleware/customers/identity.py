@@ -175,7 +175,8 @@ class KnownHolders:
     def __init__(self) -> None:
         self._held: dict[Identity, list[tuple[int, bool]]] = {}
         self.named: set[int] = set()  # customers known to have a name
-        self.locked = False
+        self.locked = False  # the whole identity lock is held: no finer lock is needed
+        self.values_locked = False  # the caller locked the record's identities (lock_some)
 
     def load(self, conn: Connection, wanted: Iterable[Identity]) -> None:
         """Read the holders of many identities at once."""
@@ -348,6 +349,7 @@ _LOCK_CUSTOMERS = (
     .order_by(customers.c.id)
     .with_for_update()
 )
+RECORD_LOCK = "\x00record"  # the type of a record's lock key (see record_lock)
 RESOLVE_TRIES = 5  # a holder merged away meanwhile is read again; a merge per try is plenty
 
 
@@ -364,11 +366,18 @@ def lock_identities(conn: Connection) -> None:
 def lock_some(conn: Connection, found: Iterable[Identity]) -> None:
     """Lock the identities a record carries until commit (none: only keep the whole out).
 
-    Taken in one statement, in sorted order, so two resolutions never wait in a circle.
+    Taken in one statement, in sorted order, so two resolutions never wait in a circle. The
+    pipeline adds the record itself (see record_lock), so that two events of one record are
+    recorded one after the other even when they carry different identities.
     """
     if conn.dialect.name == "postgresql":
         keys = sorted({identity_key(i) for i in found})
         conn.execute(_LOCK_SOME, {"keys": keys})
+
+
+def record_lock(source: str, kind: str, external_id: str) -> Identity:
+    """Name a record as lock_some locks it: a key no identity type shares."""
+    return Identity(RECORD_LOCK, f"{source}\x00{kind}\x00{external_id}")
 
 
 def identity_key(identity: Identity) -> int:
@@ -405,7 +414,7 @@ def resolve_customer(
     `known` carries what earlier resolutions in the same transaction read (an import's batch).
     """
     known = known if known is not None else KnownHolders()
-    if not known.locked:
+    if not (known.locked or known.values_locked):
         lock_some(conn, found)
     for _ in range(RESOLVE_TRIES):
         if len(found) > 1:

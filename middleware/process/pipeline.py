@@ -17,6 +17,7 @@ from middleware.customers.identity import (
     ResolutionRaced,
     lock_customers,
     lock_some,
+    record_lock,
     resolve_customer,
 )
 from middleware.customers.preferences import record_preference
@@ -191,6 +192,14 @@ def record_event(
     and that the record is not stored yet (`absent`).
     """
     found, interaction = prepared.identities, prepared.interaction
+    if known is None:  # a webhook's: lock what it touches (an import holds the whole lock)
+        known = KnownHolders()
+        if interaction is None:
+            lock_some(conn, found)
+        else:
+            record = record_lock(interaction.source, interaction.kind, interaction.external_id)
+            lock_some(conn, (*found, record))
+        known.values_locked = True
     if interaction is None:
         assert prepared.record is not None
         return _link_customer_record(core, conn, prepared.record, found, prepared.key,
@@ -305,11 +314,12 @@ def redact_interaction(interaction: Interaction) -> Interaction:
 
 def thread_resolution(conn: Connection, interaction: Interaction) -> Resolution:
     """Give a record that carries no identity the customer of its ticket or case (a comment),
-    holding that customer's row as a resolution holds its holders' (see lock_customers)."""
+    holding that customer's row as a resolution holds its holders' (see lock_customers).
+
+    The caller holds the record's lock (lock_some), which keeps the whole lock out."""
     thread = thread_of(interaction.external_id)
     if thread == interaction.external_id:
         return Resolution(None)
-    lock_some(conn, ())
     for _ in range(RESOLVE_TRIES):
         customer_id = _thread_customer(conn, interaction, thread)
         if customer_id is None or lock_customers(conn, [customer_id]):

@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import Engine
 
 from middleware.customers.edits import erase_customer
-from middleware.customers.identity import Resolution, resolve_customer
+from middleware.customers.identity import Resolution, lock_some, record_lock, resolve_customer
 from middleware.customers.timeline import append
+from middleware.installation import Installation
 from middleware.interaction import Identity, Interaction
-from middleware.process.pipeline import thread_resolution
+from middleware.process.pipeline import Prepared, record_event, thread_resolution
 from tests.customers.test_identity import (
     CHANNELS,
     REGION,
@@ -72,9 +73,26 @@ def comment_on(engine: Engine, ticket: str) -> Resolution:
         occurred_at=WHEN, updated_at=WHEN, record_ref=f"test:comment:{ticket}#1",
     )  # fmt: skip
     with engine.begin() as conn:
+        lock_some(conn, [record_lock(comment.source, comment.kind, comment.external_id)])
         resolution = thread_resolution(conn, comment)
         append(conn, comment, resolution.customer_id, resolution.candidates)
     return resolution
+
+
+def ticket(number: str, *found: Identity) -> Prepared:
+    """Return a ticket event made ready to record, carrying these identities."""
+    identities = TYPES.normalise_all(found, REGION)
+    interaction = Interaction(
+        source="zendesk", external_id=number, kind="ticket", channel="email", occurred_at=WHEN,
+        updated_at=WHEN, record_ref=f"zendesk:ticket:{number}", identities=identities,
+    )  # fmt: skip
+    return Prepared(f"ticket {number}", identities, interaction=interaction)
+
+
+def record_alone(core: Installation, prepared: Prepared) -> None:
+    """Record an event in a transaction of its own, as a worker does."""
+    with core.engine.begin() as conn:
+        record_event(core, conn, core.registry.instances["zendesk"], prepared, notes=False)
 
 
 def test_records_of_different_customers_are_resolved_side_by_side(engine, elsewhere):
@@ -141,3 +159,16 @@ def _erase(engine: Engine, customer_id: int | None) -> None:
     assert customer_id is not None
     with engine.begin() as conn:
         erase_customer(conn, customer_id)
+
+
+def test_two_events_of_one_record_are_recorded_one_after_the_other(core, elsewhere):
+    """Two workers with events of one new ticket, requested by two different people: the
+    second waits for the first's commit and updates its row, rather than failing to insert
+    a second one."""
+    with core.engine.begin() as conn:
+        record_event(core, conn, core.registry.instances["zendesk"], ticket("5", ANN),
+                     notes=False)  # fmt: skip
+        second = elsewhere(record_alone, core, ticket("5", BOB))
+        assert still_waiting(second)
+    second.result(timeout=DONE_S)
+    assert interaction_row(core.engine, "ticket", "5").customer_id is not None
