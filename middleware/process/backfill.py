@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 RUNNING, DONE, STOPPED = "running", "done", "stopped"
 STALE_S = 120  # a running import not heard of for this long was killed: another may resume it
 # Records are committed in batches: few commits (SQLite syncs each to disk), yet a batch holds
-# the store's write lock (SQLite) and the identity lock only about BATCH_S, so webhooks
-# arriving meanwhile wait no longer than that. The batch size follows the time it takes.
+# the store's write lock (SQLite) or the whole identity lock (PostgreSQL) only about BATCH_S,
+# so webhooks arriving meanwhile wait no longer than that. The batch size follows its time.
 BATCH_S = 0.05
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 50, 10, 1000
 MAX_TRIES = 5  # failures of one page in a row before the import stops
