@@ -11,8 +11,9 @@ off gets none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import Connection, Row, select
 
@@ -38,6 +39,14 @@ UPDATE_NOTE = "update"  # the purpose of the note about a new ticket, case or me
 NEWS_KINDS = (*ITEM_KINDS, "message")
 
 
+class News(NamedTuple):
+    """What happened, for the update notes about it: its record, tool and customer."""
+
+    id: int
+    source: str
+    customer_id: int
+
+
 def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
     """Return the customer's open tickets or cases in one tool, updated within open_days."""
     since = utcnow() - timedelta(days=open_days)
@@ -49,23 +58,28 @@ def open_items_of(conn: Connection, customer_id: int, source: str, open_days: in
 def queue_update_notes(
     core: Installation,
     conn: Connection,
-    news: Row,
+    news: News,
     purpose: str,
-    body: str,
+    body: Callable[[], str],
 ) -> int:
-    """Queue `body` on each open item of the news' customer in the other tools; return how many.
+    """Queue the body on each open item of the news' customer in the other tools; return how
+    many.
 
-    The tool the news happened in is left out: its agents see it there already.
+    The tool the news happened in is left out: its agents see it there already. The body is
+    written only once an open item is found: most news has none elsewhere.
     """
     queued = 0
+    written: str | None = None
     for plugin in core.registry.with_capability(Capability.WRITE_NOTE):
         if plugin.key == news.source or not plugin.writes_update_notes():
             continue
         items = open_items_of(conn, news.customer_id, plugin.key,
                               core.config.call_notes["open_days"])  # fmt: skip
         for item in items:
+            written = body() if written is None else written
             if Outbox.enqueue(conn, core.markers, plugin.key, thread_of(item.external_id),
-                              news.id, purpose, body, max_bytes=plugin.note_max_bytes):  # fmt: skip
+                              news.id, purpose, written,
+                              max_bytes=plugin.note_max_bytes):  # fmt: skip
                 queued += 1
     return queued
 
@@ -77,11 +91,15 @@ def queue_call_notes(
 
     A late note (its recording or the caller's words, after the call's note) says only what is
     new: the agent read the rest in the call's note."""
-    facts = call_facts(conn, call)
-    if purpose in (CALL_WORDS_NOTE, CALL_RECORDING_NOTE):
-        facts["late"] = purpose
-    body = core.renderer.render_call(facts, customer_name(conn, call.customer_id))
-    return queue_update_notes(core, conn, call, purpose, body)
+
+    def body() -> str:
+        facts = call_facts(conn, call)
+        if purpose in (CALL_WORDS_NOTE, CALL_RECORDING_NOTE):
+            facts["late"] = purpose
+        return core.renderer.render_call(facts, customer_name(conn, call.customer_id))
+
+    news = News(call.id, call.source, call.customer_id)
+    return queue_update_notes(core, conn, news, purpose, body)
 
 
 def is_news(interaction: Interaction) -> bool:
@@ -105,8 +123,12 @@ def queue_news_notes(
     in the other tools; return how many."""
     if appended.customer_id is None or not is_news(interaction):
         return 0
-    row = conn.execute(select(interactions).where(interactions.c.id == appended.id)).one()
-    item = core.renderer.named(item_of(row))
-    name = customer_name(conn, row.customer_id)
-    body = core.renderer.render_update(item, plugin.tool_name(), name)
-    return queue_update_notes(core, conn, row, UPDATE_NOTE, body)
+
+    def body() -> str:
+        row = conn.execute(select(interactions).where(interactions.c.id == appended.id)).one()
+        item = core.renderer.named(item_of(row))
+        name = customer_name(conn, row.customer_id)
+        return core.renderer.render_update(item, plugin.tool_name(), name)
+
+    news = News(appended.id, interaction.source, appended.customer_id)
+    return queue_update_notes(core, conn, news, UPDATE_NOTE, body)
