@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, not_, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
 
 from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, ORDER_KINDS, Interaction
 from middleware.store.tables import dumps, inserted_id, interactions
@@ -175,16 +186,47 @@ def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> li
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
 
 
-def channel_counts(conn: Connection, where: list[Any]) -> list[tuple[str, int]]:
-    """Count the customer's contacts per channel, most used first ('other' left out)."""
-    count = func.count()
+@dataclass(frozen=True)
+class ContactFigures:
+    """How a customer got in touch, overall and lately: channels most used first ('other'
+    left out), and how many contacts (tickets, cases, calls, messages, visits) since two
+    moments."""
+
+    channels: list[str]
+    channels_lately: list[str]
+    since_week: int
+    lately: int
+
+
+def contact_figures(
+    conn: Connection, where: list[Any], week: datetime, lately: datetime
+) -> ContactFigures:
+    """Count the customer's contacts per channel in one query: in all, since `week` and since
+    `lately`. Channels are ordered by their count, then by their newest contact."""
+    occurred = interactions.c.occurred_at
     query = (
-        select(interactions.c.channel, count)
-        .where(*where, interactions.c.kind.in_(CONTACT_KINDS), interactions.c.channel != "other")
+        select(
+            interactions.c.channel,
+            func.count(),
+            func.sum(case((occurred >= week, 1), else_=0)),
+            func.sum(case((occurred >= lately, 1), else_=0)),
+            func.max(occurred),
+        )
+        .where(*where, interactions.c.kind.in_(CONTACT_KINDS))
         .group_by(interactions.c.channel)
-        .order_by(count.desc(), func.max(interactions.c.occurred_at).desc())
     )
-    return [(row[0], int(row[1])) for row in conn.execute(query)]
+    rows = [(channel, int(total), int(in_week or 0), int(in_lately or 0), newest)
+            for channel, total, in_week, in_lately, newest in conn.execute(query)]  # fmt: skip
+    named = [row for row in rows if row[0] != "other"]
+    overall = sorted(named, key=lambda row: (row[1], row[4]), reverse=True)
+    recent = sorted((row for row in named if row[3]), key=lambda row: (row[3], row[4]),
+                    reverse=True)  # fmt: skip
+    return ContactFigures(
+        channels=[row[0] for row in overall],
+        channels_lately=[row[0] for row in recent],
+        since_week=sum(row[2] for row in rows),
+        lately=sum(row[3] for row in rows),
+    )
 
 
 def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
@@ -202,19 +244,47 @@ def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
 
 
-def answered_by(conn: Connection, call: Row) -> list[str]:
-    """Return who answered a call, in order: the first agent, then each it was transferred to
-    (the call's transfers are its "<call id>#to:<agent>" rows; see process/calls.py)."""
-    transfers = conn.execute(
-        select(interactions.c.subject, interactions.c.agent)
+def answered_by_each(conn: Connection, calls: Sequence[Row]) -> dict[int, list[str]]:
+    """Return who answered each call (by its id), in order: the first agent, then each it was
+    transferred to (a call's transfers are its "<call id>#to:<agent>" rows; see
+    process/calls.py). One query for all of them."""
+    if not calls:
+        return {}
+    query = (
+        select(
+            interactions.c.source,
+            interactions.c.external_id,
+            interactions.c.subject,
+            interactions.c.agent,
+        )  # fmt: skip
         .where(
-            interactions.c.source == call.source,
             interactions.c.kind == "transfer",
-            interactions.c.external_id.startswith(f"{call.external_id}#", autoescape=True),
+            or_(
+                *(
+                    and_(
+                        interactions.c.source == call.source,
+                        interactions.c.external_id.startswith(
+                            f"{call.external_id}#", autoescape=True
+                        ),
+                    )
+                    for call in calls
+                )
+            ),  # fmt: skip
         )
         .order_by(interactions.c.occurred_at, interactions.c.id)
-    ).all()
-    return agents_in_order(call.agent, transfers)
+    )
+    transfers = conn.execute(query).all()
+    return {
+        call.id: agents_in_order(
+            call.agent,
+            [
+                t
+                for t in transfers
+                if t.source == call.source and t.external_id.startswith(f"{call.external_id}#")
+            ],
+        )  # fmt: skip
+        for call in calls
+    }
 
 
 def agents_in_order(call_agent: str | None, transfers: Sequence[Any]) -> list[str]:

@@ -16,9 +16,8 @@ from sqlalchemy import Connection, Engine, Row, func, select
 
 from middleware.customers.preferences import BEHAVIOUR, preference_of
 from middleware.customers.timeline import (
-    answered_by,
-    channel_counts,
-    contacts_since,
+    answered_by_each,
+    contact_figures,
     customer_words,
     history,
     open_items,
@@ -149,11 +148,15 @@ def order_problems(conn: Connection, where: list[Any], since: datetime) -> list[
     return list(conn.execute(query.order_by(*order).limit(ORDERS_SHOWN)))
 
 
-def _with_agents(conn: Connection, item: dict[str, Any], row: Row) -> dict[str, Any]:
-    """Give a call's item `agents`: everyone who answered it, transfers included."""
-    if row.kind == "call":
-        item["agents"] = answered_by(conn, row)
-    return item
+def _listed(conn: Connection, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Describe recent records; a call's item gets `agents`: everyone who answered it,
+    transfers included."""
+    agents = answered_by_each(conn, [row for row in rows if row.kind == "call"])
+    items = [item_of(row) for row in rows]
+    for item, row in zip(items, rows, strict=True):
+        if row.id in agents:
+            item["agents"] = agents[row.id]
+    return items
 
 
 def _customer_words(row: Row) -> str | None:
@@ -195,10 +198,11 @@ def build_context(
     recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
     explicit = preference_of(person)
     preferred = list(explicit.channels) if explicit else []
-    preferred = preferred or [c for c, _ in channel_counts(conn, where)[:2]]
+    figures = contact_figures(conn, where, now - timedelta(days=7),
+                              now - timedelta(days=LATELY_DAYS))  # fmt: skip
+    preferred = preferred or figures.channels[:2]
     source = explicit.source if explicit else BEHAVIOUR
     texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
-    lately = [*where, interactions.c.occurred_at >= now - timedelta(days=LATELY_DAYS)]
     orders = history(conn, customer_id, ORDERS_SHOWN, exclude_thread, kinds=ORDER_KINDS)
     problems = order_problems(conn, where, now - timedelta(days=PROBLEM_DAYS))
     return CustomerContext(
@@ -214,7 +218,7 @@ def build_context(
             "preferred_channels_source": source,
         },
         open_items=[item_of(r) for r in open_items(conn, where)],
-        interactions=[_with_agents(conn, item_of(r), r) for r in recent],
+        interactions=_listed(conn, recent),
         said=[
             {
                 "occurred_at": iso(r.occurred_at),
@@ -226,9 +230,9 @@ def build_context(
         ],
         preferred_channels=preferred,
         mood=mood_of([r.text for r in texts[:MOOD_SAMPLE]]) if mood else None,
-        repeat_contacts_7d=contacts_since(conn, where, now - timedelta(days=7)),
-        contacts_lately=contacts_since(conn, lately, now - timedelta(days=LATELY_DAYS)),
-        channels_lately=[c for c, _ in channel_counts(conn, lately)],
+        repeat_contacts_7d=figures.since_week,
+        contacts_lately=figures.lately,
+        channels_lately=figures.channels_lately,
         recognised_by=[i.type for i in ids],
         orders=[order_of(r) for r in orders],
         order_problems=[order_of(r) for r in problems],
