@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, ORDER_KINDS, Interaction
-from middleware.store.tables import dumps, inserted_id, interactions
+from middleware.store.tables import dumps, interactions
 
 CONTACT_KINDS = ("ticket", "case", "call", "message", "visit")
 ITEM_KINDS = ("ticket", "case")
@@ -34,11 +34,13 @@ LATEST_TEXT_KINDS = ORDER_KINDS
 
 @dataclass(frozen=True)
 class Appended:
-    """What appending did: the row id, and whether the record was new to the timeline."""
+    """What appending did: the row id, whether the record was new to the timeline, and the
+    stored row as it is now."""
 
     id: int
     created: bool
     customer_id: int | None
+    row: Row
 
 
 _BY_KEY = select(interactions).where(
@@ -47,7 +49,7 @@ _BY_KEY = select(interactions).where(
     interactions.c.external_id == bindparam("external_id"),
 )
 _BY_KEY_FOR_UPDATE = _BY_KEY.with_for_update()
-_INSERT = interactions.insert()
+_INSERT = interactions.insert().returning(*interactions.c)
 
 
 def stored_record(conn: Connection, interaction: Interaction) -> Row | None:
@@ -91,7 +93,8 @@ def append(
             "said_by": interaction.said_by if interaction.text else None,
             "recording": interaction.recording,
         })  # fmt: skip
-        return Appended(inserted_id(result), True, customer_id)
+        inserted = result.one()
+        return Appended(int(inserted.id), True, customer_id, inserted)
 
     changes: dict[str, object] = {}
     newer = interaction.updated_at >= row.updated_at
@@ -122,8 +125,11 @@ def append(
         changes["customer_id"] = customer_id
         changes["identities"] = ids
     if changes:
-        conn.execute(update(interactions).where(interactions.c.id == row.id).values(**changes))
-    return Appended(int(row.id), False, changes.get("customer_id", row.customer_id))  # type: ignore[arg-type]
+        row = conn.execute(
+            update(interactions).where(interactions.c.id == row.id).values(**changes)
+            .returning(*interactions.c)
+        ).one()  # fmt: skip
+    return Appended(int(row.id), False, row.customer_id, row)
 
 
 def thread_of(external_id: str) -> str:

@@ -158,12 +158,11 @@ def record_handoff(conn: Connection, call: Row, text: str, now: datetime | None 
     return handoffs_of(conn, call)[-1]
 
 
-def record_transfer(conn: Connection, interaction: Interaction, before: Row | None) -> Row | None:
-    """Record a transfer if the event is one; return the stored call if it has ended with a
-    known customer (its note is then due), else None."""
-    call = stored_call(conn, interaction.source, interaction.external_id)
-    if call is None:
-        return None
+def record_transfer(
+    conn: Connection, interaction: Interaction, call: Row, before: Row | None
+) -> Row | None:
+    """Record a transfer if the event is one; return the stored call (`call`, as the event
+    left it) if it has ended with a known customer (its note is then due), else None."""
     previous = before.agent if before is not None else None
     if (
         interaction.status == CALL_ANSWERED_STATUS

@@ -227,7 +227,7 @@ def record_event(
     queued = 0
     if interaction.kind == "call":
         # A call new to the store (absent) had no agent before: no transfer to record.
-        ended = None if absent else record_transfer(conn, interaction, before)
+        ended = None if absent else record_transfer(conn, interaction, appended.row, before)
         if ended is not None and notes:
             queued = queue_call_notes(core, conn, ended, late_call_purpose(before, interaction))
     elif notes:
