@@ -3,27 +3,15 @@ customer got in touch, overall and lately, and who answered each call."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-
-import pytest
-from sqlalchemy import Engine
 
 from middleware.customers.identity import create_customer
 from middleware.customers.timeline import append
 from middleware.interaction import Interaction
 from middleware.notes.summary import build_context
-from middleware.store.tables import make_engine
+from tests.customers.test_identity import engine as engine  # noqa: F401 (the fixture)
 
 NOW = datetime(2026, 3, 2, 12, 0)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """Connect to an empty, migrated store."""
-    built = make_engine(database_url)
-    yield built
-    built.dispose()
 
 
 def record(
