@@ -482,9 +482,10 @@ class Worker:
                 self._nudge()
 
     def heartbeat(self) -> None:
-        """Renew this worker's leases until stop(), so none runs out while it is alive."""
+        """Say this worker is alive, at once and then every beat until stop(), renewing its
+        leases so that none runs out while it is alive."""
         lease_s = self.settings["lease_s"]
-        while not self.stopping.wait(liveness.heartbeat_s(lease_s)):
+        while True:
             try:
                 self.core.inbox.renew_all(self.owner, lease_s)
                 self.core.outbox.renew_all(self.owner, lease_s)
@@ -492,6 +493,8 @@ class Worker:
             except SQLAlchemyError as exc:
                 self.faults.log(logging.WARNING, "renew", "could not renew leases: %s",
                                 store_error(exc))  # fmt: skip
+            if self.stopping.wait(liveness.heartbeat_s(lease_s)):
+                return
 
     def purge_when_due(self, every_s: float = PURGE_EVERY_S) -> Purged | None:
         """Purge what is past the retention periods, unless a process did within every_s.

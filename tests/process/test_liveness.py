@@ -114,6 +114,24 @@ def test_the_heartbeat_writes_the_row_and_a_clean_stop_removes_it(quick_core):
     assert seen(quick_core) == []
 
 
+def test_a_started_worker_is_alive_at_once_not_after_its_first_interval(make_config, database_url):
+    """/readyz and the overview count a worker from its start: its first beat does not wait
+    for a heartbeat interval (10 s with a 30 s lease)."""
+    core = build_installation(make_config(database_url, worker={"lease_s": 30}))
+    worker = Worker(core, name="starting")
+    worker.start()
+    try:
+        for _ in range(50):  # up to 5 s, half the interval, on a loaded machine
+            if alive(core):
+                break
+            threading.Event().wait(0.1)
+        assert [w.name for w in seen(core)] == ["starting"] and alive(core) == 1
+    finally:
+        worker.stop()
+        worker.join(timeout=15)
+        core.dispose()
+
+
 def test_readyz_counts_the_workers_alive_without_naming_them(client, core):
     """/readyz says how many workers beat lately, and no worker's name or host."""
     assert client.get("/readyz").get_json()["workers_alive"] == 0
