@@ -24,6 +24,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from middleware.store.tables import (
     admin_sessions,
     admins,
+    advisory_key,
     inserted_id,
     login_failures,
     reading,
@@ -345,13 +346,8 @@ def _lock_attempts(conn: Connection, username: str, remote_addr: str) -> None:
     if conn.dialect.name != "postgresql":
         return
     lock = text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), CAST(:key AS integer))")
-    conn.execute(lock, {"space": LOCK_SPACE_USERNAME, "key": _lock_key(username)})
-    conn.execute(lock, {"space": LOCK_SPACE_ADDRESS, "key": _lock_key(remote_addr)})
-
-
-def _lock_key(value: str) -> int:
-    """Return a 32-bit signed key for an advisory lock on a name or an address."""
-    return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "big", signed=True)
+    conn.execute(lock, {"space": LOCK_SPACE_USERNAME, "key": advisory_key(username)})
+    conn.execute(lock, {"space": LOCK_SPACE_ADDRESS, "key": advisory_key(remote_addr)})
 
 
 def renew_session(engine: Engine, token: str, idle_timeout_s: int) -> Admin | None:

@@ -7,7 +7,6 @@ that caused it, so a link can be explained and undone.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from middleware.customers.preferences import newer_preference, set_preference
 from middleware.integrations.plugin import IdentityType
 from middleware.interaction import Identity
 from middleware.store.tables import (
+    advisory_key,
     customers,
     identities,
     inserted_id,
@@ -382,8 +382,7 @@ def record_lock(source: str, kind: str, external_id: str) -> Identity:
 
 def identity_key(identity: Identity) -> int:
     """Return the 32-bit signed advisory-lock key of an identity (collisions only wait)."""
-    digest = hashlib.blake2b(f"{identity.type}\x00{identity.value}".encode(), digest_size=4)
-    return int.from_bytes(digest.digest(), "big", signed=True)
+    return advisory_key(f"{identity.type}\x00{identity.value}")
 
 
 def lock_customers(conn: Connection, ids: Iterable[int]) -> bool:

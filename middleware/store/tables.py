@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -424,6 +425,12 @@ def inserted_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None and key[0] is not None, "the INSERT made no row"
     return int(key[0])
+
+
+def advisory_key(value: str) -> int:
+    """Return a 32-bit signed key for a PostgreSQL advisory lock on a name (collisions only
+    make two holders wait for each other)."""
+    return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "big", signed=True)
 
 
 def dialect_insert(conn: Connection | Engine, table: Table) -> Any:
