@@ -7,6 +7,7 @@ that caused it, so a link can be explained and undone.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,21 @@ MAX_VALUE = 255
 HANDLE_TYPES = ("twitter", "instagram", "facebook_handle")  # written with or without "@"
 
 
+PHONE_CACHED_CHARS = 64  # longer values are no phone number, and are not kept
+
+
 def normalise_phone(value: str, region: str) -> str | None:
-    """Return the number in E.164, or None for junk, anonymous and invalid numbers."""
+    """Return the number in E.164, or None for junk, anonymous and invalid numbers.
+
+    Parsing a number costs more than the rest of a record's resolution in Python, and the
+    same callers ring again and again: recent answers are kept (a bounded number of short
+    values, so hostile input cannot grow the cache)."""
+    if len(value) <= PHONE_CACHED_CHARS:
+        return _normalise_phone_cached(value, region)
+    return _normalise_phone(value, region)
+
+
+def _normalise_phone(value: str, region: str) -> str | None:
     raw = value.strip()
     if raw.lower() in JUNK_VALUES or not any(ch.isdigit() for ch in raw):
         return None
@@ -60,6 +74,9 @@ def normalise_phone(value: str, region: str) -> str | None:
             e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
             return None if e164 in JUNK_VALUES else e164
     return None
+
+
+_normalise_phone_cached = functools.lru_cache(maxsize=8192)(_normalise_phone)
 
 
 def normalise_email(value: str) -> str | None:

@@ -180,6 +180,34 @@ def history(
     return list(conn.execute(query))
 
 
+# Whether a customer has any record outside one thread: built once, it reads one id.
+_OTHER_THAN_THREAD = (
+    select(interactions.c.id)
+    .where(
+        interactions.c.customer_id == bindparam("customer_id"),
+        not_(
+            and_(
+                interactions.c.source == bindparam("source"),
+                or_(
+                    interactions.c.external_id == bindparam("thread"),
+                    interactions.c.external_id.like(bindparam("in_thread")),
+                ),
+            )
+        ),
+    )
+    .limit(1)
+)
+
+
+def has_other_history(conn: Connection, customer_id: int, thread: tuple[str, str]) -> bool:
+    """Tell whether the customer has any record outside one thread (a ticket and its
+    comments): the question `history(…, limit=1, exclude_thread=…)` answers, in one id."""
+    source, thread_id = thread
+    parameters = {"customer_id": customer_id, "source": source, "thread": thread_id,
+                  "in_thread": f"{thread_id}#%"}  # fmt: skip
+    return conn.execute(_OTHER_THAN_THREAD, parameters).first() is not None
+
+
 def latest_customer(conn: Connection) -> int | None:
     """Return the customer of the newest interaction that has one, or None."""
     query = select(interactions.c.customer_id).where(interactions.c.customer_id.is_not(None))
@@ -190,6 +218,28 @@ def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> li
     """Return the tickets and cases that are not solved or closed, newest first."""
     query = select(interactions).where(*where, interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
+
+
+# The open items of a customer in one tool, updated since a moment: built once, their ids.
+_OPEN_IN_TOOL = (
+    select(interactions.c.external_id)
+    .where(
+        interactions.c.customer_id == bindparam("customer_id"),
+        interactions.c.source == bindparam("source"),
+        interactions.c.updated_at >= bindparam("since"),
+        interactions.c.kind.in_(ITEM_KINDS),
+        IS_OPEN,
+    )
+    .order_by(*NEWEST_FIRST)
+)
+
+
+def open_in_tool(conn: Connection, customer_id: int, source: str, since: datetime) -> list[str]:
+    """Return the ids of the customer's open tickets or cases in one tool updated since a
+    moment, newest first (`open_items`, for the update notes: they need only the ids)."""
+    found = conn.execute(_OPEN_IN_TOOL, {"customer_id": customer_id, "source": source,
+                                         "since": since})  # fmt: skip
+    return list(found.scalars())
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from middleware.customers.identity import (
     RESOLVE_TRIES,
@@ -26,7 +26,7 @@ from middleware.customers.timeline import (
     ITEM_KINDS,
     Appended,
     append,
-    history,
+    has_other_history,
     stored_record,
     thread_of,
 )
@@ -327,15 +327,17 @@ def thread_resolution(conn: Connection, interaction: Interaction) -> Resolution:
     raise ResolutionRaced(f"the customer of {interaction.record_ref} kept changing")
 
 
+_THREAD_CUSTOMER = select(interactions.c.customer_id).where(
+    interactions.c.source == bindparam("source"),
+    interactions.c.external_id == bindparam("thread"),
+    interactions.c.kind.in_(ITEM_KINDS),
+)
+
+
 def _thread_customer(conn: Connection, interaction: Interaction, thread: str) -> int | None:
     """Find the customer of the ticket or case a comment belongs to."""
-    return conn.execute(
-        select(interactions.c.customer_id).where(
-            interactions.c.source == interaction.source,
-            interactions.c.external_id == thread,
-            interactions.c.kind.in_(ITEM_KINDS),
-        )
-    ).scalar()
+    found = conn.execute(_THREAD_CUSTOMER, {"source": interaction.source, "thread": thread})
+    return found.scalar()
 
 
 def queue_summary_note(
@@ -355,7 +357,7 @@ def queue_summary_note(
     ):
         return False
     thread = (interaction.source, thread_of(interaction.external_id))
-    has_history = bool(history(conn, customer_id, limit=1, exclude_thread=thread))
+    has_history = has_other_history(conn, customer_id, thread)
     if not has_history and not core.config.summary["note_on_first_contact"]:
         return False
     settings = core.config.summary

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import Connection, Row, select
 
 from middleware.customers.edits import customer_name
-from middleware.customers.timeline import ITEM_KINDS, open_items, scope, thread_of
+from middleware.customers.timeline import ITEM_KINDS, open_in_tool, thread_of
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.interaction import Interaction
 from middleware.notes.outbox import Outbox
@@ -47,12 +47,10 @@ class News(NamedTuple):
     customer_id: int
 
 
-def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[Row]:
-    """Return the customer's open tickets or cases in one tool, updated within open_days."""
-    since = utcnow() - timedelta(days=open_days)
-    where = [*scope(customer_id), interactions.c.source == source,
-             interactions.c.updated_at >= since]  # fmt: skip
-    return open_items(conn, where, limit=None)
+def open_items_of(conn: Connection, customer_id: int, source: str, open_days: int) -> list[str]:
+    """Return the ids of the customer's open tickets or cases in one tool, updated within
+    open_days."""
+    return open_in_tool(conn, customer_id, source, utcnow() - timedelta(days=open_days))
 
 
 def queue_update_notes(
@@ -77,7 +75,7 @@ def queue_update_notes(
                               core.config.call_notes["open_days"])  # fmt: skip
         for item in items:
             written = body() if written is None else written
-            if Outbox.enqueue(conn, core.markers, plugin.key, thread_of(item.external_id),
+            if Outbox.enqueue(conn, core.markers, plugin.key, thread_of(item),
                               news.id, purpose, written,
                               max_bytes=plugin.note_max_bytes):  # fmt: skip
                 queued += 1

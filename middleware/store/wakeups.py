@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from psycopg import sql
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from middleware.throttled_log import ThrottledLog, store_error
@@ -41,6 +41,8 @@ MAX_PAYLOAD = 7_000
 MAX_CHANNEL = 63  # PostgreSQL's identifier length
 LISTEN_SLICE_S = 1.0  # how often the listener looks whether it is asked to stop
 RECONNECT_MAX_S = 30.0
+# Every payload of a commit in one statement, built once: one round trip however many.
+_NOTIFY = text("SELECT count(pg_notify(:channel, p)) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
 def channel_for(schema: str) -> str:
@@ -115,9 +117,9 @@ class Wakeups:
             self._send(conn, list(payloads(self.origin, topics)))
 
     def _send(self, conn: Connection, sent: list[str]) -> None:
-        channel = self._channel or self._find_channel(conn)
-        for payload in sent:
-            conn.execute(select(func.pg_notify(channel, payload)))
+        if sent:
+            channel = self._channel or self._find_channel(conn)
+            conn.execute(_NOTIFY, {"channel": channel, "payloads": sent})
 
     def _in_own_transaction(self, send: Callable[[Connection], None]) -> None:
         """Send in a transaction of its own; a failure is logged, never raised.

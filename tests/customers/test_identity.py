@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import Engine, Row, select
 
+from middleware.customers import identity
 from middleware.customers.identity import (
     IdentityTypes,
     Resolution,
@@ -152,6 +153,21 @@ def test_phones_become_e164_using_the_default_region_and_its_international_prefi
     """A phone becomes E.164: national numbers take default_region, its IDD prefix is read."""
     assert normalise_phone(raw, region) == e164
     assert TYPES.normalise(phone(raw), region) == phone(e164)
+
+
+def test_phone_answers_are_kept_for_short_values_only():
+    """A number seen again is answered from memory, with the region as part of the question;
+    a long value (no number is) is parsed each time and never kept, whatever its size."""
+    identity._normalise_phone_cached.cache_clear()
+    assert normalise_phone("020 7946 0958", "GB") == "+442079460958"
+    assert normalise_phone("020 7946 0958", "GB") == "+442079460958"
+    assert normalise_phone("020 7946 0958", "DE") != "+442079460958"
+    info = identity._normalise_phone_cached.cache_info()
+    assert (info.hits, info.currsize) == (1, 2)
+    padded = " " * identity.PHONE_CACHED_CHARS + "+44 20 7946 0958"
+    assert normalise_phone(padded, "US") == "+442079460958"
+    assert normalise_phone("9" * 10_000, "US") is None
+    assert identity._normalise_phone_cached.cache_info().currsize == 2
 
 
 def test_emails_are_case_folded_and_trimmed():

@@ -7,6 +7,7 @@ wake-up event and its own board of pop topics, as separate processes do.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -96,6 +97,28 @@ def test_a_change_made_by_a_worker_wakes_the_pops_of_another_process(build: Buil
     after, changed = web.live.wait(seq, {caller}, WAIT_S)
     assert changed, f"no publication of {caller} reached the other process"
     assert web.wakeups.received >= 1
+
+
+@on_postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_topics_of_one_commit_that_need_several_payloads_all_arrive(build: Build) -> None:
+    """A commit whose topics fill several payloads (sent in one statement) wakes the other
+    process's pops for every topic: the first payload's and the last's."""
+    sender, web = build(), listening(build())
+    topics = [f"customer:{n}" for n in range(2_000)]
+    sent = list(payloads(sender.wakeups.origin, topics))
+    assert len(sent) > 2
+    seq = web.live.seq
+    with sender.engine.begin() as conn:
+        sender.wakeups.topics_in(conn, topics)
+    first, last = sent[0].split(" ")[2], sent[-1].split(" ")[-1]
+    for topic in (first, last):
+        _, changed = web.live.wait(seq, {topic}, WAIT_S)
+        assert changed, f"{topic} did not reach the other process"
+    deadline = time.monotonic() + WAIT_S
+    while web.wakeups.received < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert web.wakeups.received == len(sent)
 
 
 @on_postgres
