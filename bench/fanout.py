@@ -2,10 +2,10 @@
 
 BURST signed `ticket.created` deliveries of as many requesters wait in the store
 (PostgreSQL, where `carryover worker` processes run beside web processes, when
-CARRYOVER_TEST_DATABASE_URL names one; else SQLite); each
-needs a Zendesk lookup (the requester and their identities: two API calls) and gets a
-private note (`summary.note_on_first_contact`, one more call). One `carryover worker`
-process then works through them against the fake Zendesk, which answers every API request
+CARRYOVER_TEST_DATABASE_URL names one; else SQLite); each needs a Zendesk lookup (the
+requester with their identities side-loaded: one API call) and gets a private note
+(`summary.note_on_first_contact`, one more call). One `carryover worker` process then
+works through them against the fake Zendesk, which answers every API request
 LATE_S late; the baseline of the same run is the same burst with answers at once. Latencies
 take turns, REPEATS times, each run on a fresh store and a fresh fake.
 

@@ -377,10 +377,6 @@ def test_the_next_new_ticket_gets_a_summary_naming_the_imported_history(core, ap
     api.get(EXPORT, json=ZENDESK_PAGE)
     api.get(SHOW_MANY, json=ANN_USERS)
     import_history(core, "zendesk")
-    api.get(f"{ZD}/api/v2/users/{ANN}.json", json={"user": ZENDESK_PAGE["users"][0]})
-    api.get(f"{ZD}/api/v2/users/{ANN}/identities.json", json={
-        "identities": ANN_USERS["identities"], "next_page": None, "previous_page": None,
-        "count": 2})  # fmt: skip
     api.put(f"{ZD}/api/v2/tickets/6001.json", json={"ticket": {"id": 6001}, "audit": {}})
     body = zendesk_event(
         "ticket_created__mail.json", id="6001", event_id="01HNEWTICKET0000000000001"
@@ -408,9 +404,6 @@ def test_a_webhook_for_an_imported_ticket_changes_the_same_record(core, api):
     assert (
         client.post("/hooks/zendesk", data=body, headers=zendesk_headers(body)).status_code == 200
     )
-    api.get(f"{ZD}/api/v2/users/{ANN}.json", json={"user": ZENDESK_PAGE["users"][0]})
-    api.get(f"{ZD}/api/v2/users/{ANN}/identities.json", json={
-        "identities": [], "next_page": None, "previous_page": None, "count": 0})  # fmt: skip
     Worker(core).drain()
     assert [r.external_id for r in rows(core)].count("5003") == 1
     assert count(core, writes) == 0

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -129,9 +130,10 @@ def test_lookups_are_made_ahead_and_deliveries_recorded_in_order(
     Worker(fanout_core, name="w").drain()
 
     reads = [path for method, path, _b, _t in fake_zendesk.requests_log if method == "GET"]
-    assert sorted(p for p in reads if "identities" not in p) == sorted(
-        f"/api/v2/users/{r}.json" for r in requesters
-    )
+    asked = [(urlsplit(p).path, parse_qs(urlsplit(p).query)) for p in reads]
+    assert sorted((path, q["ids"], q["include"]) for path, q in asked) == [
+        ("/api/v2/users/show_many.json", [str(r)], ["identities"]) for r in requesters
+    ]
     assert fake_zendesk.most_in_flight >= 2
     with fanout_core.engine.connect() as conn:
         statuses = conn.execute(select(fanout_core.inbox.table.c.status)).scalars().all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 from sqlalchemy import select
 
 from middleware.notes.outbox import MARKER_PATTERN
@@ -234,12 +236,16 @@ def test_trigger_body_is_accepted_and_links_by_email_and_phone(
 
 
 def test_requester_lookups_are_cached(client, worker, fake_zendesk, hooks):
-    """Two tickets of one requester cost one user look-up."""
+    """Two tickets of one requester cost one user look-up: one API call, which reads the
+    user and their identities at once (show_many, identities side-loaded)."""
     hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
     hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
     worker.drain()
-    lookups = [p for m, p, *_ in fake_zendesk.requests_log if p.startswith(f"/api/v2/users/{ANN}.")]
-    assert len(lookups) == 1
+    lookups = [urlsplit(p) for m, p, *_ in fake_zendesk.requests_log
+               if p.startswith("/api/v2/users/")]  # fmt: skip
+    assert [(u.path, parse_qs(u.query)) for u in lookups] == [
+        ("/api/v2/users/show_many.json", {"ids": [str(ANN)], "include": ["identities"]})
+    ]
 
 
 def test_the_test_webhook_button_body_is_acknowledged_and_ignored(client, core, hooks):
