@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Row, func, select
 
 from middleware.customers.preferences import BEHAVIOUR, preference_of
 from middleware.customers.timeline import (
+    ContactFigures,
     answered_by_each,
     contact_figures,
     customer_words,
@@ -183,28 +184,40 @@ def build_context(
     exclude_thread: tuple[str, str] | None = None,
     now: datetime | None = None,
     mood: bool = True,
+    *,
+    history_outside: bool = True,
 ) -> CustomerContext:
     """Gather who the customer is, open items, recent contacts, orders and their problems,
     words, channel and mood.
 
-    With mood false (`summary.mood` off) the mood is None.
+    With mood false (`summary.mood` off) the mood is None. A caller that knows the customer
+    has no record outside `exclude_thread` (a first contact) says so with `history_outside`
+    false: the timeline is then not read, since every part of it would come back empty.
     """
     now = now or utcnow()
     person = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
     ids = conn.execute(
         select(identities).where(identities.c.customer_id == customer_id).order_by(identities.c.id)
     ).all()
-    where = scope(customer_id, exclude_thread)
-    recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
     explicit = preference_of(person)
     preferred = list(explicit.channels) if explicit else []
-    figures = contact_figures(conn, where, now - timedelta(days=7),
-                              now - timedelta(days=LATELY_DAYS))  # fmt: skip
-    preferred = preferred or figures.channels[:2]
     source = explicit.source if explicit else BEHAVIOUR
-    texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
-    orders = history(conn, customer_id, ORDERS_SHOWN, exclude_thread, kinds=ORDER_KINDS)
-    problems = order_problems(conn, where, now - timedelta(days=PROBLEM_DAYS))
+    recent: list[Row] = []
+    texts: list[Row] = []
+    orders: list[Row] = []
+    problems: list[Row] = []
+    items: list[Row] = []
+    figures = ContactFigures(channels=[], channels_lately=[], since_week=0, lately=0)
+    if history_outside:
+        where = scope(customer_id, exclude_thread)
+        recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
+        figures = contact_figures(conn, where, now - timedelta(days=7),
+                                  now - timedelta(days=LATELY_DAYS))  # fmt: skip
+        texts = customer_words(conn, where, max(SAID_LIMIT, MOOD_SAMPLE))
+        orders = history(conn, customer_id, ORDERS_SHOWN, exclude_thread, kinds=ORDER_KINDS)
+        problems = order_problems(conn, where, now - timedelta(days=PROBLEM_DAYS))
+        items = open_items(conn, where)
+    preferred = preferred or figures.channels[:2]
     return CustomerContext(
         customer={
             "id": person.id,
@@ -217,7 +230,7 @@ def build_context(
             # survey, admin or behaviour (the most used channels): see customers/preferences.py
             "preferred_channels_source": source,
         },
-        open_items=[item_of(r) for r in open_items(conn, where)],
+        open_items=[item_of(r) for r in items],
         interactions=_listed(conn, recent),
         said=[
             {

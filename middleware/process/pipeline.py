@@ -361,9 +361,8 @@ def queue_summary_note(
     if not has_history and not core.config.summary["note_on_first_contact"]:
         return False
     settings = core.config.summary
-    context = build_context(
-        conn, customer_id, settings["recent_limit"], exclude_thread=thread, mood=settings["mood"]
-    )
+    context = build_context(conn, customer_id, settings["recent_limit"], exclude_thread=thread,
+                            mood=settings["mood"], history_outside=has_history)  # fmt: skip
     body = core.renderer.render(plugin.key, context)
     return Outbox.enqueue(conn, core.markers, plugin.key, interaction.external_id, appended.id,
                           SUMMARY, body, max_bytes=plugin.note_max_bytes)  # fmt: skip

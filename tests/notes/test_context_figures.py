@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import event
+
 from middleware.customers.identity import create_customer
 from middleware.customers.timeline import append
 from middleware.interaction import Interaction
@@ -64,3 +66,26 @@ def test_a_customer_with_no_contacts_has_no_figures(engine):
     assert context.customer["preferred_channels"] == []
     assert (context.repeat_contacts_7d, context.contacts_lately) == (0, 0)
     assert context.channels_lately == [] and context.interactions == []
+
+
+def test_a_first_contact_reads_the_same_context_without_reading_the_timeline(engine):
+    """A customer whose only records are one ticket and its comments: told that there is no
+    history outside that ticket, the context is the one read from the store, in two reads."""
+    thread = [
+        record("5158", "ticket", "email", 0.1, source="zendesk", subject="Router"),
+        record("5158#9001", "comment", "email", 0.05, source="zendesk"),
+    ]
+    with engine.begin() as conn:
+        customer = create_customer(conn, "Ann")
+        for item in thread:
+            append(conn, item, customer)
+        read = build_context(conn, customer, exclude_thread=("zendesk", "5158"), now=NOW)
+        statements: list[str] = []
+        listen = event.listens_for(conn, "before_cursor_execute")
+        listen(lambda *args: statements.append(args[2]))
+        told = build_context(conn, customer, exclude_thread=("zendesk", "5158"), now=NOW,
+                             history_outside=False)  # fmt: skip
+    assert told == read
+    assert told.customer["name"] == "Ann" and told.interactions == []
+    assert len(statements) == 2  # the customer and their identities
+    assert not any("FROM interactions" in s for s in statements)
