@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, make_url
+from sqlalchemy.exc import DisconnectionError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 READ_ONLY = "carryover_read_only"
@@ -439,19 +441,23 @@ def dialect_insert(conn: Connection | Engine, table: Table) -> Any:
     return dialect.insert(table)
 
 
-def insert_unless_there(conn: Connection, table: Table) -> Any:
-    """Return an INSERT … ON CONFLICT DO NOTHING of the table, built once per dialect.
+def insert_unless_there(conn: Connection, table: Table, *returning: Column[Any]) -> Any:
+    """Return an INSERT … ON CONFLICT DO NOTHING of the table, built once per dialect, that
+    returns the given columns of a row it inserts (none when it inserted nothing).
 
     Give the values as parameters of the execution: a statement built per row costs more
     than running it.
     """
-    return _insert_unless_there(conn.dialect.name, table)
+    return _insert_unless_there(conn.dialect.name, table, returning)
 
 
 @functools.cache
-def _insert_unless_there(dialect_name: str, table: Table) -> Any:
+def _insert_unless_there(
+    dialect_name: str, table: Table, returning: tuple[Column[Any], ...]
+) -> Any:
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    statement = dialect.insert(table).on_conflict_do_nothing()
+    return statement.returning(*returning) if returning else statement
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # json.dumps builds one a call
@@ -509,7 +515,38 @@ def make_engine(database_url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         _prepare_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+    _ping_after_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Ask PostgreSQL whether a pooled connection still works before using it again, once it
+    has waited in the pool PING_AFTER_IDLE_S or longer.
+
+    pool_pre_ping would ask before every use: one more round trip in each transaction, which
+    a busy worker makes a dozen times a second while its connections never wait long enough
+    to go stale. A connection that fails in use anyway (PostgreSQL restarted meanwhile) makes
+    the pool drop every connection older than the failure, so the next uses reconnect.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool retries the checkout with a new connection.
+            raise DisconnectionError(f"the pooled connection failed its ping: {exc}") from exc
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
