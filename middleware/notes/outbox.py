@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from sqlalchemy import Connection, Engine, Row, select
 
 from middleware.store.queue import PENDING, LeasedQueue
-from middleware.store.tables import dialect_insert, utcnow, writes
+from middleware.store.tables import insert_unless_there, utcnow, writes
 
 ATTEMPTING = "attempting"
 # The ids of the notes queued while the worker processes one delivery (see Worker._process):
@@ -137,13 +137,7 @@ class Outbox(LeasedQueue):
             "purpose": purpose, "marker": marker, "body": fit_note(body, marker, max_bytes),
             "status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now,
         }  # fmt: skip
-        statement = (
-            dialect_insert(conn, writes)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(writes.c.id)
-        )
-        queued = conn.execute(statement).first()
+        queued = conn.execute(insert_unless_there(conn, writes, writes.c.id), values).first()
         if queued is None:
             return False
         timed = queued_notes.get()
