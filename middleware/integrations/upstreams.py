@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CACHE_S = 0.5  # how stale a process's view of a pause may be
+READ_WAIT_S = 5.0  # how long a call waits for another thread's first read of the state
 FIRST_PAUSE_S = 1.0  # the pause after one 5xx or timeout; it doubles with each in a row
 BUDGET_WINDOW_S = 60.0
 OK_REFRESH_S = 60.0  # how often a run of good answers dates the last one in the store
@@ -216,6 +217,8 @@ class UpstreamHealth:
         self.engine = engine
         self.pause_max_s = pause_max_s
         self._seen: dict[str, tuple[float, UpstreamStatus | None]] = {}
+        self._reading: dict[str, threading.Event] = {}  # the one read under way, per upstream
+        self._generation = 0  # counts the changes this process made (see _forget)
         self._lock = threading.Lock()
         # The calls this process made, by (target, HTTP status or NO_ANSWER), for /metrics.
         self._calls: Counter[tuple[str, str]] = Counter()
@@ -386,19 +389,44 @@ class UpstreamHealth:
             return _status_of(conn, target)
 
     def _cached(self, target: str) -> UpstreamStatus | None:
+        """Return the upstream's state as last read, read again once it is CACHE_S old.
+
+        One thread reads it; the others meanwhile go on with what was read last (or, with
+        nothing read yet, wait for that read): a hundred calls in flight that all found it
+        stale at once would each take a store connection to read the same row.
+        """
         now = time.monotonic()
         with self._lock:
             seen = self._seen.get(target)
-        if seen is not None and now - seen[0] < CACHE_S:
-            return seen[1]
+            if seen is not None and now - seen[0] < CACHE_S:
+                return seen[1]
+            reading = self._reading.get(target)
+            if reading is None:
+                reading = self._reading[target] = threading.Event()
+                generation = self._generation
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            if seen is None:
+                reading.wait(READ_WAIT_S)
+                with self._lock:
+                    seen = self._seen.get(target)
+            return seen[1] if seen else None
         try:
             status = self.status(target)
         except SQLAlchemyError:
             log.warning("could not read the state of upstream %s", target)
             return seen[1] if seen else None
-        with self._lock:
-            self._seen[target] = (now, status)
-        return status
+        else:
+            with self._lock:
+                if self._generation == generation:  # nothing changed it while it was read
+                    self._seen[target] = (now, status)
+            return status
+        finally:
+            with self._lock:
+                self._reading.pop(target, None)
+            reading.set()
 
     @contextmanager
     def _best_effort(self, target: str) -> Iterator[None]:
@@ -410,6 +438,7 @@ class UpstreamHealth:
 
     def _forget(self, target: str | None = None) -> None:
         with self._lock:
+            self._generation += 1  # a read under way may have missed the change: not kept
             if target is None:
                 self._seen.clear()
             else:
