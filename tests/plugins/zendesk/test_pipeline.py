@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import select
 
+from middleware.errors import PermanentUpstreamError
 from middleware.notes.outbox import MARKER_PATTERN
 from middleware.store.tables import deliveries, interactions, writes
+from plugins.zendesk.client import ZendeskClient
 from tests.payloads import fixture_bytes, zendesk_event
-from tests.values import ANN
+from tests.values import ANN, ZENDESK_EMAIL, ZENDESK_TOKEN
 
 
 def test_first_contact_gets_no_note(client, worker, fake_zendesk, hooks):
@@ -282,3 +286,23 @@ def test_nul_characters_in_customer_text_are_dropped_not_retried(
     with core.engine.connect() as conn:
         assert conn.execute(select(interactions.c.subject)).scalar() == "Charged twice"
         assert conn.execute(select(deliveries.c.status)).scalar() == "done"
+
+
+def test_a_note_is_one_put_of_the_comment_alone(fake_zendesk):
+    """A note is the PUT zenpy's ticket update sends: the ticket's id and a private comment,
+    as HTML when given, else as text; nothing else of the ticket. A ticket gone is a
+    permanent failure."""
+    client = ZendeskClient(fake_zendesk.url, ZENDESK_EMAIL, ZENDESK_TOKEN, timeout=5.0)
+    fake_zendesk.add_ticket(7001, ANN, "Router")
+    client.add_private_note(7001, "Hello\nco-1-summary", "<p>Hello</p>")
+    client.add_private_note(7001, "Plain\nco-2-summary")
+    puts = [(path, json.loads(body)) for method, path, body, _t in fake_zendesk.requests_log
+            if method == "PUT"]  # fmt: skip
+    assert puts == [
+        ("/api/v2/tickets/7001.json",
+         {"ticket": {"id": 7001, "comment": {"html_body": "<p>Hello</p>", "public": False}}}),
+        ("/api/v2/tickets/7001.json",
+         {"ticket": {"id": 7001, "comment": {"body": "Plain\nco-2-summary", "public": False}}}),
+    ]  # fmt: skip
+    with pytest.raises(PermanentUpstreamError, match="7002 not found"):
+        client.add_private_note(7002, "Lost")
