@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row
 
 from middleware.customers.edits import customer_name
 from middleware.customers.timeline import ITEM_KINDS, open_in_tool, thread_of
@@ -24,7 +24,7 @@ from middleware.interaction import Interaction
 from middleware.notes.outbox import Outbox
 from middleware.notes.summary import item_of
 from middleware.process.calls import call_facts
-from middleware.store.tables import interactions, utcnow
+from middleware.store.tables import utcnow
 
 if TYPE_CHECKING:
     from middleware.customers.timeline import Appended
@@ -123,7 +123,7 @@ def queue_news_notes(
         return 0
 
     def body() -> str:
-        row = conn.execute(select(interactions).where(interactions.c.id == appended.id)).one()
+        row = appended.row  # the record as stored, by this transaction
         item = core.renderer.named(item_of(row))
         name = customer_name(conn, row.customer_id)
         return core.renderer.render_update(item, plugin.tool_name(), name)
