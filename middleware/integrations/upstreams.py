@@ -218,7 +218,9 @@ class UpstreamHealth:
         self.pause_max_s = pause_max_s
         self._seen: dict[str, tuple[float, UpstreamStatus | None]] = {}
         self._reading: dict[str, threading.Event] = {}  # the one read under way, per upstream
-        self._generation = 0  # counts the changes this process made (see _forget)
+        # The changes this process made to all upstreams' state, and to each (see _forget).
+        self._forgotten_all = 0
+        self._forgotten: dict[str, int] = {}
         self._lock = threading.Lock()
         # The calls this process made, by (target, HTTP status or NO_ANSWER), for /metrics.
         self._calls: Counter[tuple[str, str]] = Counter()
@@ -391,42 +393,56 @@ class UpstreamHealth:
     def _cached(self, target: str) -> UpstreamStatus | None:
         """Return the upstream's state as last read, read again once it is CACHE_S old.
 
-        One thread reads it; the others meanwhile go on with what was read last (or, with
-        nothing read yet, wait for that read): a hundred calls in flight that all found it
-        stale at once would each take a store connection to read the same row.
+        One thread reads it; the others meanwhile go on with what was read last, or, with
+        nothing read since the last change this process made, wait for a read that began
+        after it: a hundred calls in flight that all found it stale at once would each take
+        a store connection to read the same row.
         """
-        now = time.monotonic()
-        with self._lock:
-            seen = self._seen.get(target)
-            if seen is not None and now - seen[0] < CACHE_S:
+        deadline = time.monotonic() + READ_WAIT_S
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                seen = self._seen.get(target)
+                if seen is not None and now - seen[0] < CACHE_S:
+                    return seen[1]
+                reading = self._reading.get(target)
+                if reading is None:  # this thread reads it
+                    reading = self._reading[target] = threading.Event()
+                    generation = self._generation_of(target)
+                    break
+            if seen is not None:
                 return seen[1]
-            reading = self._reading.get(target)
-            if reading is None:
-                reading = self._reading[target] = threading.Event()
-                generation = self._generation
-                mine = True
-            else:
-                mine = False
-        if not mine:
-            if seen is None:
-                reading.wait(READ_WAIT_S)
-                with self._lock:
-                    seen = self._seen.get(target)
-            return seen[1] if seen else None
+            if now >= deadline:  # the read under way is stuck: ask the store directly
+                try:
+                    return self._read_status(target)
+                except SQLAlchemyError:
+                    return None
+            reading.wait(deadline - now)  # then a fresh state, or this thread reads
         try:
-            status = self.status(target)
+            status = self._read_status(target)
         except SQLAlchemyError:
-            log.warning("could not read the state of upstream %s", target)
             return seen[1] if seen else None
         else:
             with self._lock:
-                if self._generation == generation:  # nothing changed it while it was read
+                if self._generation_of(target) == generation:  # nothing changed meanwhile
                     self._seen[target] = (now, status)
             return status
         finally:
             with self._lock:
                 self._reading.pop(target, None)
             reading.set()
+
+    def _read_status(self, target: str) -> UpstreamStatus | None:
+        """Read the state from the store (None: it has none); a failure is logged, and raised."""
+        try:
+            return self.status(target)
+        except SQLAlchemyError:
+            log.warning("could not read the state of upstream %s", target)
+            raise
+
+    def _generation_of(self, target: str) -> tuple[int, int]:
+        """Count the changes this process made to the upstream's state (lock held)."""
+        return self._forgotten_all, self._forgotten.get(target, 0)
 
     @contextmanager
     def _best_effort(self, target: str) -> Iterator[None]:
@@ -438,10 +454,12 @@ class UpstreamHealth:
 
     def _forget(self, target: str | None = None) -> None:
         with self._lock:
-            self._generation += 1  # a read under way may have missed the change: not kept
+            # A read under way may have missed the change: what it reads is not kept.
             if target is None:
+                self._forgotten_all += 1
                 self._seen.clear()
             else:
+                self._forgotten[target] = self._forgotten.get(target, 0) + 1
                 self._seen.pop(target, None)
 
     @staticmethod

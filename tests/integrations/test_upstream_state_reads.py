@@ -4,6 +4,7 @@ flight share one read, and a change this process makes is seen at once."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -83,3 +84,46 @@ def test_a_pause_recorded_here_is_seen_by_the_next_call_at_once(engine):
     assert health.paused_for("zendesk") > 0
     status = health.status("zendesk")
     assert status is not None and status.blocked_until > utcnow() + timedelta(seconds=20)
+
+
+@pytest.mark.parametrize("forgotten", ["zendesk", "salesforce", None])
+def test_a_read_begun_before_a_change_is_not_what_the_waiting_calls_go_by(engine, forgotten):
+    """A read of Zendesk's state is under way when this process pauses Zendesk (after a 429),
+    or records a change of another upstream or of all. A call that waited for that read does
+    not take it for "not paused": it reads again, and sees the pause."""
+    health = UpstreamHealth(engine)
+    health.succeeded("zendesk")
+    health.succeeded("salesforce")
+    health._forget()
+    release, started = threading.Event(), threading.Event()
+    real_status = health.status
+
+    def slow_first_read(target):
+        started.set()
+        release.wait(5)
+        return real_status(target)
+
+    health.status = slow_first_read
+    first = threading.Thread(target=lambda: at_once(1, lambda: health.paused_for("zendesk")))
+    first.start()
+    assert started.wait(5)
+    health.status = real_status
+    health.rate_limited("zendesk", 30.0, "Zendesk answered 429")  # drops what zendesk had
+    if forgotten != "zendesk":
+        health._forget(forgotten)  # a change of another upstream, or of all, meanwhile
+    outcome: list[str] = []
+
+    def call() -> None:
+        try:
+            health.check("zendesk", "Zendesk")
+            outcome.append("sent")
+        except UpstreamPaused:
+            outcome.append("paused")
+
+    waiting = threading.Thread(target=call)
+    waiting.start()
+    time.sleep(0.1)  # the call waits for the read under way
+    release.set()
+    first.join(5)
+    waiting.join(5)
+    assert outcome == ["paused"]
