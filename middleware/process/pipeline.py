@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy.dialects import postgresql
 
 from middleware.customers.identity import (
     RESOLVE_TRIES,
@@ -216,8 +217,7 @@ def record_event(
     before = stored_record(conn, interaction) if looked_up else None
     appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
                       absent=absent or (looked_up and before is None), stored=before)  # fmt: skip
-    remember_delivery(conn, delivery_id, appended.customer_id)
-    remember_record(conn, delivery_id, appended.id)
+    remember(conn, delivery_id, appended.customer_id, appended.id)
     said = ""
     if interaction.preferred_channels is not None and appended.customer_id is not None:
         said = "; " + record_preference(
@@ -284,6 +284,36 @@ def remember_record(conn: Connection, delivery_id: int | None, interaction_id: i
         return
     statement = insert_unless_there(conn, delivery_records)
     conn.execute(statement, {"delivery_id": delivery_id, "interaction_id": interaction_id})
+
+
+def remember(
+    conn: Connection, delivery_id: int | None, customer_id: int | None, interaction_id: int
+) -> None:
+    """Note both what a delivery recorded and whom it spoke of (remember_record and
+    remember_delivery): on PostgreSQL in one statement, one round trip fewer."""
+    if delivery_id is None:
+        return
+    if customer_id is None or conn.dialect.name != "postgresql":
+        remember_delivery(conn, delivery_id, customer_id)
+        remember_record(conn, delivery_id, interaction_id)
+        return
+    conn.execute(_REMEMBER_BOTH, {"delivery_id": delivery_id, "customer_id": customer_id,
+                                  "interaction_id": interaction_id})  # fmt: skip
+
+
+# WITH spoke AS (INSERT INTO delivery_customers …) INSERT INTO delivery_records …: PostgreSQL
+# runs a data-modifying WITH to completion even when nothing reads it.
+_REMEMBER_BOTH = (
+    postgresql.insert(delivery_records)
+    .values(delivery_id=bindparam("delivery_id"), interaction_id=bindparam("interaction_id"))
+    .on_conflict_do_nothing()
+    .add_cte(
+        postgresql.insert(delivery_customers)
+        .values(delivery_id=bindparam("delivery_id"), customer_id=bindparam("customer_id"))
+        .on_conflict_do_nothing()
+        .cte("spoke")
+    )
+)
 
 
 def _topics(

@@ -15,7 +15,15 @@ from middleware.notes.outbox import ATTEMPTING, Outbox
 from middleware.process import pipeline
 from middleware.process.worker import Worker
 from middleware.store.queue import DEAD, DONE, PENDING
-from middleware.store.tables import deliveries, interactions, upstream_state, utcnow, writes
+from middleware.store.tables import (
+    deliveries,
+    delivery_customers,
+    delivery_records,
+    interactions,
+    upstream_state,
+    utcnow,
+    writes,
+)
 from tests.actions import ConfigFactory, Hooks
 from tests.payloads import fixture_bytes
 
@@ -363,3 +371,33 @@ def test_a_claim_leases_the_oldest_due_rows_and_returns_them_in_order(
     assert {row.lease_owner for row in claimed} == {"w"}
     assert all(row.lease_expires_at > utcnow() + timedelta(seconds=25) for row in claimed)
     assert [row.id for row in core.inbox.claim("v", 30, 10)] == [3]
+
+
+def test_a_processed_delivery_is_remembered_by_its_records_and_its_customer(
+    client, worker, core, fake_zendesk
+):
+    """Each delivery is found by what it recorded and by whom it spoke of (on PostgreSQL in
+    one statement), once each: remembering it again adds nothing."""
+    hooks = Hooks(client)
+    hooks.zendesk(fixture_bytes("ticket_created__mail.json"))
+    hooks.zendesk(fixture_bytes("ticket_created__facebook_message.json"))
+    worker.drain()
+    with core.engine.connect() as conn:
+        stored = conn.execute(select(deliveries.c.id).order_by(deliveries.c.id)).scalars().all()
+        records = conn.execute(
+            select(delivery_records.c.delivery_id, interactions.c.external_id).join_from(
+                delivery_records, interactions,
+                interactions.c.id == delivery_records.c.interaction_id,
+            )
+        ).all()  # fmt: skip
+        spoke = conn.execute(select(delivery_customers.c.delivery_id,
+                                    delivery_customers.c.customer_id)).all()  # fmt: skip
+        customer = conn.execute(select(interactions.c.customer_id)).scalars().first()
+    assert sorted(records) == sorted(zip(stored, ["5141", "5149"], strict=True))
+    assert sorted(spoke) == [(delivery, customer) for delivery in stored]
+    with core.engine.begin() as conn:  # again, as a replay would: nothing twice
+        first = conn.execute(select(interactions.c.id).order_by(interactions.c.id)).scalar()
+        pipeline.remember(conn, stored[0], customer, first)
+    with core.engine.connect() as conn:
+        assert len(conn.execute(select(delivery_records)).all()) == 2
+        assert len(conn.execute(select(delivery_customers)).all()) == 2
