@@ -361,7 +361,7 @@ _LOCK_SOME = text(
     " ORDER BY n) AS sorted"
 ).bindparams(whole=WHOLE_LOCK, space=IDENTITY_LOCK_SPACE)
 _LOCK_CUSTOMERS = (
-    select(customers.c.id, customers.c.merged_into)
+    select(customers.c.id, customers.c.merged_into, customers.c.name.is_not(None).label("named"))
     .where(customers.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(customers.c.id)
     .with_for_update()
@@ -402,17 +402,20 @@ def identity_key(identity: Identity) -> int:
     return advisory_key(f"{identity.type}\x00{identity.value}")
 
 
-def lock_customers(conn: Connection, ids: Iterable[int]) -> bool:
+def lock_customers(conn: Connection, ids: Iterable[int], named: set[int] | None = None) -> bool:
     """Lock customers' rows until commit; False when one was merged away or erased meanwhile.
 
     A resolution holds the rows of the customers it read as holders, so that no merge moves
     their identities or records under it; a merge that committed before the lock was granted
-    shows here, and the caller reads the holders again.
+    shows here, and the caller reads the holders again. `named` gets the ids of those that
+    have a name (their name is not asked for again).
     """
     wanted = sorted(set(ids))
     if not wanted or conn.dialect.name != "postgresql":
         return True
     rows = conn.execute(_LOCK_CUSTOMERS, {"ids": wanted}).all()
+    if named is not None:
+        named.update(row.id for row in rows if row.named)
     return len(rows) == len(wanted) and all(row.merged_into is None for row in rows)
 
 
@@ -436,7 +439,7 @@ def resolve_customer(
         if len(found) > 1:
             known.load(conn, found)  # one query for the holders of every identity
         read = {holder for i in found for holder, _ in known.of(conn, i)}
-        if known.locked or lock_customers(conn, read):
+        if known.locked or lock_customers(conn, read, known.named):
             break
         known.forget()  # a holder was merged away before its lock was granted: read again
     else:

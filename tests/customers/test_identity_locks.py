@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event, select
 
 from middleware.customers.edits import erase_customer
 from middleware.customers.identity import Resolution, lock_some, record_lock, resolve_customer
@@ -21,6 +21,7 @@ from middleware.customers.timeline import append
 from middleware.installation import Installation
 from middleware.interaction import Identity, Interaction
 from middleware.process.pipeline import Prepared, record_event, thread_resolution
+from middleware.store.tables import customers
 from tests.customers.test_identity import (
     CHANNELS,
     REGION,
@@ -172,3 +173,24 @@ def test_two_events_of_one_record_are_recorded_one_after_the_other(core, elsewhe
         assert still_waiting(second)
     second.result(timeout=DONE_S)
     assert interaction_row(core.engine, "ticket", "5").customer_id is not None
+
+
+def test_a_named_customer_is_not_asked_for_a_name_again(engine):
+    """The row lock reads whether each holder has a name: a named customer's next record
+    updates no name, and an unnamed one's gets the name it brings."""
+    named = receive(engine, "ticket", "1", ANN, name="Ann Example").customer_id
+    unnamed = receive(engine, "ticket", "2", BOB).customer_id
+    updates: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("UPDATE CUSTOMERS"):
+            updates.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    assert receive(engine, "ticket", "3", ANN, name="Ann E.").customer_id == named
+    assert updates == []
+    assert receive(engine, "ticket", "4", BOB, name="Bob Example").customer_id == unnamed
+    assert len(updates) == 1
+    with engine.connect() as conn:
+        names = dict(conn.execute(select(customers.c.id, customers.c.name)).all())
+    assert names == {named: "Ann Example", unnamed: "Bob Example"}
