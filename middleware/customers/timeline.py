@@ -34,13 +34,21 @@ LATEST_TEXT_KINDS = ORDER_KINDS
 
 @dataclass(frozen=True)
 class Appended:
-    """What appending did: the row id, whether the record was new to the timeline, and the
-    stored row as it is now."""
+    """What appending did: the stored row as it is now, and whether the record was new to
+    the timeline."""
 
-    id: int
-    created: bool
-    customer_id: int | None
     row: Row
+    created: bool
+
+    @property
+    def id(self) -> int:
+        """The record's row id."""
+        return int(self.row.id)
+
+    @property
+    def customer_id(self) -> int | None:
+        """The customer the record is on (None: on nobody yet)."""
+        return self.row.customer_id
 
 
 _BY_KEY = select(interactions).where(
@@ -94,7 +102,7 @@ def append(
             "recording": interaction.recording,
         })  # fmt: skip
         inserted = result.one()
-        return Appended(int(inserted.id), True, customer_id, inserted)
+        return Appended(inserted, created=True)
 
     changes: dict[str, object] = {}
     newer = interaction.updated_at >= row.updated_at
@@ -129,7 +137,7 @@ def append(
             update(interactions).where(interactions.c.id == row.id).values(**changes)
             .returning(*interactions.c)
         ).one()  # fmt: skip
-    return Appended(int(row.id), False, row.customer_id, row)
+    return Appended(row, created=False)
 
 
 def thread_of(external_id: str) -> str:
@@ -142,18 +150,22 @@ def scope(customer_id: int, exclude_thread: tuple[str, str] | None = None) -> li
     clauses: list[Any] = [interactions.c.customer_id == customer_id]
     if exclude_thread is not None:
         source, thread = exclude_thread
-        clauses.append(
-            not_(
-                and_(
-                    interactions.c.source == source,
-                    or_(
-                        interactions.c.external_id == thread,
-                        interactions.c.external_id.like(f"{thread}#%"),
-                    ),
-                )
-            )
-        )
+        clauses.append(_outside_thread(source, thread, f"{thread}#%"))
     return clauses
+
+
+def _outside_thread(source: Any, thread: Any, in_thread: Any) -> Any:
+    """Return the clause that leaves one thread out: its ticket or case (`thread`) and the
+    items in it (ids LIKE `in_thread`, "<thread>#%"); values or bound parameters."""
+    return not_(
+        and_(
+            interactions.c.source == source,
+            or_(
+                interactions.c.external_id == thread,
+                interactions.c.external_id.like(in_thread),
+            ),
+        )
+    )
 
 
 NEWEST_FIRST = (interactions.c.occurred_at.desc(), interactions.c.id.desc())
@@ -161,6 +173,7 @@ IS_OPEN = or_(
     interactions.c.status.is_(None),
     func.lower(interactions.c.status).not_in(sorted(CLOSED_STATUSES)),
 )
+OPEN_ITEM = (interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)  # a ticket or case, not solved or closed
 
 
 def history(
@@ -185,15 +198,7 @@ _OTHER_THAN_THREAD = (
     select(interactions.c.id)
     .where(
         interactions.c.customer_id == bindparam("customer_id"),
-        not_(
-            and_(
-                interactions.c.source == bindparam("source"),
-                or_(
-                    interactions.c.external_id == bindparam("thread"),
-                    interactions.c.external_id.like(bindparam("in_thread")),
-                ),
-            )
-        ),
+        _outside_thread(bindparam("source"), bindparam("thread"), bindparam("in_thread")),
     )
     .limit(1)
 )
@@ -216,7 +221,7 @@ def latest_customer(conn: Connection) -> int | None:
 
 def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> list[Row]:
     """Return the tickets and cases that are not solved or closed, newest first."""
-    query = select(interactions).where(*where, interactions.c.kind.in_(ITEM_KINDS), IS_OPEN)
+    query = select(interactions).where(*where, *OPEN_ITEM)
     return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
 
 
@@ -227,8 +232,7 @@ _OPEN_IN_TOOL = (
         interactions.c.customer_id == bindparam("customer_id"),
         interactions.c.source == bindparam("source"),
         interactions.c.updated_at >= bindparam("since"),
-        interactions.c.kind.in_(ITEM_KINDS),
-        IS_OPEN,
+        *OPEN_ITEM,
     )
     .order_by(*NEWEST_FIRST)
 )
