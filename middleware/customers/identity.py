@@ -157,6 +157,7 @@ class Resolution:
 
     customer_id: int | None
     candidates: tuple[int, ...] = ()
+    created: bool = False  # the customer is new, made for this record: it has no other history
 
 
 _HOLDERS = (
@@ -217,14 +218,24 @@ class KnownHolders:
 
     def add(self, conn: Connection, customer_id: int, identity: Identity, caused_by: str) -> None:
         """Give the customer an identity unless it already holds it."""
-        holders = self.of(conn, identity)
-        if any(cid == customer_id for cid, _ in holders):
-            return
-        conn.execute(_ADD_IDENTITY, {
-            "customer_id": customer_id, "type": identity.type, "value": identity.value,
-            "shared": False, "caused_by": caused_by, "created_at": utcnow(),
-        })  # fmt: skip
-        self._held[identity] = sorted([*holders, (customer_id, False)])
+        self.add_all(conn, customer_id, [identity], caused_by)
+
+    def add_all(
+        self, conn: Connection, customer_id: int, wanted: Iterable[Identity], caused_by: str
+    ) -> None:
+        """Give the customer the identities it does not hold yet, in one statement."""
+        now = utcnow()
+        rows = []
+        for identity in dict.fromkeys(wanted):
+            holders = self.of(conn, identity)
+            if any(cid == customer_id for cid, _ in holders):
+                continue
+            rows.append({"customer_id": customer_id, "type": identity.type,
+                         "value": identity.value, "shared": False, "caused_by": caused_by,
+                         "created_at": now})  # fmt: skip
+            self._held[identity] = sorted([*holders, (customer_id, False)])
+        if rows:
+            conn.execute(_ADD_IDENTITY, rows)
 
     def mark_shared(self, conn: Connection, identity: Identity) -> None:
         """Mark every holder's copy of a phone number as a shared line."""
@@ -458,11 +469,14 @@ def resolve_customer(
                 known.forget()
     elif strong:
         customer, created = create_customer(conn, name), True
+    ours = []
     for identity in strong:
         holding = {cid for cid, _ in known.of(conn, identity)}
         if holding and customer not in holding:
             continue  # held by a customer an admin split from this one: it stays theirs
-        known.add(conn, customer, identity, caused_by)  # type: ignore[arg-type]
+        ours.append(identity)
+    if ours:
+        known.add_all(conn, customer, ours, caused_by)  # type: ignore[arg-type]
 
     candidates: tuple[int, ...] = ()
     for phone in phones:
@@ -484,6 +498,7 @@ def resolve_customer(
             if conflict(conn, customer, other, types.system_ids) is None:
                 merge_customers(conn, other, customer, caused_by, f"share phone {phone.value}")
                 known.forget()
+                created = False  # not new any more: it holds the other's history now
             else:
                 known.add(conn, customer, phone, caused_by)
                 known.mark_shared(conn, phone)
@@ -495,7 +510,7 @@ def resolve_customer(
         conn.execute(_NAME_IF_UNKNOWN, {"customer": customer, "name": name})
     if customer is not None and name:
         known.named.add(customer)  # named now, if it was not: no need to ask again
-    return Resolution(customer, candidates)
+    return Resolution(customer, candidates, created)
 
 
 _NAME_IF_UNKNOWN = (

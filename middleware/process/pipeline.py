@@ -231,7 +231,8 @@ def record_event(
         if ended is not None and notes:
             queued = queue_call_notes(core, conn, ended, late_call_purpose(before, interaction))
     elif notes:
-        queued = int(queue_summary_note(core, conn, plugin, interaction, appended))
+        queued = int(queue_summary_note(core, conn, plugin, interaction, appended,
+                                        new_customer=resolution.created))  # fmt: skip
         queued += queue_news_notes(core, conn, plugin, interaction, appended)
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
@@ -376,8 +377,13 @@ def queue_summary_note(
     plugin: Plugin,
     interaction: Interaction,
     appended: Appended,
+    *,
+    new_customer: bool = False,
 ) -> bool:
-    """Queue a summary note on a new ticket or case whose customer has other history."""
+    """Queue a summary note on a new ticket or case whose customer has other history.
+
+    `new_customer`: the customer was made for this record, so it has no other history.
+    """
     customer_id = appended.customer_id
     if not (
         interaction.creates
@@ -387,7 +393,7 @@ def queue_summary_note(
     ):
         return False
     thread = (interaction.source, thread_of(interaction.external_id))
-    has_history = has_other_history(conn, customer_id, thread)
+    has_history = not new_customer and has_other_history(conn, customer_id, thread)
     if not has_history and not core.config.summary["note_on_first_contact"]:
         return False
     settings = core.config.summary

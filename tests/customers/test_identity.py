@@ -8,7 +8,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Engine, Row, event, select
 
 from middleware.customers import identity
 from middleware.customers.identity import (
@@ -538,6 +538,28 @@ def test_a_zendesk_ticket_absorbs_the_phone_only_caller(client, worker, core, ho
     assert live_customers(core.engine) == [ticket.customer_id]
     [merge] = merge_rows(core.engine)
     assert (merge.from_customer, merge.caused_by) == (caller.customer_id, "zendesk:ticket:5141")
+    # The requester is new to the store, but the call is theirs now: no first contact.
+    assert len(fake_zendesk.notes(5141)) == 1
+
+
+def test_a_resolution_says_whether_it_made_the_customer(engine):
+    """A customer made for a record is said to be new (it has no other history), and its
+    identities are linked in one statement; one that absorbed an earlier caller is not new."""
+    inserts: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("INSERT INTO IDENTITIES"):
+            inserts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    ann = receive(engine, "ticket", "1", email("ann@example.com"), Identity("zendesk_user", "42"))
+    assert ann.created is True
+    assert len(inserts) == 1
+    assert [row.type for row in identity_rows(engine)] == ["email", "zendesk_user"]
+    assert receive(engine, "ticket", "2", email("ann@example.com")).created is False
+    assert receive(engine, "call", "c-1", phone("(415) 555-0199")).created is True
+    bob = receive(engine, "ticket", "3", email("bob@example.com"), phone(LINE))
+    assert bob.customer_id is not None and bob.created is False  # the caller's history is his
 
 
 # Calls from known numbers and shared lines
