@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
@@ -35,7 +35,7 @@ from middleware.ingest.inbox import request_of
 from middleware.installation import Installation
 from middleware.integrations.plugin import UNVERIFIED, Capability, InboundEvent, Plugin
 from middleware.interaction import CALL_ENDED_STATUSES, CustomerRecord, Identity, Interaction
-from middleware.notes.outbox import Outbox
+from middleware.notes.outbox import Outbox, queued_notes
 from middleware.notes.summary import build_context
 from middleware.process.calls import record_transfer
 from middleware.process.updates import (
@@ -59,48 +59,94 @@ class NotConfigured(Exception):
     """A stored delivery names an integration that is not configured any more."""
 
 
-# Settles a delivery in the transaction that records its last event, given the trail's steps.
-Finish = Callable[[Connection, list[str]], None]
+# Settles a delivery in the transaction that records it, given the trail's steps.
+Finish = Callable[[Connection, Row, list[str]], None]
 
 
-def process_delivery(core: Installation, row: Row, finish: Finish | None = None) -> list[str]:
-    """Run every unseen event of a stored delivery through the pipeline; return the trail.
+@dataclass(frozen=True)
+class Ready:
+    """A stored delivery whose events are made ready to record (see prepare_delivery).
 
-    `finish` runs in the transaction of the last event recorded (or in one of its own when
-    that event records nothing), so the delivery is settled with its last record, or neither.
+    Each event is either made ready, or a step of the trail saying why it is not recorded.
+    """
+
+    row: Row
+    plugin: Plugin
+    events: tuple[Prepared | str, ...]
+
+
+def prepare_delivery(core: Installation, row: Row) -> Ready:
+    """Make every unseen event of a stored delivery ready to record, touching no store.
+
+    Nothing in an unverified delivery is believed, and some webhooks only name their record:
+    such records are read back upstream here, in the worker. Raise what prepare_event raises.
     """
     plugin = core.registry.get(row.plugin)
     if plugin is None:
         raise NotConfigured(f"integration {row.plugin!r} is not configured")
     keys = set(json.loads(row.event_keys))
     request = request_of(row)
-    events = [e for e in plugin.parse(request) if e.key in keys]
     unverified = request.proof == UNVERIFIED
-    steps: list[str] = []
-    finished = False
-
-    def then(conn: Connection, step: str) -> None:
-        nonlocal finished
-        if finish is not None and len(steps) == len(events) - 1:  # the last event
-            finish(conn, [*steps, step])
-            finished = True
-
-    for event in events:
-        # Nothing in an unverified delivery is believed, and some webhooks only name their
-        # record: such records are read back upstream, here in the worker.
-        if not (unverified or event.type in plugin.read_back_types):
-            steps.append(handle_event(core, plugin, event, row.received_at, row.id, then))
+    events: list[Prepared | str] = []
+    for event in plugin.parse(request):
+        if event.key not in keys:
             continue
-        confirmed = plugin.read_back(event)
-        if confirmed is None:
-            why = "unverified delivery" if unverified else "nothing to record"
-            steps.append(f"{event.key}: not found upstream ({why}), ignored")
-        else:
-            steps.append(handle_event(core, plugin, confirmed, row.received_at, row.id, then))
-    if finish is not None and not finished:
-        with core.engine.begin() as conn:
-            finish(conn, steps)
-    return steps
+        if unverified or event.type in plugin.read_back_types:
+            confirmed = plugin.read_back(event)
+            if confirmed is None:
+                why = "unverified delivery" if unverified else "nothing to record"
+                events.append(f"{event.key}: not found upstream ({why}), ignored")
+                continue
+            event = confirmed
+        events.append(prepare_event(core, plugin, event, row.received_at))
+    return Ready(row, plugin, tuple(events))
+
+
+def record_deliveries(
+    core: Installation, batch: Sequence[Ready], finish: Finish
+) -> list[list[int]]:
+    """Record deliveries made ready, in order, in one transaction that `finish` settles each
+    of: all of them are recorded and settled, or none. Return the notes each one queued.
+
+    Every identity and record lock they need is taken at once, in one sorted statement (see
+    lock_some), so two workers' batches never wait for each other in a circle on those. The
+    rows of the customers found are locked as resolution goes (lock_customers): a deadlock
+    there is rare, and fails the batch, which the worker then records one by one.
+    """
+    needed = [
+        lock for d in batch for e in d.events if isinstance(e, Prepared) for lock in locks_of(e)
+    ]
+    topics: set[str] = set()
+    queued_by_each: list[list[int]] = []
+    with core.engine.begin() as conn:
+        lock_some(conn, needed)
+        for delivery in batch:
+            steps: list[str] = []
+            queued: list[int] = []
+            timing = queued_notes.set(queued)
+            try:
+                for event in delivery.events:
+                    if isinstance(event, str):
+                        steps.append(event)
+                        continue
+                    recorded = record_event(core, conn, delivery.plugin, event, delivery.row.id,
+                                            known=_locked_by_caller())  # fmt: skip
+                    steps.append(recorded.step)
+                    topics |= recorded.topics
+            finally:
+                queued_notes.reset(timing)
+            finish(conn, delivery.row, steps)
+            queued_by_each.append(queued)
+        core.wakeups.topics_in(conn, topics)  # the other processes' pops, at commit
+    core.live.publish(topics)
+    return queued_by_each
+
+
+def _locked_by_caller() -> KnownHolders:
+    """Return what a resolution starts from when its caller locked the record's identities."""
+    known = KnownHolders()
+    known.values_locked = True
+    return known
 
 
 @dataclass(frozen=True)
@@ -123,30 +169,6 @@ class Recorded:
 
     step: str
     topics: set[str] = field(default_factory=set)
-
-
-def handle_event(
-    core: Installation,
-    plugin: Plugin,
-    event: InboundEvent,
-    received: datetime,
-    delivery_id: int | None = None,
-    then: Callable[[Connection, str], None] | None = None,
-) -> str:
-    """Map, enrich, resolve and append one event, and queue the notes it calls for.
-
-    `then` runs with the step in the transaction that recorded the event, before its commit.
-    """
-    prepared = prepare_event(core, plugin, event, received)
-    if isinstance(prepared, str):
-        return prepared
-    with core.engine.begin() as conn:
-        recorded = record_event(core, conn, plugin, prepared, delivery_id)
-        core.wakeups.topics_in(conn, recorded.topics)  # the other processes' pops, at commit
-        if then is not None:
-            then(conn, recorded.step)
-    core.live.publish(recorded.topics)
-    return recorded.step
 
 
 def prepare_event(
@@ -194,12 +216,8 @@ def record_event(
     """
     found, interaction = prepared.identities, prepared.interaction
     if known is None:  # a webhook's: lock what it touches (an import holds the whole lock)
+        lock_some(conn, locks_of(prepared))
         known = KnownHolders()
-        if interaction is None:
-            lock_some(conn, found)
-        else:
-            record = record_lock(interaction.source, interaction.kind, interaction.external_id)
-            lock_some(conn, (*found, record))
         known.values_locked = True
     if interaction is None:
         assert prepared.record is not None
@@ -238,6 +256,15 @@ def record_event(
     queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
     step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}{said}"
     return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
+
+
+def locks_of(prepared: Prepared) -> tuple[Identity, ...]:
+    """Return what recording an event locks (lock_some): its identities, and its record."""
+    interaction = prepared.interaction
+    if interaction is None:
+        return prepared.identities
+    record = record_lock(interaction.source, interaction.kind, interaction.external_id)
+    return (*prepared.identities, record)
 
 
 def late_call_purpose(before: Row | None, interaction: Interaction) -> str:

@@ -4,8 +4,9 @@ Each upstream with an API gets a lane of its own (a thread that carries only the
 it), and one more lane carries the deliveries and the rest: a helpdesk that stalls holds up
 its own work only, never another tool's notes or a call's screen-pop. Within a lane, the
 upstream calls are many at once (see inflight.py): a slow API does not make the worker wait
-for each answer in turn. A heartbeat renews the worker's short leases while it works, so
-another worker takes over within seconds of a crash, never while this one is alive.
+for each answer in turn, and deliveries are recorded several at once, in one transaction.
+A heartbeat renews the worker's short leases while it works, so another worker takes over
+within seconds of a crash, never while this one is alive.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Row, select
@@ -39,11 +40,11 @@ from middleware.errors import (
 from middleware.installation import Installation
 from middleware.integrations.plugin import Capability, Plugin
 from middleware.integrations.usage import ApiUsage, record_usage
-from middleware.notes.outbox import ATTEMPTING, queued_notes
+from middleware.notes.outbox import ATTEMPTING
 from middleware.process import liveness
 from middleware.process.inflight import NamedLocks, UpstreamCalls, look_up
 from middleware.process.mapping import MappingError
-from middleware.process.pipeline import NotConfigured, process_delivery
+from middleware.process.pipeline import NotConfigured, Ready, prepare_delivery, record_deliveries
 from middleware.store.queue import (
     DEAD,
     DONE,
@@ -63,6 +64,9 @@ from middleware.throttled_log import ThrottledLog, store_error
 
 log = logging.getLogger(__name__)
 BATCH = 20
+# Deliveries recorded in one transaction: one commit, one lock statement and one wake-up for
+# them all. A store write lock (SQLite's) is held that much longer.
+RECORDED_AT_ONCE = 10
 GIVE_WAY_WINDOW_S = 0.1  # a webhook this recent means senders are waiting on this process
 # Every process with a worker checks this often whether an hour passed since the last purge
 # of any of them; the first check waits a little, so that a start is not slowed by it.
@@ -84,6 +88,14 @@ def _log_processed(row: Row, outcome: str, busy_s: float, error: str | None, not
     level, how = (logging.ERROR, "dead") if outcome == DEAD else (logging.WARNING, "retried later")
     log.log(level, "processed %s delivery in:%d in %.0f ms: %s: %s", row.plugin, row.id,
             busy_s * 1000, how, said, extra={**fields, "error": said})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """A delivery made ready to record, and when its processing began."""
+
+    ready: Ready
+    started: float
 
 
 class Worker:
@@ -151,12 +163,20 @@ class Worker:
         """
         rows = self._ahead or self._claim_deliveries()
         self._ahead = self._claim_deliveries() if rows else []
+        group: list[Preparing] = []
         for row, lookups in rows:
             failed = None
             if lookups is not None:
                 wait([lookups])  # never two lookups of one record at once
                 failed = None if lookups.cancelled() else lookups.result()
-            self._timed(partial(self._process, failed_ahead=failed), row)
+            preparing = self._prepare(row, failed_ahead=failed)
+            if preparing is not None:
+                group.append(preparing)
+            if len(group) == RECORDED_AT_ONCE:
+                self._record(group)
+                group = []
+        if group:
+            self._record(group)
         return len(rows)
 
     def _claim_deliveries(self) -> list[tuple[Row, Future[UpstreamError | None] | None]]:
@@ -285,59 +305,87 @@ class Worker:
 
     # -- deliveries ------------------------------------------------------------------------
     def _process(self, row: Row, failed_ahead: UpstreamError | None = None) -> None:
-        """Process one delivery; failed_ahead: how its lookups made ahead failed, if they did."""
-        inbox = self.core.inbox
-        if not self._renew(inbox, row):  # claimed in a batch: its lease may have run out
-            return
+        """Process one delivery on its own; failed_ahead: how its lookups made ahead failed."""
+        ready = self._prepare(row, failed_ahead)
+        if ready is not None:
+            self._record([ready])
+
+    def _prepare(self, row: Row, failed_ahead: UpstreamError | None = None) -> Preparing | None:
+        """Make a delivery ready to record; None when it is not (its failure is settled here,
+        or its lease was taken over)."""
+        if not self._renew(self.core.inbox, row):  # claimed in a batch: its lease may have run out
+            return None
         started = time.monotonic()
-        queued: list[int] = []
-        timing = queued_notes.set(queued)
-        error = None
-
-        def finish(conn: Connection, steps: list[str]) -> None:
-            """Settle the delivery as done with what it recorded, or undo it all."""
-            trail = row.trail
-            for step in steps or ["no events"]:
-                trail = add_trail(trail, "processed", step)
-            if not inbox.settle_in(conn, row.id, self.owner, status=DONE, finished_at=utcnow(),
-                                   trail=trail, last_error=None, failing_since=None,
-                                   waiting_for=None):  # fmt: skip
-                raise LeaseLost(row.id)
-
         try:
             if failed_ahead is not None:
                 raise failed_ahead  # this try's call to the upstream, made ahead
-            process_delivery(self.core, row, finish)
-        except LeaseLost:
+            return Preparing(prepare_delivery(self.core, row), started)
+        except Exception as exc:
+            self._failed(row, exc, started)
+            return None
+        finally:
+            self.give_way(time.monotonic() - started)
+
+    def _record(self, group: list[Preparing]) -> None:
+        """Record deliveries made ready in one transaction, each settled in it as done.
+
+        When that fails, each is recorded on its own: one delivery's failure stays its own.
+        """
+        started = time.monotonic()
+        try:
+            queued = record_deliveries(self.core, [p.ready for p in group], self._finish)
+        except Exception as exc:
+            if len(group) == 1:
+                self._failed(group[0].ready.row, exc, group[0].started)
+            else:
+                log.debug("recording %d deliveries at once failed; one by one", len(group),
+                          exc_info=True)  # fmt: skip
+                for preparing in group:
+                    self._record([preparing])
+            return
+        finally:
+            self.give_way(time.monotonic() - started)
+        for preparing, notes in zip(group, queued, strict=True):
+            row = preparing.ready.row
+            self.core.metrics.notes_queued(notes, row.received_at)
+            _log_processed(row, DONE, time.monotonic() - preparing.started, None, len(notes))
+
+    def _finish(self, conn: Connection, row: Row, steps: list[str]) -> None:
+        """Settle a delivery as done with what it recorded, in the transaction that recorded it."""
+        trail = row.trail
+        for step in steps or ["no events"]:
+            trail = add_trail(trail, "processed", step)
+        if not self.core.inbox.settle_in(conn, row.id, self.owner, status=DONE,
+                                         finished_at=utcnow(), trail=trail, last_error=None,
+                                         failing_since=None, waiting_for=None):  # fmt: skip
+            raise LeaseLost(row.id)
+
+    def _failed(self, row: Row, exc: Exception, started: float) -> None:
+        """Settle a delivery whose processing failed: dead, or retried later."""
+        inbox = self.core.inbox
+        error = str(exc)
+        if isinstance(exc, LeaseLost):
             log.warning("%s %s: lease ran out and was taken over; leaving it", inbox.table.name,
                         row.id)  # fmt: skip
             return
-        except RateLimited as exc:  # its upstream is paused: nothing was sent
-            error = str(exc)
+        if isinstance(exc, RateLimited):  # its upstream is paused: nothing was sent
             outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=True,
                                         after_s=exc.retry_after, count_attempt=False,
                                         waiting_for=PAUSED_UPSTREAM)  # fmt: skip
-        except (MappingError, InboundError, NotConfigured, PermanentUpstreamError) as exc:
-            error = str(exc)
-            trail = add_failure(row.trail, error)
-            inbox.settle(row.id, self.owner, status=DEAD, last_error=error, trail=trail,
-                         attempts=row.attempts + 1, waiting_for=None)  # fmt: skip
+        elif isinstance(exc, MappingError | InboundError | NotConfigured | PermanentUpstreamError):
+            inbox.settle(row.id, self.owner, status=DEAD, last_error=error,
+                         trail=add_failure(row.trail, error), attempts=row.attempts + 1,
+                         waiting_for=None)  # fmt: skip
             outcome = DEAD
-        except UpstreamError as exc:
-            error = str(exc)
+        elif isinstance(exc, UpstreamError):
             outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=True,
                                         trail=add_failure(row.trail, error))  # fmt: skip
-        except Exception as exc:  # never let one delivery stop the worker
+        else:  # never let one delivery stop the worker
             self._unexpected(exc, "delivery %s failed", row.id)
             error = f"{type(exc).__name__}: {exc}"
             outcome = inbox.retry_later(row, self.owner, error, self.policy, transient=False,
                                         trail=add_failure(row.trail, error))  # fmt: skip
-        else:
-            outcome = DONE
-            self.core.metrics.notes_queued(queued, row.received_at)
-        finally:
-            queued_notes.reset(timing)
-        _log_processed(row, outcome, time.monotonic() - started, error, len(queued))
+        _log_processed(row, outcome, time.monotonic() - started, error, 0)
 
     # -- notes -----------------------------------------------------------------------------
     def _write(self, row: Row) -> None:

@@ -1,0 +1,139 @@
+"""Deliveries recorded at once: one transaction for several, each settled in it; a failure
+stays the failing delivery's own."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from middleware.process import pipeline
+from middleware.process import worker as worker_module
+from middleware.process.pipeline import Ready, record_deliveries
+from middleware.store.queue import DONE, PENDING
+from middleware.store.tables import deliveries, interactions
+from tests.customers.test_identity import live_customers
+from tests.customers.test_identity_locks import ANN, BOB, still_waiting, ticket
+from tests.payloads import zendesk_event
+from tests.values import PG_URL
+
+TICKETS = ["6001", "6002", "6003", "6004", "6005"]
+
+
+def post_tickets(hooks) -> None:
+    """Post one new ticket per number, all of Ann's."""
+    for number in TICKETS:
+        body = zendesk_event("ticket_created__mail.json", id=number, event_id=f"ev-{number}")
+        assert hooks.zendesk(body).status_code == 200
+
+
+def stored(core):
+    """Return the deliveries in order, and the tickets recorded, by number."""
+    with core.engine.connect() as conn:
+        rows = conn.execute(select(deliveries).order_by(deliveries.c.id)).all()
+        recorded = conn.execute(select(interactions.c.external_id, interactions.c.customer_id))
+        return rows, dict(recorded.all())
+
+
+def test_deliveries_are_recorded_together_each_settled_with_its_record(
+    hooks, core, worker, fake_zendesk, monkeypatch
+):
+    """Five tickets claimed together are recorded in one go: each done, with its own trail."""
+    batches: list[int] = []
+
+    def counted(core, batch, finish):
+        batches.append(len(batch))
+        return record_deliveries(core, batch, finish)
+
+    monkeypatch.setattr(worker_module, "record_deliveries", counted)
+    post_tickets(hooks)
+    worker.drain()
+    assert batches == [5]
+    rows, recorded = stored(core)
+    assert [r.status for r in rows] == [DONE] * 5
+    assert sorted(recorded) == TICKETS
+    assert len(set(recorded.values())) == 1  # all Ann's
+    for row, number in zip(rows, TICKETS, strict=True):
+        assert row.trail.count("processed") == 1
+        assert number in row.trail
+
+
+def test_a_delivery_that_fails_while_recorded_with_others_fails_alone(
+    hooks, core, worker, fake_zendesk, monkeypatch
+):
+    """One ticket whose recording fails undoes the batch; the others are then recorded one
+    by one, once each, and the failing one waits for a retry with its error and no record."""
+    record_event = pipeline.record_event
+
+    def failing_on_6003(core, conn, plugin, prepared, *args, **kwargs):
+        if prepared.interaction is not None and prepared.interaction.external_id == "6003":
+            raise RuntimeError("the store refused ticket 6003")
+        return record_event(core, conn, plugin, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "record_event", failing_on_6003)
+    post_tickets(hooks)
+    worker.drain(rounds=1)
+    rows, recorded = stored(core)
+    assert [r.status for r in rows] == [DONE, DONE, PENDING, DONE, DONE]
+    assert "the store refused ticket 6003" in rows[2].last_error
+    assert sorted(recorded) == ["6001", "6002", "6004", "6005"]
+    assert [r.trail.count("processed") for r in rows] == [1, 1, 0, 1, 1]
+
+
+def test_a_delivery_whose_lease_was_taken_over_is_left_and_the_others_recorded(
+    hooks, core, worker, fake_zendesk, monkeypatch
+):
+    """A lease lost while a batch is recorded leaves that delivery to its new owner."""
+    post_tickets(hooks)
+    finish = worker._finish
+
+    def taken_over(conn, row, steps):
+        if row.id == 2:
+            taken = deliveries.update().where(deliveries.c.id == 2)
+            conn.execute(taken.values(lease_owner="other"))
+        finish(conn, row, steps)
+
+    monkeypatch.setattr(worker, "_finish", taken_over)
+    worker.drain(rounds=1)
+    rows, recorded = stored(core)
+    assert [r.status for r in rows] == [DONE, PENDING, DONE, DONE, DONE]
+    assert sorted(recorded) == ["6001", "6003", "6004", "6005"]
+
+
+@pytest.mark.skipif(not PG_URL, reason="CARRYOVER_TEST_DATABASE_URL is not set")
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_batches_of_the_same_customers_in_opposite_order_wait_not_deadlock(core):
+    """Two workers' batches of Ann's and Bob's tickets, in opposite orders: the second waits
+    for the whole first (every lock is taken at once, sorted) and neither fails."""
+    zendesk = core.registry.instances["zendesk"]
+
+    def batch(*prepared):
+        return [Ready(SimpleNamespace(id=None), zendesk, (p,)) for p in prepared]
+
+    first_recorded, go_on = threading.Event(), threading.Event()
+
+    def pausing(_conn, _row, _steps):
+        first_recorded.set()
+        assert go_on.wait(10)
+
+    def settled(_conn, _row, _steps):
+        return None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one = pool.submit(record_deliveries, core, batch(ticket("1", ANN), ticket("2", BOB)),
+                          pausing)  # fmt: skip
+        assert first_recorded.wait(10)
+        other = pool.submit(record_deliveries, core,
+                            batch(ticket("3", BOB), ticket("4", ANN)), settled)  # fmt: skip
+        assert still_waiting(other)
+        go_on.set()
+        one.result(timeout=10)
+        other.result(timeout=10)
+    with core.engine.connect() as conn:
+        found = conn.execute(select(interactions.c.external_id, interactions.c.customer_id))
+        owners = dict(found.all())
+    assert owners["1"] == owners["4"] and owners["2"] == owners["3"] != owners["1"]
+    assert len(live_customers(core.engine)) == 2
