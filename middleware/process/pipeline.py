@@ -59,8 +59,8 @@ class NotConfigured(Exception):
     """A stored delivery names an integration that is not configured any more."""
 
 
-# Settles a delivery in the transaction that records it, given the trail's steps.
-Finish = Callable[[Connection, Row, list[str]], None]
+# Settles deliveries in the transaction that records them, given each one's trail steps.
+Finish = Callable[[Connection, list[tuple[Row, list[str]]]], None]
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ def prepare_delivery(core: Installation, row: Row) -> Ready:
 def record_deliveries(
     core: Installation, batch: Sequence[Ready], finish: Finish
 ) -> list[list[int]]:
-    """Record deliveries made ready, in order, in one transaction that `finish` settles each
-    of: all of them are recorded and settled, or none. Return the notes each one queued.
+    """Record deliveries made ready, in order, in one transaction in which `finish` settles
+    them: all of them are recorded and settled, or none. Return the notes each one queued.
 
     Every identity and record lock they need is taken at once, in one sorted statement (see
     lock_some), so two workers' batches never wait for each other in a circle on those. The
@@ -118,6 +118,7 @@ def record_deliveries(
     ]
     topics: set[str] = set()
     queued_by_each: list[list[int]] = []
+    trails: list[tuple[Row, list[str]]] = []
     with core.engine.begin() as conn:
         lock_some(conn, needed)
         for delivery in batch:
@@ -135,8 +136,9 @@ def record_deliveries(
                     topics |= recorded.topics
             finally:
                 queued_notes.reset(timing)
-            finish(conn, delivery.row, steps)
+            trails.append((delivery.row, steps))
             queued_by_each.append(queued)
+        finish(conn, trails)
         core.wakeups.topics_in(conn, topics)  # the other processes' pops, at commit
     core.live.publish(topics)
     return queued_by_each

@@ -350,15 +350,20 @@ class Worker:
             self.core.metrics.notes_queued(notes, row.received_at)
             _log_processed(row, DONE, time.monotonic() - preparing.started, None, len(notes))
 
-    def _finish(self, conn: Connection, row: Row, steps: list[str]) -> None:
-        """Settle a delivery as done with what it recorded, in the transaction that recorded it."""
-        trail = row.trail
-        for step in steps or ["no events"]:
-            trail = add_trail(trail, "processed", step)
-        if not self.core.inbox.settle_in(conn, row.id, self.owner, status=DONE,
-                                         finished_at=utcnow(), trail=trail, last_error=None,
-                                         failing_since=None, waiting_for=None):  # fmt: skip
-            raise LeaseLost(row.id)
+    def _finish(self, conn: Connection, recorded: list[tuple[Row, list[str]]]) -> None:
+        """Settle deliveries as done with what they recorded, in the transaction that recorded
+        them; LeaseLost when another worker took one over (then nothing commits)."""
+        now = utcnow()
+        settled = []
+        for row, steps in recorded:
+            trail = row.trail
+            for step in steps or ["no events"]:
+                trail = add_trail(trail, "processed", step)
+            settled.append((row.id, {"status": DONE, "finished_at": now, "trail": trail,
+                                     "last_error": None, "failing_since": None,
+                                     "waiting_for": None}))  # fmt: skip
+        if self.core.inbox.settle_all_in(conn, self.owner, settled) < len(settled):
+            raise LeaseLost(recorded[0][0].id if len(recorded) == 1 else "one of a batch")
 
     def _failed(self, row: Row, exc: Exception, started: float) -> None:
         """Settle a delivery whose processing failed: dead, or retried later."""

@@ -159,6 +159,18 @@ class LeasedQueue:
         values.update(lease_owner=None, lease_expires_at=None)
         return self._update_leased(conn, row_id, owner, values)
 
+    def settle_all_in(self, conn: Connection, owner: str, settled: list[tuple[int, dict]]) -> int:
+        """Settle leased rows in the caller's transaction, each with its own values (the same
+        columns for all), in one statement sent once; return how many `owner` still held."""
+        if not settled:
+            return 0
+        names = tuple(sorted(settled[0][1])) + ("lease_expires_at", "lease_owner")
+        statement = self._statement_for(names)
+        many = [{"row_id": row_id, "owner": owner, "new_lease_owner": None,
+                 "new_lease_expires_at": None, **{f"new_{k}": v for k, v in values.items()}}
+                for row_id, values in settled]  # fmt: skip
+        return int(conn.execute(statement, many).rowcount)
+
     def touch(self, row_id: int, owner: str, **values: Any) -> bool:
         """Update a leased row and keep the lease; False when the lease was lost."""
         with self.engine.begin() as conn:
@@ -168,7 +180,14 @@ class LeasedQueue:
         self, conn: Connection, row_id: int, owner: str, values: dict[str, Any]
     ) -> bool:
         """Update a row only while `owner` holds its lease, with a statement built once."""
-        names = tuple(sorted(values))
+        statement = self._statement_for(tuple(sorted(values)))
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        result = conn.execute(statement, {"row_id": row_id, "owner": owner, **parameters})
+        return bool(result.rowcount)
+
+    def _statement_for(self, names: tuple[str, ...]) -> Any:
+        """Return the UPDATE of these columns of a row `owner` leases (built once per set)."""
+        names = tuple(sorted(names))
         statement = self._leased_updates.get(names)
         if statement is None:
             t = self.table
@@ -178,9 +197,7 @@ class LeasedQueue:
                 .values({name: bindparam(f"new_{name}") for name in names})
             )
             self._leased_updates[names] = statement
-        parameters = {f"new_{name}": value for name, value in values.items()}
-        result = conn.execute(statement, {"row_id": row_id, "owner": owner, **parameters})
-        return bool(result.rowcount)
+        return statement
 
     def renew_all(self, owner: str, lease_s: float) -> int:
         """Extend every lease `owner` holds (its heartbeat); return how many."""

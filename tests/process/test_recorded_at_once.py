@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from middleware.process import pipeline
 from middleware.process import worker as worker_module
@@ -41,7 +41,8 @@ def stored(core):
 def test_deliveries_are_recorded_together_each_settled_with_its_record(
     hooks, core, worker, fake_zendesk, monkeypatch
 ):
-    """Five tickets claimed together are recorded in one go: each done, with its own trail."""
+    """Five tickets claimed together are recorded in one go and settled in one statement:
+    each done, with its own trail."""
     batches: list[int] = []
 
     def counted(core, batch, finish):
@@ -50,8 +51,16 @@ def test_deliveries_are_recorded_together_each_settled_with_its_record(
 
     monkeypatch.setattr(worker_module, "record_deliveries", counted)
     post_tickets(hooks)
+    settles: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("UPDATE DELIVERIES SET STATUS"):
+            settles.append(statement)
+
+    event.listen(core.engine, "before_cursor_execute", record)
     worker.drain()
     assert batches == [5]
+    assert len(settles) == 1  # the five settled in one statement
     rows, recorded = stored(core)
     assert [r.status for r in rows] == [DONE] * 5
     assert sorted(recorded) == TICKETS
@@ -90,11 +99,11 @@ def test_a_delivery_whose_lease_was_taken_over_is_left_and_the_others_recorded(
     post_tickets(hooks)
     finish = worker._finish
 
-    def taken_over(conn, row, steps):
-        if row.id == 2:
+    def taken_over(conn, recorded):
+        if 2 in [row.id for row, _steps in recorded]:
             taken = deliveries.update().where(deliveries.c.id == 2)
             conn.execute(taken.values(lease_owner="other"))
-        finish(conn, row, steps)
+        finish(conn, recorded)
 
     monkeypatch.setattr(worker, "_finish", taken_over)
     worker.drain(rounds=1)
@@ -115,11 +124,11 @@ def test_two_batches_of_the_same_customers_in_opposite_order_wait_not_deadlock(c
 
     first_recorded, go_on = threading.Event(), threading.Event()
 
-    def pausing(_conn, _row, _steps):
+    def pausing(_conn, _recorded):
         first_recorded.set()
         assert go_on.wait(10)
 
-    def settled(_conn, _row, _steps):
+    def settled(_conn, _recorded):
         return None
 
     with ThreadPoolExecutor(max_workers=2) as pool:
