@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 MEMORY_ENTRIES = 10_000  # per kind of look-up, per process
 FAILURES_LOGGED_EVERY_S = 60.0
 V = TypeVar("V")
+T = TypeVar("T")
+R = TypeVar("R")
+Asked = tuple[str, str, tuple[str, ...]]  # a plugin, a kind of look-up, keys
 
 _c = lookup_cache.c
 # Built once: building SQLAlchemy statements per call costs more than running them.
@@ -57,26 +60,49 @@ _UPSERTS: dict[str, Any] = {}  # by dialect name
 
 
 class LookupStore:
-    """The lookup_cache table of one installation, read and written by every process."""
+    """The lookup_cache table of one installation, read and written by every process.
+
+    Reads (and writes) made by threads at the same time go to the store together (Together):
+    a worker with many look-ups in flight makes one round trip for many of them.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.failures = ThrottledLog(log, FAILURES_LOGGED_EVERY_S)
+        self._reads = Together(self._read_all)
+        self._writes = Together(self._write_all)
 
     def read(self, plugin: str, kind: str, keys: Iterable[str]) -> dict[str, tuple[float, Any]]:
         """Return the unexpired values stored for these keys, each with the seconds it has left.
 
         Nothing when the store cannot be read.
         """
+        wanted = tuple(keys)
+        return self._reads((plugin, kind, wanted)) if wanted else {}
+
+    def _read_all(self, asked: list[Asked]) -> list[dict[str, tuple[float, Any]]]:
+        """Read what several callers asked for at once: one query per kind of look-up."""
         now = utcnow()
-        wanted = {"plugin": plugin, "kind": kind, "keys": list(keys), "now": now}
+        kinds: dict[tuple[str, str], set[str]] = {}
+        for plugin, kind, keys in asked:
+            kinds.setdefault((plugin, kind), set()).update(keys)
+        stored: dict[tuple[str, str, str], tuple[float, str]] = {}
         try:
             with reading(self.engine) as conn:
-                rows = conn.execute(_READ, wanted).all()
+                for (plugin, kind), names in kinds.items():
+                    wanted = {"plugin": plugin, "kind": kind, "keys": sorted(names), "now": now}
+                    for r in conn.execute(_READ, wanted):
+                        left = (r.expires_at - now).total_seconds()
+                        stored[(plugin, kind, r.key)] = (left, r.value)
         except SQLAlchemyError as exc:
             self._failed("read", exc)
-            return {}
-        return {r.key: ((r.expires_at - now).total_seconds(), json.loads(r.value)) for r in rows}
+            return [{} for _ in asked]
+        # Each caller gets values of its own, as if it had read them alone.
+        return [
+            {key: (found[0], json.loads(found[1]))
+             for key in keys if (found := stored.get((plugin, kind, key))) is not None}
+            for plugin, kind, keys in asked
+        ]  # fmt: skip
 
     def write(self, plugin: str, kind: str, found: Mapping[str, Any], ttl_s: float) -> None:
         """Store the values looked up; a key another process stored meanwhile is overwritten."""
@@ -86,14 +112,21 @@ class LookupStore:
         rows = [
             {"plugin": plugin, "kind": kind, "key": key, "value": dumps(value),
              "fetched_at": now, "expires_at": now + timedelta(seconds=ttl_s)}
-            # In key order: two processes writing the same keys lock them in the same order.
-            for key, value in sorted(found.items())
+            for key, value in found.items()
         ]  # fmt: skip
+        self._writes(rows)
+
+    def _write_all(self, written: list[list[dict[str, Any]]]) -> list[None]:
+        """Store what several callers looked up at once, in one transaction."""
+        latest = {(r["plugin"], r["kind"], r["key"]): r for rows in written for r in rows}
+        # In key order: two processes writing the same keys lock them in the same order.
+        rows = [latest[name] for name in sorted(latest)]
         try:
             with self.engine.begin() as conn:
                 conn.execute(_upsert(conn), rows)
         except SQLAlchemyError as exc:
             self._failed("write", exc)
+        return [None] * len(written)
 
     def _failed(self, action: str, exc: SQLAlchemyError) -> None:
         # One kind for reads and writes: a store that fails says so once, not twice.
@@ -101,6 +134,70 @@ class LookupStore:
             logging.WARNING, "store", "could not %s the shared lookup cache (look-ups go "
             "to the upstream meanwhile): %s", action, store_error(exc),
         )  # fmt: skip
+
+
+class Together(Generic[T, R]):
+    """Run calls that arrive while one is under way as one call, as a database's group commit
+    does: under load, many threads' reads (or writes) of the lookup cache cost one round trip.
+
+    The first caller runs at once; callers arriving meanwhile wait, and the first of them
+    then runs one call for all of them. Nobody waits longer than for the call under way and
+    its own; alone, a caller does not wait at all. `run` takes the items and returns one
+    answer per item, in order.
+    """
+
+    def __init__(self, run: Callable[[list[T]], list[R]]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._waiting: list[_Turn[T, R]] = []
+        self._busy = False
+
+    def __call__(self, item: T) -> R:
+        turn = _Turn[T, R](item)
+        with self._lock:
+            self._waiting.append(turn)
+            leads, self._busy = not self._busy, True
+        if not leads:
+            turn.done.wait()
+            if not turn.leads:  # another caller's call answered it
+                return turn.result()
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        try:
+            answers = self._run([t.item for t in batch])
+            for waiting, answer in zip(batch, answers, strict=True):
+                waiting.answer = answer
+        except BaseException as exc:  # each caller meets the failure, as if alone
+            for waiting in batch:
+                waiting.failure = exc
+        finally:
+            with self._lock:  # hand the next call to the first caller waiting, if any
+                if self._waiting:
+                    self._waiting[0].leads = True
+                    self._waiting[0].done.set()
+                else:
+                    self._busy = False
+            for waiting in batch:
+                if waiting is not turn:
+                    waiting.leads = False
+                    waiting.done.set()
+        return turn.result()
+
+
+class _Turn(Generic[T, R]):
+    """One caller's item, and what it gets back."""
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.done = threading.Event()
+        self.leads = False
+        self.answer: R | None = None
+        self.failure: BaseException | None = None
+
+    def result(self) -> R:
+        if self.failure is not None:
+            raise self.failure
+        return self.answer  # type: ignore[return-value]
 
 
 def _upsert(conn: Connection) -> Any:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import responses
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, event, select, update
 
 from middleware.customers.edits import erase_customer
 from middleware.customers.retention import purge
 from middleware.installation import Installation, build_installation
-from middleware.integrations.lookups import LookupStore
+from middleware.integrations.lookups import LookupStore, Together
 from middleware.interaction import Identity, Interaction
 from middleware.process.worker import Worker
 from middleware.store.tables import identities, lookup_cache, reading, utcnow
@@ -263,3 +265,81 @@ def test_a_second_process_finds_the_salesforce_contact_in_either_id_form(
     finally:
         for core in built:
             core.dispose()
+
+
+# Reads and writes made at the same time go to the store together
+
+
+def held_first(statements: list[str], prefix: str, go_on: threading.Event, held: threading.Event):
+    """Return a statement listener that counts statements starting with `prefix` and holds
+    the first one until go_on is set."""
+
+    def listen(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith(prefix):
+            statements.append(statement)
+            if len(statements) == 1:
+                held.set()
+                assert go_on.wait(10)
+
+    return listen
+
+
+@pytest.mark.parametrize("action", ["write", "read"])
+def test_lookups_stored_or_read_while_one_is_under_way_go_to_the_store_together(core, action):
+    """24 threads: while the first one's statement is held, the 23 others queue up, and one
+    statement then serves them all; each gets its own answer, as if alone."""
+    store = LookupStore(core.engine)
+    keys = [str(n) for n in range(24)]
+    if action == "read":
+        store.write("zendesk", "zendesk_user", {k: {"user": {"id": k}} for k in keys}, 300)
+    prefix = "INSERT INTO LOOKUP_CACHE" if action == "write" else "SELECT LOOKUP_CACHE"
+    statements: list[str] = []
+    go_on, held = threading.Event(), threading.Event()
+    listener = held_first(statements, prefix, go_on, held)
+    event.listen(core.engine, "before_cursor_execute", listener)
+
+    def act(key: str):
+        if action == "write":
+            return store.write("zendesk", "zendesk_user", {key: {"user": {"id": key}}}, 300)
+        return store.read("zendesk", "zendesk_user", [key])
+
+    try:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            first = pool.submit(act, keys[0])
+            assert held.wait(10)
+            rest = [pool.submit(act, key) for key in keys[1:]]
+            deadline = time.monotonic() + 10
+            while len(store._writes._waiting if action == "write" else store._reads._waiting) < 23:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            go_on.set()
+            answers = [first.result(10)] + [f.result(10) for f in rest]
+    finally:
+        event.remove(core.engine, "before_cursor_execute", listener)
+    assert len(statements) == 2
+    if action == "read":
+        assert [list(a) for a in answers] == [[k] for k in keys]
+        assert [a[k][1] for a, k in zip(answers, keys, strict=True)] == [
+            {"user": {"id": k}} for k in keys
+        ]
+    else:
+        assert sorted(row[2] for row in stored(core)) == sorted(keys)
+
+
+def test_a_call_that_fails_fails_its_callers_and_the_next_one_runs():
+    """The callers of a failed call meet its failure; the next call runs as usual."""
+    calls: list[list[int]] = []
+    failing = True
+
+    def run(items: list[int]) -> list[int]:
+        calls.append(items)
+        if failing:
+            raise RuntimeError("the store is gone")
+        return [item * 10 for item in items]
+
+    together = Together(run)
+    with pytest.raises(RuntimeError, match="the store is gone"):
+        together(1)
+    failing = False
+    assert together(2) == 20
+    assert calls == [[1], [2]]
