@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from middleware.interaction import CALL_ENDED_STATUSES, CLOSED_STATUSES, ORDER_KINDS, Interaction
-from middleware.store.tables import dumps, interactions
+from middleware.store.tables import dumps, insert_unless_there, interactions
 
 CONTACT_KINDS = ("ticket", "case", "call", "message", "visit")
 ITEM_KINDS = ("ticket", "case")
@@ -60,6 +60,26 @@ _BY_KEY_FOR_UPDATE = _BY_KEY.with_for_update()
 _INSERT = interactions.insert().returning(*interactions.c)
 
 
+def _new_row(
+    interaction: Interaction, customer_id: int | None, candidates: tuple[int, ...], ids: str
+) -> dict[str, Any]:
+    """Return the values of a new record's row."""
+    return {
+        "customer_id": customer_id, "source": interaction.source,
+        "external_id": interaction.external_id, "kind": interaction.kind,
+        "channel": interaction.channel, "direction": interaction.direction,
+        "occurred_at": interaction.occurred_at, "updated_at": interaction.updated_at,
+        "status": interaction.status, "subject": interaction.subject,
+        "text": interaction.text, "customer_name": interaction.customer_name,
+        "agent": interaction.agent, "team": interaction.team, "link": interaction.link,
+        "duration_s": interaction.duration_s, "identities": ids,
+        "candidates": dumps(list(candidates)) if candidates else None,
+        "number": interaction.number,
+        "said_by": interaction.said_by if interaction.text else None,
+        "recording": interaction.recording,
+    }  # fmt: skip
+
+
 def stored_record(conn: Connection, interaction: Interaction) -> Row | None:
     """Return the stored record of the interaction's upstream id, locked until the commit."""
     query = _BY_KEY_FOR_UPDATE if conn.dialect.name == "postgresql" else _BY_KEY
@@ -82,27 +102,20 @@ def append(
     `absent` tells that the caller knows no record of that id is stored (an import that
     looked a whole batch up at once), `stored` gives the one it read (`stored_record`).
     """
+    ids = dumps([[i.type, i.value] for i in interaction.identities])
     row = stored
     if row is None and not absent:
+        if interaction.creates and conn.dialect.insert_returning:
+            # A record's creation is most often new to the store: insert it, and read the
+            # stored one only when it is there already (an update came first).
+            new = insert_unless_there(conn, interactions, *interactions.c)
+            values = _new_row(interaction, customer_id, candidates, ids)
+            if (inserted := conn.execute(new, values).first()) is not None:
+                return Appended(inserted, created=True)
         row = stored_record(conn, interaction)
-    ids = dumps([[i.type, i.value] for i in interaction.identities])
     if row is None:
-        result = conn.execute(_INSERT, {
-            "customer_id": customer_id, "source": interaction.source,
-            "external_id": interaction.external_id, "kind": interaction.kind,
-            "channel": interaction.channel, "direction": interaction.direction,
-            "occurred_at": interaction.occurred_at, "updated_at": interaction.updated_at,
-            "status": interaction.status, "subject": interaction.subject,
-            "text": interaction.text, "customer_name": interaction.customer_name,
-            "agent": interaction.agent, "team": interaction.team, "link": interaction.link,
-            "duration_s": interaction.duration_s, "identities": ids,
-            "candidates": dumps(list(candidates)) if candidates else None,
-            "number": interaction.number,
-            "said_by": interaction.said_by if interaction.text else None,
-            "recording": interaction.recording,
-        })  # fmt: skip
-        inserted = result.one()
-        return Appended(inserted, created=True)
+        values = _new_row(interaction, customer_id, candidates, ids)
+        return Appended(conn.execute(_INSERT, values).one(), created=True)
 
     changes: dict[str, object] = {}
     newer = interaction.updated_at >= row.updated_at

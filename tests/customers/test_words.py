@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, event, inspect, select, text
 
 from middleware.customers.timeline import append
 from middleware.interaction import Interaction
@@ -101,3 +101,22 @@ def test_migration_0009_adds_the_columns_and_leaves_older_rows_unknown(engine):
     with engine.connect() as conn:
         row = conn.execute(select(interactions)).one()
     assert (row.text, row.number, row.said_by) == ("Hello", None, None)
+
+
+def test_a_creation_new_to_the_store_is_one_statement_and_a_stored_one_is_updated(engine):
+    """A record's creation is inserted without first looking for it; when an update stored
+    the record before, the creation updates that row and makes no second one."""
+    customer = new_customer(engine)
+    statements: list[str] = []
+    with engine.begin() as conn:
+        event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        first = append(conn, contact("7", "Where is my order?", "customer", kind="case",
+                                     creates=True), customer)  # fmt: skip
+        assert first.created and len(statements) == 1
+        append(conn, contact("8", None, None, kind="case"), customer)  # an update comes first
+        later = append(conn, contact("8", "Refund please.", "customer", 1, kind="case",
+                                     creates=True), customer)  # fmt: skip
+        rows = conn.execute(select(interactions).order_by(interactions.c.id)).all()
+    assert not later.created and later.id == rows[1].id
+    assert [(r.external_id, r.text) for r in rows] == [("7", "Where is my order?"),
+                                                       ("8", "Refund please.")]  # fmt: skip
