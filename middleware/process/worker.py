@@ -363,7 +363,7 @@ class Worker:
                                      "last_error": None, "failing_since": None,
                                      "waiting_for": None}))  # fmt: skip
         if self.core.inbox.settle_all_in(conn, self.owner, settled) < len(settled):
-            raise LeaseLost(recorded[0][0].id if len(recorded) == 1 else "one of a batch")
+            raise LeaseLost(", ".join(str(row.id) for row, _ in recorded))
 
     def _failed(self, row: Row, exc: Exception, started: float) -> None:
         """Settle a delivery whose processing failed: dead, or retried later."""

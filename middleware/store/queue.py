@@ -156,15 +156,14 @@ class LeasedQueue:
 
         The work the row stood for commits with its settlement, or neither does.
         """
-        values.update(lease_owner=None, lease_expires_at=None)
-        return self._update_leased(conn, row_id, owner, values)
+        return self.settle_all_in(conn, owner, [(row_id, values)]) == 1
 
     def settle_all_in(self, conn: Connection, owner: str, settled: list[tuple[int, dict]]) -> int:
         """Settle leased rows in the caller's transaction, each with its own values (the same
         columns for all), in one statement sent once; return how many `owner` still held."""
         if not settled:
             return 0
-        names = tuple(sorted(settled[0][1])) + ("lease_expires_at", "lease_owner")
+        names = tuple(sorted({*settled[0][1], "lease_expires_at", "lease_owner"}))
         statement = self._statement_for(names)
         many = [{"row_id": row_id, "owner": owner, "new_lease_owner": None,
                  "new_lease_expires_at": None, **{f"new_{k}": v for k, v in values.items()}}
@@ -186,8 +185,7 @@ class LeasedQueue:
         return bool(result.rowcount)
 
     def _statement_for(self, names: tuple[str, ...]) -> Any:
-        """Return the UPDATE of these columns of a row `owner` leases (built once per set)."""
-        names = tuple(sorted(names))
+        """Return the UPDATE of these columns (sorted) of a row `owner` leases (built once)."""
         statement = self._leased_updates.get(names)
         if statement is None:
             t = self.table
