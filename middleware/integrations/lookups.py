@@ -38,14 +38,13 @@ from middleware.store.tables import (
     reading,
     utcnow,
 )
+from middleware.store.together import Together
 from middleware.throttled_log import ThrottledLog, store_error
 
 log = logging.getLogger(__name__)
 MEMORY_ENTRIES = 10_000  # per kind of look-up, per process
 FAILURES_LOGGED_EVERY_S = 60.0
 V = TypeVar("V")
-T = TypeVar("T")
-R = TypeVar("R")
 Asked = tuple[str, str, tuple[str, ...]]  # a plugin, a kind of look-up, keys
 
 _c = lookup_cache.c
@@ -134,70 +133,6 @@ class LookupStore:
             logging.WARNING, "store", "could not %s the shared lookup cache (look-ups go "
             "to the upstream meanwhile): %s", action, store_error(exc),
         )  # fmt: skip
-
-
-class Together(Generic[T, R]):
-    """Run calls that arrive while one is under way as one call, as a database's group commit
-    does: under load, many threads' reads (or writes) of the lookup cache cost one round trip.
-
-    The first caller runs at once; callers arriving meanwhile wait, and the first of them
-    then runs one call for all of them. Nobody waits longer than for the call under way and
-    its own; alone, a caller does not wait at all. `run` takes the items and returns one
-    answer per item, in order.
-    """
-
-    def __init__(self, run: Callable[[list[T]], list[R]]) -> None:
-        self._run = run
-        self._lock = threading.Lock()
-        self._waiting: list[_Turn[T, R]] = []
-        self._busy = False
-
-    def __call__(self, item: T) -> R:
-        turn = _Turn[T, R](item)
-        with self._lock:
-            self._waiting.append(turn)
-            leads, self._busy = not self._busy, True
-        if not leads:
-            turn.done.wait()
-            if not turn.leads:  # another caller's call answered it
-                return turn.result()
-        with self._lock:
-            batch, self._waiting = self._waiting, []
-        try:
-            answers = self._run([t.item for t in batch])
-            for waiting, answer in zip(batch, answers, strict=True):
-                waiting.answer = answer
-        except BaseException as exc:  # each caller meets the failure, as if alone
-            for waiting in batch:
-                waiting.failure = exc
-        finally:
-            with self._lock:  # hand the next call to the first caller waiting, if any
-                if self._waiting:
-                    self._waiting[0].leads = True
-                    self._waiting[0].done.set()
-                else:
-                    self._busy = False
-            for waiting in batch:
-                if waiting is not turn:
-                    waiting.leads = False
-                    waiting.done.set()
-        return turn.result()
-
-
-class _Turn(Generic[T, R]):
-    """One caller's item, and what it gets back."""
-
-    def __init__(self, item: T) -> None:
-        self.item = item
-        self.done = threading.Event()
-        self.leads = False
-        self.answer: R | None = None
-        self.failure: BaseException | None = None
-
-    def result(self) -> R:
-        if self.failure is not None:
-            raise self.failure
-        return self.answer  # type: ignore[return-value]
 
 
 def _upsert(conn: Connection) -> Any:

@@ -362,7 +362,7 @@ class Worker:
             settled.append((row.id, {"status": DONE, "finished_at": now, "trail": trail,
                                      "last_error": None, "failing_since": None,
                                      "waiting_for": None}))  # fmt: skip
-        if self.core.inbox.settle_all_in(conn, self.owner, settled) < len(settled):
+        if not self.core.inbox.settle_all_in(conn, self.owner, settled):
             raise LeaseLost(", ".join(str(row.id) for row, _ in recorded))
 
     def _failed(self, row: Row, exc: Exception, started: float) -> None:

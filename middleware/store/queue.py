@@ -14,6 +14,7 @@ letter at once; a failure of Carryover itself (a bug) after `max_attempts`.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from sqlalchemy import (
 )
 
 from middleware.store.tables import dumps, reading, utcnow
+from middleware.store.together import Together
+
+log = logging.getLogger(__name__)
 
 DEAD = "dead"
 DONE = "done"
@@ -82,6 +86,9 @@ class Lane:
         return column.not_in(self.others) if self.others else true()  # type: ignore[no-any-return]
 
 
+Leased = tuple[int, str, dict[str, Any]]  # a row's id, its lease owner, the values it gets
+
+
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:
     """Return the wait before retry number `attempts` (exponential, capped, with jitter)."""
     return min(cap, base * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
@@ -105,6 +112,8 @@ class LeasedQueue:
         self.replay_as = replay_as
         # Built once per set of updated columns: building a statement costs more than running it.
         self._leased_updates: dict[tuple[str, ...], Update] = {}
+        # Rows settled (or touched) by several threads at once share one transaction.
+        self._updates = Together(self._update_all)
 
     def claim(
         self,
@@ -148,41 +157,76 @@ class LeasedQueue:
 
     def settle(self, row_id: int, owner: str, **values: Any) -> bool:
         """Update a leased row and drop the lease; False when the lease was lost."""
-        with self.engine.begin() as conn:
-            return self.settle_in(conn, row_id, owner, **values)
+        values.update(lease_owner=None, lease_expires_at=None)
+        return self._update(row_id, owner, values)
 
     def settle_in(self, conn: Connection, row_id: int, owner: str, **values: Any) -> bool:
         """Settle a leased row in the caller's transaction; False when the lease was lost.
 
         The work the row stood for commits with its settlement, or neither does.
         """
-        return self.settle_all_in(conn, owner, [(row_id, values)]) == 1
+        return self.settle_all_in(conn, owner, [(row_id, values)])
 
-    def settle_all_in(self, conn: Connection, owner: str, settled: list[tuple[int, dict]]) -> int:
-        """Settle leased rows in the caller's transaction, each with its own values (the same
-        columns for all), in one statement sent once; return how many `owner` still held."""
-        if not settled:
-            return 0
-        names = tuple(sorted({*settled[0][1], "lease_expires_at", "lease_owner"}))
-        statement = self._statement_for(names)
-        many = [{"row_id": row_id, "owner": owner, "new_lease_owner": None,
-                 "new_lease_expires_at": None, **{f"new_{k}": v for k, v in values.items()}}
-                for row_id, values in settled]  # fmt: skip
-        return int(conn.execute(statement, many).rowcount)
+    def settle_all_in(self, conn: Connection, owner: str, settled: list[tuple[int, dict]]) -> bool:
+        """Settle leased rows in the caller's transaction, each with its own values, in one
+        statement per set of columns; False when `owner` lost the lease of any of them."""
+        dropped = {"lease_owner": None, "lease_expires_at": None}
+        return self._update_together(conn, [(row_id, owner, values | dropped)
+                                            for row_id, values in settled])  # fmt: skip
 
     def touch(self, row_id: int, owner: str, **values: Any) -> bool:
         """Update a leased row and keep the lease; False when the lease was lost."""
-        with self.engine.begin() as conn:
-            return self._update_leased(conn, row_id, owner, values)
+        return self._update(row_id, owner, values)
 
-    def _update_leased(
-        self, conn: Connection, row_id: int, owner: str, values: dict[str, Any]
-    ) -> bool:
-        """Update a row only while `owner` holds its lease, with a statement built once."""
-        statement = self._statement_for(tuple(sorted(values)))
-        parameters = {f"new_{name}": value for name, value in values.items()}
-        result = conn.execute(statement, {"row_id": row_id, "owner": owner, **parameters})
-        return bool(result.rowcount)
+    def _update(self, row_id: int, owner: str, values: dict[str, Any]) -> bool:
+        """Update a leased row in a transaction of its own, or one shared with the rows other
+        threads update at the same time (see _update_all); raise what the store raised."""
+        answer = self._updates((row_id, owner, values))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _update_all(self, wanted: list[Leased]) -> list[bool | Exception]:
+        """Update rows several threads asked for at once, in one transaction: one statement
+        per set of columns, sent once. Say for each whether its lease was still held.
+
+        If a lease was lost or the transaction failed (a deadlock with another worker's),
+        nothing of it is kept, and each row is updated on its own: one row's answer or
+        failure stays its own.
+        """
+        if len(wanted) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    if not self._update_together(conn, wanted):
+                        raise LeaseLost(", ".join(str(row_id) for row_id, _, _ in wanted))
+                return [True] * len(wanted)
+            except Exception:
+                log.debug("updating %d %s rows at once failed; one by one", len(wanted),
+                          self.table.name, exc_info=True)  # fmt: skip
+        answers: list[bool | Exception] = []
+        for row_id, owner, values in wanted:
+            try:
+                with self.engine.begin() as conn:
+                    answers.append(self._update_together(conn, [(row_id, owner, values)]))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    def _update_together(self, conn: Connection, wanted: list[Leased]) -> bool:
+        """Update rows only while `owner` holds their leases, in id order (two workers lock
+        rows they share in the same order), with statements built once; return whether every
+        lease was still held."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row_id, owner, values in sorted(wanted, key=lambda leased: leased[0]):
+            parameters = {f"new_{name}": value for name, value in values.items()}
+            by_columns.setdefault(tuple(sorted(values)), []).append(
+                {"row_id": row_id, "owner": owner, **parameters}
+            )
+        held = sum(
+            conn.execute(self._statement_for(names), many).rowcount
+            for names, many in by_columns.items()
+        )
+        return held == len(wanted)
 
     def _statement_for(self, names: tuple[str, ...]) -> Any:
         """Return the UPDATE of these columns (sorted) of a row `owner` leases (built once)."""

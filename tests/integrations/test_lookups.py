@@ -17,10 +17,11 @@ from sqlalchemy import create_engine, event, select, update
 from middleware.customers.edits import erase_customer
 from middleware.customers.retention import purge
 from middleware.installation import Installation, build_installation
-from middleware.integrations.lookups import LookupStore, Together
+from middleware.integrations.lookups import LookupStore
 from middleware.interaction import Identity, Interaction
 from middleware.process.worker import Worker
 from middleware.store.tables import identities, lookup_cache, reading, utcnow
+from middleware.store.together import Together
 from tests.payloads import fixture_bytes
 from tests.values import ANN, SF_INSTANCE, ZENDESK_TOKEN
 
