@@ -249,12 +249,14 @@ class KnownHolders:
         self.named.clear()
 
 
+_VALUES_OF = select(identities.c.type, identities.c.value).where(
+    identities.c.customer_id == bindparam("customer_id")
+)
+
+
 def _identity_values(conn: Connection, customer_id: int) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    rows = conn.execute(
-        select(identities.c.type, identities.c.value).where(identities.c.customer_id == customer_id)
-    )
-    for row in rows:
+    for row in conn.execute(_VALUES_OF, {"customer_id": customer_id}):
         found.setdefault(row.type, set()).add(row.value)
     return found
 

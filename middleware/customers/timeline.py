@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Row,
     and_,
     bindparam,
@@ -146,11 +147,26 @@ def append(
         changes["customer_id"] = customer_id
         changes["identities"] = ids
     if changes:
-        row = conn.execute(
-            update(interactions).where(interactions.c.id == row.id).values(**changes)
-            .returning(*interactions.c)
-        ).one()  # fmt: skip
+        parameters = {f"new_{name}": value for name, value in changes.items()}
+        statement = _update_of(tuple(sorted(changes)))
+        row = conn.execute(statement, {"row_id": row.id, **parameters}).one()
     return Appended(row, created=False)
+
+
+_UPDATES: dict[tuple[str, ...], Any] = {}  # by the columns changed
+
+
+def _update_of(names: tuple[str, ...]) -> Any:
+    """Return the UPDATE … RETURNING of these columns of a record (built once per set)."""
+    statement = _UPDATES.get(names)
+    if statement is None:
+        statement = _UPDATES[names] = (
+            update(interactions)
+            .where(interactions.c.id == bindparam("row_id"))
+            .values({name: bindparam(f"new_{name}") for name in names})
+            .returning(*interactions.c)
+        )
+    return statement
 
 
 def thread_of(external_id: str) -> str:
@@ -158,13 +174,39 @@ def thread_of(external_id: str) -> str:
     return external_id.split("#", 1)[0]
 
 
-def scope(customer_id: int, exclude_thread: tuple[str, str] | None = None) -> list[Any]:
-    """Return the WHERE clauses selecting a customer's interactions, optionally minus a thread."""
-    clauses: list[Any] = [interactions.c.customer_id == customer_id]
-    if exclude_thread is not None:
-        source, thread = exclude_thread
-        clauses.append(_outside_thread(source, thread, f"{thread}#%"))
-    return clauses
+@dataclass(frozen=True)
+class Scope:
+    """One customer's interactions, optionally without one thread (a ticket or case and the
+    items in it): what the timeline's reads of a customer select.
+
+    Its clauses are bound parameters, so each kind of read builds its statement once, on
+    first use: building SQLAlchemy statements costs more than running them.
+    """
+
+    customer_id: int
+    exclude_thread: tuple[str, str] | None = None
+
+    def read(
+        self, conn: Connection, name: str, build: Callable[[list[Any]], Any], **values: Any
+    ) -> CursorResult[*tuple[Any, ...]]:
+        """Run the read called `name` (one per call site), its statement built by `build`
+        from the scope's clauses the first time; `values` bind its other parameters."""
+        outside = self.exclude_thread is not None
+        statement = _SCOPED_READS.get((name, outside))
+        if statement is None:
+            clauses = [interactions.c.customer_id == bindparam("customer_id")]
+            if outside:
+                clauses.append(_outside_thread(bindparam("source"), bindparam("thread"),
+                                               bindparam("in_thread")))  # fmt: skip
+            statement = _SCOPED_READS[(name, outside)] = build(clauses)
+        parameters = {"customer_id": self.customer_id, **values}
+        if self.exclude_thread is not None:
+            source, thread = self.exclude_thread
+            parameters.update(source=source, thread=thread, in_thread=f"{thread}#%")
+        return conn.execute(statement, parameters)
+
+
+_SCOPED_READS: dict[tuple[str, bool], Any] = {}
 
 
 def _outside_thread(source: Any, thread: Any, in_thread: Any) -> Any:
@@ -197,13 +239,15 @@ def history(
     kinds: tuple[str, ...] | None = None,
 ) -> list[Row]:
     """Return the customer's interactions, newest first, optionally leaving one thread out."""
-    query = select(interactions).where(*scope(customer_id, exclude_thread))
-    if kinds is not None:
-        query = query.where(interactions.c.kind.in_(kinds))
-    query = query.order_by(*NEWEST_FIRST)
-    if limit is not None:
-        query = query.limit(limit)
-    return list(conn.execute(query))
+
+    def build(where: list[Any]) -> Any:
+        query = select(interactions).where(*where).order_by(*NEWEST_FIRST)
+        if kinds is not None:
+            query = query.where(interactions.c.kind.in_(kinds))
+        return query if limit is None else query.limit(bindparam("limit"))
+
+    name = f"history {kinds} {'limited' if limit is not None else 'all'}"
+    return list(Scope(customer_id, exclude_thread).read(conn, name, build, limit=limit))
 
 
 # Whether a customer has any record outside one thread: built once, it reads one id.
@@ -232,10 +276,14 @@ def latest_customer(conn: Connection) -> int | None:
     return conn.execute(query.order_by(*NEWEST_FIRST).limit(1)).scalar()
 
 
-def open_items(conn: Connection, where: list[Any], limit: int | None = 50) -> list[Row]:
+def open_items(conn: Connection, scope: Scope, limit: int = 50) -> list[Row]:
     """Return the tickets and cases that are not solved or closed, newest first."""
-    query = select(interactions).where(*where, *OPEN_ITEM)
-    return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
+
+    def build(where: list[Any]) -> Any:
+        query = select(interactions).where(*where, *OPEN_ITEM).order_by(*NEWEST_FIRST)
+        return query.limit(bindparam("limit"))
+
+    return list(scope.read(conn, "open items", build, limit=limit))
 
 
 # The open items of a customer in one tool, updated since a moment: built once, their ids.
@@ -272,24 +320,28 @@ class ContactFigures:
 
 
 def contact_figures(
-    conn: Connection, where: list[Any], week: datetime, lately: datetime
+    conn: Connection, scope: Scope, week: datetime, lately: datetime
 ) -> ContactFigures:
     """Count the customer's contacts per channel in one query: in all, since `week` and since
     `lately`. Channels are ordered by their count, then by their newest contact."""
-    occurred = interactions.c.occurred_at
-    query = (
-        select(
-            interactions.c.channel,
-            func.count(),
-            func.sum(case((occurred >= week, 1), else_=0)),
-            func.sum(case((occurred >= lately, 1), else_=0)),
-            func.max(occurred),
+
+    def build(where: list[Any]) -> Any:
+        occurred = interactions.c.occurred_at
+        return (
+            select(
+                interactions.c.channel,
+                func.count(),
+                func.sum(case((occurred >= bindparam("week"), 1), else_=0)),
+                func.sum(case((occurred >= bindparam("lately"), 1), else_=0)),
+                func.max(occurred),
+            )
+            .where(*where, interactions.c.kind.in_(CONTACT_KINDS))
+            .group_by(interactions.c.channel)
         )
-        .where(*where, interactions.c.kind.in_(CONTACT_KINDS))
-        .group_by(interactions.c.channel)
-    )
+
+    found = scope.read(conn, "contact figures", build, week=week, lately=lately)
     rows = [(channel, int(total), int(in_week or 0), int(in_lately or 0), newest)
-            for channel, total, in_week, in_lately, newest in conn.execute(query)]  # fmt: skip
+            for channel, total, in_week, in_lately, newest in found]  # fmt: skip
     named = [row for row in rows if row[0] != "other"]
     overall = sorted(named, key=lambda row: (row[1], row[4]), reverse=True)
     recent = sorted((row for row in named if row[3]), key=lambda row: (row[3], row[4]),
@@ -302,19 +354,23 @@ def contact_figures(
     )
 
 
-def customer_words(conn: Connection, where: list[Any], limit: int) -> list[Row]:
+def customer_words(conn: Connection, scope: Scope, limit: int) -> list[Row]:
     """Return the newest texts the customer wrote or said themselves.
 
     Only texts known to be the customer's (`said_by`): an agent's case description or reply,
     and rows that do not tell who wrote them (stored before it was recorded), stay out.
     """
-    query = select(interactions).where(
-        *where,
-        interactions.c.text.is_not(None),
-        interactions.c.text != "",
-        interactions.c.said_by == "customer",
-    )
-    return list(conn.execute(query.order_by(*NEWEST_FIRST).limit(limit)))
+
+    def build(where: list[Any]) -> Any:
+        query = select(interactions).where(
+            *where,
+            interactions.c.text.is_not(None),
+            interactions.c.text != "",
+            interactions.c.said_by == "customer",
+        )
+        return query.order_by(*NEWEST_FIRST).limit(bindparam("limit"))
+
+    return list(scope.read(conn, "customer words", build, limit=limit))
 
 
 def answered_by_each(conn: Connection, calls: Sequence[Row]) -> dict[int, list[str]]:
@@ -365,11 +421,3 @@ def agents_in_order(call_agent: str | None, transfers: Sequence[Any]) -> list[st
     to), oldest first."""
     agents = [transfers[0].subject, *(t.agent for t in transfers)] if transfers else [call_agent]
     return [a for a in agents if a]
-
-
-def contacts_since(conn: Connection, where: list[Any], since: datetime) -> int:
-    """Count the customer's contacts (tickets, cases, calls, messages) since a moment."""
-    query = select(func.count()).where(
-        *where, interactions.c.kind.in_(CONTACT_KINDS), interactions.c.occurred_at >= since
-    )
-    return int(conn.execute(query).scalar() or 0)

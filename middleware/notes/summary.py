@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,17 +12,17 @@ from zoneinfo import ZoneInfo
 import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from sqlalchemy import Connection, Engine, Row, func, select
+from sqlalchemy import Connection, Engine, Row, bindparam, func, select
 
 from middleware.customers.preferences import BEHAVIOUR, preference_of
 from middleware.customers.timeline import (
     ContactFigures,
+    Scope,
     answered_by_each,
     contact_figures,
     customer_words,
     history,
     open_items,
-    scope,
 )
 from middleware.integrations.plugin import Plugin
 from middleware.interaction import ORDER_KINDS, ORDER_PROBLEM_STATUSES, channel_word, http_link
@@ -85,8 +85,12 @@ class CustomerContext:
         return self.repeat_contacts_7d >= 2
 
     def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return asdict(self)
+        """Return a JSON-ready dict of the context's own values (shared, not copied: a
+        caller that changes one copies it first)."""
+        return {name: getattr(self, name) for name in _CONTEXT_FIELDS}
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in fields(CustomerContext))
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -137,16 +141,20 @@ def order_of(row: Row) -> dict[str, Any]:
     return item
 
 
-def order_problems(conn: Connection, where: list[Any], since: datetime) -> list[Row]:
+def order_problems(conn: Connection, scope: Scope, since: datetime) -> list[Row]:
     """Return the customer's orders refunded or cancelled since a moment, latest change first."""
-    query = select(interactions).where(
-        *where,
-        interactions.c.kind.in_(ORDER_KINDS),
-        func.lower(interactions.c.status).in_(sorted(ORDER_PROBLEM_STATUSES)),
-        interactions.c.updated_at >= since,
-    )
-    order = (interactions.c.updated_at.desc(), interactions.c.id.desc())
-    return list(conn.execute(query.order_by(*order).limit(ORDERS_SHOWN)))
+
+    def build(where: list[Any]) -> Any:
+        query = select(interactions).where(
+            *where,
+            interactions.c.kind.in_(ORDER_KINDS),
+            func.lower(interactions.c.status).in_(sorted(ORDER_PROBLEM_STATUSES)),
+            interactions.c.updated_at >= bindparam("since"),
+        )
+        order = (interactions.c.updated_at.desc(), interactions.c.id.desc())
+        return query.order_by(*order).limit(ORDERS_SHOWN)
+
+    return list(scope.read(conn, "order problems", build, since=since))
 
 
 def _listed(conn: Connection, rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -177,6 +185,14 @@ def recognised_by(types: Sequence[str], system_ids: Collection[str] = ()) -> lis
     return [t.replace("_", " ") for t in shared]
 
 
+_CUSTOMER = select(customers).where(customers.c.id == bindparam("customer_id"))
+_IDENTITIES = (
+    select(identities)
+    .where(identities.c.customer_id == bindparam("customer_id"))
+    .order_by(identities.c.id)
+)
+
+
 def build_context(
     conn: Connection,
     customer_id: int,
@@ -195,10 +211,8 @@ def build_context(
     false: the timeline is then not read, since every part of it would come back empty.
     """
     now = now or utcnow()
-    person = conn.execute(select(customers).where(customers.c.id == customer_id)).one()
-    ids = conn.execute(
-        select(identities).where(identities.c.customer_id == customer_id).order_by(identities.c.id)
-    ).all()
+    person = conn.execute(_CUSTOMER, {"customer_id": customer_id}).one()
+    ids = conn.execute(_IDENTITIES, {"customer_id": customer_id}).all()
     explicit = preference_of(person)
     preferred = list(explicit.channels) if explicit else []
     source = explicit.source if explicit else BEHAVIOUR
@@ -209,7 +223,7 @@ def build_context(
     items: list[Row] = []
     figures = ContactFigures(channels=[], channels_lately=[], since_week=0, lately=0)
     if history_outside:
-        where = scope(customer_id, exclude_thread)
+        where = Scope(customer_id, exclude_thread)
         recent = history(conn, customer_id, recent_limit, exclude_thread, kinds=LISTED_KINDS)
         figures = contact_figures(conn, where, now - timedelta(days=7),
                                   now - timedelta(days=LATELY_DAYS))  # fmt: skip

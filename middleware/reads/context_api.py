@@ -138,10 +138,10 @@ def context() -> Response | tuple[Response, int]:
         ctx = build_context(conn, found[0], settings["recent_limit"], mood=settings["mood"])
         summary = core.renderer.render("summary", ctx)
     payload = ctx.as_dict()
-    payload["customer"]["identities"] = [
+    payload["customer"] = {**ctx.customer, "identities": [
         {"type": i["type"], "value": i["value"], "shared": i["shared"]}
-        for i in payload["customer"]["identities"]
-    ]
+        for i in ctx.customer["identities"]
+    ]}  # fmt: skip
     payload.pop("candidates")
     payload["summary"] = summary
     return jsonify(payload)
