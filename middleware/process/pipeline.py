@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, bindparam, select
-from sqlalchemy.dialects import postgresql
 
 from middleware.customers.identity import (
     RESOLVE_TRIES,
@@ -119,6 +118,7 @@ def record_deliveries(
     topics: set[str] = set()
     queued_by_each: list[list[int]] = []
     trails: list[tuple[Row, list[str]]] = []
+    spoken: list[Spoken] = []
     with core.engine.begin() as conn:
         lock_some(conn, needed)
         for delivery in batch:
@@ -130,14 +130,16 @@ def record_deliveries(
                     if isinstance(event, str):
                         steps.append(event)
                         continue
-                    recorded = record_event(core, conn, delivery.plugin, event, delivery.row.id,
+                    recorded = record_event(core, conn, delivery.plugin, event,
                                             known=_locked_by_caller())  # fmt: skip
                     steps.append(recorded.step)
                     topics |= recorded.topics
+                    spoken.append((delivery.row.id, recorded.customer_id, recorded.record_id))
             finally:
                 queued_notes.reset(timing)
             trails.append((delivery.row, steps))
             queued_by_each.append(queued)
+        remember(conn, spoken)
         finish(conn, trails)
         core.wakeups.topics_in(conn, topics)  # the other processes' pops, at commit
     core.live.publish(topics)
@@ -167,10 +169,13 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Recorded:
-    """What recording an event did: the trail's step, and the pop topics it changed."""
+    """What recording an event did: the trail's step, the pop topics it changed, the customer
+    it was recorded on and the timeline record it stored (none for a customer record)."""
 
     step: str
     topics: set[str] = field(default_factory=set)
+    customer_id: int | None = None
+    record_id: int | None = None
 
 
 def prepare_event(
@@ -204,7 +209,6 @@ def record_event(
     conn: Connection,
     plugin: Plugin,
     prepared: Prepared,
-    delivery_id: int | None = None,
     *,
     notes: bool = True,
     known: KnownHolders | None = None,
@@ -223,8 +227,7 @@ def record_event(
         known.values_locked = True
     if interaction is None:
         assert prepared.record is not None
-        return _link_customer_record(core, conn, prepared.record, found, prepared.key,
-                                     delivery_id, known)  # fmt: skip
+        return _link_customer_record(core, conn, prepared.record, found, prepared.key, known)
     if found:
         resolution = resolve_customer(
             conn, found, interaction.record_ref, interaction.customer_name,
@@ -237,7 +240,6 @@ def record_event(
     before = stored_record(conn, interaction) if looked_up else None
     appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
                       absent=absent or (looked_up and before is None), stored=before)  # fmt: skip
-    remember(conn, delivery_id, appended.customer_id, appended.id)
     said = ""
     if interaction.preferred_channels is not None and appended.customer_id is not None:
         said = "; " + record_preference(
@@ -257,7 +259,8 @@ def record_event(
     who = f"customer {appended.customer_id}" if appended.customer_id else "no customer"
     queued_text = f", {queued} note{'s' if queued > 1 else ''} queued" if queued else ""
     step = f"{prepared.key}: {interaction.record_ref} → {who}{queued_text}{said}"
-    return Recorded(step, _topics(found, appended.customer_id, resolution.candidates))
+    topics = _topics(found, appended.customer_id, resolution.candidates)
+    return Recorded(step, topics, appended.customer_id, appended.id)
 
 
 def locks_of(prepared: Prepared) -> tuple[Identity, ...]:
@@ -287,7 +290,6 @@ def _link_customer_record(
     record: CustomerRecord,
     found: tuple[Identity, ...],
     key: str,
-    delivery_id: int | None,
     known: KnownHolders | None,
 ) -> Recorded:
     """Link the identifiers of a trusted record (a Salesforce contact) as one customer's."""
@@ -295,55 +297,27 @@ def _link_customer_record(
         conn, found, record.record_ref, record.customer_name, types=core.identity_types,
         known=known,
     )  # fmt: skip
-    remember_delivery(conn, delivery_id, resolution.customer_id)
     step = f"{key}: {record.record_ref} → customer {resolution.customer_id}"
-    return Recorded(step, _topics(found, resolution.customer_id, resolution.candidates))
+    topics = _topics(found, resolution.customer_id, resolution.candidates)
+    return Recorded(step, topics, resolution.customer_id)
 
 
-def remember_delivery(conn: Connection, delivery_id: int | None, customer_id: int | None) -> None:
-    """Note that a delivery spoke of a customer, so that erasing the customer erases it too."""
-    if delivery_id is None or customer_id is None:
-        return
-    statement = insert_unless_there(conn, delivery_customers)
-    conn.execute(statement, {"delivery_id": delivery_id, "customer_id": customer_id})
+# A delivery, the customer one of its events was recorded on, and the record it stored.
+Spoken = tuple[int | None, int | None, int | None]
 
 
-def remember_record(conn: Connection, delivery_id: int | None, interaction_id: int) -> None:
-    """Note that a delivery recorded an interaction, so that it is found by that record."""
-    if delivery_id is None:
-        return
-    statement = insert_unless_there(conn, delivery_records)
-    conn.execute(statement, {"delivery_id": delivery_id, "interaction_id": interaction_id})
-
-
-def remember(
-    conn: Connection, delivery_id: int | None, customer_id: int | None, interaction_id: int
-) -> None:
-    """Note both what a delivery recorded and whom it spoke of (remember_record and
-    remember_delivery): on PostgreSQL in one statement, one round trip fewer."""
-    if delivery_id is None:
-        return
-    if customer_id is None or conn.dialect.name != "postgresql":
-        remember_delivery(conn, delivery_id, customer_id)
-        remember_record(conn, delivery_id, interaction_id)
-        return
-    conn.execute(_REMEMBER_BOTH, {"delivery_id": delivery_id, "customer_id": customer_id,
-                                  "interaction_id": interaction_id})  # fmt: skip
-
-
-# WITH spoke AS (INSERT INTO delivery_customers …) INSERT INTO delivery_records …: PostgreSQL
-# runs a data-modifying WITH to completion even when nothing reads it.
-_REMEMBER_BOTH = (
-    postgresql.insert(delivery_records)
-    .values(delivery_id=bindparam("delivery_id"), interaction_id=bindparam("interaction_id"))
-    .on_conflict_do_nothing()
-    .add_cte(
-        postgresql.insert(delivery_customers)
-        .values(delivery_id=bindparam("delivery_id"), customer_id=bindparam("customer_id"))
-        .on_conflict_do_nothing()
-        .cte("spoke")
-    )
-)
+def remember(conn: Connection, spoken: Sequence[Spoken]) -> None:
+    """Note what deliveries recorded and whom they spoke of: a record then finds the
+    deliveries that told of it, and erasing a customer erases those that spoke of them.
+    One statement per table for all of them; what is noted already is left as it is."""
+    records = sorted({(d, r) for d, _, r in spoken if d is not None and r is not None})
+    people = sorted({(d, c) for d, c, _ in spoken if d is not None and c is not None})
+    if records:
+        conn.execute(insert_unless_there(conn, delivery_records),
+                     [{"delivery_id": d, "interaction_id": r} for d, r in records])  # fmt: skip
+    if people:
+        conn.execute(insert_unless_there(conn, delivery_customers),
+                     [{"delivery_id": d, "customer_id": c} for d, c in people])  # fmt: skip
 
 
 def _topics(

@@ -397,7 +397,7 @@ def test_a_processed_delivery_is_remembered_by_its_records_and_its_customer(
     assert sorted(spoke) == [(delivery, customer) for delivery in stored]
     with core.engine.begin() as conn:  # again, as a replay would: nothing twice
         first = conn.execute(select(interactions.c.id).order_by(interactions.c.id)).scalar()
-        pipeline.remember(conn, stored[0], customer, first)
+        pipeline.remember(conn, [(stored[0], customer, first)])
     with core.engine.connect() as conn:
         assert len(conn.execute(select(delivery_records)).all()) == 2
         assert len(conn.execute(select(delivery_customers)).all()) == 2
