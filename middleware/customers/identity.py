@@ -195,6 +195,23 @@ class KnownHolders:
         self.named: set[int] = set()  # customers known to have a name
         self.locked = False  # the whole identity lock is held: no finer lock is needed
         self.values_locked = False  # the caller locked the record's identities (lock_some)
+        self._rows_held: set[int] = set()  # customers whose rows this transaction locked
+
+    def lock_all_read(self, conn: Connection) -> None:
+        """Lock the rows of every customer read as a holder so far, in one statement, in id
+        order; if one was merged away meanwhile, forget what was read (it is read again)."""
+        read = {cid for holders in self._held.values() for cid, _ in holders}
+        if not self.lock_customers(conn, read):
+            self.forget()
+
+    def lock_customers(self, conn: Connection, ids: Iterable[int]) -> bool:
+        """Lock the customers' rows (see lock_customers), but for those this transaction
+        locked already: those stay locked, and as they were, until it ends."""
+        wanted = set(ids) - self._rows_held
+        if not lock_customers(conn, wanted, self.named):
+            return False
+        self._rows_held |= wanted
+        return True
 
     def load(self, conn: Connection, wanted: Iterable[Identity]) -> None:
         """Read the holders of many identities at once."""
@@ -247,6 +264,7 @@ class KnownHolders:
         """Drop what was read (a merge moved identities, or a savepoint was rolled back)."""
         self._held.clear()
         self.named.clear()
+        self._rows_held.clear()
 
 
 _VALUES_OF = select(identities.c.type, identities.c.value).where(
@@ -452,7 +470,7 @@ def resolve_customer(
         if len(found) > 1:
             known.load(conn, found)  # one query for the holders of every identity
         read = {holder for i in found for holder, _ in known.of(conn, i)}
-        if known.locked or lock_customers(conn, read, known.named):
+        if known.locked or known.lock_customers(conn, read):
             break
         known.forget()  # a holder was merged away before its lock was granted: read again
     else:

@@ -108,19 +108,24 @@ def record_deliveries(
     them: all of them are recorded and settled, or none. Return the notes each one queued.
 
     Every identity and record lock they need is taken at once, in one sorted statement (see
-    lock_some), so two workers' batches never wait for each other in a circle on those. The
-    rows of the customers found are locked as resolution goes (lock_customers): a deadlock
-    there is rare, and fails the batch, which the worker then records one by one.
+    lock_some), so two workers' batches never wait for each other in a circle on those, and
+    the holders of all their identities are read in one query, kept up to date as the batch
+    is resolved (KnownHolders), and those holders' rows are locked in one sorted statement.
+    Customers met later (a comment's, one merged in) are locked as resolution goes
+    (lock_customers): a deadlock there is rare, and fails the batch, which the worker then
+    records one by one.
     """
-    needed = [
-        lock for d in batch for e in d.events if isinstance(e, Prepared) for lock in locks_of(e)
-    ]
+    events = [e for d in batch for e in d.events if isinstance(e, Prepared)]
+    needed = [lock for e in events for lock in locks_of(e)]
+    known = _locked_by_caller()
     topics: set[str] = set()
     queued_by_each: list[list[int]] = []
     trails: list[tuple[Row, list[str]]] = []
     spoken: list[Spoken] = []
     with core.engine.begin() as conn:
         lock_some(conn, needed)
+        known.load(conn, [identity for e in events for identity in e.identities])
+        known.lock_all_read(conn)
         for delivery in batch:
             steps: list[str] = []
             queued: list[int] = []
@@ -130,8 +135,7 @@ def record_deliveries(
                     if isinstance(event, str):
                         steps.append(event)
                         continue
-                    recorded = record_event(core, conn, delivery.plugin, event,
-                                            known=_locked_by_caller())  # fmt: skip
+                    recorded = record_event(core, conn, delivery.plugin, event, known=known)
                     steps.append(recorded.step)
                     topics |= recorded.topics
                     spoken.append((delivery.row.id, recorded.customer_id, recorded.record_id))
@@ -147,7 +151,7 @@ def record_deliveries(
 
 
 def _locked_by_caller() -> KnownHolders:
-    """Return what a resolution starts from when its caller locked the record's identities."""
+    """Return what resolutions start from when their caller locked their records' identities."""
     known = KnownHolders()
     known.values_locked = True
     return known

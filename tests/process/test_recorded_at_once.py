@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import event, select
 
+from middleware.customers import identity
 from middleware.process import pipeline
 from middleware.process import worker as worker_module
 from middleware.process.pipeline import Ready, record_deliveries
@@ -68,6 +69,59 @@ def test_deliveries_are_recorded_together_each_settled_with_its_record(
     for row, number in zip(rows, TICKETS, strict=True):
         assert row.trail.count("processed") == 1
         assert number in row.trail
+
+
+def test_a_batch_reads_its_holders_once_and_locks_each_customer_once(
+    hooks, core, worker, fake_zendesk
+):
+    """Five tickets of one customer recorded together: the holders of their identities are
+    read in one query, and the customer's row is locked once (PostgreSQL), not per ticket."""
+    post_tickets(hooks)
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(" ".join(statement.split()).upper())
+
+    event.listen(core.engine, "before_cursor_execute", record)
+    try:
+        worker.drain()
+    finally:
+        event.remove(core.engine, "before_cursor_execute", record)
+    holders = [s for s in seen if s.startswith("SELECT IDENTITIES.") and "FROM IDENTITIES" in s
+               and "IDENTITIES.CUSTOMER_ID, IDENTITIES.SHARED" in s]  # fmt: skip
+    customer_locks = [s for s in seen if s.startswith("SELECT CUSTOMERS.ID, CUSTOMERS.MERGED_INTO")]
+    assert len(holders) == 1
+    assert len(customer_locks) == (1 if core.engine.dialect.name == "postgresql" else 0)
+    rows, recorded = stored(core)
+    assert [r.status for r in rows] == [DONE] * 5
+    assert len(set(recorded.values())) == 1
+
+
+def test_a_holder_merged_away_before_the_batch_locks_it_is_read_again(
+    hooks, core, worker, fake_zendesk, monkeypatch
+):
+    """When the batch's one lock of its holders finds one merged away (another worker's
+    merge committed first), what it read is forgotten, and each ticket reads its holders
+    again and locks them: all five are recorded on Ann, once each."""
+    post_tickets(hooks)
+    worker.drain()  # Ann exists now, holding the identities
+    for number in TICKETS:
+        body = zendesk_event("ticket_created__mail.json", id=f"9{number}", event_id=f"2-{number}")
+        assert hooks.zendesk(body).status_code == 200
+    lock_customers = identity.lock_customers
+    answers: list[bool] = []
+
+    def merged_away_once(conn, ids, named=None):
+        answer = lock_customers(conn, ids, named) and bool(answers)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(identity, "lock_customers", merged_away_once)
+    worker.drain()
+    rows, recorded = stored(core)
+    assert [r.status for r in rows] == [DONE] * 10
+    assert len(recorded) == 10 and len(set(recorded.values())) == 1
+    assert answers[0] is False and len(answers) > 1  # read again, and locked again
 
 
 def test_a_delivery_that_fails_while_recorded_with_others_fails_alone(
