@@ -158,6 +158,7 @@ class Resolution:
     customer_id: int | None
     candidates: tuple[int, ...] = ()
     created: bool = False  # the customer is new, made for this record: it has no other history
+    merged: bool = False  # other customers were merged into it: their records are its now
 
 
 _HOLDERS = (
@@ -479,7 +480,7 @@ def resolve_customer(
     phones = [i for i in found if i.type == PHONE]
 
     customer: int | None = None
-    created = False
+    created = merged = False
     strong_holders = sorted({cid for i in strong for cid, _ in known.of(conn, i)})
     if strong_holders:
         customer = strong_holders[0]
@@ -487,6 +488,7 @@ def resolve_customer(
             if not separated(conn, customer, other):
                 merge_customers(conn, other, customer, caused_by, "share a strong identifier")
                 known.forget()
+                merged = True
     elif strong:
         customer, created = create_customer(conn, name), True
     ours = []
@@ -518,6 +520,7 @@ def resolve_customer(
             if conflict(conn, customer, other, types.system_ids) is None:
                 merge_customers(conn, other, customer, caused_by, f"share phone {phone.value}")
                 known.forget()
+                merged = True
                 created = False  # not new any more: it holds the other's history now
             else:
                 known.add(conn, customer, phone, caused_by)
@@ -530,7 +533,7 @@ def resolve_customer(
         conn.execute(_NAME_IF_UNKNOWN, {"customer": customer, "name": name})
     if customer is not None and name:
         known.named.add(customer)  # named now, if it was not: no need to ask again
-    return Resolution(customer, candidates, created)
+    return Resolution(customer, candidates, created, merged)
 
 
 _NAME_IF_UNKNOWN = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    tuple_,
     update,
 )
 
@@ -87,6 +88,58 @@ def stored_record(conn: Connection, interaction: Interaction) -> Row | None:
     key = {"source": interaction.source, "kind": interaction.kind,
            "external_id": interaction.external_id}  # fmt: skip
     return conn.execute(query, key).first()
+
+
+RecordKey = tuple[str, str, str]  # a record's source, kind and upstream id
+_BY_KEYS = select(interactions).where(
+    tuple_(interactions.c.source, interactions.c.kind, interactions.c.external_id).in_(
+        bindparam("keys", expanding=True)
+    )
+)
+_BY_KEYS_FOR_UPDATE = _BY_KEYS.with_for_update()
+KEYS_PER_READ = 500
+
+
+def record_key(interaction: Interaction) -> RecordKey:
+    """Return the key a record is stored under: its source, kind and upstream id."""
+    return (interaction.source, interaction.kind, interaction.external_id)
+
+
+class StoredRecords:
+    """The stored records of a batch's interactions, read in one query (and locked until the
+    commit, as stored_record's are), then kept as the batch appends to them.
+
+    A merge rewrites the customer of records the batch may have read: `forget` drops them.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[RecordKey, Row | None] = {}
+
+    def load(self, conn: Connection, wanted: Iterable[Interaction]) -> None:
+        """Read the stored records of these interactions; a missing one is known absent."""
+        keys = sorted({record_key(i) for i in wanted} - self._rows.keys())
+        query = _BY_KEYS_FOR_UPDATE if conn.dialect.name == "postgresql" else _BY_KEYS
+        for start in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[start : start + KEYS_PER_READ]
+            self._rows.update(dict.fromkeys(chunk))
+            for row in conn.execute(query, {"keys": chunk}):
+                self._rows[(row.source, row.kind, row.external_id)] = row
+
+    def holds(self, interaction: Interaction) -> bool:
+        """Tell whether the record's stored state is known (a row, or known absent)."""
+        return record_key(interaction) in self._rows
+
+    def of(self, interaction: Interaction) -> Row | None:
+        """Return the record's stored row as the batch left it (None: not stored)."""
+        return self._rows[record_key(interaction)]
+
+    def keep(self, row: Row) -> None:
+        """Keep a record's row as the batch just stored it."""
+        self._rows[(row.source, row.kind, row.external_id)] = row
+
+    def forget(self) -> None:
+        """Drop what was read (a merge changed records' customers)."""
+        self._rows.clear()
 
 
 def append(

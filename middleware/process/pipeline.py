@@ -25,6 +25,7 @@ from middleware.customers.redaction import redact
 from middleware.customers.timeline import (
     ITEM_KINDS,
     Appended,
+    StoredRecords,
     append,
     has_other_history,
     stored_record,
@@ -111,6 +112,7 @@ def record_deliveries(
     lock_some), so two workers' batches never wait for each other in a circle on those, and
     the holders of all their identities are read in one query, kept up to date as the batch
     is resolved (KnownHolders), and those holders' rows are locked in one sorted statement.
+    Their stored records are read in one query too, kept as the batch appends (StoredRecords).
     Customers met later (a comment's, one merged in) are locked as resolution goes
     (lock_customers): a deadlock there is rare, and fails the batch, which the worker then
     records one by one.
@@ -126,6 +128,8 @@ def record_deliveries(
         lock_some(conn, needed)
         known.load(conn, [identity for e in events for identity in e.identities])
         known.lock_all_read(conn)
+        records = StoredRecords()
+        records.load(conn, [e.interaction for e in events if e.interaction is not None])
         for delivery in batch:
             steps: list[str] = []
             queued: list[int] = []
@@ -135,7 +139,8 @@ def record_deliveries(
                     if isinstance(event, str):
                         steps.append(event)
                         continue
-                    recorded = record_event(core, conn, delivery.plugin, event, known=known)
+                    recorded = record_event(core, conn, delivery.plugin, event, known=known,
+                                            records=records)  # fmt: skip
                     steps.append(recorded.step)
                     topics |= recorded.topics
                     spoken.append((delivery.row.id, recorded.customer_id, recorded.record_id))
@@ -180,6 +185,7 @@ class Recorded:
     topics: set[str] = field(default_factory=set)
     customer_id: int | None = None
     record_id: int | None = None
+    merged: bool = False  # customers were merged: records read before may name them
 
 
 def prepare_event(
@@ -217,12 +223,14 @@ def record_event(
     notes: bool = True,
     known: KnownHolders | None = None,
     absent: bool = False,
+    records: StoredRecords | None = None,
 ) -> Recorded:
     """Resolve the customer and append to the timeline in the caller's transaction, and
     queue the notes the event calls for (none when `notes` is false: imported history).
 
-    An import passes what it read for its whole batch: the identities' holders (`known`),
-    and that the record is not stored yet (`absent`).
+    A batch passes what it read for all its events: the identities' holders (`known`), and
+    either that the record is not stored yet (`absent`, an import) or the stored records
+    (`records`, deliveries recorded together).
     """
     found, interaction = prepared.identities, prepared.interaction
     if known is None:  # a webhook's: lock what it touches (an import holds the whole lock)
@@ -231,7 +239,10 @@ def record_event(
         known.values_locked = True
     if interaction is None:
         assert prepared.record is not None
-        return _link_customer_record(core, conn, prepared.record, found, prepared.key, known)
+        linked = _link_customer_record(core, conn, prepared.record, found, prepared.key, known)
+        if records is not None and linked.merged:
+            records.forget()  # the merged customers' records are this one's now
+        return linked
     if found:
         resolution = resolve_customer(
             conn, found, interaction.record_ref, interaction.customer_name,
@@ -239,11 +250,21 @@ def record_event(
         )  # fmt: skip
     else:
         resolution = thread_resolution(conn, interaction)
+    if records is not None and resolution.merged:
+        records.forget()  # the merged customers' records are this one's now
     # A call's stored state is read once (and locked): the transfer and the note need it.
-    looked_up = interaction.kind == "call" and not absent
-    before = stored_record(conn, interaction) if looked_up else None
+    stored, known_absent = None, absent
+    if records is not None and not absent and records.holds(interaction):
+        stored = records.of(interaction)
+        known_absent = stored is None
+    elif interaction.kind == "call" and not absent:
+        stored = stored_record(conn, interaction)
+        known_absent = stored is None
+    before = stored if interaction.kind == "call" else None
     appended = append(conn, interaction, resolution.customer_id, resolution.candidates,
-                      absent=absent or (looked_up and before is None), stored=before)  # fmt: skip
+                      absent=known_absent, stored=stored)  # fmt: skip
+    if records is not None:
+        records.keep(appended.row)
     said = ""
     if interaction.preferred_channels is not None and appended.customer_id is not None:
         said = "; " + record_preference(
@@ -303,7 +324,7 @@ def _link_customer_record(
     )  # fmt: skip
     step = f"{key}: {record.record_ref} → customer {resolution.customer_id}"
     topics = _topics(found, resolution.customer_id, resolution.candidates)
-    return Recorded(step, topics, resolution.customer_id)
+    return Recorded(step, topics, resolution.customer_id, merged=resolution.merged)
 
 
 # A delivery, the customer one of its events was recorded on, and the record it stored.

@@ -3,6 +3,7 @@ stays the failing delivery's own."""
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ from middleware.store.queue import DONE, PENDING
 from middleware.store.tables import deliveries, interactions
 from tests.customers.test_identity import live_customers
 from tests.customers.test_identity_locks import ANN, BOB, still_waiting, ticket
-from tests.payloads import zendesk_event
+from tests.payloads import cti_body, zendesk_event
 from tests.values import PG_URL
 
 TICKETS = ["6001", "6002", "6003", "6004", "6005"]
@@ -122,6 +123,46 @@ def test_a_holder_merged_away_before_the_batch_locks_it_is_read_again(
     assert [r.status for r in rows] == [DONE] * 10
     assert len(recorded) == 10 and len(set(recorded.values())) == 1
     assert answers[0] is False and len(answers) > 1  # read again, and locked again
+
+
+def test_a_batch_reads_its_stored_records_at_once_and_sees_its_own_changes(
+    hooks, core, worker, fake_zendesk
+):
+    """A ticket, a call's start and end, and another call, recorded together: their stored
+    records are read in one query, none on its own, and the call's end finds the row its
+    start stored moments before in the same batch (one row, ended)."""
+    post_tickets(hooks)
+    assert hooks.cti(cti_body("newCall.json", callId="pbx-call-1")).status_code == 200
+    assert hooks.cti(cti_body("hangup.json", callId="pbx-call-1")).status_code == 200
+    assert hooks.cti(cti_body("newCall.json", callId="pbx-call-2")).status_code == 200
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(" ".join(statement.split()).upper())
+
+    event.listen(core.engine, "before_cursor_execute", record)
+    try:
+        worker.drain()
+    finally:
+        event.remove(core.engine, "before_cursor_execute", record)
+    full_rows = [
+        s for s in seen if s.startswith("SELECT INTERACTIONS.ID, INTERACTIONS.CUSTOMER_ID")
+    ]
+    at_once = [s for s in full_rows if "INTERACTIONS.EXTERNAL_ID) IN" in s]
+    by_key = re.compile(r"WHERE INTERACTIONS.SOURCE = \S+ AND INTERACTIONS.KIND = \S+ AND "
+                        r"INTERACTIONS.EXTERNAL_ID = \S+( FOR UPDATE)?$")  # fmt: skip
+    one_by_one = [s for s in full_rows if by_key.search(s)]
+    assert len(at_once) == 1 and one_by_one == []
+    rows, _ = stored(core)
+    assert [r.status for r in rows] == [DONE] * 8
+    with core.engine.connect() as conn:
+        calls = conn.execute(
+            select(interactions.c.external_id, interactions.c.status)
+            .where(interactions.c.kind == "call")
+            .order_by(interactions.c.external_id)
+        ).all()
+    assert [c.external_id for c in calls] == ["pbx-call-1", "pbx-call-2"]
+    assert calls[0].status == "completed" and calls[1].status != "completed"
 
 
 def test_a_delivery_that_fails_while_recorded_with_others_fails_alone(
