@@ -586,6 +586,9 @@ def bought_chatted_called(demo: Demo) -> PhoneCall:
         "bot's), the words of her message with a link to its recording, and that she "
         "prefers the phone: Sam answers without asking her to start over.")  # fmt: skip
     morning.answer("sam")
+    # The pop is about this call once Carryover has taken it in: wait for it, as sam would.
+    demo.wait_for("pop up the morning call, answered by sam",
+                  lambda: "Answered by sam" in demo.pop_page(DANA_PHONE))  # fmt: skip
     demo.pause(3)
     morning.hang_up(duration_s=150)
     return morning
