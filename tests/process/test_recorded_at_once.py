@@ -40,6 +40,21 @@ def stored(core):
         return rows, dict(recorded.all())
 
 
+def statements_of_a_drain(core, worker) -> list[str]:
+    """Drain the worker; return the statements it sent, each on one line, upper case."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(" ".join(statement.split()).upper())
+
+    event.listen(core.engine, "before_cursor_execute", record)
+    try:
+        worker.drain()
+    finally:
+        event.remove(core.engine, "before_cursor_execute", record)
+    return seen
+
+
 def test_deliveries_are_recorded_together_each_settled_with_its_record(
     hooks, core, worker, fake_zendesk, monkeypatch
 ):
@@ -78,16 +93,7 @@ def test_a_batch_reads_its_holders_once_and_locks_each_customer_once(
     """Five tickets of one customer recorded together: the holders of their identities are
     read in one query, and the customer's row is locked once (PostgreSQL), not per ticket."""
     post_tickets(hooks)
-    seen: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args):
-        seen.append(" ".join(statement.split()).upper())
-
-    event.listen(core.engine, "before_cursor_execute", record)
-    try:
-        worker.drain()
-    finally:
-        event.remove(core.engine, "before_cursor_execute", record)
+    seen = statements_of_a_drain(core, worker)
     holders = [s for s in seen if s.startswith("SELECT IDENTITIES.") and "FROM IDENTITIES" in s
                and "IDENTITIES.CUSTOMER_ID, IDENTITIES.SHARED" in s]  # fmt: skip
     customer_locks = [s for s in seen if s.startswith("SELECT CUSTOMERS.ID, CUSTOMERS.MERGED_INTO")]
@@ -135,16 +141,7 @@ def test_a_batch_reads_its_stored_records_at_once_and_sees_its_own_changes(
     assert hooks.cti(cti_body("newCall.json", callId="pbx-call-1")).status_code == 200
     assert hooks.cti(cti_body("hangup.json", callId="pbx-call-1")).status_code == 200
     assert hooks.cti(cti_body("newCall.json", callId="pbx-call-2")).status_code == 200
-    seen: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args):
-        seen.append(" ".join(statement.split()).upper())
-
-    event.listen(core.engine, "before_cursor_execute", record)
-    try:
-        worker.drain()
-    finally:
-        event.remove(core.engine, "before_cursor_execute", record)
+    seen = statements_of_a_drain(core, worker)
     full_rows = [
         s for s in seen if s.startswith("SELECT INTERACTIONS.ID, INTERACTIONS.CUSTOMER_ID")
     ]
